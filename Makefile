@@ -1,0 +1,63 @@
+# framefleet: `make run` and `make test` are the two commands; both start with `make setup`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.framefleet-installed
+DATA_DIR ?= .framefleet
+
+export RAY_USAGE_STATS_ENABLED = 0
+
+.PHONY: setup system-deps run demo test lint typecheck pytest bench lock clean
+
+setup: system-deps $(STAMP)
+
+# ffmpeg/ffprobe from Debian when missing; apt-get needs root, otherwise say what to run.
+system-deps:
+	@missing=""; \
+	for tool in ffmpeg ffprobe; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "setup: installing ffmpeg and python3-venv with apt-get (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg python3-venv >/dev/null; \
+	  else \
+	    echo "setup: missing$$missing; install them with: sudo apt-get install ffmpeg python3-venv" >&2; exit 1; \
+	  fi; \
+	fi
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: framefleet needs Python 3.11 or newer; found " + sys.version.split()[0])'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/framefleet demo --data-dir $(DATA_DIR)
+
+test: setup lint typecheck pytest
+
+lint:
+	$(BIN)/ruff format --check cluster api tests bench
+	$(BIN)/ruff check cluster api tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/throughput.py
+
+# Re-pin every package after a change to pyproject.toml's dependencies.
+lock:
+	rm -rf /tmp/framefleet-lock && $(PYTHON) -m venv /tmp/framefleet-lock
+	/tmp/framefleet-lock/bin/pip install -q '.[dev]'
+	{ echo '# Exact versions of every package in .venv, used as constraints by `make setup`.'; \
+	  echo '# Regenerate with `make lock` after changing pyproject.toml.'; \
+	  /tmp/framefleet-lock/bin/pip freeze --exclude framefleet; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

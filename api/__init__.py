@@ -1,0 +1,1 @@
+"""framefleet gateway and CLI."""

@@ -1,0 +1,1 @@
+"""Ray wrappers: encoder and coordinator actors, and the options they run with."""

@@ -1,0 +1,150 @@
+"""The encoder: runs one work order's ffmpeg at a time and reports its progress.
+
+A plain class, so it runs and is tested without Ray; :mod:`cluster.actors.handles`
+makes it a Ray actor with the placement's resources. Outputs go to partial files
+that are renamed into place only after the result checks out; on failure and on
+cancel they are removed, and ffmpeg's process group is killed on cancel, on
+shutdown and when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import EncodeError, InputError, JobFailure
+from cluster.jobs import JobKind
+from cluster.media import probe_async
+from cluster.progress import ProgressSnapshot, ProgressThrottle
+from cluster.runner import FfmpegRun, RunResult, commit_outputs, failure_for, remove_partials
+from cluster.work import WorkOrder, WorkOutcome
+
+ProgressSink = Callable[[str, int, ProgressSnapshot], None]
+MAX_VALIDATION_ERRORS = 50
+
+
+def truncation_gap(expected_s: float | None, got_s: float | None) -> float | None:
+    """Seconds missing when ``got_s`` falls short of ``expected_s`` by more than jitter."""
+    if not expected_s or got_s is None:
+        return None
+    gap = expected_s - got_s
+    return gap if gap > max(1.0, 0.05 * expected_s) else None
+
+
+class EncoderWorker:
+    def __init__(self, *, progress_sink: ProgressSink | None = None) -> None:
+        self._sink = progress_sink
+        self._current: tuple[WorkOrder, FfmpegRun] | None = None
+        self._cancelled: set[str] = set()
+        atexit.register(self._kill_on_exit)
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname()}
+
+    async def run(self, order: WorkOrder) -> WorkOutcome:
+        started = time.monotonic()
+        self._cancelled.discard(order.job_id)
+
+        def report(snapshot: ProgressSnapshot) -> None:
+            if self._sink is not None:
+                self._sink(order.job_id, order.attempt, snapshot)
+
+        run = FfmpegRun(order.command, on_progress=report, throttle=ProgressThrottle())
+        self._current = (order, run)
+        outcome: WorkOutcome | None = None
+        try:
+            outcome = await self._execute(order, run)
+        except JobFailure as exc:
+            outcome = WorkOutcome.failure(order, exc, run.latest)
+        except OSError as exc:
+            outcome = WorkOutcome.failure(order, EncodeError(str(exc)), run.latest)
+        finally:
+            self._current = None
+            if outcome is None or outcome.status != "succeeded":
+                remove_partials(order.command)
+        return replace(outcome, elapsed_s=round(time.monotonic() - started, 3))
+
+    async def _execute(self, order: WorkOrder, run: FfmpegRun) -> WorkOutcome:
+        spec = order.spec
+        if spec.kind is JobKind.THUMBNAIL and spec.output:
+            Path(spec.output).mkdir(parents=True, exist_ok=True)
+        result = await run.run()
+        if order.job_id in self._cancelled:
+            return WorkOutcome(order.job_id, order.attempt, "cancelled", progress=result.progress)
+        if spec.kind is JobKind.VALIDATE:
+            return self._validated(order, result)
+        if result.returncode != 0:
+            raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
+        payload: dict[str, Any]
+        if spec.kind is JobKind.TRANSCODE:
+            partial, final = order.command.outputs[0]
+            out = await probe_async(partial)
+            gap = truncation_gap(order.media.duration_s, out.duration_s)
+            if gap is not None:
+                raise InputError(
+                    f"{Path(spec.input).name}: only {out.duration_s or 0:.2f} s of "
+                    f"{order.media.duration_s:.2f} s could be decoded; the input is truncated "
+                    "or corrupt",
+                    code="truncated",
+                )
+            payload = {"output": final, "encoder": order.encoder, "media": out.to_dict()}
+            payload["media"]["path"] = final
+        else:
+            payload = {"images": [final for _, final in order.command.outputs]}
+        commit_outputs(order.command, overwrite=spec.overwrite)
+        return WorkOutcome(
+            order.job_id,
+            order.attempt,
+            "succeeded",
+            result=payload,
+            progress=result.progress,
+            notes=list(order.command.notes),
+        )
+
+    @staticmethod
+    def _validated(order: WorkOrder, result: RunResult) -> WorkOutcome:
+        errors = list(result.stderr_tail[:MAX_VALIDATION_ERRORS])
+        decoded = result.progress.out_time_s if result.progress else None
+        gap = truncation_gap(order.media.duration_s, decoded)
+        if gap is not None:
+            errors.append(
+                f"decoded {decoded or 0:.2f} s of {order.media.duration_s:.2f} s: "
+                f"{gap:.2f} s missing (truncated?)"
+            )
+        if result.returncode != 0 and not errors:
+            errors.append(f"ffmpeg exited with status {result.returncode}")
+        return WorkOutcome(
+            order.job_id,
+            order.attempt,
+            "succeeded",
+            result={"valid": not errors, "errors": errors, "decoded_s": decoded},
+            progress=result.progress,
+        )
+
+    async def cancel(self, job_id: str) -> bool:
+        """Kill the job's ffmpeg (process group) and drop its partial files."""
+        current = self._current
+        if current is None or current[0].job_id != job_id:
+            return False
+        self._cancelled.add(job_id)
+        await current[1].kill()
+        return True
+
+    async def shutdown(self) -> None:
+        current = self._current
+        if current is not None:
+            self._cancelled.add(current[0].job_id)
+            await current[1].kill(grace_s=1.0)
+            remove_partials(current[0].command)
+
+    def _kill_on_exit(self) -> None:
+        current = self._current
+        if current is not None:
+            current[1].kill_now()
+            remove_partials(current[0].command)

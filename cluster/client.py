@@ -1,0 +1,142 @@
+"""What the CLI and the gateway call: a connection to the coordinator, and job helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from cluster.actors.handles import RemoteCoordinator, coordinator_options
+from cluster.config import CoordinatorConfig, RuntimeConfig
+from cluster.errors import ClusterUnavailable, FramefleetError
+from cluster.jobs import JobSpec, JobStatus
+from cluster.runtime import Runtime, connect
+
+COORDINATOR_START_TIMEOUT_S = 60.0
+
+
+def _unwrap(exc: ray.exceptions.RayError) -> Exception:
+    """The framefleet error behind a Ray error, or a :class:`ClusterUnavailable`."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, FramefleetError):
+        return cause
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return exc
+    return ClusterUnavailable(f"the coordinator is not reachable ({type(exc).__name__}): {exc}")
+
+
+class Fleet:
+    """A connection to framefleet's coordinator (created on first use)."""
+
+    def __init__(self, runtime: Runtime, coordinator: Any) -> None:
+        self.runtime = runtime
+        self._coordinator = coordinator
+
+    @classmethod
+    def connect(cls, runtime: RuntimeConfig, coordinator: CoordinatorConfig) -> Fleet:
+        rt = connect(runtime)
+        try:
+            handle: Any = RemoteCoordinator.options(**coordinator_options(runtime)).remote(
+                coordinator
+            )
+            fleet = cls(rt, handle)
+            fleet._call(handle.ping.remote(), timeout=COORDINATOR_START_TIMEOUT_S)
+        except BaseException:
+            rt.close()
+            raise
+        return fleet
+
+    def _call(self, ref: Any, timeout: float | None = None) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ClusterUnavailable(
+                f"the coordinator did not answer within {timeout:g} s; is the cluster busy?"
+            ) from exc
+        except ray.exceptions.RayError as exc:
+            raise _unwrap(exc) from exc
+
+    def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._coordinator.ping.remote(), timeout=30)
+        return result
+
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.submit.remote(spec))
+        return job
+
+    def submit_many(self, specs: list[JobSpec]) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._call(self._coordinator.submit_many.remote(specs))
+        return jobs
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.get.remote(job_id))
+        return job
+
+    def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._call(self._coordinator.list_jobs.remote(**filters))
+        return jobs
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.cancel.remote(job_id))
+        return job
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.retry.remote(job_id))
+        return job
+
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = self._call(self._coordinator.nodes.remote())
+        return nodes
+
+    def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
+        self._call(self._coordinator.set_node_cap.remote(node_id, max_jobs))
+
+    def events(
+        self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Job events after ``after`` (long-poll): ``{"events", "last_seq", "gap"}``."""
+        batch: dict[str, Any] = self._call(
+            self._coordinator.poll_events.remote(after, job_ids, timeout)
+        )
+        return batch
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Follow ``job_id`` until it ends; ``on_event`` sees each status/progress event."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = self.get(job_id)
+        after = 0
+        while not JobStatus(job["status"]).terminal:
+            remaining = 10.0 if deadline is None else min(10.0, deadline - time.monotonic())
+            if remaining <= 0:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:g} s")
+            batch = self.events(after, [job_id], timeout=remaining)
+            after = batch["last_seq"]
+            for event in batch["events"]:
+                if on_event is not None:
+                    on_event(event)
+                if JobStatus(event["status"]).terminal:
+                    return self.get(job_id)
+            if batch["gap"] or not batch["events"]:
+                job = self.get(job_id)
+        return job
+
+    def shutdown_coordinator(self) -> None:
+        """Stop encodes cleanly (running jobs are re-queued) and remove the coordinator."""
+        self._call(self._coordinator.shutdown.remote(), timeout=60)
+        ray.kill(self._coordinator, no_restart=True)
+
+    def close(self) -> None:
+        """Disconnect; an embedded Ray stops, after its running encodes are wound down."""
+        if self.runtime.embedded:
+            with contextlib.suppress(FramefleetError):
+                self.shutdown_coordinator()
+        self.runtime.close()

@@ -1,0 +1,497 @@
+"""The coordinator: owns the job table, the queue, dispatch, retries and job events.
+
+A plain asyncio class; :mod:`cluster.actors.handles` runs it as one named,
+detached Ray actor and gives it a :class:`Backend` that talks to Ray. Every
+state change goes through :meth:`Coordinator._move`, which applies the job
+state machine, keeps the queue, writes SQLite and publishes an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from cluster.config import CoordinatorConfig
+from cluster.encoders import Encoder, available, choose_encoder, container_for
+from cluster.errors import (
+    EncodeError,
+    FramefleetError,
+    JobFailure,
+    JobNotFound,
+    SpecError,
+    WorkerLost,
+)
+from cluster.events import EventLog
+from cluster.ffmpeg import thumbnail_times
+from cluster.jobs import Hardware, Job, JobKind, JobSpec, JobStatus, transition
+from cluster.media import MediaInfo, probe_async
+from cluster.paths import check_output_file, check_output_folder, resolve
+from cluster.placement import Demand, NodeState, Placement, has_capacity_for, place
+from cluster.pool import EncoderHandle, EncoderPool, Lease
+from cluster.progress import ProgressSnapshot
+from cluster.runner import remove_stale_partials
+from cluster.store import JobStore
+from cluster.work import WorkOrder, WorkOutcome, plan_work
+
+log = logging.getLogger("framefleet.coordinator")
+PROBE_CONCURRENCY = 4
+CANCEL_WAIT_S = 15.0
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    node_id: str
+    address: str
+    cpus: float
+    gpus: float = 0.0
+
+
+class Backend(Protocol):
+    async def nodes(self) -> list[NodeInfo]: ...
+    def create_encoder(self, placement: Placement) -> EncoderHandle: ...
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        backend: Backend,
+        *,
+        encoders: tuple[Encoder, ...] | None = None,
+    ) -> None:
+        self.config = config
+        self._backend = backend
+        self._encoders = available() if encoders is None else encoders
+        self._store = JobStore(config.db_path)
+        self._events = EventLog()
+        self._pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
+        self._jobs: dict[str, Job] = {}
+        self._queue: dict[str, Job] = {}
+        self._media: dict[str, MediaInfo] = {}
+        self._probing: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
+        self._cancelling: set[str] = set()
+        self._nodes: list[NodeInfo] = []
+        self._caps: dict[str, int | None] = {}
+        self._seq = 0
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._probe_slots = asyncio.Semaphore(PROBE_CONCURRENCY)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._recover()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start dispatching (needs a running event loop)."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._dispatch_loop()),
+                asyncio.create_task(self._housekeeping_loop()),
+            ]
+
+    def _recover(self) -> None:
+        requeued = []
+        for job in self._store.load_all():
+            self._jobs[job.id] = job
+            self._seq = max(self._seq, job.seq)
+            if job.status is JobStatus.RUNNING:
+                transition(job, JobStatus.QUEUED, reason="re-queued: the coordinator restarted")
+                self._clear_partials(job)
+                requeued.append(job)
+            if job.status is JobStatus.QUEUED:
+                self._queue[job.id] = job
+        self._store.save_many(requeued)
+        if requeued:
+            log.warning("re-queued %d job(s) that were running before a restart", len(requeued))
+
+    async def shutdown(self) -> None:
+        """Stop encodes (killing ffmpeg, dropping partial files); running jobs are re-queued."""
+        self._stopping = True
+        for lease, _ in list(self._running.values()):
+            with contextlib.suppress(WorkerLost):
+                await lease.handle.shutdown()
+        for _, task in list(self._running.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, CANCEL_WAIT_S)
+        for task in self._tasks:
+            task.cancel()
+        await self._pool.close()
+        self._store.close()
+
+    # ---- the API the client and the gateway call -----------------------------------
+
+    async def ping(self) -> dict[str, Any]:
+        return {"jobs": len(self._jobs), "queued": len(self._queue), "running": len(self._running)}
+
+    async def submit(self, spec: JobSpec) -> dict[str, Any]:
+        job = self._new_job(self._admit(spec))
+        self._store.save(job)
+        self._publish(job)
+        self._wake.set()
+        return job.to_dict()
+
+    async def submit_many(self, specs: list[JobSpec]) -> list[dict[str, Any]]:
+        admitted = []
+        for i, spec in enumerate(specs):
+            try:
+                admitted.append(self._admit(spec))
+            except JobFailure as exc:
+                raise type(exc)(f"job {i + 1} of {len(specs)}: {exc}", code=exc.code) from exc
+        jobs = [self._new_job(spec) for spec in admitted]
+        self._store.save_many(jobs)
+        for job in jobs:
+            self._publish(job)
+        self._wake.set()
+        return [job.to_dict() for job in jobs]
+
+    async def get(self, job_id: str) -> dict[str, Any]:
+        return self._get(job_id).to_dict()
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Jobs in submission order after ``after_seq`` (a cursor), filtered."""
+        out = []
+        for job in self._jobs.values():
+            if job.seq <= after_seq or (status and job.status != status):
+                continue
+            if kind and job.spec.kind != kind:
+                continue
+            out.append(job.to_dict())
+            if len(out) >= limit:
+                break
+        return out
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; idempotent. A running ffmpeg is killed before this returns."""
+        job = self._get(job_id)
+        if job.status is JobStatus.QUEUED:
+            self._move(job, JobStatus.CANCELLED, reason="cancelled by user", code="cancelled")
+        elif job.status is JobStatus.RUNNING and job_id in self._running:
+            self._cancelling.add(job_id)
+            lease, task = self._running[job_id]
+            with contextlib.suppress(WorkerLost):
+                await lease.handle.cancel(job_id)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT_S)
+            except TimeoutError:
+                self._pool.release(lease, healthy=False)
+            if job.status is JobStatus.RUNNING:
+                self._move(job, JobStatus.CANCELLED, reason="cancelled by user", code="cancelled")
+        return job.to_dict()
+
+    async def retry(self, job_id: str) -> dict[str, Any]:
+        job = self._get(job_id)
+        self._move(job, JobStatus.QUEUED, reason="retry requested by user")
+        self._media.pop(job_id, None)  # the file may have been fixed: probe again
+        self._wake.set()
+        return job.to_dict()
+
+    async def poll_events(
+        self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Job events after ``after``; waits up to ``timeout`` s for the first one."""
+        ids = frozenset(job_ids) if job_ids else None
+        return await self._events.wait(after, ids, min(timeout, 60.0))
+
+    async def report_progress(self, job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
+        """Called by encoder actors; stale attempts and finished jobs are ignored."""
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.RUNNING or attempt != job.attempts:
+            return
+        job.progress = snapshot
+        self._publish(job, kind="progress")
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        states = {n.node_id: n for n in self._node_states()}
+        running: dict[str, list[str]] = {}
+        for job_id, (lease, _) in self._running.items():
+            running.setdefault(lease.node_id, []).append(job_id)
+        return [
+            {
+                "node_id": s.node_id,
+                "address": s.address,
+                "cpus": s.cpus,
+                "cpus_used": s.cpus_used,
+                "gpus": s.gpus,
+                "gpus_used": s.gpus_used,
+                "max_jobs": s.max_jobs,
+                "running_jobs": running.get(s.node_id, []),
+            }
+            for s in states.values()
+        ]
+
+    async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
+        """Change a node's concurrent-job cap while running (``None``: only cores limit)."""
+        if max_jobs is not None and max_jobs < 0:
+            raise SpecError("a node's job cap must be 0 or more")
+        self._caps[node_id] = max_jobs
+        self._wake.set()
+
+    # ---- admission -------------------------------------------------------------------
+
+    def _admit(self, spec: JobSpec) -> JobSpec:
+        """Resolve the paths inside the media roots and reject what cannot work."""
+        roots = self.config.media_roots
+        source = resolve(spec.input, roots, what="input")
+        output: Path | None = None
+        if spec.kind is JobKind.TRANSCODE:
+            assert spec.output is not None
+            output = resolve(spec.output, roots, what="output")
+            container = container_for(output.name)
+            if spec.codec not in container.video_codecs:
+                raise SpecError(
+                    f".{container.ext} cannot hold {spec.codec} video; use --codec "
+                    f"{' or '.join(sorted(container.video_codecs))} or another extension"
+                )
+            choose_encoder(spec.codec, spec.hardware, self._encoders)
+            check_output_file(output, input_path=source, overwrite=spec.overwrite)
+        elif spec.kind is JobKind.THUMBNAIL:
+            assert spec.output is not None
+            output = resolve(spec.output, roots, what="output")
+            check_output_folder(output)
+        return replace(spec, input=str(source), output=str(output) if output else None)
+
+    def _new_job(self, spec: JobSpec) -> Job:
+        self._seq += 1
+        job = Job(id=Job.new_id(), spec=spec, seq=self._seq, max_attempts=self.config.max_attempts)
+        self._jobs[job.id] = job
+        self._queue[job.id] = job
+        return job
+
+    def _get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(job_id) from None
+
+    # ---- state changes ---------------------------------------------------------------
+
+    def _move(
+        self, job: Job, status: JobStatus, *, reason: str | None = None, code: str | None = None
+    ) -> None:
+        transition(job, status, reason=reason, error_code=code)
+        if status is JobStatus.QUEUED:
+            self._queue[job.id] = job
+        else:
+            self._queue.pop(job.id, None)
+        if status.terminal:
+            self._media.pop(job.id, None)
+            self._cancelling.discard(job.id)
+        self._store.save(job)
+        self._publish(job)
+
+    def _fail(self, job: Job, exc: FramefleetError) -> None:
+        self._move(job, JobStatus.FAILED, reason=str(exc), code=exc.code)
+
+    def _publish(self, job: Job, kind: str = "status") -> None:
+        self._events.publish(
+            {
+                "type": kind,
+                "job_id": job.id,
+                "status": str(job.status),
+                "attempts": job.attempts,
+                "reason": job.reason,
+                "error_code": job.error_code,
+                "progress": job.progress.to_dict() if job.progress else None,
+                "time": time.time(),
+            }
+        )
+
+    # ---- probing ---------------------------------------------------------------------
+
+    async def _probe(self, job: Job) -> None:
+        try:
+            async with self._probe_slots:
+                media = await probe_async(job.spec.input)
+            if job.spec.kind is not JobKind.PROBE:
+                media.require_video()
+            if job.spec.kind is JobKind.THUMBNAIL:
+                thumbnail_times(job.spec, media)
+        except FramefleetError as exc:
+            if job.status is JobStatus.QUEUED:
+                self._fail(job, exc)
+            return
+        finally:
+            self._probing.pop(job.id, None)
+        if job.status is not JobStatus.QUEUED:
+            return
+        if job.spec.kind is JobKind.PROBE:
+            self._move(job, JobStatus.RUNNING, reason="probed by the coordinator")
+            job.result = {"media": media.to_dict()}
+            self._move(job, JobStatus.SUCCEEDED, reason="probed")
+            return
+        self._media[job.id] = media
+        self._wake.set()
+
+    # ---- dispatch --------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._dispatch()
+            except Exception:  # a bug here must not stop all dispatching
+                log.exception("dispatch failed")
+
+    def _dispatch(self) -> None:
+        now = time.time()
+        ready = []
+        for job in self._queue.values():
+            if job.id not in self._media:
+                if job.id not in self._probing:
+                    self._probing[job.id] = asyncio.create_task(self._probe(job))
+            elif job.not_before <= now:
+                ready.append(job)
+        ready.sort(key=lambda j: (-j.spec.priority, j.seq))
+        for job in ready:
+            if self._stopping:
+                return
+            nodes = self._node_states()
+            if not nodes:
+                return  # no node yet: wait for the cluster
+            if all(n.cpus_free <= 1e-9 or n.max_jobs == n.running for n in nodes):
+                return  # every node is full: nothing below can start either
+            video = self._media[job.id].video
+            demand = Demand(
+                job.spec.kind,
+                job.spec.hardware,
+                job.spec.codec,
+                video.width if video else 0,
+                video.height if video else 0,
+            )
+            if not has_capacity_for(demand, nodes):
+                what = "GPU" if demand.hardware is Hardware.GPU else "node with CPUs"
+                self._fail(
+                    job,
+                    SpecError(
+                        f"no {what} in the cluster can run this job; "
+                        "use --hardware cpu or auto, or add such a node",
+                        code="no_capacity",
+                    ),
+                )
+                continue
+            placement = place(demand, nodes, self.config.policy)
+            if placement is not None:
+                self._launch(job, placement, nodes)
+
+    def _node_states(self) -> list[NodeState]:
+        states = []
+        for node in self._nodes:
+            cpus, gpus, running = self._pool.used(node.node_id)
+            states.append(
+                NodeState(
+                    node.node_id,
+                    node.address,
+                    node.cpus,
+                    node.gpus,
+                    cpus,
+                    gpus,
+                    running,
+                    self._caps.get(node.node_id, self.config.max_jobs_per_node),
+                )
+            )
+        return states
+
+    def _launch(self, job: Job, placement: Placement, nodes: list[NodeState]) -> None:
+        spec, media = job.spec, self._media[job.id]
+        try:
+            encoder = (
+                choose_encoder(spec.codec, placement.hardware, self._encoders)
+                if spec.kind is JobKind.TRANSCODE
+                else None
+            )
+            order = plan_work(job.id, job.attempts + 1, spec, media, encoder)
+        except JobFailure as exc:
+            self._fail(job, exc)
+            return
+        node = next(n for n in nodes if n.node_id == placement.node_id)
+        lease = self._pool.acquire(placement, node_cpus=node.cpus, node_gpus=node.gpus)
+        job.placement = {
+            "node_id": placement.node_id,
+            "address": placement.address,
+            "hardware": str(placement.hardware),
+            "encoder": order.encoder,
+            "cpus": placement.cpus,
+            "gpus": placement.gpus,
+            "reason": placement.reason,
+        }
+        self._move(job, JobStatus.RUNNING, reason=placement.reason)
+        task = asyncio.create_task(self._execute(job, lease, order))
+        self._running[job.id] = (lease, task)
+
+    async def _execute(self, job: Job, lease: Lease, order: WorkOrder) -> None:
+        healthy = True
+        try:
+            outcome = await lease.handle.run(order)
+        except WorkerLost as exc:
+            healthy = False
+            outcome = WorkOutcome.failure(order, exc)
+        except Exception as exc:
+            log.exception("encoder call failed for job %s", job.id)
+            healthy = False
+            outcome = WorkOutcome.failure(order, EncodeError(f"internal error: {exc}"))
+        self._running.pop(job.id, None)
+        self._pool.release(lease, healthy=healthy)
+        self._complete(job, outcome)
+        self._wake.set()
+
+    def _complete(self, job: Job, outcome: WorkOutcome) -> None:
+        if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
+            return
+        if outcome.progress:
+            job.progress = outcome.progress
+        if outcome.status == "succeeded":
+            job.result = outcome.result
+            job.notes = outcome.notes
+            self._move(job, JobStatus.SUCCEEDED, reason=f"completed in {outcome.elapsed_s:.1f} s")
+        elif self._stopping:
+            self._clear_partials(job)
+            self._move(job, JobStatus.QUEUED, reason="re-queued: framefleet was shut down")
+        elif job.id in self._cancelling or outcome.status == "cancelled":
+            self._move(job, JobStatus.CANCELLED, reason="cancelled by user", code="cancelled")
+        elif outcome.retryable and job.attempts < job.max_attempts:
+            delay = min(self.config.retry_backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
+            job.not_before = time.time() + delay
+            self._move(
+                job,
+                JobStatus.QUEUED,
+                reason=f"attempt {job.attempts} failed: {outcome.error}; retrying in {delay:g} s",
+            )
+        else:
+            self._move(job, JobStatus.FAILED, reason=outcome.error, code=outcome.error_code)
+
+    def _clear_partials(self, job: Job) -> None:
+        if job.spec.output:
+            out = Path(job.spec.output)
+            remove_stale_partials(out if job.spec.kind is JobKind.THUMBNAIL else out.parent, job.id)
+
+    # ---- housekeeping ----------------------------------------------------------------
+
+    async def _housekeeping_loop(self) -> None:
+        while not self._stopping:
+            try:
+                nodes = await self._backend.nodes()
+                gone = {n.node_id for n in self._nodes} - {n.node_id for n in nodes}
+                for node_id in gone:
+                    log.warning("node %s left the cluster", node_id)
+                    self._pool.forget_node(node_id)
+                self._nodes = nodes
+                self._pool.reap()
+            except Exception:
+                log.exception("housekeeping failed")
+            self._wake.set()
+            await asyncio.sleep(self.config.node_refresh_s)

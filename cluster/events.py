@@ -1,0 +1,65 @@
+"""Job events in sequence, for subscribers that long-poll instead of polling every job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+
+class EventLog:
+    """A bounded, numbered log of job events with a long-poll :meth:`wait`.
+
+    A subscriber remembers the last ``seq`` it saw and asks for what came after;
+    one that fell further behind than the log keeps gets ``gap=True`` and should
+    re-read the jobs it follows.
+    """
+
+    def __init__(self, maxlen: int = 20_000) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._seq = 0
+        self._changed = asyncio.Event()
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def publish(self, event: dict[str, Any]) -> int:
+        self._seq += 1
+        self._events.append({"seq": self._seq, **event})
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return self._seq
+
+    def since(
+        self, after: int, job_ids: frozenset[str] | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Events after ``after``, and whether some were lost to the subscriber (a gap).
+
+        A ``seq`` ahead of the log (from before a coordinator restart) is a gap too.
+        """
+        oldest = self._events[0]["seq"] if self._events else self._seq + 1
+        gap = after > self._seq or (after + 1 < oldest and after < self._seq)
+        events = [
+            e
+            for e in self._events
+            if e["seq"] > after and (job_ids is None or e["job_id"] in job_ids)
+        ]
+        return events, gap
+
+    async def wait(
+        self, after: int, job_ids: frozenset[str] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Events after ``after`` (for ``job_ids`` if given), waiting up to ``timeout``.
+
+        Returns ``{"events", "last_seq", "gap"}``; pass ``last_seq`` back as ``after``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            events, gap = self.since(after, job_ids)
+            if events or gap or loop.time() >= deadline:
+                return {"events": events, "last_seq": self._seq, "gap": gap}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())

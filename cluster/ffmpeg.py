@@ -1,0 +1,187 @@
+"""ffmpeg command lines, built by pure functions from a spec and a probe.
+
+Nothing a user types becomes an ffmpeg argument: paths are made absolute and
+passed through the ``file:`` protocol (so ``concat:``, ``-x`` or ``http:`` in a
+name stay a file name), every other value comes from the catalog in
+:mod:`cluster.encoders`. Every command has ``-nostdin -hide_banner -progress
+pipe:1 -nostats`` and ``-protocol_whitelist file,pipe`` on its inputs.
+Outputs are written to a hidden partial file beside the destination; the runner
+renames them into place only on success.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cluster.encoders import Container, Encoder
+from cluster.errors import SpecError
+from cluster.jobs import JobSpec
+from cluster.media import MediaInfo
+
+COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
+INPUT_OPTS = ("-protocol_whitelist", "file,pipe")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ffmpeg run: its argv, and the files it writes as (partial, final) pairs."""
+
+    argv: list[str]
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    duration_s: float | None = None
+    total_frames: int | None = None
+    notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def partial_path(final: str | os.PathLike[str], job_id: str) -> str:
+    """The hidden file beside ``final`` that a job writes before the atomic rename."""
+    p = Path(final)
+    return str(p.with_name(f".{p.name}.{job_id}.partial"))
+
+
+def _input(path: str, seek: float | None = None) -> list[str]:
+    args = ["-ss", f"{seek:.3f}"] if seek is not None else []
+    return [*args, *INPUT_OPTS, "-i", f"file:{os.path.abspath(path)}"]
+
+
+def _video_pix_fmt(spec: JobSpec, media: MediaInfo, encoder: Encoder) -> str:
+    video = media.require_video()
+    if spec.keep_10bit and video.bit_depth > 8:
+        if encoder.ten_bit_pix_fmt is None:
+            raise SpecError(f"{encoder.name} cannot write 10-bit video; use hevc or av1")
+        return encoder.ten_bit_pix_fmt
+    return "nv12" if encoder.is_nvenc else "yuv420p"
+
+
+def _audio_args(media: MediaInfo, container: Container) -> tuple[list[str], list[str]]:
+    args: list[str] = []
+    notes: list[str] = []
+    for i, stream in enumerate(media.audio):
+        args += ["-map", f"0:{stream.index}"]
+        if container.audio_copy is None or stream.codec in container.audio_copy:
+            args += [f"-c:a:{i}", "copy"]
+        else:
+            encoder, bitrate = container.audio_fallback
+            args += [f"-c:a:{i}", encoder, f"-b:a:{i}", bitrate]
+            notes.append(f"audio stream {stream.index} ({stream.codec}) re-encoded to {encoder}")
+    return args, notes
+
+
+def _subtitle_args(media: MediaInfo, container: Container) -> tuple[list[str], list[str]]:
+    args: list[str] = []
+    notes: list[str] = []
+    kept = 0
+    for stream in media.subtitles:
+        if stream.codec in container.subtitle_copy:
+            codec = "copy"
+        elif stream.is_text and container.text_subtitle_encoder:
+            codec = container.text_subtitle_encoder
+        else:
+            notes.append(
+                f"subtitle stream {stream.index} ({stream.codec}) dropped: "
+                f".{container.ext} cannot hold it; use .mkv to keep it"
+            )
+            continue
+        args += ["-map", f"0:{stream.index}", f"-c:s:{kept}", codec]
+        kept += 1
+    return args, notes
+
+
+def transcode_command(
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder,
+    container: Container,
+    *,
+    job_id: str,
+    cuda_device: str | None = None,
+) -> Command:
+    """The command that transcodes ``spec.input`` to ``spec.output`` with ``encoder``."""
+    assert spec.output is not None
+    video = media.require_video()
+    if encoder.codec not in container.video_codecs:
+        raise SpecError(
+            f".{container.ext} cannot hold {encoder.codec} video; "
+            f"use {', '.join(sorted(container.video_codecs))} or another extension"
+        )
+    final = os.path.abspath(spec.output)
+    partial = partial_path(final, job_id)
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *_input(spec.input)]
+    argv += ["-map", f"0:{video.index}", "-map_metadata", "0", "-map_chapters", "0"]
+    if video.width % 2 or video.height % 2:
+        argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+    argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
+    argv += encoder.rate_control(spec.quality)
+    argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]
+    if tag := container.video_tags.get(encoder.codec):
+        argv += ["-tag:v", tag]
+    env: dict[str, str] = {}
+    if encoder.is_nvenc and cuda_device is not None:
+        # The placed GPU (by UUID, as NVML keys it) is the only one the process sees,
+        # so ffmpeg's -gpu 0 and CUDA_VISIBLE_DEVICES name the same device.
+        argv += ["-gpu", "0"]
+        env["CUDA_VISIBLE_DEVICES"] = cuda_device
+    audio, audio_notes = _audio_args(media, container)
+    subtitles, subtitle_notes = _subtitle_args(media, container)
+    argv += audio + subtitles
+    if container.faststart:
+        argv += ["-movflags", "+faststart"]
+    argv += ["-f", container.muxer, f"file:{partial}"]
+    return Command(
+        argv=argv,
+        outputs=[(partial, final)],
+        duration_s=media.duration_s,
+        total_frames=media.frame_count,
+        notes=audio_notes + subtitle_notes,
+        env=env,
+    )
+
+
+def validate_command(spec: JobSpec, media: MediaInfo) -> Command:
+    """A full decode of every video and audio stream, reporting errors only."""
+    argv = ["ffmpeg", *COMMON, "-loglevel", "error", *_input(spec.input)]
+    argv += ["-map", "0:v?", "-map", "0:a?", "-f", "null", "-"]
+    return Command(argv=argv, duration_s=media.duration_s, total_frames=media.frame_count)
+
+
+def thumbnail_times(spec: JobSpec, media: MediaInfo) -> list[float]:
+    """Where the thumbnails are taken: one time, or ``count`` evenly spaced, else 10% in."""
+    duration = media.duration_s or 0.0
+    if spec.thumbnail_at is not None:
+        if duration and spec.thumbnail_at >= duration:
+            raise SpecError(
+                f"thumbnail time {spec.thumbnail_at:g} s is past the end "
+                f"(the input lasts {duration:.2f} s)"
+            )
+        return [spec.thumbnail_at]
+    count = spec.thumbnail_count or 1
+    if spec.thumbnail_count is None:
+        return [round(duration * 0.1, 3)]
+    return [round(duration * (i + 0.5) / count, 3) for i in range(count)]
+
+
+def thumbnail_command(spec: JobSpec, media: MediaInfo, *, job_id: str) -> Command:
+    """JPEG thumbnails in ``spec.output`` (a folder), one fast seek per image, in one ffmpeg."""
+    assert spec.output is not None
+    video = media.require_video()
+    times = thumbnail_times(spec, media)
+    folder = Path(os.path.abspath(spec.output))
+    stem = Path(spec.input).stem
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y"]
+    for t in times:
+        argv += _input(spec.input, seek=t)
+    outputs: list[tuple[str, str]] = []
+    scale = f"scale={spec.thumbnail_width}:-2" if spec.thumbnail_width else None
+    for i, _ in enumerate(times):
+        name = f"{stem}.jpg" if len(times) == 1 else f"{stem}_{i + 1:03d}.jpg"
+        final = str(folder / name)
+        partial = partial_path(final, job_id)
+        argv += ["-map", f"{i}:{video.index}", "-frames:v", "1", "-q:v", "3"]
+        if scale:
+            argv += ["-vf", scale]
+        argv += ["-f", "image2", "-update", "1", f"file:{partial}"]
+        outputs.append((partial, final))
+    return Command(argv=argv, outputs=outputs, total_frames=len(times))

@@ -1,0 +1,61 @@
+"""Where a job may read and write: paths resolved (symlinks too) inside the media roots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cluster.errors import OutputError, SpecError
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def resolve(raw: str, roots: tuple[Path, ...], *, what: str) -> Path:
+    """``raw`` made absolute (relative to the first root) with symlinks resolved.
+
+    With roots configured, the result must lie inside one of them.
+    """
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        if not roots:
+            raise SpecError(f"{what} {raw!r} must be an absolute path")
+        path = roots[0] / path
+    resolved = path.resolve(strict=False)
+    if roots and not _inside(resolved, tuple(r.resolve() for r in roots)):
+        raise SpecError(
+            f"{what} {raw!r} resolves outside the media roots "
+            f"({', '.join(str(r) for r in roots)}); move the file under one of them"
+        )
+    return resolved
+
+
+def check_output_file(path: Path, *, input_path: Path, overwrite: bool) -> None:
+    """An output file may be written at ``path``: its folder exists and is writable."""
+    if path == input_path:
+        raise OutputError(f"output {path} is the input itself; choose another name")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name such as {path}/out.mp4")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    _check_writable_folder(path.parent, create=False)
+
+
+def check_output_folder(path: Path) -> None:
+    """Files may be written in ``path`` (created when missing, below an existing folder)."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output {path} is a file; thumbnails need a folder")
+    _check_writable_folder(path, create=True)
+
+
+def _check_writable_folder(folder: Path, *, create: bool) -> None:
+    probe = folder
+    while not probe.exists():
+        if not create:
+            raise OutputError(f"output folder {folder} does not exist; create it first")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot write under {folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write in {probe} (permission denied)")

@@ -1,0 +1,189 @@
+"""Runs one ffmpeg :class:`~cluster.ffmpeg.Command`: progress out, stderr tail kept, killable.
+
+ffmpeg starts without a shell, in its own process group but in the caller's
+session, so Ray still reaps it if the worker dies, and :meth:`FfmpegRun.kill`
+can end it (and anything it spawned) with one ``killpg``. If the reader of its
+progress pipe disappears, ffmpeg's next progress write fails and it exits too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.errors import (
+    EncodeError,
+    EncoderUnavailable,
+    InputError,
+    JobFailure,
+    OutputError,
+    ToolMissing,
+)
+from cluster.ffmpeg import Command
+from cluster.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
+
+STDERR_TAIL_LINES = 30
+
+_NVENC_MARKERS = (
+    "Cannot load libcuda",
+    "Cannot load libnvidia-encode",
+    "No NVENC capable devices",
+    "OpenEncodeSessionEx failed",
+    "No capable devices found",
+    "CUDA_ERROR",
+    "Driver does not support the required nvenc API version",
+)
+_INPUT_MARKERS = ("Invalid data found when processing input", "moov atom not found")
+_OUTPUT_MARKERS = ("No space left on device", "Permission denied", "Read-only file system")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    returncode: int
+    stderr_tail: list[str]
+    progress: ProgressSnapshot | None
+    killed: bool
+
+
+def failure_for(result: RunResult, *, input_name: str, encoder: str | None = None) -> JobFailure:
+    """The :class:`JobFailure` that an unsuccessful ffmpeg run amounts to."""
+    tail = "\n".join(result.stderr_tail)
+    last = next((line for line in reversed(result.stderr_tail) if line.strip()), "")
+    if any(marker in tail for marker in _NVENC_MARKERS):
+        marker = next(m for m in _NVENC_MARKERS if m in tail)
+        return EncoderUnavailable(
+            f"NVENC could not be opened{f' for {encoder}' if encoder else ''} ({marker}); "
+            "this node has no usable NVENC: use --hardware cpu or auto",
+            code="nvenc_unavailable",
+        )
+    for marker in _OUTPUT_MARKERS:
+        if marker in tail:
+            return OutputError(f"cannot write the output ({marker}); free space or fix access")
+    for marker in _INPUT_MARKERS:
+        if marker in tail:
+            return InputError(f"{input_name}: corrupt or unreadable input ({marker})")
+    if result.returncode < 0:
+        return EncodeError(f"ffmpeg was killed by signal {-result.returncode}; retrying may help")
+    return EncodeError(f"ffmpeg failed (exit {result.returncode}): {last or 'no message'}")
+
+
+class FfmpegRun:
+    """One ffmpeg process for one command. ``await run()``; ``await kill()`` from elsewhere."""
+
+    def __init__(
+        self,
+        command: Command,
+        *,
+        on_progress: Callable[[ProgressSnapshot], None] | None = None,
+        throttle: ProgressThrottle | None = None,
+    ) -> None:
+        self.command = command
+        self._on_progress = on_progress
+        self._throttle = throttle or ProgressThrottle()
+        self._parser = ProgressParser(
+            duration_s=command.duration_s, total_frames=command.total_frames
+        )
+        self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._killed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def latest(self) -> ProgressSnapshot | None:
+        """The last progress block ffmpeg wrote, throttled or not."""
+        return self._parser.latest
+
+    async def run(self) -> RunResult:
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.command.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **self.command.env},
+                process_group=0,
+            )
+        except FileNotFoundError as exc:
+            raise ToolMissing.for_tool("ffmpeg") from exc
+        try:
+            await asyncio.gather(self._read_progress(), self._read_stderr())
+            returncode = await self._proc.wait()
+        finally:
+            if self._proc.returncode is None:  # cancelled while running
+                await self.kill()
+        return RunResult(returncode, list(self._stderr), self._parser.latest, self._killed)
+
+    async def _read_progress(self) -> None:
+        assert self._proc and self._proc.stdout
+        async for raw in self._proc.stdout:
+            snapshot = self._parser.feed(raw.decode(errors="replace"))
+            if snapshot and self._on_progress and self._throttle.should_emit(snapshot):
+                self._on_progress(snapshot)
+
+    async def _read_stderr(self) -> None:
+        assert self._proc and self._proc.stderr
+        async for raw in self._proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self._stderr.append(line)
+
+    async def kill(self, grace_s: float = 2.0) -> None:
+        """End ffmpeg's process group: SIGTERM, then SIGKILL after ``grace_s``."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        self._killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    def kill_now(self) -> None:
+        """SIGKILL the process group at once (for exit paths that cannot await)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def describe(self) -> str:
+        return shlex.join(self.command.argv)
+
+
+def remove_partials(command: Command) -> None:
+    for partial, _ in command.outputs:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+
+
+def remove_stale_partials(folder: Path, job_id: str) -> None:
+    """Remove partial files an interrupted attempt of ``job_id`` left in ``folder``."""
+    with contextlib.suppress(OSError):
+        for stale in folder.glob(f".*.{job_id}.partial"):
+            stale.unlink(missing_ok=True)
+
+
+def commit_outputs(command: Command, *, overwrite: bool) -> None:
+    """Rename every partial file onto its destination (atomic per file)."""
+    for partial, final in command.outputs:
+        if not overwrite and os.path.exists(final):
+            remove_partials(command)
+            raise OutputError(f"{final} already exists; pass --overwrite to replace it")
+        if not Path(partial).exists():
+            remove_partials(command)
+            raise EncodeError(f"ffmpeg finished but wrote no {Path(final).name}")
+    for partial, final in command.outputs:
+        os.replace(partial, final)

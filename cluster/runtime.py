@@ -1,0 +1,76 @@
+"""Reaching Ray: an embedded local Ray for this process, or an existing cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from cluster.config import RuntimeConfig
+from cluster.errors import ClusterUnavailable
+
+EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+# Ray puts Unix sockets under its temp dir; their paths must stay under ~107 bytes.
+MAX_TEMP_DIR_CHARS = 40
+
+
+@dataclass(slots=True)
+class Runtime:
+    embedded: bool
+    temp_dir: Path | None = None
+
+    def close(self) -> None:
+        """Stop an embedded Ray (and everything on it); leave a joined cluster running."""
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _private_temp_dir(data_dir: Path) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = data_dir.resolve()
+    parent = base if len(str(base)) < MAX_TEMP_DIR_CHARS else Path(tempfile.gettempdir())
+    return Path(tempfile.mkdtemp(prefix="ray-", dir=parent))
+
+
+def connect(config: RuntimeConfig) -> Runtime:
+    """Connect this process to Ray as ``config`` says; a no-op if it already is."""
+    if ray.is_initialized():
+        return Runtime(embedded=False)
+    if config.address is None:
+        temp_dir = _private_temp_dir(config.data_dir)
+        try:
+            ray.init(
+                address="local",
+                _temp_dir=str(temp_dir),
+                namespace=config.namespace,
+                num_cpus=config.num_cpus,
+                object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
+                include_dashboard=False,
+                configure_logging=False,
+                log_to_driver=False,
+            )
+        except Exception as exc:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise ClusterUnavailable(f"could not start a local Ray: {exc}") from exc
+        return Runtime(embedded=True, temp_dir=temp_dir)
+    try:
+        ray.init(
+            address=config.address,
+            namespace=config.namespace,
+            configure_logging=False,
+            log_to_driver=False,
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise ClusterUnavailable(
+            f"cannot reach the Ray cluster at {config.address} ({exc}); "
+            "check the address, or leave out --address to run a local one"
+        ) from exc
+    return Runtime(embedded=False)

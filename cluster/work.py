@@ -1,0 +1,85 @@
+"""The unit handed to an encoder actor (`WorkOrder`) and what comes back (`WorkOutcome`).
+
+:func:`plan_work` is pure: the coordinator calls it with a job's spec, the
+input's probe and the placement, and ships the result to the chosen actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.encoders import Encoder, container_for
+from cluster.errors import JobFailure
+from cluster.ffmpeg import Command, thumbnail_command, transcode_command, validate_command
+from cluster.jobs import JobKind, JobSpec
+from cluster.media import MediaInfo
+from cluster.progress import ProgressSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrder:
+    job_id: str
+    attempt: int
+    spec: JobSpec
+    media: MediaInfo
+    command: Command
+    encoder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOutcome:
+    job_id: str
+    attempt: int
+    status: str
+    """``succeeded``, ``failed`` or ``cancelled``."""
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    progress: ProgressSnapshot | None = None
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @classmethod
+    def failure(
+        cls, order: WorkOrder, exc: JobFailure, progress: ProgressSnapshot | None = None
+    ) -> WorkOutcome:
+        return cls(
+            order.job_id,
+            order.attempt,
+            "failed",
+            error_code=exc.code,
+            error=str(exc),
+            retryable=exc.retryable,
+            progress=progress,
+        )
+
+
+def plan_work(
+    job_id: str,
+    attempt: int,
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder | None,
+    *,
+    cuda_device: str | None = None,
+) -> WorkOrder:
+    """The :class:`WorkOrder` for a transcode, validate or thumbnail job."""
+    if spec.kind is JobKind.TRANSCODE:
+        assert encoder is not None and spec.output is not None
+        command = transcode_command(
+            spec,
+            media,
+            encoder,
+            container_for(spec.output),
+            job_id=job_id,
+            cuda_device=cuda_device,
+        )
+    elif spec.kind is JobKind.VALIDATE:
+        command = validate_command(spec, media)
+    elif spec.kind is JobKind.THUMBNAIL:
+        command = thumbnail_command(spec, media, job_id=job_id)
+    else:
+        raise ValueError(f"{spec.kind} jobs need no encoder")
+    return WorkOrder(job_id, attempt, spec, media, command, encoder.name if encoder else None)
