@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from cluster.admission import admit
 from cluster.config import CoordinatorConfig
-from cluster.encoders import Encoder, available, choose_encoder, container_for
+from cluster.encoders import Encoder, available, choose_encoder
 from cluster.errors import (
     EncodeError,
     FramefleetError,
@@ -30,7 +31,6 @@ from cluster.events import EventLog
 from cluster.ffmpeg import thumbnail_times
 from cluster.jobs import Hardware, Job, JobKind, JobSpec, JobStatus, transition
 from cluster.media import MediaInfo, probe_async
-from cluster.paths import check_output_file, check_output_folder, resolve
 from cluster.placement import Demand, NodeState, Placement, has_capacity_for, place
 from cluster.pool import EncoderHandle, EncoderPool, Lease
 from cluster.progress import ProgressSnapshot
@@ -243,26 +243,7 @@ class Coordinator:
     # ---- admission -------------------------------------------------------------------
 
     def _admit(self, spec: JobSpec) -> JobSpec:
-        """Resolve the paths inside the media roots and reject what cannot work."""
-        roots = self.config.media_roots
-        source = resolve(spec.input, roots, what="input")
-        output: Path | None = None
-        if spec.kind is JobKind.TRANSCODE:
-            assert spec.output is not None
-            output = resolve(spec.output, roots, what="output")
-            container = container_for(output.name)
-            if spec.codec not in container.video_codecs:
-                raise SpecError(
-                    f".{container.ext} cannot hold {spec.codec} video; use --codec "
-                    f"{' or '.join(sorted(container.video_codecs))} or another extension"
-                )
-            choose_encoder(spec.codec, spec.hardware, self._encoders)
-            check_output_file(output, input_path=source, overwrite=spec.overwrite)
-        elif spec.kind is JobKind.THUMBNAIL:
-            assert spec.output is not None
-            output = resolve(spec.output, roots, what="output")
-            check_output_folder(output)
-        return replace(spec, input=str(source), output=str(output) if output else None)
+        return admit(spec, self.config.media_roots, self._encoders)
 
     def _new_job(self, spec: JobSpec) -> Job:
         self._seq += 1

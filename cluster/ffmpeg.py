@@ -185,3 +185,17 @@ def thumbnail_command(spec: JobSpec, media: MediaInfo, *, job_id: str) -> Comman
         argv += ["-f", "image2", "-update", "1", f"file:{partial}"]
         outputs.append((partial, final))
     return Command(argv=argv, outputs=outputs, total_frames=len(times))
+
+
+def sample_command(
+    path: str, *, seconds: float = 20.0, width: int = 1280, height: int = 720
+) -> Command:
+    """A test pattern with a tone (lavfi testsrc2 + sine) as a quick H.264 file, for demos."""
+    argv = ["ffmpeg", *COMMON, "-loglevel", "error", "-y", "-f", "lavfi"]
+    argv += ["-i", f"testsrc2=size={width}x{height}:rate=30:duration={seconds:g}"]
+    argv += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds:g}"]
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    final = os.path.abspath(path)
+    partial = partial_path(final, "sample")
+    argv += ["-shortest", "-f", "mp4", f"file:{partial}"]
+    return Command(argv=argv, outputs=[(partial, final)], duration_s=seconds)

@@ -20,6 +20,7 @@ from cluster.errors import InputError, ToolMissing
 
 PROBE_TIMEOUT_S = 60.0
 TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"})
+_ISO_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"})
 _DEPTH = re.compile(r"(?:p|le|be)?(\d{2})(?:le|be)$")
 
 
@@ -233,14 +234,29 @@ def _check_readable(path: Path) -> None:
         raise InputError(f"{name}: the file is empty (0 bytes)", code="not_media")
 
 
+def _looks_like_iso_media(path: Path) -> bool:
+    """Whether the file starts like an MP4/MOV (an ISO base media box)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] in _ISO_BOXES
+
+
 def _probe_error(path: Path, stderr: str) -> InputError:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     detail = lines[-1] if lines else "ffprobe failed"
-    if "moov atom not found" in stderr:
+    if "moov atom not found" in stderr and _looks_like_iso_media(path):
         return InputError(
             f"{path.name}: truncated or incomplete file (moov atom not found); "
             "copy or export it again",
             code="truncated",
+        )
+    if "moov atom not found" in stderr:
+        return InputError(
+            f"{path.name}: not a media file (no MP4/MOV structure found); check the file",
+            code="not_media",
         )
     if "Invalid data found" in stderr or "could not find codec parameters" in stderr.lower():
         return InputError(

@@ -1,0 +1,325 @@
+"""The ``framefleet`` command line (typer + rich).
+
+Errors print as one line (``framefleet: …``) and a non-zero exit code; only
+``--debug`` shows a traceback. Exit codes: 0 success, 1 the job failed,
+2 the request was refused, 3 the cluster is unreachable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+# Ray's token authentication, chosen deliberately rather than left to Ray's default
+# (which only warns): an embedded Ray generates its token in ~/.ray/auth_token; a
+# joined cluster's token comes from RAY_AUTH_TOKEN or that file. Ray reads this when
+# it is imported, so it is set before anything imports Ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+from cluster import (
+    ClusterUnavailable,
+    CoordinatorConfig,
+    Fleet,
+    FramefleetError,
+    Hardware,
+    JobFailure,
+    JobKind,
+    JobSpec,
+    JobStatus,
+    MediaInfo,
+    RuntimeConfig,
+    Speed,
+    available,
+    check_spec,
+    make_sample,
+    probe,
+)
+
+app = typer.Typer(
+    name="framefleet",
+    help="GPU-aware video transcoding on a Ray cluster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "framefleet"
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="FRAMEFLEET_DATA_DIR",
+        help="Where the job database (and an embedded Ray's temp files) live.",
+    ),
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        envvar="FRAMEFLEET_RAY_ADDRESS",
+        help="Join this Ray cluster (HOST:PORT) instead of starting a local one.",
+    ),
+]
+Codec = Annotated[str, typer.Option(help="h264, hevc or av1.")]
+Quality = Annotated[
+    int | None, typer.Option(min=0, max=51, help="0 best … 51 smallest (default per codec).")
+]
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    """framefleet: submit encodes to a Ray cluster (a local one by default)."""
+
+
+def _fleet(data_dir: Path, address: str | None) -> Fleet:
+    if address is None:
+        err.print("[dim]starting a local Ray cluster…[/dim]")
+    return Fleet.connect(
+        RuntimeConfig(data_dir=data_dir, address=address), CoordinatorConfig(data_dir=data_dir)
+    )
+
+
+def _fmt_eta(seconds: Any) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> dict[str, Any]:
+    """Submit ``spec`` and follow it with a live progress bar; Ctrl-C cancels the job."""
+    job = fleet.submit(spec)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[fps]} fps"),
+        TextColumn("{task.fields[speed]}"),
+        TextColumn("ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=100, fps="-", speed="-", eta="--:--")
+
+        def show(event: dict[str, Any]) -> None:
+            p = event.get("progress") or {}
+            bar.update(
+                task,
+                completed=p.get("percent") or 0,
+                fps=f"{p['fps']:.0f}" if p.get("fps") else "-",
+                speed=f"{p['speed']:.2f}x" if p.get("speed") else "-",
+                eta=_fmt_eta(p.get("eta_s")),
+                description=f"{label} [{event['status']}]",
+            )
+
+        try:
+            return fleet.wait(job["id"], on_event=show)
+        except KeyboardInterrupt:
+            bar.stop()
+            err.print("interrupted: cancelling the job…")
+            final = fleet.cancel(job["id"])
+            err.print(f"job {final['id']} {final['status']}; nothing was written")
+            raise _Exit(130) from None
+
+
+def _report(job: dict[str, Any]) -> None:
+    if job["status"] != JobStatus.SUCCEEDED:
+        _say(f"framefleet: job {job['id']} {job['status']}: {job['reason']}")
+        raise _Exit(1)
+    result = job["result"] or {}
+    placement = job.get("placement") or {}
+    if "output" in result:
+        media = MediaInfo.from_dict(result["media"])
+        video = media.video
+        size_mb = (media.size_bytes or 0) / 1e6
+        out.print(
+            f"[green]✓[/green] {result['output']}: {video.codec if video else '?'} "
+            f"{video.width if video else 0}x{video.height if video else 0}, "
+            f"{media.duration_s or 0:.2f} s, {size_mb:.1f} MB "
+            f"({placement.get('encoder')} on {placement.get('address')}; {job['reason']})"
+        )
+    elif "images" in result:
+        for image in result["images"]:
+            out.print(f"[green]✓[/green] {image}")
+    elif "valid" in result:
+        if result["valid"]:
+            out.print(f"[green]✓[/green] {job['spec']['input']}: no errors")
+        else:
+            out.print(f"[red]✗[/red] {job['spec']['input']}: {len(result['errors'])} error(s)")
+            for line in result["errors"]:
+                out.print(f"  {line}")
+            raise _Exit(1)
+    for note in job.get("notes") or []:
+        err.print(f"note: {note}")
+
+
+def _submit_and_report(data_dir: Path, address: str | None, spec: JobSpec, label: str) -> None:
+    check_spec(spec, available())  # refuse a bad request before starting a cluster
+    fleet = _fleet(data_dir, address)
+    try:
+        _report(_run_job(fleet, spec, label))
+    finally:
+        fleet.close()
+
+
+@app.command()
+def encode(
+    input: Annotated[Path, typer.Argument(help="The video to transcode.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.mp4 .mkv …)")],
+    codec: Codec = "h264",
+    quality: Quality = None,
+    speed: Annotated[Speed, typer.Option(help="Encoder speed preset.")] = Speed.MEDIUM,
+    hardware: Annotated[Hardware, typer.Option(help="auto, gpu (NVENC) or cpu.")] = Hardware.AUTO,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    address: Address = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Transcode INPUT to OUTPUT through the cluster, with a live progress bar."""
+    spec = JobSpec(
+        kind=JobKind.TRANSCODE,
+        input=str(input.absolute()),
+        output=str(output.absolute()),
+        codec=codec,
+        quality=quality,
+        speed=speed,
+        hardware=hardware,
+        priority=priority,
+        keep_10bit=keep_10bit,
+        overwrite=overwrite,
+    )
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command()
+def validate(
+    input: Annotated[Path, typer.Argument(help="The file to decode in full.")],
+    address: Address = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Decode INPUT in full and list every error (exit 1 if any)."""
+    spec = JobSpec(kind=JobKind.VALIDATE, input=str(input.absolute()))
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command()
+def thumbnail(
+    input: Annotated[Path, typer.Argument(help="The video to take images from.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the JPEGs.")],
+    at: Annotated[float | None, typer.Option(help="One image at this second.")] = None,
+    count: Annotated[int | None, typer.Option(help="N images, evenly spaced.")] = None,
+    width: Annotated[int | None, typer.Option(help="Scale to this width.")] = None,
+    address: Address = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Write JPEG thumbnails of INPUT into a folder."""
+    spec = JobSpec(
+        kind=JobKind.THUMBNAIL,
+        input=str(input.absolute()),
+        output=str(output.absolute()),
+        thumbnail_at=at,
+        thumbnail_count=count,
+        thumbnail_width=width,
+    )
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command("probe")
+def probe_command(
+    file: Annotated[Path, typer.Argument(help="A media file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full probe as JSON.")] = False,
+) -> None:
+    """Show what FILE holds (runs ffprobe here; no cluster needed)."""
+    info = probe(file)
+    if as_json:
+        out.print_json(json.dumps(info.to_dict()))
+        return
+    out.print(f"{file}: {info.format_name}, {info.duration_s or 0:.3f} s, {info.size_bytes} bytes")
+    if v := info.video:
+        fps = f"{v.fps:.3f}" if v.fps else "?"
+        count = f"{'~' if info.frame_count_estimated else ''}{info.frame_count or '?'}"
+        out.print(
+            f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} "
+            f"{v.bit_depth}-bit, {fps} fps, {count} frames"
+            + (f", rotated {v.rotation}°" if v.rotation else "")
+        )
+    for a in info.audio:
+        out.print(
+            f"  audio #{a.index}: {a.codec} {a.channels} ch {a.sample_rate} Hz {a.language or ''}"
+        )
+    for s in info.subtitles:
+        out.print(f"  subtitle #{s.index}: {s.codec} {s.language or ''}")
+
+
+@app.command()
+def demo(data_dir: DataDir = Path(".framefleet")) -> None:
+    """Make a 20 s test clip and encode it on a local cluster, showing live progress."""
+    folder = data_dir / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = folder / "sample.mp4"
+    if not sample.exists():
+        err.print(f"making a 20 s 720p test clip at {sample}…")
+        make_sample(sample, seconds=20)
+    spec = JobSpec(
+        kind=JobKind.TRANSCODE,
+        input=str(sample.absolute()),
+        output=str((folder / "sample-hevc.mkv").absolute()),
+        codec="hevc",
+        speed=Speed.FAST,
+        overwrite=True,
+    )
+    _submit_and_report(data_dir, None, spec, "sample.mp4 → hevc")
+
+
+def _say(line: str) -> None:
+    """One unwrapped line on stderr, whatever the terminal width."""
+    print(line, file=sys.stderr)
+
+
+def main() -> None:
+    """Entry point: run the app; turn every error into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    sys.argv = [arg for arg in sys.argv if arg != "--debug"]  # accepted anywhere on the line
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    try:
+        app(standalone_mode=False)
+    except _Exit as exc:
+        sys.exit(exc.code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Exit) as exc:
+        sys.exit(getattr(exc, "exit_code", 130))
+    except FramefleetError as exc:
+        if debug:
+            raise
+        _say(f"framefleet: {exc}")
+        if isinstance(exc, ClusterUnavailable):
+            sys.exit(3)
+        sys.exit(2 if isinstance(exc, JobFailure) else 1)
+    except Exception as exc:
+        if debug:
+            raise
+        _say(f"framefleet: internal error: {type(exc).__name__}: {exc} (--debug shows more)")
+        sys.exit(1)
