@@ -31,9 +31,10 @@ def _unwrap(exc: ray.exceptions.RayError) -> Exception:
 class Fleet:
     """A connection to framefleet's coordinator (created on first use)."""
 
-    def __init__(self, runtime: Runtime, coordinator: Any) -> None:
+    def __init__(self, runtime: Runtime, coordinator: Any, config: RuntimeConfig) -> None:
         self.runtime = runtime
         self._coordinator = coordinator
+        self._config = config
 
     @classmethod
     def connect(cls, runtime: RuntimeConfig, coordinator: CoordinatorConfig) -> Fleet:
@@ -42,7 +43,7 @@ class Fleet:
             handle: Any = RemoteCoordinator.options(**coordinator_options(runtime)).remote(
                 coordinator
             )
-            fleet = cls(rt, handle)
+            fleet = cls(rt, handle, runtime)
             fleet._call(handle.ping.remote(), timeout=COORDINATOR_START_TIMEOUT_S)
         except BaseException:
             rt.close()
@@ -112,8 +113,8 @@ class Fleet:
     ) -> dict[str, Any]:
         """Follow ``job_id`` until it ends; ``on_event`` sees each status/progress event."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        after = self.events(0, [job_id], timeout=0)["last_seq"]  # only what happens from now
         job = self.get(job_id)
-        after = 0
         while not JobStatus(job["status"]).terminal:
             remaining = 10.0 if deadline is None else min(10.0, deadline - time.monotonic())
             if remaining <= 0:
@@ -133,6 +134,14 @@ class Fleet:
         """Stop encodes cleanly (running jobs are re-queued) and remove the coordinator."""
         self._call(self._coordinator.shutdown.remote(), timeout=60)
         ray.kill(self._coordinator, no_restart=True)
+        # The name is released shortly after; until then a new connect would get the dead actor.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(self._config.coordinator_name, namespace=self._config.namespace)
+            except ValueError:
+                return
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Disconnect; an embedded Ray stops, after its running encodes are wound down."""

@@ -36,5 +36,8 @@ class RuntimeConfig:
     data_dir: Path
     address: str | None = None
     num_cpus: int | None = None
+    """Cores an embedded Ray offers (default: all)."""
+    num_gpus: int | None = None
+    """GPUs an embedded Ray offers (default: what Ray detects)."""
     namespace: str = "framefleet"
     coordinator_name: str = "framefleet-coordinator"

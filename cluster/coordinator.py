@@ -107,6 +107,8 @@ class Coordinator:
                 requeued.append(job)
             if job.status is JobStatus.QUEUED:
                 self._queue[job.id] = job
+                if job.input_media:
+                    self._media[job.id] = MediaInfo.from_dict(job.input_media)
         self._store.save_many(requeued)
         if requeued:
             log.warning("re-queued %d job(s) that were running before a restart", len(requeued))
@@ -195,7 +197,10 @@ class Coordinator:
     async def retry(self, job_id: str) -> dict[str, Any]:
         job = self._get(job_id)
         self._move(job, JobStatus.QUEUED, reason="retry requested by user")
-        self._media.pop(job_id, None)  # the file may have been fixed: probe again
+        # The file may have been fixed since: probe it again.
+        self._media.pop(job_id, None)
+        job.input_media = None
+        self._store.save(job)
         self._wake.set()
         return job.to_dict()
 
@@ -309,12 +314,14 @@ class Coordinator:
             self._probing.pop(job.id, None)
         if job.status is not JobStatus.QUEUED:
             return
+        job.input_media = media.to_dict()
         if job.spec.kind is JobKind.PROBE:
             self._move(job, JobStatus.RUNNING, reason="probed by the coordinator")
-            job.result = {"media": media.to_dict()}
+            job.result = {"media": job.input_media}
             self._move(job, JobStatus.SUCCEEDED, reason="probed")
             return
         self._media[job.id] = media
+        self._store.save(job)
         self._wake.set()
 
     # ---- dispatch --------------------------------------------------------------------

@@ -170,6 +170,8 @@ class Job:
     reason: str | None = None
     error_code: str | None = None
     progress: ProgressSnapshot | None = None
+    input_media: dict[str, Any] | None = None
+    """The input's probe (a MediaInfo as a dict), once the coordinator has read it."""
     placement: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)

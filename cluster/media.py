@@ -147,6 +147,15 @@ def _rate(value: Any) -> tuple[int, int] | None:
     return (rate.numerator, rate.denominator) if rate > 0 else None
 
 
+def _clock(value: Any) -> float | None:
+    """Matroska's ``HH:MM:SS.nnnnnnnnn`` duration tag in seconds."""
+    try:
+        hours, minutes, seconds = str(value).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except (TypeError, ValueError):
+        return None
+
+
 def _bit_depth(stream: dict[str, Any]) -> int:
     raw = _int(stream.get("bits_per_raw_sample"))
     if raw:
@@ -206,8 +215,11 @@ def parse_probe(path: str, data: dict[str, Any]) -> MediaInfo:
     duration = _float(fmt.get("duration")) or _float(video_raw.get("duration"))
     frames = _int(video_raw.get("nb_frames"))
     estimated = False
-    if not frames and video and video.fps and duration:
-        frames, estimated = round(duration * video.fps), True
+    video_duration = _float(video_raw.get("duration")) or _clock(
+        (video_raw.get("tags") or {}).get("DURATION")
+    )
+    if not frames and video and video.fps and (video_duration or duration):
+        frames, estimated = int((video_duration or duration or 0) * video.fps), True
     return MediaInfo(
         path=path,
         format_name=fmt.get("format_name", "unknown"),

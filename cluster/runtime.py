@@ -15,17 +15,20 @@ from cluster.errors import ClusterUnavailable
 
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # Ray puts Unix sockets under its temp dir; their paths must stay under ~107 bytes.
-MAX_TEMP_DIR_CHARS = 40
+MAX_TEMP_DIR_CHARS = 28
 
 
 @dataclass(slots=True)
 class Runtime:
     embedded: bool
+    """This process started the Ray it uses (and stops it on close)."""
+    owned: bool = True
+    """This process connected to Ray (and disconnects on close)."""
     temp_dir: Path | None = None
 
     def close(self) -> None:
         """Stop an embedded Ray (and everything on it); leave a joined cluster running."""
-        if ray.is_initialized():
+        if self.owned and ray.is_initialized():
             ray.shutdown()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -41,7 +44,7 @@ def _private_temp_dir(data_dir: Path) -> Path:
 def connect(config: RuntimeConfig) -> Runtime:
     """Connect this process to Ray as ``config`` says; a no-op if it already is."""
     if ray.is_initialized():
-        return Runtime(embedded=False)
+        return Runtime(embedded=False, owned=False)
     if config.address is None:
         temp_dir = _private_temp_dir(config.data_dir)
         try:
@@ -50,6 +53,7 @@ def connect(config: RuntimeConfig) -> Runtime:
                 _temp_dir=str(temp_dir),
                 namespace=config.namespace,
                 num_cpus=config.num_cpus,
+                num_gpus=config.num_gpus,
                 object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
                 include_dashboard=False,
                 configure_logging=False,

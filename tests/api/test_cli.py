@@ -1,0 +1,131 @@
+"""The framefleet command as a user runs it: real processes, an embedded Ray each time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import env_without_ray, ffmpeg_processes, make_clip, streams, wait_until
+
+FRAMEFLEET = [str(Path(sys.executable).with_name("framefleet"))]
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FRAMEFLEET, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env_without_ray(),
+        check=False,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_probe_prints_a_summary_and_json(media: Path) -> None:
+    proc = cli("probe", str(media / "clip.mp4"))
+    assert proc.returncode == 0
+    assert "video #0: h264 320x240 yuv420p 8-bit, 25.000 fps, 50 frames" in proc.stdout
+    data = json.loads(cli("probe", str(media / "clip.mp4"), "--json").stdout)
+    assert data["video"]["width"] == 320 and data["audio"][0]["codec"] == "aac"
+
+
+def test_errors_are_one_line_without_traceback_unless_debug(tmp_path: Path) -> None:
+    proc = cli("probe", str(tmp_path / "missing.mp4"))
+    assert proc.returncode == 2
+    assert (
+        one_line_error(proc) == f"framefleet: {tmp_path}/missing.mp4: no such file; check the path"
+    )
+    debug = cli("--debug", "probe", str(tmp_path / "missing.mp4"))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_bad_request_is_refused_before_any_cluster_starts(media: Path, tmp_path: Path) -> None:
+    proc = cli("encode", str(media / "clip.mp4"), "-o", str(tmp_path / "o.avi"))
+    assert proc.returncode == 2
+    assert "unsupported extension .avi; use one of .mp4, .mov, .mkv, .webm" in one_line_error(proc)
+    assert not (tmp_path / "o.avi").exists()
+
+
+def test_encode_succeeds_and_reports_the_output(media: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "o.mkv"
+    proc = cli(
+        "encode",
+        str(media / "clip.mp4"),
+        "-o",
+        str(dst),
+        "--codec",
+        "hevc",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"✓ {dst}: hevc 320x240" in proc.stdout
+    assert streams(dst, "video")[0]["codec_name"] == "hevc"
+
+
+def test_a_failed_job_exits_1_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "notes.mp4").write_text("hello " * 50)
+    proc = cli(
+        "encode",
+        str(tmp_path / "notes.mp4"),
+        "-o",
+        str(tmp_path / "o.mp4"),
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "failed: notes.mp4: not a media file (no MP4/MOV structure found); check the file"
+        )
+    )
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_cancels_and_leaves_no_ffmpeg_and_no_file(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "long.mp4", seconds=30, size="640x360")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [
+            *FRAMEFLEET,
+            "encode",
+            str(src),
+            "-o",
+            str(out / "o.mkv"),
+            "--codec",
+            "hevc",
+            "--speed",
+            "slow",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_without_ray(),
+    )
+    try:
+        wait_until(lambda: ffmpeg_processes(str(out)), timeout=90)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "cancelled; nothing was written" in stderr
+    assert ffmpeg_processes(str(out)) == []
+    assert list(out.iterdir()) == []

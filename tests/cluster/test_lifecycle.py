@@ -1,0 +1,154 @@
+"""Cancel, worker loss, priorities, user retry and restarts, on a real local Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import ray
+
+from cluster import Fleet, JobKind, JobSpec
+from tests.conftest import start_fleet
+from tests.helpers import (
+    count_frames,
+    ffmpeg_processes,
+    leftovers,
+    make_clip,
+    transcode,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Long enough that a slow x265 encode of it runs for many seconds."""
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", seconds=30, size="640x360")
+
+
+def running_with_progress(fleet: Fleet, job_id: str) -> bool:
+    job = fleet.get(job_id)
+    return job["status"] == "running" and (job["progress"] or {}).get("percent", 0) > 0
+
+
+def test_cancel_mid_encode_kills_ffmpeg_and_leaves_nothing(
+    fleet: Fleet, long_clip: Path, out_dir: Path
+) -> None:
+    job = fleet.submit(transcode(long_clip, out_dir / "o.mkv", codec="hevc", speed="slow"))
+    wait_until(lambda: running_with_progress(fleet, job["id"]), timeout=60)
+    assert ffmpeg_processes(str(out_dir))
+    cancelled = fleet.cancel(job["id"])
+    assert cancelled["status"] == "cancelled" and cancelled["reason"] == "cancelled by user"
+    assert ffmpeg_processes(str(out_dir)) == []
+    assert list(out_dir.iterdir()) == []
+    assert fleet.cancel(job["id"])["status"] == "cancelled"  # idempotent
+
+
+def test_cancel_queued_job(fleet: Fleet, media: Path, out_dir: Path) -> None:
+    node = fleet.nodes()[0]["node_id"]
+    fleet.set_node_cap(node, 0)
+    try:
+        job = fleet.submit(transcode(media / "clip.mp4", out_dir / "o.mp4"))
+        assert fleet.cancel(job["id"])["status"] == "cancelled"
+    finally:
+        fleet.set_node_cap(node, None)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_worker_killed_mid_encode_is_retried_and_no_ffmpeg_is_orphaned(
+    fleet: Fleet, long_clip: Path, out_dir: Path
+) -> None:
+    job = fleet.submit(transcode(long_clip, out_dir / "o.mp4", speed="fast", quality=35))
+    wait_until(lambda: running_with_progress(fleet, job["id"]), timeout=60)
+    (pid,) = ffmpeg_processes(str(out_dir))
+    worker = int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])
+    os.kill(worker, signal.SIGKILL)  # the encoder actor's process dies, as on a node crash
+    wait_until(lambda: not Path(f"/proc/{pid}").exists() or pid not in ffmpeg_processes(""))
+    done = fleet.wait(job["id"], timeout=120)
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["attempts"] == 2
+    assert count_frames(out_dir / "o.mp4") == 750
+    assert leftovers(out_dir) == []
+
+
+def test_priority_order_then_fifo(fleet: Fleet, media: Path) -> None:
+    node = fleet.nodes()[0]["node_id"]
+    fleet.set_node_cap(node, 0)
+    clip = str(media / "clip.mp4")
+    try:
+        order = [("low", 0), ("high-1", 10), ("mid", 5), ("high-2", 10)]
+        ids = {
+            name: fleet.submit(JobSpec(kind=JobKind.VALIDATE, input=clip, priority=p))["id"]
+            for name, p in order
+        }
+        # Each is queued and its input probed (a job is placed only once probed).
+        wait_until(lambda: all(fleet.get(i)["input_media"] for i in ids.values()))
+        assert {fleet.get(i)["status"] for i in ids.values()} == {"queued"}
+        fleet.set_node_cap(node, 1)
+        done = {name: fleet.wait(job_id, timeout=60) for name, job_id in ids.items()}
+    finally:
+        fleet.set_node_cap(node, None)
+    started = sorted(done, key=lambda name: done[name]["started_at"])
+    assert started == ["high-1", "high-2", "mid", "low"]
+
+
+def test_user_retry_after_the_input_is_fixed(fleet: Fleet, media: Path, out_dir: Path) -> None:
+    src = out_dir / "late.mp4"
+    job = fleet.wait(fleet.submit(transcode(src, out_dir / "o.mp4"))["id"], timeout=30)
+    assert job["status"] == "failed" and job["error_code"] == "input_missing"
+    src.write_bytes((media / "clip.mp4").read_bytes())
+    retried = fleet.retry(job["id"])
+    assert retried["status"] == "queued" and retried["attempts"] == 0
+    assert fleet.wait(job["id"], timeout=60)["status"] == "succeeded"
+
+
+def test_restart_keeps_every_job_and_requeues_the_running_one(
+    ray_runtime: object, tmp_path: Path, media: Path, long_clip: Path
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    out.mkdir()
+    name = "coordinator-restart"
+    fleet = start_fleet(data, name)
+    try:
+        done = fleet.wait(fleet.submit(transcode(media / "clip.mp4", out / "a.mp4"))["id"])
+        running = fleet.submit(transcode(long_clip, out / "b.mkv", codec="hevc", speed="fast"))
+        wait_until(lambda: running_with_progress(fleet, running["id"]), timeout=60)
+        node = fleet.nodes()[0]["node_id"]
+        fleet.set_node_cap(node, 0)
+        queued = fleet.submit(transcode(media / "clip.mp4", out / "c.mp4"))
+
+        # The coordinator process dies; Ray restarts it and it reloads SQLite.
+        ray.kill(ray.get_actor(name, namespace="framefleet"), no_restart=False)
+        jobs = wait_until(lambda: _try_list(fleet), timeout=60)
+        by_id = {j["id"]: j for j in jobs}
+        assert by_id[done["id"]]["status"] == "succeeded"
+        assert by_id[running["id"]]["status"] in ("queued", "running")
+        assert by_id[queued["id"]]["status"] in ("queued", "running", "succeeded")
+        assert fleet.wait(running["id"], timeout=180)["status"] == "succeeded"
+        assert fleet.wait(queued["id"], timeout=60)["status"] == "succeeded"
+        assert count_frames(out / "b.mkv") == 750
+        assert leftovers(out) == []
+    finally:
+        fleet.shutdown_coordinator()
+
+    # A fresh coordinator on the same data dir sees the whole history.
+    again = start_fleet(data, name)
+    try:
+        statuses = {j["id"]: j["status"] for j in again.list_jobs()}
+        assert statuses == {
+            done["id"]: "succeeded",
+            running["id"]: "succeeded",
+            queued["id"]: "succeeded",
+        }
+        requeued = again.get(running["id"])
+        assert requeued["attempts"] == 2
+    finally:
+        again.shutdown_coordinator()
+
+
+def _try_list(fleet: Fleet) -> list[dict] | None:  # type: ignore[type-arg]
+    try:
+        return fleet.list_jobs()
+    except Exception:
+        return None

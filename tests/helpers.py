@@ -1,0 +1,126 @@
+"""Clip generators, ffprobe readers and process checks shared by the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cluster import JobKind, JobSpec
+
+
+def make_clip(
+    path: Path,
+    *,
+    seconds: float = 1.0,
+    size: str = "320x240",
+    rate: int = 25,
+    audio: bool = True,
+    video: bool = True,
+    pix_fmt: str = "yuv420p",
+    vcodec: str = "libx264",
+    subtitles: bool = False,
+) -> Path:
+    """A lavfi testsrc2 (+ sine) clip written by real ffmpeg."""
+    args = ["ffmpeg", "-v", "error", "-nostdin", "-y"]
+    if video:
+        args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
+    if subtitles:
+        srt = path.with_suffix(".srt")
+        srt.write_text("1\n00:00:00,000 --> 00:00:00,900\nhello\n\n")
+        args += ["-i", str(srt)]
+    if video:
+        args += ["-c:v", vcodec, "-pix_fmt", pix_fmt]
+        if vcodec in ("libx264", "libx265"):
+            args += ["-preset", "ultrafast"]
+    if audio:
+        args += ["-c:a", "aac"]
+    if subtitles:
+        args += ["-c:s", "srt" if path.suffix == ".mkv" else "mov_text"]
+    subprocess.run([*args, str(path)], check=True)
+    return path
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", path],
+        capture_output=True,
+        check=True,
+    ).stdout
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def streams(path: Path, kind: str) -> list[dict[str, Any]]:
+    return [s for s in ffprobe(path)["streams"] if s["codec_type"] == kind]
+
+
+def count_frames(path: Path) -> int:
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(out.strip())
+
+
+def ffmpeg_processes(fragment: str) -> list[int]:
+    """PIDs of live ffmpeg processes whose command line contains ``fragment``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        is_ffmpeg = bool(cmdline) and cmdline[0].endswith(b"ffmpeg") and state != "Z"
+        if is_ffmpeg and fragment.encode() in b" ".join(cmdline):
+            pids.append(int(entry.name))
+    return pids
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Partial files a job left behind."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".partial"))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def transcode(src: Path, dst: Path, **kw: Any) -> JobSpec:
+    return JobSpec(kind=JobKind.TRANSCODE, input=str(src), output=str(dst), **kw)
+
+
+def env_without_ray() -> dict[str, str]:
+    """Environment for a CLI subprocess: no inherited Ray address."""
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    return env
