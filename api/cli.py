@@ -35,7 +35,6 @@ from cluster import (
     JobKind,
     JobSpec,
     JobStatus,
-    MediaInfo,
     RuntimeConfig,
     Speed,
     available,
@@ -147,13 +146,10 @@ def _report(job: dict[str, Any]) -> None:
     result = job["result"] or {}
     placement = job.get("placement") or {}
     if "output" in result:
-        media = MediaInfo.from_dict(result["media"])
-        video = media.video
-        size_mb = (media.size_bytes or 0) / 1e6
         out.print(
-            f"[green]✓[/green] {result['output']}: {video.codec if video else '?'} "
-            f"{video.width if video else 0}x{video.height if video else 0}, "
-            f"{media.duration_s or 0:.2f} s, {size_mb:.1f} MB "
+            f"[green]✓[/green] {result['output']}: {result['codec']} "
+            f"{result['width']}x{result['height']}, {result['duration_s'] or 0:.2f} s, "
+            f"{result['size_bytes'] / 1e6:.1f} MB "
             f"({placement.get('encoder')} on {placement.get('address')}; {job['reason']})"
         )
     elif "images" in result:

@@ -117,7 +117,7 @@ class Coordinator:
         """Stop encodes (killing ffmpeg, dropping partial files); running jobs are re-queued."""
         self._stopping = True
         for lease, _ in list(self._running.values()):
-            with contextlib.suppress(WorkerLost):
+            with contextlib.suppress(JobFailure):  # a lost or broken encoder is gone anyway
                 await lease.handle.shutdown()
         for _, task in list(self._running.values()):
             with contextlib.suppress(Exception):
