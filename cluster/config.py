@@ -19,8 +19,10 @@ class CoordinatorConfig:
     retry_backoff_s: float = 2.0
     """Wait before the second attempt; doubles for each further one (capped at 60 s)."""
     max_jobs_per_node: int | None = None
-    encoder_idle_s: float = 30.0
-    """How long an idle encoder actor is kept warm for the next job of its shape."""
+    encoder_idle_s: float = 300.0
+    """How long an idle encoder actor is kept warm for the next job of its shape. Idle
+    actors hold their Ray resources, but the pool evicts them as soon as another job
+    shape needs the room, so the cost of keeping them is memory (~100 MB each)."""
     node_refresh_s: float = 2.0
     policy: Policy = Policy.PACK
 

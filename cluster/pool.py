@@ -43,7 +43,7 @@ class Lease:
 
 class EncoderPool:
     def __init__(
-        self, create: Callable[[Placement], EncoderHandle], *, idle_s: float = 30.0
+        self, create: Callable[[Placement], EncoderHandle], *, idle_s: float = 300.0
     ) -> None:
         self._create = create
         self.idle_s = idle_s

@@ -101,9 +101,12 @@ class RayEncoder:
         except ray.exceptions.RayTaskError as exc:
             raise EncodeError(f"encoder on {self._where} failed: {exc.cause!r}") from exc
         except ray.exceptions.RayError as exc:
+            why = next(
+                (line.strip() for line in str(exc).splitlines() if "because" in line),
+                "the node may have died",
+            )
             raise WorkerLost(
-                f"the encoder on {self._where} was lost ({type(exc).__name__}); "
-                "the node may have died"
+                f"the encoder on {self._where} was lost ({type(exc).__name__}: {why})"
             ) from exc
 
 
