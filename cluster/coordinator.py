@@ -276,6 +276,7 @@ class Coordinator:
         if status.terminal:
             self._media.pop(job.id, None)
             self._cancelling.discard(job.id)
+            self._clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
         self._store.save(job)
         self._publish(job)
 

@@ -170,9 +170,9 @@ def remove_partials(command: Command) -> None:
 
 
 def remove_stale_partials(folder: Path, job_id: str) -> None:
-    """Remove partial files an interrupted attempt of ``job_id`` left in ``folder``."""
+    """Remove partial files any attempt of ``job_id`` left in ``folder``."""
     with contextlib.suppress(OSError):
-        for stale in folder.glob(f".*.{job_id}.partial"):
+        for stale in folder.glob(f".*.{job_id}.*partial"):
             stale.unlink(missing_ok=True)
 
 

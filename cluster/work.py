@@ -65,7 +65,12 @@ def plan_work(
     *,
     cuda_device: str | None = None,
 ) -> WorkOrder:
-    """The :class:`WorkOrder` for a transcode, validate or thumbnail job."""
+    """The :class:`WorkOrder` for a transcode, validate or thumbnail job.
+
+    Partial files are named per attempt: after a lost worker, its ffmpeg may live on
+    for a moment (until Ray reaps it) and must not write into the retry's file.
+    """
+    tag = f"{job_id}.{attempt}"
     if spec.kind is JobKind.TRANSCODE:
         assert encoder is not None and spec.output is not None
         command = transcode_command(
@@ -73,13 +78,13 @@ def plan_work(
             media,
             encoder,
             container_for(spec.output),
-            job_id=job_id,
+            job_id=tag,
             cuda_device=cuda_device,
         )
     elif spec.kind is JobKind.VALIDATE:
         command = validate_command(spec, media)
     elif spec.kind is JobKind.THUMBNAIL:
-        command = thumbnail_command(spec, media, job_id=job_id)
+        command = thumbnail_command(spec, media, job_id=tag)
     else:
         raise ValueError(f"{spec.kind} jobs need no encoder")
     return WorkOrder(job_id, attempt, spec, media, command, encoder.name if encoder else None)
