@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,16 +44,11 @@ CANCEL_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    node_id: str
-    address: str
-    cpus: float
-    gpus: float = 0.0
-
-
 class Backend(Protocol):
-    async def nodes(self) -> list[NodeInfo]: ...
+    async def nodes(self) -> list[NodeState]:
+        """Alive nodes with their capacity (usage is the coordinator's to fill in)."""
+        ...
+
     def create_encoder(self, placement: Placement) -> EncoderHandle: ...
 
 
@@ -77,7 +72,7 @@ class Coordinator:
         self._probing: dict[str, asyncio.Task[None]] = {}
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
-        self._nodes: list[NodeInfo] = []
+        self._nodes: list[NodeState] = []
         self._caps: dict[str, int | None] = {}
         self._seq = 0
         self._stopping = False
@@ -381,17 +376,9 @@ class Coordinator:
         states = []
         for node in self._nodes:
             cpus, gpus, running = self._pool.used(node.node_id)
+            cap = self._caps.get(node.node_id, self.config.max_jobs_per_node)
             states.append(
-                NodeState(
-                    node.node_id,
-                    node.address,
-                    node.cpus,
-                    node.gpus,
-                    cpus,
-                    gpus,
-                    running,
-                    self._caps.get(node.node_id, self.config.max_jobs_per_node),
-                )
+                replace(node, cpus_used=cpus, gpus_used=gpus, running=running, max_jobs=cap)
             )
         return states
 

@@ -16,9 +16,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.actors.encoder import EncoderWorker
 from cluster.config import CoordinatorConfig, RuntimeConfig
-from cluster.coordinator import Coordinator, NodeInfo
+from cluster.coordinator import Coordinator
 from cluster.errors import EncodeError, WorkerLost
-from cluster.placement import Placement
+from cluster.placement import NodeState, Placement
 from cluster.pool import EncoderHandle
 from cluster.progress import ProgressSnapshot
 from cluster.work import WorkOrder, WorkOutcome
@@ -116,10 +116,10 @@ class RayBackend:
     def __init__(self, coordinator: Any) -> None:
         self._coordinator = coordinator
 
-    async def nodes(self) -> list[NodeInfo]:
+    async def nodes(self) -> list[NodeState]:
         table = await asyncio.to_thread(ray.nodes)
         return [
-            NodeInfo(
+            NodeState(
                 node_id=n["NodeID"],
                 address=n["NodeManagerAddress"],
                 cpus=float(n["Resources"].get("CPU", 0.0)),
