@@ -105,6 +105,3 @@ class EncoderPool:
         if lease in self._leases:
             self._leases.remove(lease)
         lease.handle.kill()
-
-    def __len__(self) -> int:
-        return len(self._leases)

@@ -95,10 +95,6 @@ class FfmpegRun:
         self._killed = False
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
     def latest(self) -> ProgressSnapshot | None:
         """The last progress block ffmpeg wrote, throttled or not."""
         return self._parser.latest

@@ -10,6 +10,7 @@ shutdown and when the process exits.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ from cluster.progress import ProgressSnapshot, ProgressThrottle
 from cluster.runner import FfmpegRun, RunResult, commit_outputs, failure_for, remove_partials
 from cluster.work import WorkOrder, WorkOutcome
 
+log = logging.getLogger("framefleet.encoder")
 ProgressSink = Callable[[str, int, ProgressSnapshot], None]
 MAX_VALIDATION_ERRORS = 50
 
@@ -52,6 +54,7 @@ class EncoderWorker:
                 self._sink(order.job_id, order.attempt, snapshot)
 
         run = FfmpegRun(order.command, on_progress=report, throttle=ProgressThrottle())
+        log.info("job %s attempt %d: %s", order.job_id, order.attempt, run.describe())
         self._current = (order, run)
         outcome: WorkOutcome | None = None
         try:
