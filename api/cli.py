@@ -20,7 +20,6 @@ from typing import Annotated, Any
 # it is imported, so it is set before anything imports Ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -300,13 +299,13 @@ def main() -> None:
         app(standalone_mode=False)
     except _Exit as exc:
         sys.exit(exc.code)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Exit) as exc:
-        sys.exit(getattr(exc, "exit_code", 130))
+    except typer.exceptions.TyperException as exc:  # usage errors: typer shows them its way
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
     except FramefleetError as exc:
         if debug:
             raise

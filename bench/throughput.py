@@ -80,7 +80,7 @@ def run_xargs(clips: list[Path], out: Path, cores: int) -> float:
 
 def run_framefleet(fleet: Fleet, clips: list[Path], out: Path) -> float:
     started = time.perf_counter()
-    after = fleet.events(0, timeout=0)["last_seq"]
+    after = fleet.event_cursor()
     jobs = fleet.submit_many([spec_for(clip, out / f"{clip.stem}.mp4") for clip in clips])
     pending = {job["id"] for job in jobs}
     while pending:

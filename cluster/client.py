@@ -104,6 +104,10 @@ class Fleet:
         )
         return batch
 
+    def event_cursor(self) -> int:
+        cursor: int = self._call(self._coordinator.event_cursor.remote())
+        return cursor
+
     def wait(
         self,
         job_id: str,
@@ -113,7 +117,7 @@ class Fleet:
     ) -> dict[str, Any]:
         """Follow ``job_id`` until it ends; ``on_event`` sees each status/progress event."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        after = self.events(0, [job_id], timeout=0)["last_seq"]  # only what happens from now
+        after = self.event_cursor()  # only what happens from now on
         job = self.get(job_id)
         while not JobStatus(job["status"]).terminal:
             remaining = 10.0 if deadline is None else min(10.0, deadline - time.monotonic())

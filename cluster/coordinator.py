@@ -192,10 +192,7 @@ class Coordinator:
     async def retry(self, job_id: str) -> dict[str, Any]:
         job = self._get(job_id)
         self._move(job, JobStatus.QUEUED, reason="retry requested by user")
-        # The file may have been fixed since: probe it again.
-        self._media.pop(job_id, None)
-        job.input_media = None
-        self._store.save(job)
+        self._media.pop(job_id, None)  # probe again: the file may have been fixed
         self._wake.set()
         return job.to_dict()
 
@@ -206,6 +203,10 @@ class Coordinator:
         ids = frozenset(job_ids) if job_ids else None
         return await self._events.wait(after, ids, min(timeout, 60.0))
 
+    async def event_cursor(self) -> int:
+        """The newest event's ``seq``: follow from here to see only what happens next."""
+        return self._events.last_seq
+
     async def report_progress(self, job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
         """Called by encoder actors; stale attempts and finished jobs are ignored."""
         job = self._jobs.get(job_id)
@@ -215,7 +216,6 @@ class Coordinator:
         self._publish(job, kind="progress")
 
     async def nodes(self) -> list[dict[str, Any]]:
-        states = {n.node_id: n for n in self._node_states()}
         running: dict[str, list[str]] = {}
         for job_id, (lease, _) in self._running.items():
             running.setdefault(lease.node_id, []).append(job_id)
@@ -230,7 +230,7 @@ class Coordinator:
                 "max_jobs": s.max_jobs,
                 "running_jobs": running.get(s.node_id, []),
             }
-            for s in states.values()
+            for s in self._node_states()
         ]
 
     async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
@@ -347,7 +347,10 @@ class Coordinator:
             nodes = self._node_states()
             if not nodes:
                 return  # no node yet: wait for the cluster
-            if all(n.cpus_free <= 1e-9 or n.max_jobs == n.running for n in nodes):
+            if all(
+                n.cpus_free <= 1e-9 or (n.max_jobs is not None and n.running >= n.max_jobs)
+                for n in nodes
+            ):
                 return  # every node is full: nothing below can start either
             video = self._media[job.id].video
             demand = Demand(

@@ -41,11 +41,13 @@ class EventLog:
         """
         oldest = self._events[0]["seq"] if self._events else self._seq + 1
         gap = after > self._seq or (after + 1 < oldest and after < self._seq)
-        events = [
-            e
-            for e in self._events
-            if e["seq"] > after and (job_ids is None or e["job_id"] in job_ids)
-        ]
+        events = []
+        for event in reversed(self._events):  # seq only grows: stop at what was seen
+            if event["seq"] <= after:
+                break
+            if job_ids is None or event["job_id"] in job_ids:
+                events.append(event)
+        events.reverse()
         return events, gap
 
     async def wait(

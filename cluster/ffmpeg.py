@@ -157,8 +157,8 @@ def thumbnail_times(spec: JobSpec, media: MediaInfo) -> list[float]:
                 f"(the input lasts {duration:.2f} s)"
             )
         return [spec.thumbnail_at]
-    count = spec.thumbnail_count or 1
-    if spec.thumbnail_count is None:
+    count = spec.thumbnail_count
+    if count is None:
         return [round(duration * 0.1, 3)]
     return [round(duration * (i + 0.5) / count, 3) for i in range(count)]
 

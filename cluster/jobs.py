@@ -224,8 +224,9 @@ def transition(
         job.attempts += 1
         job.progress = None
     elif new is JobStatus.QUEUED:
-        if previous.terminal:  # a user's retry starts afresh
+        if previous.terminal:  # a user's retry starts afresh (the file may have been fixed)
             job.attempts = 0
+            job.input_media = None
             job.result = None
             job.notes = []
         job.finished_at = None

@@ -51,6 +51,13 @@ def test_errors_are_one_line_without_traceback_unless_debug(tmp_path: Path) -> N
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
+def test_usage_errors_say_what_is_missing() -> None:
+    proc = cli("encode")
+    assert proc.returncode == 2
+    assert "Missing argument 'input'" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bad_request_is_refused_before_any_cluster_starts(media: Path, tmp_path: Path) -> None:
     proc = cli("encode", str(media / "clip.mp4"), "-o", str(tmp_path / "o.avi"))
     assert proc.returncode == 2

@@ -50,8 +50,10 @@ def test_user_retry_starts_afresh() -> None:
     transition(job, JobStatus.RUNNING)
     transition(job, JobStatus.FAILED, reason="boom", error_code="encode_failed")
     assert job.error_code == "encode_failed"
+    job.input_media = {"path": "/media/a.mp4"}
     transition(job, JobStatus.QUEUED, reason="retry")
     assert job.attempts == 0 and job.error_code is None and job.finished_at is None
+    assert job.input_media is None  # probed again: the file may have been fixed
 
 
 def test_record_round_trips_through_a_dict() -> None:

@@ -1,0 +1,51 @@
+"""The job event log that subscribers long-poll."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cluster.events import EventLog
+
+
+def publish(log: EventLog, job_id: str, status: str = "running") -> int:
+    return log.publish({"job_id": job_id, "status": status})
+
+
+def test_since_returns_only_newer_events_for_the_chosen_jobs_in_order() -> None:
+    log = EventLog()
+    for job in ("a", "b", "a", "c", "a"):
+        publish(log, job)
+    events, gap = log.since(1, frozenset({"a"}))
+    assert [e["seq"] for e in events] == [3, 5] and not gap
+    assert [e["seq"] for e in log.since(3)[0]] == [4, 5]
+    assert log.since(5) == ([], False)
+
+
+def test_a_subscriber_that_fell_behind_or_predates_a_restart_gets_a_gap() -> None:
+    log = EventLog(maxlen=3)
+    for _ in range(6):
+        publish(log, "a")
+    events, gap = log.since(1)
+    assert gap and [e["seq"] for e in events] == [4, 5, 6]
+    assert log.since(3)[1] is False  # nothing was lost between 3 and the oldest kept, 4
+    assert log.since(99) == ([], True)  # a cursor from before a restart
+
+
+def test_wait_wakes_on_a_matching_event_and_times_out_with_the_cursor() -> None:
+    async def scenario() -> tuple[dict, dict]:  # type: ignore[type-arg]
+        log = EventLog()
+        publish(log, "other")
+        waiter = asyncio.create_task(log.wait(log.last_seq, frozenset({"a"}), timeout=5))
+        await asyncio.sleep(0.05)
+        publish(log, "other")
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # another job's event does not answer it
+        publish(log, "a", "succeeded")
+        woke = await asyncio.wait_for(waiter, 1)
+        idle = await log.wait(log.last_seq, timeout=0.05)
+        return woke, idle
+
+    woke, idle = asyncio.run(scenario())
+    assert [(e["job_id"], e["status"]) for e in woke["events"]] == [("a", "succeeded")]
+    assert woke["last_seq"] == 3 and not woke["gap"]
+    assert idle == {"events": [], "last_seq": 3, "gap": False}
