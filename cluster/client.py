@@ -16,6 +16,8 @@ from cluster.jobs import JobSpec, JobStatus
 from cluster.runtime import Runtime, connect
 
 COORDINATOR_START_TIMEOUT_S = 60.0
+RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
+RESTART_POLL_S = 0.5
 
 
 def _unwrap(exc: ray.exceptions.RayError) -> Exception:
@@ -60,8 +62,33 @@ class Fleet:
         except ray.exceptions.RayError as exc:
             raise _unwrap(exc) from exc
 
+    def _read(
+        self, method: str, *args: Any, call_timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call a read-only coordinator method, waiting out a coordinator restart.
+
+        Ray answers ``ActorUnavailableError`` while it restarts the coordinator; a read
+        is safe to send again. Changes (submit, cancel, ...) are not: they may have run.
+        """
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                ref = getattr(self._coordinator, method).remote(*args, **kwargs)
+                return ray.get(ref, timeout=call_timeout)
+            except ray.exceptions.ActorUnavailableError as exc:
+                if time.monotonic() >= deadline:
+                    raise _unwrap(exc) from exc
+                time.sleep(RESTART_POLL_S)
+            except ray.exceptions.GetTimeoutError as exc:
+                raise ClusterUnavailable(
+                    f"the coordinator did not answer within {call_timeout:g} s; "
+                    "is the cluster busy?"
+                ) from exc
+            except ray.exceptions.RayError as exc:
+                raise _unwrap(exc) from exc
+
     def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self._coordinator.ping.remote(), timeout=30)
+        result: dict[str, Any] = self._read("ping", call_timeout=30)
         return result
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
@@ -73,11 +100,11 @@ class Fleet:
         return jobs
 
     def get(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = self._call(self._coordinator.get.remote(job_id))
+        job: dict[str, Any] = self._read("get", job_id)
         return job
 
     def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
-        jobs: list[dict[str, Any]] = self._call(self._coordinator.list_jobs.remote(**filters))
+        jobs: list[dict[str, Any]] = self._read("list_jobs", **filters)
         return jobs
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -89,7 +116,7 @@ class Fleet:
         return job
 
     def nodes(self) -> list[dict[str, Any]]:
-        nodes: list[dict[str, Any]] = self._call(self._coordinator.nodes.remote())
+        nodes: list[dict[str, Any]] = self._read("nodes")
         return nodes
 
     def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
@@ -99,13 +126,11 @@ class Fleet:
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
     ) -> dict[str, Any]:
         """Job events after ``after`` (long-poll): ``{"events", "last_seq", "gap"}``."""
-        batch: dict[str, Any] = self._call(
-            self._coordinator.poll_events.remote(after, job_ids, timeout)
-        )
+        batch: dict[str, Any] = self._read("poll_events", after, job_ids, timeout)
         return batch
 
     def event_cursor(self) -> int:
-        cursor: int = self._call(self._coordinator.event_cursor.remote())
+        cursor: int = self._read("event_cursor")
         return cursor
 
     def wait(

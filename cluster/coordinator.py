@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -70,6 +71,7 @@ class Coordinator:
         self._queue: dict[str, Job] = {}
         self._media: dict[str, MediaInfo] = {}
         self._probing: dict[str, asyncio.Task[None]] = {}
+        self._probe_tries: dict[str, int] = {}
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
         self._nodes: list[NodeState] = []
@@ -79,6 +81,7 @@ class Coordinator:
         self._wake = asyncio.Event()
         self._probe_slots = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
+        self._started_at = time.time()
         self._recover()
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -125,7 +128,14 @@ class Coordinator:
     # ---- the API the client and the gateway call -----------------------------------
 
     async def ping(self) -> dict[str, Any]:
-        return {"jobs": len(self._jobs), "queued": len(self._queue), "running": len(self._running)}
+        """Counts, and which life of the coordinator answers (``pid``, ``started_at``)."""
+        return {
+            "jobs": len(self._jobs),
+            "queued": len(self._queue),
+            "running": len(self._running),
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+        }
 
     async def submit(self, spec: JobSpec) -> dict[str, Any]:
         job = self._new_job(self._admit(spec))
@@ -303,11 +313,22 @@ class Coordinator:
             if job.spec.kind is JobKind.THUMBNAIL:
                 thumbnail_times(job.spec, media)
         except FramefleetError as exc:
-            if job.status is JobStatus.QUEUED:
-                self._fail(job, exc)
+            tries = self._probe_tries[job.id] = self._probe_tries.get(job.id, 0) + 1
+            retry = isinstance(exc, JobFailure) and exc.retryable and tries < job.max_attempts
+            if retry:
+                # ffprobe killed from outside says nothing sure about the file: probe again.
+                log.warning("probe of job %s interrupted (%s); probing again", job.id, exc)
+                await asyncio.sleep(min(self.config.retry_backoff_s * tries, MAX_BACKOFF_S))
+            else:
+                self._probe_tries.pop(job.id, None)
+                if job.status is JobStatus.QUEUED:
+                    self._fail(job, exc)
             return
         finally:
             self._probing.pop(job.id, None)
+            if not self._stopping:
+                self._wake.set()
+        self._probe_tries.pop(job.id, None)
         if job.status is not JobStatus.QUEUED:
             return
         job.input_media = media.to_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from typing import Any
 
@@ -14,11 +15,15 @@ class EventLog:
     A subscriber remembers the last ``seq`` it saw and asks for what came after;
     one that fell further behind than the log keeps gets ``gap=True`` and should
     re-read the jobs it follows.
+
+    Numbering starts from the clock (milliseconds x 1000), so a restarted coordinator
+    numbers above anything its previous life handed out, and a cursor from before the
+    restart reads as a gap instead of silently skipping the new life's first events.
     """
 
-    def __init__(self, maxlen: int = 20_000) -> None:
+    def __init__(self, maxlen: int = 20_000, start: int | None = None) -> None:
         self._events: deque[dict[str, Any]] = deque(maxlen=maxlen)
-        self._seq = 0
+        self._seq = time.time_ns() // 1_000_000 * 1000 if start is None else start
         self._changed = asyncio.Event()
 
     @property

@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import InputError, ToolMissing
+from cluster.errors import EncodeError, InputError, ToolMissing
 
 PROBE_TIMEOUT_S = 60.0
 TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"})
@@ -279,6 +279,13 @@ def _probe_error(path: Path, stderr: str) -> InputError:
 
 
 def _result(path: Path, returncode: int, stdout: bytes, stderr: bytes) -> MediaInfo:
+    if returncode < 0:
+        # Killed from outside (its worker exiting, the OOM killer, a crash): says nothing
+        # sure about the file, so it is retryable rather than an input error.
+        raise EncodeError(
+            f"{path.name}: ffprobe was stopped by signal {-returncode}; try again",
+            code="probe_interrupted",
+        )
     if returncode != 0:
         raise _probe_error(path, stderr.decode(errors="replace"))
     try:
@@ -325,4 +332,4 @@ async def probe_async(path: str | os.PathLike[str]) -> MediaInfo:
         proc.kill()
         await proc.wait()
         raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
-    return _result(p, proc.returncode or 0, stdout, stderr)
+    return _result(p, proc.returncode if proc.returncode is not None else 0, stdout, stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from cluster.events import EventLog
 
@@ -12,7 +13,7 @@ def publish(log: EventLog, job_id: str, status: str = "running") -> int:
 
 
 def test_since_returns_only_newer_events_for_the_chosen_jobs_in_order() -> None:
-    log = EventLog()
+    log = EventLog(start=0)
     for job in ("a", "b", "a", "c", "a"):
         publish(log, job)
     events, gap = log.since(1, frozenset({"a"}))
@@ -22,18 +23,31 @@ def test_since_returns_only_newer_events_for_the_chosen_jobs_in_order() -> None:
 
 
 def test_a_subscriber_that_fell_behind_or_predates_a_restart_gets_a_gap() -> None:
-    log = EventLog(maxlen=3)
+    log = EventLog(maxlen=3, start=0)
     for _ in range(6):
         publish(log, "a")
     events, gap = log.since(1)
     assert gap and [e["seq"] for e in events] == [4, 5, 6]
     assert log.since(3)[1] is False  # nothing was lost between 3 and the oldest kept, 4
-    assert log.since(99) == ([], True)  # a cursor from before a restart
+    assert log.since(99) == ([], True)  # a cursor ahead of the log
+
+
+def test_a_restarted_log_numbers_above_the_old_one_so_old_cursors_see_a_gap() -> None:
+    before = EventLog()
+    for _ in range(50):
+        publish(before, "a")
+    cursor = before.last_seq
+    time.sleep(0.002)
+    after = EventLog()  # the coordinator restarted
+    publish(after, "a", "succeeded")
+    events, gap = after.since(cursor)
+    assert gap and [e["status"] for e in events] == ["succeeded"]
+    assert after.since(after.last_seq) == ([], False)
 
 
 def test_wait_wakes_on_a_matching_event_and_times_out_with_the_cursor() -> None:
     async def scenario() -> tuple[dict, dict]:  # type: ignore[type-arg]
-        log = EventLog()
+        log = EventLog(start=0)
         publish(log, "other")
         waiter = asyncio.create_task(log.wait(log.last_seq, frozenset({"a"}), timeout=5))
         await asyncio.sleep(0.05)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
-from cluster import InputError, probe
+from cluster import EncodeError, InputError, probe
+from cluster.media import probe_async
 from tests.helpers import make_clip
 
 
@@ -65,3 +68,20 @@ def test_empty_file(tmp_path: Path) -> None:
     (tmp_path / "e.mp4").touch()
     with pytest.raises(InputError, match="empty"):
         probe(tmp_path / "e.mp4")
+
+
+def test_ffprobe_killed_from_outside_is_retryable_not_bad_input(
+    tmp_path: Path, media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ffprobe that dies by a signal (its worker exiting, the OOM killer) says nothing
+    # about the file: the job must not fail as bad input.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ffprobe"
+    fake.write_text("#!/bin/sh\nkill -KILL $$\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for run in (probe, lambda p: asyncio.run(probe_async(p))):
+        with pytest.raises(EncodeError, match="stopped by signal 9") as exc:
+            run(media / "clip.mp4")
+        assert exc.value.retryable and exc.value.code == "probe_interrupted"
