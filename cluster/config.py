@@ -3,9 +3,10 @@ the environment; the engine never does."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.costs import CostModel
 from cluster.placement import Policy
 
 
@@ -25,6 +26,11 @@ class CoordinatorConfig:
     shape needs the room, so the cost of keeping them is memory (~100 MB each)."""
     node_refresh_s: float = 2.0
     policy: Policy = Policy.PACK
+    aging_s: float = 60.0
+    """A queued job gains one priority level for each ``aging_s`` it waits, so low
+    priorities are not starved; FIFO still holds within a level."""
+    costs: CostModel = field(default_factory=CostModel)
+    """GPU memory and cores a job is expected to take (see :mod:`cluster.costs`)."""
 
     @property
     def db_path(self) -> Path:
@@ -39,7 +45,8 @@ class RuntimeConfig:
     address: str | None = None
     num_cpus: int | None = None
     """Cores an embedded Ray offers (default: all)."""
-    num_gpus: int | None = None
-    """GPUs an embedded Ray offers (default: what Ray detects)."""
+    gpu_inventory: Path | None = None
+    """A static GPU inventory for the embedded node (else ``FRAMEFLEET_GPU_INVENTORY``,
+    else NVML)."""
     namespace: str = "framefleet"
     coordinator_name: str = "framefleet-coordinator"

@@ -13,11 +13,12 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from cluster.admission import admit
+from cluster.agent import NodeInfo
+from cluster.capability import Capability, CodecState
 from cluster.config import CoordinatorConfig
 from cluster.encoders import Encoder, available, choose_encoder
 from cluster.errors import (
@@ -32,7 +33,8 @@ from cluster.events import EventLog
 from cluster.ffmpeg import thumbnail_times
 from cluster.jobs import Hardware, Job, JobKind, JobSpec, JobStatus, transition
 from cluster.media import MediaInfo, probe_async
-from cluster.placement import Demand, NodeState, Placement, has_capacity_for, place
+from cluster.nodeview import node_states, node_view
+from cluster.placement import Demand, NodeState, Placement, Planner, queue_key
 from cluster.pool import EncoderHandle, EncoderPool, Lease
 from cluster.progress import ProgressSnapshot
 from cluster.runner import remove_stale_partials
@@ -46,8 +48,8 @@ MAX_BACKOFF_S = 60.0
 
 
 class Backend(Protocol):
-    async def nodes(self) -> list[NodeState]:
-        """Alive nodes with their capacity (usage is the coordinator's to fill in)."""
+    async def nodes(self) -> list[NodeInfo]:
+        """Alive nodes: what they registered and what their agents read."""
         ...
 
     def create_encoder(self, placement: Placement) -> EncoderHandle: ...
@@ -74,7 +76,9 @@ class Coordinator:
         self._probe_tries: dict[str, int] = {}
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
-        self._nodes: list[NodeState] = []
+        self._nodes: list[NodeInfo] = []
+        self._nvenc_failures: dict[tuple[str, str], Capability] = {}
+        """(GPU uuid, codec) -> why a real encode could not open NVENC there."""
         self._caps: dict[str, int | None] = {}
         self._seq = 0
         self._stopping = False
@@ -226,22 +230,14 @@ class Coordinator:
         self._publish(job, kind="progress")
 
     async def nodes(self) -> list[dict[str, Any]]:
-        running: dict[str, list[str]] = {}
+        """Nodes with CPUs, GPUs (readings, NVENC codec states) and running jobs."""
+        on_node: dict[str, list[str]] = {}
+        on_gpu: dict[str, list[str]] = {}
         for job_id, (lease, _) in self._running.items():
-            running.setdefault(lease.node_id, []).append(job_id)
-        return [
-            {
-                "node_id": s.node_id,
-                "address": s.address,
-                "cpus": s.cpus,
-                "cpus_used": s.cpus_used,
-                "gpus": s.gpus,
-                "gpus_used": s.gpus_used,
-                "max_jobs": s.max_jobs,
-                "running_jobs": running.get(s.node_id, []),
-            }
-            for s in self._node_states()
-        ]
+            on_node.setdefault(lease.node_id, []).append(job_id)
+            if lease.placement.gpu_uuid:
+                on_gpu.setdefault(lease.placement.gpu_uuid, []).append(job_id)
+        return node_view(self._nodes, self._node_states(), on_node, on_gpu)
 
     async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         """Change a node's concurrent-job cap while running (``None``: only cores limit)."""
@@ -361,18 +357,14 @@ class Coordinator:
                     self._probing[job.id] = asyncio.create_task(self._probe(job))
             elif job.not_before <= now:
                 ready.append(job)
-        ready.sort(key=lambda j: (-j.spec.priority, j.seq))
+        if not ready or not self._nodes:
+            return  # nothing to place, or no node yet: wait for the cluster
+        aging = self.config.aging_s
+        ready.sort(key=lambda j: queue_key(j.spec.priority, j.seq, now - j.updated_at, aging))
+        planner = Planner(self._node_states(), self.config.policy, self.config.costs)
         for job in ready:
-            if self._stopping:
-                return
-            nodes = self._node_states()
-            if not nodes:
-                return  # no node yet: wait for the cluster
-            if all(
-                n.cpus_free <= 1e-9 or (n.max_jobs is not None and n.running >= n.max_jobs)
-                for n in nodes
-            ):
-                return  # every node is full: nothing below can start either
+            if self._stopping or planner.exhausted():
+                return  # every core is given out: nothing below can start either
             video = self._media[job.id].video
             demand = Demand(
                 job.spec.kind,
@@ -381,32 +373,26 @@ class Coordinator:
                 video.width if video else 0,
                 video.height if video else 0,
             )
-            if not has_capacity_for(demand, nodes):
-                what = "GPU" if demand.hardware is Hardware.GPU else "node with CPUs"
-                self._fail(
-                    job,
-                    SpecError(
-                        f"no {what} in the cluster can run this job; "
-                        "use --hardware cpu or auto, or add such a node",
-                        code="no_capacity",
-                    ),
-                )
+            never = planner.never(demand)
+            if never is not None:
+                self._fail(job, SpecError(never, code="no_capacity"))
                 continue
-            placement = place(demand, nodes, self.config.policy)
+            placement = planner.place(demand)
             if placement is not None:
-                self._launch(job, placement, nodes)
+                self._launch(job, placement)
 
     def _node_states(self) -> list[NodeState]:
-        states = []
-        for node in self._nodes:
-            cpus, gpus, running = self._pool.used(node.node_id)
-            cap = self._caps.get(node.node_id, self.config.max_jobs_per_node)
-            states.append(
-                replace(node, cpus_used=cpus, gpus_used=gpus, running=running, max_jobs=cap)
-            )
-        return states
+        used = {n.node_id: self._pool.used(n.node_id) for n in self._nodes}
+        return node_states(
+            self._nodes,
+            used,
+            self._pool.gpu_used(),
+            self._caps,
+            self.config.max_jobs_per_node,
+            self._nvenc_failures,
+        )
 
-    def _launch(self, job: Job, placement: Placement, nodes: list[NodeState]) -> None:
+    def _launch(self, job: Job, placement: Placement) -> None:
         spec, media = job.spec, self._media[job.id]
         try:
             encoder = (
@@ -414,21 +400,15 @@ class Coordinator:
                 if spec.kind is JobKind.TRANSCODE
                 else None
             )
-            order = plan_work(job.id, job.attempts + 1, spec, media, encoder)
+            order = plan_work(
+                job.id, job.attempts + 1, spec, media, encoder, cuda_device=placement.gpu_uuid
+            )
         except JobFailure as exc:
             self._fail(job, exc)
             return
-        node = next(n for n in nodes if n.node_id == placement.node_id)
-        lease = self._pool.acquire(placement, node_cpus=node.cpus, node_gpus=node.gpus)
-        job.placement = {
-            "node_id": placement.node_id,
-            "address": placement.address,
-            "hardware": str(placement.hardware),
-            "encoder": order.encoder,
-            "cpus": placement.cpus,
-            "gpus": placement.gpus,
-            "reason": placement.reason,
-        }
+        node = next(n for n in self._nodes if n.node_id == placement.node_id)
+        lease = self._pool.acquire(placement, node_totals=node.resources)
+        job.placement = {**placement.to_dict(), "encoder": order.encoder}
         self._move(job, JobStatus.RUNNING, reason=placement.reason)
         task = asyncio.create_task(self._execute(job, lease, order))
         self._running[job.id] = (lease, task)
@@ -463,6 +443,8 @@ class Coordinator:
             self._move(job, JobStatus.QUEUED, reason="re-queued: framefleet was shut down")
         elif job.id in self._cancelling or outcome.status == "cancelled":
             self._move(job, JobStatus.CANCELLED, reason="cancelled by user", code="cancelled")
+        elif outcome.error_code == "nvenc_unavailable" and self._nvenc_failed(job, outcome):
+            return
         elif outcome.retryable and job.attempts < job.max_attempts:
             delay = min(self.config.retry_backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
             job.not_before = time.time() + delay
@@ -473,6 +455,49 @@ class Coordinator:
             )
         else:
             self._move(job, JobStatus.FAILED, reason=outcome.error, code=outcome.error_code)
+
+    def _nvenc_failed(self, job: Job, outcome: WorkOutcome) -> bool:
+        """NVENC did not open on the placed GPU: mark that GPU's codec failed and re-place
+        the job (CPU allowed for ``auto``; another GPU that can, for ``gpu``). Returns
+        ``False`` when there is nowhere else to go, so the job fails as usual."""
+        placed = job.placement or {}
+        gpu = placed.get("gpu")
+        if not gpu:
+            return False
+        codec = job.spec.codec
+        where = f"GPU {gpu['index']} ({gpu['name']}) on {placed['address']}"
+        why = (outcome.error or "NVENC did not open").split(": ", 1)[-1]
+        self._nvenc_failures[(gpu["uuid"], codec)] = Capability(
+            CodecState.FAILED, f"NVENC failed on a real encode: {why}"
+        )
+        log.warning("%s cannot encode %s with NVENC: %s", where, codec, why)
+        planner = Planner(self._node_states(), self.config.policy, self.config.costs)
+        video = self._media[job.id].video if job.id in self._media else None
+        demand = Demand(
+            job.spec.kind,
+            job.spec.hardware,
+            codec,
+            video.width if video else 0,
+            video.height if video else 0,
+        )
+        if job.spec.hardware is Hardware.GPU and planner.never(demand) is not None:
+            self._move(
+                job,
+                JobStatus.FAILED,
+                reason=(
+                    f"NVENC could not encode {codec} on {where}: {why}; no other GPU in "
+                    "the cluster can; use --hardware auto or cpu"
+                ),
+                code=outcome.error_code,
+            )
+            return True
+        job.not_before = 0.0
+        self._move(
+            job,
+            JobStatus.QUEUED,
+            reason=f"NVENC could not encode {codec} on {where} ({why}); placing it again",
+        )
+        return True
 
     def _clear_partials(self, job: Job) -> None:
         if job.spec.output:
@@ -489,6 +514,7 @@ class Coordinator:
                 for node_id in gone:
                     log.warning("node %s left the cluster", node_id)
                     self._pool.forget_node(node_id)
+                    self._caps.pop(node_id, None)
                 self._nodes = nodes
                 self._pool.reap()
             except Exception:

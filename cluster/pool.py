@@ -27,17 +27,25 @@ class EncoderHandle(Protocol):
 @dataclass(eq=False, slots=True)
 class Lease:
     handle: EncoderHandle
-    node_id: str
-    cpus: float
-    gpus: float
+    placement: Placement
     busy: bool = True
     last_used: float = field(default_factory=time.monotonic)
 
+    @property
+    def node_id(self) -> str:
+        return self.placement.node_id
+
+    def holds(self) -> dict[str, float]:
+        """The Ray resources this actor holds while it lives."""
+        return {"CPU": self.placement.cpus, **dict(self.placement.resources)}
+
     def same_shape(self, placement: Placement) -> bool:
-        return (self.node_id, self.cpus, self.gpus) == (
+        mine = self.placement
+        return (mine.node_id, mine.cpus, mine.gpu_uuid, mine.resources) == (
             placement.node_id,
             placement.cpus,
-            placement.gpus,
+            placement.gpu_uuid,
+            placement.resources,
         )
 
 
@@ -49,25 +57,34 @@ class EncoderPool:
         self.idle_s = idle_s
         self._leases: list[Lease] = []
 
-    def acquire(self, placement: Placement, *, node_cpus: float, node_gpus: float) -> Lease:
-        """A warm actor of the placement's shape, or a new one once idle ones make room."""
+    def acquire(self, placement: Placement, *, node_totals: dict[str, float]) -> Lease:
+        """A warm actor of the placement's shape, or a new one once idle ones make room.
+
+        ``node_totals`` is what the node registered with Ray (``CPU`` and custom
+        resources): idle actors on the node are evicted, oldest first, until the new
+        actor's resources fit beside what the remaining actors hold.
+        """
         for lease in self._leases:
             if not lease.busy and lease.same_shape(placement):
                 lease.busy = True
+                lease.placement = placement  # same shape; the new reason and estimate
                 return lease
+        want = {"CPU": placement.cpus, **dict(placement.resources)}
         on_node = [lease for lease in self._leases if lease.node_id == placement.node_id]
-        held_cpus = sum(lease.cpus for lease in on_node)
-        held_gpus = sum(lease.gpus for lease in on_node)
+        held: dict[str, float] = {}
+        for lease in on_node:
+            for key, amount in lease.holds().items():
+                held[key] = held.get(key, 0.0) + amount
         for lease in sorted((x for x in on_node if not x.busy), key=lambda x: x.last_used):
-            if (
-                held_cpus + placement.cpus <= node_cpus + 1e-9
-                and held_gpus + placement.gpus <= node_gpus + 1e-9
+            if all(
+                held.get(k, 0.0) + v <= node_totals.get(k, float("inf")) + 1e-9
+                for k, v in want.items()
             ):
                 break
             self._discard(lease)
-            held_cpus -= lease.cpus
-            held_gpus -= lease.gpus
-        lease = Lease(self._create(placement), placement.node_id, placement.cpus, placement.gpus)
+            for key, amount in lease.holds().items():
+                held[key] -= amount
+        lease = Lease(self._create(placement), placement)
         self._leases.append(lease)
         return lease
 
@@ -78,10 +95,20 @@ class EncoderPool:
         lease.busy = False
         lease.last_used = time.monotonic()
 
-    def used(self, node_id: str) -> tuple[float, float, int]:
-        """(cores, GPU share, jobs) that busy actors hold on ``node_id``."""
+    def used(self, node_id: str) -> tuple[float, int]:
+        """(cores, jobs) that busy actors hold on ``node_id``."""
         busy = [x for x in self._leases if x.node_id == node_id and x.busy]
-        return sum(x.cpus for x in busy), sum(x.gpus for x in busy), len(busy)
+        return sum(x.placement.cpus for x in busy), len(busy)
+
+    def gpu_used(self) -> dict[str, tuple[int, int]]:
+        """``{gpu uuid: (MiB accounted, sessions)}`` that busy actors hold."""
+        used: dict[str, tuple[int, int]] = {}
+        for x in self._leases:
+            uuid = x.placement.gpu_uuid
+            if x.busy and uuid is not None:
+                mb, sessions = used.get(uuid, (0, 0))
+                used[uuid] = (mb + x.placement.gpu_memory_mb, sessions + 1)
+        return used
 
     def reap(self, now: float | None = None) -> int:
         """Kill actors idle for longer than ``idle_s``; returns how many."""

@@ -31,14 +31,17 @@ from cluster.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
 
 STDERR_TAIL_LINES = 30
 
-_NVENC_MARKERS = (
-    "Cannot load libcuda",
-    "Cannot load libnvidia-encode",
-    "No NVENC capable devices",
-    "OpenEncodeSessionEx failed",
-    "No capable devices found",
-    "CUDA_ERROR",
-    "Driver does not support the required nvenc API version",
+_NVENC_MARKERS = (  # what ffmpeg prints -> what it means for the user
+    ("Cannot load libcuda", "no NVIDIA driver (libcuda.so.1 cannot be loaded)"),
+    ("Cannot load libnvidia-encode", "the driver has no NVENC library (libnvidia-encode)"),
+    ("No NVENC capable devices", "this GPU has no NVENC"),
+    ("No capable devices found", "this GPU has no NVENC"),
+    ("unsupported device", "this GPU has no NVENC"),
+    ("incompatible client key", "the driver's NVENC session cap is reached"),
+    ("out of memory (10)", "NVENC is out of sessions or GPU memory"),
+    ("OpenEncodeSessionEx failed", "NVENC refused to open a session"),
+    ("Driver does not support the required nvenc API version", "the driver is too old"),
+    ("CUDA_ERROR", "a CUDA error"),
 )
 _INPUT_MARKERS = ("Invalid data found when processing input", "moov atom not found")
 _OUTPUT_MARKERS = ("No space left on device", "Permission denied", "Read-only file system")
@@ -52,15 +55,19 @@ class RunResult:
     killed: bool
 
 
+def nvenc_failure_reason(stderr: str) -> str | None:
+    """Why NVENC did not open, from ffmpeg's stderr, or ``None`` if it is not about NVENC."""
+    return next((why for marker, why in _NVENC_MARKERS if marker in stderr), None)
+
+
 def failure_for(result: RunResult, *, input_name: str, encoder: str | None = None) -> JobFailure:
     """The :class:`JobFailure` that an unsuccessful ffmpeg run amounts to."""
     tail = "\n".join(result.stderr_tail)
     last = next((line for line in reversed(result.stderr_tail) if line.strip()), "")
-    if any(marker in tail for marker in _NVENC_MARKERS):
-        marker = next(m for m in _NVENC_MARKERS if m in tail)
+    why = nvenc_failure_reason(tail)
+    if why is not None:
         return EncoderUnavailable(
-            f"NVENC could not be opened{f' for {encoder}' if encoder else ''} ({marker}); "
-            "this node has no usable NVENC: use --hardware cpu or auto",
+            f"NVENC could not be opened{f' for {encoder}' if encoder else ''}: {why}",
             code="nvenc_unavailable",
         )
     for marker in _OUTPUT_MARKERS:

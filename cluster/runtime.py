@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import ray
 
 from cluster.config import RuntimeConfig
 from cluster.errors import ClusterUnavailable
+from cluster.gpus import INVENTORY_ENV
+from cluster.register import detect_local
 
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # Ray puts Unix sockets under its temp dir; their paths must stay under ~107 bytes.
@@ -41,24 +45,50 @@ def _private_temp_dir(data_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="ray-", dir=parent))
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (nothing if ``value`` is None)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def connect(config: RuntimeConfig) -> Runtime:
     """Connect this process to Ray as ``config`` says; a no-op if it already is."""
     if ray.is_initialized():
         return Runtime(embedded=False, owned=False)
     if config.address is None:
+        # The embedded node registers what `framefleet node start` would: GPUs and their
+        # memory/session resources. Its agent finds a static inventory through the
+        # raylet's environment, which Ray's workers inherit.
+        local = detect_local(config.gpu_inventory, config.num_cpus)
+        reg = local.registration
         temp_dir = _private_temp_dir(config.data_dir)
+        inventory = str(Path(config.gpu_inventory).resolve()) if config.gpu_inventory else None
         try:
-            ray.init(
-                address="local",
-                _temp_dir=str(temp_dir),
-                namespace=config.namespace,
-                num_cpus=config.num_cpus,
-                num_gpus=config.num_gpus,
-                object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
-                include_dashboard=False,
-                configure_logging=False,
-                log_to_driver=False,
-            )
+            with _environ(INVENTORY_ENV, inventory):
+                ray.init(
+                    address="local",
+                    _temp_dir=str(temp_dir),
+                    namespace=config.namespace,
+                    num_cpus=reg.num_cpus,
+                    num_gpus=reg.num_gpus,
+                    resources=reg.resources or None,
+                    labels=reg.labels or None,
+                    object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
+                    include_dashboard=False,
+                    configure_logging=False,
+                    log_to_driver=False,
+                )
         except Exception as exc:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise ClusterUnavailable(f"could not start a local Ray: {exc}") from exc

@@ -22,7 +22,7 @@ from tests.helpers import make_clip
 def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     """A private local Ray for the whole session: 2 CPUs, and 1 declared GPU with no
     driver behind it, so NVENC placement runs and NVENC opening fails for real."""
-    runtime = connect(RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2, num_gpus=1))
+    runtime = connect(RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2))
     yield runtime
     runtime.close()
 

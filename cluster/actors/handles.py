@@ -15,10 +15,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.actors.encoder import EncoderWorker
+from cluster.agent import NodeAgent, NodeInfo, node_info
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.coordinator import Coordinator
 from cluster.errors import EncodeError, WorkerLost
-from cluster.placement import NodeState, Placement
+from cluster.placement import Placement
 from cluster.pool import EncoderHandle
 from cluster.progress import ProgressSnapshot
 from cluster.work import WorkOrder, WorkOutcome
@@ -44,11 +45,38 @@ class CoordinatorActor(Coordinator):
         self.start()
 
 
+class NodeAgentActor(NodeAgent):
+    """The node agent as a Ray actor (one per node, named by node id, detached)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start()
+
+    async def snapshot_async(self) -> dict[str, Any]:
+        return self.snapshot()
+
+
+def agent_options(node_id: str, namespace: str) -> dict[str, Any]:
+    """One agent per node: pinned there, no CPUs, found again by name after a coordinator
+    restart so its capability cache lives as long as the node."""
+    return {
+        "name": f"framefleet-agent-{node_id}",
+        "namespace": namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "num_cpus": 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
+        "max_restarts": 3,
+        "max_concurrency": 16,
+    }
+
+
 def encoder_options(placement: Placement) -> dict[str, Any]:
-    """Ray options for an encoder actor: the placement's resources, pinned to its node."""
+    """Ray options for an encoder actor: the placement's cores plus, for NVENC, the chosen
+    GPU's memory and session resources (so Ray enforces them), pinned to its node."""
     return {
         "num_cpus": placement.cpus,
-        "num_gpus": placement.gpus,
+        "resources": dict(placement.resources),
         "scheduling_strategy": NodeAffinitySchedulingStrategy(placement.node_id, soft=False),
         "max_restarts": 0,
         "max_concurrency": 8,
@@ -72,6 +100,8 @@ def coordinator_options(runtime: RuntimeConfig) -> dict[str, Any]:
 
 RemoteEncoder = ray.remote(EncoderActor)
 RemoteCoordinator = ray.remote(CoordinatorActor)
+RemoteAgent = ray.remote(NodeAgentActor)
+AGENT_TIMEOUT_S = 5.0
 
 
 class RayEncoder:
@@ -115,19 +145,33 @@ class RayBackend:
 
     def __init__(self, coordinator: Any) -> None:
         self._coordinator = coordinator
+        self._namespace = ray.get_runtime_context().namespace
+        self._agents: dict[str, Any] = {}
+        self._last: dict[str, dict[str, Any]] = {}
 
-    async def nodes(self) -> list[NodeState]:
+    async def nodes(self) -> list[NodeInfo]:
         table = await asyncio.to_thread(ray.nodes)
-        return [
-            NodeState(
-                node_id=n["NodeID"],
-                address=n["NodeManagerAddress"],
-                cpus=float(n["Resources"].get("CPU", 0.0)),
-                gpus=float(n["Resources"].get("GPU", 0.0)),
-            )
-            for n in table
-            if n.get("Alive")
-        ]
+        alive = [n for n in table if n.get("Alive")]
+        ids = {n["NodeID"] for n in alive}
+        for gone in set(self._agents) - ids:
+            self._agents.pop(gone, None)
+            self._last.pop(gone, None)
+        return list(await asyncio.gather(*(self._node(n) for n in alive)))
+
+    async def _node(self, entry: dict[str, Any]) -> NodeInfo:
+        node_id = entry["NodeID"]
+        try:
+            agent: Any = self._agents.get(node_id)
+            if agent is None:
+                agent = RemoteAgent.options(**agent_options(node_id, self._namespace)).remote()
+                self._agents[node_id] = agent
+            snapshot = await asyncio.wait_for(agent.snapshot_async.remote(), AGENT_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError, ValueError) as exc:
+            self._agents.pop(node_id, None)
+            why = f"node agent not answering ({type(exc).__name__})"
+            return node_info(entry, self._last.get(node_id), error=why)
+        self._last[node_id] = snapshot
+        return node_info(entry, snapshot)
 
     def create_encoder(self, placement: Placement) -> EncoderHandle:
         actor = RemoteEncoder.options(**encoder_options(placement)).remote(self._coordinator)

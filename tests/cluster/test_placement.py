@@ -1,47 +1,181 @@
-"""The pure placement core."""
+"""The pure placement core: cores, GPU memory, NVENC sessions, codecs, priorities."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from cluster import Hardware, JobKind, Policy
-from cluster.placement import Demand, NodeState, place
+from cluster.capability import Capability, CodecState
+from cluster.costs import CostModel
+from cluster.placement import (
+    Demand,
+    GpuState,
+    NodeState,
+    Planner,
+    memory_resource,
+    place,
+    queue_key,
+    session_resource,
+)
+
+VERIFIED = Capability(CodecState.VERIFIED, "one-frame trial encode succeeded")
+COSTS = CostModel()
+MARGIN = COSTS.safety_margin_mb
 
 
-def node(name: str, cpus: float, used: float = 0, running: int = 0, **kw) -> NodeState:  # type: ignore[no-untyped-def]
+def node(name: str, cpus: float, used: float = 0, running: int = 0, **kw: Any) -> NodeState:
     return NodeState(name, f"10.0.0.{len(name)}", cpus, cpus_used=used, running=running, **kw)
 
 
-def h264(width: int = 640, height: int = 360, hw: Hardware = Hardware.CPU) -> Demand:
-    return Demand(JobKind.TRANSCODE, hw, "h264", width, height)
+def gpu(uuid: str, total_mb: int, *, codecs: tuple[str, ...] = ("h264", "hevc"), **kw: Any):  # type: ignore[no-untyped-def]
+    return GpuState(
+        uuid,
+        int(uuid[-1]),
+        f"Test GPU {uuid}",
+        total_mb,
+        codecs=dict.fromkeys(codecs, VERIFIED),
+        **kw,
+    )
 
 
-def test_cores_by_codec_and_size_capped_by_the_node() -> None:
-    assert h264().cpu_cores() == 1
-    assert h264(1920, 1080).cpu_cores() == 2
-    assert Demand(JobKind.TRANSCODE, Hardware.CPU, "hevc", 3840, 2160).cpu_cores() == 8
-    small = place(Demand(JobKind.TRANSCODE, Hardware.CPU, "hevc", 3840, 2160), [node("a", 2)])
+def job(codec: str = "h264", w: int = 640, h: int = 360, hw: Hardware = Hardware.CPU) -> Demand:
+    return Demand(JobKind.TRANSCODE, hw, codec, w, h)
+
+
+def test_cores_by_codec_and_size_capped_by_the_largest_node() -> None:
+    assert COSTS.cores("h264", 640, 360) == 1 and COSTS.cores("h264", 1920, 1080) == 2
+    assert COSTS.cores("hevc", 3840, 2160) == 8
+    small = place(job("hevc", 3840, 2160), [node("a", 2)])
     assert small is not None and small.cpus == 2
 
 
-def test_pack_fills_the_busiest_node_that_fits_and_spread_the_emptiest() -> None:
+def test_pack_takes_the_tightest_node_that_fits_and_spread_the_emptiest() -> None:
     nodes = [node("a", 8, used=6, running=3), node("bb", 8, used=1, running=1)]
-    packed = place(h264(), nodes, Policy.PACK)
-    spread = place(h264(), nodes, Policy.SPREAD)
+    packed = place(job(), nodes, Policy.PACK)
+    spread = place(job(), nodes, Policy.SPREAD)
     assert packed is not None and packed.node_id == "a"
     assert spread is not None and spread.node_id == "bb"
-    assert "1 of 2 free cores" in packed.reason and "pack fit" in packed.reason
+    assert "1 of 2 free cores" in packed.reason and "best fit" in packed.reason
 
 
 def test_nothing_fits_when_cores_or_the_job_cap_run_out() -> None:
-    assert place(h264(1920, 1080), [node("a", 4, used=3)]) is None
-    assert place(h264(), [node("a", 4, running=2, max_jobs=2)]) is None
-    assert place(h264(), [node("a", 4, running=1, max_jobs=2)]) is not None
+    assert place(job("h264", 1920, 1080), [node("a", 4, used=3)]) is None
+    assert place(job(), [node("a", 4, running=2, max_jobs=2)]) is None
+    assert place(job(), [node("a", 4, running=1, max_jobs=2)]) is not None
 
 
-def test_gpu_jobs_go_only_to_nodes_with_gpus_and_auto_uses_cpu() -> None:
-    nodes = [node("cpu", 16), node("gpu", 4, gpus=1.0)]
-    gpu = place(h264(hw=Hardware.GPU), nodes)
-    assert gpu is not None and gpu.node_id == "gpu" and gpu.gpus > 0
-    assert "NVENC" in gpu.reason
-    auto = place(h264(hw=Hardware.AUTO), nodes)
-    assert auto is not None and auto.hardware is Hardware.CPU and auto.gpus == 0
-    assert place(h264(hw=Hardware.GPU), [node("cpu", 16)]) is None
+def test_a_round_never_gives_the_same_cores_twice() -> None:
+    planner = Planner([node("a", 4), node("bb", 2)])
+    placed = [planner.place(job("h264", 1920, 1080)) for _ in range(4)]
+    assert [p.node_id if p else None for p in placed] == ["bb", "a", "a", None]
+    assert planner.exhausted()
+
+
+def test_gpu_best_fit_by_free_memory_keeps_the_big_hole_for_4k() -> None:
+    small, big = gpu("g1", 1536), gpu("g2", 24576)  # 1 GiB and 23.5 GiB usable
+    planner = Planner([node("a", 8, gpus=(small, big))])
+    hd = planner.place(job("h264", 1920, 1080, Hardware.GPU))
+    assert hd is not None and hd.gpu_uuid == "g1" and hd.hardware is Hardware.GPU
+    assert hd.gpu_memory_mb == COSTS.gpu_memory("h264", 1920, 1080)
+    uhd = planner.place(job("hevc", 3840, 2160, Hardware.GPU))
+    assert uhd is not None and uhd.gpu_uuid == "g2"
+    assert "GPU 2 (Test GPU g2)" in uhd.reason and "23.5 GiB free" in uhd.reason
+    assert dict(uhd.resources) == {
+        memory_resource("g2"): COSTS.gpu_memory("hevc", 3840, 2160),
+        session_resource("g2"): 1.0,
+    }
+    spread = place(
+        job("h264", 1920, 1080, Hardware.GPU), [node("a", 8, gpus=(small, big))], Policy.SPREAD
+    )
+    assert spread is not None and spread.gpu_uuid == "g2"
+
+
+def test_free_memory_is_the_smaller_of_accounted_and_live_less_the_margin() -> None:
+    need = COSTS.gpu_memory("h264", 1920, 1080)
+    # Accounted: plenty. Live (another process holds most of it): not enough.
+    busy = gpu("g1", 16384, memory_free_live_mb=need + MARGIN - 1)
+    assert place(job("h264", 1920, 1080, Hardware.GPU), [node("a", 4, gpus=(busy,))]) is None
+    ok = gpu("g1", 16384, memory_free_live_mb=need + MARGIN)
+    assert place(job("h264", 1920, 1080, Hardware.GPU), [node("a", 4, gpus=(ok,))]) is not None
+    reserved = gpu("g1", need + MARGIN + 100, memory_reserved_mb=101)
+    assert place(job("h264", 1920, 1080, Hardware.GPU), [node("a", 4, gpus=(reserved,))]) is None
+
+
+def test_memory_is_committed_within_a_round_so_a_gpu_is_never_over_subscribed() -> None:
+    need = COSTS.gpu_memory("h264", 1280, 720)
+    planner = Planner([node("a", 64, gpus=(gpu("g1", 3 * need + MARGIN),))])
+    placed = [planner.place(job("h264", 1280, 720, Hardware.GPU)) for _ in range(5)]
+    assert sum(p is not None for p in placed) == 3
+
+
+def test_session_caps_count_every_process_and_auto_falls_back_to_cpu() -> None:
+    capped = gpu("g1", 24576, max_sessions=3, sessions=1, sessions_live=3)  # 2 others
+    nodes = [node("a", 4, gpus=(capped,))]
+    assert place(job(hw=Hardware.GPU), nodes) is None
+    auto = place(job(hw=Hardware.AUTO), nodes)
+    assert auto is not None and auto.hardware is Hardware.CPU and auto.gpu_uuid is None
+    assert "no GPU with room" in auto.reason
+    free = gpu("g1", 24576, max_sessions=3, sessions=1, sessions_live=2)
+    placed = place(job(hw=Hardware.GPU), [node("a", 4, gpus=(free,))])
+    assert placed is not None and "1/3 sessions" in placed.reason
+
+
+def test_auto_takes_a_gpu_when_one_fits_and_light_jobs_stay_on_cpu() -> None:
+    nodes = [node("a", 4, gpus=(gpu("g1", 8192),))]
+    auto = place(job(hw=Hardware.AUTO), nodes)
+    assert auto is not None and auto.hardware is Hardware.GPU and auto.cpus == 1
+    validate = place(Demand(JobKind.VALIDATE, Hardware.AUTO, "h264", 640, 360), nodes)
+    assert validate is not None and validate.hardware is Hardware.CPU
+
+
+def test_only_verified_or_declared_codecs_get_nvenc_work() -> None:
+    failed = Capability(CodecState.FAILED, "trial encode failed: the H100 has no NVENC hardware")
+    h100 = GpuState("g0", 0, "NVIDIA H100", 81559, codecs={"h264": failed, "hevc": failed})
+    declared = GpuState(
+        "g1", 1, "L4 (declared)", 23034, codecs={"h264": Capability(CodecState.DECLARED)}
+    )
+    planner = Planner([node("a", 8, gpus=(h100,)), node("bb", 8, gpus=(declared,))])
+    h264 = planner.place(job("h264", hw=Hardware.GPU))
+    assert h264 is not None and h264.gpu_uuid == "g1"
+    assert planner.place(job("hevc", hw=Hardware.GPU)) is None
+    never = planner.never(job("hevc", hw=Hardware.GPU))
+    assert never is not None and "no GPU in the cluster can encode hevc with NVENC" in never
+    assert "H100 has no NVENC hardware" in never and "--hardware auto or cpu" in never
+    assert planner.never(job("hevc", hw=Hardware.AUTO)) is None
+
+
+def test_a_job_larger_than_any_gpu_is_refused_with_the_sizes() -> None:
+    nodes = [node("a", 8, gpus=(gpu("g1", 1024),))]
+    never = Planner(nodes).never(job("hevc", 7680, 4320, Hardware.GPU))
+    assert never is not None and "the largest GPU with hevc NVENC has 1024 MiB" in never
+    assert Planner([node("a", 0)]).never(job()) is not None
+
+
+def test_gpu_jobs_need_a_free_core_on_the_gpu_node_and_respect_its_cap() -> None:
+    nodes = [node("a", 4, used=4, gpus=(gpu("g1", 8192),))]
+    assert place(job(hw=Hardware.GPU), nodes) is None
+    capped = [node("a", 4, running=1, max_jobs=1, gpus=(gpu("g1", 8192),))]
+    assert place(job(hw=Hardware.GPU), capped) is None
+
+
+def test_release_gives_the_room_back() -> None:
+    planner = Planner([node("a", 1, gpus=(gpu("g1", 8192, max_sessions=1),))])
+    first = planner.place(job(hw=Hardware.GPU))
+    assert first is not None and planner.place(job(hw=Hardware.GPU)) is None
+    planner.release(first)
+    assert planner.place(job(hw=Hardware.GPU)) is not None
+
+
+def test_placement_without_registered_ray_resources_asks_ray_for_none() -> None:
+    unregistered = gpu("g1", 8192, ray_resources=False)
+    placed = place(job(hw=Hardware.GPU), [node("a", 4, gpus=(unregistered,))])
+    assert placed is not None and placed.resources == ()
+    assert placed.to_dict()["gpu"] == {"uuid": "g1", "index": 1, "name": "Test GPU g1"}
+
+
+def test_priority_then_fifo_and_aging_lifts_old_low_priority_work() -> None:
+    jobs = [("low-old", 0, 1, 300.0), ("high", 3, 2, 0.0), ("high-later", 3, 3, 0.0)]
+    order = sorted(jobs, key=lambda j: queue_key(j[1], j[2], j[3], aging_s=1e9))
+    assert [j[0] for j in order] == ["high", "high-later", "low-old"]
+    aged = sorted(jobs, key=lambda j: queue_key(j[1], j[2], j[3], aging_s=60))
+    assert [j[0] for j in aged] == ["low-old", "high", "high-later"]  # 5 levels gained

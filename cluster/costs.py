@@ -1,0 +1,131 @@
+"""What one job is expected to cost: CPU cores, and GPU memory per NVENC encode.
+
+The tables are estimates the scheduler reserves against; they are data, and a JSON
+file can replace them (``CostModel.from_file``, ``--cost-model`` / ``FRAMEFLEET_COST_MODEL``).
+
+GPU memory per NVENC encode. An ffmpeg process that encodes with NVENC (frames decoded
+on the CPU and uploaded) holds one CUDA context plus NVENC's surfaces:
+
+* the CUDA context: 150-300 MiB per process on current drivers with lazy module
+  loading (NVIDIA's CUDA documentation on CUDA_MODULE_LOADING; the figure
+  ``nvidia-smi`` shows for an ffmpeg process that has only opened a context);
+* input and reconstruction surfaces: NV12 frames of ``w*h*1.5`` bytes. NVENC keeps
+  the input queue (ffmpeg's ``-surfaces``, up to 32 by default with lookahead),
+  reference frames and, for HEVC/AV1, larger reference and motion buffers: about
+  100 MiB at 1080p and about 400 MiB at 2160p for H.264, a quarter to a half more
+  for HEVC and AV1.
+
+The table rounds context + surfaces up to the next 64 MiB, so reserving it keeps a
+GPU from being over-committed. Measure your own drivers and GPUs with
+``bench/gpu_cost.py`` (it samples ``nvmlDeviceGetComputeRunningProcesses`` for the
+ffmpeg process) and put the figures in a cost-model file.
+
+CPU cores per software encode: libx264 at preset medium sustains real time at 1080p on
+about two modern cores; x265 and SVT-AV1 need roughly twice that. A job never asks for
+more cores than its node has. A GPU encode still demuxes, decodes and scales on the
+CPU: one core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import FramefleetError
+
+Table = dict[str, list[tuple[int, float]]]
+"""codec -> [(pixels up to, amount)], ascending."""
+
+P720, P1080, P1440, P2160 = 1280 * 720, 1920 * 1080, 2560 * 1440, 3840 * 2160
+ANY = 1 << 62
+
+GPU_MEMORY_MB: Table = {
+    "h264": [(P720, 256), (P1080, 384), (P1440, 512), (P2160, 704), (ANY, 1280)],
+    "hevc": [(P720, 320), (P1080, 448), (P1440, 576), (P2160, 896), (ANY, 1536)],
+    "av1": [(P720, 320), (P1080, 448), (P1440, 640), (P2160, 960), (ANY, 1664)],
+}
+CPU_CORES: Table = {
+    "h264": [(P720, 1), (P1080, 2), (P1440, 3), (ANY, 4)],
+    "hevc": [(P720, 2), (P1080, 4), (ANY, 8)],
+    "av1": [(P720, 2), (P1080, 4), (ANY, 8)],
+}
+NVENC_CPU_CORES = 1.0
+LIGHT_JOB_CORES = 1.0
+"""validate (decode only) and thumbnail jobs."""
+SAFETY_MARGIN_MB = 512
+"""GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
+
+
+class CostModelError(FramefleetError):
+    code = "bad_cost_model"
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    gpu_memory_mb: Table = field(default_factory=lambda: dict(GPU_MEMORY_MB))
+    cpu_cores: Table = field(default_factory=lambda: dict(CPU_CORES))
+    nvenc_cpu_cores: float = NVENC_CPU_CORES
+    light_job_cores: float = LIGHT_JOB_CORES
+    safety_margin_mb: int = SAFETY_MARGIN_MB
+
+    def gpu_memory(self, codec: str, width: int, height: int) -> int:
+        return int(_lookup(self.gpu_memory_mb, codec, width * height))
+
+    def cores(self, codec: str, width: int, height: int) -> float:
+        return _lookup(self.cpu_cores, codec, width * height)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_memory_mb": {c: [list(r) for r in rows] for c, rows in self.gpu_memory_mb.items()},
+            "cpu_cores": {c: [list(r) for r in rows] for c, rows in self.cpu_cores.items()},
+            "nvenc_cpu_cores": self.nvenc_cpu_cores,
+            "light_job_cores": self.light_job_cores,
+            "safety_margin_mb": self.safety_margin_mb,
+        }
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> CostModel:
+        """Defaults overridden by a JSON file with any of :meth:`to_dict`'s keys; a table
+        given for a codec replaces that codec's rows."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CostModelError(f"cost model {p}: cannot be read as JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise CostModelError(f"cost model {p}: must be a JSON object")
+        unknown = set(data) - set(cls().to_dict())
+        if unknown:
+            raise CostModelError(f"cost model {p}: unknown key(s) {', '.join(sorted(unknown))}")
+        base = cls()
+        try:
+            return cls(
+                gpu_memory_mb={**base.gpu_memory_mb, **_table(data.get("gpu_memory_mb", {}))},
+                cpu_cores={**base.cpu_cores, **_table(data.get("cpu_cores", {}))},
+                nvenc_cpu_cores=float(data.get("nvenc_cpu_cores", base.nvenc_cpu_cores)),
+                light_job_cores=float(data.get("light_job_cores", base.light_job_cores)),
+                safety_margin_mb=int(data.get("safety_margin_mb", base.safety_margin_mb)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise CostModelError(f"cost model {p}: {exc}") from exc
+
+
+def _table(raw: Any) -> Table:
+    if not isinstance(raw, dict):
+        raise ValueError("a table must map codec to [[pixels, amount], ...]")
+    table: Table = {}
+    for codec, rows in raw.items():
+        parsed = sorted((int(px), float(v)) for px, v in rows)
+        if not parsed or any(v <= 0 for _, v in parsed):
+            raise ValueError(f"{codec}: rows must be [[pixels, positive amount], ...]")
+        parsed[-1] = (ANY, parsed[-1][1])  # the last row covers everything larger
+        table[codec] = parsed
+    return table
+
+
+def _lookup(table: Table, codec: str, pixels: int) -> float:
+    rows = table[codec]
+    return next((v for limit, v in rows if pixels <= limit), rows[-1][1])
