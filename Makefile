@@ -8,7 +8,7 @@ DATA_DIR ?= .framefleet
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: setup system-deps run demo test lint typecheck pytest bench lock clean
+.PHONY: setup system-deps run demo test test-gpu lint typecheck pytest bench lock clean
 
 setup: system-deps $(STAMP)
 
@@ -46,7 +46,11 @@ typecheck:
 	$(BIN)/mypy
 
 pytest:
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not gpu"
+
+# Needs an NVIDIA driver: NVML inventory and NVENC detection for real.
+test-gpu: setup
+	$(BIN)/pytest -m gpu -s tests/cluster/test_gpus.py
 
 bench: setup
 	$(BIN)/python bench/throughput.py

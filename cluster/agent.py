@@ -63,11 +63,12 @@ class NodeAgent:
             log.error("GPU inventory unusable: %s", exc)
             self._error = str(exc)
             return
-        self._codecs = {g.uuid: dict.fromkeys(CODECS, PENDING) for g in self._readings}
-        self._tasks = [
-            asyncio.create_task(self._refresh_loop()),
-            asyncio.create_task(self._detect()),
-        ]
+        self._tasks = [asyncio.create_task(self._refresh_loop())]
+        if all(g.declared_codecs is not None for g in self._readings):
+            self._codecs = detect(self._readings)  # declared: trusted, no trial to wait for
+        else:
+            self._codecs = {g.uuid: dict.fromkeys(CODECS, PENDING) for g in self._readings}
+            self._tasks.append(asyncio.create_task(self._detect()))
 
     async def _detect(self) -> None:
         try:

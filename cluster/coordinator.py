@@ -45,6 +45,7 @@ log = logging.getLogger("framefleet.coordinator")
 PROBE_CONCURRENCY = 4
 CANCEL_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
+SUSPECT_NODE_S = 10.0
 
 
 class Backend(Protocol):
@@ -77,6 +78,8 @@ class Coordinator:
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
         self._nodes: list[NodeInfo] = []
+        self._suspect: dict[str, float] = {}
+        """Nodes where an encoder was just lost -> until when nothing is placed there."""
         self._nvenc_failures: dict[tuple[str, str], Capability] = {}
         """(GPU uuid, codec) -> why a real encode could not open NVENC there."""
         self._caps: dict[str, int | None] = {}
@@ -361,7 +364,9 @@ class Coordinator:
             return  # nothing to place, or no node yet: wait for the cluster
         aging = self.config.aging_s
         ready.sort(key=lambda j: queue_key(j.spec.priority, j.seq, now - j.updated_at, aging))
-        planner = Planner(self._node_states(), self.config.policy, self.config.costs)
+        planner = Planner(self._node_states(placeable=True), self.config.policy, self.config.costs)
+        # What the cluster could ever run is judged on every node, suspect ones included.
+        whole = planner if not self._suspect else Planner(self._node_states())
         for job in ready:
             if self._stopping or planner.exhausted():
                 return  # every core is given out: nothing below can start either
@@ -373,7 +378,7 @@ class Coordinator:
                 video.width if video else 0,
                 video.height if video else 0,
             )
-            never = planner.never(demand)
+            never = whole.never(demand)
             if never is not None:
                 self._fail(job, SpecError(never, code="no_capacity"))
                 continue
@@ -381,10 +386,16 @@ class Coordinator:
             if placement is not None:
                 self._launch(job, placement)
 
-    def _node_states(self) -> list[NodeState]:
-        used = {n.node_id: self._pool.used(n.node_id) for n in self._nodes}
+    def _node_states(self, *, placeable: bool = False) -> list[NodeState]:
+        """The planner's snapshot; ``placeable`` leaves out nodes that just lost a worker."""
+        now = time.monotonic()
+        nodes = self._nodes
+        if placeable and self._suspect:
+            self._suspect = {k: t for k, t in self._suspect.items() if t > now}
+            nodes = [n for n in nodes if n.node_id not in self._suspect]
+        used = {n.node_id: self._pool.used(n.node_id) for n in nodes}
         return node_states(
-            self._nodes,
+            nodes,
             used,
             self._pool.gpu_used(),
             self._caps,
@@ -420,6 +431,10 @@ class Coordinator:
         except WorkerLost as exc:
             healthy = False
             outcome = WorkOutcome.failure(order, exc)
+            # Its node may be dying: place nothing there for a while, and ask Ray now.
+            self._suspect[lease.node_id] = time.monotonic() + SUSPECT_NODE_S
+            with contextlib.suppress(Exception):
+                await self._refresh_nodes()
         except Exception as exc:
             log.exception("encoder call failed for job %s", job.id)
             healthy = False
@@ -445,6 +460,16 @@ class Coordinator:
             self._move(job, JobStatus.CANCELLED, reason="cancelled by user", code="cancelled")
         elif outcome.error_code == "nvenc_unavailable" and self._nvenc_failed(job, outcome):
             return
+        elif outcome.error_code == "worker_lost" and self._node_gone(job):
+            # Not the job's fault: place it again at once, whatever its attempts.
+            self._clear_partials(job)
+            job.not_before = 0.0
+            address = (job.placement or {}).get("address", "?")
+            self._move(
+                job,
+                JobStatus.QUEUED,
+                reason=f"node {address} left the cluster mid-job; placing again",
+            )
         elif outcome.retryable and job.attempts < job.max_attempts:
             delay = min(self.config.retry_backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
             job.not_before = time.time() + delay
@@ -455,6 +480,10 @@ class Coordinator:
             )
         else:
             self._move(job, JobStatus.FAILED, reason=outcome.error, code=outcome.error_code)
+
+    def _node_gone(self, job: Job) -> bool:
+        node_id = (job.placement or {}).get("node_id")
+        return node_id is not None and all(n.node_id != node_id for n in self._nodes)
 
     def _nvenc_failed(self, job: Job, outcome: WorkOutcome) -> bool:
         """NVENC did not open on the placed GPU: mark that GPU's codec failed and re-place
@@ -506,16 +535,19 @@ class Coordinator:
 
     # ---- housekeeping ----------------------------------------------------------------
 
+    async def _refresh_nodes(self) -> None:
+        nodes = await self._backend.nodes()
+        gone = {n.node_id for n in self._nodes} - {n.node_id for n in nodes}
+        for node_id in gone:
+            log.warning("node %s left the cluster", node_id)
+            self._pool.forget_node(node_id)
+            self._caps.pop(node_id, None)
+        self._nodes = nodes
+
     async def _housekeeping_loop(self) -> None:
         while not self._stopping:
             try:
-                nodes = await self._backend.nodes()
-                gone = {n.node_id for n in self._nodes} - {n.node_id for n in nodes}
-                for node_id in gone:
-                    log.warning("node %s left the cluster", node_id)
-                    self._pool.forget_node(node_id)
-                    self._caps.pop(node_id, None)
-                self._nodes = nodes
+                await self._refresh_nodes()
                 self._pool.reap()
             except Exception:
                 log.exception("housekeeping failed")

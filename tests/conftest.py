@@ -18,10 +18,16 @@ from cluster.runtime import Runtime, connect
 from tests.helpers import make_clip
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Multi-node tests first: their Cluster must be gone before the session Ray starts
+    (one driver talks to one Ray at a time)."""
+    items.sort(key=lambda item: item.get_closest_marker("multinode") is None)
+
+
 @pytest.fixture(scope="session")
 def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    """A private local Ray for the whole session: 2 CPUs, and 1 declared GPU with no
-    driver behind it, so NVENC placement runs and NVENC opening fails for real."""
+    """A private local Ray for the whole session: 2 CPUs and no GPU, like CI. GPU
+    placement and NVENC failures run on the multi-node farm (tests/cluster/test_farm.py)."""
     runtime = connect(RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2))
     yield runtime
     runtime.close()

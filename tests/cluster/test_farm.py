@@ -1,0 +1,223 @@
+"""A real multi-node Ray cluster: a head with no CPUs and three heterogeneous workers.
+
+Workers declare static GPU inventories the way ``framefleet node start --gpu-inventory``
+does (the same registration: Ray resources, labels, and the inventory variable in the
+raylet's environment). There is no GPU here, so NVENC fails to open for real, which is
+the failure path these tests exercise; placement by codec and memory is decided before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.cluster_utils import Cluster
+
+from cluster import CoordinatorConfig, Fleet, RuntimeConfig
+from cluster.register import detect_local
+from tests.helpers import (
+    count_frames,
+    ffmpeg_processes,
+    leftovers,
+    make_clip,
+    streams,
+    transcode,
+    wait_until,
+)
+
+pytestmark = pytest.mark.multinode
+
+L4 = {
+    "uuid": "GPU-farm0000-l4",
+    "name": "NVIDIA L4",
+    "memory_total_mb": 23034,
+    "nvenc_codecs": ["h264", "hevc"],
+}
+T4 = {
+    "uuid": "GPU-farm0000-t4",
+    "name": "Tesla T4",
+    "memory_total_mb": 15360,
+    "nvenc_codecs": ["h264"],
+    "max_encoder_sessions": 2,
+}
+
+
+class Farm:
+    def __init__(self, cluster: Cluster, fleet: Fleet, nodes: dict[str, Any], clips: Path):
+        self.cluster, self.fleet, self.nodes, self.clips = cluster, fleet, nodes, clips
+
+    def node_id(self, name: str) -> str:
+        return str(self.nodes[name].node_id)
+
+    def name_of(self, node_id: str) -> str:
+        return next(n for n, node in self.nodes.items() if node.node_id == node_id)
+
+
+def add_worker(cluster: Cluster, folder: Path, inventory: list[dict[str, Any]] | None) -> Any:
+    env = {}
+    if inventory is not None:
+        path = folder / f"gpus-{len(cluster.list_all_nodes())}.json"
+        path.write_text(json.dumps(inventory))
+        env["FRAMEFLEET_GPU_INVENTORY"] = str(path)
+        reg = detect_local(path).registration
+        return cluster.add_node(
+            num_cpus=2,
+            num_gpus=reg.num_gpus,
+            resources=reg.resources,
+            labels=reg.labels,
+            env_vars=env,
+        )
+    return cluster.add_node(num_cpus=2, num_gpus=0)
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    temp = tempfile.mkdtemp(prefix="ffm-", dir="/tmp")  # short: Ray's socket paths
+    # Cluster writes its address file under RAY_TMPDIR: keep it private, not /tmp/ray.
+    old_tmpdir = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    os.makedirs(f"{temp}/ray")
+    folder = tmp_path_factory.mktemp("farm")
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "num_gpus": 0,
+            "temp_dir": f"{temp}/ray",
+            "include_dashboard": False,
+            "object_store_memory": 128 * 2**20,
+        },
+    )
+    nodes = {
+        "l4": add_worker(cluster, folder, [L4]),
+        "t4": add_worker(cluster, folder, [T4]),
+        "cpu": add_worker(cluster, folder, None),
+    }
+    cluster.wait_for_nodes()
+    data = folder / "data"
+    fleet = Fleet.connect(
+        RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name="farm"),
+        CoordinatorConfig(
+            data_dir=data,
+            max_attempts=2,
+            retry_backoff_s=0.2,
+            encoder_idle_s=5.0,
+            node_refresh_s=1.0,
+        ),
+    )
+    clips = folder / "clips"
+    clips.mkdir()
+    make_clip(clips / "clip.mp4", seconds=2)
+    make_clip(clips / "long.mp4", seconds=30, size="640x360")
+    # Agents report their inventories within a refresh or two.
+    wait_until(lambda: sum(len(n["gpus"]) for n in fleet.nodes()) == 2, timeout=60)
+    try:
+        yield Farm(cluster, fleet, nodes, clips)
+    finally:
+        fleet.shutdown_coordinator()
+        fleet.close()
+        cluster.shutdown()
+        if old_tmpdir is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old_tmpdir
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_nodes_show_declared_gpus_their_resources_and_labels(farm: Farm) -> None:
+    view = {
+        farm.name_of(n["node_id"]) if n["node_id"] != farm.cluster.head_node.node_id else "head": n
+        for n in farm.fleet.nodes()
+    }
+    assert set(view) == {"head", "l4", "t4", "cpu"}
+    assert view["head"]["cpus"] == 0 and view["cpu"]["gpus"] == []
+    [l4] = view["l4"]["gpus"]
+    assert (l4["uuid"], l4["name"], l4["memory_total_mb"]) == (L4["uuid"], "NVIDIA L4", 23034)
+    assert l4["nvenc"]["hevc"]["state"] == "declared" and l4["ray_resources"] is True
+    assert view["l4"]["labels"]["framefleet.io/gpu-model"] == "NVIDIA-L4"
+    assert view["l4"]["gpu_source"] == "static"
+    [t4] = view["t4"]["gpus"]
+    assert t4["max_encoder_sessions"] == 2 and t4["nvenc"]["hevc"]["state"] == "unavailable"
+
+
+def test_gpu_job_goes_to_the_gpu_with_the_codec_and_fails_clearly_when_nvenc_cannot_open(
+    farm: Farm, tmp_path: Path
+) -> None:
+    # Only the L4 declares hevc. NVENC then fails to open for real (no driver here):
+    # the GPU's hevc is marked failed, and with no other GPU able, the job fails.
+    job = farm.fleet.submit(
+        transcode(farm.clips / "clip.mp4", tmp_path / "o.mp4", codec="hevc", hardware="gpu")
+    )
+    done = farm.fleet.wait(job["id"], timeout=90)
+    assert done["status"] == "failed" and done["error_code"] == "nvenc_unavailable"
+    assert done["placement"]["gpu"]["uuid"] == L4["uuid"]
+    assert farm.name_of(done["placement"]["node_id"]) == "l4"
+    assert "NVENC could not encode hevc on GPU 0 (NVIDIA L4)" in done["reason"]
+    assert "no NVIDIA driver" in done["reason"] and "--hardware auto or cpu" in done["reason"]
+    assert list(tmp_path.iterdir()) == [] and ffmpeg_processes(str(tmp_path)) == []
+    [l4] = next(n for n in farm.fleet.nodes() if n["gpus"] and n["gpus"][0]["uuid"] == L4["uuid"])[
+        "gpus"
+    ]
+    assert l4["nvenc"]["hevc"]["state"] == "failed"
+    assert "no NVIDIA driver" in l4["nvenc"]["hevc"]["reason"]
+    # Now nothing can take a hevc GPU job: it is refused with the reason at once.
+    again = farm.fleet.wait(
+        farm.fleet.submit(
+            transcode(farm.clips / "clip.mp4", tmp_path / "p.mp4", codec="hevc", hardware="gpu")
+        )["id"],
+        timeout=30,
+    )
+    assert again["status"] == "failed" and again["error_code"] == "no_capacity"
+    assert "no GPU in the cluster can encode hevc with NVENC" in again["reason"]
+
+
+def test_auto_job_tries_the_gpus_then_falls_back_to_cpu_and_succeeds(
+    farm: Farm, tmp_path: Path
+) -> None:
+    events: list[dict[str, Any]] = []
+    job = farm.fleet.submit(transcode(farm.clips / "clip.mp4", tmp_path / "o.mp4"))
+    done = farm.fleet.wait(job["id"], on_event=events.append, timeout=120)
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["placement"]["hardware"] == "cpu" and done["placement"]["gpu"] is None
+    assert done["placement"]["encoder"] == "libx264"
+    assert farm.name_of(done["placement"]["node_id"]) in {"l4", "t4", "cpu"}
+    tried = [e["reason"] for e in events if "NVENC could not encode h264" in (e["reason"] or "")]
+    assert tried, "the auto job should have tried a declared GPU first"
+    assert [s["codec_name"] for s in streams(tmp_path / "o.mp4", "video")] == ["h264"]
+    assert count_frames(tmp_path / "o.mp4") == 50
+    assert leftovers(tmp_path) == []
+
+
+def test_a_node_lost_mid_encode_is_survived_elsewhere(farm: Farm, tmp_path: Path) -> None:
+    job = farm.fleet.submit(
+        transcode(
+            farm.clips / "long.mp4", tmp_path / "o.mkv", codec="hevc", speed="fast", hardware="cpu"
+        )
+    )
+
+    def running() -> dict[str, Any] | None:
+        j = farm.fleet.get(job["id"])
+        ok = j["status"] == "running" and (j["progress"] or {}).get("percent", 0) > 0
+        return j if ok else None
+
+    first = wait_until(running, timeout=60)
+    lost = farm.name_of(first["placement"]["node_id"])
+    farm.cluster.remove_node(farm.nodes.pop(lost), allow_graceful=False)
+
+    events: list[dict[str, Any]] = []
+    done = farm.fleet.wait(job["id"], on_event=events.append, timeout=240)
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["placement"]["node_id"] != first["placement"]["node_id"]
+    reasons = [e["reason"] or "" for e in events]
+    assert any("left the cluster" in r or "was lost" in r for r in reasons), reasons
+    assert count_frames(tmp_path / "o.mkv") == 750
+    assert leftovers(tmp_path) == []
+    wait_until(lambda: ffmpeg_processes(str(tmp_path)) == [], timeout=30)
+    gone = first["placement"]["node_id"]
+    wait_until(lambda: all(n["node_id"] != gone for n in farm.fleet.nodes()), timeout=60)
