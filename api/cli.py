@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from api.node_cli import node_app
 from cluster import (
     ClusterUnavailable,
     CoordinatorConfig,
@@ -49,6 +50,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(node_app, name="node")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

@@ -6,6 +6,7 @@
 from cluster.admission import check_spec
 from cluster.client import Fleet
 from cluster.config import CoordinatorConfig, RuntimeConfig
+from cluster.costs import CostModel
 from cluster.encoders import CATALOG, CONTAINERS, Encoder, available
 from cluster.errors import (
     ClusterUnavailable,
@@ -21,18 +22,22 @@ from cluster.errors import (
     ToolMissing,
     WorkerLost,
 )
+from cluster.gpus import INVENTORY_ENV, InventoryError
 from cluster.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
 from cluster.media import MediaInfo, probe
 from cluster.placement import Policy
 from cluster.progress import ProgressSnapshot
+from cluster.register import LocalNode, detect_local
 from cluster.samples import make_sample
 
 __all__ = [
     "CATALOG",
     "CODECS",
     "CONTAINERS",
+    "INVENTORY_ENV",
     "ClusterUnavailable",
     "CoordinatorConfig",
+    "CostModel",
     "EncodeError",
     "Encoder",
     "EncoderUnavailable",
@@ -41,11 +46,13 @@ __all__ = [
     "Hardware",
     "InputError",
     "InvalidTransition",
+    "InventoryError",
     "JobFailure",
     "JobKind",
     "JobNotFound",
     "JobSpec",
     "JobStatus",
+    "LocalNode",
     "MediaInfo",
     "OutputError",
     "Policy",
@@ -57,6 +64,7 @@ __all__ = [
     "WorkerLost",
     "available",
     "check_spec",
+    "detect_local",
     "make_sample",
     "probe",
 ]

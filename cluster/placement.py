@@ -148,10 +148,11 @@ class _Node:
 
 
 class _Gpu:
-    __slots__ = ("free", "name", "node", "sessions", "sessions_free", "state", "usable")
+    __slots__ = ("free", "indexed", "name", "node", "sessions", "sessions_free", "state", "usable")
 
     def __init__(self, g: GpuState, node: int, margin_mb: int) -> None:
         self.state, self.node, self.name = g, node, g.name
+        self.indexed = False
         self.free = g.free_mb(margin_mb)
         self.sessions = g.sessions
         self.sessions_free = g.sessions_free()
@@ -175,8 +176,17 @@ class Planner:
         self._cpu: list[tuple[float, int]] = []
         self._largest_cpus = max((n.cpus for n in nodes), default=0.0)
         margin = self.costs.safety_margin_mb
+        self._node_gpus: list[list[int]] = [[] for _ in nodes]
         for ni, n in enumerate(nodes):
-            self._gpus.extend(_Gpu(state, ni, margin) for state in n.gpus)
+            for state in n.gpus:
+                self._node_gpus[ni].append(len(self._gpus))
+                self._gpus.append(_Gpu(state, ni, margin))
+        self._node_at = {n.node_id: i for i, n in enumerate(self._nodes)}
+        # The smallest demand that found no room, per codec (and for cores): a larger
+        # one cannot fit either until room is given back, so it is answered at once.
+        self._gpu_miss: dict[str, int] = {}
+        self._cpu_miss = float("inf")
+        self._gpu_at = {g.state.uuid: i for i, g in enumerate(self._gpus)}
         for gi, gpu in enumerate(self._gpus):
             self._index_gpu(gi, gpu)
         for ni, node in enumerate(self._nodes):
@@ -184,12 +194,22 @@ class Planner:
 
     # ---- indexes ---------------------------------------------------------------------
 
+    def _gpu_node_ready(self, node: _Node) -> bool:
+        """Whether a GPU job could start on ``node`` (a free core, under its job cap)."""
+        return node.open() and node.cpus_free >= min(self.costs.nvenc_cpu_cores, node.cpus) - EPS
+
     def _index_gpu(self, gi: int, g: _Gpu) -> None:
-        if g.sessions_free > 0 and g.free > 0:
+        """Index a GPU that has room, on a node that can start a GPU job: so decisions
+        never scan GPUs whose node is out of cores."""
+        if g.sessions_free > 0 and g.free > 0 and self._gpu_node_ready(self._nodes[g.node]):
+            g.indexed = True
             for codec in g.usable:
                 insort(self._by_codec.setdefault(codec, []), (g.free, gi))
 
     def _unindex_gpu(self, gi: int, g: _Gpu) -> None:
+        if not g.indexed:
+            return
+        g.indexed = False
         for codec in g.usable:
             entries = self._by_codec.get(codec, [])
             i = bisect_left(entries, (g.free, gi))
@@ -199,6 +219,13 @@ class Planner:
     def _index_node(self, ni: int, node: _Node) -> None:
         if node.open() and node.cpus_free > EPS:
             insort(self._cpu, (node.cpus_free, ni))
+        ready = self._gpu_node_ready(node)
+        for gi in self._node_gpus[ni]:
+            g = self._gpus[gi]
+            if g.indexed and not ready:
+                self._unindex_gpu(gi, g)
+            elif ready and not g.indexed:
+                self._index_gpu(gi, g)
 
     def _unindex_node(self, ni: int, node: _Node) -> None:
         i = bisect_left(self._cpu, (node.cpus_free, ni))
@@ -225,6 +252,8 @@ class Planner:
         if not entries:
             return None
         need = self.costs.gpu_memory(demand.codec, demand.width, demand.height)
+        if need >= self._gpu_miss.get(demand.codec, 1 << 62):
+            return None
         start = bisect_left(entries, (need, -1))
         order = range(start, len(entries))
         if self.policy is Policy.SPREAD:
@@ -233,9 +262,11 @@ class Planner:
             gi = entries[i][1]
             g = self._gpus[gi]
             node = self._nodes[g.node]
-            cpus = min(self.costs.nvenc_cpu_cores, node.cpus)
-            if node.open() and node.cpus_free >= cpus - EPS:
-                return self._commit_gpu(gi, g, node, cpus, need)
+            if self._gpu_node_ready(node):  # always, as indexed; kept as a guard
+                return self._commit_gpu(
+                    gi, g, node, min(self.costs.nvenc_cpu_cores, node.cpus), need
+                )
+        self._gpu_miss[demand.codec] = need
         return None
 
     def _commit_gpu(self, gi: int, g: _Gpu, node: _Node, cpus: float, need: int) -> Placement:
@@ -276,8 +307,11 @@ class Planner:
         else:
             want = self.costs.light_job_cores
         want = min(want, self._largest_cpus)
+        if want >= self._cpu_miss:
+            return None
         start = bisect_left(self._cpu, (want - EPS, -1))
         if start >= len(self._cpu):
+            self._cpu_miss = want
             return None
         ni = self._cpu[start][1] if self.policy is Policy.PACK else self._cpu[-1][1]
         node = self._nodes[ni]
@@ -299,14 +333,16 @@ class Planner:
 
     def release(self, placement: Placement) -> None:
         """Give a placement's room back (the simulation's job completions)."""
-        ni = next(i for i, n in enumerate(self._nodes) if n.node_id == placement.node_id)
+        self._gpu_miss.clear()
+        self._cpu_miss = float("inf")
+        ni = self._node_at[placement.node_id]
         node = self._nodes[ni]
         self._unindex_node(ni, node)
         node.cpus_free += placement.cpus
         node.running -= 1
         self._index_node(ni, node)
         if placement.gpu_uuid is not None:
-            gi = next(i for i, g in enumerate(self._gpus) if g.state.uuid == placement.gpu_uuid)
+            gi = self._gpu_at[placement.gpu_uuid]
             g = self._gpus[gi]
             self._unindex_gpu(gi, g)
             g.free += placement.gpu_memory_mb

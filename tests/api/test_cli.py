@@ -136,3 +136,48 @@ def test_ctrl_c_cancels_and_leaves_no_ffmpeg_and_no_file(tmp_path: Path) -> None
     assert "cancelled; nothing was written" in stderr
     assert ffmpeg_processes(str(out)) == []
     assert list(out.iterdir()) == []
+
+
+def test_node_start_runs_ray_start_with_the_detected_gpu_resources(tmp_path: Path) -> None:
+    inventory = tmp_path / "gpus.json"
+    inventory.write_text(
+        json.dumps(
+            [
+                {
+                    "uuid": "GPU-1",
+                    "name": "NVIDIA L4",
+                    "memory_total_mb": 23034,
+                    "nvenc_codecs": ["h264", "hevc"],
+                    "max_encoder_sessions": 0,
+                }
+            ]
+        )
+    )
+    proc = cli(
+        "node",
+        "start",
+        "--address",
+        "10.0.0.1:6379",
+        "--gpu-inventory",
+        str(inventory),
+        "--num-cpus",
+        "8",
+        "--dry-run",
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith(f"FRAMEFLEET_GPU_INVENTORY={inventory} ")
+    assert " start --address=10.0.0.1:6379 --num-gpus=1 --num-cpus=8 " in line
+    assert '{"ff_gpu_mem_GPU-1": 23034.0, "ff_nvenc_GPU-1": 256.0}' in line
+    assert "framefleet.io/gpu-model=NVIDIA-L4" in line and "nvenc-hevc=true" in line
+    assert "declared" in proc.stderr  # the table of what was detected
+
+
+def test_node_start_refuses_unclear_requests_in_one_line(tmp_path: Path) -> None:
+    proc = cli("node", "start", "--dry-run")
+    assert proc.returncode == 2 and "give exactly one of --head or --address" in proc.stderr
+    bad = cli("node", "detect", "--gpu-inventory", str(tmp_path / "nope.json"))
+    assert bad.returncode != 0
+    assert one_line_error(bad) == (
+        f"framefleet: GPU inventory {tmp_path / 'nope.json'}: no such file; check --gpu-inventory"
+    )
