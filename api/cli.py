@@ -28,6 +28,7 @@ from api.node_cli import node_app
 from cluster import (
     ClusterUnavailable,
     CoordinatorConfig,
+    CostModel,
     Fleet,
     FramefleetError,
     Hardware,
@@ -93,8 +94,11 @@ def _root(
 def _fleet(data_dir: Path, address: str | None) -> Fleet:
     if address is None:
         err.print("[dim]starting a local Ray cluster…[/dim]")
+    cost_file = os.environ.get("FRAMEFLEET_COST_MODEL")
+    costs = CostModel.from_file(cost_file) if cost_file else CostModel()
     return Fleet.connect(
-        RuntimeConfig(data_dir=data_dir, address=address), CoordinatorConfig(data_dir=data_dir)
+        RuntimeConfig(data_dir=data_dir, address=address),
+        CoordinatorConfig(data_dir=data_dir, costs=costs),
     )
 
 

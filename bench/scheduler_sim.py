@@ -125,7 +125,7 @@ def main() -> None:
     queue: list[SimJob] = []
     running: dict[int, list[tuple[Placement]]] = {}
     timings: list[int] = []
-    placed = gpu_placed = cpu_fallbacks = 0
+    placed = gpu_placed = cpu_fallbacks = placed_ns = 0
     util_sum = bound_sum = 0.0
     util_ticks = 0
     tick = 0
@@ -145,11 +145,13 @@ def main() -> None:
         for job in queue:
             start = time.perf_counter_ns()
             p = planner.place(job.demand)
-            timings.append(time.perf_counter_ns() - start)
+            spent = time.perf_counter_ns() - start
+            timings.append(spent)
             if p is None:
                 waiting.append(job)
                 continue
             placed += 1
+            placed_ns += spent
             cpus[p.node_id] += p.cpus
             if cpus[p.node_id] > node_cpus[p.node_id] + 1e-9:
                 over += 1
@@ -194,6 +196,10 @@ def main() -> None:
         f"{cpu_fallbacks} auto jobs on CPUs)"
     )
     print(f"{decisions / total_s:,.0f} decisions/s ({decisions} decisions in {total_s:.2f} s)")
+    print(
+        f"successful placements alone: {placed / (placed_ns / 1e9):,.0f}/s "
+        f"(mean {placed_ns / placed / 1e3:.1f} us); the rest are 'no room now' answers"
+    )
     print(f"p99 decision time: {p99_ms:.3f} ms (median {timings[decisions // 2] / 1e3:.1f} us)")
     print(f"peak memory: {peak_mib:.0f} MiB (process RSS)")
     if util_ticks:

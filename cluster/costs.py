@@ -1,7 +1,7 @@
 """What one job is expected to cost: CPU cores, and GPU memory per NVENC encode.
 
 The tables are estimates the scheduler reserves against; they are data, and a JSON
-file can replace them (``CostModel.from_file``, ``--cost-model`` / ``FRAMEFLEET_COST_MODEL``).
+file can replace them (``CostModel.from_file``; the CLI reads ``FRAMEFLEET_COST_MODEL``).
 
 GPU memory per NVENC encode. An ffmpeg process that encodes with NVENC (frames decoded
 on the CPU and uploaded) holds one CUDA context plus NVENC's surfaces:

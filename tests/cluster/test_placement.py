@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from cluster import Hardware, JobKind, Policy
 from cluster.capability import Capability, CodecState
-from cluster.costs import CostModel
+from cluster.costs import CostModel, CostModelError
 from cluster.placement import (
     Demand,
     GpuState,
@@ -179,3 +181,22 @@ def test_priority_then_fifo_and_aging_lifts_old_low_priority_work() -> None:
     assert [j[0] for j in order] == ["high", "high-later", "low-old"]
     aged = sorted(jobs, key=lambda j: queue_key(j[1], j[2], j[3], aging_s=60))
     assert [j[0] for j in aged] == ["low-old", "high", "high-later"]  # 5 levels gained
+
+
+def test_a_cost_model_file_overrides_the_tables(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "costs.json"
+    path.write_text(
+        '{"gpu_memory_mb": {"h264": [[921600, 200], [8294400, 900]]}, "safety_margin_mb": 0}'
+    )
+    costs = CostModel.from_file(path)
+    assert (
+        costs.gpu_memory("h264", 1280, 720) == 200 and costs.gpu_memory("h264", 7680, 4320) == 900
+    )
+    assert costs.gpu_memory("hevc", 1280, 720) == COSTS.gpu_memory("hevc", 1280, 720)
+    placed = place(
+        job("h264", 1280, 720, Hardware.GPU), [node("a", 2, gpus=(gpu("g1", 200),))], costs=costs
+    )
+    assert placed is not None and placed.gpu_memory_mb == 200
+    path.write_text('{"gpu_mem": {}}')
+    with pytest.raises(CostModelError, match="unknown key"):
+        CostModel.from_file(path)
