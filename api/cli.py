@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -289,6 +290,50 @@ def demo(data_dir: DataDir = Path(".framefleet")) -> None:
         overwrite=True,
     )
     _submit_and_report(data_dir, None, spec, "sample.mp4 → hevc")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
+    address: Address = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Job database and Ray temp files.")
+    ] = None,
+    media_root: Annotated[
+        list[Path] | None,
+        typer.Option("--media-root", help="Jobs read and write only under these (repeatable)."),
+    ] = None,
+    gpu_inventory: Annotated[
+        Path | None, typer.Option("--gpu-inventory", help="Declare GPUs (JSON) for this node.")
+    ] = None,
+) -> None:
+    """Run the HTTP gateway (and, without --address, a local cluster). Docs at /docs."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ray_address": address,
+        "data_dir": data_dir,
+        "media_roots": media_root or None,
+        "gpu_inventory": gpu_inventory,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if not settings.tokens():
+        token_file = settings.data_dir / "api-token"
+        if not token_file.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            token_file.touch(mode=0o600)
+            token_file.write_text(secrets.token_urlsafe(32) + "\n")
+        settings = settings.model_copy(update={"token_file": token_file})
+        err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
+    url = f"http://{settings.host}:{settings.port}"
+    err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 def _say(line: str) -> None:

@@ -3,7 +3,7 @@
 ``api`` (the gateway and the CLI) uses only the names listed in ``__all__``.
 """
 
-from cluster.admission import check_spec
+from cluster.admission import check_spec, confine
 from cluster.client import Fleet
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.costs import CostModel
@@ -64,6 +64,7 @@ __all__ = [
     "WorkerLost",
     "available",
     "check_spec",
+    "confine",
     "detect_local",
     "make_sample",
     "probe",

@@ -37,3 +37,12 @@ def admit(spec: JobSpec, roots: tuple[Path, ...], encoders: tuple[Encoder, ...])
         elif spec.kind is JobKind.THUMBNAIL:
             check_output_folder(output)
     return replace(spec, input=str(source), output=str(output) if output else None)
+
+
+def confine(spec: JobSpec, roots: tuple[Path, ...]) -> JobSpec:
+    """``spec`` with input and output resolved (after symlinks) inside ``roots``, or a
+    :class:`SpecError` naming the rule. For a gateway that must not trust the coordinator
+    it talks to to have been started with the same roots."""
+    source = resolve(spec.input, roots, what="input")
+    output = resolve(spec.output, roots, what="output") if spec.output is not None else None
+    return replace(spec, input=str(source), output=str(output) if output else None)

@@ -91,12 +91,16 @@ class Fleet:
         result: dict[str, Any] = self._read("ping", call_timeout=30)
         return result
 
-    def submit(self, spec: JobSpec) -> dict[str, Any]:
-        job: dict[str, Any] = self._call(self._coordinator.submit.remote(spec))
+    def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.submit.remote(spec, idempotency_key))
         return job
 
-    def submit_many(self, specs: list[JobSpec]) -> list[dict[str, Any]]:
-        jobs: list[dict[str, Any]] = self._call(self._coordinator.submit_many.remote(specs))
+    def submit_many(
+        self, specs: list[JobSpec], idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._call(
+            self._coordinator.submit_many.remote(specs, idempotency_key)
+        )
         return jobs
 
     def get(self, job_id: str) -> dict[str, Any]:

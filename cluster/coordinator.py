@@ -75,6 +75,9 @@ class Coordinator:
         self._media: dict[str, MediaInfo] = {}
         self._probing: dict[str, asyncio.Task[None]] = {}
         self._probe_tries: dict[str, int] = {}
+        self._keys: dict[str, str] = {}
+        """Idempotency key -> job id (persisted on the job, rebuilt on restart)."""
+        self._batch_keys: dict[str, list[str]] = {}
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
         self._nodes: list[NodeInfo] = []
@@ -105,6 +108,11 @@ class Coordinator:
         requeued = []
         for job in self._store.load_all():
             self._jobs[job.id] = job
+            key = job.idempotency_key
+            if key is not None and key.startswith("batch:"):
+                self._batch_keys.setdefault(key[6:], []).append(job.id)
+            elif key is not None:
+                self._keys[key] = job.id
             self._seq = max(self._seq, job.seq)
             if job.status is JobStatus.RUNNING:
                 transition(job, JobStatus.QUEUED, reason="re-queued: the coordinator restarted")
@@ -144,14 +152,25 @@ class Coordinator:
             "started_at": self._started_at,
         }
 
-    async def submit(self, spec: JobSpec) -> dict[str, Any]:
+    async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Queue a job. A repeated ``idempotency_key`` returns the job it first made."""
+        if idempotency_key is not None and idempotency_key in self._keys:
+            return self._jobs[self._keys[idempotency_key]].to_dict()
         job = self._new_job(self._admit(spec))
+        if idempotency_key is not None:
+            job.idempotency_key = idempotency_key
+            self._keys[idempotency_key] = job.id
         self._store.save(job)
         self._publish(job)
         self._wake.set()
         return job.to_dict()
 
-    async def submit_many(self, specs: list[JobSpec]) -> list[dict[str, Any]]:
+    async def submit_many(
+        self, specs: list[JobSpec], idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Queue all of ``specs`` or none (the first refusal says which one and why)."""
+        if idempotency_key is not None and idempotency_key in self._batch_keys:
+            return [self._jobs[i].to_dict() for i in self._batch_keys[idempotency_key]]
         admitted = []
         for i, spec in enumerate(specs):
             try:
@@ -159,6 +178,10 @@ class Coordinator:
             except JobFailure as exc:
                 raise type(exc)(f"job {i + 1} of {len(specs)}: {exc}", code=exc.code) from exc
         jobs = [self._new_job(spec) for spec in admitted]
+        if idempotency_key is not None:
+            for job in jobs:
+                job.idempotency_key = f"batch:{idempotency_key}"
+            self._batch_keys[idempotency_key] = [job.id for job in jobs]
         self._store.save_many(jobs)
         for job in jobs:
             self._publish(job)

@@ -175,6 +175,8 @@ class Job:
     placement: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    """A client's key for this submission: the same key returns this job again."""
 
     @staticmethod
     def new_id() -> str:

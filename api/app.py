@@ -1,0 +1,135 @@
+"""The FastAPI gateway: thin. It validates, authenticates and streams; the engine decides.
+
+``create_app(settings)`` connects to the coordinator on start-up (an embedded local
+Ray unless ``ray_address`` is set) and subscribes once to its event log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import errors
+from api.auth import require_token
+from api.events import EventHub
+from api.routers import cluster as cluster_routes
+from api.routers import health, jobs
+from api.settings import Settings
+from cluster import (
+    CoordinatorConfig,
+    CostModel,
+    Fleet,
+    FramefleetError,
+    RuntimeConfig,
+    available,
+)
+
+log = logging.getLogger("framefleet.api")
+VERSION = "0.1.0"
+
+
+def connect_fleet(settings: Settings) -> Fleet:
+    costs = CostModel.from_file(settings.cost_model) if settings.cost_model else CostModel()
+    return Fleet.connect(
+        RuntimeConfig(
+            data_dir=settings.data_dir,
+            address=settings.ray_address,
+            gpu_inventory=settings.gpu_inventory,
+        ),
+        CoordinatorConfig(
+            data_dir=settings.data_dir,
+            media_roots=media_roots(settings),
+            costs=costs,
+        ),
+    )
+
+
+def media_roots(settings: Settings) -> tuple[Path, ...]:
+    """The configured roots, or ``<data dir>/media`` (created): a gateway never serves
+    the whole filesystem."""
+    if settings.media_roots:
+        return tuple(p.resolve() for p in settings.media_roots)
+    default = settings.data_dir / "media"
+    default.mkdir(parents=True, exist_ok=True)
+    return (default.resolve(),)
+
+
+def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
+    """The app. ``fleet`` is connected on start-up unless given (and then not closed)."""
+    tokens = tuple(t.encode() for t in settings.tokens())
+    if not tokens:
+        log.warning("no API tokens configured: every /v1 request will get 401")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = fleet is None
+        connected: Fleet = (
+            fleet if fleet is not None else await run_in_threadpool(connect_fleet, settings)
+        )
+        app.state.fleet = connected
+        app.state.hub = hub = EventHub(
+            lambda after, timeout: connected.events(after, None, timeout),
+            await run_in_threadpool(connected.event_cursor),
+        )
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            if own:
+                await run_in_threadpool(connected.close)
+
+    app = FastAPI(
+        title="framefleet",
+        version=VERSION,
+        summary="GPU-aware video transcoding on a Ray cluster",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.media_roots = media_roots(settings)
+    app.state.tokens = tokens
+    app.state.encoders = frozenset(e.name for e in available())
+    app.add_exception_handler(FramefleetError, errors.framefleet_error)
+    app.add_exception_handler(RequestValidationError, errors.validation_error)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error)
+    app.add_exception_handler(Exception, errors.unexpected_error)
+    app.middleware("http")(_limit_body(settings.max_body_bytes))
+    app.include_router(health.router)
+    secured = [Depends(require_token)]
+    app.include_router(jobs.router, dependencies=secured)
+    app.include_router(cluster_routes.router, dependencies=secured)
+    return app
+
+
+def _limit_body(
+    limit: int,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    async def middleware(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return _too_large(limit)
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    return _too_large(limit)
+            request._body = body  # read once; the route reads it from here
+        return await call_next(request)
+
+    return middleware
+
+
+def _too_large(limit: int) -> JSONResponse:
+    message = f"request body over {limit} bytes; split a large batch"
+    return JSONResponse(errors.body("too_large", message), status_code=413)

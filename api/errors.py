@@ -1,0 +1,88 @@
+"""One table from the engine's errors to HTTP statuses, and the JSON error body.
+
+Every error answer is ``{"error": {"code", "message"}}`` with a one-line message;
+validation errors add ``"fields"``. A 500 never carries a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cluster import (
+    ClusterUnavailable,
+    FramefleetError,
+    InputError,
+    InvalidTransition,
+    InventoryError,
+    JobNotFound,
+    OutputError,
+    SpecError,
+    ToolMissing,
+)
+
+log = logging.getLogger("framefleet.api")
+
+STATUS: tuple[tuple[type[FramefleetError], int], ...] = (
+    (JobNotFound, 404),
+    (InvalidTransition, 409),
+    (SpecError, 422),
+    (InputError, 422),
+    (OutputError, 422),
+    (InventoryError, 422),
+    (ClusterUnavailable, 503),
+    (ToolMissing, 503),
+)
+"""First match wins; any other FramefleetError is a 400."""
+
+
+def status_for(exc: FramefleetError) -> int:
+    return next((status for kind, status in STATUS if isinstance(exc, kind)), 400)
+
+
+def body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+async def framefleet_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FramefleetError)
+    return JSONResponse(body(exc.code, str(exc)), status_code=status_for(exc))
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":  # loc is ("body", character position)
+            at = err.get("loc", ("body", "?"))[-1]
+            why = (err.get("ctx") or {}).get("error", "invalid JSON")
+            fields.append({"field": "body", "message": f"not valid JSON ({why}) at {at}"})
+            continue
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        fields.append({"field": where or "body", "message": err.get("msg", "invalid")})
+    first = fields[0] if fields else {"field": "body", "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}"
+    return JSONResponse(body("invalid_request", message, fields=fields), status_code=422)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    return JSONResponse(
+        body(code.get(exc.status_code, "http_error"), str(exc.detail)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        body("internal", f"internal error ({type(exc).__name__}); see the gateway's log"),
+        status_code=500,
+    )

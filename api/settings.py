@@ -1,0 +1,62 @@
+"""Gateway settings from the environment (``FRAMEFLEET_*``), with pydantic-settings.
+
+Lists are comma-separated (``FRAMEFLEET_API_TOKENS=a,b``; media roots also accept
+``:``). Command-line options of ``framefleet serve`` override them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "framefleet"
+
+
+def _split(value: object, pattern: str = r"[,]") -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in re.split(pattern, value) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAMEFLEET_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    ray_address: str | None = None
+    """Join this Ray cluster; unset starts an embedded local one."""
+    data_dir: Path = DEFAULT_DATA_DIR
+    api_tokens: Annotated[list[str], NoDecode] = []
+    """Bearer tokens accepted on /v1 (comma-separated)."""
+    token_file: Path | None = None
+    """A file with one token per line (added to ``api_tokens``)."""
+    media_roots: Annotated[list[Path], NoDecode] = []
+    """Inputs and outputs must resolve inside these folders (comma- or colon-separated)."""
+    gpu_inventory: Path | None = None
+    cost_model: Path | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch: int = Field(default=1000, ge=1)
+    metrics_public: bool = True
+    """Serve /metrics without a token (Prometheus scrapes it)."""
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("media_roots", mode="before")
+    @classmethod
+    def _roots(cls, value: object) -> object:
+        return _split(value, r"[,:]")
+
+    def tokens(self) -> list[str]:
+        """Every accepted token: ``api_tokens`` plus the lines of ``token_file``."""
+        found = list(self.api_tokens)
+        if self.token_file is not None:
+            text = self.token_file.read_text()
+            found += [line.strip() for line in text.splitlines() if line.strip()]
+        return [t for t in found if t]

@@ -1,0 +1,266 @@
+"""The HTTP gateway as clients use it: a real uvicorn server on 127.0.0.1, real Ray, ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.settings import Settings
+from cluster import Fleet
+from tests.helpers import count_frames, ffmpeg_processes, leftovers, make_clip, streams, wait_until
+
+TOKEN = "test-token-0123456789"  # noqa: S105
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Gateway:
+    def __init__(self, url: str, media: Path, out: Path) -> None:
+        self.url, self.media, self.out = url, media, out
+        self.http = httpx.Client(base_url=url, headers=AUTH, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def gateway(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    media = tmp_path_factory.mktemp("gw-media")
+    out = tmp_path_factory.mktemp("gw-out")
+    make_clip(media / "clip.mp4", seconds=2)
+    make_clip(media / "long.mp4", seconds=30, size="640x360")
+    settings = Settings(
+        api_tokens=[TOKEN, "another-token"],
+        media_roots=[media, out],
+        data_dir=tmp_path_factory.mktemp("gw-data"),
+        max_body_bytes=64 * 1024,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, fleet), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=30)
+    gw = Gateway(f"http://127.0.0.1:{port}", media, out)
+    yield gw
+    gw.http.close()
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def follow(gw: Gateway, job_id: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Read the job's SSE stream to its end."""
+    events = []
+    with gw.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+    return events
+
+
+def test_health_needs_no_token_and_ready_sees_the_coordinator(gateway: Gateway) -> None:
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gateway.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_every_v1_route_needs_a_valid_token_and_a_401_reveals_nothing(gateway: Gateway) -> None:
+    job = gateway.http.post(
+        "/v1/jobs", json={"kind": "probe", "input": str(gateway.media / "clip.mp4")}
+    )
+    assert job.status_code == 201
+    answers = []
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        for path in (f"/v1/jobs/{job.json()['id']}", "/v1/jobs/0000000000000000", "/v1/nodes"):
+            r = httpx.get(f"{gateway.url}{path}", headers=headers)
+            answers.append((r.status_code, r.json()))
+    assert {status for status, _ in answers} == {401}
+    assert len({json.dumps(body) for _, body in answers}) == 1  # same body, job or not
+    other = httpx.get(f"{gateway.url}/v1/nodes", headers={"Authorization": "Bearer another-token"})
+    assert other.status_code == 200
+
+
+def test_transcode_streams_live_progress_and_writes_a_real_file(gateway: Gateway) -> None:
+    dst = gateway.out / "live.mp4"
+    r = gateway.http.post(
+        "/v1/jobs",
+        json={
+            "input": str(gateway.media / "clip.mp4"),
+            "output": str(dst),
+            "codec": "hevc",
+            "speed": "fast",
+            "hardware": "cpu",
+            "labels": {"show": "demo"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}" and job["status"] == "queued"
+    events = follow(gateway, job["id"])
+    assert events[-1]["status"] == "succeeded"
+    assert [e["status"] for e in events].count("succeeded") == 1
+    done = gateway.http.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and done["progress"]["percent"] == pytest.approx(100)
+    assert done["placement"]["encoder"] == "libx265" and done["result"]["output"] == str(dst)
+    assert done["spec"]["labels"] == {"show": "demo"} and done["error"] is None
+    assert [s["codec_name"] for s in streams(dst, "video")] == ["hevc"]
+    assert count_frames(dst) == 50
+
+
+def test_idempotency_key_returns_the_same_job(gateway: Gateway) -> None:
+    spec = {"kind": "probe", "input": str(gateway.media / "clip.mp4")}
+    headers = {"Idempotency-Key": "order-42"}
+    first = gateway.http.post("/v1/jobs", json=spec, headers=headers).json()
+    again = gateway.http.post("/v1/jobs", json=spec, headers=headers).json()
+    other = gateway.http.post("/v1/jobs", json=spec).json()
+    assert first["id"] == again["id"] != other["id"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"input": "/etc/passwd", "output": "OUT/o.mp4"}, "resolves outside the media roots"),
+        ({"input": "MEDIA/../../../etc/hosts", "output": "OUT/o.mp4"}, "outside the media roots"),
+        ({"input": "http://example.com/a.mp4", "output": "OUT/o.mp4"}, "looks like a URL"),
+        ({"input": "concat:MEDIA/clip.mp4", "output": "OUT/o.mp4"}, "looks like a URL"),
+        ({"input": "MEDIA/clip.mp4", "output": "OUT/o.webm"}, "cannot hold h264"),
+        ({"input": "MEDIA/missing.mp4", "output": "OUT/o.mp4"}, None),
+    ],
+)
+def test_bad_paths_are_refused_with_422_naming_the_rule(
+    gateway: Gateway, spec: dict[str, str], message: str | None
+) -> None:
+    body = {k: v.replace("MEDIA", str(gateway.media)).replace("OUT", str(gateway.out))
+            for k, v in spec.items()}  # fmt: skip
+    r = gateway.http.post("/v1/jobs", json=body)
+    if message is None:  # a missing input is found by the probe: the job fails, with why
+        job = r.json()
+        assert r.status_code == 201
+        events = follow(gateway, job["id"])
+        assert events[-1]["status"] == "failed" and events[-1]["error_code"] == "input_missing"
+        return
+    assert r.status_code == 422, r.text
+    assert message in r.json()["error"]["message"]
+    assert "\n" not in r.json()["error"]["message"]
+
+
+def test_malformed_and_mistyped_requests_get_422_with_the_field_never_500(gateway: Gateway) -> None:
+    cases = [
+        ("{not json", "body"),
+        (json.dumps({"input": 5}), "input"),
+        (json.dumps({"input": "x", "quality": "best"}), "quality"),
+        (json.dumps({"input": "x", "ffmpeg_args": ["-i", "x"]}), "ffmpeg_args"),
+        (json.dumps({"input": "x", "kind": "reboot"}), "kind"),
+        (json.dumps([1, 2]), "body"),
+    ]
+    for raw, field in cases:
+        r = gateway.http.post("/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, (raw, r.text)
+        assert r.json()["error"]["message"].startswith(field), (raw, r.json())
+    huge = gateway.http.post("/v1/jobs", json={"input": "x" * 100_000})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "too_large"
+    assert gateway.http.get("/v1/jobs/0000000000000000").status_code == 404
+    assert gateway.http.get("/v1/jobs", params={"limit": 0}).status_code == 422
+
+
+def test_batch_of_fifty_probes_and_cursor_pagination(gateway: Gateway) -> None:
+    inputs = [str(gateway.media / "clip.mp4")] * 50
+    r = gateway.http.post("/v1/jobs/batch", json={"spec": {"kind": "probe"}, "inputs": inputs})
+    assert r.status_code == 201, r.text
+    ids = r.json()["ids"]
+    assert len(ids) == 50 and len(set(ids)) == 50
+
+    def all_done() -> bool:
+        return all(gateway.http.get(f"/v1/jobs/{i}").json()["status"] == "succeeded" for i in ids)
+
+    wait_until(all_done, timeout=120, step=0.5)
+    seen: list[str] = []
+    cursor = 0
+    while True:
+        page = gateway.http.get(
+            "/v1/jobs", params={"kind": "probe", "cursor": cursor, "limit": 20}
+        ).json()
+        seen += [j["id"] for j in page["jobs"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert set(ids) <= set(seen) and len(seen) == len(set(seen))
+    bad = gateway.http.post(
+        "/v1/jobs/batch",
+        json={"spec": {"kind": "transcode"}, "inputs": inputs[:2], "outputs": ["/tmp/a.mp4"]},
+    )
+    assert bad.status_code == 422 and "give one per input" in bad.json()["error"]["message"]
+
+
+def test_batch_to_an_output_folder_is_all_or_nothing(gateway: Gateway) -> None:
+    folder = gateway.out / "batch"
+    folder.mkdir()
+    (folder / "b.mp4").write_text("exists")
+    src = gateway.media / "b.mp4"
+    src.write_bytes((gateway.media / "clip.mp4").read_bytes())
+    r = gateway.http.post(
+        "/v1/jobs/batch",
+        json={
+            "spec": {"hardware": "cpu"},
+            "inputs": [str(gateway.media / "clip.mp4"), str(src)],
+            "output_dir": str(folder),
+        },
+    )
+    assert r.status_code == 422 and "job 2 of 2" in r.json()["error"]["message"]
+    assert sorted(p.name for p in folder.iterdir()) == ["b.mp4"]  # nothing queued
+
+
+def test_cancel_kills_the_encode_and_is_idempotent(gateway: Gateway) -> None:
+    dst = gateway.out / "cancelled.mkv"
+    job = gateway.http.post(
+        "/v1/jobs",
+        json={
+            "input": str(gateway.media / "long.mp4"),
+            "output": str(dst),
+            "codec": "hevc",
+            "speed": "slow",
+            "hardware": "cpu",
+        },
+    ).json()
+
+    def running() -> bool:
+        j = gateway.http.get(f"/v1/jobs/{job['id']}").json()
+        return j["status"] == "running" and (j["progress"] or {}).get("percent", 0) > 0
+
+    wait_until(running, timeout=60)
+    first = gateway.http.delete(f"/v1/jobs/{job['id']}")
+    assert first.status_code == 200 and first.json()["status"] == "cancelled"
+    assert first.json()["error"] == {"code": "cancelled", "message": "cancelled by user"}
+    assert gateway.http.delete(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+    assert not dst.exists() and leftovers(gateway.out) == []
+    wait_until(lambda: ffmpeg_processes(str(gateway.out)) == [], timeout=10)
+    retried = gateway.http.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 200 and retried.json()["status"] == "queued"
+    gateway.http.delete(f"/v1/jobs/{job['id']}")
+
+
+def test_nodes_and_presets(gateway: Gateway) -> None:
+    nodes = gateway.http.get("/v1/nodes").json()
+    assert len(nodes) == 1 and nodes[0]["cpus"] == 2 and nodes[0]["gpus"] == []
+    presets = gateway.http.get("/v1/presets").json()
+    assert presets["codecs"] == ["h264", "hevc", "av1"]
+    names = {e["name"]: e["available"] for e in presets["encoders"]}
+    assert names["libx264"] is True and names.get("h264_nvenc") is False  # no GPU here
+    assert set(presets["containers"]) == {"mp4", "mov", "mkv", "webm"}
+    docs = httpx.get(f"{gateway.url}/openapi.json").json()
+    assert "/v1/jobs/{job_id}/events" in docs["paths"]
