@@ -21,7 +21,7 @@ from api import errors
 from api.auth import require_token
 from api.events import EventHub
 from api.routers import cluster as cluster_routes
-from api.routers import health, jobs
+from api.routers import health, jobs, ws
 from api.settings import Settings
 from cluster import (
     CoordinatorConfig,
@@ -106,6 +106,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     secured = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=secured)
     app.include_router(cluster_routes.router, dependencies=secured)
+    app.include_router(ws.router)  # authenticates itself (browsers cannot send headers)
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from api.app import create_app
 from api.settings import Settings
@@ -264,3 +267,33 @@ def test_nodes_and_presets(gateway: Gateway) -> None:
     assert set(presets["containers"]) == {"mp4", "mov", "mkv", "webm"}
     docs = httpx.get(f"{gateway.url}/openapi.json").json()
     assert "/v1/jobs/{job_id}/events" in docs["paths"]
+
+
+def test_websocket_streams_events_for_the_chosen_jobs_after_auth(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/ws"
+    with connect(url) as ws:  # no token: one message to give it, else closed with 4401
+        ws.send(json.dumps({"token": "wrong"}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    with connect(url, additional_headers=AUTH) as ws:
+        assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
+        mine = gateway.http.post(
+            "/v1/jobs", json={"kind": "probe", "input": str(gateway.media / "clip.mp4")}
+        ).json()
+        ws.send(json.dumps({"subscribe": [mine["id"]]}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        other = gateway.http.post(
+            "/v1/jobs", json={"kind": "probe", "input": str(gateway.media / "clip.mp4")}
+        ).json()
+        # It may have finished before the subscription: run it again, now followed.
+        gateway.http.post(f"/v1/jobs/{mine['id']}/retry")
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not seen or seen[-1]["status"] != "succeeded"):
+            event = json.loads(ws.recv(timeout=30))
+            if event.get("type") in ("status", "progress"):
+                seen.append(event)
+        assert seen and {e["job_id"] for e in seen} == {mine["id"]}
+        assert seen[-1]["status"] == "succeeded"
+        assert other["id"] not in {e["job_id"] for e in seen}
