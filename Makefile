@@ -33,7 +33,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
+# The gateway on http://127.0.0.1:8000 (docs at /docs) with a local cluster; media
+# under $(DATA_DIR)/media unless FRAMEFLEET_MEDIA_ROOTS says otherwise.
 run: setup
+	$(BIN)/framefleet serve --data-dir $(DATA_DIR)
+
+demo: setup
 	$(BIN)/framefleet demo --data-dir $(DATA_DIR)
 
 test: setup lint typecheck pytest

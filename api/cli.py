@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from api.client_cli import register as register_client
 from api.node_cli import node_app
 from cluster import (
     ClusterUnavailable,
@@ -336,6 +337,13 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
+def _fail(code: int) -> None:
+    raise _Exit(code)
+
+
+register_client(app, _fail)
+
+
 def _say(line: str) -> None:
     """One unwrapped line on stderr, whatever the terminal width."""
     print(line, file=sys.stderr)
@@ -363,6 +371,8 @@ def main() -> None:
         _say(f"framefleet: {exc}")
         if isinstance(exc, ClusterUnavailable):
             sys.exit(3)
+        if hasattr(exc, "exit_code"):  # the gateway's refusal (client commands)
+            sys.exit(exc.exit_code)
         sys.exit(2 if isinstance(exc, JobFailure) else 1)
     except Exception as exc:
         if debug:

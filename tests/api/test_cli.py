@@ -181,3 +181,64 @@ def test_node_start_refuses_unclear_requests_in_one_line(tmp_path: Path) -> None
     assert one_line_error(bad) == (
         f"framefleet: GPU inventory {tmp_path / 'nope.json'}: no such file; check --gpu-inventory"
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_and_the_client_commands_against_it(tmp_path: Path) -> None:
+    media, data = tmp_path / "media", tmp_path / "data"
+    media.mkdir()
+    make_clip(media / "clip.mp4", seconds=2)
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = env_without_ray() | {
+        "FRAMEFLEET_API_TOKENS": "cli-token",
+        "FRAMEFLEET_MEDIA_ROOTS": str(media),
+        "FRAMEFLEET_API": api,
+        "FRAMEFLEET_TOKEN": "cli-token",
+    }
+    server = subprocess.Popen(
+        [*FRAMEFLEET, "serve", "--port", str(port), "--data-dir", str(data)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def client(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FRAMEFLEET, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+
+    try:
+        wait_until(lambda: client("nodes", "--json").returncode == 0, timeout=60, step=0.5)
+        done = client("submit", str(media / "clip.mp4"), "-o", str(media / "o.mkv"),
+                      "--codec", "hevc", "--hardware", "cpu", "--wait", "--json")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        job = json.loads(done.stdout)
+        assert job["status"] == "succeeded" and job["placement"]["encoder"] == "libx265"
+        assert [s["codec_name"] for s in streams(media / "o.mkv", "video")] == ["hevc"]
+        listed = client("status")
+        assert (
+            listed.returncode == 0 and job["id"] in listed.stdout and "succeeded" in listed.stdout
+        )
+        outside = client("submit", "/etc/hosts", "-o", str(media / "x.mp4"))
+        assert outside.returncode == 2
+        assert "resolves outside the media roots" in one_line_error(outside)
+        missing = client("cancel", "0000000000000000")
+        assert missing.returncode == 2 and "(HTTP 404)" in one_line_error(missing)
+        bad_token = client("nodes", "--token", "wrong")
+        assert "pass --token or set FRAMEFLEET_TOKEN (HTTP 401)" in one_line_error(bad_token)
+    finally:
+        server.send_signal(signal.SIGINT)
+        log, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, log
+    assert f"API docs at {api}/docs" in log
+    down = client("nodes")
+    assert down.returncode == 3 and "is `framefleet serve` running?" in one_line_error(down)

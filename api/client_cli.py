@@ -1,0 +1,231 @@
+"""The CLI as an HTTP client of a running gateway: submit, status, watch, cancel, nodes.
+
+``--api URL`` (``FRAMEFLEET_API``, default http://127.0.0.1:8000) and ``--token``
+(``FRAMEFLEET_TOKEN``; else the token file ``framefleet serve`` made in the default
+data dir). ``--json`` prints machine-readable output for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from api.settings import DEFAULT_DATA_DIR
+from cluster import ClusterUnavailable, FramefleetError, Hardware, JobKind, Speed
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Api = Annotated[str, typer.Option("--api", envvar="FRAMEFLEET_API", help="The gateway's URL.")]
+Token = Annotated[
+    str | None, typer.Option("--token", envvar="FRAMEFLEET_TOKEN", help="An API token.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+class ApiError(FramefleetError):
+    """The gateway refused a request; the message is its one-line reason."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = "http_" + str(status)
+        self.exit_code = 3 if status == 503 else 2 if status < 500 else 1
+
+
+class GatewayClient:
+    def __init__(self, url: str, token: str | None) -> None:
+        if token is None:
+            default = DEFAULT_DATA_DIR / "api-token"
+            token = default.read_text().strip() if default.exists() else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise ClusterUnavailable(
+                f"cannot reach the gateway at {self.url} ({type(exc).__name__}); "
+                "is `framefleet serve` running? (--api / FRAMEFLEET_API)"
+            ) from exc
+        if r.status_code >= 400:
+            try:
+                message = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = r.text.strip()[:200] or r.reason_phrase
+            if r.status_code == 401:
+                message += "; pass --token or set FRAMEFLEET_TOKEN"
+            raise ApiError(f"{message} (HTTP {r.status_code})", r.status_code)
+        return r.json()
+
+    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self.call("GET", f"/v1/jobs/{job_id}")  # raises the gateway's message
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        yield json.loads(line[5:])
+        except httpx.TransportError as exc:
+            raise ClusterUnavailable(f"lost the gateway at {self.url} ({exc})") from exc
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    p = job.get("progress") or {}
+    pct = f" {p['percent']:.0f}%" if p.get("percent") is not None else ""
+    out.print(f"{job['id']}  {job['kind']:<9} {job['status']:<9}{pct}  {job['input']}")
+    if job.get("reason"):
+        out.print(f"  {job['reason']}")
+
+
+def watch_job(api: GatewayClient, job_id: str, label: str) -> dict[str, Any]:
+    """Follow a job's SSE stream with a live bar; returns the final job."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[fps]} fps"),
+        TextColumn("ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(label, total=100, fps="-", eta="--:--")
+        for event in api.events(job_id):
+            p = event.get("progress") or {}
+            eta = p.get("eta_s")
+            bar.update(
+                task,
+                completed=p.get("percent") or 0,
+                fps=f"{p['fps']:.0f}" if p.get("fps") else "-",
+                eta=f"{int(eta) // 60:02d}:{int(eta) % 60:02d}" if eta is not None else "--:--",
+                description=f"{label} [{event['status']}]",
+            )
+    job: dict[str, Any] = api.call("GET", f"/v1/jobs/{job_id}")
+    return job
+
+
+def register(app: typer.Typer, fail: Any) -> None:
+    """Add the client commands to ``app``; ``fail(code)`` ends the process with a code."""
+
+    @app.command()
+    def submit(
+        inputs: Annotated[
+            list[Path], typer.Argument(help="Input file(s), as the server sees them.")
+        ],
+        output: Annotated[
+            Path | None, typer.Option("-o", "--output", help="Output file (one input).")
+        ] = None,
+        output_dir: Annotated[
+            Path | None, typer.Option("--output-dir", help="Output folder (many inputs).")
+        ] = None,
+        ext: Annotated[
+            str, typer.Option("--ext", help="Output extension with --output-dir.")
+        ] = "mp4",
+        kind: Annotated[JobKind, typer.Option(help="Job kind.")] = JobKind.TRANSCODE,
+        codec: Annotated[str, typer.Option(help="h264, hevc or av1.")] = "h264",
+        quality: Annotated[int | None, typer.Option(min=0, max=51)] = None,
+        speed: Annotated[Speed, typer.Option()] = Speed.MEDIUM,
+        hardware: Annotated[Hardware, typer.Option()] = Hardware.AUTO,
+        priority: Annotated[int, typer.Option()] = 0,
+        wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """Submit jobs to a running gateway."""
+        client = GatewayClient(api, token)
+        spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
+                "hardware": str(hardware), "priority": priority}  # fmt: skip
+        paths = [str(p.absolute()) for p in inputs]
+        if len(paths) == 1 and output_dir is None:
+            body = {**spec, "input": paths[0], "output": str(output.absolute()) if output else None}
+            jobs = [client.call("POST", "/v1/jobs", json=body)]
+        else:
+            if output is not None:
+                raise typer.BadParameter("with several inputs, give --output-dir, not --output")
+            batch = {"spec": spec, "inputs": paths, "output_ext": ext,
+                     "output_dir": str(output_dir.absolute()) if output_dir else None}  # fmt: skip
+            jobs = client.call("POST", "/v1/jobs/batch", json=batch)["jobs"]
+        if wait:
+            jobs = [watch_job(client, j["id"], Path(j["input"]).name) for j in jobs]
+        if as_json:
+            out.print_json(json.dumps(jobs if len(jobs) > 1 else jobs[0]))
+        else:
+            for job in jobs:
+                _print_job(job)
+        if wait and any(j["status"] != "succeeded" for j in jobs):
+            fail(1)
+
+    @app.command()
+    def status(
+        job_id: Annotated[
+            str | None, typer.Argument(help="A job id; all jobs if left out.")
+        ] = None,
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """Show one job, or list jobs."""
+        client = GatewayClient(api, token)
+        if job_id:
+            job = client.call("GET", f"/v1/jobs/{job_id}")
+            if as_json:
+                out.print_json(json.dumps(job))
+            else:
+                _print_job(job)
+            return
+        jobs = client.call("GET", "/v1/jobs", params={"limit": 500})["jobs"]
+        if as_json:
+            out.print_json(json.dumps(jobs))
+            return
+        for job in jobs:
+            _print_job(job)
+
+    @app.command()
+    def watch(
+        job_id: Annotated[str, typer.Argument(help="The job to follow.")],
+        api: Api = DEFAULT_API,
+        token: Token = None,
+    ) -> None:
+        """Follow a job live (progress bar from the SSE stream) until it ends."""
+        client = GatewayClient(api, token)
+        job = watch_job(client, job_id, job_id)
+        _print_job(job)
+        if job["status"] != "succeeded":
+            fail(1)
+
+    @app.command()
+    def cancel(
+        job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
+        api: Api = DEFAULT_API,
+        token: Token = None,
+    ) -> None:
+        """Cancel a job (a running ffmpeg is killed; nothing partial is left)."""
+        _print_job(GatewayClient(api, token).call("DELETE", f"/v1/jobs/{job_id}"))
+
+    @app.command()
+    def nodes(api: Api = DEFAULT_API, token: Token = None, as_json: AsJson = False) -> None:
+        """The cluster's nodes: cores, GPUs with NVENC codecs, running jobs."""
+        found = GatewayClient(api, token).call("GET", "/v1/nodes")
+        if as_json:
+            out.print_json(json.dumps(found))
+            return
+        table = Table("node", "address", "cores", "GPUs", "NVENC", "running")
+        for n in found:
+            gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
+            nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
+                            if v["state"] in ("verified", "declared")})  # fmt: skip
+            table.add_row(n["node_id"][:12], n["address"], f"{n['cpus_used']:g}/{n['cpus']:g}",
+                          gpus, ",".join(nvenc) or "-", str(len(n["running_jobs"])))  # fmt: skip
+        out.print(table)
