@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -27,12 +28,17 @@ from cluster import (
     CoordinatorConfig,
     CostModel,
     Fleet,
+    FolderWatcher,
     FramefleetError,
     RuntimeConfig,
+    WatchRule,
     available,
+    check_rule,
+    confine_path,
 )
 
 log = logging.getLogger("framefleet.api")
+watch_log = logging.getLogger("framefleet.watch")
 VERSION = "0.1.0"
 
 
@@ -62,6 +68,35 @@ def media_roots(settings: Settings) -> tuple[Path, ...]:
     return (default.resolve(),)
 
 
+def start_watchers(
+    settings: Settings, fleet: Fleet, stop: threading.Event
+) -> list[threading.Thread]:
+    """One thread per configured watch folder; folders must lie inside the media roots."""
+    roots = media_roots(settings)
+    threads = []
+    for i, wf in enumerate(settings.watch_folders):
+        folder = confine_path(str(wf.folder), roots, "watch folder")
+        out = confine_path(str(wf.output_dir), roots, "output folder") if wf.output_dir else None
+        extra = {"extensions": tuple(wf.extensions)} if wf.extensions else {}
+        rule = WatchRule(
+            folder=folder,
+            output_dir=out,
+            template=wf.template(),
+            output_ext=wf.output_ext,
+            stable_s=wf.stable_s,
+            recursive=wf.recursive,
+            **extra,
+        )
+        check_rule(rule)
+        watcher = FolderWatcher(
+            rule, settings.data_dir / "watch.sqlite3", fleet.submit, say=watch_log.info
+        )
+        thread = threading.Thread(target=watcher.run, args=(stop,), name=f"watch-{i}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
 def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     """The app. ``fleet`` is connected on start-up unless given (and then not closed)."""
     tokens = tuple(t.encode() for t in settings.tokens())
@@ -80,9 +115,14 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
             await run_in_threadpool(connected.event_cursor),
         )
         hub.start()
+        stop = threading.Event()
+        watchers = start_watchers(settings, connected, stop)
         try:
             yield
         finally:
+            stop.set()
+            for thread in watchers:
+                await run_in_threadpool(thread.join, 10)
             await hub.stop()
             if own:
                 await run_in_threadpool(connected.close)

@@ -32,6 +32,7 @@ from cluster import (
     CoordinatorConfig,
     CostModel,
     Fleet,
+    FolderWatcher,
     FramefleetError,
     Hardware,
     JobFailure,
@@ -40,7 +41,9 @@ from cluster import (
     JobStatus,
     RuntimeConfig,
     Speed,
+    WatchRule,
     available,
+    check_rule,
     check_spec,
     make_sample,
     probe,
@@ -335,6 +338,61 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command("watch-folder")
+def watch_folder(
+    folder: Annotated[Path, typer.Argument(help="The folder to watch for new videos.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where outputs go.")],
+    kind: Annotated[JobKind, typer.Option(help="Job for each file.")] = JobKind.TRANSCODE,
+    codec: Codec = "h264",
+    quality: Quality = None,
+    speed: Annotated[Speed, typer.Option(help="Encoder speed preset.")] = Speed.MEDIUM,
+    hardware: Annotated[Hardware, typer.Option(help="auto, gpu (NVENC) or cpu.")] = Hardware.AUTO,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    output_ext: Annotated[str, typer.Option(help="Output extension.")] = "mp4",
+    ext: Annotated[
+        list[str] | None, typer.Option("--ext", help="Only these input extensions (repeatable).")
+    ] = None,
+    stable_s: Annotated[
+        float, typer.Option("--stable-s", help="Seconds a file must stay unchanged.")
+    ] = 5.0,
+    recursive: Annotated[bool, typer.Option(help="Watch sub-folders too.")] = False,
+    address: Address = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Submit a job for each new video in FOLDER once it is completely written (never twice,
+    even across restarts). Ctrl-C stops watching; submitted jobs go on."""
+    import threading
+
+    rule = WatchRule(
+        folder=folder.absolute(),
+        output_dir=output_dir.absolute(),
+        template={
+            "kind": kind,
+            "codec": codec,
+            "quality": quality,
+            "speed": speed,
+            "hardware": hardware,
+            "priority": priority,
+        },
+        output_ext=output_ext,
+        **({"extensions": tuple(ext)} if ext else {}),
+        stable_s=stable_s,
+        recursive=recursive,
+    )
+    check_rule(rule)
+    fleet = _fleet(data_dir, address)
+    watcher = FolderWatcher(rule, data_dir / "watch.sqlite3", fleet.submit, say=err.print)
+    stop = threading.Event()
+    try:
+        watcher.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+        err.print("stopped watching; submitted jobs go on in the cluster")
+    finally:
+        watcher.close()
+        fleet.close()
 
 
 def _fail(code: int) -> None:

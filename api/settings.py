@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "framefleet"
@@ -20,6 +20,28 @@ def _split(value: object, pattern: str = r"[,]") -> object:
     if isinstance(value, str):
         return [part.strip() for part in re.split(pattern, value) if part.strip()]
     return value
+
+
+class WatchFolder(BaseModel):
+    """One watch folder on ``serve``: a job per new video file (see cluster.watch)."""
+
+    model_config = ConfigDict(extra="forbid")
+    folder: Path
+    output_dir: Path | None = None
+    output_ext: str = Field(default="mp4", pattern=r"^(mp4|mov|mkv|webm)$")
+    extensions: list[str] | None = None
+    stable_s: float = Field(default=5.0, ge=0)
+    recursive: bool = False
+    kind: str = "transcode"
+    codec: str = "h264"
+    quality: int | None = Field(default=None, ge=0, le=51)
+    speed: str = "medium"
+    hardware: str = "auto"
+    priority: int = 0
+
+    def template(self) -> dict[str, Any]:
+        keys = ("kind", "codec", "quality", "speed", "hardware", "priority")
+        return {k: getattr(self, k) for k in keys}
 
 
 class Settings(BaseSettings):
@@ -40,6 +62,8 @@ class Settings(BaseSettings):
     cost_model: Path | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
+    watch_folders: list[WatchFolder] = []
+    """JSON: ``[{"folder": "/media/in", "output_dir": "/media/out", "codec": "hevc"}]``."""
     metrics_public: bool = True
     """Serve /metrics without a token (Prometheus scrapes it)."""
 

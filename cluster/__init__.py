@@ -3,7 +3,7 @@
 ``api`` (the gateway and the CLI) uses only the names listed in ``__all__``.
 """
 
-from cluster.admission import check_spec, confine
+from cluster.admission import check_spec, confine, confine_path
 from cluster.client import Fleet
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.costs import CostModel
@@ -29,6 +29,7 @@ from cluster.placement import Policy
 from cluster.progress import ProgressSnapshot
 from cluster.register import LocalNode, detect_local
 from cluster.samples import make_sample
+from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 __all__ = [
     "CATALOG",
@@ -42,6 +43,7 @@ __all__ = [
     "Encoder",
     "EncoderUnavailable",
     "Fleet",
+    "FolderWatcher",
     "FramefleetError",
     "Hardware",
     "InputError",
@@ -61,10 +63,13 @@ __all__ = [
     "SpecError",
     "Speed",
     "ToolMissing",
+    "WatchRule",
     "WorkerLost",
     "available",
+    "check_rule",
     "check_spec",
     "confine",
+    "confine_path",
     "detect_local",
     "make_sample",
     "probe",

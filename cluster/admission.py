@@ -46,3 +46,8 @@ def confine(spec: JobSpec, roots: tuple[Path, ...]) -> JobSpec:
     source = resolve(spec.input, roots, what="input")
     output = resolve(spec.output, roots, what="output") if spec.output is not None else None
     return replace(spec, input=str(source), output=str(output) if output else None)
+
+
+def confine_path(raw: str, roots: tuple[Path, ...], what: str) -> Path:
+    """One path resolved (after symlinks) inside ``roots``, or a :class:`SpecError`."""
+    return resolve(raw, roots, what=what)
