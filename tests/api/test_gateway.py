@@ -3,78 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from api.app import create_app
-from api.settings import Settings, WatchFolder
-from cluster import Fleet
-from tests.helpers import count_frames, ffmpeg_processes, leftovers, make_clip, streams, wait_until
-
-TOKEN = "test-token-0123456789"  # noqa: S105
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class Gateway:
-    def __init__(self, url: str, media: Path, out: Path) -> None:
-        self.url, self.media, self.out = url, media, out
-        self.http = httpx.Client(base_url=url, headers=AUTH, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def gateway(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    media = tmp_path_factory.mktemp("gw-media")
-    out = tmp_path_factory.mktemp("gw-out")
-    make_clip(media / "clip.mp4", seconds=2)
-    make_clip(media / "long.mp4", seconds=30, size="640x360")
-    (media / "inbox").mkdir()
-    (out / "watched").mkdir()
-    settings = Settings(
-        watch_folders=[
-            WatchFolder(
-                folder=media / "inbox",
-                output_dir=out / "watched",
-                stable_s=0.5,
-                hardware="cpu",
-                speed="fast",
-                output_ext="mkv",
-            )
-        ],
-        api_tokens=[TOKEN, "another-token"],
-        media_roots=[media, out],
-        data_dir=tmp_path_factory.mktemp("gw-data"),
-        max_body_bytes=64 * 1024,
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, fleet), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=30)
-    gw = Gateway(f"http://127.0.0.1:{port}", media, out)
-    yield gw
-    gw.http.close()
-    server.should_exit = True
-    thread.join(timeout=30)
+from tests.api.conftest import AUTH, TOKEN, Gateway
+from tests.helpers import count_frames, ffmpeg_processes, leftovers, streams, wait_until
 
 
 def follow(gw: Gateway, job_id: str, timeout: float = 120) -> list[dict[str, Any]]:
