@@ -9,20 +9,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.auth import require_token
 from api.events import EventHub
 from api.routers import cluster as cluster_routes
 from api.routers import health, jobs, ws
+from api.schemas import JobView
 from api.settings import Settings
 from cluster import (
     CoordinatorConfig,
@@ -113,6 +115,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
         app.state.hub = hub = EventHub(
             lambda after, timeout: connected.events(after, None, timeout),
             await run_in_threadpool(connected.event_cursor),
+            lambda job: JobView.of(job).model_dump_json().encode(),
         )
         hub.start()
         stop = threading.Event()
@@ -141,7 +144,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
     app.add_exception_handler(Exception, errors.unexpected_error)
-    app.middleware("http")(_limit_body(settings.max_body_bytes))
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
     secured = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=secured)
@@ -150,25 +153,41 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     return app
 
 
-def _limit_body(
-    limit: int,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def middleware(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _too_large(limit)
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    return _too_large(limit)
-            request._body = body  # read once; the route reads it from here
-        return await call_next(request)
+class BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes gets a 413 before any
+    route reads it (by Content-Length, or while streaming when there is none)."""
 
-    return middleware
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
 
 
 def _too_large(limit: int) -> JSONResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +39,65 @@ class Subscription:
             self.queue.put_nowait(None)
 
 
+class JobCache:
+    """Recently read jobs, kept current by the event stream, so that clients polling a
+    job do not each cost a coordinator call. Progress events are applied in place; any
+    other change drops the entry (the next read fetches the whole job again)."""
+
+    def __init__(self, render: Callable[[dict[str, Any]], bytes], size: int = 10_000) -> None:
+        self._render = render
+        self._jobs: OrderedDict[str, tuple[dict[str, Any], bytes | None]] = OrderedDict()
+        self.size = size
+
+    def get(self, job_id: str) -> bytes | None:
+        """The job's response body, rendered once per change."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        self._jobs.move_to_end(job_id)
+        job, rendered = entry
+        if rendered is None:
+            rendered = self._render(job)
+            self._jobs[job_id] = (job, rendered)
+        return rendered
+
+    def put(self, job: dict[str, Any]) -> bytes:
+        rendered = self._render(job)
+        self._jobs[job["id"]] = (job, rendered)
+        self._jobs.move_to_end(job["id"])
+        while len(self._jobs) > self.size:
+            self._jobs.popitem(last=False)
+        return rendered
+
+    def drop(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def clear(self) -> None:
+        self._jobs.clear()
+
+    def apply(self, event: dict[str, Any]) -> None:
+        entry = self._jobs.get(event["job_id"])
+        if entry is None:
+            return
+        job = entry[0]
+        if event.get("type") == "progress" and event.get("status") == job["status"]:
+            self._jobs[job["id"]] = ({**job, "progress": event.get("progress")}, None)
+        else:
+            self.drop(event["job_id"])
+
+
 class EventHub:
-    def __init__(self, poll: Callable[[int, float], dict[str, Any]], cursor: int) -> None:
+    def __init__(
+        self,
+        poll: Callable[[int, float], dict[str, Any]],
+        cursor: int,
+        render: Callable[[dict[str, Any]], bytes],
+    ) -> None:
         self._poll = poll  # blocking: runs in a thread
         self._after = cursor
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
+        self.cache = JobCache(render)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._pump())
@@ -64,9 +118,11 @@ class EventHub:
                 continue
             self._after = batch["last_seq"]
             if batch["gap"]:
+                self.cache.clear()
                 for sub in list(self._subs):
                     sub.offer(None)
             for event in batch["events"]:
+                self.cache.apply(event)
                 for sub in list(self._subs):
                     sub.offer(event)
 

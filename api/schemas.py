@@ -63,6 +63,7 @@ class ProgressView(BaseModel):
     eta_s: float | None = None
     out_time_s: float | None = None
     done: bool = False
+    at: float | None = Field(default=None, description="When ffmpeg reported it (Unix time).")
 
 
 class ErrorView(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -22,6 +22,8 @@ class ProgressSnapshot:
     percent: float | None = None
     eta_s: float | None = None
     done: bool = False
+    at: float | None = field(default=None, compare=False)
+    """Wall-clock time the block was read from ffmpeg (for progress-latency figures)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +113,7 @@ class ProgressParser:
             percent=percent,
             eta_s=round(eta, 1) if eta is not None else None,
             done=done,
+            at=time.time(),
         )
 
 

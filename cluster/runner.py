@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +31,11 @@ from cluster.ffmpeg import Command
 from cluster.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
 
 STDERR_TAIL_LINES = 30
+
+ENCODE_NICENESS = 4
+"""ffmpeg runs this much nicer than its worker, so the coordinator, the agents and the
+gateway stay responsive (progress, API) on a node whose cores the encodes fill."""
+NICE = shutil.which("nice")
 
 _NVENC_MARKERS = (  # what ffmpeg prints -> what it means for the user
     ("Cannot load libcuda", "no NVIDIA driver (libcuda.so.1 cannot be loaded)"),
@@ -107,15 +113,21 @@ class FfmpegRun:
         return self._parser.latest
 
     async def run(self) -> RunResult:
+        env = {**os.environ, **self.command.env}
+        pipe, null = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        argv = self.command.argv
+        if ENCODE_NICENESS and NICE is not None:
+            # Exec'ed by nice (no shell): same pid, same process group, lower priority.
+            argv = [NICE, "-n", str(ENCODE_NICENESS), *argv]
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.command.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, **self.command.env},
-                process_group=0,
-            )
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=null, stdout=pipe, stderr=pipe, env=env, process_group=0
+                )
+            except ValueError:  # uvloop (Ray uses it when installed) has no process_group
+                self._proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=null, stdout=pipe, stderr=pipe, env=env, preexec_fn=os.setpgrp
+                )
         except FileNotFoundError as exc:
             raise ToolMissing.for_tool("ffmpeg") from exc
         try:

@@ -98,20 +98,30 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobView)
-def get_job(job_id: str, request: Request) -> JobView:
-    return JobView.of(fleet_of(request).get(job_id))
+async def get_job(job_id: str, request: Request) -> Response:
+    """One job; served from the gateway's event-fed cache when it holds the job."""
+    cache = request.app.state.hub.cache
+    body = cache.get(job_id)
+    if body is None:
+        body = cache.put(await run_in_threadpool(fleet_of(request).get, job_id))
+    return Response(body, media_type="application/json")
 
 
 @router.delete("/{job_id}", response_model=JobView)
 def cancel_job(job_id: str, request: Request) -> JobView:
     """Cancel (idempotent): a running ffmpeg is killed and nothing partial is left."""
-    return JobView.of(fleet_of(request).cancel(job_id))
+    request.app.state.hub.cache.drop(job_id)
+    job = fleet_of(request).cancel(job_id)
+    request.app.state.hub.cache.drop(job_id)
+    return JobView.of(job)
 
 
 @router.post("/{job_id}/retry", response_model=JobView)
 def retry_job(job_id: str, request: Request) -> JobView:
     """Queue a failed or cancelled job again (its input is probed again)."""
-    return JobView.of(fleet_of(request).retry(job_id))
+    job = fleet_of(request).retry(job_id)
+    request.app.state.hub.cache.drop(job_id)
+    return JobView.of(job)
 
 
 async def existing_job(job_id: str, request: Request) -> dict[str, Any]:
