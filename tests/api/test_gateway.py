@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -257,3 +258,24 @@ def test_a_watch_folder_on_serve_submits_each_new_file(gateway: Gateway) -> None
     jobs = gateway.http.get("/v1/jobs", params={"limit": 500}).json()["jobs"]
     [job] = [j for j in jobs if j["input"] == str(gateway.media / "inbox" / "ingest.mp4")]
     assert job["status"] == "succeeded" and count_frames(out) == 50
+
+
+def test_a_symlink_out_of_the_media_root_is_refused(gateway: Gateway, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes((gateway.media / "clip.mp4").read_bytes())
+    link = gateway.media / "innocent.mp4"
+    link.symlink_to(outside)
+    r = gateway.http.post(
+        "/v1/jobs", json={"input": str(link), "output": str(gateway.out / "s.mp4")}
+    )
+    assert (
+        r.status_code == 422 and "resolves outside the media roots" in r.json()["error"]["message"]
+    )
+    out_link = gateway.out / "elsewhere"
+    out_link.symlink_to(tmp_path, target_is_directory=True)
+    r = gateway.http.post(
+        "/v1/jobs",
+        json={"input": str(gateway.media / "clip.mp4"), "output": str(out_link / "o.mp4")},
+    )
+    assert r.status_code == 422 and "output" in r.json()["error"]["message"]
+    assert list(tmp_path.glob("*.mp4")) == [outside]
