@@ -23,9 +23,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from api.client_cli import register as register_client
+from api.livebar import live_bar
 from api.node_cli import node_app
 from cluster import (
     ClusterUnavailable,
@@ -107,42 +107,13 @@ def _fleet(data_dir: Path, address: str | None) -> Fleet:
     )
 
 
-def _fmt_eta(seconds: Any) -> str:
-    if seconds is None:
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes:02d}:{secs:02d}"
-
-
 def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> dict[str, Any]:
     """Submit ``spec`` and follow it with a live progress bar; Ctrl-C cancels the job."""
     job = fleet.submit(spec)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[fps]} fps"),
-        TextColumn("{task.fields[speed]}"),
-        TextColumn("ETA {task.fields[eta]}"),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(label, total=100, fps="-", speed="-", eta="--:--")
-
-        def show(event: dict[str, Any]) -> None:
-            p = event.get("progress") or {}
-            bar.update(
-                task,
-                completed=p.get("percent") or 0,
-                fps=f"{p['fps']:.0f}" if p.get("fps") else "-",
-                speed=f"{p['speed']:.2f}x" if p.get("speed") else "-",
-                eta=_fmt_eta(p.get("eta_s")),
-                description=f"{label} [{event['status']}]",
-            )
-
+    with live_bar(label, err) as show:
         try:
             return fleet.wait(job["id"], on_event=show)
         except KeyboardInterrupt:
-            bar.stop()
             err.print("interrupted: cancelling the job…")
             final = fleet.cancel(job["id"])
             err.print(f"job {final['id']} {final['status']}; nothing was written")

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from api.livebar import live_bar
 from api.settings import DEFAULT_DATA_DIR
 from cluster import ClusterUnavailable, FramefleetError, Hardware, JobKind, Speed
 
@@ -92,25 +92,9 @@ def _print_job(job: dict[str, Any]) -> None:
 
 def watch_job(api: GatewayClient, job_id: str, label: str) -> dict[str, Any]:
     """Follow a job's SSE stream with a live bar; returns the final job."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[fps]} fps"),
-        TextColumn("ETA {task.fields[eta]}"),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(label, total=100, fps="-", eta="--:--")
+    with live_bar(label, err) as show:
         for event in api.events(job_id):
-            p = event.get("progress") or {}
-            eta = p.get("eta_s")
-            bar.update(
-                task,
-                completed=p.get("percent") or 0,
-                fps=f"{p['fps']:.0f}" if p.get("fps") else "-",
-                eta=f"{int(eta) // 60:02d}:{int(eta) % 60:02d}" if eta is not None else "--:--",
-                description=f"{label} [{event['status']}]",
-            )
+            show(event)
     job: dict[str, Any] = api.call("GET", f"/v1/jobs/{job_id}")
     return job
 
