@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.auth import require_token
 from api.events import EventHub
+from api.metrics import metrics_router, registry_for
 from api.routers import cluster as cluster_routes
 from api.routers import health, jobs, ws
 from api.schemas import JobView
@@ -112,6 +113,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
             fleet if fleet is not None else await run_in_threadpool(connect_fleet, settings)
         )
         app.state.fleet = connected
+        app.state.metrics = registry_for(connected.metrics)
         app.state.hub = hub = EventHub(
             lambda after, timeout: connected.events(after, None, timeout),
             await run_in_threadpool(connected.event_cursor),
@@ -149,6 +151,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     secured = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=secured)
     app.include_router(cluster_routes.router, dependencies=secured)
+    app.include_router(metrics_router(settings.metrics_public))
     app.include_router(ws.router)  # authenticates itself (browsers cannot send headers)
     return app
 

@@ -133,6 +133,11 @@ class Fleet:
         batch: dict[str, Any] = self._read("poll_events", after, job_ids, timeout)
         return batch
 
+    def metrics(self) -> dict[str, Any]:
+        """What /metrics exports (see ``Coordinator.metrics_snapshot``)."""
+        snapshot: dict[str, Any] = self._read("metrics_snapshot", call_timeout=30)
+        return snapshot
+
     def event_cursor(self) -> int:
         cursor: int = self._read("event_cursor")
         return cursor

@@ -33,6 +33,7 @@ from cluster.events import EventLog
 from cluster.ffmpeg import thumbnail_times
 from cluster.jobs import Hardware, Job, JobKind, JobSpec, JobStatus, transition
 from cluster.media import MediaInfo, probe_async
+from cluster.metrics import JobMetrics
 from cluster.nodeview import node_states, node_view
 from cluster.placement import Demand, NodeState, Placement, Planner, queue_key
 from cluster.pool import EncoderHandle, EncoderPool, Lease
@@ -92,6 +93,7 @@ class Coordinator:
         self._probe_slots = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
         self._started_at = time.time()
+        self.metrics = JobMetrics()
         self._recover()
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -265,6 +267,30 @@ class Coordinator:
                 on_gpu.setdefault(lease.placement.gpu_uuid, []).append(job_id)
         return node_view(self._nodes, self._node_states(), on_node, on_gpu)
 
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """Everything /metrics exports: job counters and histograms, the queue by priority,
+        running encodes' fps and speed, and the node view (GPU readings from the agents)."""
+        queue: dict[int, int] = {}
+        for job in self._queue.values():
+            queue[job.spec.priority] = queue.get(job.spec.priority, 0) + 1
+        encodes = []
+        for job_id in self._running:
+            job = self._jobs[job_id]
+            p = job.progress
+            encodes.append(
+                {
+                    "encoder": (job.placement or {}).get("encoder") or "none",
+                    "fps": p.fps if p and p.fps else 0.0,
+                    "speed": p.speed if p and p.speed else 0.0,
+                }
+            )
+        return {
+            "jobs": self.metrics.to_dict(),
+            "queue": queue,
+            "encodes": encodes,
+            "nodes": await self.nodes(),
+        }
+
     async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         """Change a node's concurrent-job cap while running (``None``: only cores limit)."""
         if max_jobs is not None and max_jobs < 0:
@@ -278,6 +304,7 @@ class Coordinator:
         return admit(spec, self.config.media_roots, self._encoders)
 
     def _new_job(self, spec: JobSpec) -> Job:
+        self.metrics.on_submit(str(spec.kind), spec.codec)
         self._seq += 1
         job = Job(id=Job.new_id(), spec=spec, seq=self._seq, max_attempts=self.config.max_attempts)
         self._jobs[job.id] = job
@@ -295,7 +322,9 @@ class Coordinator:
     def _move(
         self, job: Job, status: JobStatus, *, reason: str | None = None, code: str | None = None
     ) -> None:
+        was_since = job.updated_at
         transition(job, status, reason=reason, error_code=code)
+        self._count(job, status, was_since)
         if status is JobStatus.QUEUED:
             self._queue[job.id] = job
         else:
@@ -306,6 +335,15 @@ class Coordinator:
             self._clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
         self._store.save(job)
         self._publish(job)
+
+    def _count(self, job: Job, status: JobStatus, was_since: float) -> None:
+        kind, codec = str(job.spec.kind), job.spec.codec
+        if status is JobStatus.RUNNING:
+            self.metrics.on_start(kind, job.updated_at - was_since)
+        elif status.terminal:
+            ran = job.finished_at - job.started_at if job.started_at and job.finished_at else None
+            encoder = (job.placement or {}).get("encoder")
+            self.metrics.on_finish(kind, codec, encoder, str(status), ran, job.result)
 
     def _fail(self, job: Job, exc: FramefleetError) -> None:
         self._move(job, JobStatus.FAILED, reason=str(exc), code=exc.code)
@@ -403,6 +441,7 @@ class Coordinator:
             )
             never = whole.never(demand)
             if never is not None:
+                self.metrics.placement_failures += 1
                 self._fail(job, SpecError(never, code="no_capacity"))
                 continue
             placement = planner.place(demand)
@@ -485,6 +524,7 @@ class Coordinator:
             return
         elif outcome.error_code == "worker_lost" and self._node_gone(job):
             # Not the job's fault: place it again at once, whatever its attempts.
+            self.metrics.node_losses += 1
             self._clear_partials(job)
             job.not_before = 0.0
             address = (job.placement or {}).get("address", "?")
@@ -494,6 +534,7 @@ class Coordinator:
                 reason=f"node {address} left the cluster mid-job; placing again",
             )
         elif outcome.retryable and job.attempts < job.max_attempts:
+            self.metrics.retries += 1
             delay = min(self.config.retry_backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
             job.not_before = time.time() + delay
             self._move(
@@ -516,6 +557,7 @@ class Coordinator:
         gpu = placed.get("gpu")
         if not gpu:
             return False
+        self.metrics.nvenc_failures += 1
         codec = job.spec.codec
         where = f"GPU {gpu['index']} ({gpu['name']}) on {placed['address']}"
         why = (outcome.error or "NVENC did not open").split(": ", 1)[-1]

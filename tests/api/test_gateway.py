@@ -279,3 +279,36 @@ def test_a_symlink_out_of_the_media_root_is_refused(gateway: Gateway, tmp_path: 
     )
     assert r.status_code == 422 and "output" in r.json()["error"]["message"]
     assert list(tmp_path.glob("*.mp4")) == [outside]
+
+
+def test_metrics_are_open_cluster_wide_and_count_what_happened(gateway: Gateway) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    job = gateway.http.post(
+        "/v1/jobs",
+        json={"input": str(gateway.media / "clip.mp4"), "output": str(gateway.out / "m.mp4"),
+              "hardware": "cpu"},
+    ).json()  # fmt: skip
+    assert follow(gateway, job["id"])[-1]["status"] == "succeeded"
+    r = httpx.get(f"{gateway.url}/metrics")  # no token: Prometheus scrapes it
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+    names = {name for name, _ in samples}
+    assert all(name.startswith("framefleet_") for name in names)
+    finished = {labels: v for (n, labels), v in samples.items() if n.endswith("finished_total")}
+    done = [v for labels, v in finished.items() if ("encoder", "libx264") in labels
+            and ("outcome", "succeeded") in labels]  # fmt: skip
+    assert done and done[0] >= 1
+    # Every label set exists from start-up, zero or not.
+    hevc_failed = ("framefleet_jobs_finished_total", (("codec", "hevc"), ("encoder", "libx265"),
+                   ("kind", "transcode"), ("outcome", "failed")))  # fmt: skip
+    assert hevc_failed in samples
+    assert samples[("framefleet_frames_encoded_total", (("encoder", "libx264"),))] >= 50
+    assert ("framefleet_queue_depth", (("priority", "0"),)) in samples
+    assert any(n == "framefleet_queue_wait_seconds_bucket" for n, _ in samples)
+    assert any(n == "framefleet_node_cpus" and v == 2 for (n, _), v in samples.items())
+    assert not any(job["id"] in str(labels) for _, labels in samples)  # no job ids as labels
