@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.framefleet-installed
+# ffmpeg for the encodes; prometheus (and its promtool) for the metrics tests.
+APT_PACKAGES := ffmpeg python3-venv prometheus
 DATA_DIR ?= .framefleet
 
 export RAY_USAGE_STATS_ENABLED = 0
@@ -15,14 +17,14 @@ setup: system-deps $(STAMP)
 # ffmpeg/ffprobe from Debian when missing; apt-get needs root, otherwise say what to run.
 system-deps:
 	@missing=""; \
-	for tool in ffmpeg ffprobe; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in ffmpeg ffprobe prometheus promtool; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "setup: installing ffmpeg and python3-venv with apt-get (missing:$$missing)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg python3-venv >/dev/null; \
+	    echo "setup: installing $(APT_PACKAGES) with apt-get (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	  else \
-	    echo "setup: missing$$missing; install them with: sudo apt-get install ffmpeg python3-venv" >&2; exit 1; \
+	    echo "setup: missing$$missing; install them with: sudo apt-get install $(APT_PACKAGES)" >&2; exit 1; \
 	  fi; \
 	fi
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "setup: framefleet needs Python 3.11 or newer; found " + sys.version.split()[0])'

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from api.app import create_app
 from api.settings import Settings, WatchFolder
 from cluster import Fleet
-from tests.helpers import make_clip, wait_until
+from tests.helpers import make_clip, serving
 
 TOKEN = "test-token-0123456789"  # noqa: S105
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -24,12 +21,6 @@ class Gateway:
     def __init__(self, url: str, media: Path, out: Path) -> None:
         self.url, self.media, self.out = url, media, out
         self.http = httpx.Client(base_url=url, headers=AUTH, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +47,7 @@ def gateway(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         data_dir=tmp_path_factory.mktemp("gw-data"),
         max_body_bytes=64 * 1024,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, fleet), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=30)
-    gw = Gateway(f"http://127.0.0.1:{port}", media, out)
-    yield gw
-    gw.http.close()
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(settings, fleet)) as url:
+        gw = Gateway(url, media, out)
+        yield gw
+        gw.http.close()
