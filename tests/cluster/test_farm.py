@@ -256,10 +256,6 @@ def panel_queries() -> list[tuple[str, str]]:
 def test_prometheus_scrapes_the_gateway_and_every_dashboard_query_works(
     farm: Farm, tmp_path: Path
 ) -> None:
-    for config in (ROOT / "deploy" / "prometheus" / "prometheus.yml",):
-        check = subprocess.run(["promtool", "check", "config", str(config)],
-                               capture_output=True, text=True, check=False)  # fmt: skip
-        assert check.returncode == 0, check.stdout + check.stderr
     settings = Settings(
         api_tokens=["farm"], data_dir=tmp_path / "gw", media_roots=[farm.clips, tmp_path]
     )
