@@ -1,0 +1,142 @@
+"""The Kubernetes manifests, Dockerfile and compose file, checked offline: built-in kinds
+with kubernetes-validate --strict, the RayCluster against KubeRay's CRD schema (made
+strict: unknown fields fail), and the security settings users rely on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft7Validator
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+DEPLOY = ROOT / "deploy"
+BUILT_IN = ["namespace.yaml", "secret.yaml", "storage.yaml", "gateway.yaml"]
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def strict(schema: Any) -> Any:
+    """The CRD schema with ``additionalProperties: false`` wherever it lists properties
+    and does not say unknown fields are kept: a misspelt field then fails."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        keeps_unknown = out.get("x-kubernetes-preserve-unknown-fields")
+        if "properties" in out and "additionalProperties" not in out and not keeps_unknown:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+def raycluster_schema() -> dict[str, Any]:
+    [crd] = docs(K8S / "schemas" / "ray.io_rayclusters.yaml")
+    [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return strict(v1["schema"]["openAPIV3Schema"])  # type: ignore[no-any-return]
+
+
+def test_built_in_kinds_pass_kubernetes_validate_strict() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("kubernetes-validate")), "--strict",
+         *(str(K8S / f) for f in BUILT_IN)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("passed") == 6  # namespace, secret, 2 PVCs, deployment, service
+
+
+def test_raycluster_matches_the_kuberay_crd_and_a_typo_would_not() -> None:
+    validator = Draft7Validator(raycluster_schema())
+    [cluster] = docs(K8S / "raycluster.yaml")
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(cluster)]
+    assert errors == []
+    cluster["spec"]["enableInTreeAutoScaling"] = True  # misspelt
+    assert not validator.is_valid(cluster)
+
+
+def test_raycluster_shape() -> None:
+    [cluster] = docs(K8S / "raycluster.yaml")
+    spec = cluster["spec"]
+    assert cluster["apiVersion"] == "ray.io/v1" and spec["enableInTreeAutoscaling"] is True
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    gpu = groups["gpu-workers"]["template"]["spec"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    env = {e["name"]: e.get("value") for e in gpu["env"]}
+    assert "video" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+    assert "cpu-workers" in groups
+
+
+def pod_specs() -> list[dict[str, Any]]:
+    [cluster] = docs(K8S / "raycluster.yaml")
+    pods = [cluster["spec"]["headGroupSpec"]["template"]["spec"]]
+    pods += [g["template"]["spec"] for g in cluster["spec"]["workerGroupSpecs"]]
+    pods += [
+        d["spec"]["template"]["spec"]
+        for d in docs(K8S / "gateway.yaml")
+        if d["kind"] == "Deployment"
+    ]
+    return pods
+
+
+def test_every_pod_is_non_root_unprivileged_and_capability_free() -> None:
+    for pod in pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+            assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def test_gateway_probes_storage_secret_and_kustomization() -> None:
+    [deployment] = [d for d in docs(K8S / "gateway.yaml") if d["kind"] == "Deployment"]
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    secrets = {e["name"] for e in c["env"] if "valueFrom" in e}
+    assert {"FRAMEFLEET_API_TOKENS", "RAY_AUTH_TOKEN"} <= secrets
+    claims = {d["metadata"]["name"]: d["spec"]["accessModes"] for d in docs(K8S / "storage.yaml")}
+    assert claims["framefleet-media"] == ["ReadWriteMany"]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    [monitor] = docs(K8S / "servicemonitor.yaml")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_dockerfile_runs_non_root_under_tini_with_nvenc_capabilities() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in text and " tini " in text
+    assert "USER 10001" in text and "NVIDIA_DRIVER_CAPABILITIES=compute,utility,video" in text
+    assert "requirements.lock" in text and " ffmpeg " in text
+
+
+def test_compose_file_parses_and_wires_the_farm() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {
+        "ray-head",
+        "gateway",
+        "gpu-worker",
+        "cpu-worker",
+        "prometheus",
+        "grafana",
+    }
+    assert all(
+        services[s]["init"] is True for s in ("ray-head", "gateway", "gpu-worker", "cpu-worker")
+    )
+    gpu = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and "video" in gpu["capabilities"]
+    mounts = " ".join(services["grafana"]["volumes"])
+    assert "provisioning" in mounts and "/var/lib/grafana/dashboards" in mounts
+    for volume in services["grafana"]["volumes"] + services["prometheus"]["volumes"]:
+        assert (DEPLOY / volume.split(":")[0]).exists(), volume
