@@ -4,15 +4,19 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.framefleet-installed
+# checkov (Kubernetes manifest scanning) pins an older `packaging`: its own venv.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+CHECKOV := 3.3.30
 # ffmpeg for the encodes; prometheus (and its promtool) for the metrics tests.
 APT_PACKAGES := ffmpeg python3-venv prometheus
 DATA_DIR ?= .framefleet
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: setup system-deps run demo test test-gpu lint typecheck pytest bench lock clean
+.PHONY: setup system-deps run demo test test-gpu lint typecheck pytest bench lock lock-tools clean
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(TOOLS_STAMP)
 
 # ffmpeg/ffprobe from Debian when missing; apt-get needs root, otherwise say what to run.
 system-deps:
@@ -62,6 +66,11 @@ test-gpu: setup
 bench: setup
 	$(BIN)/python bench/throughput.py
 
+$(TOOLS_STAMP): requirements-tools.lock
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q -r requirements-tools.lock
+	@touch $(TOOLS_STAMP)
+
 # Re-pin every package after a change to pyproject.toml's dependencies.
 lock:
 	rm -rf /tmp/framefleet-lock && $(PYTHON) -m venv /tmp/framefleet-lock
@@ -70,5 +79,12 @@ lock:
 	  echo '# Regenerate with `make lock` after changing pyproject.toml.'; \
 	  /tmp/framefleet-lock/bin/pip freeze --exclude framefleet; } > requirements.lock
 
+lock-tools:
+	rm -rf /tmp/framefleet-tools && $(PYTHON) -m venv /tmp/framefleet-tools
+	/tmp/framefleet-tools/bin/pip install -q checkov==$(CHECKOV)
+	{ echo '# Exact versions for .venv-tools (checkov, which needs an older `packaging` than .venv).'; \
+	  echo '# Regenerate with `make lock-tools`.'; \
+	  /tmp/framefleet-tools/bin/pip freeze; } > requirements-tools.lock
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache *.egg-info
