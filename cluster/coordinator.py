@@ -35,7 +35,7 @@ from cluster.jobs import Hardware, Job, JobKind, JobSpec, JobStatus, transition
 from cluster.media import MediaInfo, probe_async
 from cluster.metrics import JobMetrics
 from cluster.nodeview import node_states, node_view
-from cluster.placement import Demand, NodeState, Placement, Planner, queue_key
+from cluster.placement import Demand, NodeState, Placement, Planner, autoscaler_bundle, queue_key
 from cluster.pool import EncoderHandle, EncoderPool, Lease
 from cluster.progress import ProgressSnapshot
 from cluster.runner import remove_stale_partials
@@ -47,6 +47,12 @@ PROBE_CONCURRENCY = 4
 CANCEL_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
 SUSPECT_NODE_S = 10.0
+MAX_AUTOSCALER_BUNDLES = 256
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("asking the autoscaler for capacity failed: %s", task.exception())
 
 
 class Backend(Protocol):
@@ -55,6 +61,10 @@ class Backend(Protocol):
         ...
 
     def create_encoder(self, placement: Placement) -> EncoderHandle: ...
+
+    async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
+        """Ask the autoscaler (if any) for room for these resource shapes."""
+        ...
 
 
 class Coordinator:
@@ -82,6 +92,8 @@ class Coordinator:
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
         self._nodes: list[NodeInfo] = []
+        self._asked: list[dict[str, float]] = []
+        """The last resource shapes asked of the autoscaler."""
         self._suspect: dict[str, float] = {}
         """Nodes where an encoder was just lost -> until when nothing is placed there."""
         self._nvenc_failures: dict[tuple[str, str], Capability] = {}
@@ -426,19 +438,17 @@ class Coordinator:
         aging = self.config.aging_s
         ready.sort(key=lambda j: queue_key(j.spec.priority, j.seq, now - j.updated_at, aging))
         planner = Planner(self._node_states(placeable=True), self.config.policy, self.config.costs)
+        waiting: list[dict[str, float]] = []
         # What the cluster could ever run is judged on every node, suspect ones included.
         whole = planner if not self._suspect else Planner(self._node_states())
         for job in ready:
-            if self._stopping or planner.exhausted():
-                return  # every core is given out: nothing below can start either
-            video = self._media[job.id].video
-            demand = Demand(
-                job.spec.kind,
-                job.spec.hardware,
-                job.spec.codec,
-                video.width if video else 0,
-                video.height if video else 0,
-            )
+            if self._stopping:
+                return
+            if planner.exhausted():  # every core is given out: nothing below can start
+                waiting += [autoscaler_bundle(self._demand(j), self.config.costs)
+                            for j in ready[ready.index(job):]]  # fmt: skip
+                break
+            demand = self._demand(job)
             never = whole.never(demand)
             if never is not None:
                 self.metrics.placement_failures += 1
@@ -447,6 +457,36 @@ class Coordinator:
             placement = planner.place(demand)
             if placement is not None:
                 self._launch(job, placement)
+            else:
+                waiting.append(autoscaler_bundle(demand, self.config.costs))
+        self._ask_for_capacity(waiting)
+
+    def _demand(self, job: Job) -> Demand:
+        video = self._media[job.id].video
+        return Demand(
+            job.spec.kind,
+            job.spec.hardware,
+            job.spec.codec,
+            video.width if video else 0,
+            video.height if video else 0,
+        )
+
+    def _ask_for_capacity(self, waiting: list[dict[str, float]]) -> None:
+        """Tell the autoscaler what waits (running work plus the queue's shapes, capped), so
+        an autoscaling cluster (KubeRay) adds workers; only when it changed."""
+        if not waiting and not self._asked:
+            return
+        bundles = []
+        if waiting:
+            for lease, _ in self._running.values():
+                bundles.append({"CPU": lease.placement.cpus})
+            bundles += waiting
+        bundles = bundles[:MAX_AUTOSCALER_BUNDLES]
+        if bundles == self._asked:
+            return
+        self._asked = bundles
+        task = asyncio.create_task(self._backend.request_capacity(bundles))
+        task.add_done_callback(_log_failure)
 
     def _node_states(self, *, placeable: bool = False) -> list[NodeState]:
         """The planner's snapshot; ``placeable`` leaves out nodes that just lost a worker."""

@@ -24,6 +24,7 @@ from cluster.jobs import Hardware, JobKind
 
 EPS = 1e-9
 UNCAPPED_SESSIONS = 1 << 20
+NVENC_GPU_SHARE = 0.125
 
 
 class Policy(StrEnum):
@@ -381,6 +382,17 @@ class Planner:
             if cap is not None and cap.reason:
                 return f" (GPU {g.state.index} ({g.name}): {cap.reason})"
         return "" if self._gpus else " (no GPUs)"
+
+
+def autoscaler_bundle(demand: Demand, costs: CostModel | None = None) -> dict[str, float]:
+    """The Ray resource shape to ask the autoscaler for, for a job that cannot start: cores,
+    plus a share of a GPU for NVENC work (a GPU takes about 8 encodes)."""
+    costs = costs or CostModel()
+    if demand.kind is not JobKind.TRANSCODE:
+        return {"CPU": costs.light_job_cores}
+    if demand.hardware is Hardware.GPU:
+        return {"CPU": costs.nvenc_cpu_cores, "GPU": NVENC_GPU_SHARE}
+    return {"CPU": costs.cores(demand.codec, demand.width, demand.height)}
 
 
 def queue_key(priority: int, seq: int, waited_s: float, aging_s: float) -> tuple[float, int]:

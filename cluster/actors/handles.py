@@ -173,6 +173,12 @@ class RayBackend:
         self._last[node_id] = snapshot
         return node_info(entry, snapshot)
 
+    async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
+        """``ray.autoscaler.sdk.request_resources``: a no-op hint without an autoscaler."""
+        from ray.autoscaler.sdk import request_resources
+
+        await asyncio.to_thread(request_resources, bundles=bundles)
+
     def create_encoder(self, placement: Placement) -> EncoderHandle:
         actor = RemoteEncoder.options(**encoder_options(placement)).remote(self._coordinator)
         return RayEncoder(actor, placement)

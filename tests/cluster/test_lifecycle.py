@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
 import ray
+from ray.experimental.internal_kv import _internal_kv_get
 
 from cluster import Fleet, JobKind, JobSpec
 from tests.conftest import start_fleet
@@ -46,7 +48,7 @@ def test_cancel_mid_encode_kills_ffmpeg_and_leaves_nothing(
 
 
 def test_cancel_queued_job(fleet: Fleet, media: Path, out_dir: Path) -> None:
-    node = fleet.nodes()[0]["node_id"]
+    node = wait_until(fleet.nodes, timeout=30)[0]["node_id"]
     fleet.set_node_cap(node, 0)
     try:
         job = fleet.submit(transcode(media / "clip.mp4", out_dir / "o.mp4"))
@@ -72,8 +74,14 @@ def test_worker_killed_mid_encode_is_retried_and_no_ffmpeg_is_orphaned(
     assert leftovers(out_dir) == []
 
 
+def autoscaler_request() -> list[dict[str, float]]:
+    """What was last asked of the autoscaler (v1 keeps it in Ray's internal KV)."""
+    raw = _internal_kv_get(b"autoscaler_resource_request")
+    return json.loads(raw) if raw else []
+
+
 def test_priority_order_then_fifo(fleet: Fleet, media: Path) -> None:
-    node = fleet.nodes()[0]["node_id"]
+    node = wait_until(fleet.nodes, timeout=30)[0]["node_id"]
     fleet.set_node_cap(node, 0)
     clip = str(media / "clip.mp4")
     try:
@@ -85,6 +93,8 @@ def test_priority_order_then_fifo(fleet: Fleet, media: Path) -> None:
         # Each is queued and its input probed (a job is placed only once probed).
         wait_until(lambda: all(fleet.get(i)["input_media"] for i in ids.values()))
         assert {fleet.get(i)["status"] for i in ids.values()} == {"queued"}
+        # Waiting work is told to Ray's autoscaler (a no-op here; KubeRay adds workers).
+        wait_until(lambda: autoscaler_request().count({"CPU": 1.0}) >= 4, timeout=10)
         fleet.set_node_cap(node, 1)
         done = {name: fleet.wait(job_id, timeout=60) for name, job_id in ids.items()}
     finally:
@@ -114,7 +124,7 @@ def test_restart_keeps_every_job_and_requeues_the_running_one(
         done = fleet.wait(fleet.submit(transcode(media / "clip.mp4", out / "a.mp4"))["id"])
         running = fleet.submit(transcode(long_clip, out / "b.mkv", codec="hevc", speed="fast"))
         wait_until(lambda: running_with_progress(fleet, running["id"]), timeout=60)
-        node = fleet.nodes()[0]["node_id"]
+        node = wait_until(fleet.nodes, timeout=30)[0]["node_id"]
         fleet.set_node_cap(node, 0)
         queued = fleet.submit(transcode(media / "clip.mp4", out / "c.mp4"))
 

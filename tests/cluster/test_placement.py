@@ -14,6 +14,7 @@ from cluster.placement import (
     GpuState,
     NodeState,
     Planner,
+    autoscaler_bundle,
     memory_resource,
     place,
     queue_key,
@@ -200,3 +201,9 @@ def test_a_cost_model_file_overrides_the_tables(tmp_path) -> None:  # type: igno
     path.write_text('{"gpu_mem": {}}')
     with pytest.raises(CostModelError, match="unknown key"):
         CostModel.from_file(path)
+
+
+def test_autoscaler_bundles_ask_for_cores_or_a_share_of_a_gpu() -> None:
+    assert autoscaler_bundle(job("hevc", 1920, 1080)) == {"CPU": 4}
+    assert autoscaler_bundle(job(hw=Hardware.GPU)) == {"CPU": 1.0, "GPU": 0.125}
+    assert autoscaler_bundle(Demand(JobKind.VALIDATE, Hardware.AUTO, "h264")) == {"CPU": 1.0}
