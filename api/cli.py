@@ -27,6 +27,7 @@ from rich.console import Console
 from api.client_cli import register as register_client
 from api.livebar import live_bar
 from api.node_cli import node_app
+from api.options import Codec, HardwareOpt, Priority, Quality, SpeedOpt
 from cluster import (
     ClusterUnavailable,
     CoordinatorConfig,
@@ -77,10 +78,6 @@ Address = Annotated[
         envvar="FRAMEFLEET_RAY_ADDRESS",
         help="Join this Ray cluster (HOST:PORT) instead of starting a local one.",
     ),
-]
-Codec = Annotated[str, typer.Option(help="h264, hevc or av1.")]
-Quality = Annotated[
-    int | None, typer.Option(min=0, max=51, help="0 best … 51 smallest (default per codec).")
 ]
 
 
@@ -163,9 +160,9 @@ def encode(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.mp4 .mkv …)")],
     codec: Codec = "h264",
     quality: Quality = None,
-    speed: Annotated[Speed, typer.Option(help="Encoder speed preset.")] = Speed.MEDIUM,
-    hardware: Annotated[Hardware, typer.Option(help="auto, gpu (NVENC) or cpu.")] = Hardware.AUTO,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    speed: SpeedOpt = Speed.MEDIUM,
+    hardware: HardwareOpt = Hardware.AUTO,
+    priority: Priority = 0,
     keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     address: Address = None,
@@ -318,9 +315,9 @@ def watch_folder(
     kind: Annotated[JobKind, typer.Option(help="Job for each file.")] = JobKind.TRANSCODE,
     codec: Codec = "h264",
     quality: Quality = None,
-    speed: Annotated[Speed, typer.Option(help="Encoder speed preset.")] = Speed.MEDIUM,
-    hardware: Annotated[Hardware, typer.Option(help="auto, gpu (NVENC) or cpu.")] = Hardware.AUTO,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    speed: SpeedOpt = Speed.MEDIUM,
+    hardware: HardwareOpt = Hardware.AUTO,
+    priority: Priority = 0,
     output_ext: Annotated[str, typer.Option(help="Output extension.")] = "mp4",
     ext: Annotated[
         list[str] | None, typer.Option("--ext", help="Only these input extensions (repeatable).")

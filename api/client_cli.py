@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.livebar import live_bar
+from api.options import Codec, HardwareOpt, Priority, Quality, SpeedOpt
 from api.settings import DEFAULT_DATA_DIR
 from cluster import ClusterUnavailable, FramefleetError, Hardware, JobKind, Speed
 
@@ -117,11 +118,11 @@ def register(app: typer.Typer, fail: Any) -> None:
             str, typer.Option("--ext", help="Output extension with --output-dir.")
         ] = "mp4",
         kind: Annotated[JobKind, typer.Option(help="Job kind.")] = JobKind.TRANSCODE,
-        codec: Annotated[str, typer.Option(help="h264, hevc or av1.")] = "h264",
-        quality: Annotated[int | None, typer.Option(min=0, max=51)] = None,
-        speed: Annotated[Speed, typer.Option()] = Speed.MEDIUM,
-        hardware: Annotated[Hardware, typer.Option()] = Hardware.AUTO,
-        priority: Annotated[int, typer.Option()] = 0,
+        codec: Codec = "h264",
+        quality: Quality = None,
+        speed: SpeedOpt = Speed.MEDIUM,
+        hardware: HardwareOpt = Hardware.AUTO,
+        priority: Priority = 0,
         wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
         api: Api = DEFAULT_API,
         token: Token = None,

@@ -11,7 +11,6 @@ answers :meth:`NodeAgent.snapshot` from memory. The coordinator turns snapshots 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -89,7 +88,7 @@ class NodeAgent:
             except Exception as exc:  # keep the last readings; say so
                 log.warning("GPU readings failed: %s", exc)
 
-    def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> dict[str, Any]:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         return {
             "hostname": socket.gethostname(),
@@ -103,14 +102,6 @@ class NodeAgent:
                 for uuid, caps in self._codecs.items()
             },
         }
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self._source is not None:
-            self._source.close()
 
 
 def node_info(

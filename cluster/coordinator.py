@@ -606,15 +606,7 @@ class Coordinator:
         )
         log.warning("%s cannot encode %s with NVENC: %s", where, codec, why)
         planner = Planner(self._node_states(), self.config.policy, self.config.costs)
-        video = self._media[job.id].video if job.id in self._media else None
-        demand = Demand(
-            job.spec.kind,
-            job.spec.hardware,
-            codec,
-            video.width if video else 0,
-            video.height if video else 0,
-        )
-        if job.spec.hardware is Hardware.GPU and planner.never(demand) is not None:
+        if job.spec.hardware is Hardware.GPU and planner.never(self._demand(job)) is not None:
             self._move(
                 job,
                 JobStatus.FAILED,

@@ -52,9 +52,6 @@ class NodeAgentActor(NodeAgent):
         super().__init__()
         self.start()
 
-    async def snapshot_async(self) -> dict[str, Any]:
-        return self.snapshot()
-
 
 def agent_options(node_id: str, namespace: str) -> dict[str, Any]:
     """One agent per node: pinned there, no CPUs, found again by name after a coordinator
@@ -165,7 +162,7 @@ class RayBackend:
             if agent is None:
                 agent = RemoteAgent.options(**agent_options(node_id, self._namespace)).remote()
                 self._agents[node_id] = agent
-            snapshot = await asyncio.wait_for(agent.snapshot_async.remote(), AGENT_TIMEOUT_S)
+            snapshot = await asyncio.wait_for(agent.snapshot.remote(), AGENT_TIMEOUT_S)
         except (ray.exceptions.RayError, TimeoutError, ValueError) as exc:
             self._agents.pop(node_id, None)
             why = f"node agent not answering ({type(exc).__name__})"
