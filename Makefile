@@ -10,7 +10,10 @@ TOOLS_STAMP := $(TOOLS)/.installed
 CHECKOV := 3.3.30
 # ffmpeg for the encodes; prometheus (and its promtool) for the metrics tests.
 APT_PACKAGES := ffmpeg python3-venv prometheus
-DATA_DIR ?= .framefleet
+# Empty: the one default data dir that `serve` and the client share
+# ($XDG_DATA_HOME/framefleet or ~/.local/share/framefleet); `make run DATA_DIR=…` to move it.
+DATA_DIR ?=
+DATA_DIR_OPT := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 export RAY_USAGE_STATS_ENABLED = 0
 
@@ -40,12 +43,12 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 # The gateway on http://127.0.0.1:8000 (docs at /docs) with a local cluster; media
-# under $(DATA_DIR)/media unless FRAMEFLEET_MEDIA_ROOTS says otherwise.
+# under <data dir>/media unless FRAMEFLEET_MEDIA_ROOTS says otherwise.
 run: setup
-	$(BIN)/framefleet serve --data-dir $(DATA_DIR)
+	$(BIN)/framefleet serve $(DATA_DIR_OPT)
 
 demo: setup
-	$(BIN)/framefleet demo --data-dir $(DATA_DIR)
+	$(BIN)/framefleet demo $(DATA_DIR_OPT)
 
 test: setup lint typecheck pytest
 

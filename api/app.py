@@ -35,7 +35,6 @@ from cluster import (
     FramefleetError,
     RuntimeConfig,
     WatchRule,
-    available,
     check_rule,
     confine_path,
 )
@@ -52,6 +51,7 @@ def connect_fleet(settings: Settings) -> Fleet:
             data_dir=settings.data_dir,
             address=settings.ray_address,
             gpu_inventory=settings.gpu_inventory,
+            ffmpeg=settings.ffmpeg,
         ),
         CoordinatorConfig(
             data_dir=settings.data_dir,
@@ -101,7 +101,11 @@ def start_watchers(
 
 
 def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
-    """The app. ``fleet`` is connected on start-up unless given (and then not closed)."""
+    """The app. ``fleet`` is connected on start-up unless given (and then not closed).
+
+    ``framefleet serve`` connects first, from the main thread, and passes it in: Ray ties
+    the processes of an embedded cluster to the thread that started them, and a
+    start-up hook runs in a pool thread that is retired when idle."""
     tokens = tuple(t.encode() for t in settings.tokens())
     if not tokens:
         log.warning("no API tokens configured: every /v1 request will get 401")
@@ -109,9 +113,8 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = fleet is None
-        connected: Fleet = (
-            fleet if fleet is not None else await run_in_threadpool(connect_fleet, settings)
-        )
+        # Never in a pool thread (see above): blocking here only delays start-up.
+        connected: Fleet = fleet if fleet is not None else connect_fleet(settings)
         app.state.fleet = connected
         app.state.metrics = registry_for(connected.metrics)
         app.state.hub = hub = EventHub(
@@ -130,7 +133,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
                 await run_in_threadpool(thread.join, 10)
             await hub.stop()
             if own:
-                await run_in_threadpool(connected.close)
+                connected.close()
 
     app = FastAPI(
         title="framefleet",
@@ -141,7 +144,6 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.media_roots = media_roots(settings)
     app.state.tokens = tokens
-    app.state.encoders = frozenset(e.name for e in available())
     app.add_exception_handler(FramefleetError, errors.framefleet_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)

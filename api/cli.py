@@ -1,8 +1,7 @@
 """The ``framefleet`` command line (typer + rich).
 
-Errors print as one line (``framefleet: …``) and a non-zero exit code; only
-``--debug`` shows a traceback. Exit codes: 0 success, 1 the job failed,
-2 the request was refused, 3 the cluster is unreachable, 130 interrupted.
+Errors print as one line (``framefleet: …``) and a non-zero exit code from the one
+table in :mod:`api.exits`; only ``--debug`` shows a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,22 +21,25 @@ from typing import Annotated, Any
 # it is imported, so it is set before anything imports Ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
+import pydantic
 import typer
 from rich.console import Console
 
 from api.client_cli import register as register_client
+from api.exits import ExitCode, exit_code_for
 from api.livebar import live_bar
 from api.node_cli import node_app
-from api.options import Codec, HardwareOpt, Priority, Quality, SpeedOpt
+from api.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
+from api.settings import TOKEN_FILE_NAME, default_data_dir
 from cluster import (
-    ClusterUnavailable,
+    FFMPEG_ENV,
+    ConfigError,
     CoordinatorConfig,
     CostModel,
     Fleet,
     FolderWatcher,
     FramefleetError,
     Hardware,
-    JobFailure,
     JobKind,
     JobSpec,
     JobStatus,
@@ -61,16 +64,6 @@ app.add_typer(node_app, name="node")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "framefleet"
-
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="FRAMEFLEET_DATA_DIR",
-        help="Where the job database (and an embedded Ray's temp files) live.",
-    ),
-]
 Address = Annotated[
     str | None,
     typer.Option(
@@ -94,12 +87,12 @@ def _root(
 
 
 def _fleet(data_dir: Path, address: str | None) -> Fleet:
-    if address is None:
-        err.print("[dim]starting a local Ray cluster…[/dim]")
     cost_file = os.environ.get("FRAMEFLEET_COST_MODEL")
     costs = CostModel.from_file(cost_file) if cost_file else CostModel()
+    if address is None:
+        err.print("[dim]starting a local Ray cluster…[/dim]")
     return Fleet.connect(
-        RuntimeConfig(data_dir=data_dir, address=address),
+        RuntimeConfig(data_dir=data_dir, address=address, ffmpeg=os.environ.get(FFMPEG_ENV)),
         CoordinatorConfig(data_dir=data_dir, costs=costs),
     )
 
@@ -114,13 +107,13 @@ def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> dict[str, Any]:
             err.print("interrupted: cancelling the job…")
             final = fleet.cancel(job["id"])
             err.print(f"job {final['id']} {final['status']}; nothing was written")
-            raise _Exit(130) from None
+            raise _Exit(ExitCode.INTERRUPTED) from None
 
 
 def _report(job: dict[str, Any]) -> None:
     if job["status"] != JobStatus.SUCCEEDED:
         _say(f"framefleet: job {job['id']} {job['status']}: {job['reason']}")
-        raise _Exit(1)
+        raise _Exit(ExitCode.JOB_FAILED)
     result = job["result"] or {}
     placement = job.get("placement") or {}
     if "output" in result:
@@ -140,13 +133,18 @@ def _report(job: dict[str, Any]) -> None:
             out.print(f"[red]✗[/red] {job['spec']['input']}: {len(result['errors'])} error(s)")
             for line in result["errors"]:
                 out.print(f"  {line}")
-            raise _Exit(1)
+            raise _Exit(ExitCode.JOB_FAILED)
     for note in job.get("notes") or []:
         err.print(f"note: {note}")
 
 
-def _submit_and_report(data_dir: Path, address: str | None, spec: JobSpec, label: str) -> None:
-    check_spec(spec, available())  # refuse a bad request before starting a cluster
+def _submit_and_report(
+    data_dir: Path | None, address: str | None, spec: JobSpec, label: str
+) -> None:
+    # Refuse a bad request before starting a cluster; which encoders a farm has is the
+    # coordinator's to judge (each node has its own ffmpeg).
+    check_spec(spec, available() if address is None else None)
+    data_dir = _data_dir(data_dir)
     fleet = _fleet(data_dir, address)
     try:
         _report(_run_job(fleet, spec, label))
@@ -166,7 +164,7 @@ def encode(
     keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     address: Address = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Transcode INPUT to OUTPUT through the cluster, with a live progress bar."""
     spec = JobSpec(
@@ -188,7 +186,7 @@ def encode(
 def validate(
     input: Annotated[Path, typer.Argument(help="The file to decode in full.")],
     address: Address = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Decode INPUT in full and list every error (exit 1 if any)."""
     spec = JobSpec(kind=JobKind.VALIDATE, input=str(input.absolute()))
@@ -203,7 +201,7 @@ def thumbnail(
     count: Annotated[int | None, typer.Option(help="N images, evenly spaced.")] = None,
     width: Annotated[int | None, typer.Option(help="Scale to this width.")] = None,
     address: Address = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Write JPEG thumbnails of INPUT into a folder."""
     spec = JobSpec(
@@ -245,8 +243,9 @@ def probe_command(
 
 
 @app.command()
-def demo(data_dir: DataDir = Path(".framefleet")) -> None:
+def demo(data_dir: DataDir = None) -> None:
     """Make a 20 s test clip and encode it on a local cluster, showing live progress."""
+    data_dir = _data_dir(data_dir)
     folder = data_dir / "demo"
     folder.mkdir(parents=True, exist_ok=True)
     sample = folder / "sample.mp4"
@@ -279,11 +278,14 @@ def serve(
     gpu_inventory: Annotated[
         Path | None, typer.Option("--gpu-inventory", help="Declare GPUs (JSON) for this node.")
     ] = None,
+    ffmpeg: Annotated[
+        str | None, typer.Option("--ffmpeg", help="The local node's ffmpeg [ffmpeg on PATH].")
+    ] = None,
 ) -> None:
     """Run the HTTP gateway (and, without --address, a local cluster). Docs at /docs."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import connect_fleet, create_app, media_roots
     from api.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -293,19 +295,47 @@ def serve(
         "data_dir": data_dir,
         "media_roots": media_root or None,
         "gpu_inventory": gpu_inventory,
+        "ffmpeg": ffmpeg,
     }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"setting {where}: {first['msg']} (FRAMEFLEET_{where.upper()})") from None
     if not settings.tokens():
-        token_file = settings.data_dir / "api-token"
+        token_file = settings.data_dir / TOKEN_FILE_NAME
         if not token_file.exists():
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             token_file.touch(mode=0o600)
             token_file.write_text(secrets.token_urlsafe(32) + "\n")
         settings = settings.model_copy(update={"token_file": token_file})
         err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
-    url = f"http://{settings.host}:{settings.port}"
-    err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    err.print(f"media roots: {', '.join(str(r) for r in media_roots(settings))}")
+    if settings.ray_address is None:
+        err.print("[dim]starting a local Ray cluster…[/dim]")
+    # Connected here, on the main thread, before the server starts: an embedded Ray's
+    # processes live as long as the thread that started them, and uvicorn then owns the
+    # signal handlers (SIGTERM stops the server, then this closes the cluster).
+    fleet = connect_fleet(settings)
+    # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again for
+    # whoever handled it before: that is a normal stop here (exit 0 once the cluster is
+    # closed), not Ray's driver handler (exit 15) or a KeyboardInterrupt.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_requested)
+    try:
+        url = f"http://{settings.host}:{settings.port}"
+        err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
+        uvicorn.run(
+            create_app(settings, fleet), host=settings.host, port=settings.port, log_level="info"
+        )
+    finally:
+        err.print("stopping: winding down running encodes (they are re-queued)…")
+        fleet.close()
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    """A stop signal after the server has stopped: closing goes on."""
 
 
 @app.command("watch-folder")
@@ -327,7 +357,7 @@ def watch_folder(
     ] = 5.0,
     recursive: Annotated[bool, typer.Option(help="Watch sub-folders too.")] = False,
     address: Address = None,
-    data_dir: DataDir = DEFAULT_DATA_DIR,
+    data_dir: DataDir = None,
 ) -> None:
     """Submit a job for each new video in FOLDER once it is completely written (never twice,
     even across restarts). Ctrl-C stops watching; submitted jobs go on."""
@@ -350,6 +380,7 @@ def watch_folder(
         recursive=recursive,
     )
     check_rule(rule)
+    data_dir = _data_dir(data_dir)
     fleet = _fleet(data_dir, address)
     watcher = FolderWatcher(rule, data_dir / "watch.sqlite3", fleet.submit, say=err.print)
     stop = threading.Event()
@@ -361,6 +392,10 @@ def watch_folder(
     finally:
         watcher.close()
         fleet.close()
+
+
+def _data_dir(given: Path | None) -> Path:
+    return given if given is not None else default_data_dir()
 
 
 def _fail(code: int) -> None:
@@ -385,23 +420,19 @@ def main() -> None:
     except _Exit as exc:
         sys.exit(exc.code)
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.exceptions.TyperException as exc:  # usage errors: typer shows them its way
         exc.show()  # type: ignore[attr-defined]
-        sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(ExitCode.REFUSED)
     except FramefleetError as exc:
         if debug:
             raise
         _say(f"framefleet: {exc}")
-        if isinstance(exc, ClusterUnavailable):
-            sys.exit(3)
-        if hasattr(exc, "exit_code"):  # the gateway's refusal (client commands)
-            sys.exit(exc.exit_code)
-        sys.exit(2 if isinstance(exc, JobFailure) else 1)
+        sys.exit(exit_code_for(exc))
     except Exception as exc:
         if debug:
             raise
         _say(f"framefleet: internal error: {type(exc).__name__}: {exc} (--debug shows more)")
-        sys.exit(1)
+        sys.exit(ExitCode.JOB_FAILED)

@@ -1,8 +1,9 @@
 """The CLI as an HTTP client of a running gateway: submit, status, watch, cancel, nodes.
 
 ``--api URL`` (``FRAMEFLEET_API``, default http://127.0.0.1:8000) and ``--token``
-(``FRAMEFLEET_TOKEN``; else the token file ``framefleet serve`` made in the default
-data dir). ``--json`` prints machine-readable output for scripts.
+(``FRAMEFLEET_TOKEN``; else the token file ``framefleet serve`` made in the data dir,
+``--data-dir`` / ``FRAMEFLEET_DATA_DIR`` or the default both use). ``--json`` prints
+machine-readable output for scripts.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api.exits import ExitCode
 from api.livebar import live_bar
-from api.options import Codec, HardwareOpt, Priority, Quality, SpeedOpt
-from api.settings import DEFAULT_DATA_DIR
+from api.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
+from api.settings import TOKEN_FILE_NAME, default_data_dir
 from cluster import ClusterUnavailable, FramefleetError, Hardware, JobKind, Speed
 
 out = Console(soft_wrap=True)
@@ -40,14 +42,14 @@ class ApiError(FramefleetError):
         super().__init__(message)
         self.status = status
         self.code = "http_" + str(status)
-        self.exit_code = 3 if status == 503 else 2 if status < 500 else 1
 
 
 class GatewayClient:
-    def __init__(self, url: str, token: str | None) -> None:
-        if token is None:
-            default = DEFAULT_DATA_DIR / "api-token"
-            token = default.read_text().strip() if default.exists() else None
+    def __init__(self, url: str, token: str | None, data_dir: Path | None = None) -> None:
+        self.token_file = (data_dir or default_data_dir()) / TOKEN_FILE_NAME
+        if token is None and self.token_file.is_file():
+            token = self.token_file.read_text().strip() or None
+        self.has_token = token is not None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
@@ -66,7 +68,12 @@ class GatewayClient:
             except (ValueError, KeyError, TypeError):
                 message = r.text.strip()[:200] or r.reason_phrase
             if r.status_code == 401:
-                message += "; pass --token or set FRAMEFLEET_TOKEN"
+                message += (
+                    "; pass --token or set FRAMEFLEET_TOKEN"
+                    if self.has_token
+                    else f"; no token given and none in {self.token_file}: pass --token, "
+                    "set FRAMEFLEET_TOKEN, or --data-dir where `framefleet serve` keeps it"
+                )
             raise ApiError(f"{message} (HTTP {r.status_code})", r.status_code)
         return r.json()
 
@@ -123,15 +130,18 @@ def register(app: typer.Typer, fail: Any) -> None:
         speed: SpeedOpt = Speed.MEDIUM,
         hardware: HardwareOpt = Hardware.AUTO,
         priority: Priority = 0,
+        overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
         api: Api = DEFAULT_API,
         token: Token = None,
+        data_dir: DataDir = None,
         as_json: AsJson = False,
     ) -> None:
         """Submit jobs to a running gateway."""
-        client = GatewayClient(api, token)
+        client = GatewayClient(api, token, data_dir)
         spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
-                "hardware": str(hardware), "priority": priority}  # fmt: skip
+                "hardware": str(hardware), "priority": priority,
+                "overwrite": overwrite}  # fmt: skip
         paths = [str(p.absolute()) for p in inputs]
         if len(paths) == 1 and output_dir is None:
             body = {**spec, "input": paths[0], "output": str(output.absolute()) if output else None}
@@ -150,7 +160,7 @@ def register(app: typer.Typer, fail: Any) -> None:
             for job in jobs:
                 _print_job(job)
         if wait and any(j["status"] != "succeeded" for j in jobs):
-            fail(1)
+            fail(ExitCode.JOB_FAILED)
 
     @app.command()
     def status(
@@ -159,10 +169,11 @@ def register(app: typer.Typer, fail: Any) -> None:
         ] = None,
         api: Api = DEFAULT_API,
         token: Token = None,
+        data_dir: DataDir = None,
         as_json: AsJson = False,
     ) -> None:
         """Show one job, or list jobs."""
-        client = GatewayClient(api, token)
+        client = GatewayClient(api, token, data_dir)
         if job_id:
             job = client.call("GET", f"/v1/jobs/{job_id}")
             if as_json:
@@ -182,35 +193,44 @@ def register(app: typer.Typer, fail: Any) -> None:
         job_id: Annotated[str, typer.Argument(help="The job to follow.")],
         api: Api = DEFAULT_API,
         token: Token = None,
+        data_dir: DataDir = None,
     ) -> None:
         """Follow a job live (progress bar from the SSE stream) until it ends."""
-        client = GatewayClient(api, token)
+        client = GatewayClient(api, token, data_dir)
         job = watch_job(client, job_id, job_id)
         _print_job(job)
         if job["status"] != "succeeded":
-            fail(1)
+            fail(ExitCode.JOB_FAILED)
 
     @app.command()
     def cancel(
         job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
         api: Api = DEFAULT_API,
         token: Token = None,
+        data_dir: DataDir = None,
     ) -> None:
         """Cancel a job (a running ffmpeg is killed; nothing partial is left)."""
-        _print_job(GatewayClient(api, token).call("DELETE", f"/v1/jobs/{job_id}"))
+        _print_job(GatewayClient(api, token, data_dir).call("DELETE", f"/v1/jobs/{job_id}"))
 
     @app.command()
-    def nodes(api: Api = DEFAULT_API, token: Token = None, as_json: AsJson = False) -> None:
-        """The cluster's nodes: cores, GPUs with NVENC codecs, running jobs."""
-        found = GatewayClient(api, token).call("GET", "/v1/nodes")
+    def nodes(
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """The cluster's nodes: cores, GPUs with NVENC codecs, ffmpeg, running jobs."""
+        found = GatewayClient(api, token, data_dir).call("GET", "/v1/nodes")
         if as_json:
             out.print_json(json.dumps(found))
             return
-        table = Table("node", "address", "cores", "GPUs", "NVENC", "running")
+        table = Table("node", "address", "cores", "GPUs", "NVENC", "ffmpeg", "running")
         for n in found:
             gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
             nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
                             if v["state"] in ("verified", "declared")})  # fmt: skip
+            ffmpeg = (n.get("ffmpeg") or {}).get("version") or "none"
             table.add_row(n["node_id"][:12], n["address"], f"{n['cpus_used']:g}/{n['cpus']:g}",
-                          gpus, ",".join(nvenc) or "-", str(len(n["running_jobs"])))  # fmt: skip
+                          gpus, ",".join(nvenc) or "-", ffmpeg,
+                          str(len(n["running_jobs"])))  # fmt: skip
         out.print(table)

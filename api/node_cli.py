@@ -1,9 +1,13 @@
 """``framefleet node``: join this machine to a render farm with what it really has.
 
-``node start`` detects the GPUs (NVML, or a static inventory), proves their NVENC codecs
-with trial encodes, and runs ``ray start`` with the CPU count, Ray GPUs, per-GPU memory
-and session resources and node labels (see ``cluster.register``). ``node detect`` shows
-the same without starting anything.
+``node start`` finds this node's ffmpeg, detects the GPUs (NVML, or a static
+inventory), proves their NVENC codecs with trial encodes, and runs ``ray start`` with
+the CPU count, Ray GPUs, per-GPU memory and session resources and node labels (see
+``cluster.register``). ``node detect`` shows the same without starting anything.
+
+The farm's Ray token (see ``cluster.raytoken``): ``node start --head`` makes it where
+Ray looks when there is none and says how workers get it; ``node token`` prints it;
+``node start --address`` without one stops with one line saying what to do.
 """
 
 from __future__ import annotations
@@ -20,7 +24,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster import INVENTORY_ENV, LocalNode, detect_local
+from cluster import (
+    FFMPEG_ENV,
+    INVENTORY_ENV,
+    ConfigError,
+    LocalNode,
+    check_reachable,
+    detect_local,
+    ensure_token,
+    find_token,
+    missing_token_message,
+)
 
 node_app = typer.Typer(help="Join this machine to a farm, or show what it would offer.")
 out = Console(soft_wrap=True)
@@ -37,9 +51,20 @@ Inventory = Annotated[
 NumCpus = Annotated[
     int | None, typer.Option("--num-cpus", min=0, help="Cores to offer (default: all).")
 ]
+Ffmpeg = Annotated[
+    str | None,
+    typer.Option(
+        "--ffmpeg",
+        envvar=FFMPEG_ENV,
+        help="This node's ffmpeg (a path or a name on PATH) [ffmpeg].",
+        show_default=False,
+    ),
+]
 
 
 def _show(node: LocalNode) -> None:
+    encoders = ", ".join(e.name for e in node.ffmpeg.catalog()) or "none of framefleet's"
+    err.print(f"ffmpeg: {node.ffmpeg.path} ({node.ffmpeg.version}); encoders: {encoders}")
     err.print(f"GPU source: {node.source}; {len(node.gpus)} GPU(s)")
     if not node.gpus:
         return
@@ -65,14 +90,16 @@ def _show(node: LocalNode) -> None:
 def detect(
     gpu_inventory: Inventory = None,
     num_cpus: NumCpus = None,
+    ffmpeg: Ffmpeg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show this machine's GPUs, their proven NVENC codecs, and what it would register."""
-    node = detect_local(gpu_inventory, num_cpus)
+    """Show this machine's ffmpeg, GPUs, proven NVENC codecs, and what it would register."""
+    node = detect_local(gpu_inventory, num_cpus, ffmpeg)
     if as_json:
         out.print_json(
             json.dumps(
                 {
+                    "ffmpeg": node.ffmpeg.to_dict(),
                     "source": node.source,
                     "gpus": [g.to_dict() for g in node.gpus],
                     "nvenc": {
@@ -99,6 +126,11 @@ def start(
     port: Annotated[int, typer.Option(help="The head's GCS port (--head only).")] = 6379,
     gpu_inventory: Inventory = None,
     num_cpus: NumCpus = None,
+    ffmpeg: Ffmpeg = None,
+    temp_dir: Annotated[
+        Path | None,
+        typer.Option("--temp-dir", help="Ray's session and log folder [Ray's default]."),
+    ] = None,
     block: Annotated[
         bool, typer.Option("--block", help="Stay in the foreground (for systemd).")
     ] = False,
@@ -109,27 +141,69 @@ def start(
     """Start Ray on this machine with the resources framefleet schedules by."""
     if head == (address is not None):
         raise typer.BadParameter("give exactly one of --head or --address HEAD:PORT")
-    node = detect_local(gpu_inventory, num_cpus)
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "token")
+    node = detect_local(gpu_inventory, num_cpus, ffmpeg)
     _show(node)
+    if not dry_run:
+        _token_for(head, address, port, env)
     ray = str(Path(sys.executable).with_name("ray"))
     argv = [ray, "start", *(["--head", f"--port={port}"] if head else [f"--address={address}"])]
     argv += node.registration.ray_start_args()
+    if temp_dir is not None:
+        argv.append(f"--temp-dir={temp_dir.resolve()}")
     argv += ["--disable-usage-stats"] + (["--block"] if block else [])
-    env = dict(os.environ)
-    env.setdefault("RAY_AUTH_MODE", "token")
+    # What the node's agent and encoders read, through the raylet's environment.
+    shown_env = {FFMPEG_ENV: node.ffmpeg.path}
     if gpu_inventory is not None:
-        env[INVENTORY_ENV] = str(gpu_inventory.resolve())  # the node agent reads it
-    shown = shlex.join(argv)
-    if gpu_inventory is not None:
-        shown = f"{INVENTORY_ENV}={shlex.quote(env[INVENTORY_ENV])} {shown}"
+        shown_env[INVENTORY_ENV] = str(gpu_inventory.resolve())
+    env.update(shown_env)
+    shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items())
+    shown += " " + shlex.join(argv)
     if dry_run:
         out.print(shown)
         return
     err.print(f"running: {shown}")
+    if block:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Become `ray start`: the service manager's signals reach Ray itself.
+        os.execve(argv[0], argv, env)  # noqa: S606 (argv built above, no shell)
     code = subprocess.call(argv, env=env)
-    if code == 0 and head and not block:
-        err.print(
-            f"head started. On each other machine: framefleet node start --address "
-            f"<this host>:{port} (copy ~/.ray/auth_token there first, or set RAY_AUTH_TOKEN)"
-        )
+    if code == 0 and head:
+        err.print(f"head started on port {port}. {_join_hint(port)}")
     raise typer.Exit(code)
+
+
+def _token_for(head: bool, address: str | None, port: int, env: dict[str, str]) -> None:
+    """The head makes the farm's token when there is none; a worker must have it."""
+    if head:
+        found, made = ensure_token(env)
+        if made:
+            err.print(f"made the farm's Ray token in {found.where} (mode 600)")
+        err.print(_join_hint(port))
+        return
+    if find_token(env) is None:
+        raise ConfigError(missing_token_message(address or "?"))
+    check_reachable(address or "?")
+
+
+def _join_hint(port: int) -> str:
+    return (
+        "workers join with the same Ray token: run `framefleet node token` here, then on "
+        f"each worker set RAY_AUTH_TOKEN=<token> (or save it to ~/.ray/auth_token, mode 600) "
+        f"and run `framefleet node start --address <this host>:{port}`"
+    )
+
+
+@node_app.command()
+def token() -> None:
+    """Print the farm's Ray token (for RAY_AUTH_TOKEN or ~/.ray/auth_token on workers)."""
+    found = find_token(os.environ)
+    if found is None:
+        raise ConfigError(
+            "no Ray token on this machine; `framefleet node start --head` makes one, or "
+            "copy the head's here"
+        )
+    err.print(f"from {found.where}:")
+    out.print(found.value, highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,3 +16,13 @@ Quality = Annotated[
 SpeedOpt = Annotated[Speed, typer.Option("--speed", help="Encoder speed preset.")]
 HardwareOpt = Annotated[Hardware, typer.Option("--hardware", help="auto, gpu (NVENC) or cpu.")]
 Priority = Annotated[int, typer.Option(help="Higher runs first.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="FRAMEFLEET_DATA_DIR",
+        help="Job database, API token and Ray files [$XDG_DATA_HOME/framefleet or "
+        "~/.local/share/framefleet]; the same for `serve` and the client.",
+        show_default=False,
+    ),
+]

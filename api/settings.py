@@ -6,6 +6,7 @@ Lists are comma-separated (``FRAMEFLEET_API_TOKENS=a,b``; media roots also accep
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +14,18 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "framefleet"
+
+def default_data_dir() -> Path:
+    """Where the server and the client keep state unless told otherwise: one place, so the
+    client finds the API token ``serve`` made (``$XDG_DATA_HOME/framefleet``, else
+    ``~/.local/share/framefleet``)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "framefleet"
+
+
+DEFAULT_DATA_DIR = default_data_dir()
+TOKEN_FILE_NAME = "api-token"  # noqa: S105 (a file name)
 
 
 def _split(value: object, pattern: str = r"[,]") -> object:
@@ -59,6 +71,8 @@ class Settings(BaseSettings):
     media_roots: Annotated[list[Path], NoDecode] = []
     """Inputs and outputs must resolve inside these folders (comma- or colon-separated)."""
     gpu_inventory: Path | None = None
+    ffmpeg: str | None = None
+    """The embedded node's ffmpeg (a path or a name on PATH; default ``ffmpeg``)."""
     cost_model: Path | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch: int = Field(default=1000, ge=1)

@@ -7,9 +7,10 @@ from cluster.admission import check_spec, confine, confine_path
 from cluster.client import Fleet
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.costs import CostModel
-from cluster.encoders import CATALOG, CONTAINERS, Encoder, available
+from cluster.encoders import CATALOG, CONTAINERS, FFMPEG_ENV, Encoder, FfmpegBuild, available
 from cluster.errors import (
     ClusterUnavailable,
+    ConfigError,
     EncodeError,
     EncoderUnavailable,
     FramefleetError,
@@ -27,6 +28,13 @@ from cluster.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
 from cluster.media import MediaInfo, probe
 from cluster.placement import Policy
 from cluster.progress import ProgressSnapshot
+from cluster.raytoken import (
+    FoundToken,
+    check_reachable,
+    ensure_token,
+    find_token,
+    missing_token_message,
+)
 from cluster.register import LocalNode, detect_local
 from cluster.samples import make_sample
 from cluster.watch import FolderWatcher, WatchRule, check_rule
@@ -35,15 +43,19 @@ __all__ = [
     "CATALOG",
     "CODECS",
     "CONTAINERS",
+    "FFMPEG_ENV",
     "INVENTORY_ENV",
     "ClusterUnavailable",
+    "ConfigError",
     "CoordinatorConfig",
     "CostModel",
     "EncodeError",
     "Encoder",
     "EncoderUnavailable",
+    "FfmpegBuild",
     "Fleet",
     "FolderWatcher",
+    "FoundToken",
     "FramefleetError",
     "Hardware",
     "InputError",
@@ -66,11 +78,15 @@ __all__ = [
     "WatchRule",
     "WorkerLost",
     "available",
+    "check_reachable",
     "check_rule",
     "check_spec",
     "confine",
     "confine_path",
     "detect_local",
+    "ensure_token",
+    "find_token",
     "make_sample",
+    "missing_token_message",
     "probe",
 ]

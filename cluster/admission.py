@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from cluster.encoders import Encoder, choose_encoder, container_for
+from cluster.encoders import CATALOG, Encoder, container_for
 from cluster.errors import SpecError
-from cluster.jobs import JobKind, JobSpec
+from cluster.jobs import Hardware, JobKind, JobSpec
 from cluster.paths import check_output_file, check_output_folder, resolve
 
 
-def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...]) -> None:
-    """Reject what cannot work whatever the files hold: container, codec, encoder."""
+def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
+    """Reject what cannot work whatever the files hold: container, codec, and (unless
+    ``encoders`` is ``None``) an encoder that some node's ffmpeg has."""
     if spec.kind is not JobKind.TRANSCODE:
         return
     assert spec.output is not None
@@ -22,10 +23,29 @@ def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...]) -> None:
             f".{container.ext} cannot hold {spec.codec} video; use --codec "
             f"{' or '.join(sorted(container.video_codecs))} or another extension"
         )
-    choose_encoder(spec.codec, spec.hardware, encoders)
+    if encoders is not None:
+        check_encoder(spec.codec, spec.hardware, encoders)
 
 
-def admit(spec: JobSpec, roots: tuple[Path, ...], encoders: tuple[Encoder, ...]) -> JobSpec:
+def check_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...]) -> None:
+    """Some ffmpeg in the cluster (``encoders``: the union of the nodes' builds) can encode
+    ``codec`` on ``hardware`` (``auto``: either), or a :class:`SpecError` naming it."""
+    wanted = [e for e in CATALOG if e.codec == codec]
+    if hardware is not Hardware.AUTO:
+        wanted = [e for e in wanted if e.hardware is hardware]
+    names = {e.name for e in encoders}
+    if any(e.name in names for e in wanted):
+        return
+    missing = " or ".join(e.name for e in wanted)
+    raise SpecError(
+        f"no node in the cluster has an ffmpeg with {missing} ({codec}, --hardware "
+        f"{hardware}); start a node whose ffmpeg has it (framefleet node start --ffmpeg "
+        "PATH), or choose another codec or hardware",
+        code="encoder_missing",
+    )
+
+
+def admit(spec: JobSpec, roots: tuple[Path, ...], encoders: tuple[Encoder, ...] | None) -> JobSpec:
     """``spec`` with its paths resolved inside ``roots``, once everything checks out."""
     check_spec(spec, encoders)
     source = resolve(spec.input, roots, what="input")

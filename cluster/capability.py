@@ -57,10 +57,10 @@ def nvenc_encoder(codec: str) -> str:
     return next(e.name for e in CATALOG if e.codec == codec and e.is_nvenc)
 
 
-def trial_argv(codec: str) -> list[str]:
+def trial_argv(codec: str, ffmpeg: str = "ffmpeg") -> list[str]:
     """One 256x144 black frame through ``<codec>_nvenc`` on device 0, to nowhere."""
     return [
-        "ffmpeg",
+        ffmpeg,
         "-nostdin",
         "-hide_banner",
         "-loglevel",
@@ -81,12 +81,12 @@ def trial_argv(codec: str) -> list[str]:
     ]
 
 
-def trial_encode(codec: str, gpu: GpuReading) -> Capability:
-    """Prove ``codec`` on ``gpu`` by encoding one frame there."""
+def trial_encode(codec: str, gpu: GpuReading, ffmpeg: str = "ffmpeg") -> Capability:
+    """Prove ``codec`` on ``gpu`` by encoding one frame there with this node's ffmpeg."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu.uuid}
     try:
         done = subprocess.run(
-            trial_argv(codec),
+            trial_argv(codec, ffmpeg),
             env=env,
             capture_output=True,
             timeout=TRIAL_TIMEOUT_S,
@@ -111,29 +111,30 @@ def trial_encode(codec: str, gpu: GpuReading) -> Capability:
 
 
 def detect(
-    gpus: list[GpuReading], listed: frozenset[str] | None = None
+    gpus: list[GpuReading], listed: frozenset[str] | None = None, ffmpeg: str = "ffmpeg"
 ) -> dict[str, dict[str, Capability]]:
     """``{uuid: {codec: Capability}}`` for every GPU and codec.
 
-    Declared (static) GPUs are trusted; NVML GPUs get a trial encode per codec that this
-    node's ffmpeg has an encoder for.
+    A codec needs an NVENC encoder in this node's ffmpeg (``listed``: its encoder names);
+    then declared (static) GPUs are trusted, and NVML GPUs get a trial encode.
     """
     listed = ffmpeg_encoders() if listed is None else listed
     result: dict[str, dict[str, Capability]] = {}
     for gpu in gpus:
         caps: dict[str, Capability] = {}
         for codec in CODECS:
-            if gpu.declared_codecs is not None:
-                caps[codec] = (
-                    Capability(CodecState.DECLARED, "declared in the static GPU inventory")
-                    if codec in gpu.declared_codecs
-                    else Capability(CodecState.UNAVAILABLE, "not declared in the inventory")
-                )
+            declared = gpu.declared_codecs
+            if declared is not None and codec not in declared:
+                caps[codec] = Capability(CodecState.UNAVAILABLE, "not declared in the inventory")
             elif nvenc_encoder(codec) not in listed:
                 caps[codec] = Capability(
                     CodecState.UNAVAILABLE, f"this node's ffmpeg has no {nvenc_encoder(codec)}"
                 )
+            elif declared is not None:
+                caps[codec] = Capability(
+                    CodecState.DECLARED, "declared in the static GPU inventory"
+                )
             else:
-                caps[codec] = trial_encode(codec, gpu)
+                caps[codec] = trial_encode(codec, gpu, ffmpeg)
         result[gpu.uuid] = caps
     return result

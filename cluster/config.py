@@ -48,5 +48,7 @@ class RuntimeConfig:
     gpu_inventory: Path | None = None
     """A static GPU inventory for the embedded node (else ``FRAMEFLEET_GPU_INVENTORY``,
     else NVML)."""
+    ffmpeg: str | None = None
+    """The embedded node's ffmpeg (else ``FRAMEFLEET_FFMPEG``, else ``ffmpeg`` on PATH)."""
     namespace: str = "framefleet"
     coordinator_name: str = "framefleet-coordinator"

@@ -20,13 +20,14 @@ from cluster.admission import admit
 from cluster.agent import NodeInfo
 from cluster.capability import Capability, CodecState
 from cluster.config import CoordinatorConfig
-from cluster.encoders import Encoder, available, choose_encoder
+from cluster.encoders import CATALOG, Encoder, available, choose_encoder, cpu_encoder
 from cluster.errors import (
     EncodeError,
     FramefleetError,
     JobFailure,
     JobNotFound,
     SpecError,
+    ToolMissing,
     WorkerLost,
 )
 from cluster.events import EventLog
@@ -48,6 +49,8 @@ CANCEL_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
 SUSPECT_NODE_S = 10.0
 MAX_AUTOSCALER_BUNDLES = 256
+FIRST_VIEW_WAIT_S = 15.0
+"""How long the first submit waits for every node to report its ffmpeg."""
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -77,7 +80,9 @@ class Coordinator:
     ) -> None:
         self.config = config
         self._backend = backend
-        self._encoders = available() if encoders is None else encoders
+        self._local_encoders = encoders
+        """What admission assumes before any node has reported (default: this process's
+        ffmpeg; an autoscaling cluster may have no worker yet)."""
         self._store = JobStore(config.db_path)
         self._events = EventLog()
         self._pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
@@ -92,6 +97,9 @@ class Coordinator:
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._cancelling: set[str] = set()
         self._nodes: list[NodeInfo] = []
+        self._refreshed = False
+        self._view = asyncio.Event()
+        """Set once every alive node has reported (or the first submit stopped waiting)."""
         self._asked: list[dict[str, float]] = []
         """The last resource shapes asked of the autoscaler."""
         self._suspect: dict[str, float] = {}
@@ -157,19 +165,30 @@ class Coordinator:
     # ---- the API the client and the gateway call -----------------------------------
 
     async def ping(self) -> dict[str, Any]:
-        """Counts, and which life of the coordinator answers (``pid``, ``started_at``)."""
+        """Counts, which life of the coordinator answers (``pid``, ``started_at``), and
+        whether it is ready: every alive node has reported through its agent (ffmpeg,
+        GPUs) and finished its NVENC trials, so the node view and presets are complete."""
+        waiting = [
+            f"{n.address} ({'proving NVENC' if n.reported else 'agent not reported yet'})"
+            for n in self._nodes
+            if not n.reported or n.detecting
+        ]
         return {
             "jobs": len(self._jobs),
             "queued": len(self._queue),
             "running": len(self._running),
             "pid": os.getpid(),
             "started_at": self._started_at,
+            "nodes": len(self._nodes),
+            "waiting_for": waiting,
+            "ready": self._refreshed and bool(self._nodes) and not waiting,
         }
 
     async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
         """Queue a job. A repeated ``idempotency_key`` returns the job it first made."""
         if idempotency_key is not None and idempotency_key in self._keys:
             return self._jobs[self._keys[idempotency_key]].to_dict()
+        await self._await_view()
         job = self._new_job(self._admit(spec))
         if idempotency_key is not None:
             job.idempotency_key = idempotency_key
@@ -185,6 +204,7 @@ class Coordinator:
         """Queue all of ``specs`` or none (the first refusal says which one and why)."""
         if idempotency_key is not None and idempotency_key in self._batch_keys:
             return [self._jobs[i].to_dict() for i in self._batch_keys[idempotency_key]]
+        await self._await_view()
         admitted = []
         for i, spec in enumerate(specs):
             try:
@@ -313,7 +333,28 @@ class Coordinator:
     # ---- admission -------------------------------------------------------------------
 
     def _admit(self, spec: JobSpec) -> JobSpec:
-        return admit(spec, self.config.media_roots, self._encoders)
+        return admit(spec, self.config.media_roots, self._cluster_encoders())
+
+    async def _await_view(self) -> None:
+        """Admission judges encoders by what the nodes report: before the first submit,
+        wait (bounded, once) for every alive node to have reported."""
+        if self._view.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._view.wait(), FIRST_VIEW_WAIT_S)
+        self._view.set()
+
+    def _cluster_encoders(self) -> tuple[Encoder, ...]:
+        """Encoders some node that can take work has in its own ffmpeg."""
+        reporting = [n for n in self._nodes if n.reported and n.cpus > 0]
+        if reporting:
+            return available(frozenset().union(*(n.encoders for n in reporting)))
+        if self._local_encoders is None:
+            try:
+                self._local_encoders = available()
+            except ToolMissing:  # no ffmpeg on the head: the workers' will be judged
+                self._local_encoders = CATALOG
+        return self._local_encoders
 
     def _new_job(self, spec: JobSpec) -> Job:
         self.metrics.on_submit(str(spec.kind), spec.codec)
@@ -463,12 +504,14 @@ class Coordinator:
 
     def _demand(self, job: Job) -> Demand:
         video = self._media[job.id].video
+        transcode = job.spec.kind is JobKind.TRANSCODE
         return Demand(
             job.spec.kind,
             job.spec.hardware,
             job.spec.codec,
             video.width if video else 0,
             video.height if video else 0,
+            encoder=cpu_encoder(job.spec.codec).name if transcode else None,
         )
 
     def _ask_for_capacity(self, waiting: list[dict[str, float]]) -> None:
@@ -507,19 +550,26 @@ class Coordinator:
 
     def _launch(self, job: Job, placement: Placement) -> None:
         spec, media = job.spec, self._media[job.id]
+        node = next(n for n in self._nodes if n.node_id == placement.node_id)
         try:
+            # The planner chose a node whose own ffmpeg has this encoder.
             encoder = (
-                choose_encoder(spec.codec, placement.hardware, self._encoders)
+                choose_encoder(spec.codec, placement.hardware, CATALOG)
                 if spec.kind is JobKind.TRANSCODE
                 else None
             )
             order = plan_work(
-                job.id, job.attempts + 1, spec, media, encoder, cuda_device=placement.gpu_uuid
+                job.id,
+                job.attempts + 1,
+                spec,
+                media,
+                encoder,
+                cuda_device=placement.gpu_uuid,
+                ffmpeg=node.ffmpeg.path if node.ffmpeg else "ffmpeg",
             )
         except JobFailure as exc:
             self._fail(job, exc)
             return
-        node = next(n for n in self._nodes if n.node_id == placement.node_id)
         lease = self._pool.acquire(placement, node_totals=node.resources)
         job.placement = {**placement.to_dict(), "encoder": order.encoder}
         self._move(job, JobStatus.RUNNING, reason=placement.reason)
@@ -640,6 +690,9 @@ class Coordinator:
             self._pool.forget_node(node_id)
             self._caps.pop(node_id, None)
         self._nodes = nodes
+        self._refreshed = True
+        if nodes and all(n.reported for n in nodes):
+            self._view.set()
 
     async def _housekeeping_loop(self) -> None:
         while not self._stopping:

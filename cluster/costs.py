@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import FramefleetError
+from cluster.errors import ConfigError
 
 Table = dict[str, list[tuple[int, float]]]
 """codec -> [(pixels up to, amount)], ascending."""
@@ -59,7 +59,7 @@ SAFETY_MARGIN_MB = 512
 """GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
 
 
-class CostModelError(FramefleetError):
+class CostModelError(ConfigError):
     code = "bad_cost_model"
 
 

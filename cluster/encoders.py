@@ -8,6 +8,8 @@ and presets, so nothing else in framefleet knows an encoder's flags.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -143,31 +145,85 @@ def container_for(output: str) -> Container:
         ) from None
 
 
-@functools.cache
-def ffmpeg_encoders() -> frozenset[str]:
-    """Encoder names this machine's ffmpeg was built with (cached for the process)."""
+FFMPEG_ENV = "FRAMEFLEET_FFMPEG"
+"""The ffmpeg a node runs (set for ``ray start`` by ``framefleet node start --ffmpeg``)."""
+TOOL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FfmpegBuild:
+    """One node's ffmpeg: where it is, its version, and every encoder it was built with."""
+
+    path: str
+    version: str
+    encoders: frozenset[str]
+
+    def catalog(self) -> tuple[Encoder, ...]:
+        """The catalog's encoders this build has (NVENC ones still need a GPU to prove)."""
+        return available(self.encoders)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "version": self.version,
+            "encoders": [e.name for e in self.catalog()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> FfmpegBuild:
+        names = data.get("encoders") or []
+        assert isinstance(names, list)
+        return cls(str(data["path"]), str(data["version"]), frozenset(str(n) for n in names))
+
+
+def _run_tool(path: str, *args: str) -> str:
     try:
-        out = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-encoders"],
+        done = subprocess.run(
+            [path, "-hide_banner", "-nostdin", *args],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=TOOL_TIMEOUT_S,
             check=True,
-        ).stdout
+        )
     except FileNotFoundError as exc:
-        raise ToolMissing.for_tool("ffmpeg") from exc
+        raise ToolMissing.for_tool(path) from exc
+    except PermissionError as exc:
+        raise ToolMissing(f"{path} is not executable; check --ffmpeg") from exc
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise ToolMissing(f"{path} does not run as ffmpeg ({exc}); check --ffmpeg") from exc
+    return done.stdout
+
+
+@functools.cache
+def ffmpeg_build(path: str = "ffmpeg") -> FfmpegBuild:
+    """What the ffmpeg at ``path`` (a file, or a name on PATH) is (cached per process)."""
+    resolved = shutil.which(path)
+    if resolved is None:
+        raise ToolMissing.for_tool(path)
+    first = _run_tool(resolved, "-version").partition("\n")[0]
+    version = first.split()[2] if first.startswith("ffmpeg version ") else "unknown"
     names = set()
-    for line in out.splitlines():
+    for line in _run_tool(resolved, "-encoders").splitlines():
         parts = line.split()
         if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
             names.add(parts[1])
-    return frozenset(names)
+    return FfmpegBuild(os.path.realpath(resolved), version, frozenset(names))
+
+
+def ffmpeg_encoders() -> frozenset[str]:
+    """Encoder names this machine's ffmpeg (on PATH) was built with."""
+    return ffmpeg_build().encoders
 
 
 def available(built: frozenset[str] | None = None) -> tuple[Encoder, ...]:
     """Catalog entries that ffmpeg was built with. NVENC still needs a trial encode to prove."""
     names = ffmpeg_encoders() if built is None else built
     return tuple(e for e in CATALOG if e.name in names)
+
+
+def cpu_encoder(codec: str) -> Encoder:
+    """The catalog's software encoder for ``codec``."""
+    return next(e for e in CATALOG if e.codec == codec and not e.is_nvenc)
 
 
 def choose_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...]) -> Encoder:

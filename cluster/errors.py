@@ -16,6 +16,8 @@ one table.
      │    └── WorkerLost          the encoder actor or its node died             (retried)
      ├── JobNotFound
      ├── InvalidTransition        a job state change the state machine forbids
+     ├── ConfigError              a setting or configuration file cannot be used
+     │                            (GPU inventory, cost model, watch folder, Ray token)
      ├── ClusterUnavailable       Ray or the coordinator cannot be reached
      └── ToolMissing              ffmpeg/ffprobe not installed
 """
@@ -78,6 +80,12 @@ class JobNotFound(FramefleetError):
 
 class InvalidTransition(FramefleetError):
     code = "invalid_transition"
+
+
+class ConfigError(FramefleetError):
+    """A setting or a configuration file that cannot be used; the message names it."""
+
+    code = "bad_config"
 
 
 class ClusterUnavailable(FramefleetError):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from cluster.errors import FramefleetError
+from cluster.errors import ConfigError
 
 log = logging.getLogger("framefleet.gpus")
 
@@ -31,7 +31,7 @@ _CONSUMER = re.compile(r"geforce|titan", re.IGNORECASE)
 T = TypeVar("T")
 
 
-class InventoryError(FramefleetError):
+class InventoryError(ConfigError):
     """A static GPU inventory file that cannot be used."""
 
     code = "bad_inventory"

@@ -67,6 +67,7 @@ def node_states(
                 running=running,
                 max_jobs=caps.get(info.node_id, default_cap),
                 gpus=gpu_states(info, gpu_used, failures),
+                encoders=info.encoders,
             )
         )
     return states
@@ -107,6 +108,9 @@ def node_view(
                 "labels": {k: v for k, v in info.labels.items() if not k.startswith("ray.io/")},
                 "gpu_source": info.gpu_source,
                 "agent_error": info.agent_error,
+                "ready": info.reported and not info.detecting,
+                "ffmpeg": info.ffmpeg.to_dict() if info.ffmpeg else None,
+                "ffmpeg_error": info.ffmpeg_error,
                 "gpus": gpus,
                 "running_jobs": running_jobs.get(info.node_id, []),
             }

@@ -82,6 +82,9 @@ class NodeState:
     running: int = 0
     max_jobs: int | None = None
     gpus: tuple[GpuState, ...] = ()
+    encoders: frozenset[str] | None = None
+    """Encoders the node's own ffmpeg has (empty: no ffmpeg, it runs nothing); ``None``
+    means not known and not checked (simulations)."""
 
     @property
     def cpus_free(self) -> float:
@@ -95,6 +98,8 @@ class Demand:
     codec: str
     width: int = 0
     height: int = 0
+    encoder: str | None = None
+    """The software encoder a CPU placement needs in the node's ffmpeg (transcodes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +143,21 @@ def session_resource(uuid: str) -> str:
 
 
 class _Node:
-    __slots__ = ("address", "cpus", "cpus_free", "max_jobs", "node_id", "running")
+    __slots__ = ("address", "cpus", "cpus_free", "encoders", "max_jobs", "node_id", "running")
 
     def __init__(self, n: NodeState) -> None:
         self.node_id, self.address, self.cpus = n.node_id, n.address, n.cpus
         self.cpus_free, self.running, self.max_jobs = n.cpus - n.cpus_used, n.running, n.max_jobs
+        self.encoders = n.encoders
 
     def open(self) -> bool:
         return self.max_jobs is None or self.running < self.max_jobs
+
+    def runs(self, encoder: str | None) -> bool:
+        """Whether this node's ffmpeg can run a job that needs ``encoder`` (or just ffmpeg)."""
+        if self.encoders is None:
+            return True
+        return bool(self.encoders) and (encoder is None or encoder in self.encoders)
 
 
 class _Gpu:
@@ -186,7 +198,9 @@ class Planner:
         # The smallest demand that found no room, per codec (and for cores): a larger
         # one cannot fit either until room is given back, so it is answered at once.
         self._gpu_miss: dict[str, int] = {}
-        self._cpu_miss = float("inf")
+        self._cpu_miss: dict[str | None, float] = {}
+        self._runnable: dict[str | None, bool] = {}
+        """Per encoder: whether any node with cores has it (for :meth:`never`)."""
         self._gpu_at = {g.state.uuid: i for i, g in enumerate(self._gpus)}
         for gi, gpu in enumerate(self._gpus):
             self._index_gpu(gi, gpu)
@@ -308,13 +322,18 @@ class Planner:
         else:
             want = self.costs.light_job_cores
         want = min(want, self._largest_cpus)
-        if want >= self._cpu_miss:
+        if want >= self._cpu_miss.get(demand.encoder, float("inf")):
             return None
         start = bisect_left(self._cpu, (want - EPS, -1))
-        if start >= len(self._cpu):
-            self._cpu_miss = want
+        order = range(start, len(self._cpu))
+        if self.policy is Policy.SPREAD:
+            order = range(len(self._cpu) - 1, start - 1, -1)
+        # Nodes whose ffmpeg lacks the encoder are passed over (rare: mixed builds).
+        ni = next((self._cpu[i][1] for i in order if self._nodes[self._cpu[i][1]].runs(
+            demand.encoder)), None)  # fmt: skip
+        if ni is None:
+            self._cpu_miss[demand.encoder] = want
             return None
-        ni = self._cpu[start][1] if self.policy is Policy.PACK else self._cpu[-1][1]
         node = self._nodes[ni]
         cpus = min(want, node.cpus)
         why = "; no GPU with room for this codec now" if fell_back else ""
@@ -335,7 +354,7 @@ class Planner:
     def release(self, placement: Placement) -> None:
         """Give a placement's room back (the simulation's job completions)."""
         self._gpu_miss.clear()
-        self._cpu_miss = float("inf")
+        self._cpu_miss.clear()
         ni = self._node_at[placement.node_id]
         node = self._nodes[ni]
         self._unindex_node(ni, node)
@@ -374,7 +393,24 @@ class Planner:
             return None
         if self._largest_cpus <= 0:
             return "no node in the cluster has CPUs; add a node with `framefleet node start`"
+        if not self._any_node_runs(demand.encoder):
+            nvenc = demand.kind is JobKind.TRANSCODE and demand.hardware is Hardware.AUTO
+            if nvenc and any(demand.codec in g.usable for g in self._gpus):
+                return None
+            what = demand.encoder or "a working ffmpeg"
+            return (
+                f"no node in the cluster has an ffmpeg with {what}; start a node whose "
+                "ffmpeg has it (framefleet node start --ffmpeg PATH)"
+            )
         return None
+
+    def _any_node_runs(self, encoder: str | None) -> bool:
+        known = self._runnable.get(encoder)
+        if known is None:
+            known = self._runnable[encoder] = any(
+                n.cpus > 0 and n.runs(encoder) for n in self._nodes
+            )
+        return known
 
     def _why_no_codec(self, codec: str) -> str:
         for g in self._gpus:

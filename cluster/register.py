@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 from cluster.capability import Capability, detect
+from cluster.encoders import FfmpegBuild, ffmpeg_build
 from cluster.gpus import CODECS, GpuReading, gpu_source
 from cluster.placement import memory_resource, session_resource
 
@@ -82,17 +83,21 @@ class LocalNode:
     gpus: list[GpuReading]
     codecs: dict[str, dict[str, Capability]]
     registration: Registration
+    ffmpeg: FfmpegBuild
 
 
 def detect_local(
-    inventory: str | os.PathLike[str] | None = None, num_cpus: int | None = None
+    inventory: str | os.PathLike[str] | None = None,
+    num_cpus: int | None = None,
+    ffmpeg: str | None = None,
 ) -> LocalNode:
-    """Read this machine's GPUs (static inventory, else NVML), prove their NVENC codecs,
-    and compute what to register with Ray."""
+    """Read this machine's ffmpeg and GPUs (static inventory, else NVML), prove their NVENC
+    codecs with that ffmpeg, and compute what to register with Ray."""
+    build = ffmpeg_build(ffmpeg or "ffmpeg")
     source = gpu_source(inventory)
     try:
         gpus = source.read()
     finally:
         source.close()
-    codecs = detect(gpus) if gpus else {}
-    return LocalNode(source.kind, gpus, codecs, registration(gpus, codecs, num_cpus))
+    codecs = detect(gpus, build.encoders, build.path) if gpus else {}
+    return LocalNode(source.kind, gpus, codecs, registration(gpus, codecs, num_cpus), build)

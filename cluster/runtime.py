@@ -13,8 +13,10 @@ from pathlib import Path
 import ray
 
 from cluster.config import RuntimeConfig
+from cluster.encoders import FFMPEG_ENV
 from cluster.errors import ClusterUnavailable
 from cluster.gpus import INVENTORY_ENV
+from cluster.raytoken import check_reachable, embedded_token_env
 from cluster.register import detect_local
 
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -62,6 +64,15 @@ def _environ(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = old
 
 
+def _reset_token_cache() -> None:
+    """Ray's token loader caches what it found; make it look again."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+    except ImportError:  # a Ray without token authentication
+        return
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def connect(config: RuntimeConfig) -> Runtime:
     """Connect this process to Ray as ``config`` says; a no-op if it already is."""
     if ray.is_initialized():
@@ -70,12 +81,16 @@ def connect(config: RuntimeConfig) -> Runtime:
         # The embedded node registers what `framefleet node start` would: GPUs and their
         # memory/session resources. Its agent finds a static inventory through the
         # raylet's environment, which Ray's workers inherit.
-        local = detect_local(config.gpu_inventory, config.num_cpus)
+        local = detect_local(config.gpu_inventory, config.num_cpus, config.ffmpeg)
         reg = local.registration
         temp_dir = _private_temp_dir(config.data_dir)
         inventory = str(Path(config.gpu_inventory).resolve()) if config.gpu_inventory else None
+        # A private Ray needs a token too; on a fresh machine it gets one in the data dir
+        # (for this process and what it starts), so nothing is needed in the home dir.
+        os.environ.update(embedded_token_env(os.environ, config.data_dir))
+        _reset_token_cache()
         try:
-            with _environ(INVENTORY_ENV, inventory):
+            with _environ(INVENTORY_ENV, inventory), _environ(FFMPEG_ENV, config.ffmpeg):
                 ray.init(
                     address="local",
                     _temp_dir=str(temp_dir),
@@ -93,6 +108,7 @@ def connect(config: RuntimeConfig) -> Runtime:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise ClusterUnavailable(f"could not start a local Ray: {exc}") from exc
         return Runtime(embedded=True, temp_dir=temp_dir)
+    check_reachable(config.address)
     try:
         ray.init(
             address=config.address,

@@ -21,7 +21,7 @@ from typing import Any
 
 from cluster.admission import check_spec
 from cluster.encoders import available
-from cluster.errors import FramefleetError
+from cluster.errors import ConfigError, FramefleetError
 from cluster.jobs import JobKind, JobSpec
 
 log = logging.getLogger("framefleet.watch")
@@ -180,16 +180,16 @@ class FolderWatcher:
 def check_rule(rule: WatchRule) -> None:
     """Refuse a rule that cannot work, in one line."""
     if not rule.folder.is_dir():
-        raise FramefleetError(f"watch folder {rule.folder} is not a folder; create it first")
+        raise ConfigError(f"watch folder {rule.folder} is not a folder; create it first")
     needs_out = rule_kind(rule) in (JobKind.TRANSCODE, JobKind.THUMBNAIL)
     if needs_out and (rule.output_dir is None or not rule.output_dir.is_dir()):
-        raise FramefleetError(
+        raise ConfigError(
             f"output folder {rule.output_dir} does not exist; create it or pass --output-dir"
         )
     if rule.output_dir is not None and rule.output_dir.resolve() == rule.folder.resolve():
-        raise FramefleetError("the output folder is the watch folder; outputs would be re-watched")
+        raise ConfigError("the output folder is the watch folder; outputs would be re-watched")
     if rule.stable_s < 0:
-        raise FramefleetError("the stable time must be 0 s or more")
+        raise ConfigError("the stable time must be 0 s or more")
     probe = Path("/watch-rule-check")
     spec = JobSpec(**{**rule.template, "kind": rule_kind(rule), "input": f"{probe}.mp4",
                       "output": f"{probe}.{rule.output_ext}" if needs_out else None})  # fmt: skip

@@ -6,7 +6,7 @@ input's probe and the placement, and ships the result to the chosen actor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cluster.encoders import Encoder, container_for
@@ -64,8 +64,10 @@ def plan_work(
     encoder: Encoder | None,
     *,
     cuda_device: str | None = None,
+    ffmpeg: str = "ffmpeg",
 ) -> WorkOrder:
-    """The :class:`WorkOrder` for a transcode, validate or thumbnail job.
+    """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
+    ``ffmpeg`` of the node it was placed on.
 
     Partial files are named per attempt: after a lost worker, its ffmpeg may live on
     for a moment (until Ray reaps it) and must not write into the retry's file.
@@ -87,4 +89,5 @@ def plan_work(
         command = thumbnail_command(spec, media, job_id=tag)
     else:
         raise ValueError(f"{spec.kind} jobs need no encoder")
+    command = replace(command, argv=[ffmpeg, *command.argv[1:]])
     return WorkOrder(job_id, attempt, spec, media, command, encoder.name if encoder else None)

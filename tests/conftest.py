@@ -1,12 +1,21 @@
-"""One session-wide local Ray, a coordinator per test module, and generated clips."""
+"""One session-wide local Ray, a coordinator per test module, and generated clips.
+
+The suite needs nothing from the home directory: it makes its own Ray token (in the
+environment, so every Ray it starts, in-process or as a subprocess, uses it), and CI
+runs it with an empty HOME (``.ci/run``).
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 
-# Before Ray is imported: no usage stats, and token auth chosen explicitly (as the CLI does).
+# Before Ray is imported: no usage stats, token auth chosen explicitly (as the CLI does),
+# and this session's own token.
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
 from collections.abc import Iterator
 from pathlib import Path

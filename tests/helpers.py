@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +150,85 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def fresh_home_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user on a fresh machine: an empty home, no Ray token, no
+    framefleet settings, no inherited Ray address."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FRAMEFLEET_", "XDG_", "RAY_AUTH_TOKEN")) and k != "RAY_ADDRESS"
+    }
+    return env | {"HOME": str(home)} | extra
+
+
+def process_tree(pid: int) -> dict[int, str]:
+    """Every live process below ``pid`` (children, grandchildren...): pid -> command line."""
+    children: dict[int, list[int]] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(") ", 1)[-1].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        cmdlines[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
+    found: dict[int, str] = {}
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        found[p] = cmdlines.get(p, "")
+        todo += children.get(p, [])
+    return found
+
+
+def alive(pids: Iterable[int]) -> list[int]:
+    """Those of ``pids`` that still run (zombies count as gone)."""
+    left = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1]
+        except OSError:
+            continue
+        if state != "Z":
+            left.append(pid)
+    return left
+
+
+def processes_matching(fragment: str) -> list[str]:
+    """Command lines of live processes that contain ``fragment``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            state = (entry / "stat").read_text().rsplit(") ", 1)[-1][:1]
+        except OSError:
+            continue
+        if state != "Z" and fragment.encode() in raw:
+            found.append(raw.decode(errors="replace"))
+    return found
+
+
+def nvidia_driver_present() -> bool:
+    """Whether NVML finds a driver on this machine (tests that need none skip there)."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return False
+    pynvml.nvmlShutdown()
+    return True
+
+
+NO_DRIVER_REASON = "needs a machine without an NVIDIA driver (this one has one)"

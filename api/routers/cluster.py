@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.schemas import PresetsView
-from cluster import CATALOG, CODECS, CONTAINERS, Hardware, Speed
+from cluster import CATALOG, CODECS, CONTAINERS, Encoder, Hardware, Speed
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 
@@ -20,26 +20,35 @@ def nodes(request: Request) -> list[dict[str, Any]]:
     return result
 
 
+def _nodes_with(encoder: Encoder, nodes: list[dict[str, Any]]) -> list[str]:
+    """Addresses of nodes that can run ``encoder`` now: their own ffmpeg has it, and for
+    NVENC one of their GPUs has proven (or declares) the codec."""
+    able = []
+    for node in nodes:
+        if encoder.name not in ((node.get("ffmpeg") or {}).get("encoders") or []):
+            continue
+        if encoder.is_nvenc:
+            usable = any(
+                (g["nvenc"].get(encoder.codec) or {}).get("state") in ("verified", "declared")
+                for g in node["gpus"]
+            )
+        else:
+            usable = node["cpus"] > 0
+        if usable:
+            able.append(node["address"])
+    return able
+
+
 @router.get("/presets", response_model=PresetsView)
 def presets(request: Request) -> PresetsView:
-    """Codecs, encoders available in the cluster now, quality and speed options."""
+    """Codecs, the encoders of the catalog with the nodes that can run each now (their own
+    ffmpeg builds and GPUs), quality and speed options."""
     nodes = request.app.state.fleet.nodes()
-    nvenc = {
-        codec
-        for node in nodes
-        for gpu in node["gpus"]
-        for codec, cap in gpu["nvenc"].items()
-        if cap["state"] in ("verified", "declared")
-    }
-    built = request.app.state.encoders
     encoders = []
     for e in CATALOG:
-        if e.name not in built:
-            continue
-        usable = e.codec in nvenc if e.is_nvenc else any(n["cpus"] > 0 for n in nodes)
-        encoders.append(
-            {"name": e.name, "codec": e.codec, "hardware": str(e.hardware), "available": usable}
-        )
+        able = _nodes_with(e, nodes)
+        encoders.append({"name": e.name, "codec": e.codec, "hardware": str(e.hardware),
+                         "available": bool(able), "nodes": able})  # fmt: skip
     return PresetsView(
         codecs=list(CODECS),
         encoders=encoders,

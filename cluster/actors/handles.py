@@ -9,6 +9,7 @@ framefleet errors.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import ray
@@ -18,6 +19,7 @@ from cluster.actors.encoder import EncoderWorker
 from cluster.agent import NodeAgent, NodeInfo, node_info
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.coordinator import Coordinator
+from cluster.encoders import FFMPEG_ENV
 from cluster.errors import EncodeError, WorkerLost
 from cluster.placement import Placement
 from cluster.pool import EncoderHandle
@@ -46,10 +48,11 @@ class CoordinatorActor(Coordinator):
 
 
 class NodeAgentActor(NodeAgent):
-    """The node agent as a Ray actor (one per node, named by node id, detached)."""
+    """The node agent as a Ray actor (one per node, named by node id, detached). The node's
+    settings come from the environment ``ray start`` gave its raylet (``node start``)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(ffmpeg=os.environ.get(FFMPEG_ENV))
         self.start()
 
 

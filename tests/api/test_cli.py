@@ -6,11 +6,24 @@ import json
 import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.helpers import env_without_ray, ffmpeg_processes, make_clip, streams, wait_until
+from tests.helpers import (
+    alive,
+    env_without_ray,
+    ffmpeg_processes,
+    free_port,
+    fresh_home_env,
+    make_clip,
+    process_tree,
+    streams,
+    wait_until,
+)
 
 FRAMEFLEET = [str(Path(sys.executable).with_name("framefleet"))]
 
@@ -183,51 +196,89 @@ def test_node_start_refuses_unclear_requests_in_one_line(tmp_path: Path) -> None
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+L4_INVENTORY = [
+    {"uuid": "GPU-serve-l4", "name": "NVIDIA L4", "memory_total_mb": 23034,
+     "nvenc_codecs": ["h264", "hevc"]}
+]  # fmt: skip
 
 
-def test_serve_and_the_client_commands_against_it(tmp_path: Path) -> None:
-    media, data = tmp_path / "media", tmp_path / "data"
-    media.mkdir()
-    make_clip(media / "clip.mp4", seconds=2)
-    port = _free_port()
+def burst(url: str, token: str, seconds: float, clients: int = 60) -> int:
+    """``clients`` concurrent ``GET /v1/jobs`` for ``seconds``; the number answered 200."""
+    stop = time.monotonic() + seconds
+    ok = 0
+
+    def one() -> int:
+        answered = 0
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            while time.monotonic() < stop:
+                answered += http.get(f"{url}/v1/jobs").status_code == 200
+        return answered
+
+    with ThreadPoolExecutor(clients) as pool:
+        ok = sum(pool.map(lambda _: one(), range(clients)))
+    return ok
+
+
+@pytest.mark.timeout(240)
+def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
+    """`make run`, then the README's client commands in a second terminal: no token typed,
+    nothing in the home directory beforehand; the gateway outlives bursts of requests."""
+    home = tmp_path / "home"
+    inventory = tmp_path / "gpus.json"
+    inventory.write_text(json.dumps(L4_INVENTORY))
+    port = free_port()
     api = f"http://127.0.0.1:{port}"
-    env = env_without_ray() | {
-        "FRAMEFLEET_API_TOKENS": "cli-token",
-        "FRAMEFLEET_MEDIA_ROOTS": str(media),
-        "FRAMEFLEET_API": api,
-        "FRAMEFLEET_TOKEN": "cli-token",
-    }
+    env = fresh_home_env(home, FRAMEFLEET_API=api)
     server = subprocess.Popen(
-        [*FRAMEFLEET, "serve", "--port", str(port), "--data-dir", str(data)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+        [*FRAMEFLEET, "serve", "--port", str(port), "--gpu-inventory", str(inventory)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
 
     def client(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*FRAMEFLEET, *args], capture_output=True, text=True, env=env, timeout=120, check=False
         )
 
+    data = home / ".local" / "share" / "framefleet"
     try:
-        wait_until(lambda: client("nodes", "--json").returncode == 0, timeout=60, step=0.5)
+        # Ready means usable: the node view is complete the moment /readyz says 200.
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{api}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=90, step=0.2)
+        token = (data / "api-token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        [node] = httpx.get(f"{api}/v1/nodes", headers=auth).json()
+        assert [g["name"] for g in node["gpus"]] == ["NVIDIA L4"]
+        assert (
+            node["ready"] and node["ffmpeg"]["version"] and "libx264" in node["ffmpeg"]["encoders"]
+        )
+        presets = {
+            e["name"]: e for e in httpx.get(f"{api}/v1/presets", headers=auth).json()["encoders"]
+        }
+        assert presets["libx264"]["available"] and presets["hevc_nvenc"]["nodes"]
+        assert not presets["av1_nvenc"]["available"]  # Debian's ffmpeg has no av1_nvenc
+
+        media = data / "media"  # the default media root
+        make_clip(media / "clip.mp4", seconds=2)
         done = client("submit", str(media / "clip.mp4"), "-o", str(media / "o.mkv"),
                       "--codec", "hevc", "--hardware", "cpu", "--wait", "--json")  # fmt: skip
         assert done.returncode == 0, done.stderr
         job = json.loads(done.stdout)
         assert job["status"] == "succeeded" and job["placement"]["encoder"] == "libx265"
         assert [s["codec_name"] for s in streams(media / "o.mkv", "video")] == ["hevc"]
+        again = client("submit", str(media / "clip.mp4"), "-o", str(media / "o.mkv"))
+        assert again.returncode == 2 and "pass --overwrite" in one_line_error(again)
+        replaced = client("submit", str(media / "clip.mp4"), "-o", str(media / "o.mkv"),
+                          "--hardware", "cpu", "--overwrite", "--wait")  # fmt: skip
+        assert replaced.returncode == 0, replaced.stderr
+        assert [s["codec_name"] for s in streams(media / "o.mkv", "video")] == ["h264"]
+
         listed = client("status")
-        assert (
-            listed.returncode == 0 and job["id"] in listed.stdout and "succeeded" in listed.stdout
-        )
+        assert listed.returncode == 0 and job["id"] in listed.stdout
         outside = client("submit", "/etc/hosts", "-o", str(media / "x.mp4"))
         assert outside.returncode == 2
         assert "resolves outside the media roots" in one_line_error(outside)
@@ -235,10 +286,26 @@ def test_serve_and_the_client_commands_against_it(tmp_path: Path) -> None:
         assert missing.returncode == 2 and "(HTTP 404)" in one_line_error(missing)
         bad_token = client("nodes", "--token", "wrong")
         assert "pass --token or set FRAMEFLEET_TOKEN (HTTP 401)" in one_line_error(bad_token)
+
+        # The trigger that once killed an embedded Ray: a burst, then the pool's threads
+        # sit idle past anyio's 10 s and are retired on the next request.
+        assert burst(api, token, seconds=3) > 0
+        time.sleep(12)
+        assert httpx.get(f"{api}/v1/jobs", headers=auth, timeout=30).status_code == 200
+        time.sleep(2)
+        ray_processes = process_tree(server.pid)
+        tree = " ".join(ray_processes.values())
+        assert "gcs_server" in tree and "raylet" in tree
+        after = client("submit", str(media / "clip.mp4"), "-o", str(media / "p.mp4"),
+                       "--hardware", "cpu", "--wait")  # fmt: skip
+        assert after.returncode == 0, after.stderr
     finally:
-        server.send_signal(signal.SIGINT)
-        log, _ = server.communicate(timeout=60)
+        server.send_signal(signal.SIGTERM)
+        log, _ = server.communicate(timeout=90)
     assert server.returncode == 0, log
-    assert f"API docs at {api}/docs" in log
+    assert f"API docs at {api}/docs" in log and "Traceback" not in log
+    assert "SIGTERM handler is not set" not in log
+    wait_until(lambda: alive(ray_processes) == [], timeout=30)  # no Ray process left
+    assert sorted(p.name for p in home.iterdir()) == [".local"]  # no ~/.ray: nothing needed
     down = client("nodes")
     assert down.returncode == 3 and "is `framefleet serve` running?" in one_line_error(down)

@@ -1,9 +1,12 @@
-"""A real multi-node Ray cluster: a head with no CPUs and three heterogeneous workers.
+"""A real multi-node Ray cluster: a head with no CPUs and four heterogeneous workers.
 
 Workers declare static GPU inventories the way ``framefleet node start --gpu-inventory``
-does (the same registration: Ray resources, labels, and the inventory variable in the
-raylet's environment). There is no GPU here, so NVENC fails to open for real, which is
-the failure path these tests exercise; placement by codec and memory is decided before.
+does (the same registration: Ray resources, labels, and the inventory and ffmpeg
+variables in the raylet's environment). One worker runs a different ffmpeg build (a
+static 9.x from imageio-ffmpeg, which has ``av1_nvenc``; Debian's 5.1 has not). The
+declared GPUs are not real, so NVENC fails to open for real (no driver here, or no such
+device where there is one), which is the failure path these tests exercise; placement by
+codec, ffmpeg build and memory is decided before.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import imageio_ffmpeg
 import pytest
 from ray.cluster_utils import Cluster
 
@@ -26,12 +30,14 @@ from api.app import create_app
 from api.settings import Settings
 from cluster import CoordinatorConfig, Fleet, RuntimeConfig
 from cluster.register import detect_local
+from cluster.runner import _NVENC_MARKERS as NVENC_MARKERS
 from tests.helpers import (
     count_frames,
     ffmpeg_processes,
     free_port,
     leftovers,
     make_clip,
+    nvidia_driver_present,
     serving,
     streams,
     transcode,
@@ -44,8 +50,26 @@ L4 = {
     "uuid": "GPU-farm0000-l4",
     "name": "NVIDIA L4",
     "memory_total_mb": 23034,
-    "nvenc_codecs": ["h264", "hevc"],
+    "nvenc_codecs": ["h264", "hevc", "av1"],  # av1: but this node's ffmpeg has no av1_nvenc
 }
+L40S = {
+    "uuid": "GPU-farm0000-l40s",
+    "name": "NVIDIA L40S",
+    "memory_total_mb": 46068,
+    "nvenc_codecs": ["av1"],
+}
+STATIC_FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+DRIVER = nvidia_driver_present()
+
+
+def nvenc_why(reason: str) -> bool:
+    """The reason names why NVENC did not open: no driver here; elsewhere the declared
+    UUIDs match no device, which ffmpeg reports in one of the ways the runner knows."""
+    if not DRIVER:
+        return "no NVIDIA driver (libcuda.so.1 cannot be loaded)" in reason
+    return any(why in reason for _, why in NVENC_MARKERS)
+
+
 T4 = {
     "uuid": "GPU-farm0000-t4",
     "name": "Tesla T4",
@@ -66,13 +90,18 @@ class Farm:
         return next(n for n, node in self.nodes.items() if node.node_id == node_id)
 
 
-def add_worker(cluster: Cluster, folder: Path, inventory: list[dict[str, Any]] | None) -> Any:
-    env = {}
+def add_worker(
+    cluster: Cluster,
+    folder: Path,
+    inventory: list[dict[str, Any]] | None,
+    ffmpeg: str = "ffmpeg",
+) -> Any:
+    env = {"FRAMEFLEET_FFMPEG": ffmpeg}
     if inventory is not None:
         path = folder / f"gpus-{len(cluster.list_all_nodes())}.json"
         path.write_text(json.dumps(inventory))
         env["FRAMEFLEET_GPU_INVENTORY"] = str(path)
-        reg = detect_local(path).registration
+        reg = detect_local(path, ffmpeg=ffmpeg).registration
         return cluster.add_node(
             num_cpus=2,
             num_gpus=reg.num_gpus,
@@ -80,7 +109,7 @@ def add_worker(cluster: Cluster, folder: Path, inventory: list[dict[str, Any]] |
             labels=reg.labels,
             env_vars=env,
         )
-    return cluster.add_node(num_cpus=2, num_gpus=0)
+    return cluster.add_node(num_cpus=2, num_gpus=0, env_vars=env)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +134,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         "l4": add_worker(cluster, folder, [L4]),
         "t4": add_worker(cluster, folder, [T4]),
         "cpu": add_worker(cluster, folder, None),
+        "l40s": add_worker(cluster, folder, [L40S], ffmpeg=STATIC_FFMPEG),
     }
     cluster.wait_for_nodes()
     data = folder / "data"
@@ -123,7 +153,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     make_clip(clips / "clip.mp4", seconds=2)
     make_clip(clips / "long.mp4", seconds=30, size="640x360")
     # Agents report their inventories within a refresh or two.
-    wait_until(lambda: sum(len(n["gpus"]) for n in fleet.nodes()) == 2, timeout=60)
+    wait_until(lambda: fleet.ping()["ready"], timeout=60)
     try:
         yield Farm(cluster, fleet, nodes, clips)
     finally:
@@ -142,7 +172,7 @@ def test_nodes_show_declared_gpus_their_resources_and_labels(farm: Farm) -> None
         farm.name_of(n["node_id"]) if n["node_id"] != farm.cluster.head_node.node_id else "head": n
         for n in farm.fleet.nodes()
     }
-    assert set(view) == {"head", "l4", "t4", "cpu"}
+    assert set(view) == {"head", "l4", "t4", "cpu", "l40s"}
     assert view["head"]["cpus"] == 0 and view["cpu"]["gpus"] == []
     [l4] = view["l4"]["gpus"]
     assert (l4["uuid"], l4["name"], l4["memory_total_mb"]) == (L4["uuid"], "NVIDIA L4", 23034)
@@ -166,13 +196,13 @@ def test_gpu_job_goes_to_the_gpu_with_the_codec_and_fails_clearly_when_nvenc_can
     assert done["placement"]["gpu"]["uuid"] == L4["uuid"]
     assert farm.name_of(done["placement"]["node_id"]) == "l4"
     assert "NVENC could not encode hevc on GPU 0 (NVIDIA L4)" in done["reason"]
-    assert "no NVIDIA driver" in done["reason"] and "--hardware auto or cpu" in done["reason"]
+    assert nvenc_why(done["reason"]) and "--hardware auto or cpu" in done["reason"]
     assert list(tmp_path.iterdir()) == [] and ffmpeg_processes(str(tmp_path)) == []
     [l4] = next(n for n in farm.fleet.nodes() if n["gpus"] and n["gpus"][0]["uuid"] == L4["uuid"])[
         "gpus"
     ]
     assert l4["nvenc"]["hevc"]["state"] == "failed"
-    assert "no NVIDIA driver" in l4["nvenc"]["hevc"]["reason"]
+    assert nvenc_why(l4["nvenc"]["hevc"]["reason"])
     # Now nothing can take a hevc GPU job: it is refused with the reason at once.
     again = farm.fleet.wait(
         farm.fleet.submit(
@@ -184,6 +214,31 @@ def test_gpu_job_goes_to_the_gpu_with_the_codec_and_fails_clearly_when_nvenc_can
     assert "no GPU in the cluster can encode hevc with NVENC" in again["reason"]
 
 
+def test_each_node_runs_its_own_ffmpeg_and_gets_only_jobs_it_can_encode(
+    farm: Farm, tmp_path: Path
+) -> None:
+    view = {farm.name_of(n["node_id"]): n for n in farm.fleet.nodes() if n["cpus"] > 0}
+    static, debian = view["l40s"]["ffmpeg"], view["l4"]["ffmpeg"]
+    assert static["path"] == os.path.realpath(STATIC_FFMPEG) and static["version"].startswith("n9.")
+    assert "av1_nvenc" in static["encoders"] and "av1_nvenc" not in debian["encoders"]
+    [l4] = view["l4"]["gpus"]
+    assert l4["nvenc"]["av1"] == {
+        "state": "unavailable",
+        "reason": "this node's ffmpeg has no av1_nvenc",
+    }
+    # Both GPUs declare av1, but only the node whose ffmpeg has av1_nvenc may take it.
+    job = farm.fleet.submit(
+        transcode(farm.clips / "clip.mp4", tmp_path / "o.mp4", codec="av1", hardware="gpu")
+    )
+    done = farm.fleet.wait(job["id"], timeout=90)
+    assert farm.name_of(done["placement"]["node_id"]) == "l40s"
+    assert done["placement"]["encoder"] == "av1_nvenc"
+    assert done["placement"]["gpu"]["uuid"] == L40S["uuid"]
+    assert done["status"] == "failed" and done["error_code"] == "nvenc_unavailable"
+    assert nvenc_why(done["reason"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_auto_job_tries_the_gpus_then_falls_back_to_cpu_and_succeeds(
     farm: Farm, tmp_path: Path
 ) -> None:
@@ -193,7 +248,7 @@ def test_auto_job_tries_the_gpus_then_falls_back_to_cpu_and_succeeds(
     assert done["status"] == "succeeded", done["reason"]
     assert done["placement"]["hardware"] == "cpu" and done["placement"]["gpu"] is None
     assert done["placement"]["encoder"] == "libx264"
-    assert farm.name_of(done["placement"]["node_id"]) in {"l4", "t4", "cpu"}
+    assert farm.name_of(done["placement"]["node_id"]) in {"l4", "t4", "cpu", "l40s"}
     tried = [e["reason"] for e in events if "NVENC could not encode h264" in (e["reason"] or "")]
     assert tried, "the auto job should have tried a declared GPU first"
     assert [s["codec_name"] for s in streams(tmp_path / "o.mp4", "video")] == ["h264"]

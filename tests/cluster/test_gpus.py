@@ -2,7 +2,7 @@
 
 The ``gpu`` tests read the real driver; they run where NVML finds a GPU (see the
 README: on the lent H100/H200 device) and fail, rather than skip, when asked to run
-without one.
+without one. The tests of what happens without a driver skip, saying so, where there is one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from cluster.capability import CodecState, detect, trial_encode
 from cluster.gpus import InventoryError, NoGpus, NvmlSource, StaticSource, gpu_source
 from cluster.register import detect_local, label_value
+from tests.helpers import NO_DRIVER_REASON, nvidia_driver_present
 
 L4 = {
     "uuid": "GPU-5f2c0d1e-aaaa-bbbb-cccc-000000000001",
@@ -45,9 +46,14 @@ def test_static_inventory_declares_gpus_and_trusts_their_codecs(tmp_path: Path) 
         (1, "Tesla T4", 15360),
     ]
     assert gpus[1].declared_codecs == ("h264",) and gpus[1].max_encoder_sessions == 0
-    caps = detect(gpus, listed=frozenset())  # no trial encode for declared GPUs
+    # No trial encode for declared GPUs (an ffmpeg that cannot run would fail one)...
+    caps = detect(gpus, listed=frozenset({"h264_nvenc", "hevc_nvenc"}), ffmpeg="/nonexistent")
     assert caps[T4["uuid"]]["h264"].state is CodecState.DECLARED
     assert caps[T4["uuid"]]["hevc"].state is CodecState.UNAVAILABLE
+    assert caps[L4["uuid"]]["hevc"].state is CodecState.DECLARED
+    # ...but the node's own ffmpeg must have the NVENC encoder (Debian's has no av1_nvenc).
+    assert caps[L4["uuid"]]["av1"].state is CodecState.UNAVAILABLE
+    assert caps[L4["uuid"]]["av1"].reason == "this node's ffmpeg has no av1_nvenc"
 
 
 @pytest.mark.parametrize(
@@ -117,17 +123,18 @@ def test_registration_gives_ray_per_gpu_memory_and_sessions_and_labels(tmp_path:
     assert label_value("NVIDIA GeForce RTX 4090 (24 GB)") == "NVIDIA-GeForce-RTX-4090-24-GB"
 
 
+@pytest.mark.skipif(nvidia_driver_present(), reason=NO_DRIVER_REASON)
 def test_cpu_only_node_registers_no_gpus_when_nvml_has_no_driver() -> None:
-    # This machine has no NVIDIA driver: NVML raises LibraryNotFound, which means CPU-only.
+    # Without an NVIDIA driver NVML raises LibraryNotFound, which means CPU-only.
     source = gpu_source()
-    if not isinstance(source, NoGpus):
-        pytest.fail("a driver is present: run the gpu-marked tests on this machine instead")
+    assert isinstance(source, NoGpus)
     assert "LibraryNotFound" in source.reason or "DriverNotLoaded" in source.reason
     node = detect_local()
     assert node.gpus == [] and node.registration.num_gpus == 0
     assert node.registration.resources == {} and node.registration.labels == {}
 
 
+@pytest.mark.skipif(nvidia_driver_present(), reason=NO_DRIVER_REASON)
 def test_a_trial_encode_without_a_driver_fails_with_the_reason(tmp_path: Path) -> None:
     # The real trial path: Debian's ffmpeg lists h264_nvenc, but without a driver it
     # cannot load libcuda, and detection must say so instead of trusting the list.
@@ -162,7 +169,14 @@ def test_detection_proves_each_nvenc_codec_by_a_trial_encode() -> None:
     for g in node.gpus:
         caps = node.codecs[g.uuid]
         print(g.name, {c: (str(v.state), v.reason) for c, v in caps.items()})
-        assert all(v.state is not CodecState.DECLARED for v in caps.values())
+        # Every codec ended: proven by a trial, or failed (or absent from this ffmpeg)
+        # with the reason; nothing is pending or merely declared.
+        for codec, cap in caps.items():
+            if cap.state is CodecState.UNAVAILABLE:
+                assert cap.reason == f"this node's ffmpeg has no {codec}_nvenc", cap
+            else:
+                assert cap.state in (CodecState.VERIFIED, CodecState.FAILED), (codec, cap)
+                assert cap.reason, (codec, cap)
         if any(m in g.name for m in ("A100", "H100", "H200")):
             # These GPUs have no NVENC: detection must say so, and register no codec.
             assert all(not v.state.usable for v in caps.values())
