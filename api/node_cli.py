@@ -131,6 +131,10 @@ def start(
         Path | None,
         typer.Option("--temp-dir", help="Ray's session and log folder [Ray's default]."),
     ] = None,
+    node_ip_address: Annotated[
+        str | None,
+        typer.Option("--node-ip-address", help="The address other nodes reach this one at."),
+    ] = None,
     block: Annotated[
         bool, typer.Option("--block", help="Stay in the foreground (for systemd).")
     ] = False,
@@ -143,15 +147,22 @@ def start(
         raise typer.BadParameter("give exactly one of --head or --address HEAD:PORT")
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "token")
+    if not dry_run and address is not None:  # a worker: the token and the head first
+        _join_check(address, env)
     node = detect_local(gpu_inventory, num_cpus, ffmpeg)
     _show(node)
-    if not dry_run:
-        _token_for(head, address, port, env)
+    if not dry_run and head:  # the head's token once what it offers checks out
+        found, made = ensure_token(env)
+        if made:
+            err.print(f"made the farm's Ray token in {found.where} (mode 600)")
+        err.print(_join_hint(port))
     ray = str(Path(sys.executable).with_name("ray"))
     argv = [ray, "start", *(["--head", f"--port={port}"] if head else [f"--address={address}"])]
     argv += node.registration.ray_start_args()
     if temp_dir is not None:
         argv.append(f"--temp-dir={temp_dir.resolve()}")
+    if node_ip_address is not None:
+        argv.append(f"--node-ip-address={node_ip_address}")
     argv += ["--disable-usage-stats"] + (["--block"] if block else [])
     # What the node's agent and encoders read, through the raylet's environment.
     shown_env = {FFMPEG_ENV: node.ffmpeg.path}
@@ -175,17 +186,11 @@ def start(
     raise typer.Exit(code)
 
 
-def _token_for(head: bool, address: str | None, port: int, env: dict[str, str]) -> None:
-    """The head makes the farm's token when there is none; a worker must have it."""
-    if head:
-        found, made = ensure_token(env)
-        if made:
-            err.print(f"made the farm's Ray token in {found.where} (mode 600)")
-        err.print(_join_hint(port))
-        return
+def _join_check(address: str, env: dict[str, str]) -> None:
+    """A worker must have the farm's token, and the head must answer."""
     if find_token(env) is None:
-        raise ConfigError(missing_token_message(address or "?"))
-    check_reachable(address or "?")
+        raise ConfigError(missing_token_message(address))
+    check_reachable(address)
 
 
 def _join_hint(port: int) -> str:

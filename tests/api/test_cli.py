@@ -179,7 +179,8 @@ def test_node_start_runs_ray_start_with_the_detected_gpu_resources(tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
-    assert line.startswith(f"FRAMEFLEET_GPU_INVENTORY={inventory} ")
+    assert line.startswith("FRAMEFLEET_FFMPEG=/usr/bin/ffmpeg ")  # this node's own ffmpeg
+    assert f" FRAMEFLEET_GPU_INVENTORY={inventory} " in line
     assert " start --address=10.0.0.1:6379 --num-gpus=1 --num-cpus=8 " in line
     assert '{"ff_gpu_mem_GPU-1": 23034.0, "ff_nvenc_GPU-1": 256.0}' in line
     assert "framefleet.io/gpu-model=NVIDIA-L4" in line and "nvenc-hevc=true" in line
@@ -190,9 +191,64 @@ def test_node_start_refuses_unclear_requests_in_one_line(tmp_path: Path) -> None
     proc = cli("node", "start", "--dry-run")
     assert proc.returncode == 2 and "give exactly one of --head or --address" in proc.stderr
     bad = cli("node", "detect", "--gpu-inventory", str(tmp_path / "nope.json"))
-    assert bad.returncode != 0
+    assert bad.returncode == 2
     assert one_line_error(bad) == (
         f"framefleet: GPU inventory {tmp_path / 'nope.json'}: no such file; check --gpu-inventory"
+    )
+
+
+def test_every_refusal_exits_2_and_an_unreachable_cluster_3(media: Path, tmp_path: Path) -> None:
+    """The exit-code table (api/exits.py), row by row; 0, 1 and 130 have tests above."""
+    clip, out = str(media / "clip.mp4"), str(tmp_path / "o.mp4")
+    (tmp_path / "costs.json").write_text('{"gpu_memory": {}}')
+    (tmp_path / "gpus.json").write_text("[{")
+    home = tmp_path / "home"
+    refused = {
+        "usage": ([*FRAMEFLEET, "encode", clip], {}),
+        "input": ([*FRAMEFLEET, "probe", str(tmp_path / "missing.mp4")], {}),
+        "extension": ([*FRAMEFLEET, "encode", clip, "-o", str(tmp_path / "o.avi")], {}),
+        "gpu inventory": (
+            [*FRAMEFLEET, "node", "detect", "--gpu-inventory", str(tmp_path / "gpus.json")],
+            {},
+        ),
+        "cost model": (
+            [*FRAMEFLEET, "encode", clip, "-o", out],
+            {"FRAMEFLEET_COST_MODEL": str(tmp_path / "costs.json")},
+        ),
+        "watch folder": (
+            [*FRAMEFLEET, "watch-folder", str(tmp_path / "nope"), "--output-dir", str(tmp_path)],
+            {},
+        ),
+        "setting": ([*FRAMEFLEET, "serve"], {"FRAMEFLEET_PORT": "0"}),
+        "ray token": ([*FRAMEFLEET, "node", "start", "--address", "127.0.0.1:6379"], {}),
+        "ray token to print": ([*FRAMEFLEET, "node", "token"], {}),
+    }
+    for row, (argv, extra) in refused.items():
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                              env=fresh_home_env(home, **extra))  # fmt: skip
+        assert proc.returncode == 2, (row, proc.stderr)
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, row
+    token = fresh_home_env(home, RAY_AUTH_TOKEN="a-token")  # noqa: S106
+    unreachable = subprocess.run(
+        [*FRAMEFLEET, "encode", clip, "-o", out, "--address", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60, check=False, env=token,
+    )  # fmt: skip
+    assert unreachable.returncode == 3
+    assert "cannot reach the Ray cluster at 127.0.0.1:" in one_line_error(unreachable)
+    assert not (tmp_path / "o.mp4").exists() and not (home / ".ray").exists()
+
+
+def test_a_worker_without_the_farms_token_is_told_how_to_get_it(tmp_path: Path) -> None:
+    env = fresh_home_env(tmp_path / "home")
+    proc = subprocess.run(
+        [*FRAMEFLEET, "node", "start", "--address", "127.0.0.1:6379"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert one_line_error(proc) == (
+        "framefleet: no Ray token to join the farm at 127.0.0.1:6379: on the head run "
+        "`framefleet node token`, then here either set RAY_AUTH_TOKEN=<token> or save it "
+        "to ~/.ray/auth_token (mode 600)"
     )
 
 

@@ -113,6 +113,18 @@ def test_bad_paths_are_refused_with_422_naming_the_rule(
     assert "\n" not in r.json()["error"]["message"]
 
 
+def test_an_encoder_no_nodes_ffmpeg_has_is_refused_naming_it(gateway: Gateway) -> None:
+    # Debian's ffmpeg 5.1 (every node here) has no av1_nvenc.
+    body = {"input": f"{gateway.media}/clip.mp4", "output": f"{gateway.out}/a.mp4",
+            "codec": "av1", "hardware": "gpu"}  # fmt: skip
+    r = gateway.http.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "encoder_missing"
+    assert r.json()["error"]["message"].startswith(
+        "no node in the cluster has an ffmpeg with av1_nvenc (av1, --hardware gpu)"
+    )
+
+
 def test_malformed_and_mistyped_requests_get_422_with_the_field_never_500(gateway: Gateway) -> None:
     cases = [
         ("{not json", "body"),
@@ -215,6 +227,10 @@ def test_nodes_and_presets(gateway: Gateway) -> None:
     assert presets["codecs"] == ["h264", "hevc", "av1"]
     names = {e["name"]: e["available"] for e in presets["encoders"]}
     assert names["libx264"] is True and names.get("h264_nvenc") is False  # no GPU here
+    [node] = nodes
+    assert node["ready"] and node["ffmpeg"]["path"] and "libx265" in node["ffmpeg"]["encoders"]
+    libx264 = next(e for e in presets["encoders"] if e["name"] == "libx264")
+    assert libx264["nodes"] == [node["address"]]
     assert set(presets["containers"]) == {"mp4", "mov", "mkv", "webm"}
     docs = httpx.get(f"{gateway.url}/openapi.json").json()
     assert "/v1/jobs/{job_id}/events" in docs["paths"]
