@@ -24,6 +24,7 @@ from cluster.encoders import CATALOG, Encoder, available, choose_encoder, cpu_en
 from cluster.errors import (
     EncodeError,
     FramefleetError,
+    InputError,
     JobFailure,
     JobNotFound,
     SpecError,
@@ -436,6 +437,12 @@ class Coordinator:
                 self._probe_tries.pop(job.id, None)
                 if job.status is JobStatus.QUEUED:
                     self._fail(job, exc)
+            return
+        except Exception as exc:  # a bug or an OS error: end the job, never probe in a loop
+            log.exception("probe of job %s failed", job.id)
+            self._probe_tries.pop(job.id, None)
+            if job.status is JobStatus.QUEUED:
+                self._fail(job, InputError(f"the input could not be probed ({exc})"))
             return
         finally:
             self._probing.pop(job.id, None)

@@ -4,7 +4,9 @@ Nothing a user types becomes an ffmpeg argument: paths are made absolute and
 passed through the ``file:`` protocol (so ``concat:``, ``-x`` or ``http:`` in a
 name stay a file name), every other value comes from the catalog in
 :mod:`cluster.encoders`. Every command has ``-nostdin -hide_banner -progress
-pipe:1 -nostats`` and ``-protocol_whitelist file,pipe`` on its inputs.
+pipe:1 -nostats``, and its inputs ``-protocol_whitelist file,pipe`` and a
+``-format_whitelist`` of container demuxers (see :data:`cluster.media.INPUT_FORMATS`), so
+an input opens only the file it names.
 Outputs are written to a hidden partial file beside the destination; the runner
 renames them into place only on success.
 """
@@ -18,10 +20,10 @@ from pathlib import Path
 from cluster.encoders import Container, Encoder
 from cluster.errors import SpecError
 from cluster.jobs import JobSpec
-from cluster.media import MediaInfo
+from cluster.media import INPUT_OPTIONS, MediaInfo
 
 COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
-INPUT_OPTS = ("-protocol_whitelist", "file,pipe")
+INPUT_OPTS = INPUT_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,17 @@ from typing import Any
 from cluster.errors import EncodeError, InputError, ToolMissing
 
 PROBE_TIMEOUT_S = 60.0
+INPUT_FORMATS = (
+    "mov", "mp4", "matroska", "webm", "avi", "mpegts", "mxf", "flv", "ogg", "mpeg", "asf",
+    "yuv4mpegpipe", "ivf", "h264", "hevc", "gif", "wav", "mp3", "aac", "flac",
+)  # fmt: skip
+"""The demuxers an input may be read with (``-format_whitelist``): media containers that
+read only the file they are given. Playlists and lists of files (hls, dash, concat,
+image2 patterns...) would open other files, wherever they are, so they are refused."""
+FORMAT_WHITELIST = ",".join(INPUT_FORMATS)
+INPUT_OPTIONS = ("-protocol_whitelist", "file,pipe", "-format_whitelist", FORMAT_WHITELIST)
+"""What every ffprobe and ffmpeg input gets before its ``file:`` path."""
+_REFUSED_FORMAT = re.compile(r"\[(\w+) @ [^\]]*\] Format not on whitelist")
 TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"})
 _ISO_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"})
 _DEPTH = re.compile(r"(?:p|le|be)?(\d{2})(?:le|be)$")
@@ -114,8 +125,7 @@ def probe_argv(path: str | os.PathLike[str]) -> list[str]:
         "ffprobe",
         "-v",
         "error",
-        "-protocol_whitelist",
-        "file,pipe",
+        *INPUT_OPTIONS,
         "-print_format",
         "json",
         "-show_format",
@@ -235,6 +245,16 @@ def parse_probe(path: str, data: dict[str, Any]) -> MediaInfo:
 
 
 def _check_readable(path: Path) -> None:
+    """Refuse what is not a readable, non-empty file, in one line (never an ``OSError``)."""
+    try:
+        _check_file(path)
+    except OSError as exc:
+        raise InputError(
+            f"{path.name[:80] or path}: cannot be read ({exc.strerror or exc})", code="unreadable"
+        ) from exc
+
+
+def _check_file(path: Path) -> None:
     name = path.name or str(path)
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path", code="input_missing")
@@ -256,7 +276,22 @@ def _looks_like_iso_media(path: Path) -> bool:
     return head[4:8] in _ISO_BOXES
 
 
+def refused_format(name: str, stderr: str) -> InputError | None:
+    """The error for an input whose format is not on the whitelist (a playlist...)."""
+    match = _REFUSED_FORMAT.search(stderr)
+    if match is None:
+        return None
+    return InputError(
+        f"{name}: a {match.group(1)} file (a playlist or list of other files) is refused; "
+        "give the media file itself",
+        code="format_refused",
+    )
+
+
 def _probe_error(path: Path, stderr: str) -> InputError:
+    refused = refused_format(path.name, stderr)
+    if refused is not None:
+        return refused
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     detail = lines[-1] if lines else "ffprobe failed"
     if "moov atom not found" in stderr and _looks_like_iso_media(path):
@@ -308,6 +343,8 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         )
     except FileNotFoundError as exc:
         raise ToolMissing.for_tool("ffprobe") from exc
+    except OSError as exc:
+        raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
     except subprocess.TimeoutExpired as exc:
         raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
     return _result(p, done.returncode, done.stdout, done.stderr)
@@ -326,6 +363,8 @@ async def probe_async(path: str | os.PathLike[str]) -> MediaInfo:
         )
     except FileNotFoundError as exc:
         raise ToolMissing.for_tool("ffprobe") from exc
+    except OSError as exc:
+        raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
     except TimeoutError as exc:

@@ -7,6 +7,31 @@ from pathlib import Path
 
 from cluster.errors import OutputError, SpecError
 
+NAME_MAX = 255
+"""Bytes in one file or folder name (Linux filesystems)."""
+PATH_MAX = 4096
+"""Bytes in a whole path (Linux)."""
+
+
+def check_lengths(path: Path, raw: str, *, what: str) -> None:
+    """Refuse names the filesystem cannot hold, before anything touches them (they would
+    make every later check fail with ENAMETOOLONG)."""
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            raise SpecError(
+                f"{what} {raw[:80]!r}…: a name in it is {size} bytes; the filesystem allows "
+                f"{NAME_MAX}; shorten it",
+                code="name_too_long",
+            )
+    size = len(os.fsencode(str(path)))
+    if size >= PATH_MAX:
+        raise SpecError(
+            f"{what} {raw[:80]!r}…: the path is {size} bytes; the filesystem allows "
+            f"{PATH_MAX - 1}; shorten it",
+            code="name_too_long",
+        )
+
 
 def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
@@ -22,7 +47,9 @@ def resolve(raw: str, roots: tuple[Path, ...], *, what: str) -> Path:
         if not roots:
             raise SpecError(f"{what} {raw!r} must be an absolute path")
         path = roots[0] / path
+    check_lengths(path, raw, what=what)
     resolved = path.resolve(strict=False)
+    check_lengths(resolved, raw, what=what)
     if roots and not _inside(resolved, tuple(r.resolve() for r in roots)):
         raise SpecError(
             f"{what} {raw!r} resolves outside the media roots "

@@ -1,15 +1,17 @@
 """Runs one ffmpeg :class:`~cluster.ffmpeg.Command`: progress out, stderr tail kept, killable.
 
 ffmpeg starts without a shell, in its own process group but in the caller's
-session, so Ray still reaps it if the worker dies, and :meth:`FfmpegRun.kill`
-can end it (and anything it spawned) with one ``killpg``. If the reader of its
-progress pipe disappears, ffmpeg's next progress write fails and it exits too.
+session, so :meth:`FfmpegRun.kill` can end it (and anything it spawned) with one
+``killpg``. It is also told to die with its parent (``PR_SET_PDEATHSIG``): if the
+encoder actor's process dies by any signal, SIGKILL included, the kernel kills its
+ffmpeg at once; nothing else would (ffmpeg blocks on its input, not on the pipe).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shlex
 import shutil
@@ -28,6 +30,7 @@ from cluster.errors import (
     ToolMissing,
 )
 from cluster.ffmpeg import Command
+from cluster.media import refused_format
 from cluster.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
 
 STDERR_TAIL_LINES = 30
@@ -53,6 +56,18 @@ _INPUT_MARKERS = ("Invalid data found when processing input", "moov atom not fou
 _OUTPUT_MARKERS = ("No space left on device", "Permission denied", "Read-only file system")
 
 
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _child_setup(parent: int) -> None:
+    """In the forked child, before exec: own process group; die with the parent thread."""
+    os.setpgrp()
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl: nobody would kill us
+        os._exit(1)
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     returncode: int
@@ -76,6 +91,9 @@ def failure_for(result: RunResult, *, input_name: str, encoder: str | None = Non
             f"NVENC could not be opened{f' for {encoder}' if encoder else ''}: {why}",
             code="nvenc_unavailable",
         )
+    refused = refused_format(input_name, tail)
+    if refused is not None:
+        return refused
     for marker in _OUTPUT_MARKERS:
         if marker in tail:
             return OutputError(f"cannot write the output ({marker}); free space or fix access")
@@ -119,15 +137,12 @@ class FfmpegRun:
         if ENCODE_NICENESS and NICE is not None:
             # Exec'ed by nice (no shell): same pid, same process group, lower priority.
             argv = [NICE, "-n", str(ENCODE_NICENESS), *argv]
+        parent = os.getpid()
         try:
-            try:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=null, stdout=pipe, stderr=pipe, env=env, process_group=0
-                )
-            except ValueError:  # uvloop (Ray uses it when installed) has no process_group
-                self._proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=null, stdout=pipe, stderr=pipe, env=env, preexec_fn=os.setpgrp
-                )
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=null, stdout=pipe, stderr=pipe, env=env,
+                preexec_fn=lambda: _child_setup(parent),
+            )  # fmt: skip
         except FileNotFoundError as exc:
             raise ToolMissing.for_tool("ffmpeg") from exc
         try:

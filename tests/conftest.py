@@ -35,9 +35,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    """A private local Ray for the whole session: 2 CPUs and no GPU, like CI. GPU
-    placement and NVENC failures run on the multi-node farm (tests/cluster/test_farm.py)."""
-    runtime = connect(RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2))
+    """A private local Ray for the whole session: 2 CPUs and no GPU, like CI, also on a
+    machine with GPUs (an empty static inventory). GPU placement and NVENC failures run on
+    the multi-node farm (tests/cluster/test_farm.py), real GPUs in the gpu-marked tests."""
+    no_gpus = tmp_path_factory.mktemp("inventory") / "no-gpus.json"
+    no_gpus.write_text("[]")
+    runtime = connect(
+        RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2, gpu_inventory=no_gpus)
+    )
     yield runtime
     runtime.close()
 

@@ -125,6 +125,29 @@ def test_an_encoder_no_nodes_ffmpeg_has_is_refused_naming_it(gateway: Gateway) -
     )
 
 
+def test_names_longer_than_the_filesystem_allows_are_refused_at_submit(gateway: Gateway) -> None:
+    long_name = "a" * 300 + ".mp4"
+    bodies = [
+        {"kind": "probe", "input": f"{gateway.media}/{long_name}"},
+        {"input": f"{gateway.media}/clip.mp4", "output": f"{gateway.out}/{long_name}"},
+        # relative: under the first root, which makes the whole path too long
+        {"input": f"{gateway.media}/clip.mp4", "output": "d/" * 2030 + "o.mp4"},
+    ]
+    for body in bodies:
+        r = gateway.http.post("/v1/jobs", json=body)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "name_too_long" and "shorten it" in error["message"]
+    assert (
+        "a name in it is 304 bytes; the filesystem allows 255"
+        in gateway.http.post("/v1/jobs", json=bodies[0]).json()["error"]["message"]
+    )
+    batch = {"spec": {"kind": "probe"},
+             "inputs": [f"{gateway.media}/clip.mp4", f"{gateway.media}/{long_name}"]}  # fmt: skip
+    r = gateway.http.post("/v1/jobs/batch", json=batch)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "name_too_long"
+
+
 def test_malformed_and_mistyped_requests_get_422_with_the_field_never_500(gateway: Gateway) -> None:
     cases = [
         ("{not json", "body"),

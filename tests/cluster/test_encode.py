@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from cluster import Fleet, JobKind, JobSpec, OutputError, SpecError
+from cluster import Fleet, InputError, JobKind, JobSpec, OutputError, SpecError, probe
+from cluster.ffmpeg import validate_command
+from cluster.runner import FfmpegRun, failure_for
 from tests.helpers import (
     count_frames,
     ffprobe,
@@ -192,3 +195,35 @@ def test_thumbnail_job_at_a_time_and_evenly_spaced(
     assert sorted(p.name for p in (out_dir / "many").iterdir()) == [
         f"clip_00{i}.jpg" for i in range(1, 5)
     ]
+
+
+def test_a_playlist_named_mp4_is_refused_and_nothing_outside_is_read(
+    fleet: Fleet, tmp_path: Path, out_dir: Path
+) -> None:
+    secret = make_clip(tmp_path / "secret.ts", seconds=1)
+    evil = tmp_path / "root" / "evil.mp4"
+    evil.parent.mkdir()
+    evil.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1,\n{secret}\n#EXT-X-ENDLIST\n")
+    job = run(
+        fleet, JobSpec(kind=JobKind.TRANSCODE, input=str(evil), output=str(out_dir / "o.mp4"))
+    )
+    assert job["status"] == "failed" and job["error_code"] == "format_refused"
+    assert job["reason"] == (
+        "evil.mp4: a hls file (a playlist or list of other files) is refused; "
+        "give the media file itself"
+    )
+    assert list(out_dir.iterdir()) == []
+
+
+def test_the_encoders_ffmpeg_refuses_a_playlist_too(tmp_path: Path, media: Path) -> None:
+    # Should the file change between probe and encode, ffmpeg itself opens only containers.
+    good = probe(media / "clip.mp4")
+    swapped = tmp_path / "clip.mp4"
+    swapped.write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1,\n{media / 'clip.mp4'}\n#EXT-X-ENDLIST\n"
+    )
+    spec = JobSpec(kind=JobKind.VALIDATE, input=str(swapped))
+    result = asyncio.run(FfmpegRun(validate_command(spec, good)).run())
+    assert result.returncode != 0
+    failure = failure_for(result, input_name=swapped.name)
+    assert isinstance(failure, InputError) and failure.code == "format_refused"

@@ -6,7 +6,7 @@ import pytest
 
 from cluster import CATALOG, CONTAINERS, JobKind, JobSpec, SpecError
 from cluster.ffmpeg import partial_path, thumbnail_command, transcode_command, validate_command
-from cluster.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from cluster.media import FORMAT_WHITELIST, AudioStream, MediaInfo, SubtitleStream, VideoStream
 
 
 def encoder(name: str):  # type: ignore[no-untyped-def]
@@ -64,7 +64,9 @@ def test_every_command_is_quiet_reports_progress_and_whitelists_protocols() -> N
         inputs = [i for i, a in enumerate(argv) if a == "-i"]
         assert inputs
         for i in inputs:
-            assert argv[i - 2 : i] == ["-protocol_whitelist", "file,pipe"]
+            assert argv[i - 4 : i] == [
+                "-protocol_whitelist", "file,pipe", "-format_whitelist", FORMAT_WHITELIST
+            ]  # fmt: skip
             assert argv[i + 1].startswith("file:/")
 
 

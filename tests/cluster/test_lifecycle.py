@@ -66,7 +66,8 @@ def test_worker_killed_mid_encode_is_retried_and_no_ffmpeg_is_orphaned(
     (pid,) = ffmpeg_processes(str(out_dir))
     worker = int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])
     os.kill(worker, signal.SIGKILL)  # the encoder actor's process dies, as on a node crash
-    wait_until(lambda: not Path(f"/proc/{pid}").exists() or pid not in ffmpeg_processes(""))
+    # Its ffmpeg dies with it, at once (it would otherwise encode on beside the retry).
+    wait_until(lambda: pid not in ffmpeg_processes(""), timeout=3, step=0.05)
     done = fleet.wait(job["id"], timeout=120)
     assert done["status"] == "succeeded", done["reason"]
     assert done["attempts"] == 2

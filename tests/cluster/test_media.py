@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,96 @@ def test_ffprobe_killed_from_outside_is_retryable_not_bad_input(
         with pytest.raises(EncodeError, match="stopped by signal 9") as exc:
             run(media / "clip.mp4")
         assert exc.value.retryable and exc.value.code == "probe_interrupted"
+
+
+# (file name, ffmpeg output options, expected demuxer in format_name)
+CONTAINERS = [
+    ("a.mp4", ["-c:v", "libx264"], "mp4"),
+    ("a.mov", ["-c:v", "libx264"], "mov"),
+    ("a.mkv", ["-c:v", "libx264"], "matroska"),
+    ("a.webm", ["-c:v", "libvpx", "-deadline", "realtime"], "webm"),
+    ("a.avi", ["-c:v", "mpeg4"], "avi"),
+    ("a.ts", ["-c:v", "libx264"], "mpegts"),
+    ("a.mxf", ["-c:v", "mpeg2video"], "mxf"),
+    ("a.flv", ["-c:v", "flv"], "flv"),
+    ("a.ogv", ["-c:v", "libtheora"], "ogg"),
+    ("a.mpg", ["-c:v", "mpeg2video", "-f", "vob"], "mpeg"),
+    ("a.wmv", ["-c:v", "wmv2"], "asf"),
+    ("a.y4m", [], "yuv4mpegpipe"),
+    ("a.ivf", ["-c:v", "libvpx", "-deadline", "realtime"], "ivf"),
+    ("a.h264", ["-c:v", "libx264"], "h264"),
+    ("a.hevc", ["-c:v", "libx265", "-x265-params", "log-level=error"], "hevc"),
+    ("a.gif", [], "gif"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "demuxer"), CONTAINERS)
+def test_every_supported_container_is_read(
+    tmp_path: Path, name: str, options: list[str], demuxer: str
+) -> None:
+    path = tmp_path / name
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+         "testsrc2=size=160x120:rate=25:duration=1", "-pix_fmt", "yuv420p", *options,
+         str(path)] if name != "a.gif" else
+        ["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+         "testsrc2=size=160x120:rate=10:duration=1", str(path)],
+        check=True,
+    )  # fmt: skip
+    info = probe(path)
+    assert demuxer in info.format_name.split(",") and info.video is not None
+
+
+@pytest.mark.parametrize("ext", ["wav", "mp3", "flac", "aac"])
+def test_audio_only_files_are_read_by_a_probe(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"a.{ext}"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                    "sine=duration=1", str(path)], check=True)  # fmt: skip
+    assert [a.index for a in probe(path).audio] == [0]
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A media file outside the media root, that playlists inside it point at."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    return make_clip(folder / "secret.ts", seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        (
+            "evil.mp4",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1,\n../outside/secret.ts\n#EXT-X-ENDLIST\n",
+        ),
+        ("abs.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1,\nOUTSIDE\n#EXT-X-ENDLIST\n"),
+        (
+            "url.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1,\nfile://OUTSIDE\n#EXT-X-ENDLIST\n",
+        ),
+        ("list.mkv", "ffconcat version 1.0\nfile OUTSIDE\n"),
+    ],
+)
+def test_playlists_pointing_anywhere_are_refused_in_one_line(
+    tmp_path: Path, outside: Path, name: str, content: str
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    path = root / name
+    path.write_text(content.replace("OUTSIDE", str(outside)))
+    with pytest.raises(InputError) as refused:
+        probe(path)
+    assert refused.value.code == "format_refused"
+    assert str(refused.value).startswith(f"{name}: a ")
+    assert "playlist or list of other files) is refused; give the media file itself" in str(
+        refused.value
+    )
+
+
+def test_an_os_error_while_probing_is_an_input_error_never_an_exception(tmp_path: Path) -> None:
+    too_long = tmp_path / ("a" * 300 + ".mp4")  # ENAMETOOLONG from every stat
+    for attempt in (lambda: probe(too_long), lambda: asyncio.run(probe_async(too_long))):
+        with pytest.raises(InputError) as refused:
+            attempt()
+        assert refused.value.code == "unreadable" and "File name too long" in str(refused.value)

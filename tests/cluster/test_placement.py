@@ -207,3 +207,43 @@ def test_autoscaler_bundles_ask_for_cores_or_a_share_of_a_gpu() -> None:
     assert autoscaler_bundle(job("hevc", 1920, 1080)) == {"CPU": 4}
     assert autoscaler_bundle(job(hw=Hardware.GPU)) == {"CPU": 1.0, "GPU": 0.125}
     assert autoscaler_bundle(Demand(JobKind.VALIDATE, Hardware.AUTO, "h264")) == {"CPU": 1.0}
+
+
+DEBIAN = frozenset({"libx264", "libx265", "libsvtav1", "h264_nvenc", "hevc_nvenc"})
+NO_SVT = frozenset({"libx264", "libx265", "h264_nvenc", "hevc_nvenc"})
+
+
+@pytest.mark.parametrize("policy", [Policy.PACK, Policy.SPREAD])
+def test_cpu_work_goes_only_to_nodes_whose_ffmpeg_has_the_encoder(policy: Policy) -> None:
+    nodes = [
+        node("a", 8, encoders=NO_SVT),
+        node("bb", 2, encoders=DEBIAN),
+        node("ccc", 16, encoders=frozenset()),  # no ffmpeg at all: runs nothing
+    ]
+    planner = Planner(nodes, policy)
+    av1 = Demand(JobKind.TRANSCODE, Hardware.CPU, "av1", 640, 360, encoder="libsvtav1")
+    placed = planner.place(av1)
+    assert placed is not None and placed.node_id == "bb"
+    assert planner.place(av1) is None  # bb's cores are taken; a and ccc cannot run it
+    h264 = Demand(JobKind.TRANSCODE, Hardware.CPU, "h264", 640, 360, encoder="libx264")
+    placed = planner.place(h264)
+    assert placed is not None and placed.node_id == "a"
+    probe_like = Demand(JobKind.VALIDATE, Hardware.CPU, "h264")
+    spots = [planner.place(probe_like) for _ in range(7)]
+    assert {p.node_id for p in spots if p is not None} == {"a"}
+
+
+def test_never_names_the_encoder_no_nodes_ffmpeg_has() -> None:
+    planner = Planner([node("a", 8, encoders=NO_SVT)])
+    av1 = Demand(JobKind.TRANSCODE, Hardware.CPU, "av1", encoder="libsvtav1")
+    assert planner.never(av1) == (
+        "no node in the cluster has an ffmpeg with libsvtav1; start a node whose ffmpeg "
+        "has it (framefleet node start --ffmpeg PATH)"
+    )
+    # auto may still go to a GPU that can encode the codec
+    gpus = (gpu("GPU-1", 24000, codecs=("av1",)),)
+    planner = Planner([node("a", 8, encoders=NO_SVT, gpus=gpus)])
+    auto = Demand(JobKind.TRANSCODE, Hardware.AUTO, "av1", encoder="libsvtav1")
+    assert planner.never(auto) is None
+    # nodes of unknown builds (simulations) are not checked
+    assert Planner([node("a", 8)]).never(av1) is None
