@@ -5,6 +5,7 @@ A 401 is the same whatever the path, so it never reveals whether a job exists.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from fastapi import HTTPException, Request
@@ -30,6 +31,15 @@ def bearer(header: str | None) -> str | None:
         return None
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def scoped_key(request: Request, key: str | None) -> str | None:
+    """An ``Idempotency-Key`` as the engine stores it: per token, so two clients' keys
+    never meet (the token itself is never stored, only a digest of it)."""
+    if key is None:
+        return None
+    token = bearer(request.headers.get("authorization")) or ""
+    return f"{hashlib.sha256(token.encode()).hexdigest()[:16]}:{key}"
 
 
 async def require_token(request: Request) -> None:

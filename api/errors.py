@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cluster import (
     ClusterUnavailable,
     FramefleetError,
+    IdempotencyConflict,
     InputError,
     InvalidTransition,
     InventoryError,
@@ -31,6 +32,7 @@ log = logging.getLogger("framefleet.api")
 STATUS: tuple[tuple[type[FramefleetError], int], ...] = (
     (JobNotFound, 404),
     (InvalidTransition, 409),
+    (IdempotencyConflict, 409),
     (SpecError, 422),
     (InputError, 422),
     (OutputError, 422),
@@ -49,9 +51,14 @@ def body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+RETRY_AFTER_S = "5"
+
+
 async def framefleet_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FramefleetError)
-    return JSONResponse(body(exc.code, str(exc)), status_code=status_for(exc))
+    status = status_for(exc)
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    return JSONResponse(body(exc.code, str(exc)), status_code=status, headers=headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ from cluster import (
     ClusterUnavailable,
     ConfigError,
     FramefleetError,
+    IdempotencyConflict,
     InvalidTransition,
     JobFailure,
     JobNotFound,
@@ -37,6 +38,7 @@ REFUSALS: tuple[type[FramefleetError], ...] = (
     ConfigError,
     JobNotFound,
     InvalidTransition,
+    IdempotencyConflict,
     ToolMissing,
 )
 

@@ -26,7 +26,7 @@ class SpecFields(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     keep_10bit: bool = False
     overwrite: bool = False
-    thumbnail_at: float | None = Field(default=None, ge=0, le=1e7)
+    thumbnail_at: float | None = Field(default=None, ge=0, le=1e7, allow_inf_nan=False)
     thumbnail_count: int | None = Field(default=None, ge=1, le=100)
     thumbnail_width: int | None = Field(default=None, ge=16, le=7680)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)

@@ -9,11 +9,13 @@ from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.costs import CostModel
 from cluster.encoders import CATALOG, CONTAINERS, FFMPEG_ENV, Encoder, FfmpegBuild, available
 from cluster.errors import (
+    CallTimeout,
     ClusterUnavailable,
     ConfigError,
     EncodeError,
     EncoderUnavailable,
     FramefleetError,
+    IdempotencyConflict,
     InputError,
     InvalidTransition,
     JobFailure,
@@ -45,6 +47,7 @@ __all__ = [
     "CONTAINERS",
     "FFMPEG_ENV",
     "INVENTORY_ENV",
+    "CallTimeout",
     "ClusterUnavailable",
     "ConfigError",
     "CoordinatorConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "FoundToken",
     "FramefleetError",
     "Hardware",
+    "IdempotencyConflict",
     "InputError",
     "InvalidTransition",
     "InventoryError",

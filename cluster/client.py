@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +12,14 @@ import ray
 
 from cluster.actors.handles import RemoteCoordinator, coordinator_options
 from cluster.config import CoordinatorConfig, RuntimeConfig
-from cluster.errors import ClusterUnavailable, FramefleetError
+from cluster.errors import CallTimeout, ClusterUnavailable, FramefleetError
 from cluster.jobs import JobSpec, JobStatus
 from cluster.runtime import Runtime, connect
 
+log = logging.getLogger("framefleet.client")
 COORDINATOR_START_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 30.0
+"""Every call waits at most this long (a busy or frozen engine never holds a caller)."""
 RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
 RESTART_POLL_S = 0.5
 
@@ -27,7 +31,11 @@ def _unwrap(exc: ray.exceptions.RayError) -> Exception:
         return cause
     if isinstance(exc, ray.exceptions.RayTaskError):
         return exc
-    return ClusterUnavailable(f"the coordinator is not reachable ({type(exc).__name__}): {exc}")
+    log.warning("coordinator call failed: %s", exc)  # Ray's full text, ids and all
+    return ClusterUnavailable(
+        f"the coordinator is not reachable ({type(exc).__name__}); it may be restarting: "
+        "try again shortly"
+    )
 
 
 class Fleet:
@@ -52,18 +60,18 @@ class Fleet:
             raise
         return fleet
 
-    def _call(self, ref: Any, timeout: float | None = None) -> Any:
+    def _call(self, ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         try:
             return ray.get(ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError as exc:
-            raise ClusterUnavailable(
+            raise CallTimeout(
                 f"the coordinator did not answer within {timeout:g} s; is the cluster busy?"
             ) from exc
         except ray.exceptions.RayError as exc:
             raise _unwrap(exc) from exc
 
     def _read(
-        self, method: str, *args: Any, call_timeout: float | None = None, **kwargs: Any
+        self, method: str, *args: Any, call_timeout: float = CALL_TIMEOUT_S, **kwargs: Any
     ) -> Any:
         """Call a read-only coordinator method, waiting out a coordinator restart.
 
@@ -80,7 +88,7 @@ class Fleet:
                     raise _unwrap(exc) from exc
                 time.sleep(RESTART_POLL_S)
             except ray.exceptions.GetTimeoutError as exc:
-                raise ClusterUnavailable(
+                raise CallTimeout(
                     f"the coordinator did not answer within {call_timeout:g} s; "
                     "is the cluster busy?"
                 ) from exc
@@ -111,8 +119,10 @@ class Fleet:
         jobs: list[dict[str, Any]] = self._read("list_jobs", **filters)
         return jobs
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = self._call(self._coordinator.cancel.remote(job_id))
+    def cancel(self, job_id: str, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+        """Cancel; a :class:`CallTimeout` after ``timeout`` means the coordinator is still
+        stopping the encoder (it kills it if it does not stop: the job ends cancelled)."""
+        job: dict[str, Any] = self._call(self._coordinator.cancel.remote(job_id), timeout)
         return job
 
     def retry(self, job_id: str) -> dict[str, Any]:
@@ -130,7 +140,9 @@ class Fleet:
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
     ) -> dict[str, Any]:
         """Job events after ``after`` (long-poll): ``{"events", "last_seq", "gap"}``."""
-        batch: dict[str, Any] = self._read("poll_events", after, job_ids, timeout)
+        batch: dict[str, Any] = self._read(
+            "poll_events", after, job_ids, timeout, call_timeout=timeout + CALL_TIMEOUT_S
+        )
         return batch
 
     def metrics(self) -> dict[str, Any]:

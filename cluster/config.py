@@ -29,6 +29,8 @@ class CoordinatorConfig:
     aging_s: float = 60.0
     """A queued job gains one priority level for each ``aging_s`` it waits, so low
     priorities are not starved; FIFO still holds within a level."""
+    idempotency_ttl_s: float = 24 * 3600.0
+    """How long an idempotency key returns the job(s) it first made."""
     costs: CostModel = field(default_factory=CostModel)
     """GPU memory and cores a job is expected to take (see :mod:`cluster.costs`)."""
 

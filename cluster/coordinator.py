@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from cluster.admission import admit
+from cluster.admission import admit, confine
 from cluster.agent import NodeInfo
 from cluster.capability import Capability, CodecState
 from cluster.config import CoordinatorConfig
@@ -24,6 +24,7 @@ from cluster.encoders import CATALOG, Encoder, available, choose_encoder, cpu_en
 from cluster.errors import (
     EncodeError,
     FramefleetError,
+    IdempotencyConflict,
     InputError,
     JobFailure,
     JobNotFound,
@@ -188,7 +189,15 @@ class Coordinator:
     async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
         """Queue a job. A repeated ``idempotency_key`` returns the job it first made."""
         if idempotency_key is not None and idempotency_key in self._keys:
-            return self._jobs[self._keys[idempotency_key]].to_dict()
+            first = self._jobs[self._keys[idempotency_key]]
+            if self._key_live(first):
+                # The same request, paths resolved (its output may exist by now).
+                if first.spec != confine(spec, self.config.media_roots):
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was used for a different request; "
+                        "use a new key for a new job"
+                    )
+                return first.to_dict()
         await self._await_view()
         job = self._new_job(self._admit(spec))
         if idempotency_key is not None:
@@ -204,7 +213,15 @@ class Coordinator:
     ) -> list[dict[str, Any]]:
         """Queue all of ``specs`` or none (the first refusal says which one and why)."""
         if idempotency_key is not None and idempotency_key in self._batch_keys:
-            return [self._jobs[i].to_dict() for i in self._batch_keys[idempotency_key]]
+            first = [self._jobs[i] for i in self._batch_keys[idempotency_key]]
+            if first and self._key_live(first[0]):
+                roots = self.config.media_roots
+                if [j.spec for j in first] != [confine(s, roots) for s in specs]:
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was used for a different batch; "
+                        "use a new key for a new batch"
+                    )
+                return [j.to_dict() for j in first]
         await self._await_view()
         admitted = []
         for i, spec in enumerate(specs):
@@ -254,11 +271,16 @@ class Coordinator:
         elif job.status is JobStatus.RUNNING and job_id in self._running:
             self._cancelling.add(job_id)
             lease, task = self._running[job_id]
-            with contextlib.suppress(WorkerLost):
-                await lease.handle.cancel(job_id)
+            deadline = time.monotonic() + CANCEL_WAIT_S
             try:
-                await asyncio.wait_for(asyncio.shield(task), CANCEL_WAIT_S)
+                # Bounded: an encoder that is frozen (stopped, or its node hung) answers
+                # nothing; it is then killed, and its ffmpeg dies with it.
+                with contextlib.suppress(WorkerLost):
+                    await asyncio.wait_for(lease.handle.cancel(job_id), CANCEL_WAIT_S)
+                await asyncio.wait_for(asyncio.shield(task), max(deadline - time.monotonic(), 0.1))
             except TimeoutError:
+                log.warning("encoder of job %s did not stop within %g s; killed", job_id,
+                            CANCEL_WAIT_S)  # fmt: skip
                 self._pool.release(lease, healthy=False)
             if job.status is JobStatus.RUNNING:
                 self._move(job, JobStatus.CANCELLED, reason="cancelled by user", code="cancelled")
@@ -335,6 +357,10 @@ class Coordinator:
 
     def _admit(self, spec: JobSpec) -> JobSpec:
         return admit(spec, self.config.media_roots, self._cluster_encoders())
+
+    def _key_live(self, job: Job) -> bool:
+        """An idempotency key answers with its first job(s) for ``idempotency_ttl_s``."""
+        return time.time() - job.created_at < self.config.idempotency_ttl_s
 
     async def _await_view(self) -> None:
         """Admission judges encoders by what the nodes report: before the first submit,
@@ -640,7 +666,10 @@ class Coordinator:
                 reason=f"attempt {job.attempts} failed: {outcome.error}; retrying in {delay:g} s",
             )
         else:
-            self._move(job, JobStatus.FAILED, reason=outcome.error, code=outcome.error_code)
+            reason = outcome.error or "failed"
+            if outcome.retryable:  # it was retried as long as the policy allows
+                reason = f"{reason}; gave up after {job.attempts} attempts"
+            self._move(job, JobStatus.FAILED, reason=reason, code=outcome.error_code)
 
     def _node_gone(self, job: Job) -> bool:
         node_id = (job.placement or {}).get("node_id")

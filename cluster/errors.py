@@ -16,9 +16,11 @@ one table.
      │    └── WorkerLost          the encoder actor or its node died             (retried)
      ├── JobNotFound
      ├── InvalidTransition        a job state change the state machine forbids
+     ├── IdempotencyConflict      an idempotency key reused for a different request
      ├── ConfigError              a setting or configuration file cannot be used
      │                            (GPU inventory, cost model, watch folder, Ray token)
      ├── ClusterUnavailable       Ray or the coordinator cannot be reached
+     │    └── CallTimeout         it did not answer within the call's time limit
      └── ToolMissing              ffmpeg/ffprobe not installed
 """
 
@@ -77,9 +79,19 @@ class JobNotFound(FramefleetError):
         super().__init__(f"no job with id {job_id!r}; list jobs to find its id")
         self.job_id = job_id
 
+    def __reduce__(self) -> tuple[type[JobNotFound], tuple[str]]:
+        # Pickled across Ray by its id, not its message (which would be wrapped again).
+        return (type(self), (self.job_id,))
+
 
 class InvalidTransition(FramefleetError):
     code = "invalid_transition"
+
+
+class IdempotencyConflict(FramefleetError):
+    """An idempotency key used again for a different request."""
+
+    code = "idempotency_conflict"
 
 
 class ConfigError(FramefleetError):
@@ -90,6 +102,12 @@ class ConfigError(FramefleetError):
 
 class ClusterUnavailable(FramefleetError):
     code = "cluster_unavailable"
+
+
+class CallTimeout(ClusterUnavailable):
+    """The coordinator did not answer a call within its time limit."""
+
+    code = "timeout"
 
 
 class ToolMissing(FramefleetError):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cluster.errors import OutputError, SpecError
 
+OVERWRITE_HINT = "allow overwriting to replace it (overwrite: true; --overwrite)"
 NAME_MAX = 255
 """Bytes in one file or folder name (Linux filesystems)."""
 PATH_MAX = 4096
@@ -65,7 +66,7 @@ def check_output_file(path: Path, *, input_path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise OutputError(f"output {path} is a folder; give a file name such as {path}/out.mp4")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+        raise OutputError(f"{path} already exists; {OVERWRITE_HINT}")
     _check_writable_folder(path.parent, create=False)
 
 

@@ -31,6 +31,7 @@ from cluster.errors import (
 )
 from cluster.ffmpeg import Command
 from cluster.media import refused_format
+from cluster.paths import OVERWRITE_HINT
 from cluster.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
 
 STDERR_TAIL_LINES = 30
@@ -101,7 +102,7 @@ def failure_for(result: RunResult, *, input_name: str, encoder: str | None = Non
         if marker in tail:
             return InputError(f"{input_name}: corrupt or unreadable input ({marker})")
     if result.returncode < 0:
-        return EncodeError(f"ffmpeg was killed by signal {-result.returncode}; retrying may help")
+        return EncodeError(f"ffmpeg was killed by signal {-result.returncode}")
     return EncodeError(f"ffmpeg failed (exit {result.returncode}): {last or 'no message'}")
 
 
@@ -211,7 +212,7 @@ def commit_outputs(command: Command, *, overwrite: bool) -> None:
     for partial, final in command.outputs:
         if not overwrite and os.path.exists(final):
             remove_partials(command)
-            raise OutputError(f"{final} already exists; pass --overwrite to replace it")
+            raise OutputError(f"{final} already exists; {OVERWRITE_HINT}")
         if not Path(partial).exists():
             remove_partials(command)
             raise EncodeError(f"ffmpeg finished but wrote no {Path(final).name}")

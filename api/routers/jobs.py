@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from api.auth import scoped_key
 from api.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
-from cluster import Fleet, JobKind, JobSpec, JobStatus, SpecError, confine
+from cluster import CallTimeout, Fleet, JobKind, JobSpec, JobStatus, SpecError, confine
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[
@@ -37,7 +38,7 @@ def submit(
 ) -> JobView:
     """Queue one job. Paths must resolve inside the media roots."""
     spec = confine(body.to_spec(), request.app.state.media_roots)
-    job = fleet_of(request).submit(spec, idempotency_key=key)
+    job = fleet_of(request).submit(spec, idempotency_key=scoped_key(request, key))
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return JobView.of(job)
 
@@ -51,8 +52,25 @@ def submit_batch(body: BatchRequest, request: Request, key: IdempotencyKey = Non
     roots = request.app.state.media_roots
     specs = [confine(JobSpec(**{**body.spec.model_dump(), "input": src, "output": out}), roots)
              for src, out in zip(body.inputs, _outputs(body), strict=True)]  # fmt: skip
-    jobs = fleet_of(request).submit_many(specs, idempotency_key=key)
+    _refuse_shared_outputs(specs)
+    jobs = fleet_of(request).submit_many(specs, idempotency_key=scoped_key(request, key))
     return BatchView(ids=[j["id"] for j in jobs], jobs=[JobView.of(j) for j in jobs])
+
+
+def _refuse_shared_outputs(specs: list[JobSpec]) -> None:
+    """Two transcodes of one batch writing one file would both encode in full, then one
+    would fail: refuse the batch instead."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs, start=1):
+        if spec.kind is not JobKind.TRANSCODE or spec.output is None:
+            continue
+        if spec.output in seen:
+            raise SpecError(
+                f"jobs {seen[spec.output]} and {i} of {len(specs)} both write {spec.output}; "
+                "give each input its own output",
+                code="duplicate_output",
+            )
+        seen[spec.output] = i
 
 
 def _outputs(body: BatchRequest) -> list[str | None]:
@@ -67,7 +85,7 @@ def _outputs(body: BatchRequest) -> list[str | None]:
                 f"outputs has {len(body.outputs)} entries for {len(body.inputs)} inputs; "
                 "give one per input, or an output_dir"
             )
-        return list(body.outputs)
+        return list(body.outputs)  # the same file twice is caught once resolved
     if body.output_dir is None:
         raise SpecError(f"a {kind} batch needs outputs (one per input) or an output_dir")
     if kind is JobKind.THUMBNAIL:
@@ -91,9 +109,11 @@ def list_jobs(
         status=str(status) if status else None,
         kind=str(kind) if kind else None,
         after_seq=cursor,
-        limit=limit,
+        limit=limit + 1,  # one more: is there a next page at all?
     )
-    next_cursor = jobs[-1]["seq"] if len(jobs) == limit else None
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    next_cursor = jobs[-1]["seq"] if more else None
     return JobPage(jobs=[JobView.of(j) for j in jobs], next_cursor=next_cursor)
 
 
@@ -107,12 +127,27 @@ async def get_job(job_id: str, request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.delete("/{job_id}", response_model=JobView)
-def cancel_job(job_id: str, request: Request) -> JobView:
-    """Cancel (idempotent): a running ffmpeg is killed and nothing partial is left."""
-    request.app.state.hub.cache.drop(job_id)
-    job = fleet_of(request).cancel(job_id)
-    request.app.state.hub.cache.drop(job_id)
+CANCEL_REPLY_S = 10.0
+"""How long DELETE waits for the encoder to stop before answering 202 (still stopping)."""
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobView,
+    responses={202: {"model": JobView, "description": "Cancel requested; still stopping."}},
+)
+def cancel_job(job_id: str, request: Request, response: Response) -> JobView:
+    """Cancel (idempotent): a running ffmpeg is killed and nothing partial is left. 200 with
+    the cancelled job; 202 when its encoder has not stopped within 10 s (the coordinator
+    goes on, and kills the encoder if it does not stop: follow the job's events)."""
+    cache, fleet = request.app.state.hub.cache, fleet_of(request)
+    cache.drop(job_id)
+    try:
+        job = fleet.cancel(job_id, timeout=CANCEL_REPLY_S)
+    except CallTimeout:
+        response.status_code = 202
+        job = fleet.get(job_id)
+    cache.drop(job_id)
     return JobView.of(job)
 
 

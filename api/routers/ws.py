@@ -23,20 +23,33 @@ from api.events import Subscription
 router = APIRouter(tags=["events"])
 AUTH_WAIT_S = 5.0
 UNAUTHORIZED = 4401
+BAD_FRAME = 4400
+TOO_MANY = 1013  # "try again later"
+MAX_WAITING_FOR_AUTH = 64
+"""Sockets that may wait for their token message at once; more are closed at once."""
 MAX_SUBSCRIBE = 10_000
+_waiting = 0
 
 
 @router.websocket("/v1/ws")
 async def events_socket(ws: WebSocket) -> None:
-    await ws.accept()
+    global _waiting
     tokens = ws.app.state.tokens
     given = bearer(ws.headers.get("authorization"))
+    if given is None and _waiting >= MAX_WAITING_FOR_AUTH:
+        await ws.close(code=TOO_MANY, reason="too many unauthenticated sockets; retry")
+        return
+    await ws.accept()
     if given is None:
+        _waiting += 1
         try:
-            first = json.loads(await asyncio.wait_for(ws.receive_text(), AUTH_WAIT_S))
-            given = first.get("token") if isinstance(first, dict) else None
-        except (TimeoutError, ValueError, WebSocketDisconnect):
-            given = None
+            given = await _token_message(ws)
+        except _BadFrame:
+            with contextlib.suppress(Exception):
+                await ws.close(code=BAD_FRAME, reason='send {"token": "..."} as text')
+            return
+        finally:
+            _waiting -= 1
     if not isinstance(given, str) or not token_ok(given, tokens):
         with contextlib.suppress(Exception):
             await ws.close(code=UNAUTHORIZED, reason="a valid token is required")
@@ -62,14 +75,41 @@ async def events_socket(ws: WebSocket) -> None:
             listener.cancel()
 
 
+class _BadFrame(Exception):
+    pass
+
+
+async def _token_message(ws: WebSocket) -> str | None:
+    """The token from the first message (text JSON), or ``None``; a binary first frame
+    is a :class:`_BadFrame`."""
+    try:
+        message = await asyncio.wait_for(ws.receive(), AUTH_WAIT_S)
+    except TimeoutError:
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is None:
+        raise _BadFrame
+    try:
+        first = json.loads(text)
+    except ValueError:
+        return None
+    token = first.get("token") if isinstance(first, dict) else None
+    return token if isinstance(token, str) else None
+
+
 async def _listen(ws: WebSocket, sub: Subscription) -> None:
     """Apply ``{"subscribe": [...] | "all"}`` messages until the client leaves."""
     with contextlib.suppress(WebSocketDisconnect):
         while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
             try:
-                message = json.loads(await ws.receive_text())
+                message = json.loads(frame.get("text") or "")
             except ValueError:
-                await ws.send_json({"type": "error", "message": "send JSON"})
+                await ws.send_json({"type": "error", "message": "send JSON as text"})
                 continue
             choice = message.get("subscribe") if isinstance(message, dict) else None
             if choice == "all":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Any
 
 import ray
@@ -131,13 +132,22 @@ class RayEncoder:
         except ray.exceptions.RayTaskError as exc:
             raise EncodeError(f"encoder on {self._where} failed: {exc.cause!r}") from exc
         except ray.exceptions.RayError as exc:
-            why = next(
-                (line.strip() for line in str(exc).splitlines() if "because" in line),
-                "the node may have died",
-            )
             raise WorkerLost(
-                f"the encoder on {self._where} was lost ({type(exc).__name__}: {why})"
+                f"the encoder on {self._where} was lost ({type(exc).__name__}: {lost_why(exc)})"
             ) from exc
+
+
+_RAY_IDS = re.compile(r"\b[0-9a-f]{16,}\b")
+MAX_WHY_CHARS = 120
+
+
+def lost_why(exc: BaseException) -> str:
+    """Ray's reason an actor was lost, short: its first "because..." clause, no ids."""
+    text = " ".join(str(exc).split())
+    _, found, after = text.partition("because ")
+    why = after if found else "the process or its node died"
+    why = _RAY_IDS.sub("…", why.split(". ")[0]).rstrip(".")
+    return why if len(why) <= MAX_WHY_CHARS else why[: MAX_WHY_CHARS - 1] + "…"
 
 
 class RayBackend:

@@ -327,7 +327,7 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
         assert job["status"] == "succeeded" and job["placement"]["encoder"] == "libx265"
         assert [s["codec_name"] for s in streams(media / "o.mkv", "video")] == ["hevc"]
         again = client("submit", str(media / "clip.mp4"), "-o", str(media / "o.mkv"))
-        assert again.returncode == 2 and "pass --overwrite" in one_line_error(again)
+        assert again.returncode == 2 and "--overwrite" in one_line_error(again)
         replaced = client("submit", str(media / "clip.mp4"), "-o", str(media / "o.mkv"),
                           "--hardware", "cpu", "--overwrite", "--wait")  # fmt: skip
         assert replaced.returncode == 0, replaced.stderr

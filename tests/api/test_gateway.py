@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,15 @@ def test_idempotency_key_returns_the_same_job(gateway: Gateway) -> None:
     again = gateway.http.post("/v1/jobs", json=spec, headers=headers).json()
     other = gateway.http.post("/v1/jobs", json=spec).json()
     assert first["id"] == again["id"] != other["id"]
+    # The same key for a different request is a conflict, not the first job silently.
+    changed = gateway.http.post("/v1/jobs", json={**spec, "priority": 5}, headers=headers)
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "idempotency_conflict"
+    # Keys belong to the token that used them: another client's "order-42" is its own.
+    theirs = gateway.http.post(
+        "/v1/jobs", json=spec, headers={**headers, "Authorization": "Bearer another-token"}
+    ).json()
+    assert theirs["id"] != first["id"]
 
 
 @pytest.mark.parametrize(
@@ -351,3 +363,88 @@ def test_metrics_are_open_cluster_wide_and_count_what_happened(gateway: Gateway)
     assert any(n == "framefleet_queue_wait_seconds_bucket" for n, _ in samples)
     assert any(n == "framefleet_node_cpus" and v == 2 for (n, _), v in samples.items())
     assert not any(job["id"] in str(labels) for _, labels in samples)  # no job ids as labels
+
+
+def test_cancel_against_a_frozen_encoder_answers_in_bounded_time(gateway: Gateway) -> None:
+    dst = gateway.out / "frozen.mkv"
+    body = {"input": str(gateway.media / "long.mp4"), "output": str(dst), "codec": "hevc",
+            "speed": "slow", "hardware": "cpu"}  # fmt: skip
+    job = gateway.http.post("/v1/jobs", json=body).json()
+
+    def running() -> bool:
+        j = gateway.http.get(f"/v1/jobs/{job['id']}").json()
+        return j["status"] == "running" and (j["progress"] or {}).get("percent", 0) > 0
+
+    wait_until(running, timeout=60)
+    (ffmpeg,) = ffmpeg_processes(str(dst.parent / ".frozen"))
+    actor = int(Path(f"/proc/{ffmpeg}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+    os.kill(actor, signal.SIGSTOP)  # the encoder actor freezes; its ffmpeg runs on
+    try:
+        started = time.monotonic()
+        r = gateway.http.delete(f"/v1/jobs/{job['id']}")
+        took = time.monotonic() - started
+        assert r.status_code == 202 and r.json()["status"] == "running", r.text
+        assert took < 14, took  # the gateway's limit (10 s), not the engine's (15 s)
+        events = follow(gateway, job["id"], timeout=60)
+        assert events[-1]["status"] == "cancelled"
+        wait_until(lambda: ffmpeg_processes(str(gateway.out)) == [], timeout=10)
+        assert not dst.exists() and leftovers(gateway.out) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(actor, signal.SIGCONT)
+
+
+def test_small_things_said_right(gateway: Gateway) -> None:
+    missing = gateway.http.get("/v1/jobs/abc")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "no job with id 'abc'; list jobs to find its id"
+    nan = gateway.http.post(
+        "/v1/jobs",
+        content=f'{{"kind": "thumbnail", "input": "{gateway.media}/clip.mp4", '
+        f'"output": "{gateway.out}/t", "thumbnail_at": NaN}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert nan.status_code == 422 and "finite number" in nan.text, nan.text
+    (gateway.out / "exists.mp4").write_bytes(b"x")
+    body = {"input": str(gateway.media / "clip.mp4"), "output": str(gateway.out / "exists.mp4")}
+    exists = gateway.http.post("/v1/jobs", json=body)
+    message = exists.json()["error"]["message"]
+    assert exists.status_code == 422 and "overwrite: true" in message
+    assert "pass --overwrite" not in message
+    twice = gateway.http.post("/v1/jobs/batch", json={
+        "inputs": [str(gateway.media / "clip.mp4"), str(gateway.media / "long.mp4")],
+        "outputs": [str(gateway.out / "same.mp4"), str(gateway.out / "./same.mp4")]})  # fmt: skip
+    assert twice.status_code == 422 and twice.json()["error"]["code"] == "duplicate_output"
+    assert "jobs 1 and 2 of 2 both write" in twice.json()["error"]["message"]
+
+
+def test_a_streamed_body_over_the_limit_gets_413(gateway: Gateway) -> None:
+    def chunks() -> Any:
+        for _ in range(100):
+            yield b" " * 1024  # 100 KiB in all, over the test gateway's 64 KiB
+
+    r = gateway.http.post(
+        "/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+
+def test_next_cursor_only_when_more_follows(gateway: Gateway) -> None:
+    everything = gateway.http.get("/v1/jobs", params={"limit": 500}).json()
+    total = len(everything["jobs"])
+    assert 2 <= total < 500 and everything["next_cursor"] is None
+    exactly = gateway.http.get("/v1/jobs", params={"limit": total}).json()
+    assert len(exactly["jobs"]) == total and exactly["next_cursor"] is None  # a full last page
+    short = gateway.http.get("/v1/jobs", params={"limit": total - 1}).json()
+    assert short["next_cursor"] is not None
+    rest = gateway.http.get("/v1/jobs", params={"cursor": short["next_cursor"]}).json()
+    assert [j["id"] for j in rest["jobs"]] == [everything["jobs"][-1]["id"]]
+
+
+def test_a_binary_first_frame_closes_the_socket_with_4400(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/ws"
+    with connect(url) as ws:
+        ws.send(b"\x00\x01")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400

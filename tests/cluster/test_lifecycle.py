@@ -68,9 +68,12 @@ def test_worker_killed_mid_encode_is_retried_and_no_ffmpeg_is_orphaned(
     os.kill(worker, signal.SIGKILL)  # the encoder actor's process dies, as on a node crash
     # Its ffmpeg dies with it, at once (it would otherwise encode on beside the retry).
     wait_until(lambda: pid not in ffmpeg_processes(""), timeout=3, step=0.05)
-    done = fleet.wait(job["id"], timeout=120)
+    events: list[dict[str, object]] = []
+    done = fleet.wait(job["id"], on_event=events.append, timeout=120)
     assert done["status"] == "succeeded", done["reason"]
     assert done["attempts"] == 2
+    [lost] = [str(e["reason"]) for e in events if "was lost" in str(e["reason"] or "")]
+    assert len(lost) < 300, lost  # one short line, without Ray's ids and paragraphs
     assert count_frames(out_dir / "o.mp4") == 750
     assert leftovers(out_dir) == []
 
