@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cluster.encoders import CATALOG, Encoder, container_for
 from cluster.errors import SpecError
+from cluster.ffmpeg import check_thumbnail_request
 from cluster.jobs import Hardware, JobKind, JobSpec
 from cluster.paths import check_output_file, check_output_folder, resolve
 
@@ -14,6 +15,8 @@ from cluster.paths import check_output_file, check_output_folder, resolve
 def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
     """Reject what cannot work whatever the files hold: container, codec, and (unless
     ``encoders`` is ``None``) an encoder that some node's ffmpeg has."""
+    if spec.kind is JobKind.THUMBNAIL:
+        check_thumbnail_request(spec.thumbnail_count, spec.thumbnail_width)
     if spec.kind is not JobKind.TRANSCODE:
         return
     assert spec.output is not None

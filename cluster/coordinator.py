@@ -447,7 +447,7 @@ class Coordinator:
     async def _probe(self, job: Job) -> None:
         try:
             async with self._probe_slots:
-                media = await probe_async(job.spec.input)
+                media = await probe_async(job.spec.input, self.config.media_roots)
             if job.spec.kind is not JobKind.PROBE:
                 media.require_video()
             if job.spec.kind is JobKind.THUMBNAIL:
@@ -599,6 +599,7 @@ class Coordinator:
                 encoder,
                 cuda_device=placement.gpu_uuid,
                 ffmpeg=node.ffmpeg.path if node.ffmpeg else "ffmpeg",
+                roots=tuple(str(r) for r in self.config.media_roots),
             )
         except JobFailure as exc:
             self._fail(job, exc)

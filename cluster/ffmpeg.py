@@ -165,27 +165,71 @@ def thumbnail_times(spec: JobSpec, media: MediaInfo) -> list[float]:
     return [round(duration * (i + 0.5) / count, 3) for i in range(count)]
 
 
+SEEK_INPUTS_MAX = 8
+"""Up to this many thumbnails, each is a fast seek (an input of its own, all open at once);
+more are taken from one decode of the input, so memory does not grow with the count."""
+THUMBNAIL_PIXELS_MAX = 100 * 1920 * 1080
+"""All thumbnails of a job together: at most 100 full-HD images."""
+THUMBNAIL_COLUMNS_MAX = 100 * 1920
+"""``thumbnail_count x thumbnail_width``, checked at submit before the input's size is known."""
+
+
+def check_thumbnail_request(count: int | None, width: int | None) -> None:
+    """Refuse at submit what can only be too large, whatever the input."""
+    if count and width and count * width > THUMBNAIL_COLUMNS_MAX:
+        raise SpecError(
+            f"{count} thumbnails {width} px wide are too many pixels; at most "
+            f"{THUMBNAIL_COLUMNS_MAX} (count x width), for example 100 at 1920 or 25 at 7680",
+            code="too_large",
+        )
+
+
+def _thumbnail_size(spec: JobSpec, media: MediaInfo) -> tuple[int, int]:
+    video = media.require_video()
+    width, height = video.width or 1, video.height or 1
+    if video.rotation in (90, 270):
+        width, height = height, width
+    if spec.thumbnail_width:
+        return spec.thumbnail_width, max(2, round(height * spec.thumbnail_width / width))
+    return width, height
+
+
 def thumbnail_command(spec: JobSpec, media: MediaInfo, *, job_id: str) -> Command:
-    """JPEG thumbnails in ``spec.output`` (a folder), one fast seek per image, in one ffmpeg."""
+    """JPEG thumbnails in ``spec.output`` (a folder), in one ffmpeg: a fast seek per image
+    up to :data:`SEEK_INPUTS_MAX` images, else one decode that picks the frames."""
     assert spec.output is not None
     video = media.require_video()
     times = thumbnail_times(spec, media)
+    width, height = _thumbnail_size(spec, media)
+    if len(times) * width * height > THUMBNAIL_PIXELS_MAX:
+        raise SpecError(
+            f"{len(times)} thumbnails of {width}x{height} are too many pixels (at most "
+            f"{THUMBNAIL_PIXELS_MAX}); ask for fewer or smaller",
+            code="too_large",
+        )
     folder = Path(os.path.abspath(spec.output))
     stem = Path(spec.input).stem
+    names = [f"{stem}.jpg"] if len(times) == 1 else [f"{stem}_{i:03d}.jpg" for i in
+                                                    range(1, len(times) + 1)]  # fmt: skip
+    outputs = [(partial_path(folder / n, job_id), str(folder / n)) for n in names]
+    scale = f"scale={spec.thumbnail_width}:-2" if spec.thumbnail_width else None
     argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y"]
+    if len(times) > SEEK_INPUTS_MAX:
+        # One pass: the first frame at or after each time (t crosses it since the last).
+        picks = "+".join(f"gte(t\\,{t:.3f})*not(gte(prev_t\\,{t:.3f}))" for t in times)
+        chain = f"select='{picks}'" + (f",{scale}" if scale else "")
+        pattern = partial_path(folder / f"{stem.replace('%', '%%')}_%03d.jpg", job_id)
+        argv += [*_input(spec.input), "-map", f"0:{video.index}", "-vf", chain,
+                 "-fps_mode", "passthrough", "-frames:v", str(len(times)), "-q:v", "3",
+                 "-f", "image2", "-start_number", "1", f"file:{pattern}"]  # fmt: skip
+        return Command(argv=argv, outputs=outputs, total_frames=len(times))
     for t in times:
         argv += _input(spec.input, seek=t)
-    outputs: list[tuple[str, str]] = []
-    scale = f"scale={spec.thumbnail_width}:-2" if spec.thumbnail_width else None
-    for i, _ in enumerate(times):
-        name = f"{stem}.jpg" if len(times) == 1 else f"{stem}_{i + 1:03d}.jpg"
-        final = str(folder / name)
-        partial = partial_path(final, job_id)
+    for i, (partial, _) in enumerate(outputs):
         argv += ["-map", f"{i}:{video.index}", "-frames:v", "1", "-q:v", "3"]
         if scale:
             argv += ["-vf", scale]
         argv += ["-f", "image2", "-update", "1", f"file:{partial}"]
-        outputs.append((partial, final))
     return Command(argv=argv, outputs=outputs, total_frames=len(times))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import EncodeError, InputError, ToolMissing
+from cluster.paths import open_input
 
 PROBE_TIMEOUT_S = 60.0
 INPUT_FORMATS = (
@@ -333,13 +334,18 @@ def _result(path: Path, returncode: int, stdout: bytes, stderr: bytes) -> MediaI
     return info
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    """Probe ``path`` with ffprobe (blocking)."""
+def probe(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaInfo:
+    """Probe ``path`` with ffprobe (blocking); see :func:`probe_async` for ``roots``."""
     p = Path(path)
     _check_readable(p)
+    fd = open_input(str(p), roots)
     try:
         done = subprocess.run(
-            probe_argv(p), capture_output=True, timeout=PROBE_TIMEOUT_S, check=False
+            probe_argv(f"/proc/self/fd/{fd}"),
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+            pass_fds=(fd,),
         )
     except FileNotFoundError as exc:
         raise ToolMissing.for_tool("ffprobe") from exc
@@ -347,23 +353,31 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
     except subprocess.TimeoutExpired as exc:
         raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+    finally:
+        os.close(fd)
     return _result(p, done.returncode, done.stdout, done.stderr)
 
 
-async def probe_async(path: str | os.PathLike[str]) -> MediaInfo:
-    """Probe ``path`` with ffprobe without blocking the event loop."""
+async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaInfo:
+    """Probe ``path`` with ffprobe without blocking the event loop. The file is opened
+    here (no link in its last part, and inside ``roots``) and ffprobe reads that open
+    file, so a link swapped in after submit cannot show another file's metadata."""
     p = Path(path)
     _check_readable(p)
+    fd = open_input(str(p), roots)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *probe_argv(p),
+            *probe_argv(f"/proc/self/fd/{fd}"),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            pass_fds=(fd,),
         )
     except FileNotFoundError as exc:
+        os.close(fd)
         raise ToolMissing.for_tool("ffprobe") from exc
     except OSError as exc:
+        os.close(fd)
         raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
@@ -371,4 +385,6 @@ async def probe_async(path: str | os.PathLike[str]) -> MediaInfo:
         proc.kill()
         await proc.wait()
         raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+    finally:
+        os.close(fd)
     return _result(p, proc.returncode if proc.returncode is not None else 0, stdout, stderr)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
 
-from cluster.errors import OutputError, SpecError
+from cluster.errors import InputError, JobFailure, OutputError, SpecError
 
 OVERWRITE_HINT = "allow overwriting to replace it (overwrite: true; --overwrite)"
 NAME_MAX = 255
@@ -87,3 +89,85 @@ def _check_writable_folder(folder: Path, *, create: bool) -> None:
         raise OutputError(f"cannot write under {folder}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write in {probe} (permission denied)")
+
+
+# ---- at run time: open once, check what was opened -------------------------------------
+
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def opened_path(fd: int) -> Path:
+    """Where an open file really is (the kernel's account, after every link)."""
+    return Path(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+def check_opened(fd: int, roots: tuple[Path, ...], *, what: str, shown: str) -> None:
+    """What ``fd`` opened lies inside ``roots`` (none: anywhere), else a :class:`SpecError`."""
+    if not roots:
+        return
+    real = opened_path(fd)
+    if not _inside(real, tuple(Path(os.path.realpath(r)) for r in roots)):
+        raise SpecError(
+            f"{what} {shown} now leads outside the media roots (a link changed since the "
+            "job was submitted); nothing was read or written there",
+            code="outside_roots",
+        )
+
+
+def open_input(path: str, roots: tuple[Path, ...]) -> int:
+    """``path`` opened for reading, refusing a link in its last part and a file that is
+    (now) outside ``roots``; the caller closes the descriptor."""
+    try:
+        fd = os.open(path, _OPEN_FILE)
+    except OSError as exc:
+        raise _open_error(exc, "input", path) from exc
+    try:
+        check_opened(fd, roots, what="input", shown=path)
+        if not os.path.isfile(f"/proc/self/fd/{fd}"):
+            raise SpecError(f"input {path} is not a regular file", code="not_media")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_folder(path: str, roots: tuple[Path, ...], *, create: bool = False) -> int:
+    """The folder ``path`` opened (made first, below its deepest existing folder, when
+    ``create``), refusing links in the part made or opened and a folder outside ``roots``."""
+    folder = Path(path)
+    missing: list[str] = []
+    while create and not os.path.lexists(folder) and folder != folder.parent:
+        missing.insert(0, folder.name)
+        folder = folder.parent
+    try:
+        fd = os.open(folder, _OPEN_DIR)
+    except OSError as exc:
+        raise _open_error(exc, "output folder", str(folder)) from exc
+    try:
+        check_opened(fd, roots, what="output folder", shown=str(folder))
+        for name in missing:  # made inside what was checked, one level at a time
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o777, dir_fd=fd)
+            child = os.open(name, _OPEN_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as exc:
+        os.close(fd)
+        raise _open_error(exc, "output folder", path) from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_error(exc: OSError, what: str, path: str) -> JobFailure:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return SpecError(
+            f"{what} {path} became a link since the job was submitted; refused",
+            code="outside_roots",
+        )
+    if what == "input":
+        code = "input_missing" if exc.errno == errno.ENOENT else "unreadable"
+        return InputError(f"{path}: cannot be opened ({exc.strerror})", code=code)
+    return OutputError(f"{what} {path} cannot be opened ({exc.strerror})")

@@ -115,8 +115,10 @@ class FfmpegRun:
         *,
         on_progress: Callable[[ProgressSnapshot], None] | None = None,
         throttle: ProgressThrottle | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.command = command
+        self._pass_fds = pass_fds
         self._on_progress = on_progress
         self._throttle = throttle or ProgressThrottle()
         self._parser = ProgressParser(
@@ -142,7 +144,7 @@ class FfmpegRun:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=null, stdout=pipe, stderr=pipe, env=env,
-                preexec_fn=lambda: _child_setup(parent),
+                preexec_fn=lambda: _child_setup(parent), pass_fds=self._pass_fds,
             )  # fmt: skip
         except FileNotFoundError as exc:
             raise ToolMissing.for_tool("ffmpeg") from exc

@@ -25,6 +25,8 @@ class WorkOrder:
     media: MediaInfo
     command: Command
     encoder: str | None = None
+    roots: tuple[str, ...] = ()
+    """The media roots the node checks the files against right before ffmpeg starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ def plan_work(
     *,
     cuda_device: str | None = None,
     ffmpeg: str = "ffmpeg",
+    roots: tuple[str, ...] = (),
 ) -> WorkOrder:
     """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
     ``ffmpeg`` of the node it was placed on.
@@ -90,4 +93,6 @@ def plan_work(
     else:
         raise ValueError(f"{spec.kind} jobs need no encoder")
     command = replace(command, argv=[ffmpeg, *command.argv[1:]])
-    return WorkOrder(job_id, attempt, spec, media, command, encoder.name if encoder else None)
+    return WorkOrder(
+        job_id, attempt, spec, media, command, encoder.name if encoder else None, roots
+    )

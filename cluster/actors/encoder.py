@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -21,8 +20,9 @@ from typing import Any
 
 from cluster.errors import EncodeError, EncoderUnavailable, InputError, JobFailure, ToolMissing
 from cluster.jobs import JobKind
+from cluster.pinned import Pinned
 from cluster.progress import ProgressSnapshot, ProgressThrottle
-from cluster.runner import FfmpegRun, RunResult, commit_outputs, failure_for, remove_partials
+from cluster.runner import FfmpegRun, RunResult, failure_for
 from cluster.work import WorkOrder, WorkOutcome
 
 log = logging.getLogger("framefleet.encoder")
@@ -41,7 +41,7 @@ def truncation_gap(expected_s: float | None, got_s: float | None) -> float | Non
 class EncoderWorker:
     def __init__(self, *, progress_sink: ProgressSink | None = None) -> None:
         self._sink = progress_sink
-        self._current: tuple[WorkOrder, FfmpegRun] | None = None
+        self._current: tuple[WorkOrder, FfmpegRun, Pinned] | None = None
         self._cancelled: set[str] = set()
         atexit.register(self._kill_on_exit)
 
@@ -53,29 +53,39 @@ class EncoderWorker:
             if self._sink is not None:
                 self._sink(order.job_id, order.attempt, snapshot)
 
-        run = FfmpegRun(order.command, on_progress=report, throttle=ProgressThrottle())
-        log.info("job %s attempt %d: %s", order.job_id, order.attempt, run.describe())
-        self._current = (order, run)
+        run: FfmpegRun | None = None
+        pinned: Pinned | None = None
         outcome: WorkOutcome | None = None
         try:
-            outcome = await self._execute(order, run)
+            # Opened and checked here, right before ffmpeg starts (see cluster.pinned).
+            pinned = Pinned.open(
+                order.command,
+                input_path=order.spec.input,
+                roots=tuple(Path(r) for r in order.roots),
+                create_folders=order.spec.kind is JobKind.THUMBNAIL,
+            )
+            run = FfmpegRun(pinned.command, on_progress=report, throttle=ProgressThrottle(),
+                            pass_fds=pinned.pass_fds)  # fmt: skip
+            log.info("job %s attempt %d: %s", order.job_id, order.attempt, run.describe())
+            self._current = (order, run, pinned)
+            outcome = await self._execute(order, run, pinned)
         except JobFailure as exc:
-            outcome = WorkOutcome.failure(order, exc, run.latest)
+            outcome = WorkOutcome.failure(order, exc, run.latest if run else None)
         except ToolMissing as exc:  # this node lacks ffmpeg; another node may have it
             failure = EncoderUnavailable(f"{socket.gethostname()}: {exc}", code=exc.code)
-            outcome = WorkOutcome.failure(order, failure, run.latest)
+            outcome = WorkOutcome.failure(order, failure, run.latest if run else None)
         except OSError as exc:
-            outcome = WorkOutcome.failure(order, EncodeError(str(exc)), run.latest)
+            outcome = WorkOutcome.failure(order, EncodeError(str(exc)), run.latest if run else None)
         finally:
             self._current = None
-            if outcome is None or outcome.status != "succeeded":
-                remove_partials(order.command)
+            if pinned is not None:
+                if outcome is None or outcome.status != "succeeded":
+                    pinned.remove_partials()
+                pinned.close()
         return replace(outcome, elapsed_s=round(time.monotonic() - started, 3))
 
-    async def _execute(self, order: WorkOrder, run: FfmpegRun) -> WorkOutcome:
+    async def _execute(self, order: WorkOrder, run: FfmpegRun, pinned: Pinned) -> WorkOutcome:
         spec = order.spec
-        if spec.kind is JobKind.THUMBNAIL and spec.output:
-            Path(spec.output).mkdir(parents=True, exist_ok=True)
         result = await run.run()
         if order.job_id in self._cancelled:
             return WorkOutcome(order.job_id, order.attempt, "cancelled", progress=result.progress)
@@ -85,10 +95,10 @@ class EncoderWorker:
             raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
         payload: dict[str, Any]
         if spec.kind is JobKind.TRANSCODE:
-            payload = self._transcoded(order, result)
+            payload = self._transcoded(order, result, pinned.size())
         else:
             payload = {"images": [final for _, final in order.command.outputs]}
-        commit_outputs(order.command, overwrite=spec.overwrite)
+        pinned.commit(overwrite=spec.overwrite)
         return WorkOutcome(
             order.job_id,
             order.attempt,
@@ -99,13 +109,13 @@ class EncoderWorker:
         )
 
     @staticmethod
-    def _transcoded(order: WorkOrder, result: RunResult) -> dict[str, Any]:
+    def _transcoded(order: WorkOrder, result: RunResult, size: int) -> dict[str, Any]:
         """Check and describe the output from ffmpeg's own account of what it wrote.
 
         ffmpeg's last progress block gives the time and frames it muxed; a second
         ffprobe would cost ~130 ms of CPU per job (process start-up) for no more truth.
         """
-        partial, final = order.command.outputs[0]
+        _, final = order.command.outputs[0]
         written = result.progress.out_time_s if result.progress else None
         gap = truncation_gap(order.media.duration_s, written)
         if gap is not None:
@@ -127,7 +137,7 @@ class EncoderWorker:
             "height": height - height % 2,
             "duration_s": written,
             "frames": result.progress.frame if result.progress else None,
-            "size_bytes": os.path.getsize(partial),
+            "size_bytes": size,
         }
 
     @staticmethod
@@ -164,10 +174,10 @@ class EncoderWorker:
         if current is not None:
             self._cancelled.add(current[0].job_id)
             await current[1].kill(grace_s=1.0)
-            remove_partials(current[0].command)
+            current[2].remove_partials()
 
     def _kill_on_exit(self) -> None:
         current = self._current
         if current is not None:
             current[1].kill_now()
-            remove_partials(current[0].command)
+            current[2].remove_partials()

@@ -415,6 +415,10 @@ def test_small_things_said_right(gateway: Gateway) -> None:
         "inputs": [str(gateway.media / "clip.mp4"), str(gateway.media / "long.mp4")],
         "outputs": [str(gateway.out / "same.mp4"), str(gateway.out / "./same.mp4")]})  # fmt: skip
     assert twice.status_code == 422 and twice.json()["error"]["code"] == "duplicate_output"
+    huge = gateway.http.post("/v1/jobs", json={
+        "kind": "thumbnail", "input": str(gateway.media / "clip.mp4"), "output": str(gateway.out),
+        "thumbnail_count": 100, "thumbnail_width": 7680})  # fmt: skip
+    assert huge.status_code == 422 and huge.json()["error"]["code"] == "too_large"
     assert "jobs 1 and 2 of 2 both write" in twice.json()["error"]["message"]
 
 

@@ -133,7 +133,10 @@ def test_unwritable_output_is_refused_at_submit(fleet: Fleet, media: Path, tmp_p
         fleet.submit(transcode(media / "clip.mp4", tmp_path / "nodir" / "o.mp4"))
     existing = tmp_path / "exists.mp4"
     existing.write_text("keep me")
-    with pytest.raises(OutputError, match="already exists; pass --overwrite"):
+    with pytest.raises(
+        OutputError,
+        match=r"already exists; allow overwriting to replace it \(overwrite: true; --overwrite\)",
+    ):
         fleet.submit(transcode(media / "clip.mp4", existing))
     assert existing.read_text() == "keep me"
     with pytest.raises(SpecError, match="cannot hold h264"):
@@ -195,6 +198,15 @@ def test_thumbnail_job_at_a_time_and_evenly_spaced(
     assert sorted(p.name for p in (out_dir / "many").iterdir()) == [
         f"clip_00{i}.jpg" for i in range(1, 5)
     ]
+    # Past 8 images: one decode picks them all (memory does not grow with the count).
+    lots = run(fleet, JobSpec(kind=JobKind.THUMBNAIL, input=str(media / "clip.mp4"),
+                              output=str(out_dir / "lots"), thumbnail_count=20,
+                              thumbnail_width=64))  # fmt: skip
+    assert lots["status"] == "succeeded", lots["reason"]
+    images = sorted((out_dir / "lots").iterdir())
+    assert [p.name for p in images] == [f"clip_{i:03d}.jpg" for i in range(1, 21)]
+    assert {streams(p, "video")[0]["width"] for p in images} == {64}
+    assert len({p.read_bytes() for p in images}) == 20  # 20 different frames
 
 
 def test_a_playlist_named_mp4_is_refused_and_nothing_outside_is_read(

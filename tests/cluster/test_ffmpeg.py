@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cluster import CATALOG, CONTAINERS, JobKind, JobSpec, SpecError
-from cluster.ffmpeg import partial_path, thumbnail_command, transcode_command, validate_command
+from cluster.ffmpeg import (
+    check_thumbnail_request,
+    partial_path,
+    thumbnail_command,
+    transcode_command,
+    validate_command,
+)
 from cluster.media import FORMAT_WHITELIST, AudioStream, MediaInfo, SubtitleStream, VideoStream
 
 
@@ -179,3 +185,22 @@ def test_thumbnail_past_the_end_is_refused() -> None:
             media(),
             job_id="j1",
         )
+
+
+def test_many_thumbnails_come_from_one_decode_and_the_pixels_are_capped() -> None:
+    spec = JobSpec(kind=JobKind.THUMBNAIL, input="/m/in.mov", output="/t", thumbnail_count=20,
+                   thumbnail_width=320)  # fmt: skip
+    cmd = thumbnail_command(spec, media(), job_id="j1")
+    assert cmd.argv.count("-i") == 1 and "-ss" not in cmd.argv
+    assert after(cmd.argv, "-frames:v") == "20" and after(cmd.argv, "-vf").startswith("select=")
+    assert [final for _, final in cmd.outputs][-1] == "/t/in_020.jpg"
+    assert cmd.argv[-1] == "file:/t/.in_%03d.jpg.j1.partial"
+    # The request that once took 19 GiB: refused at submit, whatever the input.
+    with pytest.raises(SpecError, match="too many pixels") as refused:
+        check_thumbnail_request(100, 7680)
+    assert refused.value.code == "too_large"
+    check_thumbnail_request(100, 1920)
+    # ...and once the input's shape is known: 100 full-HD images at most.
+    big = JobSpec(kind=JobKind.THUMBNAIL, input="/m/in.mov", output="/t", thumbnail_count=60)
+    with pytest.raises(SpecError, match="60 thumbnails of 3840x2160 are too many pixels"):
+        thumbnail_command(big, media(width=3840, height=2160), job_id="j1")
