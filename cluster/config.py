@@ -29,6 +29,9 @@ class CoordinatorConfig:
     aging_s: float = 60.0
     """A queued job gains one priority level for each ``aging_s`` it waits, so low
     priorities are not starved; FIFO still holds within a level."""
+    finished_retention_s: float = 600.0
+    """How long a finished job stays in the coordinator's memory; after that it is read
+    from SQLite (it stays there, readable), so memory does not grow with every job."""
     idempotency_ttl_s: float = 24 * 3600.0
     """How long an idempotency key returns the job(s) it first made."""
     costs: CostModel = field(default_factory=CostModel)

@@ -55,6 +55,15 @@ FIRST_VIEW_WAIT_S = 15.0
 """How long the first submit waits for every node to report its ffmpeg."""
 
 
+def _resident_mb() -> float | None:
+    """This process's resident memory in MiB (Linux), for ping and the memory bench."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("asking the autoscaler for capacity failed: %s", task.exception())
@@ -147,6 +156,7 @@ class Coordinator:
                 if job.input_media:
                     self._media[job.id] = MediaInfo.from_dict(job.input_media)
         self._store.save_many(requeued)
+        self._forget_finished(time.time())
         if requeued:
             log.warning("re-queued %d job(s) that were running before a restart", len(requeued))
 
@@ -181,6 +191,7 @@ class Coordinator:
             "running": len(self._running),
             "pid": os.getpid(),
             "started_at": self._started_at,
+            "memory_mb": _resident_mb(),
             "nodes": len(self._nodes),
             "waiting_for": waiting,
             "ready": self._refreshed and bool(self._nodes) and not waiting,
@@ -189,7 +200,7 @@ class Coordinator:
     async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
         """Queue a job. A repeated ``idempotency_key`` returns the job it first made."""
         if idempotency_key is not None and idempotency_key in self._keys:
-            first = self._jobs[self._keys[idempotency_key]]
+            first = self._get(self._keys[idempotency_key])
             if self._key_live(first):
                 # The same request, paths resolved (its output may exist by now).
                 if first.spec != confine(spec, self.config.media_roots):
@@ -213,7 +224,7 @@ class Coordinator:
     ) -> list[dict[str, Any]]:
         """Queue all of ``specs`` or none (the first refusal says which one and why)."""
         if idempotency_key is not None and idempotency_key in self._batch_keys:
-            first = [self._jobs[i] for i in self._batch_keys[idempotency_key]]
+            first = [self._get(i) for i in self._batch_keys[idempotency_key]]
             if first and self._key_live(first[0]):
                 roots = self.config.media_roots
                 if [j.spec for j in first] != [confine(s, roots) for s in specs]:
@@ -251,17 +262,10 @@ class Coordinator:
         after_seq: int = 0,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Jobs in submission order after ``after_seq`` (a cursor), filtered."""
-        out = []
-        for job in self._jobs.values():
-            if job.seq <= after_seq or (status and job.status != status):
-                continue
-            if kind and job.spec.kind != kind:
-                continue
-            out.append(job.to_dict())
-            if len(out) >= limit:
-                break
-        return out
+        """Jobs in submission order after ``after_seq`` (a cursor), filtered: from SQLite,
+        with the live copy (progress) of each job still in memory."""
+        stored = self._store.query(after_seq=after_seq, status=status, kind=kind, limit=limit)
+        return [self._jobs.get(job.id, job).to_dict() for job in stored]
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; idempotent. A running ffmpeg is killed before this returns."""
@@ -392,10 +396,20 @@ class Coordinator:
         return job
 
     def _get(self, job_id: str) -> Job:
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise JobNotFound(job_id) from None
+        """A job: in memory while active or recently finished, else read from SQLite."""
+        job = self._jobs.get(job_id) or self._store.load(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _forget_finished(self, now: float) -> int:
+        """Drop finished jobs older than the retention window from memory (not from
+        SQLite); returns how many."""
+        cutoff = now - self.config.finished_retention_s
+        old = [j.id for j in self._jobs.values() if j.status.terminal and j.updated_at < cutoff]
+        for job_id in old:
+            del self._jobs[job_id]
+        return len(old)
 
     # ---- state changes ---------------------------------------------------------------
 
@@ -536,8 +550,10 @@ class Coordinator:
         self._ask_for_capacity(waiting)
 
     def _demand(self, job: Job) -> Demand:
-        video = self._media[job.id].video
+        media = self._media[job.id]
+        video = media.video
         transcode = job.spec.kind is JobKind.TRANSCODE
+        thumbnail = job.spec.kind is JobKind.THUMBNAIL
         return Demand(
             job.spec.kind,
             job.spec.hardware,
@@ -545,6 +561,7 @@ class Coordinator:
             video.width if video else 0,
             video.height if video else 0,
             encoder=cpu_encoder(job.spec.codec).name if transcode else None,
+            images=len(thumbnail_times(job.spec, media)) if thumbnail else 0,
         )
 
     def _ask_for_capacity(self, waiting: list[dict[str, float]]) -> None:
@@ -736,6 +753,7 @@ class Coordinator:
             try:
                 await self._refresh_nodes()
                 self._pool.reap()
+                self._forget_finished(time.time())
             except Exception:
                 log.exception("housekeeping failed")
             self._wake.set()

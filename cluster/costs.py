@@ -24,6 +24,12 @@ CPU cores per software encode: libx264 at preset medium sustains real time at 10
 about two modern cores; x265 and SVT-AV1 need roughly twice that. A job never asks for
 more cores than its node has. A GPU encode still demuxes, decodes and scales on the
 CPU: one core.
+
+Memory (host RAM) per job: an encoder's lookahead and reference frames grow with the
+frame size (x264 medium ~0.5 GiB at 1080p; x265 and SVT-AV1 about twice that, more at
+4K); a decode-only job (validate, probe) or a GPU encode holds a few decoded frames. A
+thumbnail job that seeks holds one decoder per image (at most 8; more are taken from
+one decode), each about 16 frames of the input's size.
 """
 
 from __future__ import annotations
@@ -55,6 +61,18 @@ CPU_CORES: Table = {
 NVENC_CPU_CORES = 1.0
 LIGHT_JOB_CORES = 1.0
 """validate (decode only) and thumbnail jobs."""
+MEMORY_MB: Table = {
+    "h264": [(P720, 384), (P1080, 768), (P1440, 1024), (P2160, 2048), (ANY, 4096)],
+    "hevc": [(P720, 512), (P1080, 1024), (P1440, 1536), (P2160, 3072), (ANY, 6144)],
+    "av1": [(P720, 768), (P1080, 1536), (P1440, 2048), (P2160, 4096), (ANY, 8192)],
+}
+LIGHT_JOB_MEMORY_MB = 512
+"""validate and GPU encodes (decoding on the CPU), and the base of a thumbnail job."""
+DECODER_FRAMES = 16
+"""Decoded frames one seeking thumbnail input holds (references and queue)."""
+SEEK_INPUTS_MAX = 8
+"""Up to this many thumbnails, each is a fast seek (an input of its own, all open at once);
+more are taken from one decode of the input, so memory does not grow with the count."""
 SAFETY_MARGIN_MB = 512
 """GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
 
@@ -70,6 +88,20 @@ class CostModel:
     nvenc_cpu_cores: float = NVENC_CPU_CORES
     light_job_cores: float = LIGHT_JOB_CORES
     safety_margin_mb: int = SAFETY_MARGIN_MB
+    memory_mb: Table = field(default_factory=lambda: dict(MEMORY_MB))
+    light_job_memory_mb: int = LIGHT_JOB_MEMORY_MB
+
+    def memory(self, codec: str, width: int, height: int, *, software: bool) -> int:
+        """MiB of host memory for a transcode (``software``: on the CPU) or, with
+        ``software=False``, a GPU encode or a decode-only job."""
+        if not software:
+            return self.light_job_memory_mb
+        return int(_lookup(self.memory_mb, codec, width * height))
+
+    def thumbnail_memory(self, images: int, width: int, height: int) -> int:
+        """MiB for a thumbnail job: one decoder per seeking image, at most 8."""
+        frame_mb = width * height * 1.5 * DECODER_FRAMES / 2**20
+        return int(self.light_job_memory_mb + min(images, SEEK_INPUTS_MAX) * frame_mb)
 
     def gpu_memory(self, codec: str, width: int, height: int) -> int:
         return int(_lookup(self.gpu_memory_mb, codec, width * height))
@@ -84,6 +116,8 @@ class CostModel:
             "nvenc_cpu_cores": self.nvenc_cpu_cores,
             "light_job_cores": self.light_job_cores,
             "safety_margin_mb": self.safety_margin_mb,
+            "memory_mb": {c: [list(r) for r in rows] for c, rows in self.memory_mb.items()},
+            "light_job_memory_mb": self.light_job_memory_mb,
         }
 
     @classmethod
@@ -108,6 +142,8 @@ class CostModel:
                 nvenc_cpu_cores=float(data.get("nvenc_cpu_cores", base.nvenc_cpu_cores)),
                 light_job_cores=float(data.get("light_job_cores", base.light_job_cores)),
                 safety_margin_mb=int(data.get("safety_margin_mb", base.safety_margin_mb)),
+                memory_mb={**base.memory_mb, **_table(data.get("memory_mb", {}))},
+                light_job_memory_mb=int(data.get("light_job_memory_mb", base.light_job_memory_mb)),
             )
         except (TypeError, ValueError) as exc:
             raise CostModelError(f"cost model {p}: {exc}") from exc

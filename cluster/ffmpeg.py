@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.costs import SEEK_INPUTS_MAX
 from cluster.encoders import Container, Encoder
 from cluster.errors import SpecError
 from cluster.jobs import JobSpec
@@ -165,9 +166,6 @@ def thumbnail_times(spec: JobSpec, media: MediaInfo) -> list[float]:
     return [round(duration * (i + 0.5) / count, 3) for i in range(count)]
 
 
-SEEK_INPUTS_MAX = 8
-"""Up to this many thumbnails, each is a fast seek (an input of its own, all open at once);
-more are taken from one decode of the input, so memory does not grow with the count."""
 THUMBNAIL_PIXELS_MAX = 100 * 1920 * 1080
 """All thumbnails of a job together: at most 100 full-HD images."""
 THUMBNAIL_COLUMNS_MAX = 100 * 1920

@@ -49,7 +49,7 @@ def gpu_states(
 
 def node_states(
     infos: list[NodeInfo],
-    used: Mapping[str, tuple[float, int]],
+    used: Mapping[str, tuple[float, int, int]],
     gpu_used: Mapping[str, tuple[int, int]],
     caps: Mapping[str, int | None],
     default_cap: int | None,
@@ -57,7 +57,8 @@ def node_states(
 ) -> list[NodeState]:
     states = []
     for info in infos:
-        cpus_used, running = used.get(info.node_id, (0.0, 0))
+        cpus_used, running, memory_used = used.get(info.node_id, (0.0, 0, 0))
+        memory = info.resources.get("memory")  # bytes, as Ray counts it
         states.append(
             NodeState(
                 node_id=info.node_id,
@@ -68,6 +69,8 @@ def node_states(
                 max_jobs=caps.get(info.node_id, default_cap),
                 gpus=gpu_states(info, gpu_used, failures),
                 encoders=info.encoders,
+                memory_mb=memory / 2**20 if memory else None,
+                memory_used_mb=memory_used,
             )
         )
     return states
@@ -103,6 +106,8 @@ def node_view(
                 "hostname": info.hostname,
                 "cpus": info.cpus,
                 "cpus_used": state.cpus_used,
+                "memory_mb": round(state.memory_mb) if state.memory_mb is not None else None,
+                "memory_used_mb": state.memory_used_mb,
                 "load_1m": info.load_1m,
                 "max_jobs": state.max_jobs,
                 "labels": {k: v for k, v in info.labels.items() if not k.startswith("ray.io/")},

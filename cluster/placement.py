@@ -85,6 +85,9 @@ class NodeState:
     encoders: frozenset[str] | None = None
     """Encoders the node's own ffmpeg has (empty: no ffmpeg, it runs nothing); ``None``
     means not known and not checked (simulations)."""
+    memory_mb: float | None = None
+    """Memory Ray offers on the node; ``None``: not checked (simulations)."""
+    memory_used_mb: float = 0.0
 
     @property
     def cpus_free(self) -> float:
@@ -100,6 +103,8 @@ class Demand:
     height: int = 0
     encoder: str | None = None
     """The software encoder a CPU placement needs in the node's ffmpeg (transcodes)."""
+    images: int = 0
+    """Thumbnail jobs: how many images (their memory grows with it, up to 8)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +118,8 @@ class Placement:
     gpu_index: int | None = None
     gpu_name: str | None = None
     gpu_memory_mb: int = 0
+    memory_mb: int = 0
+    """Host memory accounted to the job on its node."""
     resources: tuple[tuple[str, float], ...] = ()
     """Ray custom resources the encoder actor asks for (GPU memory MiB, one session)."""
 
@@ -127,7 +134,11 @@ class Placement:
             "address": self.address,
             "hardware": str(self.hardware),
             "gpu": gpu,
-            "estimate": {"cpus": self.cpus, "gpu_memory_mb": self.gpu_memory_mb},
+            "estimate": {
+                "cpus": self.cpus,
+                "gpu_memory_mb": self.gpu_memory_mb,
+                "memory_mb": self.memory_mb,
+            },
             "reason": self.reason,
         }
 
@@ -143,12 +154,21 @@ def session_resource(uuid: str) -> str:
 
 
 class _Node:
-    __slots__ = ("address", "cpus", "cpus_free", "encoders", "max_jobs", "node_id", "running")
+    __slots__ = (
+        "address", "cpus", "cpus_free", "encoders", "max_jobs", "memory", "memory_free",
+        "node_id", "running",
+    )  # fmt: skip
 
     def __init__(self, n: NodeState) -> None:
         self.node_id, self.address, self.cpus = n.node_id, n.address, n.cpus
         self.cpus_free, self.running, self.max_jobs = n.cpus - n.cpus_used, n.running, n.max_jobs
         self.encoders = n.encoders
+        self.memory = n.memory_mb
+        self.memory_free = None if n.memory_mb is None else n.memory_mb - n.memory_used_mb
+
+    def holds(self, memory_mb: int) -> bool:
+        """Whether ``memory_mb`` more fits in the node's memory (unchecked when unknown)."""
+        return self.memory_free is None or self.memory_free >= memory_mb
 
     def open(self) -> bool:
         return self.max_jobs is None or self.running < self.max_jobs
@@ -198,7 +218,7 @@ class Planner:
         # The smallest demand that found no room, per codec (and for cores): a larger
         # one cannot fit either until room is given back, so it is answered at once.
         self._gpu_miss: dict[str, int] = {}
-        self._cpu_miss: dict[str | None, float] = {}
+        self._cpu_miss: dict[tuple[str | None, int], float] = {}
         self._runnable: dict[str | None, bool] = {}
         """Per encoder: whether any node with cores has it (for :meth:`never`)."""
         self._gpu_at = {g.state.uuid: i for i, g in enumerate(self._gpus)}
@@ -269,22 +289,36 @@ class Planner:
         need = self.costs.gpu_memory(demand.codec, demand.width, demand.height)
         if need >= self._gpu_miss.get(demand.codec, 1 << 62):
             return None
+        ram = self._memory(demand, gpu=True)
         start = bisect_left(entries, (need, -1))
         order = range(start, len(entries))
         if self.policy is Policy.SPREAD:
             order = range(len(entries) - 1, start - 1, -1)
+        short_of_ram = False
         for i in order:
             gi = entries[i][1]
             g = self._gpus[gi]
             node = self._nodes[g.node]
+            if not node.holds(ram):
+                short_of_ram = True
+                continue
             if self._gpu_node_ready(node):  # always, as indexed; kept as a guard
-                return self._commit_gpu(
-                    gi, g, node, min(self.costs.nvenc_cpu_cores, node.cpus), need
-                )
-        self._gpu_miss[demand.codec] = need
+                cpus = min(self.costs.nvenc_cpu_cores, node.cpus)
+                return self._commit_gpu(gi, g, node, cpus, need, ram)
+        if not short_of_ram:  # only GPU memory decides what a larger demand meets
+            self._gpu_miss[demand.codec] = need
         return None
 
-    def _commit_gpu(self, gi: int, g: _Gpu, node: _Node, cpus: float, need: int) -> Placement:
+    def _memory(self, demand: Demand, *, gpu: bool) -> int:
+        """Host MiB a demand is accounted on its node (see :mod:`cluster.costs`)."""
+        if demand.kind is JobKind.THUMBNAIL:
+            return self.costs.thumbnail_memory(demand.images or 1, demand.width, demand.height)
+        software = demand.kind is JobKind.TRANSCODE and not gpu
+        return self.costs.memory(demand.codec, demand.width, demand.height, software=software)
+
+    def _commit_gpu(
+        self, gi: int, g: _Gpu, node: _Node, cpus: float, need: int, ram: int
+    ) -> Placement:
         s = g.state
         cap = f"/{s.max_sessions}" if s.max_sessions else ""
         reason = (
@@ -297,7 +331,7 @@ class Planner:
         g.sessions += 1
         g.sessions_free -= 1
         self._index_gpu(gi, g)
-        self._take_cpus(g.node, node, cpus)
+        self._take_cpus(g.node, node, cpus, ram)
         resources: tuple[tuple[str, float], ...] = ()
         if s.ray_resources:
             resources = ((memory_resource(s.uuid), float(need)), (session_resource(s.uuid), 1.0))
@@ -311,6 +345,7 @@ class Planner:
             gpu_index=s.index,
             gpu_name=s.name,
             gpu_memory_mb=need,
+            memory_mb=ram,
             resources=resources,
         )
 
@@ -322,17 +357,20 @@ class Planner:
         else:
             want = self.costs.light_job_cores
         want = min(want, self._largest_cpus)
-        if want >= self._cpu_miss.get(demand.encoder, float("inf")):
+        ram = self._memory(demand, gpu=False)
+        miss_key = (demand.encoder, ram)
+        if want >= self._cpu_miss.get(miss_key, float("inf")):
             return None
         start = bisect_left(self._cpu, (want - EPS, -1))
         order = range(start, len(self._cpu))
         if self.policy is Policy.SPREAD:
             order = range(len(self._cpu) - 1, start - 1, -1)
-        # Nodes whose ffmpeg lacks the encoder are passed over (rare: mixed builds).
-        ni = next((self._cpu[i][1] for i in order if self._nodes[self._cpu[i][1]].runs(
-            demand.encoder)), None)  # fmt: skip
+        # Nodes whose ffmpeg lacks the encoder, or whose memory is taken, are passed over.
+        nodes = self._nodes
+        ni = next((self._cpu[i][1] for i in order if nodes[self._cpu[i][1]].runs(demand.encoder)
+                   and nodes[self._cpu[i][1]].holds(ram)), None)  # fmt: skip
         if ni is None:
-            self._cpu_miss[demand.encoder] = want
+            self._cpu_miss[miss_key] = want
             return None
         node = self._nodes[ni]
         cpus = min(want, node.cpus)
@@ -342,13 +380,15 @@ class Planner:
             f"({node.running} job{'s' if node.running != 1 else ''} running); "
             f"{'best' if self.policy is Policy.PACK else 'spread'} fit{why}"
         )
-        self._take_cpus(ni, node, cpus)
-        return Placement(node.node_id, node.address, Hardware.CPU, cpus, reason)
+        self._take_cpus(ni, node, cpus, ram)
+        return Placement(node.node_id, node.address, Hardware.CPU, cpus, reason, memory_mb=ram)
 
-    def _take_cpus(self, ni: int, node: _Node, cpus: float) -> None:
+    def _take_cpus(self, ni: int, node: _Node, cpus: float, ram: int) -> None:
         self._unindex_node(ni, node)
         node.cpus_free -= cpus
         node.running += 1
+        if node.memory_free is not None:
+            node.memory_free -= ram
         self._index_node(ni, node)
 
     def release(self, placement: Placement) -> None:
@@ -360,6 +400,8 @@ class Planner:
         self._unindex_node(ni, node)
         node.cpus_free += placement.cpus
         node.running -= 1
+        if node.memory_free is not None:
+            node.memory_free += placement.memory_mb
         self._index_node(ni, node)
         if placement.gpu_uuid is not None:
             gi = self._gpu_at[placement.gpu_uuid]
@@ -393,6 +435,15 @@ class Planner:
             return None
         if self._largest_cpus <= 0:
             return "no node in the cluster has CPUs; add a node with `framefleet node start`"
+        sizes = [n.memory for n in self._nodes if n.cpus > 0]
+        if sizes and None not in sizes:
+            gpu = demand.kind is JobKind.TRANSCODE and demand.hardware is Hardware.GPU
+            ram = self._memory(demand, gpu=gpu)
+            roomiest = max(s for s in sizes if s is not None)
+            if ram > roomiest:
+                return (
+                    f"needs about {ram} MiB of memory; the largest node offers {roomiest:.0f} MiB"
+                )
         if not self._any_node_runs(demand.encoder):
             nvenc = demand.kind is JobKind.TRANSCODE and demand.hardware is Hardware.AUTO
             if nvenc and any(demand.codec in g.usable for g in self._gpus):

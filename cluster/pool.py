@@ -95,10 +95,14 @@ class EncoderPool:
         lease.busy = False
         lease.last_used = time.monotonic()
 
-    def used(self, node_id: str) -> tuple[float, int]:
-        """(cores, jobs) that busy actors hold on ``node_id``."""
+    def used(self, node_id: str) -> tuple[float, int, int]:
+        """(cores, jobs, memory MiB) that busy actors hold on ``node_id``."""
         busy = [x for x in self._leases if x.node_id == node_id and x.busy]
-        return sum(x.placement.cpus for x in busy), len(busy)
+        return (
+            sum(x.placement.cpus for x in busy),
+            len(busy),
+            sum(x.placement.memory_mb for x in busy),
+        )
 
     def gpu_used(self) -> dict[str, tuple[int, int]]:
         """``{gpu uuid: (MiB accounted, sessions)}`` that busy actors hold."""

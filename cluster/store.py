@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 """
 
 
@@ -67,6 +68,23 @@ class JobStore:
                 "updated_at=excluded.updated_at, record=excluded.record",
                 rows,
             )
+
+    def load(self, job_id: str) -> Job | None:
+        row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_dict(json.loads(row[0])) if row else None
+
+    def query(
+        self, *, after_seq: int, status: str | None, kind: str | None, limit: int
+    ) -> list[Job]:
+        """Jobs in submission order after ``after_seq``, filtered, at most ``limit``."""
+        sql = "SELECT record FROM jobs WHERE seq > ?"
+        args: list[object] = [after_seq]
+        if status:
+            sql, args = sql + " AND status = ?", [*args, status]
+        if kind:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        return [Job.from_dict(json.loads(record)) for (record,) in rows]
 
     def load_all(self) -> list[Job]:
         rows = self._db.execute("SELECT record FROM jobs ORDER BY seq").fetchall()

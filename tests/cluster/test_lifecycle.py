@@ -163,3 +163,23 @@ def test_restart_keeps_every_job_and_requeues_the_running_one(
         assert requeued["attempts"] == 2
     finally:
         again.shutdown_coordinator()
+
+
+def test_finished_jobs_leave_memory_but_stay_readable(
+    ray_runtime: object, media: Path, tmp_path: Path
+) -> None:
+    fleet = start_fleet(tmp_path / "data", "coordinator-retention", finished_retention_s=0.0,
+                        node_refresh_s=0.5)  # fmt: skip
+    try:
+        specs = [JobSpec(kind=JobKind.PROBE, input=str(media / "clip.mp4")) for _ in range(5)]
+        jobs = fleet.submit_many(specs)
+        for job in jobs:
+            assert fleet.wait(job["id"], timeout=60)["status"] == "succeeded"
+        wait_until(lambda: fleet.ping()["jobs"] == 0, timeout=10)  # none kept in memory
+        again = fleet.get(jobs[0]["id"])  # read back from SQLite
+        assert again["status"] == "succeeded" and again["result"]["media"]["video"]
+        listed = fleet.list_jobs(status="succeeded")
+        assert [j["id"] for j in listed] == [j["id"] for j in jobs]
+        assert fleet.ping()["memory_mb"] > 0
+    finally:
+        fleet.shutdown_coordinator()

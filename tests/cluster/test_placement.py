@@ -247,3 +247,28 @@ def test_never_names_the_encoder_no_nodes_ffmpeg_has() -> None:
     assert planner.never(auto) is None
     # nodes of unknown builds (simulations) are not checked
     assert Planner([node("a", 8)]).never(av1) is None
+
+
+def test_memory_is_a_placement_resource_like_cores() -> None:
+    # 16 cores but 3 GiB: x265 1080p takes 1 GiB (4 cores) a job, so memory runs out first.
+    planner = Planner([node("a", 16, memory_mb=3072)])
+    hevc = Demand(JobKind.TRANSCODE, Hardware.CPU, "hevc", 1920, 1080, encoder="libx265")
+    placed = [planner.place(hevc) for _ in range(4)]
+    assert [p.memory_mb if p else None for p in placed] == [1024, 1024, 1024, None]
+    assert placed[0] is not None and placed[0].to_dict()["estimate"]["memory_mb"] == 1024
+    planner.release(placed[0])
+    assert planner.place(hevc) is not None  # given back, placed again
+
+
+def test_a_thumbnail_jobs_memory_grows_with_its_seeking_images_up_to_8() -> None:
+    costs = CostModel()
+    one = costs.thumbnail_memory(1, 3840, 2160)
+    eight = costs.thumbnail_memory(8, 3840, 2160)
+    assert one < eight == costs.thumbnail_memory(100, 3840, 2160)  # past 8: one decode
+    planner = Planner([node("a", 8, memory_mb=eight - 1)])
+    thumbs = Demand(JobKind.THUMBNAIL, Hardware.CPU, "h264", 3840, 2160, images=50)
+    assert planner.place(thumbs) is None
+    assert planner.never(thumbs) == (
+        f"needs about {eight} MiB of memory; the largest node offers {eight - 1} MiB"
+    )
+    assert Planner([node("b", 8, memory_mb=eight)]).place(thumbs) is not None
