@@ -301,7 +301,10 @@ def _probe_error(path: Path, stderr: str) -> InputError:
             "copy or export it again",
             code="truncated",
         )
-    if "moov atom not found" in stderr:
+    named_iso = path.suffix.lower() in (".mp4", ".mov", ".m4v", ".m4a", ".3gp")
+    if "moov atom not found" in stderr or (
+        named_iso and "Invalid data found" in stderr and not _looks_like_iso_media(path)
+    ):
         return InputError(
             f"{path.name}: not a media file (no MP4/MOV structure found); check the file",
             code="not_media",

@@ -45,7 +45,7 @@ def resolve(raw: str, roots: tuple[Path, ...], *, what: str) -> Path:
 
     With roots configured, the result must lie inside one of them.
     """
-    path = Path(raw).expanduser()
+    path = Path(raw)  # no `~` expansion: a server's paths do not depend on its user's home
     if not path.is_absolute():
         if not roots:
             raise SpecError(f"{what} {raw!r} must be an absolute path")

@@ -87,7 +87,8 @@ def count_frames(path: Path) -> int:
 
 
 def ffmpeg_processes(fragment: str) -> list[int]:
-    """PIDs of live ffmpeg processes whose command line contains ``fragment``."""
+    """PIDs of live ffmpeg processes whose command line, or a file they have open,
+    contains ``fragment`` (framefleet passes files as open descriptors, /proc/self/fd/N)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -97,10 +98,22 @@ def ffmpeg_processes(fragment: str) -> list[int]:
             state = (entry / "stat").read_text().split(") ")[-1][:1]
         except OSError:
             continue
-        is_ffmpeg = bool(cmdline) and cmdline[0].endswith(b"ffmpeg") and state != "Z"
-        if is_ffmpeg and fragment.encode() in b" ".join(cmdline):
+        if not (cmdline and cmdline[0].endswith(b"ffmpeg") and state != "Z"):
+            continue
+        if fragment.encode() in b" ".join(cmdline) or any(
+            fragment in f for f in _open_files(entry)
+        ):
             pids.append(int(entry.name))
     return pids
+
+
+def _open_files(proc: Path) -> list[str]:
+    found = []
+    with contextlib.suppress(OSError):
+        for fd in (proc / "fd").iterdir():
+            with contextlib.suppress(OSError):
+                found.append(os.readlink(fd))
+    return found
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -66,7 +67,8 @@ class EncoderWorker:
             )
             run = FfmpegRun(pinned.command, on_progress=report, throttle=ProgressThrottle(),
                             pass_fds=pinned.pass_fds)  # fmt: skip
-            log.info("job %s attempt %d: %s", order.job_id, order.attempt, run.describe())
+            log.info("job %s attempt %d: %s (files passed as open descriptors)",
+                     order.job_id, order.attempt, shlex.join(order.command.argv))  # fmt: skip
             self._current = (order, run, pinned)
             outcome = await self._execute(order, run, pinned)
         except JobFailure as exc:

@@ -376,7 +376,7 @@ def test_cancel_against_a_frozen_encoder_answers_in_bounded_time(gateway: Gatewa
         return j["status"] == "running" and (j["progress"] or {}).get("percent", 0) > 0
 
     wait_until(running, timeout=60)
-    (ffmpeg,) = ffmpeg_processes(str(dst.parent / ".frozen"))
+    (ffmpeg,) = wait_until(lambda: ffmpeg_processes(str(dst.parent / ".frozen")), timeout=10)
     actor = int(Path(f"/proc/{ffmpeg}/stat").read_text().rsplit(") ", 1)[1].split()[1])
     os.kill(actor, signal.SIGSTOP)  # the encoder actor freezes; its ffmpeg runs on
     try:

@@ -63,7 +63,7 @@ def test_worker_killed_mid_encode_is_retried_and_no_ffmpeg_is_orphaned(
 ) -> None:
     job = fleet.submit(transcode(long_clip, out_dir / "o.mp4", speed="fast", quality=35))
     wait_until(lambda: running_with_progress(fleet, job["id"]), timeout=60)
-    (pid,) = ffmpeg_processes(str(out_dir))
+    (pid,) = wait_until(lambda: ffmpeg_processes(str(out_dir)), timeout=10)
     worker = int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])
     os.kill(worker, signal.SIGKILL)  # the encoder actor's process dies, as on a node crash
     # Its ffmpeg dies with it, at once (it would otherwise encode on beside the retry).

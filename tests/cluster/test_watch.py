@@ -74,7 +74,7 @@ def test_a_refused_file_is_said_once_and_rules_are_checked(
     time.sleep(0.6)
     watcher.scan()
     refused = [line for line in lines if "not submitted" in line]
-    assert len(refused) == 1 and "already exists; pass --overwrite" in refused[0]
+    assert len(refused) == 1 and "already exists; allow overwriting" in refused[0]
     watcher.close()
     with pytest.raises(FramefleetError, match="is not a folder"):
         check_rule(rule(tmp_path / "nope", out))
