@@ -360,7 +360,7 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
         log, _ = server.communicate(timeout=90)
     assert server.returncode == 0, log
     assert f"API docs at {api}/docs" in log and "Traceback" not in log
-    assert "SIGTERM handler is not set" not in log
+    assert "SIGTERM handler is not set" not in log and "SIGTERM received" not in log
     wait_until(lambda: alive(ray_processes) == [], timeout=30)  # no Ray process left
     assert sorted(p.name for p in home.iterdir()) == [".local"]  # no ~/.ray: nothing needed
     down = client("nodes")

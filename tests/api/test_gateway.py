@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.api.conftest import AUTH, TOKEN, Gateway
@@ -452,3 +452,14 @@ def test_a_binary_first_frame_closes_the_socket_with_4400(gateway: Gateway) -> N
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
+def test_sockets_waiting_for_a_token_are_capped(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/ws"
+    with contextlib.ExitStack() as waiting:
+        for _ in range(64):  # each may wait 5 s for its token message
+            waiting.enter_context(connect(url))
+        with pytest.raises(InvalidStatus, match="HTTP 403"):  # the 65th: turned away at once
+            connect(url, open_timeout=5)
+    with connect(url, additional_headers=AUTH) as ws:  # a token in the header needs no wait
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"

@@ -183,3 +183,14 @@ def test_finished_jobs_leave_memory_but_stay_readable(
         assert fleet.ping()["memory_mb"] > 0
     finally:
         fleet.shutdown_coordinator()
+
+
+def test_an_idempotency_key_expires(ray_runtime: object, media: Path, tmp_path: Path) -> None:
+    fleet = start_fleet(tmp_path / "data", "coordinator-keys", idempotency_ttl_s=0.0)
+    try:
+        spec = JobSpec(kind=JobKind.PROBE, input=str(media / "clip.mp4"))
+        first = fleet.submit(spec, idempotency_key="k1")
+        again = fleet.submit(spec, idempotency_key="k1")
+        assert again["id"] != first["id"]  # past its lifetime, the key makes a new job
+    finally:
+        fleet.shutdown_coordinator()
