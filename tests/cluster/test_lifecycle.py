@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,8 @@ import pytest
 import ray
 from ray.experimental.internal_kv import _internal_kv_get
 
-from cluster import Fleet, JobKind, JobSpec
+from cluster import ClusterUnavailable, Fleet, JobKind, JobSpec
+from cluster.client import _unwrap
 from tests.conftest import start_fleet
 from tests.helpers import (
     count_frames,
@@ -65,13 +67,14 @@ def test_worker_killed_mid_encode_is_retried_and_no_ffmpeg_is_orphaned(
     wait_until(lambda: running_with_progress(fleet, job["id"]), timeout=60)
     (pid,) = wait_until(lambda: ffmpeg_processes(str(out_dir)), timeout=10)
     worker = int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[1])
+    before = fleet.event_cursor()
     os.kill(worker, signal.SIGKILL)  # the encoder actor's process dies, as on a node crash
     # Its ffmpeg dies with it, at once (it would otherwise encode on beside the retry).
     wait_until(lambda: pid not in ffmpeg_processes(""), timeout=3, step=0.05)
-    events: list[dict[str, object]] = []
-    done = fleet.wait(job["id"], on_event=events.append, timeout=120)
+    done = fleet.wait(job["id"], timeout=120)
     assert done["status"] == "succeeded", done["reason"]
     assert done["attempts"] == 2
+    events = fleet.events(before, [job["id"]], timeout=1)["events"]
     [lost] = [str(e["reason"]) for e in events if "was lost" in str(e["reason"] or "")]
     assert len(lost) < 300, lost  # one short line, without Ray's ids and paragraphs
     assert count_frames(out_dir / "o.mp4") == 750
@@ -194,3 +197,35 @@ def test_an_idempotency_key_expires(ray_runtime: object, media: Path, tmp_path: 
         assert again["id"] != first["id"]  # past its lifetime, the key makes a new job
     finally:
         fleet.shutdown_coordinator()
+
+
+def test_a_job_that_keeps_failing_says_it_gave_up(
+    fleet: Fleet, long_clip: Path, out_dir: Path
+) -> None:
+    # ffmpeg killed by a signal on every attempt: retried (max_attempts=2 here), then failed.
+    job = fleet.submit(transcode(long_clip, out_dir / "o.mkv", codec="hevc", speed="slow"))
+
+    def kill_its_ffmpeg() -> bool:
+        for pid in ffmpeg_processes(str(out_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return fleet.get(job["id"])["status"] == "failed"
+
+    wait_until(kill_its_ffmpeg, timeout=90, step=0.2)
+    done = fleet.get(job["id"])
+    assert done["attempts"] == 2 and done["error_code"] == "encode_failed"
+    assert done["reason"] == "ffmpeg was killed by signal 9; gave up after 2 attempts"
+    assert list(out_dir.iterdir()) == []
+
+
+def test_a_lost_coordinator_is_said_without_rays_text() -> None:
+    text = (
+        "The actor 9f3c2a1b0d4e5f60718293a4b5c6d7e8f9012345 died because its worker "
+        "process exited unexpectedly. Worker ID: abcdef0123456789abcdef0123456789. "
+        "The task may or may not have been executed on the actor."
+    )
+    error = _unwrap(ray.exceptions.RaySystemError(text))
+    assert isinstance(error, ClusterUnavailable)
+    assert str(error) == (
+        "the coordinator is not reachable (RaySystemError); it may be restarting: try again shortly"
+    )
