@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import ctypes
 import os
-import shlex
 import shutil
 import signal
 from collections import deque
@@ -191,9 +190,6 @@ class FfmpegRun:
             self._killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
-
-    def describe(self) -> str:
-        return shlex.join(self.command.argv)
 
 
 def remove_partials(command: Command) -> None:
