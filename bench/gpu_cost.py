@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.capability import nvenc_encoder, trial_encode
-from cluster.costs import ANY, P720, P1080, P1440, P2160
-from cluster.gpus import NvmlSource, NvmlUnavailable
+from cluster.nodes.capability import nvenc_encoder, trial_encode
+from cluster.nodes.gpus import NvmlSource, NvmlUnavailable
+from cluster.scheduling.costs import ANY, P720, P1080, P1440, P2160
 
 SIZES = {P720: (1280, 720), P1080: (1920, 1080), P1440: (2560, 1440), P2160: (3840, 2160)}
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.capability import Capability, CodecState
-from cluster.costs import CostModel
-from cluster.jobs import Hardware, JobKind
-from cluster.placement import Demand, GpuState, NodeState, Placement, Planner, queue_key
+from cluster.model.jobs import Hardware, JobKind
+from cluster.nodes.capability import Capability, CodecState
+from cluster.scheduling.costs import CostModel
+from cluster.scheduling.planner import Demand, GpuState, NodeState, Placement, Planner, queue_key
 
 OK = Capability(CodecState.VERIFIED)
 MODELS = [  # name, MiB, codecs, session cap, share of GPUs

@@ -38,8 +38,8 @@ from cluster import (
     make_sample,
     probe,
 )
-from cluster.encoders import choose_encoder
-from cluster.ffmpeg import transcode_command
+from cluster.media.argv import transcode_command
+from cluster.media.encoders import choose_encoder
 
 
 def spec_for(src: Path, dst: Path) -> JobSpec:

@@ -3,11 +3,7 @@
 ``api`` (the gateway and the CLI) uses only the names listed in ``__all__``.
 """
 
-from cluster.admission import check_spec, confine, confine_path
-from cluster.client import Fleet
 from cluster.config import CoordinatorConfig, RuntimeConfig
-from cluster.costs import CostModel
-from cluster.encoders import CATALOG, CONTAINERS, FFMPEG_ENV, Encoder, FfmpegBuild, available
 from cluster.errors import (
     CallTimeout,
     ClusterUnavailable,
@@ -25,20 +21,24 @@ from cluster.errors import (
     ToolMissing,
     WorkerLost,
 )
-from cluster.gpus import INVENTORY_ENV, InventoryError
-from cluster.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
-from cluster.media import MediaInfo, probe
-from cluster.placement import Policy
-from cluster.progress import ProgressSnapshot
-from cluster.raytoken import (
+from cluster.media.encoders import CATALOG, CONTAINERS, FFMPEG_ENV, Encoder, FfmpegBuild, available
+from cluster.media.probe import MediaInfo, probe
+from cluster.media.samples import make_sample
+from cluster.model.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
+from cluster.model.progress import ProgressSnapshot
+from cluster.nodes.gpus import INVENTORY_ENV, InventoryError
+from cluster.nodes.register import LocalNode, detect_local
+from cluster.ray_edge.client import Fleet
+from cluster.ray_edge.token import (
     FoundToken,
     check_reachable,
     ensure_token,
     find_token,
     missing_token_message,
 )
-from cluster.register import LocalNode, detect_local
-from cluster.samples import make_sample
+from cluster.scheduling.admission import check_spec, confine, confine_path
+from cluster.scheduling.costs import CostModel
+from cluster.scheduling.planner import Policy
 from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 __all__ = [

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.costs import CostModel
-from cluster.placement import Policy
+from cluster.scheduling.costs import CostModel
+from cluster.scheduling.planner import Policy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,7 +35,7 @@ class CoordinatorConfig:
     idempotency_ttl_s: float = 24 * 3600.0
     """How long an idempotency key returns the job(s) it first made."""
     costs: CostModel = field(default_factory=CostModel)
-    """GPU memory and cores a job is expected to take (see :mod:`cluster.costs`)."""
+    """GPU memory and cores a job is expected to take (see :mod:`cluster.scheduling.costs`)."""
 
     @property
     def db_path(self) -> Path:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.admission import check_spec
-from cluster.encoders import available
 from cluster.errors import ConfigError, FramefleetError
-from cluster.jobs import JobKind, JobSpec
+from cluster.media.encoders import available
+from cluster.model.jobs import JobKind, JobSpec
+from cluster.scheduling.admission import check_spec
 
 log = logging.getLogger("framefleet.watch")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from cluster import CoordinatorConfig, Fleet, RuntimeConfig
-from cluster.runtime import Runtime, connect
+from cluster.ray_edge.runtime import Runtime, connect
 from tests.helpers import make_clip
 
 

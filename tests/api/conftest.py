@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import create_app
+from api.gateway.app import create_app
 from api.settings import Settings, WatchFolder
 from cluster import Fleet
 from tests.helpers import make_clip, serving

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cluster import Fleet, JobKind, JobSpec, SpecError, probe
-from cluster.media import probe_async
-from cluster.runtime import Runtime
+from cluster.media.probe import probe_async
+from cluster.ray_edge.runtime import Runtime
 from tests.conftest import start_fleet
 from tests.helpers import leftovers, make_clip, transcode, wait_until
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cluster import Fleet, InputError, JobKind, JobSpec, OutputError, SpecError, probe
-from cluster.ffmpeg import validate_command
-from cluster.runner import FfmpegRun, failure_for
+from cluster.media.argv import validate_command
+from cluster.media.runner import FfmpegRun, failure_for
 from tests.helpers import (
     count_frames,
     ffprobe,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cluster.events import EventLog
+from cluster.model.events import EventLog
 
 
 def publish(log: EventLog, job_id: str, status: str = "running") -> int:

@@ -26,11 +26,11 @@ import imageio_ffmpeg
 import pytest
 from ray.cluster_utils import Cluster
 
-from api.app import create_app
+from api.gateway.app import create_app
 from api.settings import Settings
 from cluster import CoordinatorConfig, Fleet, RuntimeConfig
-from cluster.register import detect_local
-from cluster.runner import _NVENC_MARKERS as NVENC_MARKERS
+from cluster.media.runner import _NVENC_MARKERS as NVENC_MARKERS
+from cluster.nodes.register import detect_local
 from tests.helpers import (
     count_frames,
     ffmpeg_processes,

@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 
 from cluster import CATALOG, CONTAINERS, JobKind, JobSpec, SpecError
-from cluster.ffmpeg import (
+from cluster.media.argv import (
     check_thumbnail_request,
     partial_path,
     thumbnail_command,
     transcode_command,
     validate_command,
 )
-from cluster.media import FORMAT_WHITELIST, AudioStream, MediaInfo, SubtitleStream, VideoStream
+from cluster.media.probe import (
+    FORMAT_WHITELIST,
+    AudioStream,
+    MediaInfo,
+    SubtitleStream,
+    VideoStream,
+)
 
 
 def encoder(name: str):  # type: ignore[no-untyped-def]

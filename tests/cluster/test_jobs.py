@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster import InvalidTransition, JobKind, JobSpec, JobStatus, SpecError
-from cluster.jobs import TRANSITIONS, Job, transition
+from cluster.model.jobs import TRANSITIONS, Job, transition
 
 
 def new_job() -> Job:

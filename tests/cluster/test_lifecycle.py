@@ -13,7 +13,7 @@ import ray
 from ray.experimental.internal_kv import _internal_kv_get
 
 from cluster import ClusterUnavailable, Fleet, JobKind, JobSpec
-from cluster.client import _unwrap
+from cluster.ray_edge.client import _unwrap
 from tests.conftest import start_fleet
 from tests.helpers import (
     count_frames,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster import EncodeError, InputError, probe
-from cluster.media import probe_async
+from cluster.media.probe import probe_async
 from tests.helpers import make_clip
 
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from cluster import Hardware, JobKind, Policy
-from cluster.capability import Capability, CodecState
-from cluster.costs import CostModel, CostModelError
-from cluster.placement import (
+from cluster.nodes.capability import Capability, CodecState
+from cluster.scheduling.costs import CostModel, CostModelError
+from cluster.scheduling.planner import (
     Demand,
     GpuState,
     NodeState,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
+from cluster.model.progress import ProgressParser, ProgressSnapshot, ProgressThrottle
 
 # Recorded from ffmpeg 5.1 (-progress pipe:1 -nostats); the first block is what ffmpeg
 # writes before any frame is out, with N/A values.

@@ -1,0 +1,5 @@
+"""The command line: ``framefleet`` (local jobs, serve), its client commands and ``node``."""
+
+from api.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,236 @@
+"""The CLI as an HTTP client of a running gateway: submit, status, watch, cancel, nodes.
+
+``--api URL`` (``FRAMEFLEET_API``, default http://127.0.0.1:8000) and ``--token``
+(``FRAMEFLEET_TOKEN``; else the token file ``framefleet serve`` made in the data dir,
+``--data-dir`` / ``FRAMEFLEET_DATA_DIR`` or the default both use). ``--json`` prints
+machine-readable output for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.cli.exits import ExitCode
+from api.cli.livebar import live_bar
+from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
+from api.settings import TOKEN_FILE_NAME, default_data_dir
+from cluster import ClusterUnavailable, FramefleetError, Hardware, JobKind, Speed
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Api = Annotated[str, typer.Option("--api", envvar="FRAMEFLEET_API", help="The gateway's URL.")]
+Token = Annotated[
+    str | None, typer.Option("--token", envvar="FRAMEFLEET_TOKEN", help="An API token.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+class ApiError(FramefleetError):
+    """The gateway refused a request; the message is its one-line reason."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = "http_" + str(status)
+
+
+class GatewayClient:
+    def __init__(self, url: str, token: str | None, data_dir: Path | None = None) -> None:
+        self.token_file = (data_dir or default_data_dir()) / TOKEN_FILE_NAME
+        if token is None and self.token_file.is_file():
+            token = self.token_file.read_text().strip() or None
+        self.has_token = token is not None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise ClusterUnavailable(
+                f"cannot reach the gateway at {self.url} ({type(exc).__name__}); "
+                "is `framefleet serve` running? (--api / FRAMEFLEET_API)"
+            ) from exc
+        if r.status_code >= 400:
+            try:
+                message = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = r.text.strip()[:200] or r.reason_phrase
+            if r.status_code == 401:
+                message += (
+                    "; pass --token or set FRAMEFLEET_TOKEN"
+                    if self.has_token
+                    else f"; no token given and none in {self.token_file}: pass --token, "
+                    "set FRAMEFLEET_TOKEN, or --data-dir where `framefleet serve` keeps it"
+                )
+            raise ApiError(f"{message} (HTTP {r.status_code})", r.status_code)
+        return r.json()
+
+    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self.call("GET", f"/v1/jobs/{job_id}")  # raises the gateway's message
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        yield json.loads(line[5:])
+        except httpx.TransportError as exc:
+            raise ClusterUnavailable(f"lost the gateway at {self.url} ({exc})") from exc
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    p = job.get("progress") or {}
+    pct = f" {p['percent']:.0f}%" if p.get("percent") is not None else ""
+    out.print(f"{job['id']}  {job['kind']:<9} {job['status']:<9}{pct}  {job['input']}")
+    if job.get("reason"):
+        out.print(f"  {job['reason']}")
+
+
+def watch_job(api: GatewayClient, job_id: str, label: str) -> dict[str, Any]:
+    """Follow a job's SSE stream with a live bar; returns the final job."""
+    with live_bar(label, err) as show:
+        for event in api.events(job_id):
+            show(event)
+    job: dict[str, Any] = api.call("GET", f"/v1/jobs/{job_id}")
+    return job
+
+
+def register(app: typer.Typer, fail: Any) -> None:
+    """Add the client commands to ``app``; ``fail(code)`` ends the process with a code."""
+
+    @app.command()
+    def submit(
+        inputs: Annotated[
+            list[Path], typer.Argument(help="Input file(s), as the server sees them.")
+        ],
+        output: Annotated[
+            Path | None, typer.Option("-o", "--output", help="Output file (one input).")
+        ] = None,
+        output_dir: Annotated[
+            Path | None, typer.Option("--output-dir", help="Output folder (many inputs).")
+        ] = None,
+        ext: Annotated[
+            str, typer.Option("--ext", help="Output extension with --output-dir.")
+        ] = "mp4",
+        kind: Annotated[JobKind, typer.Option(help="Job kind.")] = JobKind.TRANSCODE,
+        codec: Codec = "h264",
+        quality: Quality = None,
+        speed: SpeedOpt = Speed.MEDIUM,
+        hardware: HardwareOpt = Hardware.AUTO,
+        priority: Priority = 0,
+        overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+        wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """Submit jobs to a running gateway."""
+        client = GatewayClient(api, token, data_dir)
+        spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
+                "hardware": str(hardware), "priority": priority,
+                "overwrite": overwrite}  # fmt: skip
+        paths = [str(p.absolute()) for p in inputs]
+        if len(paths) == 1 and output_dir is None:
+            body = {**spec, "input": paths[0], "output": str(output.absolute()) if output else None}
+            jobs = [client.call("POST", "/v1/jobs", json=body)]
+        else:
+            if output is not None:
+                raise typer.BadParameter("with several inputs, give --output-dir, not --output")
+            batch = {"spec": spec, "inputs": paths, "output_ext": ext,
+                     "output_dir": str(output_dir.absolute()) if output_dir else None}  # fmt: skip
+            jobs = client.call("POST", "/v1/jobs/batch", json=batch)["jobs"]
+        if wait:
+            jobs = [watch_job(client, j["id"], Path(j["input"]).name) for j in jobs]
+        if as_json:
+            out.print_json(json.dumps(jobs if len(jobs) > 1 else jobs[0]))
+        else:
+            for job in jobs:
+                _print_job(job)
+        if wait and any(j["status"] != "succeeded" for j in jobs):
+            fail(ExitCode.JOB_FAILED)
+
+    @app.command()
+    def status(
+        job_id: Annotated[
+            str | None, typer.Argument(help="A job id; all jobs if left out.")
+        ] = None,
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """Show one job, or list jobs."""
+        client = GatewayClient(api, token, data_dir)
+        if job_id:
+            job = client.call("GET", f"/v1/jobs/{job_id}")
+            if as_json:
+                out.print_json(json.dumps(job))
+            else:
+                _print_job(job)
+            return
+        jobs = client.call("GET", "/v1/jobs", params={"limit": 500})["jobs"]
+        if as_json:
+            out.print_json(json.dumps(jobs))
+            return
+        for job in jobs:
+            _print_job(job)
+
+    @app.command()
+    def watch(
+        job_id: Annotated[str, typer.Argument(help="The job to follow.")],
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+    ) -> None:
+        """Follow a job live (progress bar from the SSE stream) until it ends."""
+        client = GatewayClient(api, token, data_dir)
+        job = watch_job(client, job_id, job_id)
+        _print_job(job)
+        if job["status"] != "succeeded":
+            fail(ExitCode.JOB_FAILED)
+
+    @app.command()
+    def cancel(
+        job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+    ) -> None:
+        """Cancel a job (a running ffmpeg is killed; nothing partial is left)."""
+        _print_job(GatewayClient(api, token, data_dir).call("DELETE", f"/v1/jobs/{job_id}"))
+
+    @app.command()
+    def nodes(
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """The cluster's nodes: cores, GPUs with NVENC codecs, ffmpeg, running jobs."""
+        found = GatewayClient(api, token, data_dir).call("GET", "/v1/nodes")
+        if as_json:
+            out.print_json(json.dumps(found))
+            return
+        table = Table("node", "address", "cores", "GPUs", "NVENC", "ffmpeg", "running")
+        for n in found:
+            gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
+            nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
+                            if v["state"] in ("verified", "declared")})  # fmt: skip
+            ffmpeg = (n.get("ffmpeg") or {}).get("version") or "none"
+            table.add_row(n["node_id"][:12], n["address"], f"{n['cpus_used']:g}/{n['cpus']:g}",
+                          gpus, ",".join(nvenc) or "-", ffmpeg,
+                          str(len(n["running_jobs"])))  # fmt: skip
+        out.print(table)

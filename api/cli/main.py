@@ -1,0 +1,438 @@
+"""The ``framefleet`` command line (typer + rich).
+
+Errors print as one line (``framefleet: …``) and a non-zero exit code from the one
+table in :mod:`api.cli.exits`; only ``--debug`` shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+# Ray's token authentication, chosen deliberately rather than left to Ray's default
+# (which only warns): an embedded Ray generates its token in ~/.ray/auth_token; a
+# joined cluster's token comes from RAY_AUTH_TOKEN or that file. Ray reads this when
+# it is imported, so it is set before anything imports Ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import pydantic
+import typer
+from rich.console import Console
+
+from api.cli.exits import ExitCode, exit_code_for
+from api.cli.jobs import register as register_client
+from api.cli.livebar import live_bar
+from api.cli.node import node_app
+from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
+from api.settings import TOKEN_FILE_NAME, default_data_dir
+from cluster import (
+    FFMPEG_ENV,
+    ConfigError,
+    CoordinatorConfig,
+    CostModel,
+    Fleet,
+    FolderWatcher,
+    FramefleetError,
+    Hardware,
+    JobKind,
+    JobSpec,
+    JobStatus,
+    RuntimeConfig,
+    Speed,
+    WatchRule,
+    available,
+    check_rule,
+    check_spec,
+    make_sample,
+    probe,
+)
+
+app = typer.Typer(
+    name="framefleet",
+    help="GPU-aware video transcoding on a Ray cluster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(node_app, name="node")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        envvar="FRAMEFLEET_RAY_ADDRESS",
+        help="Join this Ray cluster (HOST:PORT) instead of starting a local one.",
+    ),
+]
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    """framefleet: submit encodes to a Ray cluster (a local one by default)."""
+
+
+def _fleet(data_dir: Path, address: str | None) -> Fleet:
+    cost_file = os.environ.get("FRAMEFLEET_COST_MODEL")
+    costs = CostModel.from_file(cost_file) if cost_file else CostModel()
+    if address is None:
+        err.print("[dim]starting a local Ray cluster…[/dim]")
+    return Fleet.connect(
+        RuntimeConfig(data_dir=data_dir, address=address, ffmpeg=os.environ.get(FFMPEG_ENV)),
+        CoordinatorConfig(data_dir=data_dir, costs=costs),
+    )
+
+
+def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> dict[str, Any]:
+    """Submit ``spec`` and follow it with a live progress bar; Ctrl-C cancels the job."""
+    job = fleet.submit(spec)
+    with live_bar(label, err) as show:
+        try:
+            return fleet.wait(job["id"], on_event=show)
+        except KeyboardInterrupt:
+            err.print("interrupted: cancelling the job…")
+            final = fleet.cancel(job["id"])
+            err.print(f"job {final['id']} {final['status']}; nothing was written")
+            raise _Exit(ExitCode.INTERRUPTED) from None
+
+
+def _report(job: dict[str, Any]) -> None:
+    if job["status"] != JobStatus.SUCCEEDED:
+        _say(f"framefleet: job {job['id']} {job['status']}: {job['reason']}")
+        raise _Exit(ExitCode.JOB_FAILED)
+    result = job["result"] or {}
+    placement = job.get("placement") or {}
+    if "output" in result:
+        out.print(
+            f"[green]✓[/green] {result['output']}: {result['codec']} "
+            f"{result['width']}x{result['height']}, {result['duration_s'] or 0:.2f} s, "
+            f"{result['size_bytes'] / 1e6:.1f} MB "
+            f"({placement.get('encoder')} on {placement.get('address')}; {job['reason']})"
+        )
+    elif "images" in result:
+        for image in result["images"]:
+            out.print(f"[green]✓[/green] {image}")
+    elif "valid" in result:
+        if result["valid"]:
+            out.print(f"[green]✓[/green] {job['spec']['input']}: no errors")
+        else:
+            out.print(f"[red]✗[/red] {job['spec']['input']}: {len(result['errors'])} error(s)")
+            for line in result["errors"]:
+                out.print(f"  {line}")
+            raise _Exit(ExitCode.JOB_FAILED)
+    for note in job.get("notes") or []:
+        err.print(f"note: {note}")
+
+
+def _submit_and_report(
+    data_dir: Path | None, address: str | None, spec: JobSpec, label: str
+) -> None:
+    # Refuse a bad request before starting a cluster; which encoders a farm has is the
+    # coordinator's to judge (each node has its own ffmpeg).
+    check_spec(spec, available() if address is None else None)
+    data_dir = _data_dir(data_dir)
+    fleet = _fleet(data_dir, address)
+    try:
+        _report(_run_job(fleet, spec, label))
+    finally:
+        fleet.close()
+
+
+@app.command()
+def encode(
+    input: Annotated[Path, typer.Argument(help="The video to transcode.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.mp4 .mkv …)")],
+    codec: Codec = "h264",
+    quality: Quality = None,
+    speed: SpeedOpt = Speed.MEDIUM,
+    hardware: HardwareOpt = Hardware.AUTO,
+    priority: Priority = 0,
+    keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    address: Address = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Transcode INPUT to OUTPUT through the cluster, with a live progress bar."""
+    spec = JobSpec(
+        kind=JobKind.TRANSCODE,
+        input=str(input.absolute()),
+        output=str(output.absolute()),
+        codec=codec,
+        quality=quality,
+        speed=speed,
+        hardware=hardware,
+        priority=priority,
+        keep_10bit=keep_10bit,
+        overwrite=overwrite,
+    )
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command()
+def validate(
+    input: Annotated[Path, typer.Argument(help="The file to decode in full.")],
+    address: Address = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Decode INPUT in full and list every error (exit 1 if any)."""
+    spec = JobSpec(kind=JobKind.VALIDATE, input=str(input.absolute()))
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command()
+def thumbnail(
+    input: Annotated[Path, typer.Argument(help="The video to take images from.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the JPEGs.")],
+    at: Annotated[float | None, typer.Option(help="One image at this second.")] = None,
+    count: Annotated[int | None, typer.Option(help="N images, evenly spaced.")] = None,
+    width: Annotated[int | None, typer.Option(help="Scale to this width.")] = None,
+    address: Address = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Write JPEG thumbnails of INPUT into a folder."""
+    spec = JobSpec(
+        kind=JobKind.THUMBNAIL,
+        input=str(input.absolute()),
+        output=str(output.absolute()),
+        thumbnail_at=at,
+        thumbnail_count=count,
+        thumbnail_width=width,
+    )
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command("probe")
+def probe_command(
+    file: Annotated[Path, typer.Argument(help="A media file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full probe as JSON.")] = False,
+) -> None:
+    """Show what FILE holds (runs ffprobe here; no cluster needed)."""
+    info = probe(file)
+    if as_json:
+        out.print_json(json.dumps(info.to_dict()))
+        return
+    out.print(f"{file}: {info.format_name}, {info.duration_s or 0:.3f} s, {info.size_bytes} bytes")
+    if v := info.video:
+        fps = f"{v.fps:.3f}" if v.fps else "?"
+        count = f"{'~' if info.frame_count_estimated else ''}{info.frame_count or '?'}"
+        out.print(
+            f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} "
+            f"{v.bit_depth}-bit, {fps} fps, {count} frames"
+            + (f", rotated {v.rotation}°" if v.rotation else "")
+        )
+    for a in info.audio:
+        out.print(
+            f"  audio #{a.index}: {a.codec} {a.channels} ch {a.sample_rate} Hz {a.language or ''}"
+        )
+    for s in info.subtitles:
+        out.print(f"  subtitle #{s.index}: {s.codec} {s.language or ''}")
+
+
+@app.command()
+def demo(data_dir: DataDir = None) -> None:
+    """Make a 20 s test clip and encode it on a local cluster, showing live progress."""
+    data_dir = _data_dir(data_dir)
+    folder = data_dir / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = folder / "sample.mp4"
+    if not sample.exists():
+        err.print(f"making a 20 s 720p test clip at {sample}…")
+        make_sample(sample, seconds=20)
+    spec = JobSpec(
+        kind=JobKind.TRANSCODE,
+        input=str(sample.absolute()),
+        output=str((folder / "sample-hevc.mkv").absolute()),
+        codec="hevc",
+        speed=Speed.FAST,
+        overwrite=True,
+    )
+    _submit_and_report(data_dir, None, spec, "sample.mp4 → hevc")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
+    address: Address = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Job database and Ray temp files.")
+    ] = None,
+    media_root: Annotated[
+        list[Path] | None,
+        typer.Option("--media-root", help="Jobs read and write only under these (repeatable)."),
+    ] = None,
+    gpu_inventory: Annotated[
+        Path | None, typer.Option("--gpu-inventory", help="Declare GPUs (JSON) for this node.")
+    ] = None,
+    ffmpeg: Annotated[
+        str | None, typer.Option("--ffmpeg", help="The local node's ffmpeg [ffmpeg on PATH].")
+    ] = None,
+) -> None:
+    """Run the HTTP gateway (and, without --address, a local cluster). Docs at /docs."""
+    import uvicorn
+
+    from api.gateway.app import connect_fleet, create_app, media_roots
+    from api.settings import Settings
+
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "ray_address": address,
+        "data_dir": data_dir,
+        "media_roots": media_root or None,
+        "gpu_inventory": gpu_inventory,
+        "ffmpeg": ffmpeg,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"setting {where}: {first['msg']} (FRAMEFLEET_{where.upper()})") from None
+    if not settings.tokens():
+        token_file = settings.data_dir / TOKEN_FILE_NAME
+        if not token_file.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            token_file.touch(mode=0o600)
+            token_file.write_text(secrets.token_urlsafe(32) + "\n")
+        settings = settings.model_copy(update={"token_file": token_file})
+        err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
+    err.print(f"media roots: {', '.join(str(r) for r in media_roots(settings))}")
+    if settings.ray_address is None:
+        err.print("[dim]starting a local Ray cluster…[/dim]")
+    # Connected here, on the main thread, before the server starts: an embedded Ray's
+    # processes live as long as the thread that started them, and uvicorn then owns the
+    # signal handlers (SIGTERM stops the server, then this closes the cluster).
+    fleet = connect_fleet(settings)
+    # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again for
+    # whoever handled it before: that is a normal stop here (exit 0 once the cluster is
+    # closed), not Ray's driver handler (exit 15) or a KeyboardInterrupt.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_requested)
+    try:
+        url = f"http://{settings.host}:{settings.port}"
+        err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
+        uvicorn.run(
+            create_app(settings, fleet), host=settings.host, port=settings.port, log_level="info"
+        )
+    finally:
+        err.print("stopping: winding down running encodes (they are re-queued)…")
+        fleet.close()
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    """A stop signal after the server has stopped: closing goes on."""
+
+
+@app.command("watch-folder")
+def watch_folder(
+    folder: Annotated[Path, typer.Argument(help="The folder to watch for new videos.")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where outputs go.")],
+    kind: Annotated[JobKind, typer.Option(help="Job for each file.")] = JobKind.TRANSCODE,
+    codec: Codec = "h264",
+    quality: Quality = None,
+    speed: SpeedOpt = Speed.MEDIUM,
+    hardware: HardwareOpt = Hardware.AUTO,
+    priority: Priority = 0,
+    output_ext: Annotated[str, typer.Option(help="Output extension.")] = "mp4",
+    ext: Annotated[
+        list[str] | None, typer.Option("--ext", help="Only these input extensions (repeatable).")
+    ] = None,
+    stable_s: Annotated[
+        float, typer.Option("--stable-s", help="Seconds a file must stay unchanged.")
+    ] = 5.0,
+    recursive: Annotated[bool, typer.Option(help="Watch sub-folders too.")] = False,
+    address: Address = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Submit a job for each new video in FOLDER once it is completely written (never twice,
+    even across restarts). Ctrl-C stops watching; submitted jobs go on."""
+    import threading
+
+    rule = WatchRule(
+        folder=folder.absolute(),
+        output_dir=output_dir.absolute(),
+        template={
+            "kind": kind,
+            "codec": codec,
+            "quality": quality,
+            "speed": speed,
+            "hardware": hardware,
+            "priority": priority,
+        },
+        output_ext=output_ext,
+        **({"extensions": tuple(ext)} if ext else {}),
+        stable_s=stable_s,
+        recursive=recursive,
+    )
+    check_rule(rule)
+    data_dir = _data_dir(data_dir)
+    fleet = _fleet(data_dir, address)
+    watcher = FolderWatcher(rule, data_dir / "watch.sqlite3", fleet.submit, say=err.print)
+    stop = threading.Event()
+    try:
+        watcher.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+        err.print("stopped watching; submitted jobs go on in the cluster")
+    finally:
+        watcher.close()
+        fleet.close()
+
+
+def _data_dir(given: Path | None) -> Path:
+    return given if given is not None else default_data_dir()
+
+
+def _fail(code: int) -> None:
+    raise _Exit(code)
+
+
+register_client(app, _fail)
+
+
+def _say(line: str) -> None:
+    """One unwrapped line on stderr, whatever the terminal width."""
+    print(line, file=sys.stderr)
+
+
+def main() -> None:
+    """Entry point: run the app; turn every error into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    sys.argv = [arg for arg in sys.argv if arg != "--debug"]  # accepted anywhere on the line
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    try:
+        app(standalone_mode=False)
+    except _Exit as exc:
+        sys.exit(exc.code)
+    except (KeyboardInterrupt, typer.Abort):
+        sys.exit(ExitCode.INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.exceptions.TyperException as exc:  # usage errors: typer shows them its way
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(ExitCode.REFUSED)
+    except FramefleetError as exc:
+        if debug:
+            raise
+        _say(f"framefleet: {exc}")
+        sys.exit(exit_code_for(exc))
+    except Exception as exc:
+        if debug:
+            raise
+        _say(f"framefleet: internal error: {type(exc).__name__}: {exc} (--debug shows more)")
+        sys.exit(ExitCode.JOB_FAILED)

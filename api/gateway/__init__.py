@@ -1,0 +1,1 @@
+"""The HTTP gateway: the FastAPI app, its routes, schemas, auth, events and metrics."""

@@ -1,0 +1,129 @@
+"""/v1/ws: the same job events as the SSE stream, for all jobs or a chosen set.
+
+Authenticate with ``Authorization: Bearer <token>`` on the upgrade request or, from a
+browser (which cannot set that header), with a first message ``{"token": "..."}``
+within 5 s; otherwise the socket is closed with code 4401. Then send
+``{"subscribe": ["<job id>", ...]}`` (or ``"all"``, the default) at any time.
+Every event is a JSON object with ``job_id``, ``status``, ``progress``, ``attempts``,
+``reason``; ``{"type": "gap"}`` means some were missed: re-read the jobs you follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from api.gateway.auth import bearer, token_ok
+from api.gateway.events import Subscription
+
+router = APIRouter(tags=["events"])
+AUTH_WAIT_S = 5.0
+UNAUTHORIZED = 4401
+BAD_FRAME = 4400
+TOO_MANY = 1013  # "try again later"
+MAX_WAITING_FOR_AUTH = 64
+"""Sockets that may wait for their token message at once; more are closed at once."""
+MAX_SUBSCRIBE = 10_000
+_waiting = 0
+
+
+@router.websocket("/v1/ws")
+async def events_socket(ws: WebSocket) -> None:
+    global _waiting
+    tokens = ws.app.state.tokens
+    given = bearer(ws.headers.get("authorization"))
+    if given is None and _waiting >= MAX_WAITING_FOR_AUTH:
+        await ws.close(code=TOO_MANY, reason="too many unauthenticated sockets; retry")
+        return
+    await ws.accept()
+    if given is None:
+        _waiting += 1
+        try:
+            given = await _token_message(ws)
+        except _BadFrame:
+            with contextlib.suppress(Exception):
+                await ws.close(code=BAD_FRAME, reason='send {"token": "..."} as text')
+            return
+        finally:
+            _waiting -= 1
+    if not isinstance(given, str) or not token_ok(given, tokens):
+        with contextlib.suppress(Exception):
+            await ws.close(code=UNAUTHORIZED, reason="a valid token is required")
+        return
+    await ws.send_json({"type": "ready"})
+    hub = ws.app.state.hub
+    async with hub.subscribe(None) as sub:  # the hub filters by sub.job_ids
+        listener = asyncio.create_task(_listen(ws, sub))
+        try:
+            while not listener.done():
+                getter = asyncio.create_task(sub.queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, listener}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    break
+                event = getter.result()
+                await ws.send_json({"type": "gap"} if event is None else _public(event))
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            listener.cancel()
+
+
+class _BadFrame(Exception):
+    pass
+
+
+async def _token_message(ws: WebSocket) -> str | None:
+    """The token from the first message (text JSON), or ``None``; a binary first frame
+    is a :class:`_BadFrame`."""
+    try:
+        message = await asyncio.wait_for(ws.receive(), AUTH_WAIT_S)
+    except TimeoutError:
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is None:
+        raise _BadFrame
+    try:
+        first = json.loads(text)
+    except ValueError:
+        return None
+    token = first.get("token") if isinstance(first, dict) else None
+    return token if isinstance(token, str) else None
+
+
+async def _listen(ws: WebSocket, sub: Subscription) -> None:
+    """Apply ``{"subscribe": [...] | "all"}`` messages until the client leaves."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            try:
+                message = json.loads(frame.get("text") or "")
+            except ValueError:
+                await ws.send_json({"type": "error", "message": "send JSON as text"})
+                continue
+            choice = message.get("subscribe") if isinstance(message, dict) else None
+            if choice == "all":
+                sub.job_ids = None
+            elif isinstance(choice, list) and len(choice) <= MAX_SUBSCRIBE:
+                sub.job_ids = frozenset(str(i) for i in choice)
+            else:
+                await ws.send_json(
+                    {"type": "error", "message": 'send {"subscribe": ["<job id>", ...]} or "all"'}
+                )
+                continue
+            await ws.send_json({"type": "subscribed", "jobs": choice})
+
+
+def _public(event: dict[str, Any]) -> dict[str, Any]:
+    keys = ("seq", "type", "job_id", "status", "progress", "attempts", "reason", "error_code")
+    return {k: event.get(k) for k in keys}

@@ -1,1 +1,0 @@
-"""Ray wrappers: encoder and coordinator actors, and the options they run with."""

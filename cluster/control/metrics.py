@@ -1,0 +1,118 @@
+"""The coordinator's job counters and histograms, exported through the gateway's /metrics.
+
+Plain data, no prometheus-client here: the coordinator records what happens to jobs
+(every state change goes through one function), and ``snapshot()`` returns it with
+the live gauges for the gateway to render. Label sets are initialised at start-up, so
+every series exists from the first scrape. No job ids as labels.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.media.encoders import CATALOG
+from cluster.model.jobs import CODECS, JobKind
+
+WAIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+OUTCOMES = ("succeeded", "failed", "cancelled")
+NO_ENCODER = "none"
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.buckets) + 1)  # the last is +Inf
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        cumulative, running = [], 0
+        for count in self.counts:
+            running += count
+            cumulative.append(running)
+        return {"buckets": list(self.buckets), "cumulative": cumulative, "sum": self.total}
+
+
+def _job_labels() -> list[tuple[str, str, str]]:
+    """(kind, codec, encoder) that can occur: transcodes per encoder, others with none."""
+    labels = [(str(JobKind.TRANSCODE), e.codec, e.name) for e in CATALOG]
+    for kind in (JobKind.PROBE, JobKind.VALIDATE, JobKind.THUMBNAIL):
+        labels += [(str(kind), codec, NO_ENCODER) for codec in CODECS]
+    return labels
+
+
+@dataclass
+class JobMetrics:
+    submitted: dict[tuple[str, str], int] = field(default_factory=dict)
+    finished: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    retries: int = 0
+    placement_failures: int = 0
+    nvenc_failures: int = 0
+    node_losses: int = 0
+    frames: dict[str, int] = field(default_factory=dict)
+    bytes_written: dict[str, int] = field(default_factory=dict)
+    queue_wait: dict[str, Histogram] = field(default_factory=dict)
+    duration: dict[str, Histogram] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind, codec, encoder in _job_labels():
+            self.submitted.setdefault((kind, codec), 0)
+            for outcome in OUTCOMES:
+                self.finished.setdefault((kind, codec, encoder, outcome), 0)
+            self.frames.setdefault(encoder, 0)
+            self.queue_wait.setdefault(kind, Histogram(WAIT_BUCKETS))
+            self.duration.setdefault(kind, Histogram(DURATION_BUCKETS))
+        for kind in JobKind:
+            self.bytes_written.setdefault(str(kind), 0)
+
+    def on_submit(self, kind: str, codec: str) -> None:
+        self.submitted[(kind, codec)] = self.submitted.get((kind, codec), 0) + 1
+
+    def on_start(self, kind: str, waited_s: float) -> None:
+        self.queue_wait.setdefault(kind, Histogram(WAIT_BUCKETS)).observe(max(waited_s, 0.0))
+
+    def on_finish(
+        self,
+        kind: str,
+        codec: str,
+        encoder: str | None,
+        outcome: str,
+        ran_s: float | None,
+        result: dict[str, Any] | None,
+    ) -> None:
+        key = (kind, codec, encoder or NO_ENCODER, outcome)
+        self.finished[key] = self.finished.get(key, 0) + 1
+        if ran_s is not None:
+            self.duration.setdefault(kind, Histogram(DURATION_BUCKETS)).observe(max(ran_s, 0.0))
+        if outcome == "succeeded" and result:
+            frames = result.get("frames")
+            if isinstance(frames, int) and encoder:
+                self.frames[encoder] = self.frames.get(encoder, 0) + frames
+            size = result.get("size_bytes")
+            if isinstance(size, int):
+                self.bytes_written[kind] = self.bytes_written.get(kind, 0) + size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "submitted": [[*k, v] for k, v in self.submitted.items()],
+            "finished": [[*k, v] for k, v in self.finished.items()],
+            "retries": self.retries,
+            "placement_failures": self.placement_failures,
+            "nvenc_failures": self.nvenc_failures,
+            "node_losses": self.node_losses,
+            "frames": self.frames,
+            "bytes_written": self.bytes_written,
+            "queue_wait": {k: h.to_dict() for k, h in self.queue_wait.items()},
+            "duration": {k: h.to_dict() for k, h in self.duration.items()},
+        }

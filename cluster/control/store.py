@@ -1,0 +1,94 @@
+"""Job records in SQLite (WAL): every state change is written; progress stays in memory."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from cluster.model.jobs import Job
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
+CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+"""
+
+
+class JobStore:
+    """One SQLite file in the data dir; only the coordinator writes to it."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{path} was written by a newer framefleet (schema {version}); upgrade framefleet"
+            )
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def save(self, job: Job) -> None:
+        self.save_many((job,))
+
+    def save_many(self, jobs: Iterable[Job]) -> None:
+        rows = [
+            (
+                j.id,
+                j.seq,
+                str(j.status),
+                str(j.spec.kind),
+                j.spec.priority,
+                j.created_at,
+                j.updated_at,
+                json.dumps(j.to_dict()),
+            )
+            for j in jobs
+        ]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "status=excluded.status, priority=excluded.priority, "
+                "updated_at=excluded.updated_at, record=excluded.record",
+                rows,
+            )
+
+    def load(self, job_id: str) -> Job | None:
+        row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_dict(json.loads(row[0])) if row else None
+
+    def query(
+        self, *, after_seq: int, status: str | None, kind: str | None, limit: int
+    ) -> list[Job]:
+        """Jobs in submission order after ``after_seq``, filtered, at most ``limit``."""
+        sql = "SELECT record FROM jobs WHERE seq > ?"
+        args: list[object] = [after_seq]
+        if status:
+            sql, args = sql + " AND status = ?", [*args, status]
+        if kind:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
+        return [Job.from_dict(json.loads(record)) for (record,) in rows]
+
+    def load_all(self) -> list[Job]:
+        rows = self._db.execute("SELECT record FROM jobs ORDER BY seq").fetchall()
+        return [Job.from_dict(json.loads(record)) for (record,) in rows]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,245 @@
+"""ffmpeg command lines, built by pure functions from a spec and a probe.
+
+Nothing a user types becomes an ffmpeg argument: paths are made absolute and
+passed through the ``file:`` protocol (so ``concat:``, ``-x`` or ``http:`` in a
+name stay a file name), every other value comes from the catalog in
+:mod:`cluster.media.encoders`. Every command has ``-nostdin -hide_banner -progress
+pipe:1 -nostats``, and its inputs ``-protocol_whitelist file,pipe`` and a
+``-format_whitelist`` of container demuxers (see :data:`cluster.media.probe.INPUT_FORMATS`), so
+an input opens only the file it names.
+Outputs are written to a hidden partial file beside the destination; the runner
+renames them into place only on success.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cluster.errors import SpecError
+from cluster.media.encoders import Container, Encoder
+from cluster.media.probe import INPUT_OPTIONS, MediaInfo
+from cluster.model.jobs import JobSpec
+from cluster.scheduling.costs import SEEK_INPUTS_MAX
+
+COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
+INPUT_OPTS = INPUT_OPTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ffmpeg run: its argv, and the files it writes as (partial, final) pairs."""
+
+    argv: list[str]
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    duration_s: float | None = None
+    total_frames: int | None = None
+    notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def partial_path(final: str | os.PathLike[str], job_id: str) -> str:
+    """The hidden file beside ``final`` that a job writes before the atomic rename."""
+    p = Path(final)
+    return str(p.with_name(f".{p.name}.{job_id}.partial"))
+
+
+def _input(path: str, seek: float | None = None) -> list[str]:
+    args = ["-ss", f"{seek:.3f}"] if seek is not None else []
+    return [*args, *INPUT_OPTS, "-i", f"file:{os.path.abspath(path)}"]
+
+
+def _video_pix_fmt(spec: JobSpec, media: MediaInfo, encoder: Encoder) -> str:
+    video = media.require_video()
+    if spec.keep_10bit and video.bit_depth > 8:
+        if encoder.ten_bit_pix_fmt is None:
+            raise SpecError(f"{encoder.name} cannot write 10-bit video; use hevc or av1")
+        return encoder.ten_bit_pix_fmt
+    return "nv12" if encoder.is_nvenc else "yuv420p"
+
+
+def _audio_args(media: MediaInfo, container: Container) -> tuple[list[str], list[str]]:
+    args: list[str] = []
+    notes: list[str] = []
+    for i, stream in enumerate(media.audio):
+        args += ["-map", f"0:{stream.index}"]
+        if container.audio_copy is None or stream.codec in container.audio_copy:
+            args += [f"-c:a:{i}", "copy"]
+        else:
+            encoder, bitrate = container.audio_fallback
+            args += [f"-c:a:{i}", encoder, f"-b:a:{i}", bitrate]
+            notes.append(f"audio stream {stream.index} ({stream.codec}) re-encoded to {encoder}")
+    return args, notes
+
+
+def _subtitle_args(media: MediaInfo, container: Container) -> tuple[list[str], list[str]]:
+    args: list[str] = []
+    notes: list[str] = []
+    kept = 0
+    for stream in media.subtitles:
+        if stream.codec in container.subtitle_copy:
+            codec = "copy"
+        elif stream.is_text and container.text_subtitle_encoder:
+            codec = container.text_subtitle_encoder
+        else:
+            notes.append(
+                f"subtitle stream {stream.index} ({stream.codec}) dropped: "
+                f".{container.ext} cannot hold it; use .mkv to keep it"
+            )
+            continue
+        args += ["-map", f"0:{stream.index}", f"-c:s:{kept}", codec]
+        kept += 1
+    return args, notes
+
+
+def transcode_command(
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder,
+    container: Container,
+    *,
+    job_id: str,
+    cuda_device: str | None = None,
+) -> Command:
+    """The command that transcodes ``spec.input`` to ``spec.output`` with ``encoder``."""
+    assert spec.output is not None
+    video = media.require_video()
+    if encoder.codec not in container.video_codecs:
+        raise SpecError(
+            f".{container.ext} cannot hold {encoder.codec} video; "
+            f"use {', '.join(sorted(container.video_codecs))} or another extension"
+        )
+    final = os.path.abspath(spec.output)
+    partial = partial_path(final, job_id)
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *_input(spec.input)]
+    argv += ["-map", f"0:{video.index}", "-map_metadata", "0", "-map_chapters", "0"]
+    if video.width % 2 or video.height % 2:
+        argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+    argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
+    argv += encoder.rate_control(spec.quality)
+    argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]
+    if tag := container.video_tags.get(encoder.codec):
+        argv += ["-tag:v", tag]
+    env: dict[str, str] = {}
+    if encoder.is_nvenc and cuda_device is not None:
+        # The placed GPU (by UUID, as NVML keys it) is the only one the process sees,
+        # so ffmpeg's -gpu 0 and CUDA_VISIBLE_DEVICES name the same device.
+        argv += ["-gpu", "0"]
+        env["CUDA_VISIBLE_DEVICES"] = cuda_device
+    audio, audio_notes = _audio_args(media, container)
+    subtitles, subtitle_notes = _subtitle_args(media, container)
+    argv += audio + subtitles
+    if container.faststart:
+        argv += ["-movflags", "+faststart"]
+    argv += ["-f", container.muxer, f"file:{partial}"]
+    return Command(
+        argv=argv,
+        outputs=[(partial, final)],
+        duration_s=media.duration_s,
+        total_frames=media.frame_count,
+        notes=audio_notes + subtitle_notes,
+        env=env,
+    )
+
+
+def validate_command(spec: JobSpec, media: MediaInfo) -> Command:
+    """A full decode of every video and audio stream, reporting errors only."""
+    argv = ["ffmpeg", *COMMON, "-loglevel", "error", *_input(spec.input)]
+    argv += ["-map", "0:v?", "-map", "0:a?", "-f", "null", "-"]
+    return Command(argv=argv, duration_s=media.duration_s, total_frames=media.frame_count)
+
+
+def thumbnail_times(spec: JobSpec, media: MediaInfo) -> list[float]:
+    """Where the thumbnails are taken: one time, or ``count`` evenly spaced, else 10% in."""
+    duration = media.duration_s or 0.0
+    if spec.thumbnail_at is not None:
+        if duration and spec.thumbnail_at >= duration:
+            raise SpecError(
+                f"thumbnail time {spec.thumbnail_at:g} s is past the end "
+                f"(the input lasts {duration:.2f} s)"
+            )
+        return [spec.thumbnail_at]
+    count = spec.thumbnail_count
+    if count is None:
+        return [round(duration * 0.1, 3)]
+    return [round(duration * (i + 0.5) / count, 3) for i in range(count)]
+
+
+THUMBNAIL_PIXELS_MAX = 100 * 1920 * 1080
+"""All thumbnails of a job together: at most 100 full-HD images."""
+THUMBNAIL_COLUMNS_MAX = 100 * 1920
+"""``thumbnail_count x thumbnail_width``, checked at submit before the input's size is known."""
+
+
+def check_thumbnail_request(count: int | None, width: int | None) -> None:
+    """Refuse at submit what can only be too large, whatever the input."""
+    if count and width and count * width > THUMBNAIL_COLUMNS_MAX:
+        raise SpecError(
+            f"{count} thumbnails {width} px wide are too many pixels; at most "
+            f"{THUMBNAIL_COLUMNS_MAX} (count x width), for example 100 at 1920 or 25 at 7680",
+            code="too_large",
+        )
+
+
+def _thumbnail_size(spec: JobSpec, media: MediaInfo) -> tuple[int, int]:
+    video = media.require_video()
+    width, height = video.width or 1, video.height or 1
+    if video.rotation in (90, 270):
+        width, height = height, width
+    if spec.thumbnail_width:
+        return spec.thumbnail_width, max(2, round(height * spec.thumbnail_width / width))
+    return width, height
+
+
+def thumbnail_command(spec: JobSpec, media: MediaInfo, *, job_id: str) -> Command:
+    """JPEG thumbnails in ``spec.output`` (a folder), in one ffmpeg: a fast seek per image
+    up to :data:`SEEK_INPUTS_MAX` images, else one decode that picks the frames."""
+    assert spec.output is not None
+    video = media.require_video()
+    times = thumbnail_times(spec, media)
+    width, height = _thumbnail_size(spec, media)
+    if len(times) * width * height > THUMBNAIL_PIXELS_MAX:
+        raise SpecError(
+            f"{len(times)} thumbnails of {width}x{height} are too many pixels (at most "
+            f"{THUMBNAIL_PIXELS_MAX}); ask for fewer or smaller",
+            code="too_large",
+        )
+    folder = Path(os.path.abspath(spec.output))
+    stem = Path(spec.input).stem
+    names = [f"{stem}.jpg"] if len(times) == 1 else [f"{stem}_{i:03d}.jpg" for i in
+                                                    range(1, len(times) + 1)]  # fmt: skip
+    outputs = [(partial_path(folder / n, job_id), str(folder / n)) for n in names]
+    scale = f"scale={spec.thumbnail_width}:-2" if spec.thumbnail_width else None
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y"]
+    if len(times) > SEEK_INPUTS_MAX:
+        # One pass: the first frame at or after each time (t crosses it since the last).
+        picks = "+".join(f"gte(t\\,{t:.3f})*not(gte(prev_t\\,{t:.3f}))" for t in times)
+        chain = f"select='{picks}'" + (f",{scale}" if scale else "")
+        pattern = partial_path(folder / f"{stem.replace('%', '%%')}_%03d.jpg", job_id)
+        argv += [*_input(spec.input), "-map", f"0:{video.index}", "-vf", chain,
+                 "-fps_mode", "passthrough", "-frames:v", str(len(times)), "-q:v", "3",
+                 "-f", "image2", "-start_number", "1", f"file:{pattern}"]  # fmt: skip
+        return Command(argv=argv, outputs=outputs, total_frames=len(times))
+    for t in times:
+        argv += _input(spec.input, seek=t)
+    for i, (partial, _) in enumerate(outputs):
+        argv += ["-map", f"{i}:{video.index}", "-frames:v", "1", "-q:v", "3"]
+        if scale:
+            argv += ["-vf", scale]
+        argv += ["-f", "image2", "-update", "1", f"file:{partial}"]
+    return Command(argv=argv, outputs=outputs, total_frames=len(times))
+
+
+def sample_command(
+    path: str, *, seconds: float = 20.0, width: int = 1280, height: int = 720
+) -> Command:
+    """A test pattern with a tone (lavfi testsrc2 + sine) as a quick H.264 file, for demos."""
+    argv = ["ffmpeg", *COMMON, "-loglevel", "error", "-y", "-f", "lavfi"]
+    argv += ["-i", f"testsrc2=size={width}x{height}:rate=30:duration={seconds:g}"]
+    argv += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds:g}"]
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    final = os.path.abspath(path)
+    partial = partial_path(final, "sample")
+    argv += ["-shortest", "-f", "mp4", f"file:{partial}"]
+    return Command(argv=argv, outputs=[(partial, final)], duration_s=seconds)

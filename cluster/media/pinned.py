@@ -1,0 +1,119 @@
+"""The files one ffmpeg run touches, pinned on the node that runs it.
+
+Paths are checked against the media roots when a job is submitted, but a file or folder
+can be swapped for a symlink while the job waits. So, immediately before ffmpeg starts,
+the node opens the input and each output folder itself (no link in the last part, and
+what was opened must lie inside the roots), and ffmpeg gets ``/proc/self/fd/N`` paths
+to those descriptors: a later swap cannot redirect a read or a write. Outputs are
+renamed into place through the folder's descriptor after the folder is checked again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from cluster.errors import EncodeError, OutputError
+from cluster.media.argv import Command
+from cluster.media.paths import OVERWRITE_HINT, check_opened, open_folder, open_input
+
+
+@dataclass(slots=True)
+class PinnedOutput:
+    folder_fd: int
+    folder: str
+    partial: str
+    """A name inside the folder."""
+    final: str
+
+
+@dataclass(slots=True)
+class Pinned:
+    """A :class:`Command` whose files are open descriptors (see the module docstring)."""
+
+    command: Command
+    pass_fds: tuple[int, ...]
+    outputs: list[PinnedOutput]
+    roots: tuple[Path, ...]
+    _fds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls,
+        command: Command,
+        *,
+        input_path: str,
+        roots: tuple[Path, ...],
+        create_folders: bool = False,
+    ) -> Pinned:
+        fds: list[int] = []
+        try:
+            source = open_input(input_path, roots)
+            fds.append(source)
+            folders: dict[str, int] = {}
+            outputs = []
+            for partial, final in command.outputs:
+                folder = os.path.dirname(final)
+                if folder not in folders:
+                    folders[folder] = open_folder(folder, roots, create=create_folders)
+                    fds.append(folders[folder])
+                outputs.append(
+                    PinnedOutput(
+                        folders[folder], folder, os.path.basename(partial), os.path.basename(final)
+                    )
+                )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        argv = [_pin_arg(arg, input_path, source, folders) for arg in command.argv]
+        return cls(replace(command, argv=argv), tuple(fds), outputs, roots, fds)
+
+    def size(self, index: int = 0) -> int:
+        out = self.outputs[index]
+        return os.stat(out.partial, dir_fd=out.folder_fd).st_size
+
+    def commit(self, *, overwrite: bool) -> None:
+        """Rename every partial file onto its name (atomic per file), in the folders that
+        were opened, once each is checked again; else remove the partial files."""
+        try:
+            for out in self.outputs:
+                check_opened(out.folder_fd, self.roots, what="output folder", shown=out.folder)
+                if not overwrite and _exists(out.final, out.folder_fd):
+                    raise OutputError(f"{out.folder}/{out.final} already exists; {OVERWRITE_HINT}")
+                if not _exists(out.partial, out.folder_fd):
+                    raise EncodeError(f"ffmpeg finished but wrote no {out.final}")
+        except BaseException:
+            self.remove_partials()
+            raise
+        for out in self.outputs:
+            os.replace(out.partial, out.final, src_dir_fd=out.folder_fd, dst_dir_fd=out.folder_fd)
+
+    def remove_partials(self) -> None:
+        for out in self.outputs:
+            with contextlib.suppress(OSError):
+                os.unlink(out.partial, dir_fd=out.folder_fd)
+
+    def close(self) -> None:
+        while self._fds:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop())
+
+
+def _exists(name: str, folder_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _pin_arg(arg: str, input_path: str, source: int, folders: dict[str, int]) -> str:
+    if arg == f"file:{os.path.abspath(input_path)}":
+        return f"file:/proc/self/fd/{source}"
+    for folder, fd in folders.items():
+        if arg.startswith(f"file:{folder}/"):
+            return f"file:/proc/self/fd/{fd}/{arg[len(folder) + 6 :]}"
+    return arg

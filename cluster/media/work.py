@@ -1,0 +1,98 @@
+"""The unit handed to an encoder actor (`WorkOrder`) and what comes back (`WorkOutcome`).
+
+:func:`plan_work` is pure: the coordinator calls it with a job's spec, the
+input's probe and the placement, and ships the result to the chosen actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cluster.errors import JobFailure
+from cluster.media.argv import Command, thumbnail_command, transcode_command, validate_command
+from cluster.media.encoders import Encoder, container_for
+from cluster.media.probe import MediaInfo
+from cluster.model.jobs import JobKind, JobSpec
+from cluster.model.progress import ProgressSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOrder:
+    job_id: str
+    attempt: int
+    spec: JobSpec
+    media: MediaInfo
+    command: Command
+    encoder: str | None = None
+    roots: tuple[str, ...] = ()
+    """The media roots the node checks the files against right before ffmpeg starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkOutcome:
+    job_id: str
+    attempt: int
+    status: str
+    """``succeeded``, ``failed`` or ``cancelled``."""
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    progress: ProgressSnapshot | None = None
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @classmethod
+    def failure(
+        cls, order: WorkOrder, exc: JobFailure, progress: ProgressSnapshot | None = None
+    ) -> WorkOutcome:
+        return cls(
+            order.job_id,
+            order.attempt,
+            "failed",
+            error_code=exc.code,
+            error=str(exc),
+            retryable=exc.retryable,
+            progress=progress,
+        )
+
+
+def plan_work(
+    job_id: str,
+    attempt: int,
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder | None,
+    *,
+    cuda_device: str | None = None,
+    ffmpeg: str = "ffmpeg",
+    roots: tuple[str, ...] = (),
+) -> WorkOrder:
+    """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
+    ``ffmpeg`` of the node it was placed on.
+
+    Partial files are named per attempt: after a lost worker, its ffmpeg may live on
+    for a moment (until Ray reaps it) and must not write into the retry's file.
+    """
+    tag = f"{job_id}.{attempt}"
+    if spec.kind is JobKind.TRANSCODE:
+        assert encoder is not None and spec.output is not None
+        command = transcode_command(
+            spec,
+            media,
+            encoder,
+            container_for(spec.output),
+            job_id=tag,
+            cuda_device=cuda_device,
+        )
+    elif spec.kind is JobKind.VALIDATE:
+        command = validate_command(spec, media)
+    elif spec.kind is JobKind.THUMBNAIL:
+        command = thumbnail_command(spec, media, job_id=tag)
+    else:
+        raise ValueError(f"{spec.kind} jobs need no encoder")
+    command = replace(command, argv=[ffmpeg, *command.argv[1:]])
+    return WorkOrder(
+        job_id, attempt, spec, media, command, encoder.name if encoder else None, roots
+    )

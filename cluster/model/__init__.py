@@ -1,0 +1,1 @@
+"""Pure vocabulary: jobs and their states, progress, events. Runs everywhere; no I/O."""

@@ -1,0 +1,240 @@
+"""Jobs: what a user asks for (`JobSpec`), and the record the coordinator keeps (`Job`).
+
+A job's state changes only through :func:`transition`, which consults the one
+transition table and raises :class:`InvalidTransition` on an illegal move. Why a
+job ended (``reason``, ``error_code``) is kept beside its state.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from cluster.errors import InvalidTransition, SpecError
+from cluster.model.progress import ProgressSnapshot
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # queued → failed: the input is rejected before any encoder runs (probe failed).
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    # running → queued: a retryable failure, a lost worker or a coordinator restart.
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
+    JobStatus.SUCCEEDED: frozenset(),
+    # failed/cancelled → queued: a user asked to retry.
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
+}
+
+
+class JobKind(StrEnum):
+    TRANSCODE = "transcode"
+    PROBE = "probe"
+    VALIDATE = "validate"
+    THUMBNAIL = "thumbnail"
+
+
+class Hardware(StrEnum):
+    AUTO = "auto"
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+class Speed(StrEnum):
+    FAST = "fast"
+    MEDIUM = "medium"
+    SLOW = "slow"
+
+
+CODECS = ("h264", "hevc", "av1")
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*[:,]")
+MAX_THUMBNAILS = 100
+MAX_PATH_CHARS = 4096
+
+
+def _check_path_text(what: str, value: str) -> None:
+    if not value or not value.strip():
+        raise SpecError(f"{what} is empty; give a file path")
+    if len(value) > MAX_PATH_CHARS:
+        raise SpecError(f"{what} is longer than {MAX_PATH_CHARS} characters")
+    if "\x00" in value or "\n" in value:
+        raise SpecError(f"{what} contains a control character; rename the file")
+    if _URL_LIKE.match(value):
+        raise SpecError(
+            f"{what} {value!r} looks like a URL or ffmpeg protocol; give a file path "
+            "(prefix ./ for a file whose name contains ':')"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a user asks for. Validated on construction; never holds ffmpeg arguments."""
+
+    kind: JobKind
+    input: str
+    output: str | None = None
+    codec: str = "h264"
+    quality: int | None = None
+    speed: Speed = Speed.MEDIUM
+    hardware: Hardware = Hardware.AUTO
+    priority: int = 0
+    keep_10bit: bool = False
+    overwrite: bool = False
+    thumbnail_at: float | None = None
+    thumbnail_count: int | None = None
+    thumbnail_width: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", JobKind(self.kind))
+            object.__setattr__(self, "speed", Speed(self.speed))
+            object.__setattr__(self, "hardware", Hardware(self.hardware))
+        except ValueError as exc:
+            raise SpecError(f"{exc}; see `framefleet encode --help` for the choices") from exc
+        _check_path_text("input", self.input)
+        if self.kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL):
+            if self.output is None:
+                what = "an output file" if self.kind is JobKind.TRANSCODE else "an output folder"
+                raise SpecError(f"a {self.kind} job needs {what}")
+            _check_path_text("output", self.output)
+        if self.codec not in CODECS:
+            raise SpecError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if self.quality is not None and not 0 <= self.quality <= 51:
+            raise SpecError(
+                f"quality {self.quality} is out of range; use 0 (best) to 51 (smallest)"
+            )
+        if not -1000 <= self.priority <= 1000:
+            raise SpecError("priority must be between -1000 and 1000")
+        if self.keep_10bit and self.codec == "h264":
+            raise SpecError("10-bit output needs hevc or av1; drop keep_10bit or change the codec")
+        if self.thumbnail_at is not None and self.thumbnail_at < 0:
+            raise SpecError("thumbnail time must be 0 or more seconds")
+        if self.thumbnail_count is not None and not 1 <= self.thumbnail_count <= MAX_THUMBNAILS:
+            raise SpecError(f"thumbnail count must be between 1 and {MAX_THUMBNAILS}")
+        if self.thumbnail_at is not None and self.thumbnail_count is not None:
+            raise SpecError("give either a thumbnail time or a thumbnail count, not both")
+        if self.thumbnail_width is not None and not 16 <= self.thumbnail_width <= 7680:
+            raise SpecError("thumbnail width must be between 16 and 7680 pixels")
+        if len(self.labels) > 50 or any(
+            len(str(k)) > 100 or len(str(v)) > 1000 for k, v in self.labels.items()
+        ):
+            raise SpecError("labels: at most 50, keys up to 100 and values up to 1000 characters")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"labels": dict(self.labels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown job field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Job:
+    """The coordinator's record of one job. Mutated only by the coordinator."""
+
+    id: str
+    spec: JobSpec
+    status: JobStatus = JobStatus.QUEUED
+    seq: int = 0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    not_before: float = 0.0
+    reason: str | None = None
+    error_code: str | None = None
+    progress: ProgressSnapshot | None = None
+    input_media: dict[str, Any] | None = None
+    """The input's probe (a MediaInfo as a dict), once the coordinator has read it."""
+    placement: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    """A client's key for this submission: the same key returns this job again."""
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        data["status"] = str(self.status)
+        data["progress"] = self.progress.to_dict() if self.progress else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        data = dict(data)
+        data["spec"] = JobSpec.from_dict(data["spec"])
+        data["status"] = JobStatus(data["status"])
+        if data.get("progress"):
+            data["progress"] = ProgressSnapshot(**data["progress"])
+        return cls(**data)
+
+
+def transition(
+    job: Job,
+    new: JobStatus,
+    *,
+    reason: str | None = None,
+    error_code: str | None = None,
+    now: float | None = None,
+) -> Job:
+    """Move ``job`` to ``new`` in place, or raise :class:`InvalidTransition`.
+
+    Keeps the timestamps and the ending (``reason``, ``error_code``) consistent
+    with the state: a terminal state records why; leaving one clears it.
+    """
+    if new not in TRANSITIONS[job.status]:
+        raise InvalidTransition(
+            f"job {job.id} is {job.status}; it cannot become {new} "
+            f"(allowed: {', '.join(sorted(TRANSITIONS[job.status])) or 'nothing, it is final'})"
+        )
+    now = time.time() if now is None else now
+    previous = job.status
+    job.status = new
+    job.updated_at = now
+    if new is JobStatus.RUNNING:
+        job.started_at = now
+        job.attempts += 1
+        job.progress = None
+    elif new is JobStatus.QUEUED:
+        if previous.terminal:  # a user's retry starts afresh (the file may have been fixed)
+            job.attempts = 0
+            job.input_media = None
+            job.result = None
+            job.notes = []
+        job.finished_at = None
+        job.progress = None
+    else:
+        job.finished_at = now
+    job.reason = reason
+    job.error_code = error_code if new in (JobStatus.FAILED, JobStatus.CANCELLED) else None
+    return job

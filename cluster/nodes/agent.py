@@ -1,0 +1,175 @@
+"""The node agent: one per node, pinned to it, reporting the node's GPUs and load.
+
+It reads its :class:`~cluster.nodes.gpus.GpuSource` every ``refresh_s`` (NVML, or a static
+inventory named by ``FRAMEFLEET_GPU_INVENTORY`` in the node's environment, which
+``framefleet node start`` sets for ``ray start``), finds the node's own ffmpeg (its path,
+version and encoders: farms mix builds), runs capability detection once in the
+background with that ffmpeg (trial encodes; cached for the agent's, that is the node's,
+life), and answers :meth:`NodeAgent.snapshot` from memory. The coordinator turns
+snapshots into :class:`NodeInfo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.errors import ToolMissing
+from cluster.media.encoders import FfmpegBuild, ffmpeg_build
+from cluster.nodes.capability import Capability, CodecState, detect
+from cluster.nodes.gpus import CODECS, GpuReading, GpuSource, gpu_source
+
+log = logging.getLogger("framefleet.agent")
+
+AGENT_REFRESH_S = 2.0
+PENDING = Capability(CodecState.PENDING, "trial encode not finished yet")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node as the coordinator sees it: Ray's registration plus the agent's readings."""
+
+    node_id: str
+    address: str
+    cpus: float
+    resources: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    load_1m: float | None = None
+    gpu_source: str = "unknown"
+    gpus: tuple[GpuReading, ...] = ()
+    codecs: dict[str, dict[str, Capability]] = field(default_factory=dict)
+    """``{gpu uuid: {codec: Capability}}``."""
+    agent_error: str | None = None
+    ffmpeg: FfmpegBuild | None = None
+    """The node's own ffmpeg; ``None`` when it has none (or its agent has not reported)."""
+    ffmpeg_error: str | None = None
+    reported: bool = False
+    """Its agent has answered at least once."""
+    detecting: bool = False
+    """Its NVENC trial encodes are still running."""
+
+    @property
+    def encoders(self) -> frozenset[str]:
+        """Encoder names the node's ffmpeg has (empty: it runs no job)."""
+        return self.ffmpeg.encoders if self.ffmpeg is not None else frozenset()
+
+
+class NodeAgent:
+    def __init__(self, refresh_s: float = AGENT_REFRESH_S, ffmpeg: str | None = None) -> None:
+        self.refresh_s = refresh_s
+        self._ffmpeg_path = ffmpeg or "ffmpeg"
+        self._ffmpeg: FfmpegBuild | None = None
+        self._ffmpeg_error: str | None = None
+        self._detecting = False
+        self._source: GpuSource | None = None
+        self._error: str | None = None
+        self._readings: list[GpuReading] = []
+        self._codecs: dict[str, dict[str, Capability]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Begin reading (needs a running event loop)."""
+        try:
+            self._ffmpeg = ffmpeg_build(self._ffmpeg_path)
+        except ToolMissing as exc:  # the node can still report; it just runs no job
+            log.error("no usable ffmpeg on this node: %s", exc)
+            self._ffmpeg_error = str(exc)
+        listed = self._ffmpeg.encoders if self._ffmpeg else frozenset()
+        path = self._ffmpeg.path if self._ffmpeg else self._ffmpeg_path
+        try:
+            self._source = gpu_source()
+            self._readings = self._source.read()
+        except Exception as exc:  # a bad inventory must be reported, not crash the node
+            log.error("GPU inventory unusable: %s", exc)
+            self._error = str(exc)
+            return
+        self._tasks = [asyncio.create_task(self._refresh_loop())]
+        if all(g.declared_codecs is not None for g in self._readings):
+            # Declared: trusted, no trial to wait for.
+            self._codecs = detect(self._readings, listed, path)
+        else:
+            self._codecs = {g.uuid: dict.fromkeys(CODECS, PENDING) for g in self._readings}
+            self._detecting = True
+            self._tasks.append(asyncio.create_task(self._detect(listed, path)))
+
+    async def _detect(self, listed: frozenset[str], ffmpeg: str) -> None:
+        try:
+            self._codecs = await asyncio.to_thread(detect, list(self._readings), listed, ffmpeg)
+        except Exception as exc:
+            log.exception("capability detection failed")
+            failed = Capability(CodecState.FAILED, f"detection failed: {exc}")
+            self._codecs = {g.uuid: dict.fromkeys(CODECS, failed) for g in self._readings}
+        finally:
+            self._detecting = False
+        for uuid, caps in self._codecs.items():
+            log.info("GPU %s NVENC: %s", uuid, {c: str(v.state) for c, v in caps.items()})
+
+    async def _refresh_loop(self) -> None:
+        assert self._source is not None
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                self._readings = await asyncio.to_thread(self._source.read)
+            except Exception as exc:  # keep the last readings; say so
+                log.warning("GPU readings failed: %s", exc)
+
+    async def snapshot(self) -> dict[str, Any]:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        return {
+            "hostname": socket.gethostname(),
+            "cpu_count": os.cpu_count(),
+            "load_1m": load,
+            "gpu_source": self._source.kind if self._source else "none",
+            "error": self._error,
+            "ffmpeg": self._ffmpeg.to_dict() if self._ffmpeg else None,
+            "ffmpeg_error": self._ffmpeg_error,
+            "detecting": self._detecting,
+            "gpus": [g.to_dict() for g in self._readings],
+            "codecs": {
+                uuid: {codec: cap.to_dict() for codec, cap in caps.items()}
+                for uuid, caps in self._codecs.items()
+            },
+        }
+
+
+def node_info(
+    ray_node: dict[str, Any], snapshot: dict[str, Any] | None, error: str | None = None
+) -> NodeInfo:
+    """A :class:`NodeInfo` from one ``ray.nodes()`` entry and its agent's snapshot."""
+    resources = dict(ray_node.get("Resources", {}))
+    base = NodeInfo(
+        node_id=ray_node["NodeID"],
+        address=ray_node["NodeManagerAddress"],
+        cpus=float(resources.get("CPU", 0.0)),
+        resources=resources,
+        labels=dict(ray_node.get("Labels", {})),
+        hostname=ray_node.get("NodeManagerHostname", ""),
+        agent_error=error,
+    )
+    if snapshot is None:
+        return base
+    return NodeInfo(
+        node_id=base.node_id,
+        address=base.address,
+        cpus=base.cpus,
+        resources=base.resources,
+        labels=base.labels,
+        hostname=snapshot.get("hostname") or base.hostname,
+        load_1m=snapshot.get("load_1m"),
+        gpu_source=snapshot.get("gpu_source", "unknown"),
+        gpus=tuple(GpuReading.from_dict(g) for g in snapshot.get("gpus", [])),
+        codecs={
+            uuid: {c: Capability.from_dict(v) for c, v in caps.items()}
+            for uuid, caps in snapshot.get("codecs", {}).items()
+        },
+        agent_error=snapshot.get("error") or error,
+        ffmpeg=FfmpegBuild.from_dict(snapshot["ffmpeg"]) if snapshot.get("ffmpeg") else None,
+        ffmpeg_error=snapshot.get("ffmpeg_error"),
+        reported=True,
+        detecting=bool(snapshot.get("detecting")),
+    )

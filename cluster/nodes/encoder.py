@@ -1,0 +1,185 @@
+"""The encoder: runs one work order's ffmpeg at a time and reports its progress.
+
+A plain class, so it runs and is tested without Ray; :mod:`cluster.ray_edge.actors`
+makes it a Ray actor with the placement's resources. Outputs go to partial files
+that are renamed into place only after the result checks out; on failure and on
+cancel they are removed, and ffmpeg's process group is killed on cancel, on
+shutdown and when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cluster.errors import EncodeError, EncoderUnavailable, InputError, JobFailure, ToolMissing
+from cluster.media.pinned import Pinned
+from cluster.media.runner import FfmpegRun, RunResult, failure_for
+from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.model.jobs import JobKind
+from cluster.model.progress import ProgressSnapshot, ProgressThrottle
+
+log = logging.getLogger("framefleet.encoder")
+ProgressSink = Callable[[str, int, ProgressSnapshot], None]
+MAX_VALIDATION_ERRORS = 50
+
+
+def truncation_gap(expected_s: float | None, got_s: float | None) -> float | None:
+    """Seconds missing when ``got_s`` falls short of ``expected_s`` by more than jitter."""
+    if not expected_s or got_s is None:
+        return None
+    gap = expected_s - got_s
+    return gap if gap > max(1.0, 0.05 * expected_s) else None
+
+
+class EncoderWorker:
+    def __init__(self, *, progress_sink: ProgressSink | None = None) -> None:
+        self._sink = progress_sink
+        self._current: tuple[WorkOrder, FfmpegRun, Pinned] | None = None
+        self._cancelled: set[str] = set()
+        atexit.register(self._kill_on_exit)
+
+    async def run(self, order: WorkOrder) -> WorkOutcome:
+        started = time.monotonic()
+        self._cancelled.discard(order.job_id)
+
+        def report(snapshot: ProgressSnapshot) -> None:
+            if self._sink is not None:
+                self._sink(order.job_id, order.attempt, snapshot)
+
+        run: FfmpegRun | None = None
+        pinned: Pinned | None = None
+        outcome: WorkOutcome | None = None
+        try:
+            # Opened and checked here, right before ffmpeg starts (see cluster.media.pinned).
+            pinned = Pinned.open(
+                order.command,
+                input_path=order.spec.input,
+                roots=tuple(Path(r) for r in order.roots),
+                create_folders=order.spec.kind is JobKind.THUMBNAIL,
+            )
+            run = FfmpegRun(pinned.command, on_progress=report, throttle=ProgressThrottle(),
+                            pass_fds=pinned.pass_fds)  # fmt: skip
+            log.info("job %s attempt %d: %s (files passed as open descriptors)",
+                     order.job_id, order.attempt, shlex.join(order.command.argv))  # fmt: skip
+            self._current = (order, run, pinned)
+            outcome = await self._execute(order, run, pinned)
+        except JobFailure as exc:
+            outcome = WorkOutcome.failure(order, exc, run.latest if run else None)
+        except ToolMissing as exc:  # this node lacks ffmpeg; another node may have it
+            failure = EncoderUnavailable(f"{socket.gethostname()}: {exc}", code=exc.code)
+            outcome = WorkOutcome.failure(order, failure, run.latest if run else None)
+        except OSError as exc:
+            outcome = WorkOutcome.failure(order, EncodeError(str(exc)), run.latest if run else None)
+        finally:
+            self._current = None
+            if pinned is not None:
+                if outcome is None or outcome.status != "succeeded":
+                    pinned.remove_partials()
+                pinned.close()
+        return replace(outcome, elapsed_s=round(time.monotonic() - started, 3))
+
+    async def _execute(self, order: WorkOrder, run: FfmpegRun, pinned: Pinned) -> WorkOutcome:
+        spec = order.spec
+        result = await run.run()
+        if order.job_id in self._cancelled:
+            return WorkOutcome(order.job_id, order.attempt, "cancelled", progress=result.progress)
+        if spec.kind is JobKind.VALIDATE:
+            return self._validated(order, result)
+        if result.returncode != 0:
+            raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
+        payload: dict[str, Any]
+        if spec.kind is JobKind.TRANSCODE:
+            payload = self._transcoded(order, result, pinned.size())
+        else:
+            payload = {"images": [final for _, final in order.command.outputs]}
+        pinned.commit(overwrite=spec.overwrite)
+        return WorkOutcome(
+            order.job_id,
+            order.attempt,
+            "succeeded",
+            result=payload,
+            progress=result.progress,
+            notes=list(order.command.notes),
+        )
+
+    @staticmethod
+    def _transcoded(order: WorkOrder, result: RunResult, size: int) -> dict[str, Any]:
+        """Check and describe the output from ffmpeg's own account of what it wrote.
+
+        ffmpeg's last progress block gives the time and frames it muxed; a second
+        ffprobe would cost ~130 ms of CPU per job (process start-up) for no more truth.
+        """
+        _, final = order.command.outputs[0]
+        written = result.progress.out_time_s if result.progress else None
+        gap = truncation_gap(order.media.duration_s, written)
+        if gap is not None:
+            raise InputError(
+                f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
+                f"{order.media.duration_s:.2f} s could be decoded; the input is truncated "
+                "or corrupt",
+                code="truncated",
+            )
+        video = order.media.require_video()
+        width, height = video.width, video.height
+        if video.rotation in (90, 270):  # ffmpeg applies the rotation
+            width, height = height, width
+        return {
+            "output": final,
+            "encoder": order.encoder,
+            "codec": order.spec.codec,
+            "width": width - width % 2,
+            "height": height - height % 2,
+            "duration_s": written,
+            "frames": result.progress.frame if result.progress else None,
+            "size_bytes": size,
+        }
+
+    @staticmethod
+    def _validated(order: WorkOrder, result: RunResult) -> WorkOutcome:
+        errors = list(result.stderr_tail[:MAX_VALIDATION_ERRORS])
+        decoded = result.progress.out_time_s if result.progress else None
+        gap = truncation_gap(order.media.duration_s, decoded)
+        if gap is not None:
+            errors.append(
+                f"decoded {decoded or 0:.2f} s of {order.media.duration_s:.2f} s: "
+                f"{gap:.2f} s missing (truncated?)"
+            )
+        if result.returncode != 0 and not errors:
+            errors.append(f"ffmpeg exited with status {result.returncode}")
+        return WorkOutcome(
+            order.job_id,
+            order.attempt,
+            "succeeded",
+            result={"valid": not errors, "errors": errors, "decoded_s": decoded},
+            progress=result.progress,
+        )
+
+    async def cancel(self, job_id: str) -> bool:
+        """Kill the job's ffmpeg (process group) and drop its partial files."""
+        current = self._current
+        if current is None or current[0].job_id != job_id:
+            return False
+        self._cancelled.add(job_id)
+        await current[1].kill()
+        return True
+
+    async def shutdown(self) -> None:
+        current = self._current
+        if current is not None:
+            self._cancelled.add(current[0].job_id)
+            await current[1].kill(grace_s=1.0)
+            current[2].remove_partials()
+
+    def _kill_on_exit(self) -> None:
+        current = self._current
+        if current is not None:
+            current[1].kill_now()
+            current[2].remove_partials()

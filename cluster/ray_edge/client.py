@@ -1,0 +1,201 @@
+"""What the CLI and the gateway call: a connection to the coordinator, and job helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from cluster.config import CoordinatorConfig, RuntimeConfig
+from cluster.errors import CallTimeout, ClusterUnavailable, FramefleetError
+from cluster.model.jobs import JobSpec, JobStatus
+from cluster.ray_edge.actors import RemoteCoordinator, coordinator_options
+from cluster.ray_edge.runtime import Runtime, connect
+
+log = logging.getLogger("framefleet.client")
+COORDINATOR_START_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 30.0
+"""Every call waits at most this long (a busy or frozen engine never holds a caller)."""
+RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
+RESTART_POLL_S = 0.5
+
+
+def _unwrap(exc: ray.exceptions.RayError) -> Exception:
+    """The framefleet error behind a Ray error, or a :class:`ClusterUnavailable`."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, FramefleetError):
+        return cause
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return exc
+    log.warning("coordinator call failed: %s", exc)  # Ray's full text, ids and all
+    return ClusterUnavailable(
+        f"the coordinator is not reachable ({type(exc).__name__}); it may be restarting: "
+        "try again shortly"
+    )
+
+
+class Fleet:
+    """A connection to framefleet's coordinator (created on first use)."""
+
+    def __init__(self, runtime: Runtime, coordinator: Any, config: RuntimeConfig) -> None:
+        self.runtime = runtime
+        self._coordinator = coordinator
+        self._config = config
+
+    @classmethod
+    def connect(cls, runtime: RuntimeConfig, coordinator: CoordinatorConfig) -> Fleet:
+        rt = connect(runtime)
+        try:
+            handle: Any = RemoteCoordinator.options(**coordinator_options(runtime)).remote(
+                coordinator
+            )
+            fleet = cls(rt, handle, runtime)
+            fleet._call(handle.ping.remote(), timeout=COORDINATOR_START_TIMEOUT_S)
+        except BaseException:
+            rt.close()
+            raise
+        return fleet
+
+    def _call(self, ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+        try:
+            return ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise CallTimeout(
+                f"the coordinator did not answer within {timeout:g} s; is the cluster busy?"
+            ) from exc
+        except ray.exceptions.RayError as exc:
+            raise _unwrap(exc) from exc
+
+    def _read(
+        self, method: str, *args: Any, call_timeout: float = CALL_TIMEOUT_S, **kwargs: Any
+    ) -> Any:
+        """Call a read-only coordinator method, waiting out a coordinator restart.
+
+        Ray answers ``ActorUnavailableError`` while it restarts the coordinator; a read
+        is safe to send again. Changes (submit, cancel, ...) are not: they may have run.
+        """
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                ref = getattr(self._coordinator, method).remote(*args, **kwargs)
+                return ray.get(ref, timeout=call_timeout)
+            except ray.exceptions.ActorUnavailableError as exc:
+                if time.monotonic() >= deadline:
+                    raise _unwrap(exc) from exc
+                time.sleep(RESTART_POLL_S)
+            except ray.exceptions.GetTimeoutError as exc:
+                raise CallTimeout(
+                    f"the coordinator did not answer within {call_timeout:g} s; "
+                    "is the cluster busy?"
+                ) from exc
+            except ray.exceptions.RayError as exc:
+                raise _unwrap(exc) from exc
+
+    def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._read("ping", call_timeout=30)
+        return result
+
+    def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.submit.remote(spec, idempotency_key))
+        return job
+
+    def submit_many(
+        self, specs: list[JobSpec], idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._call(
+            self._coordinator.submit_many.remote(specs, idempotency_key)
+        )
+        return jobs
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._read("get", job_id)
+        return job
+
+    def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = self._read("list_jobs", **filters)
+        return jobs
+
+    def cancel(self, job_id: str, timeout: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+        """Cancel; a :class:`CallTimeout` after ``timeout`` means the coordinator is still
+        stopping the encoder (it kills it if it does not stop: the job ends cancelled)."""
+        job: dict[str, Any] = self._call(self._coordinator.cancel.remote(job_id), timeout)
+        return job
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call(self._coordinator.retry.remote(job_id))
+        return job
+
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = self._read("nodes")
+        return nodes
+
+    def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
+        self._call(self._coordinator.set_node_cap.remote(node_id, max_jobs))
+
+    def events(
+        self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Job events after ``after`` (long-poll): ``{"events", "last_seq", "gap"}``."""
+        batch: dict[str, Any] = self._read(
+            "poll_events", after, job_ids, timeout, call_timeout=timeout + CALL_TIMEOUT_S
+        )
+        return batch
+
+    def metrics(self) -> dict[str, Any]:
+        """What /metrics exports (see ``Coordinator.metrics_snapshot``)."""
+        snapshot: dict[str, Any] = self._read("metrics_snapshot", call_timeout=30)
+        return snapshot
+
+    def event_cursor(self) -> int:
+        cursor: int = self._read("event_cursor")
+        return cursor
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Follow ``job_id`` until it ends; ``on_event`` sees each status/progress event."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        after = self.event_cursor()  # only what happens from now on
+        job = self.get(job_id)
+        while not JobStatus(job["status"]).terminal:
+            remaining = 10.0 if deadline is None else min(10.0, deadline - time.monotonic())
+            if remaining <= 0:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:g} s")
+            batch = self.events(after, [job_id], timeout=remaining)
+            after = batch["last_seq"]
+            for event in batch["events"]:
+                if on_event is not None:
+                    on_event(event)
+                if JobStatus(event["status"]).terminal:
+                    return self.get(job_id)
+            if batch["gap"] or not batch["events"]:
+                job = self.get(job_id)
+        return job
+
+    def shutdown_coordinator(self) -> None:
+        """Stop encodes cleanly (running jobs are re-queued) and remove the coordinator."""
+        self._call(self._coordinator.shutdown.remote(), timeout=60)
+        ray.kill(self._coordinator, no_restart=True)
+        # The name is released shortly after; until then a new connect would get the dead actor.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(self._config.coordinator_name, namespace=self._config.namespace)
+            except ValueError:
+                return
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Disconnect; an embedded Ray stops, after its running encodes are wound down."""
+        if self.runtime.embedded:
+            with contextlib.suppress(FramefleetError):
+                self.shutdown_coordinator()
+        self.runtime.close()

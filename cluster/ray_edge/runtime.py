@@ -1,0 +1,126 @@
+"""Reaching Ray: an embedded local Ray for this process, or an existing cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from cluster.config import RuntimeConfig
+from cluster.errors import ClusterUnavailable
+from cluster.media.encoders import FFMPEG_ENV
+from cluster.nodes.gpus import INVENTORY_ENV
+from cluster.nodes.register import detect_local
+from cluster.ray_edge.token import check_reachable, embedded_token_env
+
+EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+# Ray puts Unix sockets under its temp dir; their paths must stay under ~107 bytes.
+MAX_TEMP_DIR_CHARS = 28
+
+
+@dataclass(slots=True)
+class Runtime:
+    embedded: bool
+    """This process started the Ray it uses (and stops it on close)."""
+    owned: bool = True
+    """This process connected to Ray (and disconnects on close)."""
+    temp_dir: Path | None = None
+
+    def close(self) -> None:
+        """Stop an embedded Ray (and everything on it); leave a joined cluster running."""
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _private_temp_dir(data_dir: Path) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = data_dir.resolve()
+    parent = base if len(str(base)) < MAX_TEMP_DIR_CHARS else Path(tempfile.gettempdir())
+    return Path(tempfile.mkdtemp(prefix="ray-", dir=parent))
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (nothing if ``value`` is None)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _reset_token_cache() -> None:
+    """Ray's token loader caches what it found; make it look again."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+    except ImportError:  # a Ray without token authentication
+        return
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def connect(config: RuntimeConfig) -> Runtime:
+    """Connect this process to Ray as ``config`` says; a no-op if it already is."""
+    if ray.is_initialized():
+        return Runtime(embedded=False, owned=False)
+    if config.address is None:
+        # The embedded node registers what `framefleet node start` would: GPUs and their
+        # memory/session resources. Its agent finds a static inventory through the
+        # raylet's environment, which Ray's workers inherit.
+        local = detect_local(config.gpu_inventory, config.num_cpus, config.ffmpeg)
+        reg = local.registration
+        temp_dir = _private_temp_dir(config.data_dir)
+        inventory = str(Path(config.gpu_inventory).resolve()) if config.gpu_inventory else None
+        # A private Ray needs a token too; on a fresh machine it gets one in the data dir
+        # (for this process and what it starts), so nothing is needed in the home dir.
+        os.environ.update(embedded_token_env(os.environ, config.data_dir))
+        _reset_token_cache()
+        try:
+            with _environ(INVENTORY_ENV, inventory), _environ(FFMPEG_ENV, config.ffmpeg):
+                ray.init(
+                    address="local",
+                    _temp_dir=str(temp_dir),
+                    namespace=config.namespace,
+                    num_cpus=reg.num_cpus,
+                    num_gpus=reg.num_gpus,
+                    resources=reg.resources or None,
+                    labels=reg.labels or None,
+                    object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
+                    include_dashboard=False,
+                    configure_logging=False,
+                    log_to_driver=False,
+                )
+        except Exception as exc:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise ClusterUnavailable(f"could not start a local Ray: {exc}") from exc
+        return Runtime(embedded=True, temp_dir=temp_dir)
+    check_reachable(config.address)
+    try:
+        ray.init(
+            address=config.address,
+            namespace=config.namespace,
+            configure_logging=False,
+            log_to_driver=False,
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise ClusterUnavailable(
+            f"cannot reach the Ray cluster at {config.address} ({exc}); "
+            "check the address, or leave out --address to run a local one"
+        ) from exc
+    return Runtime(embedded=False)
