@@ -1,45 +1,134 @@
 """framefleet's engine: jobs, media, encoders, placement, and the Ray actors that run them.
 
-``api`` (the gateway and the CLI) uses only the names listed in ``__all__``.
+``api`` (the gateway and the CLI) uses only the names listed in ``__all__``. They load
+on first use (PEP 562), so ``import cluster`` and its pure rooms never import Ray; only
+:mod:`cluster.ray_edge` does, when ``Fleet`` is first touched.
+
+Where each room runs (see the README for the picture):
+
+- ``model/``: pure vocabulary (jobs, progress, events): everywhere.
+- ``media/``: probing and ffmpeg (catalog, argv, the process, opened files): head and nodes.
+- ``scheduling/``: the planner, costs, admission: pure, on the head.
+- ``nodes/``: GPU sources, NVENC capability, registration, the agent, the encoder: every node.
+- ``control/``: the coordinator and its parts: the head.
+- ``ray_edge/``: the runtime, actors, backend, client: the only room that imports ray.
 """
 
-from cluster.config import CoordinatorConfig, RuntimeConfig
-from cluster.errors import (
-    CallTimeout,
-    ClusterUnavailable,
-    ConfigError,
-    EncodeError,
-    EncoderUnavailable,
-    FramefleetError,
-    IdempotencyConflict,
-    InputError,
-    InvalidTransition,
-    JobFailure,
-    JobNotFound,
-    OutputError,
-    SpecError,
-    ToolMissing,
-    WorkerLost,
-)
-from cluster.media.encoders import CATALOG, CONTAINERS, FFMPEG_ENV, Encoder, FfmpegBuild, available
-from cluster.media.probe import MediaInfo, probe
-from cluster.media.samples import make_sample
-from cluster.model.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
-from cluster.model.progress import ProgressSnapshot
-from cluster.nodes.gpus import INVENTORY_ENV, InventoryError
-from cluster.nodes.register import LocalNode, detect_local
-from cluster.ray_edge.client import Fleet
-from cluster.ray_edge.token import (
-    FoundToken,
-    check_reachable,
-    ensure_token,
-    find_token,
-    missing_token_message,
-)
-from cluster.scheduling.admission import check_spec, confine, confine_path
-from cluster.scheduling.costs import CostModel
-from cluster.scheduling.planner import Policy
-from cluster.watch import FolderWatcher, WatchRule, check_rule
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cluster.config import CoordinatorConfig, RuntimeConfig
+    from cluster.errors import (
+        CallTimeout,
+        CapacityError,
+        ClusterUnavailable,
+        ConfigError,
+        CostModelError,
+        EncodeError,
+        EncoderUnavailable,
+        ErrorCode,
+        FramefleetError,
+        IdempotencyConflict,
+        InputError,
+        InvalidTransition,
+        InventoryError,
+        JobFailure,
+        JobNotFound,
+        Kind,
+        OutputError,
+        RemoteError,
+        SpecError,
+        ToolMissing,
+        WorkerLost,
+    )
+    from cluster.media.encoders import (
+        CATALOG,
+        CONTAINERS,
+        FFMPEG_ENV,
+        Encoder,
+        FfmpegBuild,
+        available,
+    )
+    from cluster.media.probe import MediaInfo, probe
+    from cluster.media.samples import make_sample
+    from cluster.model.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
+    from cluster.model.progress import ProgressSnapshot
+    from cluster.nodes.gpus import INVENTORY_ENV
+    from cluster.nodes.register import LocalNode, detect_local
+    from cluster.ray_edge.client import Fleet
+    from cluster.ray_edge.token import (
+        FoundToken,
+        check_reachable,
+        ensure_token,
+        find_token,
+        missing_token_message,
+    )
+    from cluster.scheduling.admission import check_spec, confine, confine_path
+    from cluster.scheduling.costs import CostModel
+    from cluster.scheduling.planner import Policy
+    from cluster.watch import FolderWatcher, WatchRule, check_rule
+
+_WHERE: dict[str, str] = {
+    "CoordinatorConfig": "cluster.config",
+    "RuntimeConfig": "cluster.config",
+    "CallTimeout": "cluster.errors",
+    "CapacityError": "cluster.errors",
+    "ClusterUnavailable": "cluster.errors",
+    "ConfigError": "cluster.errors",
+    "CostModelError": "cluster.errors",
+    "EncodeError": "cluster.errors",
+    "EncoderUnavailable": "cluster.errors",
+    "ErrorCode": "cluster.errors",
+    "FramefleetError": "cluster.errors",
+    "IdempotencyConflict": "cluster.errors",
+    "InputError": "cluster.errors",
+    "InvalidTransition": "cluster.errors",
+    "InventoryError": "cluster.errors",
+    "JobFailure": "cluster.errors",
+    "JobNotFound": "cluster.errors",
+    "Kind": "cluster.errors",
+    "OutputError": "cluster.errors",
+    "RemoteError": "cluster.errors",
+    "SpecError": "cluster.errors",
+    "ToolMissing": "cluster.errors",
+    "WorkerLost": "cluster.errors",
+    "CATALOG": "cluster.media.encoders",
+    "CONTAINERS": "cluster.media.encoders",
+    "FFMPEG_ENV": "cluster.media.encoders",
+    "Encoder": "cluster.media.encoders",
+    "FfmpegBuild": "cluster.media.encoders",
+    "available": "cluster.media.encoders",
+    "MediaInfo": "cluster.media.probe",
+    "probe": "cluster.media.probe",
+    "make_sample": "cluster.media.samples",
+    "CODECS": "cluster.model.jobs",
+    "Hardware": "cluster.model.jobs",
+    "JobKind": "cluster.model.jobs",
+    "JobSpec": "cluster.model.jobs",
+    "JobStatus": "cluster.model.jobs",
+    "Speed": "cluster.model.jobs",
+    "ProgressSnapshot": "cluster.model.progress",
+    "INVENTORY_ENV": "cluster.nodes.gpus",
+    "LocalNode": "cluster.nodes.register",
+    "detect_local": "cluster.nodes.register",
+    "Fleet": "cluster.ray_edge.client",
+    "FoundToken": "cluster.ray_edge.token",
+    "check_reachable": "cluster.ray_edge.token",
+    "ensure_token": "cluster.ray_edge.token",
+    "find_token": "cluster.ray_edge.token",
+    "missing_token_message": "cluster.ray_edge.token",
+    "check_spec": "cluster.scheduling.admission",
+    "confine": "cluster.scheduling.admission",
+    "confine_path": "cluster.scheduling.admission",
+    "CostModel": "cluster.scheduling.costs",
+    "Policy": "cluster.scheduling.planner",
+    "FolderWatcher": "cluster.watch",
+    "WatchRule": "cluster.watch",
+    "check_rule": "cluster.watch",
+}
 
 __all__ = [
     "CATALOG",
@@ -48,13 +137,16 @@ __all__ = [
     "FFMPEG_ENV",
     "INVENTORY_ENV",
     "CallTimeout",
+    "CapacityError",
     "ClusterUnavailable",
     "ConfigError",
     "CoordinatorConfig",
     "CostModel",
+    "CostModelError",
     "EncodeError",
     "Encoder",
     "EncoderUnavailable",
+    "ErrorCode",
     "FfmpegBuild",
     "Fleet",
     "FolderWatcher",
@@ -70,11 +162,13 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobStatus",
+    "Kind",
     "LocalNode",
     "MediaInfo",
     "OutputError",
     "Policy",
     "ProgressSnapshot",
+    "RemoteError",
     "RuntimeConfig",
     "SpecError",
     "Speed",
@@ -94,3 +188,16 @@ __all__ = [
     "missing_token_message",
     "probe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

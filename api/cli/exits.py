@@ -13,16 +13,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from cluster import (
-    ClusterUnavailable,
-    ConfigError,
-    FramefleetError,
-    IdempotencyConflict,
-    InvalidTransition,
-    JobFailure,
-    JobNotFound,
-    ToolMissing,
-)
+from cluster import FramefleetError, Kind
 
 
 class ExitCode(IntEnum):
@@ -33,27 +24,22 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
-REFUSALS: tuple[type[FramefleetError], ...] = (
-    JobFailure,  # raised before a job exists: the request itself
-    ConfigError,
-    JobNotFound,
-    InvalidTransition,
-    IdempotencyConflict,
-    ToolMissing,
-)
+EXIT_CODE: dict[Kind, ExitCode] = {
+    Kind.REFUSED: ExitCode.REFUSED,
+    Kind.NOT_FOUND: ExitCode.REFUSED,
+    Kind.CONFLICT: ExitCode.REFUSED,
+    Kind.UNAUTHORIZED: ExitCode.REFUSED,
+    Kind.SETUP: ExitCode.REFUSED,
+    Kind.UNAVAILABLE: ExitCode.UNREACHABLE,
+    Kind.FAILED: ExitCode.JOB_FAILED,
+}
+"""The one table from the engine's error kinds (see :mod:`cluster.errors`) to exit codes."""
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code for an error that ended a command."""
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED
-    if isinstance(exc, ClusterUnavailable):
-        return ExitCode.UNREACHABLE
-    status = getattr(exc, "status", None)  # the gateway's refusal (client commands)
-    if isinstance(status, int):
-        if status == 503:
-            return ExitCode.UNREACHABLE
-        return ExitCode.REFUSED if status < 500 else ExitCode.JOB_FAILED
-    if isinstance(exc, REFUSALS):
-        return ExitCode.REFUSED
+    if isinstance(exc, FramefleetError):
+        return EXIT_CODE[exc.kind]
     return ExitCode.JOB_FAILED

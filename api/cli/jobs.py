@@ -22,7 +22,14 @@ from api.cli.exits import ExitCode
 from api.cli.livebar import live_bar
 from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
 from api.settings import TOKEN_FILE_NAME, default_data_dir
-from cluster import ClusterUnavailable, FramefleetError, Hardware, JobKind, Speed
+from cluster import (
+    ClusterUnavailable,
+    ErrorCode,
+    Hardware,
+    JobKind,
+    RemoteError,
+    Speed,
+)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -35,13 +42,11 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts)."
 DEFAULT_API = "http://127.0.0.1:8000"
 
 
-class ApiError(FramefleetError):
-    """The gateway refused a request; the message is its one-line reason."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = "http_" + str(status)
+def _code(sent: str, status: int) -> ErrorCode:
+    """The gateway's error code; a body without one is judged by its HTTP status."""
+    if sent in ErrorCode._value2member_map_:
+        return ErrorCode(sent)
+    return ErrorCode.HTTP_ERROR if status < 500 else ErrorCode.INTERNAL
 
 
 class GatewayClient:
@@ -64,9 +69,10 @@ class GatewayClient:
             ) from exc
         if r.status_code >= 400:
             try:
-                message = r.json()["error"]["message"]
+                error = r.json()["error"]
+                message, sent = str(error["message"]), str(error["code"])
             except (ValueError, KeyError, TypeError):
-                message = r.text.strip()[:200] or r.reason_phrase
+                message, sent = r.text.strip()[:200] or r.reason_phrase, ""
             if r.status_code == 401:
                 message += (
                     "; pass --token or set FRAMEFLEET_TOKEN"
@@ -74,7 +80,11 @@ class GatewayClient:
                     else f"; no token given and none in {self.token_file}: pass --token, "
                     "set FRAMEFLEET_TOKEN, or --data-dir where `framefleet serve` keeps it"
                 )
-            raise ApiError(f"{message} (HTTP {r.status_code})", r.status_code)
+            raise RemoteError(
+                f"{message} (HTTP {r.status_code})",
+                code=_code(sent, r.status_code),
+                status=r.status_code,
+            )
         return r.json()
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:

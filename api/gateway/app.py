@@ -30,6 +30,7 @@ from api.settings import Settings
 from cluster import (
     CoordinatorConfig,
     CostModel,
+    ErrorCode,
     Fleet,
     FolderWatcher,
     FramefleetError,
@@ -203,4 +204,4 @@ class BodyLimit:
 
 def _too_large(limit: int) -> JSONResponse:
     message = f"request body over {limit} bytes; split a large batch"
-    return JSONResponse(errors.body("too_large", message), status_code=413)
+    return JSONResponse(errors.body(ErrorCode.TOO_LARGE, message), status_code=413)

@@ -14,40 +14,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster import (
-    ClusterUnavailable,
-    FramefleetError,
-    IdempotencyConflict,
-    InputError,
-    InvalidTransition,
-    InventoryError,
-    JobNotFound,
-    OutputError,
-    SpecError,
-    ToolMissing,
-)
+from cluster import ErrorCode, FramefleetError, Kind
 
 log = logging.getLogger("framefleet.api")
 
-STATUS: tuple[tuple[type[FramefleetError], int], ...] = (
-    (JobNotFound, 404),
-    (InvalidTransition, 409),
-    (IdempotencyConflict, 409),
-    (SpecError, 422),
-    (InputError, 422),
-    (OutputError, 422),
-    (InventoryError, 422),
-    (ClusterUnavailable, 503),
-    (ToolMissing, 503),
-)
-"""First match wins; any other FramefleetError is a 400."""
+HTTP_STATUS: dict[Kind, int] = {
+    Kind.REFUSED: 422,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.UNAUTHORIZED: 401,
+    Kind.UNAVAILABLE: 503,
+    Kind.SETUP: 503,
+    Kind.FAILED: 400,
+}
+"""The one table from the engine's error kinds (see :mod:`cluster.errors`) to HTTP."""
 
 
 def status_for(exc: FramefleetError) -> int:
-    return next((status for kind, status in STATUS if isinstance(exc, kind)), 400)
+    return HTTP_STATUS[exc.kind]
 
 
-def body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+def body(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
@@ -74,14 +61,19 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         fields.append({"field": where or "body", "message": err.get("msg", "invalid")})
     first = fields[0] if fields else {"field": "body", "message": "invalid request"}
     message = f"{first['field']}: {first['message']}"
-    return JSONResponse(body("invalid_request", message, fields=fields), status_code=422)
+    return JSONResponse(body(ErrorCode.INVALID_REQUEST, message, fields=fields), status_code=422)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    code = {
+        401: ErrorCode.UNAUTHORIZED,
+        404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
+        413: ErrorCode.TOO_LARGE,
+    }
     return JSONResponse(
-        body(code.get(exc.status_code, "http_error"), str(exc.detail)),
+        body(code.get(exc.status_code, ErrorCode.HTTP_ERROR), str(exc.detail)),
         status_code=exc.status_code,
         headers=exc.headers,
     )
@@ -90,6 +82,6 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
-        body("internal", f"internal error ({type(exc).__name__}); see the gateway's log"),
+        body(ErrorCode.INTERNAL, f"internal error ({type(exc).__name__}); see the gateway's log"),
         status_code=500,
     )

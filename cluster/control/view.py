@@ -1,5 +1,8 @@
-"""The scheduler's snapshot and the users' node view, from what agents report and what
-the coordinator has given out.
+"""The coordinator's view of the cluster: the nodes and what their agents report, nodes
+just suspected lost, NVENC failures seen on real encodes, per-node job caps; and from it
+the scheduler's snapshot and the users' node view.
+
+:class:`ClusterView` owns that state; ``node_states`` and ``node_view`` are pure.
 
 ``node_states`` merges each :class:`~cluster.nodes.agent.NodeInfo` with the pool's usage and
 with NVENC failures seen on real encodes, into the :class:`~cluster.scheduling.planner.NodeState`
@@ -8,12 +11,23 @@ the planner works on. ``node_view`` is the same for people (``GET /v1/nodes``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from cluster.errors import ToolMissing
+from cluster.media.encoders import CATALOG, Encoder, available
 from cluster.nodes.agent import NodeInfo
-from cluster.nodes.capability import Capability
+from cluster.nodes.capability import Capability, CodecState
 from cluster.scheduling.planner import GpuState, NodeState, memory_resource
+
+log = logging.getLogger("framefleet.coordinator")
+SUSPECT_NODE_S = 10.0
+FIRST_VIEW_WAIT_S = 15.0
+"""How long the first submit waits for every node to report its ffmpeg."""
 
 
 def gpu_states(
@@ -121,3 +135,103 @@ def node_view(
             }
         )
     return view
+
+
+Usage = Callable[[str], tuple[float, int, int]]
+"""node id -> (cores, jobs, memory MiB) that busy encoders hold there."""
+
+
+class ClusterView:
+    """What the coordinator knows of the cluster, refreshed from its backend."""
+
+    def __init__(
+        self,
+        nodes: Callable[[], Awaitable[list[NodeInfo]]],
+        *,
+        default_cap: int | None,
+        local_encoders: tuple[Encoder, ...] | None = None,
+    ) -> None:
+        self._fetch = nodes
+        self._default_cap = default_cap
+        self._local_encoders = local_encoders
+        """What admission assumes before any node has reported (default: this process's
+        ffmpeg; an autoscaling cluster may have no worker yet)."""
+        self.nodes: list[NodeInfo] = []
+        self.refreshed = False
+        self._reported = asyncio.Event()
+        """Set once every alive node has reported (or the first submit stopped waiting)."""
+        self._suspect: dict[str, float] = {}
+        """Nodes where an encoder was just lost -> until when nothing is placed there."""
+        self.nvenc_failures: dict[tuple[str, str], Capability] = {}
+        """(GPU uuid, codec) -> why a real encode could not open NVENC there."""
+        self.caps: dict[str, int | None] = {}
+
+    async def refresh(self) -> list[str]:
+        """Read the nodes again; returns the ids of nodes that left."""
+        nodes = await self._fetch()
+        gone = sorted({n.node_id for n in self.nodes} - {n.node_id for n in nodes})
+        for node_id in gone:
+            log.warning("node %s left the cluster", node_id)
+            self.caps.pop(node_id, None)
+        self.nodes = nodes
+        self.refreshed = True
+        if nodes and all(n.reported for n in nodes):
+            self._reported.set()
+        return gone
+
+    async def await_reports(self, wait_s: float = FIRST_VIEW_WAIT_S) -> None:
+        """Admission judges encoders by what the nodes report: before the first submit,
+        wait (bounded, once) for every alive node to have reported."""
+        if self._reported.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reported.wait(), wait_s)
+        self._reported.set()
+
+    def waiting_for(self) -> list[str]:
+        """Nodes not ready yet, in words (for ``ping`` and ``/readyz``)."""
+        return [
+            f"{n.address} ({'proving NVENC' if n.reported else 'agent not reported yet'})"
+            for n in self.nodes
+            if not n.reported or n.detecting
+        ]
+
+    def node(self, node_id: str) -> NodeInfo | None:
+        return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    def suspect(self, node_id: str, for_s: float = SUSPECT_NODE_S) -> None:
+        """An encoder on ``node_id`` was lost: place nothing there for a while."""
+        self._suspect[node_id] = time.monotonic() + for_s
+
+    @property
+    def has_suspects(self) -> bool:
+        now = time.monotonic()
+        self._suspect = {k: t for k, t in self._suspect.items() if t > now}
+        return bool(self._suspect)
+
+    def nvenc_failed(self, uuid: str, codec: str, why: str) -> None:
+        self.nvenc_failures[(uuid, codec)] = Capability(
+            CodecState.FAILED, f"NVENC failed on a real encode: {why}"
+        )
+
+    def states(
+        self, usage: Usage, gpu_used: Mapping[str, tuple[int, int]], *, placeable: bool = False
+    ) -> list[NodeState]:
+        """The planner's snapshot; ``placeable`` leaves out nodes that just lost a worker."""
+        nodes = self.nodes
+        if placeable and self.has_suspects:
+            nodes = [n for n in nodes if n.node_id not in self._suspect]
+        used = {n.node_id: usage(n.node_id) for n in nodes}
+        return node_states(nodes, used, gpu_used, self.caps, self._default_cap, self.nvenc_failures)
+
+    def encoders(self) -> tuple[Encoder, ...]:
+        """Encoders some node that can take work has in its own ffmpeg."""
+        reporting = [n for n in self.nodes if n.reported and n.cpus > 0]
+        if reporting:
+            return available(frozenset().union(*(n.encoders for n in reporting)))
+        if self._local_encoders is None:
+            try:
+                self._local_encoders = available()
+            except ToolMissing:  # no ffmpeg on the head: the workers' will be judged
+                self._local_encoders = CATALOG
+        return self._local_encoders

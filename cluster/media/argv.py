@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster.errors import SpecError
+from cluster.errors import ErrorCode, SpecError
 from cluster.media.encoders import Container, Encoder
 from cluster.media.probe import INPUT_OPTIONS, MediaInfo
 from cluster.model.jobs import JobSpec
@@ -178,7 +178,7 @@ def check_thumbnail_request(count: int | None, width: int | None) -> None:
         raise SpecError(
             f"{count} thumbnails {width} px wide are too many pixels; at most "
             f"{THUMBNAIL_COLUMNS_MAX} (count x width), for example 100 at 1920 or 25 at 7680",
-            code="too_large",
+            code=ErrorCode.TOO_LARGE,
         )
 
 
@@ -203,7 +203,7 @@ def thumbnail_command(spec: JobSpec, media: MediaInfo, *, job_id: str) -> Comman
         raise SpecError(
             f"{len(times)} thumbnails of {width}x{height} are too many pixels (at most "
             f"{THUMBNAIL_PIXELS_MAX}); ask for fewer or smaller",
-            code="too_large",
+            code=ErrorCode.TOO_LARGE,
         )
     folder = Path(os.path.abspath(spec.output))
     stem = Path(spec.input).stem

@@ -7,7 +7,7 @@ import errno
 import os
 from pathlib import Path
 
-from cluster.errors import InputError, JobFailure, OutputError, SpecError
+from cluster.errors import ErrorCode, InputError, JobFailure, OutputError, SpecError
 
 OVERWRITE_HINT = "allow overwriting to replace it (overwrite: true; --overwrite)"
 NAME_MAX = 255
@@ -25,14 +25,14 @@ def check_lengths(path: Path, raw: str, *, what: str) -> None:
             raise SpecError(
                 f"{what} {raw[:80]!r}…: a name in it is {size} bytes; the filesystem allows "
                 f"{NAME_MAX}; shorten it",
-                code="name_too_long",
+                code=ErrorCode.NAME_TOO_LONG,
             )
     size = len(os.fsencode(str(path)))
     if size >= PATH_MAX:
         raise SpecError(
             f"{what} {raw[:80]!r}…: the path is {size} bytes; the filesystem allows "
             f"{PATH_MAX - 1}; shorten it",
-            code="name_too_long",
+            code=ErrorCode.NAME_TOO_LONG,
         )
 
 
@@ -111,7 +111,7 @@ def check_opened(fd: int, roots: tuple[Path, ...], *, what: str, shown: str) -> 
         raise SpecError(
             f"{what} {shown} now leads outside the media roots (a link changed since the "
             "job was submitted); nothing was read or written there",
-            code="outside_roots",
+            code=ErrorCode.OUTSIDE_ROOTS,
         )
 
 
@@ -125,7 +125,7 @@ def open_input(path: str, roots: tuple[Path, ...]) -> int:
     try:
         check_opened(fd, roots, what="input", shown=path)
         if not os.path.isfile(f"/proc/self/fd/{fd}"):
-            raise SpecError(f"input {path} is not a regular file", code="not_media")
+            raise SpecError(f"input {path} is not a regular file", code=ErrorCode.NOT_MEDIA)
     except BaseException:
         os.close(fd)
         raise
@@ -165,9 +165,9 @@ def _open_error(exc: OSError, what: str, path: str) -> JobFailure:
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
         return SpecError(
             f"{what} {path} became a link since the job was submitted; refused",
-            code="outside_roots",
+            code=ErrorCode.OUTSIDE_ROOTS,
         )
     if what == "input":
-        code = "input_missing" if exc.errno == errno.ENOENT else "unreadable"
+        code = ErrorCode.INPUT_MISSING if exc.errno == errno.ENOENT else ErrorCode.UNREADABLE
         return InputError(f"{path}: cannot be opened ({exc.strerror})", code=code)
     return OutputError(f"{what} {path} cannot be opened ({exc.strerror})")

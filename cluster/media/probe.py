@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import EncodeError, InputError, ToolMissing
+from cluster.errors import EncodeError, ErrorCode, InputError, ToolMissing
 from cluster.media.paths import open_input
 
 PROBE_TIMEOUT_S = 60.0
@@ -112,7 +112,8 @@ class MediaInfo:
         ]
         holds = f"found only {' and '.join(found)}" if found else "found no streams"
         raise InputError(
-            f"{Path(self.path).name}: no video stream (ffprobe {holds})", code="no_video_stream"
+            f"{Path(self.path).name}: no video stream (ffprobe {holds})",
+            code=ErrorCode.NO_VIDEO_STREAM,
         )
 
 
@@ -251,20 +252,21 @@ def _check_readable(path: Path) -> None:
         _check_file(path)
     except OSError as exc:
         raise InputError(
-            f"{path.name[:80] or path}: cannot be read ({exc.strerror or exc})", code="unreadable"
+            f"{path.name[:80] or path}: cannot be read ({exc.strerror or exc})",
+            code=ErrorCode.UNREADABLE,
         ) from exc
 
 
 def _check_file(path: Path) -> None:
     name = path.name or str(path)
     if not path.exists():
-        raise InputError(f"{path}: no such file; check the path", code="input_missing")
+        raise InputError(f"{path}: no such file; check the path", code=ErrorCode.INPUT_MISSING)
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, not a media file", code="not_media")
+        raise InputError(f"{path}: is a folder, not a media file", code=ErrorCode.NOT_MEDIA)
     if not os.access(path, os.R_OK):
-        raise InputError(f"{name}: cannot be read (permission denied)", code="unreadable")
+        raise InputError(f"{name}: cannot be read (permission denied)", code=ErrorCode.UNREADABLE)
     if path.stat().st_size == 0:
-        raise InputError(f"{name}: the file is empty (0 bytes)", code="not_media")
+        raise InputError(f"{name}: the file is empty (0 bytes)", code=ErrorCode.NOT_MEDIA)
 
 
 def _looks_like_iso_media(path: Path) -> bool:
@@ -285,7 +287,7 @@ def refused_format(name: str, stderr: str) -> InputError | None:
     return InputError(
         f"{name}: a {match.group(1)} file (a playlist or list of other files) is refused; "
         "give the media file itself",
-        code="format_refused",
+        code=ErrorCode.FORMAT_REFUSED,
     )
 
 
@@ -299,7 +301,7 @@ def _probe_error(path: Path, stderr: str) -> InputError:
         return InputError(
             f"{path.name}: truncated or incomplete file (moov atom not found); "
             "copy or export it again",
-            code="truncated",
+            code=ErrorCode.TRUNCATED,
         )
     named_iso = path.suffix.lower() in (".mp4", ".mov", ".m4v", ".m4a", ".3gp")
     if "moov atom not found" in stderr or (
@@ -307,14 +309,16 @@ def _probe_error(path: Path, stderr: str) -> InputError:
     ):
         return InputError(
             f"{path.name}: not a media file (no MP4/MOV structure found); check the file",
-            code="not_media",
+            code=ErrorCode.NOT_MEDIA,
         )
     if "Invalid data found" in stderr or "could not find codec parameters" in stderr.lower():
         return InputError(
             f"{path.name}: not a media file ffprobe can read ({detail.split(': ')[-1]})",
-            code="not_media",
+            code=ErrorCode.NOT_MEDIA,
         )
-    return InputError(f"{path.name}: ffprobe could not read it ({detail})", code="not_media")
+    return InputError(
+        f"{path.name}: ffprobe could not read it ({detail})", code=ErrorCode.NOT_MEDIA
+    )
 
 
 def _result(path: Path, returncode: int, stdout: bytes, stderr: bytes) -> MediaInfo:
@@ -323,17 +327,21 @@ def _result(path: Path, returncode: int, stdout: bytes, stderr: bytes) -> MediaI
         # sure about the file, so it is retryable rather than an input error.
         raise EncodeError(
             f"{path.name}: ffprobe was stopped by signal {-returncode}; try again",
-            code="probe_interrupted",
+            code=ErrorCode.PROBE_INTERRUPTED,
         )
     if returncode != 0:
         raise _probe_error(path, stderr.decode(errors="replace"))
     try:
         data = json.loads(stdout)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path.name}: ffprobe gave unreadable output", code="not_media") from exc
+        raise InputError(
+            f"{path.name}: ffprobe gave unreadable output", code=ErrorCode.NOT_MEDIA
+        ) from exc
     info = parse_probe(str(path), data)
     if not data.get("streams"):
-        raise InputError(f"{path.name}: not a media file (no streams found)", code="not_media")
+        raise InputError(
+            f"{path.name}: not a media file (no streams found)", code=ErrorCode.NOT_MEDIA
+        )
     return info
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from cluster.errors import (
     EncodeError,
     EncoderUnavailable,
+    ErrorCode,
     InputError,
     JobFailure,
     OutputError,
@@ -89,7 +90,7 @@ def failure_for(result: RunResult, *, input_name: str, encoder: str | None = Non
     if why is not None:
         return EncoderUnavailable(
             f"NVENC could not be opened{f' for {encoder}' if encoder else ''}: {why}",
-            code="nvenc_unavailable",
+            code=ErrorCode.NVENC_UNAVAILABLE,
         )
     refused = refused_format(input_name, tail)
     if refused is not None:

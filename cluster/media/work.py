@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cluster.errors import JobFailure
+from cluster.errors import ErrorCode, JobFailure
 from cluster.media.argv import Command, thumbnail_command, transcode_command, validate_command
 from cluster.media.encoders import Encoder, container_for
 from cluster.media.probe import MediaInfo
@@ -36,7 +36,7 @@ class WorkOutcome:
     status: str
     """``succeeded``, ``failed`` or ``cancelled``."""
     result: dict[str, Any] | None = None
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
     error: str | None = None
     retryable: bool = False
     progress: ProgressSnapshot | None = None

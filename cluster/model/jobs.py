@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from cluster.errors import InvalidTransition, SpecError
+from cluster.errors import ErrorCode, InvalidTransition, SpecError
 from cluster.model.progress import ProgressSnapshot
 
 
@@ -168,7 +168,7 @@ class Job:
     max_attempts: int = 3
     not_before: float = 0.0
     reason: str | None = None
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
     progress: ProgressSnapshot | None = None
     input_media: dict[str, Any] | None = None
     """The input's probe (a MediaInfo as a dict), once the coordinator has read it."""
@@ -194,6 +194,7 @@ class Job:
         data = dict(data)
         data["spec"] = JobSpec.from_dict(data["spec"])
         data["status"] = JobStatus(data["status"])
+        data["error_code"] = ErrorCode.parse(data.get("error_code"))
         if data.get("progress"):
             data["progress"] = ProgressSnapshot(**data["progress"])
         return cls(**data)
@@ -204,7 +205,7 @@ def transition(
     new: JobStatus,
     *,
     reason: str | None = None,
-    error_code: str | None = None,
+    error_code: ErrorCode | None = None,
     now: float | None = None,
 ) -> Job:
     """Move ``job`` to ``new`` in place, or raise :class:`InvalidTransition`.

@@ -16,7 +16,8 @@ from enum import StrEnum
 
 from cluster.media.encoders import CATALOG, ffmpeg_encoders
 from cluster.media.runner import nvenc_failure_reason
-from cluster.nodes.gpus import CODECS, GpuReading
+from cluster.model.jobs import CODECS
+from cluster.nodes.gpus import GpuReading
 
 TRIAL_TIMEOUT_S = 30.0
 NO_NVENC_MODELS = ("A100", "H100", "H200", "H20", "H800", "A800", "A30", "B100", "B200", "GB200")

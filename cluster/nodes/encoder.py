@@ -19,7 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import EncodeError, EncoderUnavailable, InputError, JobFailure, ToolMissing
+from cluster.errors import (
+    EncodeError,
+    EncoderUnavailable,
+    ErrorCode,
+    InputError,
+    JobFailure,
+    ToolMissing,
+)
 from cluster.media.pinned import Pinned
 from cluster.media.runner import FfmpegRun, RunResult, failure_for
 from cluster.media.work import WorkOrder, WorkOutcome
@@ -125,7 +132,7 @@ class EncoderWorker:
                 f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
                 f"{order.media.duration_s:.2f} s could be decoded; the input is truncated "
                 "or corrupt",
-                code="truncated",
+                code=ErrorCode.TRUNCATED,
             )
         video = order.media.require_video()
         width, height = video.width, video.height

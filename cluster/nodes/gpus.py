@@ -18,23 +18,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from cluster.errors import ConfigError
+from cluster.errors import InventoryError
+from cluster.model.jobs import CODECS
 
 log = logging.getLogger("framefleet.gpus")
 
 INVENTORY_ENV = "FRAMEFLEET_GPU_INVENTORY"
-CODECS = ("h264", "hevc", "av1")
 CONSUMER_SESSION_CAP = 8
 """NVENC sessions a GeForce/TITAN driver allows at once (8 since driver 550; was 3, then 5).
 Data-centre and professional GPUs have no cap."""
 _CONSUMER = re.compile(r"geforce|titan", re.IGNORECASE)
 T = TypeVar("T")
-
-
-class InventoryError(ConfigError):
-    """A static GPU inventory file that cannot be used."""
-
-    code = "bad_inventory"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ from typing import Any
 import ray
 
 from cluster.config import CoordinatorConfig, RuntimeConfig
-from cluster.errors import CallTimeout, ClusterUnavailable, FramefleetError
+from cluster.errors import FramefleetError
 from cluster.model.jobs import JobSpec, JobStatus
-from cluster.ray_edge.actors import RemoteCoordinator, coordinator_options
+from cluster.ray_edge.backend import RemoteCoordinator, coordinator_options
+from cluster.ray_edge.errors import coordinator_error
 from cluster.ray_edge.runtime import Runtime, connect
 
 log = logging.getLogger("framefleet.client")
@@ -22,20 +23,6 @@ CALL_TIMEOUT_S = 30.0
 """Every call waits at most this long (a busy or frozen engine never holds a caller)."""
 RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
 RESTART_POLL_S = 0.5
-
-
-def _unwrap(exc: ray.exceptions.RayError) -> Exception:
-    """The framefleet error behind a Ray error, or a :class:`ClusterUnavailable`."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, FramefleetError):
-        return cause
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        return exc
-    log.warning("coordinator call failed: %s", exc)  # Ray's full text, ids and all
-    return ClusterUnavailable(
-        f"the coordinator is not reachable ({type(exc).__name__}); it may be restarting: "
-        "try again shortly"
-    )
 
 
 class Fleet:
@@ -63,12 +50,8 @@ class Fleet:
     def _call(self, ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         try:
             return ray.get(ref, timeout=timeout)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise CallTimeout(
-                f"the coordinator did not answer within {timeout:g} s; is the cluster busy?"
-            ) from exc
         except ray.exceptions.RayError as exc:
-            raise _unwrap(exc) from exc
+            raise coordinator_error(exc, timeout) from exc
 
     def _read(
         self, method: str, *args: Any, call_timeout: float = CALL_TIMEOUT_S, **kwargs: Any
@@ -85,15 +68,10 @@ class Fleet:
                 return ray.get(ref, timeout=call_timeout)
             except ray.exceptions.ActorUnavailableError as exc:
                 if time.monotonic() >= deadline:
-                    raise _unwrap(exc) from exc
+                    raise coordinator_error(exc) from exc
                 time.sleep(RESTART_POLL_S)
-            except ray.exceptions.GetTimeoutError as exc:
-                raise CallTimeout(
-                    f"the coordinator did not answer within {call_timeout:g} s; "
-                    "is the cluster busy?"
-                ) from exc
             except ray.exceptions.RayError as exc:
-                raise _unwrap(exc) from exc
+                raise coordinator_error(exc, call_timeout) from exc
 
     def ping(self) -> dict[str, Any]:
         result: dict[str, Any] = self._read("ping", call_timeout=30)

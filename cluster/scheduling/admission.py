@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from cluster.errors import SpecError
+from cluster.errors import ErrorCode, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.media.paths import check_output_file, check_output_folder, resolve
@@ -44,7 +44,7 @@ def check_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...])
         f"no node in the cluster has an ffmpeg with {missing} ({codec}, --hardware "
         f"{hardware}); start a node whose ffmpeg has it (framefleet node start --ffmpeg "
         "PATH), or choose another codec or hardware",
-        code="encoder_missing",
+        code=ErrorCode.ENCODER_MISSING,
     )
 
 

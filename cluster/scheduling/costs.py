@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import ConfigError
+from cluster.errors import CostModelError
 
 Table = dict[str, list[tuple[int, float]]]
 """codec -> [(pixels up to, amount)], ascending."""
@@ -75,10 +75,6 @@ SEEK_INPUTS_MAX = 8
 more are taken from one decode of the input, so memory does not grow with the count."""
 SAFETY_MARGIN_MB = 512
 """GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
-
-
-class CostModelError(ConfigError):
-    code = "bad_cost_model"
 
 
 @dataclass(frozen=True, slots=True)

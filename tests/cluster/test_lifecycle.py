@@ -13,7 +13,7 @@ import ray
 from ray.experimental.internal_kv import _internal_kv_get
 
 from cluster import ClusterUnavailable, Fleet, JobKind, JobSpec
-from cluster.ray_edge.client import _unwrap
+from cluster.ray_edge.errors import coordinator_error
 from tests.conftest import start_fleet
 from tests.helpers import (
     count_frames,
@@ -224,7 +224,7 @@ def test_a_lost_coordinator_is_said_without_rays_text() -> None:
         "process exited unexpectedly. Worker ID: abcdef0123456789abcdef0123456789. "
         "The task may or may not have been executed on the actor."
     )
-    error = _unwrap(ray.exceptions.RaySystemError(text))
+    error = coordinator_error(ray.exceptions.RaySystemError(text))
     assert isinstance(error, ClusterUnavailable)
     assert str(error) == (
         "the coordinator is not reachable (RaySystemError); it may be restarting: try again shortly"

@@ -13,7 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.gateway.auth import scoped_key
 from api.gateway.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
-from cluster import CallTimeout, Fleet, JobKind, JobSpec, JobStatus, SpecError, confine
+from cluster import CallTimeout, ErrorCode, Fleet, JobKind, JobSpec, JobStatus, SpecError, confine
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[
@@ -48,7 +48,7 @@ def submit_batch(body: BatchRequest, request: Request, key: IdempotencyKey = Non
     """One spec, many inputs: all are queued, or none (the error names the one refused)."""
     limit = request.app.state.settings.max_batch
     if len(body.inputs) > limit:
-        raise SpecError(f"a batch holds at most {limit} inputs; split it", code="too_many")
+        raise SpecError(f"a batch holds at most {limit} inputs; split it", code=ErrorCode.TOO_MANY)
     roots = request.app.state.media_roots
     specs = [confine(JobSpec(**{**body.spec.model_dump(), "input": src, "output": out}), roots)
              for src, out in zip(body.inputs, _outputs(body), strict=True)]  # fmt: skip
@@ -68,7 +68,7 @@ def _refuse_shared_outputs(specs: list[JobSpec]) -> None:
             raise SpecError(
                 f"jobs {seen[spec.output]} and {i} of {len(specs)} both write {spec.output}; "
                 "give each input its own output",
-                code="duplicate_output",
+                code=ErrorCode.DUPLICATE_OUTPUT,
             )
         seen[spec.output] = i
 

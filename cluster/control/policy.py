@@ -1,0 +1,101 @@
+"""What happens to a job when its encode ends: one pure function, :func:`decide`.
+
+The coordinator gathers the facts (:class:`Facts`: is it shutting down, was the job
+being cancelled, is the job's node still in the cluster, could another GPU take it)
+and applies the :class:`Decision`; the branches live here, testable without a loop.
+
+    succeeded                                  -> SUCCEED
+    framefleet is shutting down                -> REQUEUE (not counted as an attempt)
+    the user cancelled                         -> CANCEL
+    NVENC did not open on the placed GPU       -> REQUEUE elsewhere, or FAIL if none can
+    the job's node left the cluster            -> REQUEUE at once, whatever its attempts
+    a retryable failure with attempts left     -> REQUEUE after a backoff
+    anything else                              -> FAIL (said "gave up after N" if retried)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cluster.errors import ErrorCode
+from cluster.media.work import WorkOutcome
+from cluster.model.jobs import Hardware, Job, JobStatus
+
+MAX_BACKOFF_S = 60.0
+
+
+class Action(StrEnum):
+    IGNORE = "ignore"
+    """A stale outcome (an earlier attempt, or a job no longer running)."""
+    SUCCEED = "succeed"
+    REQUEUE = "requeue"
+    CANCEL = "cancel"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the coordinator knows around an outcome, gathered before :func:`decide`."""
+
+    stopping: bool = False
+    cancelling: bool = False
+    node_present: bool = True
+    """The node the job ran on is still in the cluster."""
+    nvenc_elsewhere: bool | None = None
+    """For an NVENC failure on a GPU: whether the job can still be placed somewhere
+    (the failed GPU's codec marked failed); ``None`` when not an NVENC failure on a GPU."""
+    where: str = "?"
+    """The placement, in words (``GPU 0 (L4) on 10.0.0.5``, or the node's address)."""
+    backoff_s: float = 5.0
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str = ""
+    code: ErrorCode | None = None
+    not_before: float = 0.0
+    """For a requeue: the earliest time it may be placed again."""
+    counter: str | None = None
+    """A :class:`~cluster.control.metrics.JobMetrics` counter to add one to."""
+
+
+def nvenc_why(outcome: WorkOutcome) -> str:
+    return (outcome.error or "NVENC did not open").split(": ", 1)[-1]
+
+
+def decide(job: Job, outcome: WorkOutcome, facts: Facts) -> Decision:
+    """The job's next state after ``outcome`` (see the module's table)."""
+    if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
+        return Decision(Action.IGNORE)
+    if outcome.status == "succeeded":
+        return Decision(Action.SUCCEED, f"completed in {outcome.elapsed_s:.1f} s")
+    if facts.stopping:
+        return Decision(Action.REQUEUE, "re-queued: framefleet was shut down")
+    if facts.cancelling or outcome.status == "cancelled":
+        return Decision(Action.CANCEL, "cancelled by user", ErrorCode.CANCELLED)
+    code = outcome.error_code
+    if code is ErrorCode.NVENC_UNAVAILABLE and facts.nvenc_elsewhere is not None:
+        why, codec = nvenc_why(outcome), job.spec.codec
+        if job.spec.hardware is Hardware.GPU and not facts.nvenc_elsewhere:
+            reason = (
+                f"NVENC could not encode {codec} on {facts.where}: {why}; no other GPU in "
+                "the cluster can; use --hardware auto or cpu"
+            )
+            return Decision(Action.FAIL, reason, code, counter="nvenc_failures")
+        reason = f"NVENC could not encode {codec} on {facts.where} ({why}); placing it again"
+        return Decision(Action.REQUEUE, reason, counter="nvenc_failures")
+    if code is ErrorCode.WORKER_LOST and not facts.node_present:
+        # Not the job's fault: place it again at once, whatever its attempts.
+        reason = f"node {facts.where} left the cluster mid-job; placing again"
+        return Decision(Action.REQUEUE, reason, counter="node_losses")
+    if outcome.retryable and job.attempts < job.max_attempts:
+        delay = min(facts.backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
+        reason = f"attempt {job.attempts} failed: {outcome.error}; retrying in {delay:g} s"
+        return Decision(Action.REQUEUE, reason, not_before=facts.now + delay, counter="retries")
+    reason = outcome.error or "failed"
+    if outcome.retryable:  # it was retried as long as the policy allows
+        reason = f"{reason}; gave up after {job.attempts} attempts"
+    return Decision(Action.FAIL, reason, code or ErrorCode.FAILED)

@@ -1,0 +1,287 @@
+"""The coordinator's branches on a fake backend: no Ray, no ffmpeg, milliseconds each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cluster import CoordinatorConfig, CostModel, ErrorCode, JobKind, JobSpec
+from cluster.control import coordinator as coordinator_module
+from cluster.control.coordinator import Coordinator
+from cluster.control.fakes import Behaviour, FakeBackend, Script, fake_node, fake_probe
+from cluster.errors import (
+    EncodeError,
+    IdempotencyConflict,
+    InputError,
+    JobFailure,
+    WorkerLost,
+)
+from cluster.media.work import WorkOrder
+
+T = TypeVar("T")
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class Farm:
+    """A coordinator on a fake backend, with a media root holding ``in.mp4``."""
+
+    def __init__(self, root: Path, backend: FakeBackend, **config: Any) -> None:
+        self.root = root
+        self.backend = backend
+        self.config = CoordinatorConfig(
+            data_dir=root / "data",
+            media_roots=(root,),
+            node_refresh_s=0.02,
+            retry_backoff_s=0.01,
+            **config,
+        )
+        self.coordinator = self.open()
+
+    def open(self) -> Coordinator:
+        coordinator = Coordinator(self.config, self.backend, probe=fake_probe)
+        coordinator.start()
+        return coordinator
+
+    def spec(self, name: str = "out.mp4", **kw: Any) -> JobSpec:
+        return JobSpec(kind=JobKind.TRANSCODE, input=str(self.root / "in.mp4"),
+                       output=str(self.root / name), **kw)  # fmt: skip
+
+    async def until(self, job_id: str, status: set[str], timeout: float = 5.0) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await self.coordinator.get(job_id)
+            if job["status"] in status:
+                return job
+            assert asyncio.get_running_loop().time() < deadline, job
+            await asyncio.sleep(0.01)
+
+    async def reasons(self, job_id: str) -> list[str]:
+        batch = await self.coordinator.poll_events(0, [job_id], timeout=0)
+        return [e["reason"] or "" for e in batch["events"] if e["type"] == "status"]
+
+
+def on_farm(
+    tmp_path: Path,
+    test: Callable[[Farm], Awaitable[T]],
+    *,
+    script: Script | None = None,
+    nodes: list[Any] | None = None,
+    **config: Any,
+) -> T:
+    (tmp_path / "in.mp4").write_bytes(b"fake")
+
+    async def main() -> T:
+        farm = Farm(tmp_path, FakeBackend(nodes, script), **config)
+        try:
+            return await test(farm)
+        finally:
+            await farm.coordinator.shutdown()
+
+    return asyncio.run(main())
+
+
+def attempts(*steps: Any) -> Script:
+    """A script: attempt N does ``steps[N-1]`` (the last one repeats)."""
+    return lambda order: steps[min(order.attempt, len(steps)) - 1]
+
+
+def test_a_job_runs_and_succeeds(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        done = await farm.until(job["id"], TERMINAL)
+        assert done["status"] == "succeeded"
+        assert done["reason"].startswith("completed in")
+        assert done["placement"]["encoder"] == "libx264"
+
+    on_farm(tmp_path, test)
+
+
+def test_a_retryable_failure_is_retried_then_succeeds(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        done = await farm.until(job["id"], TERMINAL)
+        assert (done["status"], done["attempts"]) == ("succeeded", 2)
+        reasons = await farm.reasons(job["id"])
+        assert any(r.startswith("attempt 1 failed: ffmpeg died") for r in reasons)
+        assert farm.coordinator.metrics.retries == 1
+
+    on_farm(tmp_path, test, script=attempts(EncodeError("ffmpeg died"), Behaviour.SUCCEED))
+
+
+def test_a_job_that_keeps_failing_gives_up_after_its_attempts(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        done = await farm.until(job["id"], TERMINAL)
+        assert (done["status"], done["attempts"]) == ("failed", 3)
+        assert done["reason"] == "ffmpeg died; gave up after 3 attempts"
+        assert done["error_code"] == ErrorCode.ENCODE_FAILED
+
+    on_farm(tmp_path, test, script=attempts(EncodeError("ffmpeg died")))
+
+
+def test_a_failure_that_is_the_inputs_fault_is_not_retried(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        done = await farm.until(job["id"], TERMINAL)
+        assert (done["status"], done["attempts"]) == ("failed", 1)
+        assert done["reason"] == "in.mp4: truncated"
+        assert done["error_code"] == "truncated"
+
+    truncated = InputError("in.mp4: truncated", code=ErrorCode.TRUNCATED)
+    on_farm(tmp_path, test, script=attempts(truncated))
+
+
+def test_a_job_whose_node_left_is_placed_again_whatever_its_attempts(tmp_path: Path) -> None:
+    nodes = [fake_node("node-a"), fake_node("node-b")]
+
+    def script(order: WorkOrder) -> Any:
+        if order.attempt == 1:  # its node goes away with the encoder
+            backend.node_list[:] = [n for n in backend.node_list if n.node_id != placed[0]]
+            return WorkerLost("the encoder was lost")
+        return Behaviour.SUCCEED
+
+    placed: list[str] = []
+    backend = FakeBackend(nodes, script)
+    original = backend.create_encoder
+    backend.create_encoder = lambda p: (placed.append(p.node_id), original(p))[1]  # type: ignore[method-assign]
+
+    async def main() -> None:
+        (tmp_path / "in.mp4").write_bytes(b"")
+        farm = Farm(tmp_path, backend, max_attempts=1)
+        try:
+            job = await farm.coordinator.submit(farm.spec())
+            done = await farm.until(job["id"], TERMINAL)
+            assert done["status"] == "succeeded"
+            assert placed[0] != placed[1]
+            assert any("left the cluster mid-job; placing again" in r
+                       for r in await farm.reasons(job["id"]))  # fmt: skip
+            assert farm.coordinator.metrics.node_losses == 1
+        finally:
+            await farm.coordinator.shutdown()
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_queued_job_and_a_running_one(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        running = await farm.coordinator.submit(farm.spec())
+        await farm.until(running["id"], {"running"})
+        job = await farm.coordinator.cancel(running["id"])
+        assert (job["status"], job["error_code"]) == ("cancelled", "cancelled")
+        assert not farm.backend.encoders[0].killed  # it stopped when asked: kept warm
+        queued = await farm.coordinator.submit(farm.spec("b.mp4"))
+        job = await farm.coordinator.cancel(queued["id"])
+        assert job["status"] == "cancelled"
+        again = await farm.coordinator.cancel(queued["id"])  # idempotent
+        assert again["status"] == "cancelled"
+
+    on_farm(tmp_path, test, script=attempts(Behaviour.HANG))
+
+
+def test_an_encoder_that_ignores_cancel_is_killed_within_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(coordinator_module, "CANCEL_WAIT_S", 0.2)
+
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        await farm.until(job["id"], {"running"})
+        done = await asyncio.wait_for(farm.coordinator.cancel(job["id"]), 2)
+        assert done["status"] == "cancelled"
+        assert farm.backend.encoders[0].killed
+
+    on_farm(tmp_path, test, script=attempts(Behaviour.FREEZE))
+
+
+def test_shutdown_puts_running_jobs_back_in_the_queue(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        await farm.until(job["id"], {"running"})
+        await farm.coordinator.shutdown()
+        farm.coordinator = farm.open()  # a new life on the same SQLite file
+        back = await farm.coordinator.get(job["id"])
+        assert (back["status"], back["reason"]) == ("queued", "re-queued: framefleet was shut down")
+
+    on_farm(tmp_path, test, script=attempts(Behaviour.HANG, Behaviour.SUCCEED))
+
+
+def test_after_a_crash_running_jobs_are_queued_again_and_their_partials_removed(
+    tmp_path: Path,
+) -> None:
+    async def test(farm: Farm) -> None:
+        job = await farm.coordinator.submit(farm.spec())
+        await farm.until(job["id"], {"running"})
+        partial = tmp_path / f".out.mp4.{job['id']}.partial"
+        partial.write_bytes(b"half")
+        for task in farm.coordinator._tasks:  # the process dies: nothing winds down
+            task.cancel()
+        farm.coordinator = farm.open()
+        back = await farm.coordinator.get(job["id"])
+        assert back["reason"] == "re-queued: the coordinator restarted"
+        assert not partial.exists()
+        done = await farm.until(job["id"], TERMINAL)
+        assert done["status"] == "succeeded"
+
+    on_farm(tmp_path, test, script=attempts(Behaviour.HANG, Behaviour.SUCCEED))
+
+
+def test_an_idempotency_key_returns_its_job_and_refuses_another_request(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        first = await farm.coordinator.submit(farm.spec(), "key-1")
+        again = await farm.coordinator.submit(farm.spec(), "key-1")
+        assert again["id"] == first["id"]
+        with pytest.raises(IdempotencyConflict, match="used for a different request"):
+            await farm.coordinator.submit(farm.spec("other.mp4"), "key-1")
+        farm.coordinator = farm.open()  # keys survive a restart
+        assert (await farm.coordinator.submit(farm.spec(), "key-1"))["id"] == first["id"]
+
+    on_farm(tmp_path, test)
+
+
+def test_an_idempotency_key_expires(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        first = await farm.coordinator.submit(farm.spec(), "key-1")
+        await asyncio.sleep(0.05)
+        assert (await farm.coordinator.submit(farm.spec(), "key-1"))["id"] != first["id"]
+
+    on_farm(tmp_path, test, idempotency_ttl_s=0.01)
+
+
+def test_a_batch_is_queued_whole_or_not_at_all(tmp_path: Path) -> None:
+    async def test(farm: Farm) -> None:
+        good = farm.spec("a.mp4")
+        bad = JobSpec(kind=JobKind.TRANSCODE, input=str(farm.root / "in.mp4"),
+                      output=str(farm.root.parent / "b.mp4"))  # fmt: skip
+        with pytest.raises(JobFailure, match=r"^job 2 of 2: .*outside"):
+            await farm.coordinator.submit_many([good, bad])
+        assert await farm.coordinator.list_jobs() == []
+        jobs = await farm.coordinator.submit_many([good, farm.spec("b.mp4")], "batch-1")
+        again = await farm.coordinator.submit_many([good, farm.spec("b.mp4")], "batch-1")
+        assert [j["id"] for j in again] == [j["id"] for j in jobs]
+
+    on_farm(tmp_path, test)
+
+
+def test_a_custom_cost_model_judges_capacity_while_a_node_is_suspect(tmp_path: Path) -> None:
+    """A worker lost on a node that stays makes it suspect for 10 s; a job the cost model
+    says can never fit must still fail at once, by that cost model."""
+    huge = CostModel(memory_mb={"h264": [(1 << 62, 10**6)], "hevc": [(1 << 62, 1)],
+                                "av1": [(1 << 62, 1)]})  # fmt: skip
+
+    async def test(farm: Farm) -> None:
+        lost = await farm.coordinator.submit(farm.spec(codec="hevc"))
+        await farm.until(lost["id"], {"queued"})
+        await asyncio.sleep(0.05)
+        assert farm.coordinator.view.has_suspects
+        job = await farm.coordinator.submit(farm.spec("big.mp4"))
+        done = await farm.until(job["id"], TERMINAL, timeout=3)
+        assert (done["status"], done["error_code"]) == ("failed", "no_capacity")
+        assert "needs about 1000000 MiB of memory" in done["reason"]
+
+    nodes = [fake_node("node-a"), fake_node("node-b")]
+    script = attempts(WorkerLost("lost"), Behaviour.HANG)
+    on_farm(tmp_path, test, costs=huge, nodes=nodes, script=script)

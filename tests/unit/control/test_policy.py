@@ -1,0 +1,79 @@
+"""Every branch of the outcome policy, as a table: a job, an outcome, the facts -> a decision."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cluster import ErrorCode, Hardware, JobKind, JobSpec, JobStatus
+from cluster.control.policy import Action, Facts, decide
+from cluster.media.work import WorkOutcome
+from cluster.model.jobs import Job
+
+
+def running(attempts: int = 1, hardware: Hardware = Hardware.AUTO) -> Job:
+    spec = JobSpec(kind=JobKind.TRANSCODE, input="/m/in.mp4", output="/m/out.mp4",
+                   hardware=hardware)  # fmt: skip
+    return Job(id="j1", spec=spec, status=JobStatus.RUNNING, attempts=attempts, max_attempts=3)
+
+
+def failed(code: ErrorCode, error: str = "boom", *, retryable: bool = True) -> WorkOutcome:
+    return WorkOutcome("j1", 1, "failed", error_code=code, error=error, retryable=retryable)
+
+
+NVENC = failed(ErrorCode.NVENC_UNAVAILABLE, "NVENC could not be opened: no device")
+LOST = failed(ErrorCode.WORKER_LOST, "the encoder was lost")
+
+
+@pytest.mark.parametrize(
+    ("job", "outcome", "facts", "action", "reason", "code"),
+    [
+        (running(), WorkOutcome("j1", 1, "succeeded", elapsed_s=1.25), Facts(),
+         Action.SUCCEED, "completed in 1.2 s", None),
+        (running(), WorkOutcome("j1", 0, "succeeded"), Facts(), Action.IGNORE, "", None),
+        (running(), failed(ErrorCode.ENCODE_FAILED), Facts(stopping=True),
+         Action.REQUEUE, "re-queued: framefleet was shut down", None),
+        (running(), failed(ErrorCode.ENCODE_FAILED), Facts(cancelling=True),
+         Action.CANCEL, "cancelled by user", ErrorCode.CANCELLED),
+        (running(), WorkOutcome("j1", 1, "cancelled"), Facts(),
+         Action.CANCEL, "cancelled by user", ErrorCode.CANCELLED),
+        (running(), NVENC, Facts(nvenc_elsewhere=True, where="GPU 0 (L4) on n1"), Action.REQUEUE,
+         "NVENC could not encode h264 on GPU 0 (L4) on n1 (no device); placing it again", None),
+        (running(hardware=Hardware.GPU), NVENC, Facts(nvenc_elsewhere=False, where="GPU 0"),
+         Action.FAIL, "NVENC could not encode h264 on GPU 0: no device; no other GPU in the "
+         "cluster can; use --hardware auto or cpu", ErrorCode.NVENC_UNAVAILABLE),
+        (running(3), LOST, Facts(node_present=False, where="10.0.0.5"), Action.REQUEUE,
+         "node 10.0.0.5 left the cluster mid-job; placing again", None),
+        (running(1), LOST, Facts(now=100.0, backoff_s=2.0), Action.REQUEUE,
+         "attempt 1 failed: the encoder was lost; retrying in 2 s", None),
+        (running(3), failed(ErrorCode.ENCODE_FAILED), Facts(),
+         Action.FAIL, "boom; gave up after 3 attempts", ErrorCode.ENCODE_FAILED),
+        (running(1), failed(ErrorCode.TRUNCATED, "cut short", retryable=False), Facts(),
+         Action.FAIL, "cut short", ErrorCode.TRUNCATED),
+    ],
+)  # fmt: skip
+def test_decide(
+    job: Job,
+    outcome: WorkOutcome,
+    facts: Facts,
+    action: Action,
+    reason: str,
+    code: ErrorCode | None,
+) -> None:
+    if outcome.attempt:  # an outcome of the job's current attempt (0: a stale one)
+        outcome = replace(outcome, attempt=job.attempts)
+    decision = decide(job, outcome, facts)
+    assert (decision.action, decision.reason, decision.code) == (action, reason, code)
+
+
+def test_retries_back_off_exponentially_up_to_a_minute() -> None:
+    delays = [
+        decide(running(n), replace(failed(ErrorCode.ENCODE_FAILED), attempt=n), Facts(backoff_s=20))
+        for n in (1, 2)
+    ]
+    assert [d.not_before for d in delays] == [20.0, 40.0]
+    job = running(2)
+    job.max_attempts = 9
+    outcome = replace(failed(ErrorCode.ENCODE_FAILED), attempt=2)
+    assert decide(job, outcome, Facts(backoff_s=50.0)).not_before == 60.0
