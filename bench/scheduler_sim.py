@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import Hardware, JobKind
-from cluster.nodes.capability import Capability, CodecState
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, GpuState, NodeState, Placement, Planner, queue_key
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported, as the CLI does
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse

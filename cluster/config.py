@@ -3,7 +3,7 @@ the environment; the engine never does."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from cluster.scheduling.costs import CostModel
@@ -40,6 +40,18 @@ class CoordinatorConfig:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+
+def config_differences(asked: CoordinatorConfig, running: CoordinatorConfig) -> list[str]:
+    """What a client asked for that the running coordinator does not use, in words.
+
+    On a farm the first client starts the coordinator; later ones join it with its
+    config. ``data_dir`` is left out: it is each machine's own."""
+    return [
+        f"{f.name} is {getattr(running, f.name)!r}, not {getattr(asked, f.name)!r}"
+        for f in fields(CoordinatorConfig)
+        if f.name != "data_dir" and getattr(asked, f.name) != getattr(running, f.name)
+    ]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,7 +13,6 @@ import secrets
 # Before Ray is imported: no usage stats, token auth chosen explicitly (as the CLI does),
 # and this session's own token.
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 

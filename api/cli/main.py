@@ -13,18 +13,13 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
-
-# Ray's token authentication, chosen deliberately rather than left to Ray's default
-# (which only warns): an embedded Ray generates its token in ~/.ray/auth_token; a
-# joined cluster's token comes from RAY_AUTH_TOKEN or that file. Ray reads this when
-# it is imported, so it is set before anything imports Ray.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 import typer
 from rich.console import Console
 
+import cluster
 from api.cli.exits import ExitCode, exit_code_for
 from api.cli.jobs import register as register_client
 from api.cli.livebar import live_bar
@@ -36,7 +31,6 @@ from cluster import (
     ConfigError,
     CoordinatorConfig,
     CostModel,
-    Fleet,
     FolderWatcher,
     FramefleetError,
     Hardware,
@@ -52,6 +46,9 @@ from cluster import (
     make_sample,
     probe,
 )
+
+if TYPE_CHECKING:
+    from cluster import Fleet
 
 app = typer.Typer(
     name="framefleet",
@@ -91,7 +88,7 @@ def _fleet(data_dir: Path, address: str | None) -> Fleet:
     costs = CostModel.from_file(cost_file) if cost_file else CostModel()
     if address is None:
         err.print("[dim]starting a local Ray cluster…[/dim]")
-    return Fleet.connect(
+    return cluster.Fleet.connect(
         RuntimeConfig(data_dir=data_dir, address=address, ffmpeg=os.environ.get(FFMPEG_ENV)),
         CoordinatorConfig(data_dir=data_dir, costs=costs),
     )

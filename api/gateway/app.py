@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import cluster
 from api.gateway import errors
 from api.gateway.auth import require_token
 from api.gateway.events import EventHub
@@ -31,7 +33,6 @@ from cluster import (
     CoordinatorConfig,
     CostModel,
     ErrorCode,
-    Fleet,
     FolderWatcher,
     FramefleetError,
     RuntimeConfig,
@@ -40,6 +41,9 @@ from cluster import (
     confine_path,
 )
 
+if TYPE_CHECKING:
+    from cluster import Fleet
+
 log = logging.getLogger("framefleet.api")
 watch_log = logging.getLogger("framefleet.watch")
 VERSION = "0.1.0"
@@ -47,7 +51,7 @@ VERSION = "0.1.0"
 
 def connect_fleet(settings: Settings) -> Fleet:
     costs = CostModel.from_file(settings.cost_model) if settings.cost_model else CostModel()
-    return Fleet.connect(
+    return cluster.Fleet.connect(
         RuntimeConfig(
             data_dir=settings.data_dir,
             address=settings.ray_address,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +42,22 @@ class Subscription:
 class JobCache:
     """Recently read jobs, kept current by the event stream, so that clients polling a
     job do not each cost a coordinator call. Progress events are applied in place; any
-    other change drops the entry (the next read fetches the whole job again)."""
+    other change drops the entry (the next read fetches the whole job again).
+
+    A read races the stream: the job is read, its terminal event is applied (to nothing:
+    the job is not cached yet), then the read's older copy is stored. So each change is
+    numbered, and :meth:`read` stores what it fetched only if no event for that job (and
+    no gap) was applied while it was fetching.
+    """
 
     def __init__(self, render: Callable[[dict[str, Any]], bytes], size: int = 10_000) -> None:
         self._render = render
         self._jobs: OrderedDict[str, tuple[dict[str, Any], bytes | None]] = OrderedDict()
         self.size = size
+        self._version = 0
+        self._changed: OrderedDict[str, int] = OrderedDict()
+        """Job id -> the version of its last applied event (the newest ``size`` jobs)."""
+        self._cleared = 0
 
     def get(self, job_id: str) -> bytes | None:
         """The job's response body, rendered once per change."""
@@ -61,29 +71,53 @@ class JobCache:
             self._jobs[job_id] = (job, rendered)
         return rendered
 
-    def put(self, job: dict[str, Any]) -> bytes:
+    async def read(self, job_id: str, fetch: Callable[[str], Awaitable[dict[str, Any]]]) -> bytes:
+        """The job's body: from the cache, or fetched (and kept unless it changed while
+        being fetched)."""
+        body = self.get(job_id)
+        if body is not None:
+            return body
+        since = self._version
+        job = await fetch(job_id)
         rendered = self._render(job)
-        self._jobs[job["id"]] = (job, rendered)
-        self._jobs.move_to_end(job["id"])
-        while len(self._jobs) > self.size:
-            self._jobs.popitem(last=False)
+        if self._changed.get(job_id, 0) <= since and self._cleared <= since:
+            self._store(job_id, (job, rendered))
         return rendered
 
+    def _store(self, job_id: str, entry: tuple[dict[str, Any], bytes | None]) -> None:
+        self._jobs[job_id] = entry
+        self._jobs.move_to_end(job_id)
+        while len(self._jobs) > self.size:
+            self._jobs.popitem(last=False)
+
     def drop(self, job_id: str) -> None:
+        self._version += 1
+        self._mark(job_id)
         self._jobs.pop(job_id, None)
 
     def clear(self) -> None:
+        self._version += 1
+        self._cleared = self._version
         self._jobs.clear()
 
     def apply(self, event: dict[str, Any]) -> None:
-        entry = self._jobs.get(event["job_id"])
+        self._version += 1
+        job_id = event["job_id"]
+        self._mark(job_id)
+        entry = self._jobs.get(job_id)
         if entry is None:
             return
         job = entry[0]
         if event.get("type") == "progress" and event.get("status") == job["status"]:
-            self._jobs[job["id"]] = ({**job, "progress": event.get("progress")}, None)
+            self._jobs[job_id] = ({**job, "progress": event.get("progress")}, None)
         else:
-            self.drop(event["job_id"])
+            self._jobs.pop(job_id, None)
+
+    def _mark(self, job_id: str) -> None:
+        self._changed[job_id] = self._version
+        self._changed.move_to_end(job_id)
+        while len(self._changed) > self.size:
+            self._changed.popitem(last=False)
 
 
 class EventHub:

@@ -62,7 +62,9 @@ def fake_node(
     )
 
 
-def fake_media(path: str, *, duration_s: float = 10.0, width: int = 640, height: int = 360) -> MediaInfo:
+def fake_media(
+    path: str, *, duration_s: float = 10.0, width: int = 640, height: int = 360
+) -> MediaInfo:
     return MediaInfo(
         path=path,
         format_name="mov,mp4,m4a,3gp,3g2,mj2",

@@ -20,8 +20,8 @@ from typing import Any
 
 from cluster.errors import ToolMissing
 from cluster.media.encoders import CATALOG, Encoder, available
+from cluster.model.capability import Capability, CodecState
 from cluster.nodes.agent import NodeInfo
-from cluster.nodes.capability import Capability, CodecState
 from cluster.scheduling.planner import GpuState, NodeState, memory_resource
 
 log = logging.getLogger("framefleet.coordinator")

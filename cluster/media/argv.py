@@ -21,10 +21,13 @@ from cluster.errors import ErrorCode, SpecError
 from cluster.media.encoders import Container, Encoder
 from cluster.media.probe import INPUT_OPTIONS, MediaInfo
 from cluster.model.jobs import JobSpec
-from cluster.scheduling.costs import SEEK_INPUTS_MAX
 
 COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
 INPUT_OPTS = INPUT_OPTIONS
+
+SEEK_INPUTS_MAX = 8
+"""Up to this many thumbnails, each is a fast seek (an input of its own, all open at once);
+more are taken from one decode of the input, so memory does not grow with the count."""
 
 
 @dataclass(frozen=True, slots=True)

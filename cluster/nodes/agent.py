@@ -20,8 +20,9 @@ from typing import Any
 
 from cluster.errors import ToolMissing
 from cluster.media.encoders import FfmpegBuild, ffmpeg_build
+from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
-from cluster.nodes.capability import Capability, CodecState, detect
+from cluster.nodes.capability import detect
 from cluster.nodes.gpus import GpuReading, GpuSource, gpu_source
 
 log = logging.getLogger("framefleet.agent")

@@ -11,47 +11,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
-from enum import StrEnum
 
 from cluster.media.encoders import CATALOG, ffmpeg_encoders
 from cluster.media.runner import nvenc_failure_reason
+from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
 from cluster.nodes.gpus import GpuReading
 
 TRIAL_TIMEOUT_S = 30.0
 NO_NVENC_MODELS = ("A100", "H100", "H200", "H20", "H800", "A800", "A30", "B100", "B200", "GB200")
 """Data-centre compute GPUs built without NVENC, named in the reason when a trial fails."""
-
-
-class CodecState(StrEnum):
-    VERIFIED = "verified"
-    """A trial encode on this GPU succeeded."""
-    DECLARED = "declared"
-    """A static inventory says so; trusted without a trial."""
-    FAILED = "failed"
-    """A trial or a real encode could not open NVENC; ``reason`` says why."""
-    UNAVAILABLE = "unavailable"
-    """This node's ffmpeg has no NVENC encoder for the codec, or it is not declared."""
-    PENDING = "pending"
-    """The trial encode has not finished yet."""
-
-    @property
-    def usable(self) -> bool:
-        return self in (CodecState.VERIFIED, CodecState.DECLARED)
-
-
-@dataclass(frozen=True, slots=True)
-class Capability:
-    state: CodecState
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {"state": str(self.state), "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str]) -> Capability:
-        return cls(CodecState(data["state"]), data.get("reason", ""))
 
 
 def nvenc_encoder(codec: str) -> str:

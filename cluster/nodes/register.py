@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass, field
 
 from cluster.media.encoders import FfmpegBuild, ffmpeg_build
+from cluster.model.capability import Capability
 from cluster.model.jobs import CODECS
-from cluster.nodes.capability import Capability, detect
+from cluster.nodes.capability import detect
 from cluster.nodes.gpus import GpuReading, gpu_source
 from cluster.scheduling.planner import memory_resource, session_resource
 

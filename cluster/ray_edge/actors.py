@@ -20,7 +20,6 @@ from cluster.nodes.encoder import EncoderWorker
 from cluster.scheduling.planner import Placement
 
 
-
 class EncoderActor(EncoderWorker):
     """An encoder that reports progress to the coordinator actor (fire and forget)."""
 

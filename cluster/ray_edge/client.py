@@ -10,7 +10,7 @@ from typing import Any
 
 import ray
 
-from cluster.config import CoordinatorConfig, RuntimeConfig
+from cluster.config import CoordinatorConfig, RuntimeConfig, config_differences
 from cluster.errors import FramefleetError
 from cluster.model.jobs import JobSpec, JobStatus
 from cluster.ray_edge.backend import RemoteCoordinator, coordinator_options
@@ -32,6 +32,8 @@ class Fleet:
         self.runtime = runtime
         self._coordinator = coordinator
         self._config = config
+        self.config_mismatch: list[str] = []
+        """How the coordinator this client joined differs from what it asked for."""
 
     @classmethod
     def connect(cls, runtime: RuntimeConfig, coordinator: CoordinatorConfig) -> Fleet:
@@ -42,9 +44,16 @@ class Fleet:
             )
             fleet = cls(rt, handle, runtime)
             fleet._call(handle.ping.remote(), timeout=COORDINATOR_START_TIMEOUT_S)
+            running: CoordinatorConfig = fleet._read("get_config")
         except BaseException:
             rt.close()
             raise
+        fleet.config_mismatch = config_differences(coordinator, running)
+        if fleet.config_mismatch:
+            log.warning(
+                "joined a running coordinator whose config differs; it keeps its own until it "
+                "is restarted: %s", "; ".join(fleet.config_mismatch),
+            )  # fmt: skip
         return fleet
 
     def _call(self, ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:

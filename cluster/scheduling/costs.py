@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import CostModelError
+from cluster.media.argv import SEEK_INPUTS_MAX
 
 Table = dict[str, list[tuple[int, float]]]
 """codec -> [(pixels up to, amount)], ascending."""
@@ -70,9 +71,6 @@ LIGHT_JOB_MEMORY_MB = 512
 """validate and GPU encodes (decoding on the CPU), and the base of a thumbnail job."""
 DECODER_FRAMES = 16
 """Decoded frames one seeking thumbnail input holds (references and queue)."""
-SEEK_INPUTS_MAX = 8
-"""Up to this many thumbnails, each is a fast seek (an input of its own, all open at once);
-more are taken from one decode of the input, so memory does not grow with the count."""
 SAFETY_MARGIN_MB = 512
 """GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cluster.model.capability import Capability
 from cluster.model.jobs import Hardware, JobKind
-from cluster.nodes.capability import Capability
 from cluster.scheduling.costs import CostModel
 
 EPS = 1e-9

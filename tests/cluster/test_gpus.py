@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from cluster.errors import InventoryError
-from cluster.nodes.capability import CodecState, detect, trial_encode
+from cluster.model.capability import CodecState
+from cluster.nodes.capability import detect, trial_encode
 from cluster.nodes.gpus import NoGpus, NvmlSource, StaticSource, gpu_source
 from cluster.nodes.register import detect_local, label_value
 from tests.helpers import NO_DRIVER_REASON, nvidia_driver_present

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -229,3 +230,17 @@ def test_a_lost_coordinator_is_said_without_rays_text() -> None:
     assert str(error) == (
         "the coordinator is not reachable (RaySystemError); it may be restarting: try again shortly"
     )
+
+
+def test_joining_a_running_coordinator_with_another_config_is_said(
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a farm the first client fixes the coordinator's config; a later client that asks
+    for other media roots is told, not silently ignored."""
+    name = "coordinator-" + __name__.rsplit(".", 1)[-1]  # the module's running coordinator
+    with caplog.at_level(logging.WARNING, logger="framefleet.client"):
+        joined = start_fleet(tmp_path, name, media_roots=(tmp_path,))
+    assert any(m.startswith("media_roots is (), not (") for m in joined.config_mismatch)
+    assert "joined a running coordinator whose config differs" in caplog.text
+    again = start_fleet(tmp_path, name)  # the same config: nothing to say
+    assert again.config_mismatch == []

@@ -8,7 +8,7 @@ import pytest
 
 from cluster import Hardware, JobKind, Policy
 from cluster.errors import CostModelError
-from cluster.nodes.capability import Capability, CodecState
+from cluster.model.capability import Capability, CodecState
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import (
     Demand,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import PurePath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -13,7 +13,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.gateway.auth import scoped_key
 from api.gateway.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
-from cluster import CallTimeout, ErrorCode, Fleet, JobKind, JobSpec, JobStatus, SpecError, confine
+from cluster import CallTimeout, ErrorCode, JobKind, JobSpec, JobStatus, SpecError, confine
+
+if TYPE_CHECKING:
+    from cluster import Fleet
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 IdempotencyKey = Annotated[
@@ -120,10 +123,13 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobView)
 async def get_job(job_id: str, request: Request) -> Response:
     """One job; served from the gateway's event-fed cache when it holds the job."""
-    cache = request.app.state.hub.cache
-    body = cache.get(job_id)
-    if body is None:
-        body = cache.put(await run_in_threadpool(fleet_of(request).get, job_id))
+    fleet = fleet_of(request)
+
+    async def fetch(job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = await run_in_threadpool(fleet.get, job_id)
+        return job
+
+    body = await request.app.state.hub.cache.read(job_id, fetch)
     return Response(body, media_type="application/json")
 
 
