@@ -17,7 +17,7 @@ DATA_DIR_OPT := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: setup system-deps run demo test test-gpu lint typecheck pytest bench lock lock-tools clean
+.PHONY: setup system-deps run demo test test-fast test-gpu lint typecheck pytest bench lock lock-tools clean
 
 setup: system-deps $(STAMP) $(TOOLS_STAMP)
 
@@ -52,6 +52,10 @@ demo: setup
 
 test: setup lint typecheck pytest
 
+# The unit tests alone (tests/unit: no Ray, no servers, no ffmpeg); under a minute.
+test-fast: setup lint typecheck
+	$(BIN)/pytest tests/unit
+
 lint:
 	$(BIN)/ruff format --check cluster api tests bench
 	$(BIN)/ruff check cluster api tests bench
@@ -59,12 +63,14 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# Unit tests first (they fail in seconds), then the integration tests on real parts.
 pytest:
-	$(BIN)/pytest -m "not gpu"
+	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -m "not gpu" tests/integration
 
 # Needs an NVIDIA driver: NVML inventory and NVENC detection for real.
 test-gpu: setup
-	$(BIN)/pytest -m gpu -s tests/cluster/test_gpus.py
+	$(BIN)/pytest -m gpu -s tests/integration/cluster/test_gpus.py
 
 bench: setup
 	$(BIN)/python bench/throughput.py

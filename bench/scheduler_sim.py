@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,7 +63,10 @@ class SimJob:
     duration: int
 
 
-def pick(rng: random.Random, choices: list[tuple[object, float]]) -> object:
+T = TypeVar("T")
+
+
+def pick(rng: random.Random, choices: list[tuple[T, float]]) -> T:
     return rng.choices([c for c, _ in choices], weights=[w for _, w in choices])[0]
 
 
@@ -116,8 +120,8 @@ def main() -> None:
 
     jobs = []
     for seq in range(args.jobs):
-        w, h = pick(rng, SIZES)  # type: ignore[misc]
-        demand = Demand(JobKind.TRANSCODE, pick(rng, HARDWARE), pick(rng, CODECS), w, h)  # type: ignore[arg-type]
+        w, h = pick(rng, SIZES)
+        demand = Demand(JobKind.TRANSCODE, pick(rng, HARDWARE), pick(rng, CODECS), w, h)
         jobs.append(
             SimJob(seq, demand, rng.randrange(10), seq // args.per_tick, rng.randint(5, 40))
         )
@@ -131,17 +135,17 @@ def main() -> None:
     tick = 0
     next_job = 0
     while next_job < len(jobs) or queue:
-        for (p,) in running.pop(tick, []):  # finished: give the room back
-            planner.release(p)
-            cpus[p.node_id] -= p.cpus
-            if p.gpu_uuid:
-                mem[p.gpu_uuid] -= p.gpu_memory_mb
-                sessions[p.gpu_uuid] -= 1
+        for (done,) in running.pop(tick, []):  # finished: give the room back
+            planner.release(done)
+            cpus[done.node_id] -= done.cpus
+            if done.gpu_uuid:
+                mem[done.gpu_uuid] -= done.gpu_memory_mb
+                sessions[done.gpu_uuid] -= 1
         while next_job < len(jobs) and jobs[next_job].arrived <= tick:
             queue.append(jobs[next_job])
             next_job += 1
         queue.sort(key=lambda j: queue_key(j.priority, j.seq, tick - j.arrived, aging_s=5))
-        waiting = []
+        waiting: list[SimJob] = []
         for job in queue:
             start = time.perf_counter_ns()
             p = planner.place(job.demand)
@@ -173,12 +177,12 @@ def main() -> None:
         gpu_waiting = [j for j in queue if j.demand.hardware is Hardware.GPU]
         if gpu_waiting:  # GPUs are the bottleneck now: how full did placement get them?
             used = sum(mem.values())
-            demand = used + sum(
+            wanted = used + sum(
                 costs.gpu_memory(j.demand.codec, j.demand.width, j.demand.height)
                 for j in gpu_waiting
             )
             util_sum += used / capacity
-            bound_sum += min(1.0, demand / capacity)
+            bound_sum += min(1.0, wanted / capacity)
             util_ticks += 1
         tick += 1
 

@@ -33,6 +33,7 @@ from cluster import (
     JobSpec,
     JobStatus,
     RuntimeConfig,
+    Speed,
     available,
     make_sample,
     probe,
@@ -47,8 +48,8 @@ def spec_for(src: Path, dst: Path) -> JobSpec:
         input=str(src),
         output=str(dst),
         codec="h264",
-        speed="medium",
-        hardware="cpu",
+        speed=Speed.MEDIUM,
+        hardware=Hardware.CPU,
         overwrite=True,
     )
 

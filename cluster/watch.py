@@ -89,6 +89,11 @@ class FolderWatcher:
             self._db.close()
             self._db = None
 
+    def _open_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise ConfigError(f"the watcher of {self.rule.folder} is closed")
+        return self._db
+
     def _files(self) -> list[Path]:
         pattern = "**/*" if self.rule.recursive else "*"
         exts = {e.lower().lstrip(".") for e in self.rule.extensions}
@@ -102,30 +107,33 @@ class FolderWatcher:
         return sorted(found)
 
     def _known(self, path: Path, size: int, mtime_ns: int) -> bool:
-        assert self._db is not None
-        row = self._db.execute(
-            "SELECT 1 FROM watched WHERE folder=? AND path=? AND size=? AND mtime_ns=?",
-            (str(self.rule.folder), str(path), size, mtime_ns),
-        ).fetchone()
+        row = (
+            self._open_db()
+            .execute(
+                "SELECT 1 FROM watched WHERE folder=? AND path=? AND size=? AND mtime_ns=?",
+                (str(self.rule.folder), str(path), size, mtime_ns),
+            )
+            .fetchone()
+        )
         return row is not None
 
     def _remember(self, path: Path, st: _Pending, job_id: str | None, outcome: str) -> None:
-        assert self._db is not None
-        self._db.execute(
+        db = self._open_db()
+        db.execute(
             "INSERT OR REPLACE INTO watched VALUES (?, ?, ?, ?, ?, ?, ?)",
             (str(self.rule.folder), str(path), st.size, st.mtime_ns, job_id, outcome, time.time()),
         )
-        self._db.commit()
+        db.commit()
 
     def spec_for(self, path: Path) -> JobSpec:
         rule = self.rule
         output: str | None = None
         kind = rule_kind(rule)
-        if kind is JobKind.TRANSCODE:
-            assert rule.output_dir is not None
+        if kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL) and rule.output_dir is None:
+            raise ConfigError(f"watch rule for {rule.folder}: a {kind} rule needs an output folder")
+        if kind is JobKind.TRANSCODE and rule.output_dir is not None:
             output = str(rule.output_dir / f"{path.stem}.{rule.output_ext}")
-        elif kind is JobKind.THUMBNAIL:
-            assert rule.output_dir is not None
+        elif kind is JobKind.THUMBNAIL and rule.output_dir is not None:
             output = str(rule.output_dir)
         return JobSpec(**{**rule.template, "kind": kind, "input": str(path), "output": output})
 

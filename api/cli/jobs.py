@@ -119,7 +119,11 @@ def watch_job(api: GatewayClient, job_id: str, label: str) -> dict[str, Any]:
 
 def register(app: typer.Typer, fail: Any) -> None:
     """Add the client commands to ``app``; ``fail(code)`` ends the process with a code."""
+    _register_submit(app, fail)
+    _register_follow(app, fail)
 
+
+def _register_submit(app: typer.Typer, fail: Any) -> None:
     @app.command()
     def submit(
         inputs: Annotated[
@@ -172,6 +176,8 @@ def register(app: typer.Typer, fail: Any) -> None:
         if wait and any(j["status"] != "succeeded" for j in jobs):
             fail(ExitCode.JOB_FAILED)
 
+
+def _register_follow(app: typer.Typer, fail: Any) -> None:
     @app.command()
     def status(
         job_id: Annotated[

@@ -42,14 +42,16 @@ RETRY_AFTER_S = "5"
 
 
 async def framefleet_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, FramefleetError)
+    if not isinstance(exc, FramefleetError):
+        return await unexpected_error(request, exc)
     status = status_for(exc)
     headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
     return JSONResponse(body(exc.code, str(exc)), status_code=status, headers=headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):
+        return await unexpected_error(request, exc)
     fields = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":  # loc is ("body", character position)
@@ -65,7 +67,8 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):
+        return await unexpected_error(request, exc)
     code = {
         401: ErrorCode.UNAUTHORIZED,
         404: ErrorCode.NOT_FOUND,

@@ -106,7 +106,8 @@ def transcode_command(
     cuda_device: str | None = None,
 ) -> Command:
     """The command that transcodes ``spec.input`` to ``spec.output`` with ``encoder``."""
-    assert spec.output is not None
+    if spec.output is None:
+        raise SpecError(f"a {spec.kind} job needs an output")
     video = media.require_video()
     if encoder.codec not in container.video_codecs:
         raise SpecError(
@@ -198,7 +199,8 @@ def _thumbnail_size(spec: JobSpec, media: MediaInfo) -> tuple[int, int]:
 def thumbnail_command(spec: JobSpec, media: MediaInfo, *, job_id: str) -> Command:
     """JPEG thumbnails in ``spec.output`` (a folder), in one ffmpeg: a fast seek per image
     up to :data:`SEEK_INPUTS_MAX` images, else one decode that picks the frames."""
-    assert spec.output is not None
+    if spec.output is None:
+        raise SpecError(f"a {spec.kind} job needs an output")
     video = media.require_video()
     times = thumbnail_times(spec, media)
     width, height = _thumbnail_size(spec, media)

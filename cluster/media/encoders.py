@@ -172,7 +172,8 @@ class FfmpegBuild:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> FfmpegBuild:
         names = data.get("encoders") or []
-        assert isinstance(names, list)
+        if not isinstance(names, list):
+            names = []
         return cls(str(data["path"]), str(data["version"]), frozenset(str(n) for n in names))
 
 

@@ -157,14 +157,16 @@ class FfmpegRun:
         return RunResult(returncode, list(self._stderr), self._parser.latest, self._killed)
 
     async def _read_progress(self) -> None:
-        assert self._proc and self._proc.stdout
+        if self._proc is None or self._proc.stdout is None:
+            return
         async for raw in self._proc.stdout:
             snapshot = self._parser.feed(raw.decode(errors="replace"))
             if snapshot and self._on_progress and self._throttle.should_emit(snapshot):
                 self._on_progress(snapshot)
 
     async def _read_stderr(self) -> None:
-        assert self._proc and self._proc.stderr
+        if self._proc is None or self._proc.stderr is None:
+            return
         async for raw in self._proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             if line:

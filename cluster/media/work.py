@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cluster.errors import ErrorCode, JobFailure
+from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import Command, thumbnail_command, transcode_command, validate_command
 from cluster.media.encoders import Encoder, container_for
 from cluster.media.probe import MediaInfo
@@ -77,7 +77,8 @@ def plan_work(
     """
     tag = f"{job_id}.{attempt}"
     if spec.kind is JobKind.TRANSCODE:
-        assert encoder is not None and spec.output is not None
+        if encoder is None or spec.output is None:
+            raise SpecError("a transcode needs an encoder and an output")
         command = transcode_command(
             spec,
             media,

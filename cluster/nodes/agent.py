@@ -112,7 +112,8 @@ class NodeAgent:
             log.info("GPU %s NVENC: %s", uuid, {c: str(v.state) for c, v in caps.items()})
 
     async def _refresh_loop(self) -> None:
-        assert self._source is not None
+        if self._source is None:
+            return
         while True:
             await asyncio.sleep(self.refresh_s)
             try:

@@ -19,7 +19,8 @@ def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
         check_thumbnail_request(spec.thumbnail_count, spec.thumbnail_width)
     if spec.kind is not JobKind.TRANSCODE:
         return
-    assert spec.output is not None
+    if spec.output is None:
+        raise SpecError("a transcode needs an output file (-o)")
     container = container_for(spec.output)
     if spec.codec not in container.video_codecs:
         raise SpecError(

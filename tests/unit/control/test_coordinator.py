@@ -12,7 +12,7 @@ import pytest
 from cluster import CoordinatorConfig, CostModel, ErrorCode, JobKind, JobSpec
 from cluster.control import coordinator as coordinator_module
 from cluster.control.coordinator import Coordinator
-from cluster.control.fakes import Behaviour, FakeBackend, Script, fake_node, fake_probe
+from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, Script, fake_node, fake_probe
 from cluster.errors import (
     EncodeError,
     IdempotencyConflict,
@@ -21,6 +21,7 @@ from cluster.errors import (
     WorkerLost,
 )
 from cluster.media.work import WorkOrder
+from cluster.scheduling.planner import Placement
 
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -145,9 +146,13 @@ def test_a_job_whose_node_left_is_placed_again_whatever_its_attempts(tmp_path: P
         return Behaviour.SUCCEED
 
     placed: list[str] = []
-    backend = FakeBackend(nodes, script)
-    original = backend.create_encoder
-    backend.create_encoder = lambda p: (placed.append(p.node_id), original(p))[1]  # type: ignore[method-assign]
+
+    class Recording(FakeBackend):
+        def create_encoder(self, placement: Placement) -> FakeEncoder:
+            placed.append(placement.node_id)
+            return super().create_encoder(placement)
+
+    backend = Recording(nodes, script)
 
     async def main() -> None:
         (tmp_path / "in.mp4").write_bytes(b"")

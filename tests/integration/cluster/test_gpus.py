@@ -20,14 +20,14 @@ from cluster.nodes.gpus import NoGpus, NvmlSource, StaticSource, gpu_source
 from cluster.nodes.register import detect_local, label_value
 from tests.helpers import NO_DRIVER_REASON, nvidia_driver_present
 
-L4 = {
+L4: dict[str, Any] = {
     "uuid": "GPU-5f2c0d1e-aaaa-bbbb-cccc-000000000001",
     "name": "NVIDIA L4",
     "memory_total_mb": 23034,
     "nvenc_codecs": ["h264", "hevc", "av1"],
     "max_encoder_sessions": 0,
 }
-T4 = {
+T4: dict[str, Any] = {
     "uuid": "GPU-5f2c0d1e-aaaa-bbbb-cccc-000000000002",
     "name": "Tesla T4",
     "memory_total_mb": 15360,

@@ -46,7 +46,7 @@ def test_a_restarted_log_numbers_above_the_old_one_so_old_cursors_see_a_gap() ->
 
 
 def test_wait_wakes_on_a_matching_event_and_times_out_with_the_cursor() -> None:
-    async def scenario() -> tuple[dict, dict]:  # type: ignore[type-arg]
+    async def scenario() -> tuple[dict, dict]:
         log = EventLog(start=0)
         publish(log, "other")
         waiter = asyncio.create_task(log.wait(log.last_seq, frozenset({"a"}), timeout=5))

@@ -14,7 +14,10 @@ from tests.helpers import count_frames, make_clip
 
 
 def rule(src: Path, out: Path, **kw: Any) -> WatchRule:
-    settings = {"template": {"hardware": "cpu", "speed": "fast"}, "stable_s": 0.5} | kw
+    settings: dict[str, Any] = {
+        "template": {"hardware": "cpu", "speed": "fast"},
+        "stable_s": 0.5,
+    } | kw
     return WatchRule(folder=src, output_dir=out, **settings)
 
 

@@ -15,7 +15,6 @@ from ray.experimental.internal_kv import _internal_kv_get
 
 from cluster import ClusterUnavailable, Fleet, JobKind, JobSpec
 from cluster.ray_edge.errors import coordinator_error
-from tests.conftest import start_fleet
 from tests.helpers import (
     count_frames,
     ffmpeg_processes,
@@ -24,6 +23,7 @@ from tests.helpers import (
     transcode,
     wait_until,
 )
+from tests.integration.conftest import start_fleet
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from cluster.media.probe import (
 )
 
 
-def encoder(name: str):  # type: ignore[no-untyped-def]
+def encoder(name: str):
     return next(e for e in CATALOG if e.name == name)
 
 
@@ -46,11 +46,11 @@ def media(
     )
 
 
-def spec(output: str = "/out/o.mp4", **kw) -> JobSpec:  # type: ignore[no-untyped-def]
+def spec(output: str = "/out/o.mp4", **kw) -> JobSpec:
     return JobSpec(kind=JobKind.TRANSCODE, input="/m/in.mov", output=output, **kw)
 
 
-def build(output: str = "/out/o.mp4", enc: str = "libx264", info: MediaInfo | None = None, **kw):  # type: ignore[no-untyped-def]
+def build(output: str = "/out/o.mp4", enc: str = "libx264", info: MediaInfo | None = None, **kw):
     ext = output.rsplit(".", 1)[1]
     return transcode_command(
         spec(output, **kw), info or media(), encoder(enc), CONTAINERS[ext], job_id="j1"

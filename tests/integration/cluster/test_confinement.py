@@ -14,8 +14,8 @@ import pytest
 from cluster import Fleet, JobKind, JobSpec, SpecError, probe
 from cluster.media.probe import probe_async
 from cluster.ray_edge.runtime import Runtime
-from tests.conftest import start_fleet
 from tests.helpers import leftovers, make_clip, transcode, wait_until
+from tests.integration.conftest import start_fleet
 
 
 class Farm:

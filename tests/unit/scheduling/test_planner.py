@@ -31,7 +31,7 @@ def node(name: str, cpus: float, used: float = 0, running: int = 0, **kw: Any) -
     return NodeState(name, f"10.0.0.{len(name)}", cpus, cpus_used=used, running=running, **kw)
 
 
-def gpu(uuid: str, total_mb: int, *, codecs: tuple[str, ...] = ("h264", "hevc"), **kw: Any):  # type: ignore[no-untyped-def]
+def gpu(uuid: str, total_mb: int, *, codecs: tuple[str, ...] = ("h264", "hevc"), **kw: Any):
     return GpuState(
         uuid,
         int(uuid[-1]),
@@ -185,7 +185,7 @@ def test_priority_then_fifo_and_aging_lifts_old_low_priority_work() -> None:
     assert [j[0] for j in aged] == ["low-old", "high", "high-later"]  # 5 levels gained
 
 
-def test_a_cost_model_file_overrides_the_tables(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_cost_model_file_overrides_the_tables(tmp_path) -> None:
     path = tmp_path / "costs.json"
     path.write_text(
         '{"gpu_memory_mb": {"h264": [[921600, 200], [8294400, 900]]}, "safety_margin_mb": 0}'

@@ -86,6 +86,12 @@ class Farm:
     def node_id(self, name: str) -> str:
         return str(self.nodes[name].node_id)
 
+    @property
+    def head_id(self) -> str:
+        head = self.cluster.head_node
+        assert head is not None
+        return str(head.node_id)
+
     def name_of(self, node_id: str) -> str:
         return next(n for n, node in self.nodes.items() if node.node_id == node_id)
 
@@ -169,7 +175,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
 
 def test_nodes_show_declared_gpus_their_resources_and_labels(farm: Farm) -> None:
     view = {
-        farm.name_of(n["node_id"]) if n["node_id"] != farm.cluster.head_node.node_id else "head": n
+        farm.name_of(n["node_id"]) if n["node_id"] != farm.head_id else "head": n
         for n in farm.fleet.nodes()
     }
     assert set(view) == {"head", "l4", "t4", "cpu", "l40s"}
@@ -287,7 +293,7 @@ def test_a_node_lost_mid_encode_is_survived_elsewhere(farm: Farm, tmp_path: Path
 
 # ---- observability: a real Prometheus scraping the gateway over this farm ----------------
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "framefleet.json"
 NVML_ONLY = (  # live readings that only NVML gives; declared GPUs have none
     "gpu_utilization_ratio",

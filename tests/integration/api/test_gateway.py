@@ -15,8 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.api.conftest import AUTH, TOKEN, Gateway
 from tests.helpers import count_frames, ffmpeg_processes, leftovers, streams, wait_until
+from tests.integration.api.conftest import AUTH, TOKEN, Gateway
 
 
 def follow(gw: Gateway, job_id: str, timeout: float = 120) -> list[dict[str, Any]]:
@@ -291,7 +291,8 @@ def test_websocket_streams_events_for_the_chosen_jobs_after_auth(gateway: Gatewa
         ).json()
         # It may have finished before the subscription: run it again, now followed.
         gateway.http.post(f"/v1/jobs/{mine['id']}/retry")
-        seen, ids = [], set()
+        seen: list[Any] = []
+        ids: set[str] = set()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not seen or seen[-1]["status"] != "succeeded"):
             event = json.loads(ws.recv(timeout=30))

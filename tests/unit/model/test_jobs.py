@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster import InvalidTransition, JobKind, JobSpec, JobStatus, SpecError
+from cluster import ErrorCode, InvalidTransition, JobKind, JobSpec, JobStatus, SpecError
 from cluster.model.jobs import TRANSITIONS, Job, transition
 
 
@@ -48,7 +48,7 @@ def test_every_state_is_in_the_table_and_succeeded_is_final() -> None:
 def test_user_retry_starts_afresh() -> None:
     job = new_job()
     transition(job, JobStatus.RUNNING)
-    transition(job, JobStatus.FAILED, reason="boom", error_code="encode_failed")
+    transition(job, JobStatus.FAILED, reason="boom", error_code=ErrorCode.ENCODE_FAILED)
     assert job.error_code == "encode_failed"
     job.input_media = {"path": "/media/a.mp4"}
     transition(job, JobStatus.QUEUED, reason="retry")

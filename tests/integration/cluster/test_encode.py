@@ -20,7 +20,7 @@ from tests.helpers import (
 )
 
 
-def run(fleet: Fleet, spec: JobSpec) -> dict:  # type: ignore[type-arg]
+def run(fleet: Fleet, spec: JobSpec) -> dict:
     return fleet.wait(fleet.submit(spec)["id"], timeout=120)
 
 

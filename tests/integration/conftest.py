@@ -1,0 +1,60 @@
+"""One session-wide local Ray, a coordinator per test module, and generated clips."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster import CoordinatorConfig, Fleet, RuntimeConfig
+from cluster.ray_edge.runtime import Runtime, connect
+from tests.helpers import make_clip
+
+
+@pytest.fixture(scope="session")
+def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """A private local Ray for the whole session: 2 CPUs and no GPU, like CI, also on a
+    machine with GPUs (an empty static inventory). GPU placement and NVENC failures run on
+    the multi-node farm (tests/integration/cluster/test_farm.py), real GPUs in the
+    gpu-marked tests."""
+    no_gpus = tmp_path_factory.mktemp("inventory") / "no-gpus.json"
+    no_gpus.write_text("[]")
+    runtime = connect(
+        RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2, gpu_inventory=no_gpus)
+    )
+    yield runtime
+    runtime.close()
+
+
+def start_fleet(data_dir: Path, name: str, **config: object) -> Fleet:
+    settings = {"max_attempts": 2, "retry_backoff_s": 0.2, "encoder_idle_s": 5.0} | config
+    return Fleet.connect(
+        RuntimeConfig(data_dir=data_dir, coordinator_name=name),
+        CoordinatorConfig(data_dir=data_dir, **settings),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    ray_runtime: Runtime, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fleet]:
+    name = "coordinator-" + request.module.__name__.rsplit(".", 1)[-1]
+    f = start_fleet(tmp_path_factory.mktemp("coordinator"), name)
+    yield f
+    f.shutdown_coordinator()
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of small generated clips, made once."""
+    folder = tmp_path_factory.mktemp("media")
+    make_clip(folder / "clip.mp4", seconds=2)
+    return folder
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
