@@ -8,12 +8,15 @@ every series exists from the first scrape. No job ids as labels.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cluster.media.encoders import CATALOG
-from cluster.model.jobs import CODECS, JobKind
+from cluster.model.jobs import CODECS, Job, JobKind
 
 WAIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -116,3 +119,32 @@ class JobMetrics:
             "queue_wait": {k: h.to_dict() for k, h in self.queue_wait.items()},
             "duration": {k: h.to_dict() for k, h in self.duration.items()},
         }
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MiB (Linux), for ping and the memory bench."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def snapshot(
+    metrics: JobMetrics, queued: Iterable[Job], running: Iterable[Job], nodes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What /metrics exports, in one answer (see ``Coordinator.metrics_snapshot``)."""
+    queue: dict[int, int] = {}
+    for job in queued:
+        queue[job.spec.priority] = queue.get(job.spec.priority, 0) + 1
+    encodes = []
+    for job in running:
+        p = job.progress
+        encodes.append(
+            {
+                "encoder": (job.placement or {}).get("encoder") or "none",
+                "fps": p.fps if p and p.fps else 0.0,
+                "speed": p.speed if p and p.speed else 0.0,
+            }
+        )
+    return {"jobs": metrics.to_dict(), "queue": queue, "encodes": encodes, "nodes": nodes}

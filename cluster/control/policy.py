@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from cluster.errors import ErrorCode
 from cluster.media.work import WorkOutcome
@@ -60,6 +61,26 @@ class Decision:
     """For a requeue: the earliest time it may be placed again."""
     counter: str | None = None
     """A :class:`~cluster.control.metrics.JobMetrics` counter to add one to."""
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's state once the decision is applied (not for ``IGNORE``)."""
+        return _STATUS[self.action]
+
+
+_STATUS = {
+    Action.SUCCEED: JobStatus.SUCCEEDED,
+    Action.REQUEUE: JobStatus.QUEUED,
+    Action.CANCEL: JobStatus.CANCELLED,
+    Action.FAIL: JobStatus.FAILED,
+}
+
+
+def where(placed: dict[str, Any]) -> str:
+    """A job's placement in words: ``GPU 0 (L4) on 10.0.0.5``, or the node's address."""
+    gpu = placed.get("gpu")
+    address = placed.get("address", "?")
+    return f"GPU {gpu['index']} ({gpu['name']}) on {address}" if gpu else str(address)
 
 
 def nvenc_why(outcome: WorkOutcome) -> str:

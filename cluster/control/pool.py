@@ -11,17 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.control.backend import EncoderHandle
 from cluster.scheduling.planner import Placement
-
-
-class EncoderHandle(Protocol):
-    async def run(self, order: WorkOrder) -> WorkOutcome: ...
-    async def cancel(self, job_id: str) -> bool: ...
-    async def shutdown(self) -> None: ...
-    def kill(self) -> None: ...
 
 
 @dataclass(eq=False, slots=True)

@@ -14,8 +14,8 @@ from typing import Any
 import ray
 
 from cluster.config import CoordinatorConfig, RuntimeConfig
+from cluster.control.backend import EncoderHandle
 from cluster.control.coordinator import Coordinator
-from cluster.control.pool import EncoderHandle
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.nodes.agent import NodeInfo, node_info
 from cluster.ray_edge.actors import RemoteAgent, RemoteEncoder, agent_options, encoder_options

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cluster import CoordinatorConfig, CostModel, ErrorCode, JobKind, JobSpec
-from cluster.control import coordinator as coordinator_module
+from cluster.control import encodes as encodes_module
 from cluster.control.coordinator import Coordinator
 from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, Script, fake_node, fake_probe
 from cluster.errors import (
@@ -190,7 +190,7 @@ def test_cancelling_a_queued_job_and_a_running_one(tmp_path: Path) -> None:
 def test_an_encoder_that_ignores_cancel_is_killed_within_the_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(coordinator_module, "CANCEL_WAIT_S", 0.2)
+    monkeypatch.setattr(encodes_module, "CANCEL_WAIT_S", 0.2)
 
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())

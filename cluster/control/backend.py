@@ -1,0 +1,33 @@
+"""The coordinator's two seams to the cluster: what it asks of the cluster (:class:`Backend`)
+and of one encoder (:class:`EncoderHandle`).
+
+:mod:`cluster.ray_edge.backend` implements them on Ray; :mod:`cluster.control.fakes`
+without Ray, for tests.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.nodes.agent import NodeInfo
+from cluster.scheduling.planner import Placement
+
+
+class Backend(Protocol):
+    async def nodes(self) -> list[NodeInfo]:
+        """Alive nodes: what they registered and what their agents read."""
+        ...
+
+    def create_encoder(self, placement: Placement) -> EncoderHandle: ...
+
+    async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
+        """Ask the autoscaler (if any) for room for these resource shapes."""
+        ...
+
+
+class EncoderHandle(Protocol):
+    async def run(self, order: WorkOrder) -> WorkOutcome: ...
+    async def cancel(self, job_id: str) -> bool: ...
+    async def shutdown(self) -> None: ...
+    def kill(self) -> None: ...

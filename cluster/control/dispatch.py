@@ -1,0 +1,97 @@
+"""One dispatch round, decided without side effects: which queued jobs start where, which
+can never run on this cluster, and what to ask the autoscaler for.
+
+The coordinator gathers the ready jobs (probed, past their backoff, in queue order) and
+two planners, calls :func:`plan_round`, and applies the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cluster.media.argv import thumbnail_times
+from cluster.media.encoders import CATALOG, choose_encoder, cpu_encoder
+from cluster.media.probe import MediaInfo
+from cluster.media.work import WorkOrder, plan_work
+from cluster.model.jobs import Job, JobKind
+from cluster.scheduling.costs import CostModel
+from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
+
+MAX_AUTOSCALER_BUNDLES = 256
+
+
+def demand_for(job: Job, media: MediaInfo) -> Demand:
+    """What ``job`` asks of a node, from its spec and its probed input."""
+    video = media.video
+    transcode = job.spec.kind is JobKind.TRANSCODE
+    thumbnail = job.spec.kind is JobKind.THUMBNAIL
+    return Demand(
+        job.spec.kind,
+        job.spec.hardware,
+        job.spec.codec,
+        video.width if video else 0,
+        video.height if video else 0,
+        encoder=cpu_encoder(job.spec.codec).name if transcode else None,
+        images=len(thumbnail_times(job.spec, media)) if thumbnail else 0,
+    )
+
+
+def work_order(
+    job: Job, placement: Placement, media: MediaInfo, ffmpeg: str, roots: tuple[str, ...]
+) -> WorkOrder:
+    """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
+    node whose own ffmpeg, ``ffmpeg``, has the encoder)."""
+    spec = job.spec
+    transcode = spec.kind is JobKind.TRANSCODE
+    encoder = choose_encoder(spec.codec, placement.hardware, CATALOG) if transcode else None
+    return plan_work(
+        job.id,
+        job.attempts + 1,
+        spec,
+        media,
+        encoder,
+        cuda_device=placement.gpu_uuid,
+        ffmpeg=ffmpeg,
+        roots=roots,
+    )
+
+
+@dataclass(slots=True)
+class Round:
+    start: list[tuple[Job, Placement]] = field(default_factory=list)
+    never: list[tuple[Job, str]] = field(default_factory=list)
+    """Jobs no node of the cluster could run even idle, and why."""
+    waiting: list[dict[str, float]] = field(default_factory=list)
+    """Resource shapes of the jobs left waiting (for the autoscaler)."""
+
+
+def plan_round(
+    ready: list[tuple[Job, Demand]], planner: Planner, whole: Planner, costs: CostModel
+) -> Round:
+    """Place ``ready`` in order on ``planner`` (the nodes that may take work now). Whether a
+    job could ever run is judged on ``whole`` (every node, suspect ones included)."""
+    result = Round()
+    for job, demand in ready:
+        never = whole.never(demand)
+        if never is not None:
+            result.never.append((job, never))
+            continue
+        # Once every core is given out, nothing below can start: it waits.
+        placement = None if planner.exhausted() else planner.place(demand)
+        if placement is not None:
+            result.start.append((job, placement))
+        else:
+            result.waiting.append(autoscaler_bundle(demand, costs))
+    return result
+
+
+def capacity_request(
+    running_cpus: list[float], waiting: list[dict[str, float]], asked: list[dict[str, float]]
+) -> list[dict[str, float]] | None:
+    """What to tell the autoscaler (running work plus the queue's shapes, capped), so an
+    autoscaling cluster (KubeRay) adds workers; ``None`` when it has not changed."""
+    if not waiting and not asked:
+        return None
+    bundles = [{"CPU": cpus} for cpus in running_cpus] + waiting if waiting else []
+    bundles = bundles[:MAX_AUTOSCALER_BUNDLES]
+    return None if bundles == asked else bundles

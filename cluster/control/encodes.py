@@ -1,0 +1,95 @@
+"""The encodes running now: each on a pooled encoder, awaited, and stopped on request
+within a bound (an encoder that does not answer is killed, and its ffmpeg with it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from cluster.control.pool import EncoderPool, Lease
+from cluster.errors import EncodeError, JobFailure, WorkerLost
+from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.model.jobs import Job
+from cluster.scheduling.planner import Placement
+
+log = logging.getLogger("framefleet.coordinator")
+CANCEL_WAIT_S = 15.0
+
+
+@dataclass(slots=True)
+class Running:
+    job: Job
+    lease: Lease
+    task: asyncio.Task[None]
+
+
+class Encodes:
+    def __init__(
+        self,
+        pool: EncoderPool,
+        *,
+        on_outcome: Callable[[Job, WorkOutcome], None],
+        on_lost: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.pool = pool
+        self._on_outcome = on_outcome
+        self._on_lost = on_lost
+        self.running: dict[str, Running] = {}
+        self.cancelling: set[str] = set()
+        """Jobs whose encode is being stopped at a user's request."""
+
+    def start(
+        self, job: Job, placement: Placement, order: WorkOrder, totals: dict[str, float]
+    ) -> None:
+        """Run ``order`` on a warm encoder of the placement's shape (or a new one)."""
+        lease = self.pool.acquire(placement, node_totals=totals)
+        task = asyncio.create_task(self._run(job, lease, order))
+        self.running[job.id] = Running(job, lease, task)
+
+    async def _run(self, job: Job, lease: Lease, order: WorkOrder) -> None:
+        healthy = True
+        try:
+            outcome = await lease.handle.run(order)
+        except WorkerLost as exc:
+            healthy = False
+            outcome = WorkOutcome.failure(order, exc)
+            with contextlib.suppress(Exception):
+                await self._on_lost(lease.node_id)  # its node may be dying
+        except Exception as exc:
+            log.exception("encoder call failed for job %s", job.id)
+            healthy = False
+            outcome = WorkOutcome.failure(order, EncodeError(f"internal error: {exc}"))
+        self.running.pop(job.id, None)
+        self.pool.release(lease, healthy=healthy)
+        self._on_outcome(job, outcome)
+
+    async def stop(self, job_id: str) -> None:
+        """Ask the job's encoder to stop, bounded: an encoder that is frozen (stopped, or
+        its node hung) answers nothing; it is then killed, and its ffmpeg dies with it."""
+        run = self.running.get(job_id)
+        if run is None:
+            return
+        self.cancelling.add(job_id)
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        try:
+            with contextlib.suppress(WorkerLost):
+                await asyncio.wait_for(run.lease.handle.cancel(job_id), CANCEL_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(run.task), max(deadline - time.monotonic(), 0.1))
+        except TimeoutError:
+            log.warning("encoder of job %s did not stop within %g s; killed", job_id,
+                        CANCEL_WAIT_S)  # fmt: skip
+            self.pool.release(run.lease, healthy=False)
+
+    async def shutdown(self) -> None:
+        """Stop every encode (ffmpeg killed, partial files removed), then the pool."""
+        for run in list(self.running.values()):
+            with contextlib.suppress(JobFailure):  # a lost or broken encoder is gone anyway
+                await run.lease.handle.shutdown()
+        for run in list(self.running.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(run.task, CANCEL_WAIT_S)
+        await self.pool.close()
