@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     )
     from cluster.media.probe import MediaInfo, probe
     from cluster.media.samples import make_sample
-    from cluster.model.jobs import CODECS, Hardware, JobKind, JobSpec, JobStatus, Speed
+    from cluster.model.jobs import CODECS, Codec, Hardware, JobKind, JobSpec, JobStatus, Speed
     from cluster.model.progress import ProgressSnapshot
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
@@ -105,6 +105,7 @@ _WHERE: dict[str, str] = {
     "probe": "cluster.media.probe",
     "make_sample": "cluster.media.samples",
     "CODECS": "cluster.model.jobs",
+    "Codec": "cluster.model.jobs",
     "Hardware": "cluster.model.jobs",
     "JobKind": "cluster.model.jobs",
     "JobSpec": "cluster.model.jobs",
@@ -139,6 +140,7 @@ __all__ = [
     "CallTimeout",
     "CapacityError",
     "ClusterUnavailable",
+    "Codec",
     "ConfigError",
     "CoordinatorConfig",
     "CostModel",

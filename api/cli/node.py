@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster import (
+    CODECS,
     FFMPEG_ENV,
     INVENTORY_ENV,
     ConfigError,
@@ -68,7 +69,7 @@ def _show(node: LocalNode) -> None:
     err.print(f"GPU source: {node.source}; {len(node.gpus)} GPU(s)")
     if not node.gpus:
         return
-    table = Table("#", "UUID", "model", "memory", "sessions", "h264", "hevc", "av1")
+    table = Table("#", "UUID", "model", "memory", "sessions", *CODECS)
     for g in node.gpus:
         caps = node.codecs.get(g.uuid, {})
         table.add_row(
@@ -77,7 +78,7 @@ def _show(node: LocalNode) -> None:
             g.name,
             f"{g.memory_total_mb} MiB",
             str(g.max_encoder_sessions or "no cap"),
-            *(str(caps[c].state) if c in caps else "-" for c in ("h264", "hevc", "av1")),
+            *(str(caps[c].state) if c in caps else "-" for c in CODECS),
         )
     err.print(table)
     for g in node.gpus:

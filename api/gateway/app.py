@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("framefleet.api")
 watch_log = logging.getLogger("framefleet.watch")
-VERSION = "0.1.0"
+VERSION = version("framefleet")
 
 
 def connect_fleet(settings: Settings) -> Fleet:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster import Hardware, JobKind, JobSpec, Speed
+from cluster import Codec, Hardware, JobKind, JobSpec, Speed
 
 Path_ = Field(min_length=1, max_length=4096)
 
@@ -19,7 +19,7 @@ class SpecFields(Strict):
     """What a job does, apart from its input; shared by single and batch submits."""
 
     kind: JobKind = JobKind.TRANSCODE
-    codec: Literal["h264", "hevc", "av1"] = "h264"
+    codec: Codec = Codec.H264
     quality: int | None = Field(default=None, ge=0, le=51)
     speed: Speed = Speed.MEDIUM
     hardware: Hardware = Hardware.AUTO

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cluster.errors import SpecError, ToolMissing
-from cluster.model.jobs import Hardware, Speed
+from cluster.model.jobs import CODECS, Hardware, Speed
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ CONTAINERS: Mapping[str, Container] = {
         Container(
             "mp4",
             "mp4",
-            frozenset({"h264", "hevc", "av1"}),
+            frozenset(CODECS),
             _MP4_AUDIO,
             ("aac", "192k"),
             frozenset({"mov_text"}),
@@ -109,7 +109,7 @@ CONTAINERS: Mapping[str, Container] = {
         Container(
             "mkv",
             "matroska",
-            frozenset({"h264", "hevc", "av1"}),
+            frozenset(CODECS),
             None,
             ("aac", "192k"),
             frozenset(

@@ -65,7 +65,15 @@ class Speed(StrEnum):
     SLOW = "slow"
 
 
-CODECS = ("h264", "hevc", "av1")
+class Codec(StrEnum):
+    """The video codecs framefleet encodes (the one list; ``CODECS`` is its values)."""
+
+    H264 = "h264"
+    HEVC = "hevc"
+    AV1 = "av1"
+
+
+CODECS: tuple[str, ...] = tuple(c.value for c in Codec)
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*[:,]")
 MAX_THUMBNAILS = 100
 MAX_PATH_CHARS = 4096
