@@ -137,6 +137,8 @@ class FfmpegRun:
         env = {**os.environ, **self.command.env}
         pipe, null = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
         argv = self.command.argv
+        if shutil.which(argv[0]) is None:  # nice would only say so as exit 127
+            raise ToolMissing.for_tool(f"ffmpeg ({argv[0]})" if os.sep in argv[0] else "ffmpeg")
         if ENCODE_NICENESS and NICE is not None:
             # Exec'ed by nice (no shell): same pid, same process group, lower priority.
             argv = [NICE, "-n", str(ENCODE_NICENESS), *argv]

@@ -81,7 +81,7 @@ class EncoderWorker:
         except JobFailure as exc:
             outcome = WorkOutcome.failure(order, exc, run.latest if run else None)
         except ToolMissing as exc:  # this node lacks ffmpeg; another node may have it
-            failure = EncoderUnavailable(f"{socket.gethostname()}: {exc}", code=exc.code)
+            failure = EncoderUnavailable(f"{socket.gethostname()}: {exc}")
             outcome = WorkOutcome.failure(order, failure, run.latest if run else None)
         except OSError as exc:
             outcome = WorkOutcome.failure(order, EncodeError(str(exc)), run.latest if run else None)
