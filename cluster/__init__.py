@@ -52,7 +52,8 @@ if TYPE_CHECKING:
         FfmpegBuild,
         available,
     )
-    from cluster.media.probe import MediaInfo, probe
+    from cluster.media.info import MediaInfo
+    from cluster.media.probe import probe
     from cluster.media.samples import make_sample
     from cluster.model.jobs import CODECS, Codec, Hardware, JobKind, JobSpec, JobStatus, Speed
     from cluster.model.progress import ProgressSnapshot
@@ -101,7 +102,7 @@ _WHERE: dict[str, str] = {
     "Encoder": "cluster.media.encoders",
     "FfmpegBuild": "cluster.media.encoders",
     "available": "cluster.media.encoders",
-    "MediaInfo": "cluster.media.probe",
+    "MediaInfo": "cluster.media.info",
     "probe": "cluster.media.probe",
     "make_sample": "cluster.media.samples",
     "CODECS": "cluster.model.jobs",

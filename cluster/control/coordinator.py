@@ -34,7 +34,8 @@ from cluster.control.store import JobStore
 from cluster.control.view import ClusterView, node_view
 from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure, SpecError
 from cluster.media.encoders import Encoder
-from cluster.media.probe import MediaInfo, probe_async
+from cluster.media.info import MediaInfo
+from cluster.media.probe import probe_async
 from cluster.media.work import WorkOutcome
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.progress import ProgressSnapshot

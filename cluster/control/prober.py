@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cluster.errors import FramefleetError, InputError, JobFailure
 from cluster.media.argv import thumbnail_times
-from cluster.media.probe import MediaInfo, probe_async
+from cluster.media.info import MediaInfo
+from cluster.media.probe import probe_async
 from cluster.model.jobs import Job, JobKind, JobStatus
 
 log = logging.getLogger("framefleet.coordinator")

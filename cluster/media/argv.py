@@ -19,7 +19,8 @@ from pathlib import Path
 
 from cluster.errors import ErrorCode, SpecError
 from cluster.media.encoders import Container, Encoder
-from cluster.media.probe import INPUT_OPTIONS, MediaInfo
+from cluster.media.info import MediaInfo
+from cluster.media.probe import INPUT_OPTIONS
 from cluster.model.jobs import JobSpec
 
 COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")

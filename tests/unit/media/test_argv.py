@@ -12,13 +12,8 @@ from cluster.media.argv import (
     transcode_command,
     validate_command,
 )
-from cluster.media.probe import (
-    FORMAT_WHITELIST,
-    AudioStream,
-    MediaInfo,
-    SubtitleStream,
-    VideoStream,
-)
+from cluster.media.info import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from cluster.media.probe import FORMAT_WHITELIST
 
 
 def encoder(name: str):
