@@ -26,3 +26,11 @@ DataDir = Annotated[
         show_default=False,
     ),
 ]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        envvar="FRAMEFLEET_RAY_ADDRESS",
+        help="Join this Ray cluster (HOST:PORT) instead of starting a local one.",
+    ),
+]

@@ -1,0 +1,101 @@
+"""``framefleet serve``: the HTTP gateway, with a local cluster unless ``--address``."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import pydantic
+import typer
+from rich.console import Console
+
+from api.cli.options import Address
+from api.settings import TOKEN_FILE_NAME
+from cluster import ConfigError
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to ``app``."""
+
+    @app.command()
+    def serve(
+        host: Annotated[str | None, typer.Option(help="Listen address [127.0.0.1].")] = None,
+        port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
+        address: Address = None,
+        data_dir: Annotated[
+            Path | None, typer.Option("--data-dir", help="Job database and Ray temp files.")
+        ] = None,
+        media_root: Annotated[
+            list[Path] | None,
+            typer.Option("--media-root", help="Jobs read and write only under these (repeatable)."),
+        ] = None,
+        gpu_inventory: Annotated[
+            Path | None, typer.Option("--gpu-inventory", help="Declare GPUs (JSON) for this node.")
+        ] = None,
+        ffmpeg: Annotated[
+            str | None, typer.Option("--ffmpeg", help="The local node's ffmpeg [ffmpeg on PATH].")
+        ] = None,
+    ) -> None:
+        """Run the HTTP gateway (and, without --address, a local cluster). Docs at /docs."""
+        import uvicorn
+
+        from api.gateway.app import connect_fleet, create_app, media_roots
+        from api.settings import Settings
+
+        overrides: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "ray_address": address,
+            "data_dir": data_dir,
+            "media_roots": media_root or None,
+            "gpu_inventory": gpu_inventory,
+            "ffmpeg": ffmpeg,
+        }
+        try:
+            settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ConfigError(
+                f"setting {where}: {first['msg']} (FRAMEFLEET_{where.upper()})"
+            ) from None
+        if not settings.tokens():
+            token_file = settings.data_dir / TOKEN_FILE_NAME
+            if not token_file.exists():
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+                token_file.touch(mode=0o600)
+                token_file.write_text(secrets.token_urlsafe(32) + "\n")
+            settings = settings.model_copy(update={"token_file": token_file})
+            err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
+        err.print(f"media roots: {', '.join(str(r) for r in media_roots(settings))}")
+        if settings.ray_address is None:
+            err.print("[dim]starting a local Ray cluster…[/dim]")
+        # Connected here, on the main thread, before the server starts: an embedded Ray's
+        # processes live as long as the thread that started them, and uvicorn then owns the
+        # signal handlers (SIGTERM stops the server, then this closes the cluster).
+        fleet = connect_fleet(settings)
+        # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again for
+        # whoever handled it before: that is a normal stop here (exit 0 once the cluster is
+        # closed), not Ray's driver handler (exit 15) or a KeyboardInterrupt.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _stop_requested)
+        try:
+            url = f"http://{settings.host}:{settings.port}"
+            err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
+            uvicorn.run(
+                create_app(settings, fleet),
+                host=settings.host,
+                port=settings.port,
+                log_level="info",
+            )
+        finally:
+            err.print("stopping: winding down running encodes (they are re-queued)…")
+            fleet.close()
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    """A stop signal after the server has stopped: closing goes on."""
