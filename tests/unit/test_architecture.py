@@ -107,3 +107,19 @@ def test_importing_the_engine_and_the_cli_does_not_import_ray() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr or "ray was imported"
+
+
+def test_the_lazy_public_names_match_what_type_checkers_see() -> None:
+    """``cluster/__init__.py`` lists each public name twice: in the ``TYPE_CHECKING``
+    imports (for mypy) and in ``_WHERE`` (loaded on first use); they must agree."""
+    tree = ast.parse((ROOT / "cluster" / "__init__.py").read_text())
+    typed = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If)
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == cluster._WHERE
+    assert sorted(typed) == sorted(cluster.__all__)

@@ -241,6 +241,7 @@ def test_an_idempotency_key_returns_its_job_and_refuses_another_request(tmp_path
         assert again["id"] == first["id"]
         with pytest.raises(IdempotencyConflict, match="used for a different request"):
             await farm.coordinator.submit(farm.spec("other.mp4"), "key-1")
+        await farm.coordinator.shutdown()
         farm.coordinator = farm.open()  # keys survive a restart
         assert (await farm.coordinator.submit(farm.spec(), "key-1"))["id"] == first["id"]
 
