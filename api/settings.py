@@ -1,7 +1,9 @@
-"""Gateway settings from the environment (``FRAMEFLEET_*``), with pydantic-settings.
+"""framefleet's settings from the environment (``FRAMEFLEET_*``), with pydantic-settings.
 
-Lists are comma-separated (``FRAMEFLEET_API_TOKENS=a,b``; media roots also accept
-``:``). Command-line options of ``framefleet serve`` override them.
+One object feeds ``framefleet serve`` and the CLI commands that run a local cluster
+(``encode``, ``probe``, ...): the same variables mean the same thing to both, and
+command-line options override them. Lists are comma-separated
+(``FRAMEFLEET_API_TOKENS=a,b``; media roots also accept ``:``).
 """
 
 from __future__ import annotations
@@ -9,10 +11,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+import cluster
+from cluster import ConfigError, CoordinatorConfig, CostModel, RuntimeConfig
+
+if TYPE_CHECKING:
+    from cluster import Fleet
 
 
 def default_data_dir() -> Path:
@@ -98,3 +107,55 @@ class Settings(BaseSettings):
             text = self.token_file.read_text()
             found += [line.strip() for line in text.splitlines() if line.strip()]
         return [t for t in found if t]
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """The environment, with the options that were given (``None``: not given); a bad
+        value is a :class:`ConfigError` naming its variable."""
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ConfigError(
+                f"setting {where}: {first['msg']} (FRAMEFLEET_{where.upper()})"
+            ) from None
+
+    def roots(self, *, serving: bool) -> tuple[Path, ...]:
+        """Where jobs may read and write: the configured roots; else, for a server,
+        ``<data dir>/media`` (created: a gateway never serves the whole filesystem) and,
+        for a local command, anywhere (``()``)."""
+        if self.media_roots:
+            return tuple(p.resolve() for p in self.media_roots)
+        if not serving:
+            return ()
+        default = self.data_dir / "media"
+        default.mkdir(parents=True, exist_ok=True)
+        return (default.resolve(),)
+
+    def connect(self, *, serving: bool) -> Fleet:
+        """Connect to (or start) the cluster these settings describe.
+
+        A server refuses to join a coordinator that confines jobs to other media roots
+        than its own: the coordinator is what resolves and checks every path."""
+        costs = CostModel.from_file(self.cost_model) if self.cost_model else CostModel()
+        roots = self.roots(serving=serving)
+        fleet = cluster.Fleet.connect(
+            RuntimeConfig(
+                data_dir=self.data_dir,
+                address=self.ray_address,
+                gpu_inventory=self.gpu_inventory,
+                ffmpeg=self.ffmpeg,
+            ),
+            CoordinatorConfig(data_dir=self.data_dir, media_roots=roots, costs=costs),
+        )
+        running = fleet.coordinator_config.media_roots
+        if serving and running != roots:
+            fleet.close()
+            shown = ", ".join(map(str, running)) or "anywhere"
+            raise ConfigError(
+                f"the running coordinator confines jobs to {shown}, not to "
+                f"{', '.join(map(str, roots))}; set FRAMEFLEET_MEDIA_ROOTS to match, or "
+                "restart the cluster's coordinator with these roots"
+            )
+        return fleet

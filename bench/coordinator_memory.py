@@ -59,7 +59,7 @@ def run(fleet: Fleet, clip: Path, total: int, retention: float) -> None:
     while len(ids) < total:
         n = min(BATCH, total - len(ids))
         specs = [JobSpec(kind=JobKind.PROBE, input=str(clip)) for _ in range(n)]
-        ids += [j["id"] for j in fleet.submit_many(specs)]
+        ids += [j.id for j in fleet.submit_many(specs)]
         wait_all(fleet, len(ids))
         ping = fleet.ping()
         print(f"{len(ids):>6} jobs done: {ping['memory_mb']:.1f} MiB, {ping['jobs']} in memory "
@@ -67,7 +67,7 @@ def run(fleet: Fleet, clip: Path, total: int, retention: float) -> None:
     done = fleet.ping()["memory_mb"]
     time.sleep(retention + 3)  # past the retention window and a housekeeping round
     after = fleet.ping()
-    assert fleet.get(ids[0])["status"] == "succeeded"  # still readable, from SQLite
+    assert fleet.get(ids[0]).status == "succeeded"  # still readable, from SQLite
     print(f"after the {retention:g} s retention window: {after['memory_mb']:.1f} MiB, "
           f"{after['jobs']} jobs in memory")  # fmt: skip
     print(f"growth per finished job: {(done - start) * 1024 / total:.2f} KiB while retained, "

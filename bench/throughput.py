@@ -31,7 +31,6 @@ from cluster import (
     Hardware,
     JobKind,
     JobSpec,
-    JobStatus,
     RuntimeConfig,
     Speed,
     available,
@@ -82,15 +81,15 @@ def run_framefleet(fleet: Fleet, clips: list[Path], out: Path) -> float:
     started = time.perf_counter()
     after = fleet.event_cursor()
     jobs = fleet.submit_many([spec_for(clip, out / f"{clip.stem}.mp4") for clip in clips])
-    pending = {job["id"] for job in jobs}
+    pending = {job.id for job in jobs}
     while pending:
         batch = fleet.events(after, sorted(pending), timeout=10)
-        after = batch["last_seq"]
-        for event in batch["events"]:
-            if JobStatus(event["status"]).terminal:
-                if event["status"] != "succeeded":
-                    raise SystemExit(f"job {event['job_id']} {event['status']}: {event['reason']}")
-                pending.discard(event["job_id"])
+        after = batch.last_seq
+        for event in batch.events:
+            if event.status.terminal:
+                if event.status != "succeeded":
+                    raise SystemExit(f"job {event.job_id} {event.status}: {event.reason}")
+                pending.discard(event.job_id)
     return time.perf_counter() - started
 
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cluster.config import CoordinatorConfig, RuntimeConfig
+    from cluster.control.metrics import EncodeRate, JobMetrics, MetricsSnapshot
+    from cluster.control.view import GpuRecord, NodeRecord
     from cluster.errors import (
         CallTimeout,
         CapacityError,
@@ -52,10 +54,22 @@ if TYPE_CHECKING:
         FfmpegBuild,
         available,
     )
-    from cluster.media.info import MediaInfo
     from cluster.media.probe import probe
     from cluster.media.samples import make_sample
-    from cluster.model.jobs import CODECS, Codec, Hardware, JobKind, JobSpec, JobStatus, Speed
+    from cluster.model.events import EventBatch, EventType, JobEvent
+    from cluster.model.jobs import (
+        CODECS,
+        Codec,
+        GpuRef,
+        Hardware,
+        Job,
+        JobKind,
+        JobPlacement,
+        JobSpec,
+        JobStatus,
+        Speed,
+    )
+    from cluster.model.media import MediaInfo
     from cluster.model.progress import ProgressSnapshot
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
@@ -75,6 +89,11 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     "CoordinatorConfig": "cluster.config",
     "RuntimeConfig": "cluster.config",
+    "EncodeRate": "cluster.control.metrics",
+    "JobMetrics": "cluster.control.metrics",
+    "MetricsSnapshot": "cluster.control.metrics",
+    "GpuRecord": "cluster.control.view",
+    "NodeRecord": "cluster.control.view",
     "CallTimeout": "cluster.errors",
     "CapacityError": "cluster.errors",
     "ClusterUnavailable": "cluster.errors",
@@ -102,16 +121,22 @@ _WHERE: dict[str, str] = {
     "Encoder": "cluster.media.encoders",
     "FfmpegBuild": "cluster.media.encoders",
     "available": "cluster.media.encoders",
-    "MediaInfo": "cluster.media.info",
     "probe": "cluster.media.probe",
     "make_sample": "cluster.media.samples",
+    "EventBatch": "cluster.model.events",
+    "EventType": "cluster.model.events",
+    "JobEvent": "cluster.model.events",
     "CODECS": "cluster.model.jobs",
     "Codec": "cluster.model.jobs",
+    "GpuRef": "cluster.model.jobs",
     "Hardware": "cluster.model.jobs",
+    "Job": "cluster.model.jobs",
     "JobKind": "cluster.model.jobs",
+    "JobPlacement": "cluster.model.jobs",
     "JobSpec": "cluster.model.jobs",
     "JobStatus": "cluster.model.jobs",
     "Speed": "cluster.model.jobs",
+    "MediaInfo": "cluster.model.media",
     "ProgressSnapshot": "cluster.model.progress",
     "INVENTORY_ENV": "cluster.nodes.gpus",
     "LocalNode": "cluster.nodes.register",
@@ -147,27 +172,38 @@ __all__ = [
     "CostModel",
     "CostModelError",
     "EncodeError",
+    "EncodeRate",
     "Encoder",
     "EncoderUnavailable",
     "ErrorCode",
+    "EventBatch",
+    "EventType",
     "FfmpegBuild",
     "Fleet",
     "FolderWatcher",
     "FoundToken",
     "FramefleetError",
+    "GpuRecord",
+    "GpuRef",
     "Hardware",
     "IdempotencyConflict",
     "InputError",
     "InvalidTransition",
     "InventoryError",
+    "Job",
+    "JobEvent",
     "JobFailure",
     "JobKind",
+    "JobMetrics",
     "JobNotFound",
+    "JobPlacement",
     "JobSpec",
     "JobStatus",
     "Kind",
     "LocalNode",
     "MediaInfo",
+    "MetricsSnapshot",
+    "NodeRecord",
     "OutputError",
     "Policy",
     "ProgressSnapshot",

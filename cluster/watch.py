@@ -21,7 +21,7 @@ from typing import Any
 
 from cluster.errors import ConfigError, FramefleetError
 from cluster.media.encoders import available
-from cluster.model.jobs import JobKind, JobSpec
+from cluster.model.jobs import Job, JobKind, JobSpec
 from cluster.scheduling.admission import check_spec
 
 log = logging.getLogger("framefleet.watch")
@@ -72,7 +72,7 @@ class FolderWatcher:
 
     rule: WatchRule
     db_path: Path
-    submit: Callable[[JobSpec], dict[str, Any]]
+    submit: Callable[[JobSpec], Job]
     say: Callable[[str], None] = log.info
     _pending: dict[Path, _Pending] = field(default_factory=dict)
     _db: sqlite3.Connection | None = None
@@ -137,7 +137,7 @@ class FolderWatcher:
             output = str(rule.output_dir)
         return JobSpec(**{**rule.template, "kind": kind, "input": str(path), "output": output})
 
-    def scan(self, now: float | None = None) -> list[dict[str, Any]]:
+    def scan(self, now: float | None = None) -> list[Job]:
         """Submit the files that have been stable for ``stable_s``; returns their jobs."""
         now = time.monotonic() if now is None else now
         submitted = []
@@ -163,8 +163,8 @@ class FolderWatcher:
                 self._remember(path, seen, None, f"refused: {exc}")
                 self.say(f"{path}: not submitted: {exc}")
                 continue
-            self._remember(path, seen, job["id"], "submitted")
-            self.say(f"{path}: written completely; submitted job {job['id']}")
+            self._remember(path, seen, job.id, "submitted")
+            self.say(f"{path}: written completely; submitted job {job.id}")
             submitted.append(job)
         for gone in set(self._pending) - present:
             del self._pending[gone]

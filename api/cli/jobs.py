@@ -21,7 +21,7 @@ from rich.table import Table
 from api.cli.exits import ExitCode
 from api.cli.livebar import live_bar
 from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
-from api.settings import TOKEN_FILE_NAME, default_data_dir
+from api.settings import TOKEN_FILE_NAME, Settings
 from cluster import (
     ClusterUnavailable,
     ErrorCode,
@@ -51,7 +51,7 @@ def _code(sent: str, status: int) -> ErrorCode:
 
 class GatewayClient:
     def __init__(self, url: str, token: str | None, data_dir: Path | None = None) -> None:
-        self.token_file = (data_dir or default_data_dir()) / TOKEN_FILE_NAME
+        self.token_file = (data_dir or Settings.load().data_dir) / TOKEN_FILE_NAME
         if token is None and self.token_file.is_file():
             token = self.token_file.read_text().strip() or None
         self.has_token = token is not None

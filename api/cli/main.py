@@ -8,33 +8,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-import cluster
 from api.cli.exits import ExitCode, exit_code_for
 from api.cli.jobs import register as register_client
 from api.cli.livebar import live_bar
 from api.cli.node import node_app
 from api.cli.options import Address, Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
 from api.cli.serve import register as register_serve
-from api.settings import default_data_dir
+from api.settings import Settings
 from cluster import (
-    FFMPEG_ENV,
-    CoordinatorConfig,
-    CostModel,
     FolderWatcher,
     FramefleetError,
     Hardware,
     JobKind,
     JobSpec,
     JobStatus,
-    RuntimeConfig,
     Speed,
     WatchRule,
     available,
@@ -45,7 +39,7 @@ from cluster import (
 )
 
 if TYPE_CHECKING:
-    from cluster import Fleet
+    from cluster import Fleet, Job
 
 app = typer.Typer(
     name="framefleet",
@@ -72,54 +66,51 @@ def _root(
 
 
 def _fleet(data_dir: Path, address: str | None) -> Fleet:
-    cost_file = os.environ.get("FRAMEFLEET_COST_MODEL")
-    costs = CostModel.from_file(cost_file) if cost_file else CostModel()
+    """The local cluster (or ``address``), configured as ``serve`` would be (FRAMEFLEET_*)."""
     if address is None:
         err.print("[dim]starting a local Ray cluster…[/dim]")
-    return cluster.Fleet.connect(
-        RuntimeConfig(data_dir=data_dir, address=address, ffmpeg=os.environ.get(FFMPEG_ENV)),
-        CoordinatorConfig(data_dir=data_dir, costs=costs),
-    )
+    return Settings.load(data_dir=data_dir, ray_address=address).connect(serving=False)
 
 
-def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> dict[str, Any]:
+def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> Job:
     """Submit ``spec`` and follow it with a live progress bar; Ctrl-C cancels the job."""
     job = fleet.submit(spec)
     with live_bar(label, err) as show:
         try:
-            return fleet.wait(job["id"], on_event=show)
+            return fleet.wait(job.id, on_event=lambda event: show(event.to_dict()))
         except KeyboardInterrupt:
             err.print("interrupted: cancelling the job…")
-            final = fleet.cancel(job["id"])
-            err.print(f"job {final['id']} {final['status']}; nothing was written")
+            final = fleet.cancel(job.id)
+            err.print(f"job {final.id} {final.status}; nothing was written")
             raise _Exit(ExitCode.INTERRUPTED) from None
 
 
-def _report(job: dict[str, Any]) -> None:
-    if job["status"] != JobStatus.SUCCEEDED:
-        _say(f"framefleet: job {job['id']} {job['status']}: {job['reason']}")
+def _report(job: Job) -> None:
+    if job.status is not JobStatus.SUCCEEDED:
+        _say(f"framefleet: job {job.id} {job.status}: {job.reason}")
         raise _Exit(ExitCode.JOB_FAILED)
-    result = job["result"] or {}
-    placement = job.get("placement") or {}
+    result = job.result or {}
+    placed = job.placement
     if "output" in result:
         out.print(
             f"[green]✓[/green] {result['output']}: {result['codec']} "
             f"{result['width']}x{result['height']}, {result['duration_s'] or 0:.2f} s, "
             f"{result['size_bytes'] / 1e6:.1f} MB "
-            f"({placement.get('encoder')} on {placement.get('address')}; {job['reason']})"
+            f"({placed.encoder if placed else '?'} on {placed.address if placed else '?'}; "
+            f"{job.reason})"
         )
     elif "images" in result:
         for image in result["images"]:
             out.print(f"[green]✓[/green] {image}")
     elif "valid" in result:
         if result["valid"]:
-            out.print(f"[green]✓[/green] {job['spec']['input']}: no errors")
+            out.print(f"[green]✓[/green] {job.spec.input}: no errors")
         else:
-            out.print(f"[red]✗[/red] {job['spec']['input']}: {len(result['errors'])} error(s)")
+            out.print(f"[red]✗[/red] {job.spec.input}: {len(result['errors'])} error(s)")
             for line in result["errors"]:
                 out.print(f"  {line}")
             raise _Exit(ExitCode.JOB_FAILED)
-    for note in job.get("notes") or []:
+    for note in job.notes:
         err.print(f"note: {note}")
 
 
@@ -305,7 +296,7 @@ def watch_folder(
 
 
 def _data_dir(given: Path | None) -> Path:
-    return given if given is not None else default_data_dir()
+    return given if given is not None else Settings.load().data_dir
 
 
 def _fail(code: int) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import secrets
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import pydantic
 import typer
 from rich.console import Console
 
 from api.cli.options import Address
 from api.settings import TOKEN_FILE_NAME
-from cluster import ConfigError
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -43,26 +41,18 @@ def register(app: typer.Typer) -> None:
         """Run the HTTP gateway (and, without --address, a local cluster). Docs at /docs."""
         import uvicorn
 
-        from api.gateway.app import connect_fleet, create_app, media_roots
+        from api.gateway.app import create_app
         from api.settings import Settings
 
-        overrides: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "ray_address": address,
-            "data_dir": data_dir,
-            "media_roots": media_root or None,
-            "gpu_inventory": gpu_inventory,
-            "ffmpeg": ffmpeg,
-        }
-        try:
-            settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise ConfigError(
-                f"setting {where}: {first['msg']} (FRAMEFLEET_{where.upper()})"
-            ) from None
+        settings = Settings.load(
+            host=host,
+            port=port,
+            ray_address=address,
+            data_dir=data_dir,
+            media_roots=media_root or None,
+            gpu_inventory=gpu_inventory,
+            ffmpeg=ffmpeg,
+        )
         if not settings.tokens():
             token_file = settings.data_dir / TOKEN_FILE_NAME
             if not token_file.exists():
@@ -71,13 +61,13 @@ def register(app: typer.Typer) -> None:
                 token_file.write_text(secrets.token_urlsafe(32) + "\n")
             settings = settings.model_copy(update={"token_file": token_file})
             err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
-        err.print(f"media roots: {', '.join(str(r) for r in media_roots(settings))}")
+        err.print(f"media roots: {', '.join(str(r) for r in settings.roots(serving=True))}")
         if settings.ray_address is None:
             err.print("[dim]starting a local Ray cluster…[/dim]")
         # Connected here, on the main thread, before the server starts: an embedded Ray's
         # processes live as long as the thread that started them, and uvicorn then owns the
         # signal handlers (SIGTERM stops the server, then this closes the cluster).
-        fleet = connect_fleet(settings)
+        fleet = settings.connect(serving=True)
         # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again for
         # whoever handled it before: that is a normal stop here (exit 0 once the cluster is
         # closed), not Ray's driver handler (exit 15) or a KeyboardInterrupt.

@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from importlib.metadata import version
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
@@ -21,7 +20,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import cluster
 from api.gateway import errors
 from api.gateway.auth import require_token
 from api.gateway.events import EventHub
@@ -31,12 +29,9 @@ from api.gateway.routers import health, jobs, ws
 from api.gateway.schemas import JobView
 from api.settings import Settings
 from cluster import (
-    CoordinatorConfig,
-    CostModel,
     ErrorCode,
     FolderWatcher,
     FramefleetError,
-    RuntimeConfig,
     WatchRule,
     check_rule,
     confine_path,
@@ -50,38 +45,11 @@ watch_log = logging.getLogger("framefleet.watch")
 VERSION = version("framefleet")
 
 
-def connect_fleet(settings: Settings) -> Fleet:
-    costs = CostModel.from_file(settings.cost_model) if settings.cost_model else CostModel()
-    return cluster.Fleet.connect(
-        RuntimeConfig(
-            data_dir=settings.data_dir,
-            address=settings.ray_address,
-            gpu_inventory=settings.gpu_inventory,
-            ffmpeg=settings.ffmpeg,
-        ),
-        CoordinatorConfig(
-            data_dir=settings.data_dir,
-            media_roots=media_roots(settings),
-            costs=costs,
-        ),
-    )
-
-
-def media_roots(settings: Settings) -> tuple[Path, ...]:
-    """The configured roots, or ``<data dir>/media`` (created): a gateway never serves
-    the whole filesystem."""
-    if settings.media_roots:
-        return tuple(p.resolve() for p in settings.media_roots)
-    default = settings.data_dir / "media"
-    default.mkdir(parents=True, exist_ok=True)
-    return (default.resolve(),)
-
-
 def start_watchers(
     settings: Settings, fleet: Fleet, stop: threading.Event
 ) -> list[threading.Thread]:
     """One thread per configured watch folder; folders must lie inside the media roots."""
-    roots = media_roots(settings)
+    roots = settings.roots(serving=True)
     threads = []
     for i, wf in enumerate(settings.watch_folders):
         folder = confine_path(str(wf.folder), roots, "watch folder")
@@ -107,7 +75,8 @@ def start_watchers(
 
 
 def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
-    """The app. ``fleet`` is connected on start-up unless given (and then not closed).
+    """The app. ``fleet`` is connected on start-up unless given (and then not closed; the
+    caller connected it with :meth:`Settings.connect`, which checks its media roots).
 
     ``framefleet serve`` connects first, from the main thread, and passes it in: Ray ties
     the processes of an embedded cluster to the thread that started them, and a
@@ -120,12 +89,12 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = fleet is None
         # Never in a pool thread (see above): blocking here only delays start-up.
-        connected: Fleet = fleet if fleet is not None else connect_fleet(settings)
+        connected: Fleet = fleet if fleet is not None else settings.connect(serving=True)
         app.state.fleet = connected
         app.state.metrics = registry_for(connected.metrics)
         app.state.hub = hub = EventHub(
-            lambda after, timeout: connected.events(after, None, timeout),
-            await run_in_threadpool(connected.event_cursor),
+            lambda after, timeout: connected.aio.events(after, None, timeout),
+            await connected.aio.event_cursor(),
             lambda job: JobView.of(job).model_dump_json().encode(),
         )
         hub.start()
@@ -148,7 +117,6 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.media_roots = media_roots(settings)
     app.state.tokens = tokens
     app.add_exception_handler(FramefleetError, errors.framefleet_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)

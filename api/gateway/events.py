@@ -13,8 +13,9 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+
+from cluster import EventBatch, EventType, Job, JobEvent
 
 log = logging.getLogger("framefleet.api.events")
 QUEUE_MAX = 1000
@@ -24,12 +25,10 @@ POLL_S = 25.0
 @dataclass(eq=False)
 class Subscription:
     job_ids: frozenset[str] | None
-    queue: asyncio.Queue[dict[str, Any] | None] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_MAX)
-    )
+    queue: asyncio.Queue[JobEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
 
-    def offer(self, event: dict[str, Any] | None) -> None:
-        if event is not None and self.job_ids is not None and event["job_id"] not in self.job_ids:
+    def offer(self, event: JobEvent | None) -> None:
+        if event is not None and self.job_ids is not None and event.job_id not in self.job_ids:
             return
         try:
             self.queue.put_nowait(event)
@@ -50,9 +49,9 @@ class JobCache:
     no gap) was applied while it was fetching.
     """
 
-    def __init__(self, render: Callable[[dict[str, Any]], bytes], size: int = 10_000) -> None:
+    def __init__(self, render: Callable[[Job], bytes], size: int = 10_000) -> None:
         self._render = render
-        self._jobs: OrderedDict[str, tuple[dict[str, Any], bytes | None]] = OrderedDict()
+        self._jobs: OrderedDict[str, tuple[Job, bytes | None]] = OrderedDict()
         self.size = size
         self._version = 0
         self._changed: OrderedDict[str, int] = OrderedDict()
@@ -71,7 +70,7 @@ class JobCache:
             self._jobs[job_id] = (job, rendered)
         return rendered
 
-    async def read(self, job_id: str, fetch: Callable[[str], Awaitable[dict[str, Any]]]) -> bytes:
+    async def read(self, job_id: str, fetch: Callable[[str], Awaitable[Job]]) -> bytes:
         """The job's body: from the cache, or fetched (and kept unless it changed while
         being fetched)."""
         body = self.get(job_id)
@@ -84,7 +83,7 @@ class JobCache:
             self._store(job_id, (job, rendered))
         return rendered
 
-    def _store(self, job_id: str, entry: tuple[dict[str, Any], bytes | None]) -> None:
+    def _store(self, job_id: str, entry: tuple[Job, bytes | None]) -> None:
         self._jobs[job_id] = entry
         self._jobs.move_to_end(job_id)
         while len(self._jobs) > self.size:
@@ -100,16 +99,16 @@ class JobCache:
         self._cleared = self._version
         self._jobs.clear()
 
-    def apply(self, event: dict[str, Any]) -> None:
+    def apply(self, event: JobEvent) -> None:
         self._version += 1
-        job_id = event["job_id"]
+        job_id = event.job_id
         self._mark(job_id)
         entry = self._jobs.get(job_id)
         if entry is None:
             return
         job = entry[0]
-        if event.get("type") == "progress" and event.get("status") == job["status"]:
-            self._jobs[job_id] = ({**job, "progress": event.get("progress")}, None)
+        if event.type is EventType.PROGRESS and event.status is job.status:
+            self._jobs[job_id] = (replace(job, progress=event.progress), None)
         else:
             self._jobs.pop(job_id, None)
 
@@ -123,11 +122,11 @@ class JobCache:
 class EventHub:
     def __init__(
         self,
-        poll: Callable[[int, float], dict[str, Any]],
+        poll: Callable[[int, float], Awaitable[EventBatch]],
         cursor: int,
-        render: Callable[[dict[str, Any]], bytes],
+        render: Callable[[Job], bytes],
     ) -> None:
-        self._poll = poll  # blocking: runs in a thread
+        self._poll = poll
         self._after = cursor
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -145,17 +144,17 @@ class EventHub:
     async def _pump(self) -> None:
         while True:
             try:
-                batch = await asyncio.to_thread(self._poll, self._after, POLL_S)
+                batch = await self._poll(self._after, POLL_S)
             except Exception as exc:  # coordinator restarting or unreachable: try again
                 log.warning("event subscription interrupted: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            self._after = batch["last_seq"]
-            if batch["gap"]:
+            self._after = batch.last_seq
+            if batch.gap:
                 self.cache.clear()
                 for sub in list(self._subs):
                     sub.offer(None)
-            for event in batch["events"]:
+            for event in batch.events:
                 self.cache.apply(event)
                 for sub in list(self._subs):
                     sub.offer(event)

@@ -10,7 +10,6 @@ can join the two), ``gpu`` (index), ``model`` and ``node``. Fields a GPU cannot 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,14 +22,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from api.gateway.auth import require_token
-from cluster import CATALOG
+from cluster import CATALOG, EncodeRate, JobMetrics, MetricsSnapshot, NodeRecord
 
 MIB = 1024 * 1024
 P = "framefleet_"
 
 
 class ClusterCollector(Collector):
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
         self._snapshot = snapshot
 
     def describe(self) -> list[Metric]:
@@ -38,19 +37,19 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        yield from _job_metrics(snap["jobs"])
+        yield from _job_metrics(snap.jobs)
         yield from _queue_metrics(snap)
-        nodes = snap["nodes"]
+        nodes = snap.nodes
         names = _node_names(nodes)
         yield from _node_metrics(nodes, names)
         yield from _gpu_metrics(nodes, names)
 
 
-def _job_metrics(jobs: dict[str, Any]) -> Iterator[Metric]:
+def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:
     submitted = CounterMetricFamily(
         P + "jobs_submitted", "Jobs submitted.", labels=["kind", "codec"]
     )
-    for kind, codec, n in jobs["submitted"]:
+    for (kind, codec), n in jobs.submitted.items():
         submitted.add_metric([kind, codec], n)
     yield submitted
     finished = CounterMetricFamily(
@@ -58,40 +57,40 @@ def _job_metrics(jobs: dict[str, Any]) -> Iterator[Metric]:
         "Jobs that ended, by outcome (succeeded, failed, cancelled).",
         labels=["kind", "codec", "encoder", "outcome"],
     )
-    for kind, codec, encoder, outcome, n in jobs["finished"]:
+    for (kind, codec, encoder, outcome), n in jobs.finished.items():
         finished.add_metric([kind, codec, encoder, outcome], n)
     yield finished
-    for key, name, doc in (
-        ("retries", "job_retries", "Attempts re-queued after a retryable failure."),
-        ("placement_failures", "placement_failures", "Jobs no node in the cluster can run."),
-        ("nvenc_failures", "nvenc_open_failures", "Encodes where NVENC could not be opened."),
-        ("node_losses", "node_losses", "Jobs re-placed because their node left mid-job."),
+    for value, name, doc in (
+        (jobs.retries, "job_retries", "Attempts re-queued after a retryable failure."),
+        (jobs.placement_failures, "placement_failures", "Jobs no node in the cluster can run."),
+        (jobs.nvenc_failures, "nvenc_open_failures", "Encodes where NVENC could not be opened."),
+        (jobs.node_losses, "node_losses", "Jobs re-placed because their node left mid-job."),
     ):
-        yield CounterMetricFamily(P + name, doc, value=jobs[key])
+        yield CounterMetricFamily(P + name, doc, value=value)
     frames = CounterMetricFamily(P + "frames_encoded", "Frames written.", labels=["encoder"])
-    for encoder, n in sorted(jobs["frames"].items()):
+    for encoder, n in sorted(jobs.frames.items()):
         frames.add_metric([encoder], n)
     yield frames
     written = CounterMetricFamily(P + "output_bytes", "Bytes of finished outputs.", labels=["kind"])
-    for kind, n in sorted(jobs["bytes_written"].items()):
+    for kind, n in sorted(jobs.bytes_written.items()):
         written.add_metric([kind], n)
     yield written
-    for key, name, doc in (
-        ("queue_wait", "queue_wait_seconds", "Time from queued to running."),
-        ("duration", "job_duration_seconds", "Time from running to the end."),
+    for histograms, name, doc in (
+        (jobs.queue_wait, "queue_wait_seconds", "Time from queued to running."),
+        (jobs.duration, "job_duration_seconds", "Time from running to the end."),
     ):
         hist = HistogramMetricFamily(P + name, doc, labels=["kind"])
-        for kind, h in sorted(jobs[key].items()):
-            bounds = [str(b) for b in h["buckets"]] + ["+Inf"]
-            hist.add_metric([kind], list(zip(bounds, h["cumulative"], strict=True)), h["sum"])
+        for kind, h in sorted(histograms.items()):
+            bounds = [str(b) for b in h.buckets] + ["+Inf"]
+            hist.add_metric([kind], list(zip(bounds, h.cumulative(), strict=True)), h.total)
         yield hist
 
 
-def _queue_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
+def _queue_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
     depth = GaugeMetricFamily(P + "queue_depth", "Jobs waiting, by priority.", labels=["priority"])
-    queue = {"0": 0} | {str(k): v for k, v in snap["queue"].items()}
-    for priority, n in sorted(queue.items(), key=lambda kv: int(kv[0])):
-        depth.add_metric([priority], n)
+    queue = {0: 0} | snap.queue
+    for priority, n in sorted(queue.items()):
+        depth.add_metric([str(priority)], n)
     yield depth
     fps = GaugeMetricFamily(
         P + "encode_fps", "Frames per second of running encodes.", labels=["encoder"]
@@ -101,38 +100,38 @@ def _queue_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
         "Mean speed of running encodes (1 = real time).",
         labels=["encoder"],
     )
-    by_encoder: dict[str, list[dict[str, Any]]] = {e.name: [] for e in CATALOG}
-    for e in snap["encodes"]:
-        by_encoder.setdefault(e["encoder"], []).append(e)
+    by_encoder: dict[str, list[EncodeRate]] = {e.name: [] for e in CATALOG}
+    for e in snap.encodes:
+        by_encoder.setdefault(e.encoder, []).append(e)
     for name, runs in sorted(by_encoder.items()):
-        fps.add_metric([name], sum(r["fps"] for r in runs))
-        speed.add_metric([name], sum(r["speed"] for r in runs) / len(runs) if runs else 0.0)
+        fps.add_metric([name], sum(r.fps for r in runs))
+        speed.add_metric([name], sum(r.speed for r in runs) / len(runs) if runs else 0.0)
     yield fps
     yield speed
     running = GaugeMetricFamily(P + "jobs_running", "Jobs running now.")
-    running.add_metric([], len(snap["encodes"]))
+    running.add_metric([], len(snap.encodes))
     yield running
 
 
-def _node_names(nodes: list[dict[str, Any]]) -> dict[str, str]:
-    hosts = [n["hostname"] or n["address"] for n in nodes]
+def _node_names(nodes: tuple[NodeRecord, ...]) -> dict[str, str]:
+    hosts = [n.hostname or n.address for n in nodes]
     return {
-        n["node_id"]: host if hosts.count(host) == 1 else f"{host}-{n['node_id'][:8]}"
+        n.node_id: host if hosts.count(host) == 1 else f"{host}-{n.node_id[:8]}"
         for n, host in zip(nodes, hosts, strict=True)
     }
 
 
-def _node_metrics(nodes: list[dict[str, Any]], names: dict[str, str]) -> Iterator[Metric]:
+def _node_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Iterator[Metric]:
     cpus = GaugeMetricFamily(P + "node_cpus", "Cores a node offers.", labels=["node"])
     used = GaugeMetricFamily(
         P + "node_cpus_allocated", "Cores given to running jobs.", labels=["node"]
     )
     running = GaugeMetricFamily(P + "node_running_jobs", "Jobs running on a node.", labels=["node"])
     for n in nodes:
-        label = [names[n["node_id"]]]
-        cpus.add_metric(label, n["cpus"])
-        used.add_metric(label, n["cpus_used"])
-        running.add_metric(label, len(n["running_jobs"]))
+        label = [names[n.node_id]]
+        cpus.add_metric(label, n.cpus)
+        used.add_metric(label, n.cpus_used)
+        running.add_metric(label, len(n.running_jobs))
     yield from (cpus, used, running)
 
 
@@ -148,7 +147,7 @@ GPU_GAUGES: tuple[tuple[str, str, str, float], ...] = (
 )
 
 
-def _gpu_metrics(nodes: list[dict[str, Any]], names: dict[str, str]) -> Iterator[Metric]:
+def _gpu_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Iterator[Metric]:
     labels = ["UUID", "gpu", "model", "node"]
     families = {
         key: GaugeMetricFamily(P + name, doc, labels=labels) for key, name, doc, _ in GPU_GAUGES
@@ -164,14 +163,16 @@ def _gpu_metrics(nodes: list[dict[str, Any]], names: dict[str, str]) -> Iterator
         labels=labels,
     )
     for n in nodes:
-        for g in n["gpus"]:
-            label = [g["uuid"], str(g["index"]), g["name"], names[n["node_id"]]]
+        for g in n.gpus:
+            r = g.reading
+            label = [r.uuid, str(r.index), r.name, names[n.node_id]]
             for key, _, _, scale in GPU_GAUGES:
-                if g.get(key) is not None:
-                    families[key].add_metric(label, g[key] * scale)
-            live = g.get("encoder_sessions")
-            sessions.add_metric(label, live if live is not None else g["sessions"])
-            reserved.add_metric(label, g["memory_reserved_mb"] * MIB)
+                value = getattr(r, key)
+                if value is not None:
+                    families[key].add_metric(label, value * scale)
+            live = r.encoder_sessions
+            sessions.add_metric(label, live if live is not None else g.sessions)
+            reserved.add_metric(label, g.memory_reserved_mb * MIB)
     yield from families.values()
     yield sessions
     yield reserved
@@ -189,7 +190,7 @@ def metrics_router(public: bool) -> APIRouter:
     return router
 
 
-def registry_for(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+def registry_for(snapshot: Callable[[], MetricsSnapshot]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(snapshot))
     return registry

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster import Codec, Hardware, JobKind, JobSpec, Speed
+from cluster import Codec, Hardware, Job, JobKind, JobSpec, JobStatus, Speed
 
 Path_ = Field(min_length=1, max_length=4096)
 
@@ -91,30 +91,26 @@ class JobView(BaseModel):
     finished_at: float | None
 
     @classmethod
-    def of(cls, job: dict[str, Any]) -> JobView:
-        spec = job["spec"]
-        failed = job["status"] in ("failed", "cancelled")
-        progress = job.get("progress")
+    def of(cls, job: Job) -> JobView:
+        spec, ended = job.spec, job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
         return cls(
-            id=job["id"],
-            kind=spec["kind"],
-            status=job["status"],
-            input=spec["input"],
-            output=spec.get("output"),
-            spec=spec,
-            progress=ProgressView(**progress) if progress else None,
-            placement=job.get("placement"),
-            attempts=job["attempts"],
-            reason=job.get("reason"),
-            error=ErrorView(code=job.get("error_code"), message=job.get("reason"))
-            if failed
-            else None,
-            result=job.get("result"),
-            notes=job.get("notes") or [],
-            created_at=job["created_at"],
-            updated_at=job["updated_at"],
-            started_at=job.get("started_at"),
-            finished_at=job.get("finished_at"),
+            id=job.id,
+            kind=spec.kind,
+            status=str(job.status),
+            input=spec.input,
+            output=spec.output,
+            spec=spec.to_dict(),
+            progress=ProgressView(**job.progress.to_dict()) if job.progress else None,
+            placement=job.placement.to_dict() if job.placement else None,
+            attempts=job.attempts,
+            reason=job.reason,
+            error=ErrorView(code=job.error_code, message=job.reason) if ended else None,
+            result=job.result,
+            notes=job.notes,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
         )
 
 

@@ -19,30 +19,43 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from cluster.config import CoordinatorConfig
 from cluster.control.backend import Backend
 from cluster.control.dispatch import capacity_request, demand_for, plan_round, work_order
 from cluster.control.encodes import Encodes
 from cluster.control.jobtable import JobTable, clear_partials
-from cluster.control.metrics import resident_mb, snapshot
-from cluster.control.policy import Action, Facts, decide, nvenc_why, where
+from cluster.control.metrics import MetricsSnapshot, resident_mb, snapshot
+from cluster.control.policy import Action, Facts, decide, nvenc_why
 from cluster.control.pool import EncoderPool
 from cluster.control.prober import ProbeFn, Prober
 from cluster.control.store import JobStore
-from cluster.control.view import ClusterView, node_view
+from cluster.control.view import ClusterView, NodeRecord, node_view
 from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure, SpecError
 from cluster.media.encoders import Encoder
-from cluster.media.info import MediaInfo
 from cluster.media.probe import probe_async
 from cluster.media.work import WorkOutcome
+from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
+from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.scheduling.admission import admit, confine
+from cluster.scheduling.admission import check_confined, confine, refuse_shared_outputs
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
 log = logging.getLogger("framefleet.coordinator")
+T = TypeVar("T")
+
+
+def _numbered(i: int, specs: list[JobSpec], batch: bool, check: Callable[..., T], *args: Any) -> T:
+    """``check(*args)``; in a batch, its refusal names the job: ``job 3 of 10: ...``."""
+    try:
+        return check(*args)
+    except JobFailure as exc:
+        if not batch:
+            raise
+        raise type(exc)(f"job {i + 1} of {len(specs)}: {exc}", code=exc.code) from exc
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -92,7 +105,7 @@ class Coordinator:
         requeued = self.table.recover()
         for job in self.table.queue.values():
             if job.input_media:  # probed before the restart: not again
-                self.prober.media[job.id] = MediaInfo.from_dict(job.input_media)
+                self.prober.media[job.id] = job.input_media
         if requeued:
             log.warning("re-queued %d job(s) that were running before a restart", len(requeued))
 
@@ -137,19 +150,19 @@ class Coordinator:
         """The config this coordinator runs with (a client joining checks it)."""
         return self.config
 
-    async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> dict[str, Any]:
+    async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
         """Queue a job. A repeated ``idempotency_key`` returns the job it first made."""
         (job,) = await self._queue([spec], idempotency_key, batch=False)
         return job
 
     async def submit_many(
         self, specs: list[JobSpec], idempotency_key: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Job]:
         """Queue all of ``specs`` or none (the first refusal says which one and why)."""
         return await self._queue(specs, idempotency_key, batch=True)
 
-    async def get(self, job_id: str) -> dict[str, Any]:
-        return self.table.get(job_id).to_dict()
+    async def get(self, job_id: str) -> Job:
+        return self.table.get(job_id).snapshot()
 
     async def list_jobs(
         self,
@@ -158,12 +171,12 @@ class Coordinator:
         kind: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Job]:
         """Jobs in submission order after ``after_seq`` (a cursor), filtered."""
         jobs = self.table.query(status=status, kind=kind, after_seq=after_seq, limit=limit)
-        return [job.to_dict() for job in jobs]
+        return [job.snapshot() for job in jobs]
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str) -> Job:
         """Cancel a job; idempotent. A running ffmpeg is killed before this returns."""
         job = self.table.get(job_id)
         if job.status is JobStatus.QUEUED:
@@ -172,18 +185,18 @@ class Coordinator:
             await self.encodes.stop(job_id)
             if job.status is JobStatus.RUNNING:
                 self._move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
-        return job.to_dict()
+        return job.snapshot()
 
-    async def retry(self, job_id: str) -> dict[str, Any]:
+    async def retry(self, job_id: str) -> Job:
         job = self.table.get(job_id)
         self._move(job, JobStatus.QUEUED, "retry requested by user")
         self.prober.forget(job_id)  # probe again: the file may have been fixed
         self._wake.set()
-        return job.to_dict()
+        return job.snapshot()
 
     async def poll_events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
-    ) -> dict[str, Any]:
+    ) -> EventBatch:
         """Job events after ``after``; waits up to ``timeout`` s for the first one."""
         ids = frozenset(job_ids) if job_ids else None
         return await self.table.events.wait(after, ids, min(timeout, 60.0))
@@ -198,9 +211,9 @@ class Coordinator:
         if job is None or job.status is not JobStatus.RUNNING or attempt != job.attempts:
             return
         job.progress = snapshot
-        self.table.publish(job, kind="progress")
+        self.table.publish(job, EventType.PROGRESS)
 
-    async def nodes(self) -> list[dict[str, Any]]:
+    async def nodes(self) -> list[NodeRecord]:
         """Nodes with CPUs, GPUs (readings, NVENC codec states) and running jobs."""
         on_node: dict[str, list[str]] = {}
         on_gpu: dict[str, list[str]] = {}
@@ -210,7 +223,7 @@ class Coordinator:
                 on_gpu.setdefault(run.lease.placement.gpu_uuid, []).append(job_id)
         return node_view(self.view.nodes, self._states(), on_node, on_gpu)
 
-    async def metrics_snapshot(self) -> dict[str, Any]:
+    async def metrics_snapshot(self) -> MetricsSnapshot:
         """Everything /metrics exports: job counters and histograms, the queue by priority,
         running encodes' fps and speed, and the node view (GPU readings from the agents)."""
         running = [run.job for run in self._running.values()]
@@ -225,26 +238,24 @@ class Coordinator:
 
     # ---- admission -------------------------------------------------------------------
 
-    async def _queue(
-        self, specs: list[JobSpec], key: str | None, *, batch: bool
-    ) -> list[dict[str, Any]]:
-        if key is not None:  # the same request, paths resolved, returns its first job(s)
-            roots = self.config.media_roots
-            first = self.table.known(key, [confine(s, roots) for s in specs], batch=batch)
+    async def _queue(self, specs: list[JobSpec], key: str | None, *, batch: bool) -> list[Job]:
+        """Admit ``specs`` (all or none): paths resolved once, inside the media roots, then
+        the request checked against what the nodes report."""
+        roots = self.config.media_roots
+        confined = [_numbered(i, specs, batch, confine, s, roots) for i, s in enumerate(specs)]
+        if key is not None:  # the same request returns its first job(s), outputs now written
+            first = self.table.known(key, confined, batch=batch)
             if first is not None:
-                return [job.to_dict() for job in first]
+                return [job.snapshot() for job in first]
         await self.view.await_reports()  # admission judges encoders by what nodes report
-        admitted = []
-        for i, spec in enumerate(specs):
-            try:
-                admitted.append(admit(spec, self.config.media_roots, self.view.encoders()))
-            except JobFailure as exc:
-                if not batch:
-                    raise
-                raise type(exc)(f"job {i + 1} of {len(specs)}: {exc}", code=exc.code) from exc
-        jobs = self.table.add(admitted, key, batch=batch)
+        encoders = self.view.encoders()
+        for i, spec in enumerate(confined):
+            _numbered(i, specs, batch, check_confined, spec, encoders)
+        if batch:
+            refuse_shared_outputs(confined)
+        jobs = self.table.add(confined, key, batch=batch)
         self._wake.set()
-        return [job.to_dict() for job in jobs]
+        return [job.snapshot() for job in jobs]
 
     # ---- state changes ---------------------------------------------------------------
 
@@ -260,10 +271,10 @@ class Coordinator:
         self._move(job, JobStatus.FAILED, str(exc), exc.code)
 
     def _probed(self, job: Job, media: MediaInfo) -> None:
-        job.input_media = media.to_dict()
+        job.input_media = media
         if job.spec.kind is JobKind.PROBE:
             self._move(job, JobStatus.RUNNING, "probed by the coordinator")
-            job.result = {"media": job.input_media}
+            job.result = {"media": media.to_dict()}
             self._move(job, JobStatus.SUCCEEDED, "probed")
         else:
             self.table.save(job)
@@ -329,7 +340,7 @@ class Coordinator:
         except JobFailure as exc:
             self._fail(job, exc)
             return
-        job.placement = {**placement.to_dict(), "encoder": order.encoder}
+        job.placement = placement.for_job(order.encoder)
         self._move(job, JobStatus.RUNNING, placement.reason)
         self.encodes.start(job, placement, order, node.resources if node else {})
 
@@ -340,13 +351,13 @@ class Coordinator:
 
     def _complete(self, job: Job, outcome: WorkOutcome) -> None:
         """Apply :func:`~cluster.control.policy.decide` to an encode's outcome."""
-        placed = job.placement or {}
+        placed = job.placement
         facts = Facts(
             stopping=self._stopping,
             cancelling=job.id in self.encodes.cancelling,
-            node_present=self.view.node(placed.get("node_id", "")) is not None,
+            node_present=placed is not None and self.view.node(placed.node_id) is not None,
             nvenc_elsewhere=self._nvenc_elsewhere(job, outcome),
-            where=where(placed),
+            where=placed.where if placed else "?",
             backoff_s=self.config.retry_backoff_s,
             now=time.time(),
         )
@@ -368,15 +379,14 @@ class Coordinator:
     def _nvenc_elsewhere(self, job: Job, outcome: WorkOutcome) -> bool | None:
         """For NVENC failing on the placed GPU: mark that GPU's codec failed, and say
         whether the job can still run somewhere (``None``: not that failure)."""
-        gpu = (job.placement or {}).get("gpu")
-        if outcome.error_code is not ErrorCode.NVENC_UNAVAILABLE or not gpu:
+        placed = job.placement
+        if outcome.error_code is not ErrorCode.NVENC_UNAVAILABLE or not placed or not placed.gpu:
             return None
         if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
             return None
         why = nvenc_why(outcome)
-        self.view.nvenc_failed(gpu["uuid"], job.spec.codec, why)
-        log.warning("%s cannot encode %s with NVENC: %s", where(job.placement or {}),
-                    job.spec.codec, why)  # fmt: skip
+        self.view.nvenc_failed(placed.gpu.uuid, job.spec.codec, why)
+        log.warning("%s cannot encode %s with NVENC: %s", placed.where, job.spec.codec, why)
         return self._planner().never(demand_for(job, self.prober.media[job.id])) is None
 
     # ---- housekeeping ----------------------------------------------------------------

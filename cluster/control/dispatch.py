@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from cluster.media.argv import thumbnail_times
 from cluster.media.encoders import CATALOG, choose_encoder, cpu_encoder
-from cluster.media.info import MediaInfo
 from cluster.media.work import WorkOrder, plan_work
 from cluster.model.jobs import Job, JobKind
+from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
 

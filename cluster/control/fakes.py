@@ -17,8 +17,8 @@ from pathlib import Path
 
 from cluster.errors import InputError, JobFailure, WorkerLost
 from cluster.media.encoders import CATALOG, FfmpegBuild
-from cluster.media.info import MediaInfo, VideoStream
 from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.model.media import MediaInfo, VideoStream
 from cluster.nodes.agent import NodeInfo
 from cluster.nodes.gpus import GpuReading
 from cluster.scheduling.planner import Placement

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from cluster.control.metrics import JobMetrics
 from cluster.control.store import JobStore
 from cluster.errors import ErrorCode, IdempotencyConflict, JobNotFound
 from cluster.media.runner import remove_stale_partials
-from cluster.model.events import EventLog
+from cluster.model.events import EventLog, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus, transition
 
 BATCH_KEY = "batch:"
@@ -28,20 +27,6 @@ def clear_partials(job: Job) -> None:
     if job.spec.output:
         out = Path(job.spec.output)
         remove_stale_partials(out if job.spec.kind is JobKind.THUMBNAIL else out.parent, job.id)
-
-
-def job_event(job: Job, kind: str = "status") -> dict[str, Any]:
-    """The event published for ``job`` (every subscriber reads these fields)."""
-    return {
-        "type": kind,
-        "job_id": job.id,
-        "status": str(job.status),
-        "attempts": job.attempts,
-        "reason": job.reason,
-        "error_code": job.error_code,
-        "progress": job.progress.to_dict() if job.progress else None,
-        "time": time.time(),
-    }
 
 
 class JobTable:
@@ -167,8 +152,8 @@ class JobTable:
     def save(self, job: Job) -> None:
         self.store.save(job)
 
-    def publish(self, job: Job, kind: str = "status") -> None:
-        self.events.publish(job_event(job, kind))
+    def publish(self, job: Job, type: EventType = EventType.STATUS) -> None:
+        self.events.publish(job, type)
 
     def forget_finished(self, now: float) -> int:
         """Drop finished jobs older than the retention window from memory (not from
@@ -185,5 +170,5 @@ class JobTable:
             self.metrics.on_start(kind, job.updated_at - was_since)
         elif status.terminal:
             ran = job.finished_at - job.started_at if job.started_at and job.finished_at else None
-            encoder = (job.placement or {}).get("encoder")
+            encoder = job.placement.encoder if job.placement else None
             self.metrics.on_finish(kind, codec, encoder, str(status), ran, job.result)

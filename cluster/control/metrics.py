@@ -8,6 +8,7 @@ every series exists from the first scrape. No job ids as labels.
 
 from __future__ import annotations
 
+import copy
 import os
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.control.view import NodeRecord
 from cluster.media.encoders import CATALOG
 from cluster.model.jobs import CODECS, Job, JobKind
 
@@ -39,12 +41,13 @@ class Histogram:
         self.total += value
         self.n += 1
 
-    def to_dict(self) -> dict[str, Any]:
-        cumulative, running = [], 0
+    def cumulative(self) -> list[int]:
+        """Counts at or below each bucket, then +Inf (Prometheus' shape)."""
+        totals, running = [], 0
         for count in self.counts:
             running += count
-            cumulative.append(running)
-        return {"buckets": list(self.buckets), "cumulative": cumulative, "sum": self.total}
+            totals.append(running)
+        return totals
 
 
 def _job_labels() -> list[tuple[str, str, str]]:
@@ -106,20 +109,6 @@ class JobMetrics:
             if isinstance(size, int):
                 self.bytes_written[kind] = self.bytes_written.get(kind, 0) + size
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "submitted": [[*k, v] for k, v in self.submitted.items()],
-            "finished": [[*k, v] for k, v in self.finished.items()],
-            "retries": self.retries,
-            "placement_failures": self.placement_failures,
-            "nvenc_failures": self.nvenc_failures,
-            "node_losses": self.node_losses,
-            "frames": self.frames,
-            "bytes_written": self.bytes_written,
-            "queue_wait": {k: h.to_dict() for k, h in self.queue_wait.items()},
-            "duration": {k: h.to_dict() for k, h in self.duration.items()},
-        }
-
 
 def resident_mb() -> float | None:
     """This process's resident memory in MiB (Linux), for ping and the memory bench."""
@@ -130,10 +119,30 @@ def resident_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def snapshot(
-    metrics: JobMetrics, queued: Iterable[Job], running: Iterable[Job], nodes: list[dict[str, Any]]
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class EncodeRate:
+    """One running encode's latest rate."""
+
+    encoder: str
+    fps: float
+    speed: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
     """What /metrics exports, in one answer (see ``Coordinator.metrics_snapshot``)."""
+
+    jobs: JobMetrics
+    queue: dict[int, int]
+    """Queued jobs by priority."""
+    encodes: tuple[EncodeRate, ...]
+    nodes: tuple[NodeRecord, ...]
+
+
+def snapshot(
+    metrics: JobMetrics, queued: Iterable[Job], running: Iterable[Job], nodes: list[NodeRecord]
+) -> MetricsSnapshot:
+    """The counters as they are now (a copy), with the live gauges."""
     queue: dict[int, int] = {}
     for job in queued:
         queue[job.spec.priority] = queue.get(job.spec.priority, 0) + 1
@@ -141,10 +150,10 @@ def snapshot(
     for job in running:
         p = job.progress
         encodes.append(
-            {
-                "encoder": (job.placement or {}).get("encoder") or "none",
-                "fps": p.fps if p and p.fps else 0.0,
-                "speed": p.speed if p and p.speed else 0.0,
-            }
+            EncodeRate(
+                encoder=(job.placement.encoder if job.placement else None) or NO_ENCODER,
+                fps=p.fps if p and p.fps else 0.0,
+                speed=p.speed if p and p.speed else 0.0,
+            )
         )
-    return {"jobs": metrics.to_dict(), "queue": queue, "encodes": encodes, "nodes": nodes}
+    return MetricsSnapshot(copy.deepcopy(metrics), queue, tuple(encodes), tuple(nodes))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from cluster.errors import ErrorCode
 from cluster.media.work import WorkOutcome
@@ -74,13 +73,6 @@ _STATUS = {
     Action.CANCEL: JobStatus.CANCELLED,
     Action.FAIL: JobStatus.FAILED,
 }
-
-
-def where(placed: dict[str, Any]) -> str:
-    """A job's placement in words: ``GPU 0 (L4) on 10.0.0.5``, or the node's address."""
-    gpu = placed.get("gpu")
-    address = placed.get("address", "?")
-    return f"GPU {gpu['index']} ({gpu['name']}) on {address}" if gpu else str(address)
 
 
 def nvenc_why(outcome: WorkOutcome) -> str:

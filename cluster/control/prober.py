@@ -14,9 +14,9 @@ from pathlib import Path
 
 from cluster.errors import FramefleetError, InputError, JobFailure
 from cluster.media.argv import thumbnail_times
-from cluster.media.info import MediaInfo
 from cluster.media.probe import probe_async
 from cluster.model.jobs import Job, JobKind, JobStatus
+from cluster.model.media import MediaInfo
 
 log = logging.getLogger("framefleet.coordinator")
 PROBE_CONCURRENCY = 4

@@ -16,12 +16,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.errors import ToolMissing
-from cluster.media.encoders import CATALOG, Encoder, available
+from cluster.media.encoders import CATALOG, Encoder, FfmpegBuild, available
 from cluster.model.capability import Capability, CodecState
 from cluster.nodes.agent import NodeInfo
+from cluster.nodes.gpus import GpuReading
 from cluster.scheduling.planner import GpuState, NodeState, memory_resource
 
 log = logging.getLogger("framefleet.coordinator")
@@ -90,49 +92,129 @@ def node_states(
     return states
 
 
+@dataclass(frozen=True, slots=True)
+class GpuRecord:
+    """One GPU for people: its agent's reading, what framefleet holds on it, NVENC states."""
+
+    reading: GpuReading
+    memory_reserved_mb: int
+    sessions: int
+    """NVENC sessions framefleet's jobs hold."""
+    nvenc: Mapping[str, Capability]
+    ray_resources: bool
+    running_jobs: tuple[str, ...]
+
+    def can_encode(self, codec: str) -> bool:
+        """NVENC for ``codec`` proved by a trial encode (or declared by an inventory)."""
+        cap = self.nvenc.get(codec)
+        return cap is not None and cap.state in (CodecState.VERIFIED, CodecState.DECLARED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.reading.to_dict(),
+            "memory_reserved_mb": self.memory_reserved_mb,
+            "sessions": self.sessions,
+            "nvenc": {c: cap.to_dict() for c, cap in self.nvenc.items()},
+            "ray_resources": self.ray_resources,
+            "running_jobs": list(self.running_jobs),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One node for people (``GET /v1/nodes``, ``framefleet nodes``, /metrics)."""
+
+    node_id: str
+    address: str
+    hostname: str
+    cpus: float
+    cpus_used: float
+    memory_mb: int | None
+    memory_used_mb: float
+    load_1m: float | None
+    max_jobs: int | None
+    labels: Mapping[str, str]
+    gpu_source: str
+    agent_error: str | None
+    ready: bool
+    """Its agent has reported and finished its NVENC trials."""
+    ffmpeg: FfmpegBuild | None
+    ffmpeg_error: str | None
+    gpus: tuple[GpuRecord, ...]
+    running_jobs: tuple[str, ...]
+
+    def can_run(self, encoder: Encoder) -> bool:
+        """Its own ffmpeg has ``encoder``, and for NVENC one of its GPUs proved the codec."""
+        if self.ffmpeg is None or encoder.name not in self.ffmpeg.encoders:
+            return False
+        if encoder.is_nvenc:
+            return any(g.can_encode(encoder.codec) for g in self.gpus)
+        return self.cpus > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "hostname": self.hostname,
+            "cpus": self.cpus,
+            "cpus_used": self.cpus_used,
+            "memory_mb": self.memory_mb,
+            "memory_used_mb": self.memory_used_mb,
+            "load_1m": self.load_1m,
+            "max_jobs": self.max_jobs,
+            "labels": dict(self.labels),
+            "gpu_source": self.gpu_source,
+            "agent_error": self.agent_error,
+            "ready": self.ready,
+            "ffmpeg": self.ffmpeg.to_dict() if self.ffmpeg else None,
+            "ffmpeg_error": self.ffmpeg_error,
+            "gpus": [g.to_dict() for g in self.gpus],
+            "running_jobs": list(self.running_jobs),
+        }
+
+
 def node_view(
     infos: list[NodeInfo],
     states: list[NodeState],
     running_jobs: Mapping[str, list[str]],
     jobs_on_gpu: Mapping[str, list[str]],
-) -> list[dict[str, Any]]:
+) -> list[NodeRecord]:
     """Nodes for people: CPUs, GPUs with readings and NVENC codec states, running jobs."""
     by_id = {s.node_id: s for s in states}
     view = []
     for info in infos:
         state = by_id[info.node_id]
-        gpus = []
-        for reading, gs in zip(info.gpus, state.gpus, strict=True):
-            gpus.append(
-                {
-                    **reading.to_dict(),
-                    "memory_reserved_mb": gs.memory_reserved_mb,
-                    "sessions": gs.sessions,
-                    "nvenc": {c: cap.to_dict() for c, cap in gs.codecs.items()},
-                    "ray_resources": gs.ray_resources,
-                    "running_jobs": jobs_on_gpu.get(reading.uuid, []),
-                }
+        gpus = tuple(
+            GpuRecord(
+                reading=reading,
+                memory_reserved_mb=gs.memory_reserved_mb,
+                sessions=gs.sessions,
+                nvenc=dict(gs.codecs),
+                ray_resources=gs.ray_resources,
+                running_jobs=tuple(jobs_on_gpu.get(reading.uuid, ())),
             )
+            for reading, gs in zip(info.gpus, state.gpus, strict=True)
+        )
         view.append(
-            {
-                "node_id": info.node_id,
-                "address": info.address,
-                "hostname": info.hostname,
-                "cpus": info.cpus,
-                "cpus_used": state.cpus_used,
-                "memory_mb": round(state.memory_mb) if state.memory_mb is not None else None,
-                "memory_used_mb": state.memory_used_mb,
-                "load_1m": info.load_1m,
-                "max_jobs": state.max_jobs,
-                "labels": {k: v for k, v in info.labels.items() if not k.startswith("ray.io/")},
-                "gpu_source": info.gpu_source,
-                "agent_error": info.agent_error,
-                "ready": info.reported and not info.detecting,
-                "ffmpeg": info.ffmpeg.to_dict() if info.ffmpeg else None,
-                "ffmpeg_error": info.ffmpeg_error,
-                "gpus": gpus,
-                "running_jobs": running_jobs.get(info.node_id, []),
-            }
+            NodeRecord(
+                node_id=info.node_id,
+                address=info.address,
+                hostname=info.hostname,
+                cpus=info.cpus,
+                cpus_used=state.cpus_used,
+                memory_mb=round(state.memory_mb) if state.memory_mb is not None else None,
+                memory_used_mb=state.memory_used_mb,
+                load_1m=info.load_1m,
+                max_jobs=state.max_jobs,
+                labels={k: v for k, v in info.labels.items() if not k.startswith("ray.io/")},
+                gpu_source=info.gpu_source,
+                agent_error=info.agent_error,
+                ready=info.reported and not info.detecting,
+                ffmpeg=info.ffmpeg,
+                ffmpeg_error=info.ffmpeg_error,
+                gpus=gpus,
+                running_jobs=tuple(running_jobs.get(info.node_id, ())),
+            )
         )
     return view
 

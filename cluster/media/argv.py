@@ -19,9 +19,9 @@ from pathlib import Path
 
 from cluster.errors import ErrorCode, SpecError
 from cluster.media.encoders import Container, Encoder
-from cluster.media.info import MediaInfo
 from cluster.media.probe import INPUT_OPTIONS
 from cluster.model.jobs import JobSpec
+from cluster.model.media import MediaInfo
 
 COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
 INPUT_OPTS = INPUT_OPTIONS

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 
 from cluster.errors import EncodeError, ErrorCode, InputError, ToolMissing
-from cluster.media.info import MediaInfo, parse_probe
+from cluster.media.info import parse_probe
 from cluster.media.paths import open_input
+from cluster.model.media import MediaInfo
 
 PROBE_TIMEOUT_S = 60.0
 INPUT_FORMATS = (

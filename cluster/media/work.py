@@ -12,8 +12,8 @@ from typing import Any
 from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import Command, thumbnail_command, transcode_command, validate_command
 from cluster.media.encoders import Encoder, container_for
-from cluster.media.info import MediaInfo
 from cluster.model.jobs import JobKind, JobSpec
+from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 
 

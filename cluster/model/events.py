@@ -6,7 +6,73 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+from cluster.errors import ErrorCode
+from cluster.model.jobs import Job, JobStatus
+from cluster.model.progress import ProgressSnapshot
+
+
+class EventType(StrEnum):
+    STATUS = "status"
+    """The job changed state (or its reason)."""
+    PROGRESS = "progress"
+    """A running job's encoder reported progress."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One change to one job: the fields every subscriber (SSE, WebSocket, CLI) reads."""
+
+    seq: int
+    type: EventType
+    job_id: str
+    status: JobStatus
+    attempts: int
+    reason: str | None
+    error_code: ErrorCode | None
+    progress: ProgressSnapshot | None
+    time: float
+
+    @classmethod
+    def of(cls, job: Job, type: EventType, seq: int = 0) -> JobEvent:
+        return cls(
+            seq=seq,
+            type=type,
+            job_id=job.id,
+            status=job.status,
+            attempts=job.attempts,
+            reason=job.reason,
+            error_code=job.error_code,
+            progress=job.progress,
+            time=time.time(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as the API sends it (JSON-ready)."""
+        return {
+            "seq": self.seq,
+            "type": str(self.type),
+            "job_id": self.job_id,
+            "status": str(self.status),
+            "attempts": self.attempts,
+            "reason": self.reason,
+            "error_code": str(self.error_code) if self.error_code else None,
+            "progress": self.progress.to_dict() if self.progress else None,
+            "time": self.time,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """What one long-poll returns: pass ``last_seq`` back as ``after`` for the next."""
+
+    events: tuple[JobEvent, ...]
+    last_seq: int
+    gap: bool
+    """Some events were lost to this subscriber: re-read the jobs it follows."""
 
 
 class EventLog:
@@ -22,7 +88,7 @@ class EventLog:
     """
 
     def __init__(self, maxlen: int = 20_000, start: int | None = None) -> None:
-        self._events: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._events: deque[JobEvent] = deque(maxlen=maxlen)
         self._seq = time.time_ns() // 1_000_000 * 1000 if start is None else start
         self._changed = asyncio.Event()
 
@@ -30,43 +96,41 @@ class EventLog:
     def last_seq(self) -> int:
         return self._seq
 
-    def publish(self, event: dict[str, Any]) -> int:
+    def publish(self, job: Job, type: EventType = EventType.STATUS) -> int:
+        """Record ``job`` as it is now; returns the event's ``seq``."""
         self._seq += 1
-        self._events.append({"seq": self._seq, **event})
+        self._events.append(JobEvent.of(job, type, self._seq))
         self._changed.set()
         self._changed = asyncio.Event()
         return self._seq
 
     def since(
         self, after: int, job_ids: frozenset[str] | None = None
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[JobEvent], bool]:
         """Events after ``after``, and whether some were lost to the subscriber (a gap).
 
         A ``seq`` ahead of the log (from before a coordinator restart) is a gap too.
         """
-        oldest = self._events[0]["seq"] if self._events else self._seq + 1
+        oldest = self._events[0].seq if self._events else self._seq + 1
         gap = after > self._seq or (after + 1 < oldest and after < self._seq)
         events = []
         for event in reversed(self._events):  # seq only grows: stop at what was seen
-            if event["seq"] <= after:
+            if event.seq <= after:
                 break
-            if job_ids is None or event["job_id"] in job_ids:
+            if job_ids is None or event.job_id in job_ids:
                 events.append(event)
         events.reverse()
         return events, gap
 
     async def wait(
         self, after: int, job_ids: frozenset[str] | None = None, timeout: float = 30.0
-    ) -> dict[str, Any]:
-        """Events after ``after`` (for ``job_ids`` if given), waiting up to ``timeout``.
-
-        Returns ``{"events", "last_seq", "gap"}``; pass ``last_seq`` back as ``after``.
-        """
+    ) -> EventBatch:
+        """Events after ``after`` (for ``job_ids`` if given), waiting up to ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while True:
             events, gap = self.since(after, job_ids)
             if events or gap or loop.time() >= deadline:
-                return {"events": events, "last_seq": self._seq, "gap": gap}
+                return EventBatch(tuple(events), self._seq, gap)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), deadline - loop.time())

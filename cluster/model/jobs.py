@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
 from cluster.errors import ErrorCode, InvalidTransition, SpecError
+from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 
 
@@ -160,6 +161,68 @@ class JobSpec:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class GpuRef:
+    """The GPU a job was placed on (keyed by UUID: NVML ignores ``CUDA_VISIBLE_DEVICES``)."""
+
+    uuid: str
+    index: int | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlacement:
+    """Where a job's current attempt runs, with what the scheduler accounted to it."""
+
+    node_id: str
+    address: str
+    hardware: Hardware
+    encoder: str | None
+    """The ffmpeg encoder a transcode runs (``None`` for probe, validate, thumbnail)."""
+    reason: str
+    cpus: float
+    gpu: GpuRef | None = None
+    gpu_memory_mb: int = 0
+    memory_mb: int = 0
+
+    @property
+    def where(self) -> str:
+        """In words: ``GPU 0 (L4) on 10.0.0.5``, or the node's address."""
+        gpu = self.gpu
+        return f"GPU {gpu.index} ({gpu.name}) on {self.address}" if gpu else self.address
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "hardware": str(self.hardware),
+            "encoder": self.encoder,
+            "gpu": asdict(self.gpu) if self.gpu else None,
+            "estimate": {
+                "cpus": self.cpus,
+                "gpu_memory_mb": self.gpu_memory_mb,
+                "memory_mb": self.memory_mb,
+            },
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobPlacement:
+        estimate = data.get("estimate") or {}
+        gpu = data.get("gpu")
+        return cls(
+            node_id=data["node_id"],
+            address=data["address"],
+            hardware=Hardware(data["hardware"]),
+            encoder=data.get("encoder"),
+            reason=data.get("reason") or "",
+            cpus=float(estimate.get("cpus", 0.0)),
+            gpu=GpuRef(**gpu) if gpu else None,
+            gpu_memory_mb=int(estimate.get("gpu_memory_mb", 0)),
+            memory_mb=int(estimate.get("memory_mb", 0)),
+        )
+
+
 @dataclass(slots=True)
 class Job:
     """The coordinator's record of one job. Mutated only by the coordinator."""
@@ -178,9 +241,9 @@ class Job:
     reason: str | None = None
     error_code: ErrorCode | None = None
     progress: ProgressSnapshot | None = None
-    input_media: dict[str, Any] | None = None
-    """The input's probe (a MediaInfo as a dict), once the coordinator has read it."""
-    placement: dict[str, Any] | None = None
+    input_media: MediaInfo | None = None
+    """The input's probe, once the coordinator has read it."""
+    placement: JobPlacement | None = None
     result: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
@@ -190,11 +253,22 @@ class Job:
     def new_id() -> str:
         return uuid.uuid4().hex[:16]
 
+    def snapshot(self) -> Job:
+        """A copy that later changes to this job do not touch (what the API hands out)."""
+        return replace(
+            self, result=dict(self.result) if self.result else self.result, notes=list(self.notes)
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The job as JSON-ready data (what the store keeps and the API shows)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["spec"] = self.spec.to_dict()
         data["status"] = str(self.status)
+        data["error_code"] = str(self.error_code) if self.error_code else None
         data["progress"] = self.progress.to_dict() if self.progress else None
+        data["input_media"] = self.input_media.to_dict() if self.input_media else None
+        data["placement"] = self.placement.to_dict() if self.placement else None
+        data["notes"] = list(self.notes)
         return data
 
     @classmethod
@@ -205,6 +279,10 @@ class Job:
         data["error_code"] = ErrorCode.parse(data.get("error_code"))
         if data.get("progress"):
             data["progress"] = ProgressSnapshot(**data["progress"])
+        if data.get("input_media"):
+            data["input_media"] = MediaInfo.from_dict(data["input_media"])
+        if data.get("placement"):
+            data["placement"] = JobPlacement.from_dict(data["placement"])
         return cls(**data)
 
 

@@ -43,13 +43,17 @@ def encoder_error(exc: ray.exceptions.RayError, where: str) -> JobFailure:
     return WorkerLost(f"the encoder on {where} was lost ({type(exc).__name__}: {lost_why(exc)})")
 
 
+def call_timeout(timeout: float | None) -> CallTimeout:
+    return CallTimeout(
+        f"the coordinator did not answer within {timeout or 0:g} s; is the cluster busy?"
+    )
+
+
 def coordinator_error(exc: ray.exceptions.RayError, timeout: float | None = None) -> Exception:
     """A failed call to the coordinator: the framefleet error it raised, a timeout, or
     the coordinator unreachable (restarting, or its node gone)."""
     if isinstance(exc, ray.exceptions.GetTimeoutError):
-        return CallTimeout(
-            f"the coordinator did not answer within {timeout or 0:g} s; is the cluster busy?"
-        )
+        return call_timeout(timeout)
     cause = getattr(exc, "cause", None)
     if isinstance(cause, FramefleetError):
         return cause

@@ -49,27 +49,40 @@ def check_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...])
     )
 
 
-def admit(spec: JobSpec, roots: tuple[Path, ...], encoders: tuple[Encoder, ...] | None) -> JobSpec:
-    """``spec`` with its paths resolved inside ``roots``, once everything checks out."""
-    check_spec(spec, encoders)
-    source = resolve(spec.input, roots, what="input")
-    output: Path | None = None
-    if spec.output is not None:
-        output = resolve(spec.output, roots, what="output")
-        if spec.kind is JobKind.TRANSCODE:
-            check_output_file(output, input_path=source, overwrite=spec.overwrite)
-        elif spec.kind is JobKind.THUMBNAIL:
-            check_output_folder(output)
-    return replace(spec, input=str(source), output=str(output) if output else None)
-
-
 def confine(spec: JobSpec, roots: tuple[Path, ...]) -> JobSpec:
     """``spec`` with input and output resolved (after symlinks) inside ``roots``, or a
-    :class:`SpecError` naming the rule. For a gateway that must not trust the coordinator
-    it talks to to have been started with the same roots."""
+    :class:`SpecError` naming the rule. The one place a job's paths are resolved."""
     source = resolve(spec.input, roots, what="input")
     output = resolve(spec.output, roots, what="output") if spec.output is not None else None
     return replace(spec, input=str(source), output=str(output) if output else None)
+
+
+def check_confined(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
+    """Everything about a :func:`confine` d spec that can be known before its input is
+    probed: the request itself (:func:`check_spec`) and where it writes."""
+    check_spec(spec, encoders)
+    if spec.output is None:
+        return
+    if spec.kind is JobKind.TRANSCODE:
+        check_output_file(Path(spec.output), input_path=Path(spec.input), overwrite=spec.overwrite)
+    elif spec.kind is JobKind.THUMBNAIL:
+        check_output_folder(Path(spec.output))
+
+
+def refuse_shared_outputs(specs: list[JobSpec]) -> None:
+    """Two transcodes of one batch writing one file would both encode in full, then one
+    would fail: refuse the batch instead (``specs`` confined, so one file has one name)."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs, start=1):
+        if spec.kind is not JobKind.TRANSCODE or spec.output is None:
+            continue
+        if spec.output in seen:
+            raise SpecError(
+                f"jobs {seen[spec.output]} and {i} of {len(specs)} both write {spec.output}; "
+                "give each input its own output",
+                code=ErrorCode.DUPLICATE_OUTPUT,
+            )
+        seen[spec.output] = i
 
 
 def confine_path(raw: str, roots: tuple[Path, ...], what: str) -> Path:

@@ -16,10 +16,9 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from cluster.model.capability import Capability
-from cluster.model.jobs import Hardware, JobKind
+from cluster.model.jobs import GpuRef, Hardware, JobKind, JobPlacement
 from cluster.scheduling.costs import CostModel
 
 EPS = 1e-9
@@ -123,24 +122,20 @@ class Placement:
     resources: tuple[tuple[str, float], ...] = ()
     """Ray custom resources the encoder actor asks for (GPU memory MiB, one session)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        gpu = (
-            {"uuid": self.gpu_uuid, "index": self.gpu_index, "name": self.gpu_name}
-            if self.gpu_uuid
-            else None
+    def for_job(self, encoder: str | None) -> JobPlacement:
+        """What the job records of this placement (with the encoder it runs)."""
+        gpu = GpuRef(self.gpu_uuid, self.gpu_index, self.gpu_name) if self.gpu_uuid else None
+        return JobPlacement(
+            node_id=self.node_id,
+            address=self.address,
+            hardware=self.hardware,
+            encoder=encoder,
+            reason=self.reason,
+            cpus=self.cpus,
+            gpu=gpu,
+            gpu_memory_mb=self.gpu_memory_mb,
+            memory_mb=self.memory_mb,
         )
-        return {
-            "node_id": self.node_id,
-            "address": self.address,
-            "hardware": str(self.hardware),
-            "gpu": gpu,
-            "estimate": {
-                "cpus": self.cpus,
-                "gpu_memory_mb": self.gpu_memory_mb,
-                "memory_mb": self.memory_mb,
-            },
-            "reason": self.reason,
-        }
 
 
 def memory_resource(uuid: str) -> str:

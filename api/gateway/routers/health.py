@@ -16,15 +16,15 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=None)
-def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
     """Ready when the coordinator answers and every alive node has reported."""
     try:
-        ping = request.app.state.fleet.ping()
+        ping = await request.app.state.fleet.aio.ping()
     except Exception as exc:
         return JSONResponse(
             {"status": "unavailable", "reason": f"coordinator not reachable: {exc}"},

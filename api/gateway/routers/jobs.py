@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.gateway.auth import scoped_key
 from api.gateway.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
-from cluster import CallTimeout, ErrorCode, JobKind, JobSpec, JobStatus, SpecError, confine
+from cluster import (
+    CallTimeout,
+    ErrorCode,
+    EventType,
+    Job,
+    JobEvent,
+    JobKind,
+    JobSpec,
+    JobStatus,
+    SpecError,
+)
 
 if TYPE_CHECKING:
     from cluster import Fleet
@@ -36,44 +45,29 @@ def fleet_of(request: Request) -> Fleet:
 
 
 @router.post("", status_code=201, response_model=JobView)
-def submit(
+async def submit(
     body: JobRequest, request: Request, response: Response, key: IdempotencyKey = None
 ) -> JobView:
     """Queue one job. Paths must resolve inside the media roots."""
-    spec = confine(body.to_spec(), request.app.state.media_roots)
-    job = fleet_of(request).submit(spec, idempotency_key=scoped_key(request, key))
-    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    spec = body.to_spec()
+    job = await fleet_of(request).aio.submit(spec, idempotency_key=scoped_key(request, key))
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobView.of(job)
 
 
 @router.post("/batch", status_code=201, response_model=BatchView)
-def submit_batch(body: BatchRequest, request: Request, key: IdempotencyKey = None) -> BatchView:
+async def submit_batch(
+    body: BatchRequest, request: Request, key: IdempotencyKey = None
+) -> BatchView:
     """One spec, many inputs: all are queued, or none (the error names the one refused)."""
     limit = request.app.state.settings.max_batch
     if len(body.inputs) > limit:
         raise SpecError(f"a batch holds at most {limit} inputs; split it", code=ErrorCode.TOO_MANY)
-    roots = request.app.state.media_roots
-    specs = [confine(JobSpec(**{**body.spec.model_dump(), "input": src, "output": out}), roots)
+    fields = body.spec.model_dump()
+    specs = [JobSpec(**fields, input=src, output=out)
              for src, out in zip(body.inputs, _outputs(body), strict=True)]  # fmt: skip
-    _refuse_shared_outputs(specs)
-    jobs = fleet_of(request).submit_many(specs, idempotency_key=scoped_key(request, key))
-    return BatchView(ids=[j["id"] for j in jobs], jobs=[JobView.of(j) for j in jobs])
-
-
-def _refuse_shared_outputs(specs: list[JobSpec]) -> None:
-    """Two transcodes of one batch writing one file would both encode in full, then one
-    would fail: refuse the batch instead."""
-    seen: dict[str, int] = {}
-    for i, spec in enumerate(specs, start=1):
-        if spec.kind is not JobKind.TRANSCODE or spec.output is None:
-            continue
-        if spec.output in seen:
-            raise SpecError(
-                f"jobs {seen[spec.output]} and {i} of {len(specs)} both write {spec.output}; "
-                "give each input its own output",
-                code=ErrorCode.DUPLICATE_OUTPUT,
-            )
-        seen[spec.output] = i
+    jobs = await fleet_of(request).aio.submit_many(specs, idempotency_key=scoped_key(request, key))
+    return BatchView(ids=[j.id for j in jobs], jobs=[JobView.of(j) for j in jobs])
 
 
 def _outputs(body: BatchRequest) -> list[str | None]:
@@ -100,7 +94,7 @@ def _outputs(body: BatchRequest) -> list[str | None]:
 
 
 @router.get("", response_model=JobPage)
-def list_jobs(
+async def list_jobs(
     request: Request,
     status: Annotated[JobStatus | None, Query()] = None,
     kind: Annotated[JobKind | None, Query()] = None,
@@ -108,7 +102,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JobPage:
     """Jobs in submission order, filtered, a page at a time."""
-    jobs = fleet_of(request).list_jobs(
+    jobs = await fleet_of(request).aio.list_jobs(
         status=str(status) if status else None,
         kind=str(kind) if kind else None,
         after_seq=cursor,
@@ -116,20 +110,14 @@ def list_jobs(
     )
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    next_cursor = jobs[-1]["seq"] if more else None
+    next_cursor = jobs[-1].seq if more else None
     return JobPage(jobs=[JobView.of(j) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobView)
 async def get_job(job_id: str, request: Request) -> Response:
     """One job; served from the gateway's event-fed cache when it holds the job."""
-    fleet = fleet_of(request)
-
-    async def fetch(job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = await run_in_threadpool(fleet.get, job_id)
-        return job
-
-    body = await request.app.state.hub.cache.read(job_id, fetch)
+    body = await request.app.state.hub.cache.read(job_id, fleet_of(request).aio.get)
     return Response(body, media_type="application/json")
 
 
@@ -142,71 +130,56 @@ CANCEL_REPLY_S = 10.0
     response_model=JobView,
     responses={202: {"model": JobView, "description": "Cancel requested; still stopping."}},
 )
-def cancel_job(job_id: str, request: Request, response: Response) -> JobView:
+async def cancel_job(job_id: str, request: Request, response: Response) -> JobView:
     """Cancel (idempotent): a running ffmpeg is killed and nothing partial is left. 200 with
     the cancelled job; 202 when its encoder has not stopped within 10 s (the coordinator
     goes on, and kills the encoder if it does not stop: follow the job's events)."""
-    cache, fleet = request.app.state.hub.cache, fleet_of(request)
+    cache, fleet = request.app.state.hub.cache, fleet_of(request).aio
     cache.drop(job_id)
     try:
-        job = fleet.cancel(job_id, timeout=CANCEL_REPLY_S)
+        job = await fleet.cancel(job_id, timeout=CANCEL_REPLY_S)
     except CallTimeout:
         response.status_code = 202
-        job = fleet.get(job_id)
+        job = await fleet.get(job_id)
     cache.drop(job_id)
     return JobView.of(job)
 
 
 @router.post("/{job_id}/retry", response_model=JobView)
-def retry_job(job_id: str, request: Request) -> JobView:
+async def retry_job(job_id: str, request: Request) -> JobView:
     """Queue a failed or cancelled job again (its input is probed again)."""
-    job = fleet_of(request).retry(job_id)
+    job = await fleet_of(request).aio.retry(job_id)
     request.app.state.hub.cache.drop(job_id)
     return JobView.of(job)
 
 
-async def existing_job(job_id: str, request: Request) -> dict[str, Any]:
+async def existing_job(job_id: str, request: Request) -> Job:
     """The job, read before a stream starts, so a wrong id is a plain 404."""
-    job: dict[str, Any] = await run_in_threadpool(fleet_of(request).get, job_id)
-    return job
+    return await fleet_of(request).aio.get(job_id)
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def job_events(
-    request: Request, job: Annotated[dict[str, Any], Depends(existing_job)]
+    request: Request, job: Annotated[Job, Depends(existing_job)]
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``data:`` JSON with ``status`` and ``progress``, pushed as they
     happen (one subscription per gateway, not a poll per client); the stream ends after
     the terminal event."""
-    fleet, hub, job_id = fleet_of(request), request.app.state.hub, job["id"]
+    fleet, hub, job_id = fleet_of(request).aio, request.app.state.hub, job.id
     async with hub.subscribe(frozenset({job_id})) as sub:
-        job = await run_in_threadpool(fleet.get, job_id)  # the state as of subscribing
-        yield _event(job)
-        while not JobStatus(job["status"]).terminal:
+        event = JobEvent.of(await fleet.get(job_id), EventType.STATUS)  # as of subscribing
+        yield _event(event)
+        while not event.status.terminal:
             try:
-                event = await asyncio.wait_for(sub.queue.get(), SSE_KEEPALIVE_S)
+                next_event = await asyncio.wait_for(sub.queue.get(), SSE_KEEPALIVE_S)
             except TimeoutError:
                 yield ServerSentEvent(comment="keep-alive")
                 continue
-            if event is None:  # a gap: re-read the job
-                job = await run_in_threadpool(fleet.get, job_id)
-            else:
-                job = {**job, **_as_job(event)}
-            yield _event(job)
+            if next_event is None:  # a gap: re-read the job
+                next_event = JobEvent.of(await fleet.get(job_id), EventType.STATUS)
+            event = next_event
+            yield _event(event)
 
 
-def _as_job(event: dict[str, Any]) -> dict[str, Any]:
-    keys = ("status", "attempts", "reason", "error_code", "progress")
-    return {k: event[k] for k in keys if k in event}
-
-
-def _event(job: dict[str, Any]) -> ServerSentEvent:
-    data = {
-        "id": job["id"],
-        "status": job["status"],
-        "progress": job.get("progress"),
-        "attempts": job.get("attempts"),
-        "reason": job.get("reason"),
-        "error_code": job.get("error_code"),
-    }
-    return ServerSentEvent(data=data, event="job")
+def _event(event: JobEvent) -> ServerSentEvent:
+    return ServerSentEvent(data={"id": event.job_id, **event.to_dict()}, event="job")

@@ -4,8 +4,9 @@ Authenticate with ``Authorization: Bearer <token>`` on the upgrade request or, f
 browser (which cannot set that header), with a first message ``{"token": "..."}``
 within 5 s; otherwise the socket is closed with code 4401. Then send
 ``{"subscribe": ["<job id>", ...]}`` (or ``"all"``, the default) at any time.
-Every event is a JSON object with ``job_id``, ``status``, ``progress``, ``attempts``,
-``reason``; ``{"type": "gap"}`` means some were missed: re-read the jobs you follow.
+Every event is a JSON object with ``seq``, ``type``, ``job_id``, ``status``, ``attempts``,
+``reason``, ``error_code``, ``progress`` and ``time``; ``{"type": "gap"}`` means some
+were missed: re-read the jobs you follow.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -68,7 +68,7 @@ async def events_socket(ws: WebSocket) -> None:
                     getter.cancel()
                     break
                 event = getter.result()
-                await ws.send_json({"type": "gap"} if event is None else _public(event))
+                await ws.send_json({"type": "gap"} if event is None else event.to_dict())
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -122,8 +122,3 @@ async def _listen(ws: WebSocket, sub: Subscription) -> None:
                 )
                 continue
             await ws.send_json({"type": "subscribed", "jobs": choice})
-
-
-def _public(event: dict[str, Any]) -> dict[str, Any]:
-    keys = ("seq", "type", "job_id", "status", "progress", "attempts", "reason", "error_code")
-    return {k: event.get(k) for k in keys}

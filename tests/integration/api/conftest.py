@@ -11,7 +11,9 @@ import pytest
 from api.gateway.app import create_app
 from api.settings import Settings, WatchFolder
 from cluster import Fleet
+from cluster.ray_edge.runtime import Runtime
 from tests.helpers import make_clip, serving
+from tests.integration.conftest import start_fleet
 
 TOKEN = "test-token-0123456789"  # noqa: S105
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -24,9 +26,32 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    media = tmp_path_factory.mktemp("gw-media")
-    out = tmp_path_factory.mktemp("gw-out")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The gateway's media roots: its inputs, and where outputs go."""
+    return tmp_path_factory.mktemp("gw-media"), tmp_path_factory.mktemp("gw-out")
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    ray_runtime: Runtime,
+    roots: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Fleet]:
+    """The module's coordinator, confined to the gateway's roots as ``serve`` would make it
+    (the coordinator is what resolves and checks every path)."""
+    name = "coordinator-" + request.module.__name__.rsplit(".", 1)[-1]
+    resolved = tuple(r.resolve() for r in roots)
+    f = start_fleet(tmp_path_factory.mktemp("coordinator"), name, media_roots=resolved)
+    yield f
+    f.shutdown_coordinator()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    fleet: Fleet, roots: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    media, out = roots
     make_clip(media / "clip.mp4", seconds=2)
     make_clip(media / "long.mp4", seconds=30, size="640x360")
     (media / "inbox").mkdir()

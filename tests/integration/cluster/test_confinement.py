@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cluster import Fleet, JobKind, JobSpec, SpecError, probe
+from cluster import Fleet, Job, JobKind, JobSpec, SpecError, probe
 from cluster.media.probe import probe_async
 from cluster.ray_edge.runtime import Runtime
 from tests.helpers import leftovers, make_clip, transcode, wait_until
@@ -21,7 +21,7 @@ from tests.integration.conftest import start_fleet
 class Farm:
     def __init__(self, fleet: Fleet, root: Path, outside: Path) -> None:
         self.fleet, self.root, self.outside = fleet, root, outside
-        self.node = wait_until(fleet.nodes)[0]["node_id"]
+        self.node = wait_until(fleet.nodes)[0].node_id
 
     def paused(self) -> Any:
         """While held, nothing starts on the (only) node: jobs wait, probed, in the queue."""
@@ -36,9 +36,9 @@ class Farm:
 
         return _Paused()
 
-    def submit_and_wait_probed(self, spec: JobSpec) -> dict[str, Any]:
+    def submit_and_wait_probed(self, spec: JobSpec) -> Job:
         job = self.fleet.submit(spec)
-        return wait_until(lambda: (j := self.fleet.get(job["id"]))["input_media"] and j)
+        return wait_until(lambda: (j := self.fleet.get(job.id)).input_media and j)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +60,9 @@ def test_an_input_swapped_for_a_link_after_submit_is_not_read(farm: Farm) -> Non
         job = farm.submit_and_wait_probed(transcode(src, out, codec="hevc", hardware="cpu"))
         src.unlink()
         src.symlink_to(secret)  # `ln -sf /outside/secret.mp4 root/in/t2.mp4`
-    done = farm.fleet.wait(job["id"], timeout=60)
-    assert done["status"] == "failed" and done["error_code"] == "outside_roots"
-    assert "became a link since the job was submitted; refused" in done["reason"]
+    done = farm.fleet.wait(job.id, timeout=60)
+    assert done.status == "failed" and done.error_code == "outside_roots"
+    assert "became a link since the job was submitted; refused" in (done.reason or "")
     assert not out.exists() and leftovers(out.parent) == []
 
 
@@ -91,8 +91,8 @@ def swap_folder_after_probe(farm: Farm, spec: JobSpec, folder: Path, elsewhere: 
         job = farm.submit_and_wait_probed(spec)
         folder.rmdir()
         folder.symlink_to(elsewhere)
-    done = farm.fleet.wait(job["id"], timeout=60)
-    assert done["status"] == "failed" and done["error_code"] == "outside_roots"
+    done = farm.fleet.wait(job.id, timeout=60)
+    assert done.status == "failed" and done.error_code == "outside_roots"
     assert list(elsewhere.iterdir()) == []
 
 
@@ -112,6 +112,6 @@ def test_a_thumbnail_folder_swapped_for_a_link_is_not_written(farm: Farm) -> Non
     # The same job with nothing swapped writes its images where it was asked to.
     os.unlink(parent)
     parent.mkdir()
-    again = farm.fleet.wait(farm.fleet.submit(spec)["id"], timeout=60)
-    assert again["status"] == "succeeded", again["reason"]
+    again = farm.fleet.wait(farm.fleet.submit(spec).id, timeout=60)
+    assert again.status == "succeeded", again.reason
     assert sorted(p.name for p in (parent / "b").iterdir()) == [f"b_00{i}.jpg" for i in (1, 2, 3)]

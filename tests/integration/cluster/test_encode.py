@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import Fleet, InputError, JobKind, JobSpec, OutputError, SpecError, probe
+from cluster import Fleet, InputError, Job, JobKind, JobSpec, OutputError, SpecError, probe
 from cluster.media.argv import validate_command
 from cluster.media.runner import FfmpegRun, failure_for
 from tests.helpers import (
@@ -20,8 +20,8 @@ from tests.helpers import (
 )
 
 
-def run(fleet: Fleet, spec: JobSpec) -> dict:
-    return fleet.wait(fleet.submit(spec)["id"], timeout=120)
+def run(fleet: Fleet, spec: JobSpec) -> Job:
+    return fleet.wait(fleet.submit(spec).id, timeout=120)
 
 
 @pytest.mark.parametrize(
@@ -37,22 +37,22 @@ def test_each_codec_on_cpu(
 ) -> None:
     dst = out_dir / f"o.{ext}"
     job = run(fleet, transcode(media / "clip.mp4", dst, codec=codec, speed="fast"))
-    assert job["status"] == "succeeded", job["reason"]
+    assert job.status == "succeeded", job.reason
     (video,) = streams(dst, "video")
     assert (video["codec_name"], video["width"], video["height"]) == (codec, 320, 240)
     assert [a["codec_name"] for a in streams(dst, "audio")] == [audio]
     assert float(ffprobe(dst)["format"]["duration"]) == pytest.approx(2.0, abs=0.1)
     assert count_frames(dst) == 50
-    assert job["placement"]["encoder"] == encoder and job["attempts"] == 1
-    assert job["progress"]["percent"] == 100.0
-    assert job["result"]["output"] == str(dst)
+    assert job.placement.encoder == encoder and job.attempts == 1
+    assert job.progress.percent == 100.0
+    assert (job.result or {})["output"] == str(dst)
     assert leftovers(out_dir) == []
 
 
 def test_odd_dimensions_become_even(fleet: Fleet, tmp_path: Path, out_dir: Path) -> None:
     src = make_clip(tmp_path / "odd.mkv", size="321x241", pix_fmt="yuv444p")
     job = run(fleet, transcode(src, out_dir / "o.mp4", speed="fast"))
-    assert job["status"] == "succeeded", job["reason"]
+    assert job.status == "succeeded", job.reason
     (video,) = streams(out_dir / "o.mp4", "video")
     assert (video["width"], video["height"], video["pix_fmt"]) == (320, 240, "yuv420p")
 
@@ -61,7 +61,7 @@ def test_ten_bit_input(fleet: Fleet, tmp_path: Path, out_dir: Path) -> None:
     src = make_clip(tmp_path / "ten.mkv", vcodec="libx265", pix_fmt="yuv420p10le", audio=False)
     h264 = run(fleet, transcode(src, out_dir / "h.mp4", speed="fast"))
     kept = run(fleet, transcode(src, out_dir / "k.mkv", codec="hevc", keep_10bit=True))
-    assert h264["status"] == kept["status"] == "succeeded"
+    assert h264.status == kept.status == "succeeded"
     assert streams(out_dir / "h.mp4", "video")[0]["pix_fmt"] == "yuv420p"
     assert streams(out_dir / "k.mkv", "video")[0]["pix_fmt"] == "yuv420p10le"
 
@@ -69,14 +69,14 @@ def test_ten_bit_input(fleet: Fleet, tmp_path: Path, out_dir: Path) -> None:
 def test_no_audio(fleet: Fleet, tmp_path: Path, out_dir: Path) -> None:
     src = make_clip(tmp_path / "silent.mp4", audio=False)
     job = run(fleet, transcode(src, out_dir / "o.mkv", speed="fast"))
-    assert job["status"] == "succeeded"
+    assert job.status == "succeeded"
     assert streams(out_dir / "o.mkv", "audio") == []
 
 
 def test_subtitles_into_mp4(fleet: Fleet, tmp_path: Path, out_dir: Path) -> None:
     src = make_clip(tmp_path / "subs.mkv", subtitles=True)
     job = run(fleet, transcode(src, out_dir / "o.mp4", speed="fast"))
-    assert job["status"] == "succeeded"
+    assert job.status == "succeeded"
     assert [s["codec_name"] for s in streams(out_dir / "o.mp4", "subtitle")] == ["mov_text"]
 
 
@@ -85,8 +85,8 @@ def test_truncated_input_fails_without_retry(fleet: Fleet, media: Path, out_dir:
     cut = out_dir / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
     job = run(fleet, transcode(cut, out_dir / "o.mp4"))
-    assert job["status"] == "failed" and job["error_code"] == "truncated"
-    assert job["reason"].startswith("cut.mp4: truncated") and job["attempts"] == 0
+    assert job.status == "failed" and job.error_code == "truncated"
+    assert job.reason.startswith("cut.mp4: truncated") and job.attempts == 0
     assert not (out_dir / "o.mp4").exists()
 
 
@@ -98,31 +98,29 @@ def test_truncated_stream_is_caught_after_decoding(
     cut = tmp_path / "cut.mkv"  # the header still says 6 s; the data stops early
     cut.write_bytes(data[: len(data) // 3])
     job = run(fleet, transcode(cut, out_dir / "o.mp4", speed="fast"))
-    assert job["status"] == "failed" and job["error_code"] == "truncated", job["reason"]
-    assert "could be decoded" in job["reason"] and job["attempts"] == 1
+    assert job.status == "failed" and job.error_code == "truncated", job.reason
+    assert "could be decoded" in (job.reason or "") and job.attempts == 1
     assert list(out_dir.iterdir()) == []
 
 
 def test_text_file_named_mp4(fleet: Fleet, out_dir: Path) -> None:
     (out_dir / "notes.mp4").write_text("not a video " * 100)
     job = run(fleet, transcode(out_dir / "notes.mp4", out_dir / "o.mkv"))
-    assert job["status"] == "failed" and job["error_code"] == "not_media"
-    assert (
-        job["reason"] == "notes.mp4: not a media file (no MP4/MOV structure found); check the file"
-    )
+    assert job.status == "failed" and job.error_code == "not_media"
+    assert job.reason == "notes.mp4: not a media file (no MP4/MOV structure found); check the file"
 
 
 def test_audio_only_input(fleet: Fleet, tmp_path: Path, out_dir: Path) -> None:
     src = make_clip(tmp_path / "song.m4a", video=False)
     job = run(fleet, transcode(src, out_dir / "o.mp4"))
-    assert job["status"] == "failed" and job["error_code"] == "no_video_stream"
-    assert job["reason"] == "song.m4a: no video stream (ffprobe found only audio)"
+    assert job.status == "failed" and job.error_code == "no_video_stream"
+    assert job.reason == "song.m4a: no video stream (ffprobe found only audio)"
 
 
 def test_missing_input(fleet: Fleet, out_dir: Path) -> None:
     job = run(fleet, transcode(out_dir / "gone.mp4", out_dir / "o.mp4"))
-    assert job["status"] == "failed" and job["error_code"] == "input_missing"
-    assert "no such file" in job["reason"]
+    assert job.status == "failed" and job.error_code == "input_missing"
+    assert "no such file" in (job.reason or "")
 
 
 def test_unwritable_output_is_refused_at_submit(fleet: Fleet, media: Path, tmp_path: Path) -> None:
@@ -145,14 +143,14 @@ def test_unwritable_output_is_refused_at_submit(fleet: Fleet, media: Path, tmp_p
 
 def test_probe_job(fleet: Fleet, media: Path) -> None:
     job = run(fleet, JobSpec(kind=JobKind.PROBE, input=str(media / "clip.mp4")))
-    assert job["status"] == "succeeded"
-    assert job["result"]["media"]["video"]["codec"] == "h264"
-    assert job["result"]["media"]["duration_s"] == pytest.approx(2.0, abs=0.1)
+    assert job.status == "succeeded"
+    assert (job.result or {})["media"]["video"]["codec"] == "h264"
+    assert (job.result or {})["media"]["duration_s"] == pytest.approx(2.0, abs=0.1)
 
 
 def test_validate_job_good_and_corrupt(fleet: Fleet, media: Path, tmp_path: Path) -> None:
     good = run(fleet, JobSpec(kind=JobKind.VALIDATE, input=str(media / "clip.mp4")))
-    assert good["status"] == "succeeded" and good["result"] == {
+    assert good.status == "succeeded" and good.result == {
         "valid": True,
         "errors": [],
         "decoded_s": pytest.approx(2.0, abs=0.1),
@@ -164,8 +162,8 @@ def test_validate_job_good_and_corrupt(fleet: Fleet, media: Path, tmp_path: Path
     bad_path = tmp_path / "bad.mkv"
     bad_path.write_bytes(bytes(data))
     bad = run(fleet, JobSpec(kind=JobKind.VALIDATE, input=str(bad_path)))
-    assert bad["status"] == "succeeded"
-    assert bad["result"]["valid"] is False and bad["result"]["errors"]
+    assert bad.status == "succeeded"
+    assert (bad.result or {})["valid"] is False and (bad.result or {})["errors"]
 
 
 def test_thumbnail_job_at_a_time_and_evenly_spaced(
@@ -181,8 +179,8 @@ def test_thumbnail_job_at_a_time_and_evenly_spaced(
             thumbnail_width=160,
         ),
     )
-    assert one["status"] == "succeeded", one["reason"]
-    (image,) = one["result"]["images"]
+    assert one.status == "succeeded", one.reason
+    (image,) = (one.result or {})["images"]
     (stream,) = streams(Path(image), "video")
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("mjpeg", 160, 120)
     many = run(
@@ -194,7 +192,7 @@ def test_thumbnail_job_at_a_time_and_evenly_spaced(
             thumbnail_count=4,
         ),
     )
-    assert many["status"] == "succeeded"
+    assert many.status == "succeeded"
     assert sorted(p.name for p in (out_dir / "many").iterdir()) == [
         f"clip_00{i}.jpg" for i in range(1, 5)
     ]
@@ -202,7 +200,7 @@ def test_thumbnail_job_at_a_time_and_evenly_spaced(
     lots = run(fleet, JobSpec(kind=JobKind.THUMBNAIL, input=str(media / "clip.mp4"),
                               output=str(out_dir / "lots"), thumbnail_count=20,
                               thumbnail_width=64))  # fmt: skip
-    assert lots["status"] == "succeeded", lots["reason"]
+    assert lots.status == "succeeded", lots.reason
     images = sorted((out_dir / "lots").iterdir())
     assert [p.name for p in images] == [f"clip_{i:03d}.jpg" for i in range(1, 21)]
     assert {streams(p, "video")[0]["width"] for p in images} == {64}
@@ -219,8 +217,8 @@ def test_a_playlist_named_mp4_is_refused_and_nothing_outside_is_read(
     job = run(
         fleet, JobSpec(kind=JobKind.TRANSCODE, input=str(evil), output=str(out_dir / "o.mp4"))
     )
-    assert job["status"] == "failed" and job["error_code"] == "format_refused"
-    assert job["reason"] == (
+    assert job.status == "failed" and job.error_code == "format_refused"
+    assert job.reason == (
         "evil.mp4: a hls file (a playlist or list of other files) is refused; "
         "give the media file itself"
     )

@@ -28,7 +28,7 @@ from ray.cluster_utils import Cluster
 
 from api.gateway.app import create_app
 from api.settings import Settings
-from cluster import CoordinatorConfig, Fleet, RuntimeConfig
+from cluster import CoordinatorConfig, Fleet, Job, JobEvent, RuntimeConfig
 from cluster.media.runner import _NVENC_MARKERS as NVENC_MARKERS
 from cluster.nodes.register import detect_local
 from tests.helpers import (
@@ -175,18 +175,19 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
 
 def test_nodes_show_declared_gpus_their_resources_and_labels(farm: Farm) -> None:
     view = {
-        farm.name_of(n["node_id"]) if n["node_id"] != farm.head_id else "head": n
+        farm.name_of(n.node_id) if n.node_id != farm.head_id else "head": n
         for n in farm.fleet.nodes()
     }
     assert set(view) == {"head", "l4", "t4", "cpu", "l40s"}
-    assert view["head"]["cpus"] == 0 and view["cpu"]["gpus"] == []
-    [l4] = view["l4"]["gpus"]
-    assert (l4["uuid"], l4["name"], l4["memory_total_mb"]) == (L4["uuid"], "NVIDIA L4", 23034)
-    assert l4["nvenc"]["hevc"]["state"] == "declared" and l4["ray_resources"] is True
-    assert view["l4"]["labels"]["framefleet.io/gpu-model"] == "NVIDIA-L4"
-    assert view["l4"]["gpu_source"] == "static"
-    [t4] = view["t4"]["gpus"]
-    assert t4["max_encoder_sessions"] == 2 and t4["nvenc"]["hevc"]["state"] == "unavailable"
+    assert view["head"].cpus == 0 and view["cpu"].gpus == ()
+    [l4] = view["l4"].gpus
+    reading = l4.reading
+    assert (reading.uuid, reading.name, reading.memory_total_mb) == (L4["uuid"], "NVIDIA L4", 23034)
+    assert l4.nvenc["hevc"].state == "declared" and l4.ray_resources is True
+    assert view["l4"].labels["framefleet.io/gpu-model"] == "NVIDIA-L4"
+    assert view["l4"].gpu_source == "static"
+    [t4] = view["t4"].gpus
+    assert t4.reading.max_encoder_sessions == 2 and t4.nvenc["hevc"].state == "unavailable"
 
 
 def test_gpu_job_goes_to_the_gpu_with_the_codec_and_fails_clearly_when_nvenc_cannot_open(
@@ -197,38 +198,40 @@ def test_gpu_job_goes_to_the_gpu_with_the_codec_and_fails_clearly_when_nvenc_can
     job = farm.fleet.submit(
         transcode(farm.clips / "clip.mp4", tmp_path / "o.mp4", codec="hevc", hardware="gpu")
     )
-    done = farm.fleet.wait(job["id"], timeout=90)
-    assert done["status"] == "failed" and done["error_code"] == "nvenc_unavailable"
-    assert done["placement"]["gpu"]["uuid"] == L4["uuid"]
-    assert farm.name_of(done["placement"]["node_id"]) == "l4"
-    assert "NVENC could not encode hevc on GPU 0 (NVIDIA L4)" in done["reason"]
-    assert nvenc_why(done["reason"]) and "--hardware auto or cpu" in done["reason"]
+    done = farm.fleet.wait(job.id, timeout=90)
+    assert done.status == "failed" and done.error_code == "nvenc_unavailable"
+    assert done.placement.gpu.uuid == L4["uuid"]
+    assert farm.name_of(done.placement.node_id) == "l4"
+    reason = done.reason or ""
+    assert "NVENC could not encode hevc on GPU 0 (NVIDIA L4)" in reason
+    assert nvenc_why(reason) and "--hardware auto or cpu" in reason
     assert list(tmp_path.iterdir()) == [] and ffmpeg_processes(str(tmp_path)) == []
-    [l4] = next(n for n in farm.fleet.nodes() if n["gpus"] and n["gpus"][0]["uuid"] == L4["uuid"])[
-        "gpus"
-    ]
-    assert l4["nvenc"]["hevc"]["state"] == "failed"
-    assert nvenc_why(l4["nvenc"]["hevc"]["reason"])
+    [l4] = next(
+        n for n in farm.fleet.nodes() if n.gpus and n.gpus[0].reading.uuid == L4["uuid"]
+    ).gpus
+    assert l4.nvenc["hevc"].state == "failed"
+    assert nvenc_why(l4.nvenc["hevc"].reason)
     # Now nothing can take a hevc GPU job: it is refused with the reason at once.
     again = farm.fleet.wait(
         farm.fleet.submit(
             transcode(farm.clips / "clip.mp4", tmp_path / "p.mp4", codec="hevc", hardware="gpu")
-        )["id"],
+        ).id,
         timeout=30,
     )
-    assert again["status"] == "failed" and again["error_code"] == "no_capacity"
-    assert "no GPU in the cluster can encode hevc with NVENC" in again["reason"]
+    assert again.status == "failed" and again.error_code == "no_capacity"
+    assert "no GPU in the cluster can encode hevc with NVENC" in (again.reason or "")
 
 
 def test_each_node_runs_its_own_ffmpeg_and_gets_only_jobs_it_can_encode(
     farm: Farm, tmp_path: Path
 ) -> None:
-    view = {farm.name_of(n["node_id"]): n for n in farm.fleet.nodes() if n["cpus"] > 0}
-    static, debian = view["l40s"]["ffmpeg"], view["l4"]["ffmpeg"]
-    assert static["path"] == os.path.realpath(STATIC_FFMPEG) and static["version"].startswith("n9.")
-    assert "av1_nvenc" in static["encoders"] and "av1_nvenc" not in debian["encoders"]
-    [l4] = view["l4"]["gpus"]
-    assert l4["nvenc"]["av1"] == {
+    view = {farm.name_of(n.node_id): n for n in farm.fleet.nodes() if n.cpus > 0}
+    static, debian = view["l40s"].ffmpeg, view["l4"].ffmpeg
+    assert static is not None and debian is not None
+    assert static.path == os.path.realpath(STATIC_FFMPEG) and static.version.startswith("n9.")
+    assert "av1_nvenc" in static.encoders and "av1_nvenc" not in debian.encoders
+    [l4] = view["l4"].gpus
+    assert l4.nvenc["av1"].to_dict() == {
         "state": "unavailable",
         "reason": "this node's ffmpeg has no av1_nvenc",
     }
@@ -236,26 +239,26 @@ def test_each_node_runs_its_own_ffmpeg_and_gets_only_jobs_it_can_encode(
     job = farm.fleet.submit(
         transcode(farm.clips / "clip.mp4", tmp_path / "o.mp4", codec="av1", hardware="gpu")
     )
-    done = farm.fleet.wait(job["id"], timeout=90)
-    assert farm.name_of(done["placement"]["node_id"]) == "l40s"
-    assert done["placement"]["encoder"] == "av1_nvenc"
-    assert done["placement"]["gpu"]["uuid"] == L40S["uuid"]
-    assert done["status"] == "failed" and done["error_code"] == "nvenc_unavailable"
-    assert nvenc_why(done["reason"])
+    done = farm.fleet.wait(job.id, timeout=90)
+    assert farm.name_of(done.placement.node_id) == "l40s"
+    assert done.placement.encoder == "av1_nvenc"
+    assert done.placement.gpu.uuid == L40S["uuid"]
+    assert done.status == "failed" and done.error_code == "nvenc_unavailable"
+    assert nvenc_why(done.reason or "")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_auto_job_tries_the_gpus_then_falls_back_to_cpu_and_succeeds(
     farm: Farm, tmp_path: Path
 ) -> None:
-    events: list[dict[str, Any]] = []
+    events: list[JobEvent] = []
     job = farm.fleet.submit(transcode(farm.clips / "clip.mp4", tmp_path / "o.mp4"))
-    done = farm.fleet.wait(job["id"], on_event=events.append, timeout=120)
-    assert done["status"] == "succeeded", done["reason"]
-    assert done["placement"]["hardware"] == "cpu" and done["placement"]["gpu"] is None
-    assert done["placement"]["encoder"] == "libx264"
-    assert farm.name_of(done["placement"]["node_id"]) in {"l4", "t4", "cpu", "l40s"}
-    tried = [e["reason"] for e in events if "NVENC could not encode h264" in (e["reason"] or "")]
+    done = farm.fleet.wait(job.id, on_event=events.append, timeout=120)
+    assert done.status == "succeeded", done.reason
+    assert done.placement.hardware == "cpu" and done.placement.gpu is None
+    assert done.placement.encoder == "libx264"
+    assert farm.name_of(done.placement.node_id) in {"l4", "t4", "cpu", "l40s"}
+    tried = [e.reason for e in events if "NVENC could not encode h264" in (e.reason or "")]
     assert tried, "the auto job should have tried a declared GPU first"
     assert [s["codec_name"] for s in streams(tmp_path / "o.mp4", "video")] == ["h264"]
     assert count_frames(tmp_path / "o.mp4") == 50
@@ -269,26 +272,26 @@ def test_a_node_lost_mid_encode_is_survived_elsewhere(farm: Farm, tmp_path: Path
         )
     )
 
-    def running() -> dict[str, Any] | None:
-        j = farm.fleet.get(job["id"])
-        ok = j["status"] == "running" and (j["progress"] or {}).get("percent", 0) > 0
+    def running() -> Job | None:
+        j = farm.fleet.get(job.id)
+        ok = j.status == "running" and bool(j.progress and j.progress.percent)
         return j if ok else None
 
     first = wait_until(running, timeout=60)
-    lost = farm.name_of(first["placement"]["node_id"])
+    lost = farm.name_of(first.placement.node_id)
     farm.cluster.remove_node(farm.nodes.pop(lost), allow_graceful=False)
 
-    events: list[dict[str, Any]] = []
-    done = farm.fleet.wait(job["id"], on_event=events.append, timeout=240)
-    assert done["status"] == "succeeded", done["reason"]
-    assert done["placement"]["node_id"] != first["placement"]["node_id"]
-    reasons = [e["reason"] or "" for e in events]
+    events: list[JobEvent] = []
+    done = farm.fleet.wait(job.id, on_event=events.append, timeout=240)
+    assert done.status == "succeeded", done.reason
+    assert done.placement.node_id != first.placement.node_id
+    reasons = [e.reason or "" for e in events]
     assert any("left the cluster" in r or "was lost" in r for r in reasons), reasons
     assert count_frames(tmp_path / "o.mkv") == 750
     assert leftovers(tmp_path) == []
     wait_until(lambda: ffmpeg_processes(str(tmp_path)) == [], timeout=30)
-    gone = first["placement"]["node_id"]
-    wait_until(lambda: all(n["node_id"] != gone for n in farm.fleet.nodes()), timeout=60)
+    gone = first.placement.node_id
+    wait_until(lambda: all(n.node_id != gone for n in farm.fleet.nodes()), timeout=60)
 
 
 # ---- observability: a real Prometheus scraping the gateway over this farm ----------------
@@ -338,7 +341,7 @@ def test_prometheus_scrapes_the_gateway_and_every_dashboard_query_works(
             job = farm.fleet.submit(
                 transcode(farm.clips / "clip.mp4", tmp_path / "m.mp4", hardware="cpu")
             )
-            assert farm.fleet.wait(job["id"], timeout=60)["status"] == "succeeded"
+            assert farm.fleet.wait(job.id, timeout=60).status == "succeeded"
 
             def scraped() -> bool:
                 r = httpx.get(f"{api}/query", params={"query": "framefleet_jobs_finished_total"})

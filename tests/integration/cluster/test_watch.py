@@ -42,8 +42,8 @@ def test_a_file_is_submitted_once_written_and_never_twice(
     assert watcher.scan() == []  # seen complete just now: must stay unchanged for 0.5 s
     time.sleep(0.6)
     [job] = watcher.scan()
-    assert job["spec"]["input"] == str(growing) and job["spec"]["output"] == str(out / "a.mp4")
-    assert fleet.wait(job["id"], timeout=60)["status"] == "succeeded"
+    assert job.spec.input == str(growing) and job.spec.output == str(out / "a.mp4")
+    assert fleet.wait(job.id, timeout=60).status == "succeeded"
     assert count_frames(out / "a.mp4") == 50
     assert any("a.mp4: written completely; submitted job" in line for line in lines)
     time.sleep(0.6)
@@ -56,8 +56,8 @@ def test_a_file_is_submitted_once_written_and_never_twice(
     again.scan()
     time.sleep(0.6)
     [job_b] = again.scan()
-    assert job_b["spec"]["input"] == str(src / "b.mkv")
-    assert fleet.wait(job_b["id"], timeout=60)["status"] == "succeeded"
+    assert job_b.spec.input == str(src / "b.mkv")
+    assert fleet.wait(job_b.id, timeout=60).status == "succeeded"
     again.close()
 
 

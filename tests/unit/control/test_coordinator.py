@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cluster import CoordinatorConfig, CostModel, ErrorCode, JobKind, JobSpec
+from cluster import CoordinatorConfig, CostModel, ErrorCode, Job, JobKind, JobSpec
 from cluster.control import encodes as encodes_module
 from cluster.control.coordinator import Coordinator
 from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, Script, fake_node, fake_probe
@@ -18,6 +18,7 @@ from cluster.errors import (
     IdempotencyConflict,
     InputError,
     JobFailure,
+    SpecError,
     WorkerLost,
 )
 from cluster.media.work import WorkOrder
@@ -51,18 +52,18 @@ class Farm:
         return JobSpec(kind=JobKind.TRANSCODE, input=str(self.root / "in.mp4"),
                        output=str(self.root / name), **kw)  # fmt: skip
 
-    async def until(self, job_id: str, status: set[str], timeout: float = 5.0) -> dict[str, Any]:
+    async def until(self, job_id: str, status: set[str], timeout: float = 5.0) -> Job:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             job = await self.coordinator.get(job_id)
-            if job["status"] in status:
+            if job.status in status:
                 return job
             assert asyncio.get_running_loop().time() < deadline, job
             await asyncio.sleep(0.01)
 
     async def reasons(self, job_id: str) -> list[str]:
         batch = await self.coordinator.poll_events(0, [job_id], timeout=0)
-        return [e["reason"] or "" for e in batch["events"] if e["type"] == "status"]
+        return [e.reason or "" for e in batch.events if e.type == "status"]
 
 
 def on_farm(
@@ -93,10 +94,10 @@ def attempts(*steps: Any) -> Script:
 def test_a_job_runs_and_succeeds(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        done = await farm.until(job["id"], TERMINAL)
-        assert done["status"] == "succeeded"
-        assert done["reason"].startswith("completed in")
-        assert done["placement"]["encoder"] == "libx264"
+        done = await farm.until(job.id, TERMINAL)
+        assert done.status == "succeeded"
+        assert done.reason.startswith("completed in")
+        assert done.placement.encoder == "libx264"
 
     on_farm(tmp_path, test)
 
@@ -104,9 +105,9 @@ def test_a_job_runs_and_succeeds(tmp_path: Path) -> None:
 def test_a_retryable_failure_is_retried_then_succeeds(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        done = await farm.until(job["id"], TERMINAL)
-        assert (done["status"], done["attempts"]) == ("succeeded", 2)
-        reasons = await farm.reasons(job["id"])
+        done = await farm.until(job.id, TERMINAL)
+        assert (done.status, done.attempts) == ("succeeded", 2)
+        reasons = await farm.reasons(job.id)
         assert any(r.startswith("attempt 1 failed: ffmpeg died") for r in reasons)
         assert farm.coordinator.metrics.retries == 1
 
@@ -116,10 +117,10 @@ def test_a_retryable_failure_is_retried_then_succeeds(tmp_path: Path) -> None:
 def test_a_job_that_keeps_failing_gives_up_after_its_attempts(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        done = await farm.until(job["id"], TERMINAL)
-        assert (done["status"], done["attempts"]) == ("failed", 3)
-        assert done["reason"] == "ffmpeg died; gave up after 3 attempts"
-        assert done["error_code"] == ErrorCode.ENCODE_FAILED
+        done = await farm.until(job.id, TERMINAL)
+        assert (done.status, done.attempts) == ("failed", 3)
+        assert done.reason == "ffmpeg died; gave up after 3 attempts"
+        assert done.error_code == ErrorCode.ENCODE_FAILED
 
     on_farm(tmp_path, test, script=attempts(EncodeError("ffmpeg died")))
 
@@ -127,10 +128,10 @@ def test_a_job_that_keeps_failing_gives_up_after_its_attempts(tmp_path: Path) ->
 def test_a_failure_that_is_the_inputs_fault_is_not_retried(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        done = await farm.until(job["id"], TERMINAL)
-        assert (done["status"], done["attempts"]) == ("failed", 1)
-        assert done["reason"] == "in.mp4: truncated"
-        assert done["error_code"] == "truncated"
+        done = await farm.until(job.id, TERMINAL)
+        assert (done.status, done.attempts) == ("failed", 1)
+        assert done.reason == "in.mp4: truncated"
+        assert done.error_code == "truncated"
 
     truncated = InputError("in.mp4: truncated", code=ErrorCode.TRUNCATED)
     on_farm(tmp_path, test, script=attempts(truncated))
@@ -159,11 +160,11 @@ def test_a_job_whose_node_left_is_placed_again_whatever_its_attempts(tmp_path: P
         farm = Farm(tmp_path, backend, max_attempts=1)
         try:
             job = await farm.coordinator.submit(farm.spec())
-            done = await farm.until(job["id"], TERMINAL)
-            assert done["status"] == "succeeded"
+            done = await farm.until(job.id, TERMINAL)
+            assert done.status == "succeeded"
             assert placed[0] != placed[1]
             assert any("left the cluster mid-job; placing again" in r
-                       for r in await farm.reasons(job["id"]))  # fmt: skip
+                       for r in await farm.reasons(job.id))  # fmt: skip
             assert farm.coordinator.metrics.node_losses == 1
         finally:
             await farm.coordinator.shutdown()
@@ -174,15 +175,15 @@ def test_a_job_whose_node_left_is_placed_again_whatever_its_attempts(tmp_path: P
 def test_cancelling_a_queued_job_and_a_running_one(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         running = await farm.coordinator.submit(farm.spec())
-        await farm.until(running["id"], {"running"})
-        job = await farm.coordinator.cancel(running["id"])
-        assert (job["status"], job["error_code"]) == ("cancelled", "cancelled")
+        await farm.until(running.id, {"running"})
+        job = await farm.coordinator.cancel(running.id)
+        assert (job.status, job.error_code) == ("cancelled", "cancelled")
         assert not farm.backend.encoders[0].killed  # it stopped when asked: kept warm
         queued = await farm.coordinator.submit(farm.spec("b.mp4"))
-        job = await farm.coordinator.cancel(queued["id"])
-        assert job["status"] == "cancelled"
-        again = await farm.coordinator.cancel(queued["id"])  # idempotent
-        assert again["status"] == "cancelled"
+        job = await farm.coordinator.cancel(queued.id)
+        assert job.status == "cancelled"
+        again = await farm.coordinator.cancel(queued.id)  # idempotent
+        assert again.status == "cancelled"
 
     on_farm(tmp_path, test, script=attempts(Behaviour.HANG))
 
@@ -194,9 +195,9 @@ def test_an_encoder_that_ignores_cancel_is_killed_within_the_bound(
 
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        await farm.until(job["id"], {"running"})
-        done = await asyncio.wait_for(farm.coordinator.cancel(job["id"]), 2)
-        assert done["status"] == "cancelled"
+        await farm.until(job.id, {"running"})
+        done = await asyncio.wait_for(farm.coordinator.cancel(job.id), 2)
+        assert done.status == "cancelled"
         assert farm.backend.encoders[0].killed
 
     on_farm(tmp_path, test, script=attempts(Behaviour.FREEZE))
@@ -205,11 +206,11 @@ def test_an_encoder_that_ignores_cancel_is_killed_within_the_bound(
 def test_shutdown_puts_running_jobs_back_in_the_queue(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        await farm.until(job["id"], {"running"})
+        await farm.until(job.id, {"running"})
         await farm.coordinator.shutdown()
         farm.coordinator = farm.open()  # a new life on the same SQLite file
-        back = await farm.coordinator.get(job["id"])
-        assert (back["status"], back["reason"]) == ("queued", "re-queued: framefleet was shut down")
+        back = await farm.coordinator.get(job.id)
+        assert (back.status, back.reason) == ("queued", "re-queued: framefleet was shut down")
 
     on_farm(tmp_path, test, script=attempts(Behaviour.HANG, Behaviour.SUCCEED))
 
@@ -219,17 +220,17 @@ def test_after_a_crash_running_jobs_are_queued_again_and_their_partials_removed(
 ) -> None:
     async def test(farm: Farm) -> None:
         job = await farm.coordinator.submit(farm.spec())
-        await farm.until(job["id"], {"running"})
-        partial = tmp_path / f".out.mp4.{job['id']}.partial"
+        await farm.until(job.id, {"running"})
+        partial = tmp_path / f".out.mp4.{job.id}.partial"
         partial.write_bytes(b"half")
         for task in farm.coordinator._tasks:  # the process dies: nothing winds down
             task.cancel()
         farm.coordinator = farm.open()
-        back = await farm.coordinator.get(job["id"])
-        assert back["reason"] == "re-queued: the coordinator restarted"
+        back = await farm.coordinator.get(job.id)
+        assert back.reason == "re-queued: the coordinator restarted"
         assert not partial.exists()
-        done = await farm.until(job["id"], TERMINAL)
-        assert done["status"] == "succeeded"
+        done = await farm.until(job.id, TERMINAL)
+        assert done.status == "succeeded"
 
     on_farm(tmp_path, test, script=attempts(Behaviour.HANG, Behaviour.SUCCEED))
 
@@ -238,12 +239,12 @@ def test_an_idempotency_key_returns_its_job_and_refuses_another_request(tmp_path
     async def test(farm: Farm) -> None:
         first = await farm.coordinator.submit(farm.spec(), "key-1")
         again = await farm.coordinator.submit(farm.spec(), "key-1")
-        assert again["id"] == first["id"]
+        assert again.id == first.id
         with pytest.raises(IdempotencyConflict, match="used for a different request"):
             await farm.coordinator.submit(farm.spec("other.mp4"), "key-1")
         await farm.coordinator.shutdown()
         farm.coordinator = farm.open()  # keys survive a restart
-        assert (await farm.coordinator.submit(farm.spec(), "key-1"))["id"] == first["id"]
+        assert (await farm.coordinator.submit(farm.spec(), "key-1")).id == first.id
 
     on_farm(tmp_path, test)
 
@@ -252,7 +253,7 @@ def test_an_idempotency_key_expires(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         first = await farm.coordinator.submit(farm.spec(), "key-1")
         await asyncio.sleep(0.05)
-        assert (await farm.coordinator.submit(farm.spec(), "key-1"))["id"] != first["id"]
+        assert (await farm.coordinator.submit(farm.spec(), "key-1")).id != first.id
 
     on_farm(tmp_path, test, idempotency_ttl_s=0.01)
 
@@ -267,7 +268,13 @@ def test_a_batch_is_queued_whole_or_not_at_all(tmp_path: Path) -> None:
         assert await farm.coordinator.list_jobs() == []
         jobs = await farm.coordinator.submit_many([good, farm.spec("b.mp4")], "batch-1")
         again = await farm.coordinator.submit_many([good, farm.spec("b.mp4")], "batch-1")
-        assert [j["id"] for j in again] == [j["id"] for j in jobs]
+        assert [j.id for j in again] == [j.id for j in jobs]
+        # One file under two names (resolved once, by the coordinator): refused whole.
+        (farm.root / "sub").mkdir()
+        twice = [farm.spec("c.mp4"), farm.spec("sub/../c.mp4")]
+        with pytest.raises(SpecError, match=r"^jobs 1 and 2 of 2 both write .*c\.mp4; give"):
+            await farm.coordinator.submit_many(twice)
+        assert len(await farm.coordinator.list_jobs()) == 2
 
     on_farm(tmp_path, test)
 
@@ -280,13 +287,13 @@ def test_a_custom_cost_model_judges_capacity_while_a_node_is_suspect(tmp_path: P
 
     async def test(farm: Farm) -> None:
         lost = await farm.coordinator.submit(farm.spec(codec="hevc"))
-        await farm.until(lost["id"], {"queued"})
+        await farm.until(lost.id, {"queued"})
         await asyncio.sleep(0.05)
         assert farm.coordinator.view.has_suspects
         job = await farm.coordinator.submit(farm.spec("big.mp4"))
-        done = await farm.until(job["id"], TERMINAL, timeout=3)
-        assert (done["status"], done["error_code"]) == ("failed", "no_capacity")
-        assert "needs about 1000000 MiB of memory" in done["reason"]
+        done = await farm.until(job.id, TERMINAL, timeout=3)
+        assert (done.status, done.error_code) == ("failed", "no_capacity")
+        assert "needs about 1000000 MiB of memory" in (done.reason or "")
 
     nodes = [fake_node("node-a"), fake_node("node-b")]
     script = attempts(WorkerLost("lost"), Behaviour.HANG)

@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from dataclasses import replace
 
 from api.gateway.events import JobCache
+from api.gateway.schemas import JobView
+from cluster import EventType, Job, JobEvent, JobKind, JobSpec, JobStatus, ProgressSnapshot
 
 
-def render(job: dict[str, Any]) -> bytes:
-    return json.dumps(job).encode()
+def render(job: Job) -> bytes:
+    return JobView.of(job).model_dump_json().encode()
 
 
-def event(status: str, kind: str = "status", **extra: Any) -> dict[str, Any]:
-    return {"type": kind, "job_id": "j1", "status": status, **extra}
+def new_job(status: JobStatus = JobStatus.RUNNING) -> Job:
+    spec = JobSpec(kind=JobKind.PROBE, input="/media/in.mp4")
+    return Job(id="j1", spec=spec, status=status)
+
+
+def event(job: Job, kind: EventType = EventType.STATUS) -> JobEvent:
+    return JobEvent.of(job, kind)
 
 
 def test_a_terminal_event_during_a_read_is_not_lost() -> None:
     """The read fetches "running"; the job's terminal event is applied while the read is
     in flight; the stale copy must not be kept, so the next read sees "succeeded"."""
     cache = JobCache(render)
-    coordinator = {"id": "j1", "status": "running"}
+    coordinator = new_job()
 
-    async def fetch(job_id: str) -> dict[str, Any]:
-        copy = dict(coordinator)
-        coordinator["status"] = "succeeded"  # it finishes while the answer travels back
-        cache.apply(event("succeeded"))
+    async def fetch(job_id: str) -> Job:
+        nonlocal coordinator
+        copy = coordinator.snapshot()
+        coordinator = replace(coordinator, status=JobStatus.SUCCEEDED)  # it finishes meanwhile
+        cache.apply(event(coordinator))
         return copy
 
     async def main() -> None:
@@ -42,16 +50,17 @@ def test_reads_are_served_from_the_cache_and_progress_applied_in_place() -> None
     cache = JobCache(render)
     fetched: list[str] = []
 
-    async def fetch(job_id: str) -> dict[str, Any]:
+    async def fetch(job_id: str) -> Job:
         fetched.append(job_id)
-        return {"id": job_id, "status": "running", "progress": None}
+        return new_job()
 
     async def main() -> None:
         await cache.read("j1", fetch)
-        cache.apply(event("running", "progress", progress={"percent": 50.0}))
+        progressed = replace(new_job(), progress=ProgressSnapshot(percent=50.0))
+        cache.apply(event(progressed, EventType.PROGRESS))
         job = json.loads(await cache.read("j1", fetch))
-        assert job["progress"] == {"percent": 50.0}
-        cache.apply(event("succeeded"))  # any other change: read again
+        assert job["progress"]["percent"] == 50.0
+        cache.apply(event(new_job(JobStatus.SUCCEEDED)))  # any other change: read again
         await cache.read("j1", fetch)
 
     asyncio.run(main())
@@ -61,9 +70,9 @@ def test_reads_are_served_from_the_cache_and_progress_applied_in_place() -> None
 def test_a_gap_during_a_read_keeps_nothing() -> None:
     cache = JobCache(render)
 
-    async def fetch(job_id: str) -> dict[str, Any]:
+    async def fetch(job_id: str) -> Job:
         cache.clear()  # the stream fell behind: every cached job may be stale
-        return {"id": job_id, "status": "running"}
+        return new_job()
 
     async def main() -> None:
         await cache.read("j1", fetch)

@@ -12,8 +12,8 @@ from cluster.media.argv import (
     transcode_command,
     validate_command,
 )
-from cluster.media.info import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from cluster.media.probe import FORMAT_WHITELIST
+from cluster.model.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
 
 
 def encoder(name: str):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cluster.model.events import EventLog
+from cluster.model.events import EventBatch, EventLog
+from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 
 
 def publish(log: EventLog, job_id: str, status: str = "running") -> int:
-    return log.publish({"job_id": job_id, "status": status})
+    spec = JobSpec(kind=JobKind.PROBE, input="/media/in.mp4")
+    return log.publish(Job(id=job_id, spec=spec, status=JobStatus(status)))
 
 
 def test_since_returns_only_newer_events_for_the_chosen_jobs_in_order() -> None:
@@ -17,8 +19,8 @@ def test_since_returns_only_newer_events_for_the_chosen_jobs_in_order() -> None:
     for job in ("a", "b", "a", "c", "a"):
         publish(log, job)
     events, gap = log.since(1, frozenset({"a"}))
-    assert [e["seq"] for e in events] == [3, 5] and not gap
-    assert [e["seq"] for e in log.since(3)[0]] == [4, 5]
+    assert [e.seq for e in events] == [3, 5] and not gap
+    assert [e.seq for e in log.since(3)[0]] == [4, 5]
     assert log.since(5) == ([], False)
 
 
@@ -27,7 +29,7 @@ def test_a_subscriber_that_fell_behind_or_predates_a_restart_gets_a_gap() -> Non
     for _ in range(6):
         publish(log, "a")
     events, gap = log.since(1)
-    assert gap and [e["seq"] for e in events] == [4, 5, 6]
+    assert gap and [e.seq for e in events] == [4, 5, 6]
     assert log.since(3)[1] is False  # nothing was lost between 3 and the oldest kept, 4
     assert log.since(99) == ([], True)  # a cursor ahead of the log
 
@@ -41,12 +43,12 @@ def test_a_restarted_log_numbers_above_the_old_one_so_old_cursors_see_a_gap() ->
     after = EventLog()  # the coordinator restarted
     publish(after, "a", "succeeded")
     events, gap = after.since(cursor)
-    assert gap and [e["status"] for e in events] == ["succeeded"]
+    assert gap and [e.status for e in events] == ["succeeded"]
     assert after.since(after.last_seq) == ([], False)
 
 
 def test_wait_wakes_on_a_matching_event_and_times_out_with_the_cursor() -> None:
-    async def scenario() -> tuple[dict, dict]:
+    async def scenario() -> tuple[EventBatch, EventBatch]:
         log = EventLog(start=0)
         publish(log, "other")
         waiter = asyncio.create_task(log.wait(log.last_seq, frozenset({"a"}), timeout=5))
@@ -60,6 +62,6 @@ def test_wait_wakes_on_a_matching_event_and_times_out_with_the_cursor() -> None:
         return woke, idle
 
     woke, idle = asyncio.run(scenario())
-    assert [(e["job_id"], e["status"]) for e in woke["events"]] == [("a", "succeeded")]
-    assert woke["last_seq"] == 3 and not woke["gap"]
-    assert idle == {"events": [], "last_seq": 3, "gap": False}
+    assert [(e.job_id, e.status) for e in woke.events] == [("a", "succeeded")]
+    assert woke.last_seq == 3 and not woke.gap
+    assert idle == EventBatch(events=(), last_seq=3, gap=False)

@@ -6,6 +6,7 @@ import pytest
 
 from cluster import ErrorCode, InvalidTransition, JobKind, JobSpec, JobStatus, SpecError
 from cluster.model.jobs import TRANSITIONS, Job, transition
+from cluster.model.media import MediaInfo
 
 
 def new_job() -> Job:
@@ -50,7 +51,7 @@ def test_user_retry_starts_afresh() -> None:
     transition(job, JobStatus.RUNNING)
     transition(job, JobStatus.FAILED, reason="boom", error_code=ErrorCode.ENCODE_FAILED)
     assert job.error_code == "encode_failed"
-    job.input_media = {"path": "/media/a.mp4"}
+    job.input_media = MediaInfo("/media/a.mp4", "mov", 2.0, 1000, None, None)
     transition(job, JobStatus.QUEUED, reason="retry")
     assert job.attempts == 0 and job.error_code is None and job.finished_at is None
     assert job.input_media is None  # probed again: the file may have been fixed

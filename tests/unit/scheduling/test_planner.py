@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cluster import Hardware, JobKind, Policy
+from cluster import GpuRef, Hardware, JobKind, Policy
 from cluster.errors import CostModelError
 from cluster.model.capability import Capability, CodecState
 from cluster.scheduling.costs import CostModel
@@ -174,7 +174,7 @@ def test_placement_without_registered_ray_resources_asks_ray_for_none() -> None:
     unregistered = gpu("g1", 8192, ray_resources=False)
     placed = place(job(hw=Hardware.GPU), [node("a", 4, gpus=(unregistered,))])
     assert placed is not None and placed.resources == ()
-    assert placed.to_dict()["gpu"] == {"uuid": "g1", "index": 1, "name": "Test GPU g1"}
+    assert placed.for_job("h264_nvenc").gpu == GpuRef("g1", 1, "Test GPU g1")
 
 
 def test_priority_then_fifo_and_aging_lifts_old_low_priority_work() -> None:
@@ -256,7 +256,7 @@ def test_memory_is_a_placement_resource_like_cores() -> None:
     hevc = Demand(JobKind.TRANSCODE, Hardware.CPU, "hevc", 1920, 1080, encoder="libx265")
     placed = [planner.place(hevc) for _ in range(4)]
     assert [p.memory_mb if p else None for p in placed] == [1024, 1024, 1024, None]
-    assert placed[0] is not None and placed[0].to_dict()["estimate"]["memory_mb"] == 1024
+    assert placed[0] is not None and placed[0].for_job("libx265").memory_mb == 1024
     planner.release(placed[0])
     assert planner.place(hevc) is not None  # given back, placed again
 
