@@ -19,8 +19,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from cluster.config import CoordinatorConfig
 from cluster.control.backend import Backend
@@ -41,21 +40,15 @@ from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.scheduling.admission import check_confined, confine, refuse_shared_outputs
+from cluster.scheduling.admission import (
+    check_confined,
+    confine,
+    numbered,
+    refuse_shared_outputs,
+)
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
 log = logging.getLogger("framefleet.coordinator")
-T = TypeVar("T")
-
-
-def _numbered(i: int, specs: list[JobSpec], batch: bool, check: Callable[..., T], *args: Any) -> T:
-    """``check(*args)``; in a batch, its refusal names the job: ``job 3 of 10: ...``."""
-    try:
-        return check(*args)
-    except JobFailure as exc:
-        if not batch:
-            raise
-        raise type(exc)(f"job {i + 1} of {len(specs)}: {exc}", code=exc.code) from exc
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -242,7 +235,7 @@ class Coordinator:
         """Admit ``specs`` (all or none): paths resolved once, inside the media roots, then
         the request checked against what the nodes report."""
         roots = self.config.media_roots
-        confined = [_numbered(i, specs, batch, confine, s, roots) for i, s in enumerate(specs)]
+        confined = [numbered(i, specs, batch, confine, s, roots) for i, s in enumerate(specs)]
         if key is not None:  # the same request returns its first job(s), outputs now written
             first = self.table.known(key, confined, batch=batch)
             if first is not None:
@@ -250,7 +243,7 @@ class Coordinator:
         await self.view.await_reports()  # admission judges encoders by what nodes report
         encoders = self.view.encoders()
         for i, spec in enumerate(confined):
-            _numbered(i, specs, batch, check_confined, spec, encoders)
+            numbered(i, specs, batch, check_confined, spec, encoders)
         if batch:
             refuse_shared_outputs(confined)
         jobs = self.table.add(confined, key, batch=batch)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
-from cluster.errors import ErrorCode, SpecError
+from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.media.paths import check_output_file, check_output_folder, resolve
 from cluster.model.jobs import Hardware, JobKind, JobSpec
+
+T = TypeVar("T")
 
 
 def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
@@ -67,6 +71,17 @@ def check_confined(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
         check_output_file(Path(spec.output), input_path=Path(spec.input), overwrite=spec.overwrite)
     elif spec.kind is JobKind.THUMBNAIL:
         check_output_folder(Path(spec.output))
+
+
+def numbered(i: int, specs: list[JobSpec], batch: bool, check: Callable[..., T], *args: Any) -> T:
+    """``check(*args)`` for ``specs[i]``; in a batch, a refusal names the job it is about
+    (``job 3 of 10: ...``), keeping its code."""
+    try:
+        return check(*args)
+    except JobFailure as exc:
+        if not batch:
+            raise
+        raise type(exc)(f"job {i + 1} of {len(specs)}: {exc}", code=exc.code) from exc
 
 
 def refuse_shared_outputs(specs: list[JobSpec]) -> None:
