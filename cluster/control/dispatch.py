@@ -7,6 +7,7 @@ two planners, calls :func:`plan_round`, and applies the result.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from cluster.media.argv import thumbnail_times
@@ -51,6 +52,7 @@ def work_order(
         media,
         encoder,
         cuda_device=placement.gpu_uuid,
+        threads=max(1, math.ceil(placement.cpus - 1e-6)),  # the cores it was placed on
         ffmpeg=ffmpeg,
         roots=roots,
     )

@@ -105,8 +105,10 @@ def transcode_command(
     *,
     job_id: str,
     cuda_device: str | None = None,
+    threads: int | None = None,
 ) -> Command:
-    """The command that transcodes ``spec.input`` to ``spec.output`` with ``encoder``."""
+    """The command that transcodes ``spec.input`` to ``spec.output`` with ``encoder``;
+    ``threads``, the cores it was placed on, bounds the decoder, filters and encoder."""
     if spec.output is None:
         raise SpecError(f"a {spec.kind} job needs an output")
     video = media.require_video()
@@ -117,13 +119,17 @@ def transcode_command(
         )
     final = os.path.abspath(spec.output)
     partial = partial_path(final, job_id)
-    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *_input(spec.input)]
+    bound = ["-threads", str(threads)] if threads and not encoder.is_nvenc else []
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *bound, *_input(spec.input)]
+    if bound:
+        argv += ["-filter_threads", str(threads)]
     argv += ["-map", f"0:{video.index}", "-map_metadata", "0", "-map_chapters", "0"]
     if video.width % 2 or video.height % 2:
         argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
     argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
     argv += encoder.rate_control(spec.quality)
     argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]
+    argv += encoder.thread_args(threads) if threads else []
     if tag := container.video_tags.get(encoder.codec):
         argv += ["-tag:v", tag]
     env: dict[str, str] = {}

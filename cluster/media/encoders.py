@@ -29,6 +29,17 @@ class Encoder:
     presets: Mapping[Speed, str]
     ten_bit_pix_fmt: str | None
     extra_args: tuple[str, ...] = ()
+    threads: str | None = None
+    """How to give the encoder ``{n}`` threads: an argument template (``None``: NVENC,
+    whose CPU side is the decoder's)."""
+
+    def thread_args(self, threads: int) -> list[str]:
+        """Arguments that hold the encoder to ``threads`` threads, the cores it was placed
+        on: concurrent encodes then share a machine instead of each sizing its pools to
+        every core, as a naive ``xargs -P`` run does."""
+        if self.threads is None:
+            return []
+        return self.threads.replace("{n}", str(max(threads, 1))).split(" ")
 
     def rate_control(self, quality: int | None) -> list[str]:
         q = self.default_quality if quality is None else quality
@@ -45,7 +56,16 @@ _SVT_PRESETS = {Speed.FAST: "10", Speed.MEDIUM: "8", Speed.SLOW: "5"}
 _NVENC_RC = ("-rc", "vbr", "-cq", "{q}", "-b:v", "0")
 
 CATALOG: tuple[Encoder, ...] = (
-    Encoder("libx264", "h264", Hardware.CPU, 23, ("-crf", "{q}"), _X26X_PRESETS, None),
+    Encoder(
+        "libx264",
+        "h264",
+        Hardware.CPU,
+        23,
+        ("-crf", "{q}"),
+        _X26X_PRESETS,
+        None,
+        threads="-threads {n}",
+    ),
     Encoder(
         "libx265",
         "hevc",
@@ -55,8 +75,18 @@ CATALOG: tuple[Encoder, ...] = (
         _X26X_PRESETS,
         "yuv420p10le",
         ("-x265-params", "log-level=error"),
+        threads="-x265-params log-level=error:pools={n}",  # replaces the one above
     ),
-    Encoder("libsvtav1", "av1", Hardware.CPU, 35, ("-crf", "{q}"), _SVT_PRESETS, "yuv420p10le"),
+    Encoder(
+        "libsvtav1",
+        "av1",
+        Hardware.CPU,
+        35,
+        ("-crf", "{q}"),
+        _SVT_PRESETS,
+        "yuv420p10le",
+        threads="-svtav1-params lp={n}",
+    ),
     Encoder("h264_nvenc", "h264", Hardware.GPU, 23, _NVENC_RC, _NVENC_PRESETS, None),
     Encoder("hevc_nvenc", "hevc", Hardware.GPU, 28, _NVENC_RC, _NVENC_PRESETS, "p010le"),
     Encoder("av1_nvenc", "av1", Hardware.GPU, 35, _NVENC_RC, _NVENC_PRESETS, "p010le"),

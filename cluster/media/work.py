@@ -66,6 +66,7 @@ def plan_work(
     encoder: Encoder | None,
     *,
     cuda_device: str | None = None,
+    threads: int | None = None,
     ffmpeg: str = "ffmpeg",
     roots: tuple[str, ...] = (),
 ) -> WorkOrder:
@@ -86,6 +87,7 @@ def plan_work(
             container_for(spec.output),
             job_id=tag,
             cuda_device=cuda_device,
+            threads=threads,
         )
     elif spec.kind is JobKind.VALIDATE:
         command = validate_command(spec, media)

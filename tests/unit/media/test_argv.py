@@ -205,3 +205,33 @@ def test_many_thumbnails_come_from_one_decode_and_the_pixels_are_capped() -> Non
     big = JobSpec(kind=JobKind.THUMBNAIL, input="/m/in.mov", output="/t", thumbnail_count=60)
     with pytest.raises(SpecError, match="60 thumbnails of 3840x2160 are too many pixels"):
         thumbnail_command(big, media(width=3840, height=2160), job_id="j1")
+
+
+@pytest.mark.parametrize(
+    ("enc", "bound"),
+    [
+        ("libx264", ["-threads", "3"]),
+        ("libx265", ["-x265-params", "log-level=error:pools=3"]),
+        ("libsvtav1", ["-svtav1-params", "lp=3"]),
+    ],
+)
+def test_an_encode_uses_the_cores_it_was_placed_on(enc: str, bound: list[str]) -> None:
+    ext = "mkv"
+    argv = transcode_command(
+        spec(f"/out/o.{ext}", codec=encoder(enc).codec), media(), encoder(enc),
+        CONTAINERS[ext], job_id="j1", threads=3,
+    ).argv  # fmt: skip
+    first_input = argv.index("-i") - 4  # the decoder's threads, before the input options
+    assert argv[first_input - 2 : first_input] == ["-threads", "3"]
+    assert after(argv, "-filter_threads") == "3"
+    codec_at = argv.index("-c:v")
+    last = len(argv) - 1 - argv[::-1].index(bound[0])  # the last one wins in ffmpeg
+    assert last > codec_at and argv[last : last + 2] == bound
+
+
+def test_without_a_placement_ffmpeg_picks_its_own_threads_and_nvenc_gets_no_cpu_bound() -> None:
+    assert "-threads" not in build().argv and "-filter_threads" not in build().argv
+    nvenc = transcode_command(
+        spec(), media(), encoder("h264_nvenc"), CONTAINERS["mp4"], job_id="j1", threads=1
+    ).argv
+    assert "-threads" not in nvenc and "-filter_threads" not in nvenc
