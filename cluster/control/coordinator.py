@@ -27,7 +27,7 @@ from cluster.control.dispatch import capacity_request, demand_for, plan_round, w
 from cluster.control.encodes import Encodes
 from cluster.control.jobtable import JobTable, clear_partials
 from cluster.control.metrics import MetricsSnapshot, resident_mb, snapshot
-from cluster.control.policy import Action, Facts, decide, nvenc_why
+from cluster.control.policy import Action, Facts, decide, nvenc_why, timed_result
 from cluster.control.pool import EncoderPool
 from cluster.control.prober import ProbeFn, Prober
 from cluster.control.store import JobStore
@@ -362,7 +362,7 @@ class Coordinator:
         if decision.counter is not None:
             setattr(self.metrics, decision.counter, getattr(self.metrics, decision.counter) + 1)
         if decision.action is Action.SUCCEED:
-            job.result, job.notes = outcome.result, outcome.notes
+            job.result, job.notes = timed_result(job, outcome, facts.now), outcome.notes
         elif decision.action is Action.REQUEUE:
             clear_partials(job)
             job.not_before = decision.not_before

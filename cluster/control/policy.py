@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from cluster.errors import ErrorCode
 from cluster.media.work import WorkOutcome
@@ -73,6 +74,20 @@ _STATUS = {
     Action.CANCEL: JobStatus.CANCELLED,
     Action.FAIL: JobStatus.FAILED,
 }
+
+
+def timed_result(job: Job, outcome: WorkOutcome, now: float) -> dict[str, Any] | None:
+    """A successful outcome's result, with where the job's time went under ``timings``:
+    ``queued_s`` (submit to this attempt's start, the probe included), ``dispatch_s`` (the
+    encoder call's round trip, and creating the encoder when no warm one was free) and
+    the node's own split (:func:`cluster.nodes.encoder.run_timings`)."""
+    if outcome.result is None:
+        return None
+    timings = dict(outcome.timings)
+    if job.started_at:
+        timings["queued_s"] = round(job.started_at - job.created_at, 4)
+        timings["dispatch_s"] = round(max(0.0, now - job.started_at - outcome.elapsed_s), 4)
+    return {**outcome.result, "timings": timings}
 
 
 def nvenc_why(outcome: WorkOutcome) -> str:

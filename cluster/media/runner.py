@@ -15,6 +15,7 @@ import ctypes
 import os
 import shutil
 import signal
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,10 @@ class RunResult:
     stderr_tail: list[str]
     progress: ProgressSnapshot | None
     killed: bool
+    started_at: float = 0.0
+    """Wall-clock time ffmpeg was started (``time.time()``)."""
+    ran_s: float = 0.0
+    """From ffmpeg's start to its exit."""
 
 
 def nvenc_failure_reason(stderr: str) -> str | None:
@@ -127,6 +132,8 @@ class FfmpegRun:
         self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._proc: asyncio.subprocess.Process | None = None
         self._killed = False
+        self.result: RunResult | None = None
+        """What :meth:`run` returned, once it has."""
 
     @property
     def latest(self) -> ProgressSnapshot | None:
@@ -150,13 +157,18 @@ class FfmpegRun:
             )  # fmt: skip
         except FileNotFoundError as exc:
             raise ToolMissing.for_tool("ffmpeg") from exc
+        started_at, began = time.time(), time.monotonic()
         try:
             await asyncio.gather(self._read_progress(), self._read_stderr())
             returncode = await self._proc.wait()
         finally:
             if self._proc.returncode is None:  # cancelled while running
                 await self.kill()
-        return RunResult(returncode, list(self._stderr), self._parser.latest, self._killed)
+        ran_s = time.monotonic() - began
+        self.result = RunResult(
+            returncode, list(self._stderr), self._parser.latest, self._killed, started_at, ran_s
+        )
+        return self.result
 
     async def _read_progress(self) -> None:
         if self._proc is None or self._proc.stdout is None:

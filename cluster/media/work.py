@@ -42,6 +42,8 @@ class WorkOutcome:
     progress: ProgressSnapshot | None = None
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where the encoder's time went (:func:`cluster.nodes.encoder.run_timings`)."""
 
     @classmethod
     def failure(

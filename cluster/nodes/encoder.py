@@ -46,6 +46,21 @@ def truncation_gap(expected_s: float | None, got_s: float | None) -> float | Non
     return gap if gap > max(1.0, 0.05 * expected_s) else None
 
 
+def run_timings(received_at: float, done_at: float, result: RunResult | None) -> dict[str, float]:
+    """Where one work order's time went on its node, in seconds: opening and checking
+    the files before ffmpeg started, ffmpeg's own run, and checking and committing the
+    output after it exited; ``ffmpeg_started_at`` is the wall-clock start."""
+    if result is None or not result.started_at:
+        return {"node_s": round(done_at - received_at, 4)}
+    before = result.started_at - received_at
+    return {
+        "ffmpeg_started_at": result.started_at,
+        "before_ffmpeg_s": round(before, 4),
+        "ffmpeg_s": round(result.ran_s, 4),
+        "after_ffmpeg_s": round(done_at - received_at - before - result.ran_s, 4),
+    }
+
+
 class EncoderWorker:
     def __init__(self, *, progress_sink: ProgressSink | None = None) -> None:
         self._sink = progress_sink
@@ -54,7 +69,7 @@ class EncoderWorker:
         atexit.register(self._kill_on_exit)
 
     async def run(self, order: WorkOrder) -> WorkOutcome:
-        started = time.monotonic()
+        received_at = time.time()
         self._cancelled.discard(order.job_id)
 
         def report(snapshot: ProgressSnapshot) -> None:
@@ -91,7 +106,9 @@ class EncoderWorker:
                 if outcome is None or outcome.status != "succeeded":
                     pinned.remove_partials()
                 pinned.close()
-        return replace(outcome, elapsed_s=round(time.monotonic() - started, 3))
+        done_at = time.time()
+        timings = run_timings(received_at, done_at, run.result if run else None)
+        return replace(outcome, elapsed_s=round(done_at - received_at, 3), timings=timings)
 
     async def _execute(self, order: WorkOrder, run: FfmpegRun, pinned: Pinned) -> WorkOutcome:
         spec = order.spec

@@ -150,11 +150,15 @@ def test_probe_job(fleet: Fleet, media: Path) -> None:
 
 def test_validate_job_good_and_corrupt(fleet: Fleet, media: Path, tmp_path: Path) -> None:
     good = run(fleet, JobSpec(kind=JobKind.VALIDATE, input=str(media / "clip.mp4")))
-    assert good.status == "succeeded" and good.result == {
-        "valid": True,
-        "errors": [],
-        "decoded_s": pytest.approx(2.0, abs=0.1),
-    }
+    assert good.status == "succeeded"
+    result = dict(good.result or {})
+    timings = result.pop("timings")  # where the job's time went
+    assert result == {"valid": True, "errors": [], "decoded_s": pytest.approx(2.0, abs=0.1)}
+    assert good.created_at <= timings["ffmpeg_started_at"] <= (good.finished_at or 0)
+    assert timings["ffmpeg_s"] > 0
+    assert min(timings["queued_s"], timings["dispatch_s"], timings["before_ffmpeg_s"]) >= 0
+    parts = sum(timings[k] for k in ("queued_s", "dispatch_s", "before_ffmpeg_s", "ffmpeg_s"))
+    assert parts <= (good.finished_at or 0) - good.created_at + 0.01
     src = make_clip(tmp_path / "v.mkv", seconds=4)
     data = bytearray(src.read_bytes())
     for offset in range(len(data) // 3, len(data) * 2 // 3, 997):

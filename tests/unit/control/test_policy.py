@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cluster import ErrorCode, Hardware, JobKind, JobSpec, JobStatus
-from cluster.control.policy import Action, Facts, decide
+from cluster.control.policy import Action, Facts, decide, timed_result
 from cluster.media.work import WorkOutcome
 from cluster.model.jobs import Job
 
@@ -77,3 +77,14 @@ def test_retries_back_off_exponentially_up_to_a_minute() -> None:
     job.max_attempts = 9
     outcome = replace(failed(ErrorCode.ENCODE_FAILED), attempt=2)
     assert decide(job, outcome, Facts(backoff_s=50.0)).not_before == 60.0
+
+
+def test_a_result_says_where_the_jobs_time_went() -> None:
+    job = replace(running(), created_at=100.0, started_at=100.5)
+    node = {"ffmpeg_started_at": 100.6, "before_ffmpeg_s": 0.05, "ffmpeg_s": 3.0}
+    outcome = WorkOutcome("j1", 1, "succeeded", result={"output": "/m/out.mp4"},
+                          elapsed_s=3.1, timings=node)  # fmt: skip
+    result = timed_result(job, outcome, now=103.7) or {}
+    assert result["output"] == "/m/out.mp4"
+    assert result["timings"] == {**node, "queued_s": 0.5, "dispatch_s": pytest.approx(0.1)}
+    assert timed_result(job, WorkOutcome("j1", 1, "succeeded"), now=104.0) is None
