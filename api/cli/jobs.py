@@ -26,7 +26,11 @@ from cluster import (
     ClusterUnavailable,
     ErrorCode,
     Hardware,
+    Job,
     JobKind,
+    JobPlacement,
+    JobSpec,
+    JobStatus,
     RemoteError,
     Speed,
 )
@@ -106,6 +110,25 @@ def _print_job(job: dict[str, Any]) -> None:
     out.print(f"{job['id']}  {job['kind']:<9} {job['status']:<9}{pct}  {job['input']}")
     if job.get("reason"):
         out.print(f"  {job['reason']}")
+
+
+def job_from_view(view: dict[str, Any]) -> Job:
+    """A gateway's job (its JSON view) as the engine's :class:`~cluster.Job`."""
+    placement = view.get("placement")
+    return Job(
+        id=view["id"],
+        spec=JobSpec.from_dict(view["spec"]),
+        status=JobStatus(view["status"]),
+        attempts=view["attempts"],
+        reason=view.get("reason"),
+        result=view.get("result"),
+        notes=list(view.get("notes") or []),
+        placement=JobPlacement.from_dict(placement) if placement else None,
+        created_at=view["created_at"],
+        updated_at=view["updated_at"],
+        started_at=view.get("started_at"),
+        finished_at=view.get("finished_at"),
+    )
 
 
 def watch_job(api: GatewayClient, job_id: str, label: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from api.cli.discovery import running_gateway
 from api.cli.exits import ExitCode, exit_code_for
+from api.cli.jobs import GatewayClient, job_from_view, watch_job
 from api.cli.jobs import register as register_client
 from api.cli.livebar import live_bar
 from api.cli.node import node_app
@@ -72,6 +75,22 @@ def _fleet(data_dir: Path, address: str | None) -> Fleet:
     return Settings.load(data_dir=data_dir, ray_address=address).connect(serving=False)
 
 
+def _run_on_gateway(client: GatewayClient, spec: JobSpec, label: str) -> Job:
+    """Submit ``spec`` to a running gateway and follow it; Ctrl-C cancels the job."""
+    from api.gateway.schemas import JobRequest
+
+    fields = JobRequest.model_fields
+    body = {k: v for k, v in spec.to_dict().items() if k in fields and v is not None}
+    job_id = client.call("POST", "/v1/jobs", json=body)["id"]
+    try:
+        return job_from_view(watch_job(client, job_id, label))
+    except KeyboardInterrupt:
+        err.print("interrupted: cancelling the job…")
+        final = client.call("DELETE", f"/v1/jobs/{job_id}")
+        err.print(f"job {job_id} {final['status']}; nothing was written")
+        raise _Exit(ExitCode.INTERRUPTED) from None
+
+
 def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> Job:
     """Submit ``spec`` and follow it with a live progress bar; Ctrl-C cancels the job."""
     job = fleet.submit(spec)
@@ -121,6 +140,12 @@ def _submit_and_report(
     # coordinator's to judge (each node has its own ffmpeg).
     check_spec(spec, available() if address is None else None)
     data_dir = _data_dir(data_dir)
+    url = running_gateway(data_dir) if address is None else None
+    if url is not None:  # a gateway serves this data dir: no second cluster, no start-up
+        err.print(f"[dim]using the gateway running at {url}[/dim]")
+        client = GatewayClient(url, os.environ.get("FRAMEFLEET_TOKEN"), data_dir)
+        _report(_run_on_gateway(client, spec, label))
+        return
     fleet = _fleet(data_dir, address)
     try:
         _report(_run_job(fleet, spec, label))

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.cli.discovery import announce, withdraw
 from api.cli.options import Address
 from api.settings import TOKEN_FILE_NAME
 
@@ -76,6 +77,7 @@ def register(app: typer.Typer) -> None:
         try:
             url = f"http://{settings.host}:{settings.port}"
             err.print(f"framefleet gateway on {url}; API docs at {url}/docs")
+            announce(settings.data_dir, settings.host, settings.port)  # one-shot CLIs reuse it
             uvicorn.run(
                 create_app(settings, fleet),
                 host=settings.host,
@@ -83,6 +85,7 @@ def register(app: typer.Typer) -> None:
                 log_level="info",
             )
         finally:
+            withdraw(settings.data_dir)
             err.print("stopping: winding down running encodes (they are re-queued)…")
             fleet.close()
 

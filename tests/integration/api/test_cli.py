@@ -355,6 +355,18 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
         after = client("submit", str(media / "clip.mp4"), "-o", str(media / "p.mp4"),
                        "--hardware", "cpu", "--wait")  # fmt: skip
         assert after.returncode == 0, after.stderr
+
+        # A one-shot command finds the running gateway: no second Ray, the job is the farm's.
+        assert (data / "gateway.json").is_file()
+        quick = client("encode", str(media / "clip.mp4"), "-o", str(media / "q.mp4"),
+                       "--hardware", "cpu")  # fmt: skip
+        assert quick.returncode == 0, quick.stderr
+        assert f"using the gateway running at {api}" in quick.stderr
+        assert "starting a local Ray" not in quick.stderr
+        assert "q.mp4: h264 " in quick.stdout
+        assert [s["codec_name"] for s in streams(media / "q.mp4", "video")] == ["h264"]
+        listed_jobs = httpx.get(f"{api}/v1/jobs", headers=auth, timeout=30).json()["jobs"]
+        assert str(media / "q.mp4") in [j["output"] for j in listed_jobs]
     finally:
         server.send_signal(signal.SIGTERM)
         log, _ = server.communicate(timeout=90)
@@ -363,5 +375,6 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
     assert "SIGTERM handler is not set" not in log and "SIGTERM received" not in log
     wait_until(lambda: alive(ray_processes) == [], timeout=30)  # no Ray process left
     assert sorted(p.name for p in home.iterdir()) == [".local"]  # no ~/.ray: nothing needed
+    assert not (data / "gateway.json").exists()  # a stopped gateway is not looked for
     down = client("nodes")
     assert down.returncode == 3 and "is `framefleet serve` running?" in one_line_error(down)
