@@ -136,11 +136,11 @@ def _report(job: Job) -> None:
 def _submit_and_report(
     data_dir: Path | None, address: str | None, spec: JobSpec, label: str
 ) -> None:
-    # Refuse a bad request before starting a cluster; which encoders a farm has is the
-    # coordinator's to judge (each node has its own ffmpeg).
-    check_spec(spec, available() if address is None else None)
     data_dir = _data_dir(data_dir)
     url = running_gateway(data_dir) if address is None else None
+    # Refuse a bad request before starting a cluster; which encoders a farm has is the
+    # coordinator's to judge (each node has its own ffmpeg).
+    check_spec(spec, available() if address is None and url is None else None)
     if url is not None:  # a gateway serves this data dir: no second cluster, no start-up
         err.print(f"[dim]using the gateway running at {url}[/dim]")
         client = GatewayClient(url, os.environ.get("FRAMEFLEET_TOKEN"), data_dir)
