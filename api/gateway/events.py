@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from cluster import EventBatch, EventType, Job, JobEvent
 
 log = logging.getLogger("framefleet.api.events")
 QUEUE_MAX = 1000
+RENDERED_MAX = 1024
 POLL_S = 25.0
 
 
@@ -131,6 +133,19 @@ class EventHub:
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self.cache = JobCache(render)
+        self._rendered: OrderedDict[int, tuple[JobEvent, str]] = OrderedDict()
+
+    def rendered(self, event: JobEvent) -> str:
+        """The event as JSON, rendered once however many clients follow its job: every
+        subscriber is offered the same event object."""
+        entry = self._rendered.get(id(event))
+        if entry is not None and entry[0] is event:
+            return entry[1]
+        text = json.dumps({"id": event.job_id, **event.to_dict()}, separators=(",", ":"))
+        self._rendered[id(event)] = (event, text)  # holding the event keeps its id unique
+        if len(self._rendered) > RENDERED_MAX:
+            self._rendered.popitem(last=False)
+        return text
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._pump())

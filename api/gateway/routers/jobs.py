@@ -168,18 +168,15 @@ async def job_events(
     fleet, hub, job_id = fleet_of(request).aio, request.app.state.hub, job.id
     async with hub.subscribe(frozenset({job_id})) as sub:
         event = JobEvent.of(await fleet.get(job_id), EventType.STATUS)  # as of subscribing
-        yield _event(event)
+        yield ServerSentEvent(raw_data=hub.rendered(event), event="job")
         while not event.status.terminal:
             try:
-                next_event = await asyncio.wait_for(sub.queue.get(), SSE_KEEPALIVE_S)
+                async with asyncio.timeout(SSE_KEEPALIVE_S):  # no task per wait, unlike wait_for
+                    next_event = await sub.queue.get()
             except TimeoutError:
                 yield ServerSentEvent(comment="keep-alive")
                 continue
             if next_event is None:  # a gap: re-read the job
                 next_event = JobEvent.of(await fleet.get(job_id), EventType.STATUS)
             event = next_event
-            yield _event(event)
-
-
-def _event(event: JobEvent) -> ServerSentEvent:
-    return ServerSentEvent(data={"id": event.job_id, **event.to_dict()}, event="job")
+            yield ServerSentEvent(raw_data=hub.rendered(event), event="job")
