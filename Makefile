@@ -73,7 +73,7 @@ test-gpu: setup
 	$(BIN)/pytest -m gpu -s tests/integration/cluster/test_gpus.py
 
 bench: setup
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 $(TOOLS_STAMP): requirements-tools.lock
 	$(PYTHON) -m venv $(TOOLS)

@@ -30,7 +30,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "api_load": ([], ["--quick"]),
     "idle": ([], ["--quick"]),
     "scheduler_sim": (["--nodes", "10000", "--jobs", "1000000"], ["--quick"]),
-    "coordinator_memory": ([], ["--jobs", "2000", "--retention", "5"]),
+    "coordinator_memory": ([], ["--quick"]),
 }
 
 

@@ -17,10 +17,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import Row, add_arguments, emit
 from cluster import CoordinatorConfig, Fleet, JobKind, JobSpec, RuntimeConfig, make_sample
 
 BATCH = 1000
@@ -30,7 +34,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--retention", type=float, default=20.0)
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.jobs, args.retention = min(args.jobs, 2000), min(args.retention, 5.0)
     work = Path(tempfile.mkdtemp(prefix="ffmem-"))
     try:
         clip = work / "clip.mp4"
@@ -44,14 +51,17 @@ def main() -> None:
             ),
         )
         try:
-            run(fleet, clip, args.jobs, args.retention)
+            growth = run(fleet, clip, args.jobs, args.retention)
+            emit([Row(f"coordinator memory growth after {args.jobs:,} jobs and the window",
+                      f"{growth:.2f} KiB/job", "-", None, "bounded (printed)", None)],
+                 args.report)  # fmt: skip
         finally:
             fleet.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(fleet: Fleet, clip: Path, total: int, retention: float) -> None:
+def run(fleet: Fleet, clip: Path, total: int, retention: float) -> float:
     start = fleet.ping()["memory_mb"]
     print(f"coordinator at start: {start:.1f} MiB")
     began = time.monotonic()
@@ -72,6 +82,7 @@ def run(fleet: Fleet, clip: Path, total: int, retention: float) -> None:
           f"{after['jobs']} jobs in memory")  # fmt: skip
     print(f"growth per finished job: {(done - start) * 1024 / total:.2f} KiB while retained, "
           f"{(after['memory_mb'] - start) * 1024 / total:.2f} KiB after the window")  # fmt: skip
+    return float((after["memory_mb"] - start) * 1024 / total)
 
 
 def wait_all(fleet: Fleet, count: int) -> None:
