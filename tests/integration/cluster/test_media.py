@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster import EncodeError, InputError, probe
+from cluster import EncodeError, InputError, JobKind, JobSpec, probe
+from cluster.control.prober import Prober
 from cluster.media.probe import probe_async
+from cluster.model.jobs import Job
+from cluster.model.media import MediaInfo
 from tests.helpers import make_clip
 
 
@@ -86,6 +89,41 @@ def test_ffprobe_killed_from_outside_is_retryable_not_bad_input(
         with pytest.raises(EncodeError, match="stopped by signal 9") as exc:
             run(media / "clip.mp4")
         assert exc.value.retryable and exc.value.code == "probe_interrupted"
+
+
+def test_renditions_of_one_master_are_probed_once_and_a_replaced_master_again(
+    tmp_path: Path, media: Path
+) -> None:
+    master = tmp_path / "master.mp4"
+    master.write_bytes((media / "clip.mp4").read_bytes())
+    calls: list[str] = []
+
+    async def real_probe(path: str, roots: tuple[Path, ...]) -> MediaInfo:
+        calls.append(path)
+        return await probe_async(path, roots)
+
+    async def rendition(prober: Prober, seen: dict[str, MediaInfo], i: int) -> MediaInfo:
+        spec = JobSpec(kind=JobKind.TRANSCODE, input=str(master),
+                       output=str(tmp_path / f"r{i}.mp4"))  # fmt: skip
+        prober.ensure(Job(id=f"j{i}", spec=spec))
+        for _ in range(200):
+            if f"j{i}" in seen:
+                return seen[f"j{i}"]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"j{i} was never probed")
+
+    async def scenario() -> list[MediaInfo]:
+        seen: dict[str, MediaInfo] = {}
+        prober = Prober((tmp_path,), on_probed=lambda j, m: seen.__setitem__(j.id, m),
+                        on_failed=lambda j, e: None, on_done=lambda: None, backoff_s=0.01,
+                        probe=real_probe)  # fmt: skip
+        first = [await rendition(prober, seen, i) for i in range(3)]
+        make_clip(master, seconds=1)  # the master is replaced in place
+        return [*first, await rendition(prober, seen, 3)]
+
+    infos = asyncio.run(scenario())
+    assert [round(m.duration_s or 0, 1) for m in infos] == [2.0, 2.0, 2.0, 1.0]
+    assert calls == [str(master), str(master)]
 
 
 # (file name, ffmpeg output options, expected demuxer in format_name)
