@@ -6,10 +6,11 @@ jobs hold) and asks it, job by job in priority order, for a :class:`Placement`. 
 planner commits each placement to its own copy of the snapshot, so one dispatch round
 never gives the same room twice. No Ray here.
 
-It keeps free GPUs (grouped by the codecs they encode) and free nodes in sorted lists (``sortedcontainers``: an
-insert or removal is O(log n), where a plain list moves half of itself) keyed by what
-they have left, so a decision is a search plus a short scan, not a pass over every GPU:
-``bench/scheduler_sim.py`` places a job on 10,000 nodes x 8 GPUs in ~25 microseconds.
+It keeps free GPUs (grouped by the codecs they encode) and free nodes in sorted lists
+(``sortedcontainers``: an insert or removal is O(log n), where a plain list moves half
+of itself) keyed by what they have left, so a decision is a search plus a short scan,
+not a pass over every GPU: ``bench/scheduler_sim.py`` places a job on 10,000 nodes x 8
+GPUs in ~25 microseconds.
 """
 
 from __future__ import annotations
