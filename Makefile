@@ -8,8 +8,9 @@ STAMP := $(VENV)/.framefleet-installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 CHECKOV := 3.3.30
-# ffmpeg for the encodes; prometheus (and its promtool) for the metrics tests.
-APT_PACKAGES := ffmpeg python3-venv prometheus
+# ffmpeg for the encodes; prometheus (and its promtool) for the metrics tests; chromium
+# (and a font) for the status page's browser tests (Playwright drives it: no download).
+APT_PACKAGES := ffmpeg python3-venv prometheus chromium fonts-liberation
 # Empty: the one default data dir that `serve` and the client share
 # ($XDG_DATA_HOME/framefleet or ~/.local/share/framefleet); `make run DATA_DIR=…` to move it.
 DATA_DIR ?=
@@ -21,10 +22,10 @@ export RAY_USAGE_STATS_ENABLED = 0
 
 setup: system-deps $(STAMP) $(TOOLS_STAMP)
 
-# ffmpeg/ffprobe from Debian when missing; apt-get needs root, otherwise say what to run.
+# ffmpeg, prometheus and chromium from Debian when missing; apt-get needs root, otherwise say what to run.
 system-deps:
 	@missing=""; \
-	for tool in ffmpeg ffprobe prometheus promtool; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in ffmpeg ffprobe prometheus promtool chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

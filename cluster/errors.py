@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     INVALID_TRANSITION = "invalid_transition"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     HTTP_ERROR = "http_error"
     # Reach.
@@ -114,6 +115,7 @@ _KIND: dict[ErrorCode, Kind] = {
     ErrorCode.INVALID_TRANSITION: Kind.CONFLICT,
     ErrorCode.IDEMPOTENCY_CONFLICT: Kind.CONFLICT,
     ErrorCode.UNAUTHORIZED: Kind.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN: Kind.UNAUTHORIZED,
     ErrorCode.CLUSTER_UNAVAILABLE: Kind.UNAVAILABLE,
     ErrorCode.TIMEOUT: Kind.UNAVAILABLE,
     ErrorCode.TOOL_MISSING: Kind.SETUP,

@@ -25,7 +25,7 @@ from api.gateway.auth import require_token
 from api.gateway.events import EventHub
 from api.gateway.metrics import metrics_router, registry_for
 from api.gateway.routers import cluster as cluster_routes
-from api.gateway.routers import health, jobs, ws
+from api.gateway.routers import health, jobs, ui, ws
 from api.gateway.schemas import JobView
 from api.settings import Settings
 from cluster import (
@@ -129,6 +129,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(cluster_routes.router, dependencies=secured)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(ws.router)  # authenticates itself (browsers cannot send headers)
+    app.include_router(ui.router)  # the status page and its session
     return app
 
 

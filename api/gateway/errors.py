@@ -71,6 +71,7 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
         return await unexpected_error(request, exc)
     code = {
         401: ErrorCode.UNAUTHORIZED,
+        403: ErrorCode.FORBIDDEN,
         404: ErrorCode.NOT_FOUND,
         405: ErrorCode.METHOD_NOT_ALLOWED,
         413: ErrorCode.TOO_LARGE,

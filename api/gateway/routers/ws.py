@@ -1,8 +1,9 @@
 """/v1/ws: the same job events as the SSE stream, for all jobs or a chosen set.
 
-Authenticate with ``Authorization: Bearer <token>`` on the upgrade request or, from a
-browser (which cannot set that header), with a first message ``{"token": "..."}``
-within 5 s; otherwise the socket is closed with code 4401. Then send
+Authenticate with ``Authorization: Bearer <token>`` on the upgrade request, with the
+status page's session cookie (from the gateway's own origin), or, from another browser
+page (which cannot set that header), with a first message ``{"token": "..."}`` within
+5 s; otherwise the socket is closed with code 4401. Then send
 ``{"subscribe": ["<job id>", ...]}`` (or ``"all"``, the default) at any time.
 Every event is a JSON object with ``seq``, ``type``, ``job_id``, ``status``, ``attempts``,
 ``reason``, ``error_code``, ``progress`` and ``time``; ``{"type": "gap"}`` means some
@@ -17,7 +18,7 @@ import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.gateway.auth import bearer, token_ok
+from api.gateway.auth import SESSION_COOKIE, bearer, same_origin, session_ok, token_ok
 from api.gateway.events import Subscription
 
 router = APIRouter(tags=["events"])
@@ -36,6 +37,10 @@ async def events_socket(ws: WebSocket) -> None:
     global _waiting
     tokens = ws.app.state.tokens
     given = bearer(ws.headers.get("authorization"))
+    if given is None and same_origin(ws) and session_ok(ws.cookies.get(SESSION_COOKIE), tokens):
+        await ws.accept()  # the status page: its session cookie, from its own origin
+        await _serve(ws)
+        return
     if given is None and _waiting >= MAX_WAITING_FOR_AUTH:
         await ws.close(code=TOO_MANY, reason="too many unauthenticated sockets; retry")
         return
@@ -54,6 +59,11 @@ async def events_socket(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=UNAUTHORIZED, reason="a valid token is required")
         return
+    await _serve(ws)
+
+
+async def _serve(ws: WebSocket) -> None:
+    """Events to an authenticated socket until it leaves."""
     await ws.send_json({"type": "ready"})
     hub = ws.app.state.hub
     async with hub.subscribe(None) as sub:  # the hub filters by sub.job_ids

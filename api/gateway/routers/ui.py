@@ -1,0 +1,103 @@
+"""``/ui``: the farm's status page, and the session that lets it call the API.
+
+The page is static HTML, CSS and one script, served from the package (no CDN, nothing
+inline, so the Content-Security-Policy allows only this origin). It reads the same
+``/v1`` routes and ``/v1/ws`` events as any client, authenticated by the session cookie
+:mod:`api.gateway.auth` describes.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Request, Response
+from fastapi.responses import RedirectResponse
+
+from api.gateway.auth import (
+    CROSS_SITE,
+    SESSION_COOKIE,
+    SESSION_S,
+    UI_HEADER,
+    new_session,
+    same_origin,
+    session_ok,
+    token_ok,
+)
+
+router = APIRouter(tags=["ui"], include_in_schema=False)
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+WRONG_TOKEN = HTTPException(status_code=401, detail="that token is not valid for this gateway")
+
+
+def _asset(name: str) -> bytes:
+    return files("api.gateway").joinpath("ui", name).read_bytes()
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    return RedirectResponse("/ui", status_code=307)
+
+
+@router.get("/ui")
+async def page() -> Response:
+    return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
+                    headers=PAGE_HEADERS)  # fmt: skip
+
+
+@router.get("/ui/assets/{name}")
+async def asset(name: str) -> Response:
+    kind = ASSETS.get(name)
+    if kind is None:
+        raise HTTPException(status_code=404, detail=f"no asset {name!r}")
+    return Response(_asset(name), media_type=kind, headers=PAGE_HEADERS)
+
+
+def _from_page(request: Request) -> None:
+    if request.headers.get(UI_HEADER) != "1" or not same_origin(request):
+        raise CROSS_SITE
+
+
+@router.get("/ui/session")
+async def session(request: Request) -> dict[str, bool]:
+    """Whether the browser holds a valid session (the page asks for a token if not)."""
+    return {"signed_in": session_ok(request.cookies.get(SESSION_COOKIE), request.app.state.tokens)}
+
+
+@router.post("/ui/session", status_code=204)
+async def sign_in(
+    request: Request, token: Annotated[str, Body(embed=True, max_length=512)]
+) -> Response:
+    """Trade an API token for a session cookie (the token is not kept in the browser)."""
+    _from_page(request)
+    tokens = request.app.state.tokens
+    if not token_ok(token, tokens):
+        raise WRONG_TOKEN
+    response = Response(status_code=204)
+    response.set_cookie(
+        SESSION_COOKIE, new_session(token), max_age=SESSION_S, path="/", httponly=True,
+        samesite="strict", secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return response
+
+
+@router.delete("/ui/session", status_code=204)
+async def sign_out(request: Request) -> Response:
+    _from_page(request)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
