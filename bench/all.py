@@ -31,6 +31,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "idle": ([], ["--quick"]),
     "scheduler_sim": (["--nodes", "10000", "--jobs", "1000000"], ["--quick"]),
     "coordinator_memory": ([], ["--quick"]),
+    "ui": ([], ["--quick"]),
 }
 
 
