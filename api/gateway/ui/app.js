@@ -147,7 +147,8 @@ async function loadNodes() {
     renderNodes();
     changed();
   } catch (err) {
-    if (err.status !== 401) $("conn").textContent = `nodes: ${err.message}`;
+    // While the gateway is away the socket's "reconnecting…" says it already.
+    if (err.status !== 401 && socket) $("conn").textContent = `nodes: ${err.message}`;
   }
 }
 

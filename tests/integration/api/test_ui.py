@@ -44,11 +44,42 @@ ARTIFACTS = Path(os.environ.get("FRAMEFLEET_ARTIFACTS", "test-artifacts")) / "ui
 
 
 class Farm:
-    def __init__(self, url: str, media: Path) -> None:
-        self.url, self.media = url, media
-        self.http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+    """`framefleet serve` on a fixed port, which can be stopped and started again."""
+
+    def __init__(self, base: Path, media: Path, inventory: Path) -> None:
+        self.media, self.port = media, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [*FRAMEFLEET, "serve", "--port", str(self.port), "--gpu-inventory",
+                     str(inventory)]  # fmt: skip
+        self.env = fresh_home_env(
+            base / "home",
+            FRAMEFLEET_API_TOKENS=TOKEN,
+            FRAMEFLEET_MEDIA_ROOTS=str(media),
+            FRAMEFLEET_DATA_DIR=str(base / "data"),
         )
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+        )
+        self.server: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        wait_until(self._ready, timeout=120, step=0.25)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        assert self.server is not None
+        ray_processes = process_tree(self.server.pid)
+        self.server.send_signal(signal.SIGTERM)
+        log, _ = self.server.communicate(timeout=90)
+        wait_until(lambda: alive(ray_processes) == [], timeout=30)
+        assert self.server.returncode == 0 and "Traceback" not in log, log
 
     def submit(self, name: str, output: str, **spec: Any) -> dict[str, Any]:
         body = {"input": str(self.media / name), "output": str(self.media / "out" / output)}
@@ -69,36 +100,11 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     make_clip(media / "long.mp4", seconds=20, size="640x360")
     inventory = base / "gpus.json"
     inventory.write_text(json.dumps(L4_INVENTORY))
-    port = free_port()
-    env = fresh_home_env(
-        base / "home",
-        FRAMEFLEET_API_TOKENS=TOKEN,
-        FRAMEFLEET_MEDIA_ROOTS=str(media),
-        FRAMEFLEET_DATA_DIR=str(base / "data"),
-    )
-    server = subprocess.Popen(
-        [*FRAMEFLEET, "serve", "--port", str(port), "--gpu-inventory", str(inventory)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(ready, timeout=120, step=0.25)
-        farm = Farm(url, media)
-        yield farm
-        farm.http.close()
-    finally:
-        ray_processes = process_tree(server.pid)
-        server.send_signal(signal.SIGTERM)
-        log, _ = server.communicate(timeout=90)
-        wait_until(lambda: alive(ray_processes) == [], timeout=30)
-    assert "Traceback" not in log, log
+    farm = Farm(base, media, inventory)
+    farm.start()
+    yield farm
+    farm.http.close()
+    farm.stop()
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +306,26 @@ def test_the_submit_form_shows_a_refusal_by_its_field_then_submits(page: Page, f
     expect(row(page, "finished", job_id).locator(".status")).to_have_text("succeeded")
     assert (farm.media / "out" / "form.mp4").stat().st_size > 0
     assert console.unexpected(422) == [] and console.dialogs == []
+
+
+def test_after_a_gateway_restart_the_page_reconnects_still_signed_in(
+    page: Page, farm: Farm
+) -> None:
+    console = sign_in(page, farm)
+    before = farm.submit("clip.mp4", "before-restart.mp4")
+    expect(row(page, "finished", before["id"]).locator(".status")).to_have_text(
+        "succeeded", timeout=60_000
+    )
+    farm.stop()
+    expect(page.locator("#conn")).to_have_text("reconnecting…", timeout=30_000)
+    farm.start()
+    expect(page.locator("#conn")).to_have_text("live", timeout=60_000)  # no reload, no token
+    assert page.locator("#app").is_visible() and not page.locator("#signin").is_visible()
+    after = farm.submit("clip.mp4", "after-restart.mp4")  # followed live again
+    expect(row(page, "finished", after["id"]).locator(".status")).to_have_text(
+        "succeeded", timeout=60_000
+    )
+    expect(row(page, "finished", before["id"])).to_have_count(1)  # history kept
+    # While the gateway was down, the browser reported its refused connections; nothing else.
+    away = re.compile(r"WebSocket connection .* failed|ERR_CONNECTION_REFUSED")
+    assert [e for e in console.unexpected() if not away.search(e)] == []
