@@ -143,12 +143,17 @@ def cli_times(work: Path, clip: Path, reps: int) -> dict[str, list[float]]:
             times["ffmpeg"].append(timed(plain, env))
             times["gateway"].append(timed(argv, env))
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_gateway(server)
     return times
+
+
+def stop_gateway(server: subprocess.Popen[bytes]) -> None:
+    """Stop a `framefleet serve` as Ctrl-C would; killed if it has not stopped in 60 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 class socket_port:

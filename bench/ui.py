@@ -20,7 +20,6 @@ import functools
 import http.server
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.sync_api import BrowserContext, Response, sync_playwright
 
-from bench.latency import ready, socket_port
+from bench.latency import ready, socket_port, stop_gateway
 from bench.report import Row, add_arguments, emit
 from tests.helpers import make_clip
 
@@ -162,11 +161,7 @@ def main() -> None:
             browser.close()
         static.server.shutdown()
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_gateway(server)
         shutil.rmtree(work, ignore_errors=True)
 
     delays = sorted(

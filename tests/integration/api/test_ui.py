@@ -283,8 +283,30 @@ def test_a_failed_job_shows_its_reason_and_a_hostile_name_stays_text(
     expect(finished.locator(".reason")).to_have_text(reason)
     expect(finished.locator("button.link")).to_have_text(HOSTILE)
     assert page.locator("img").count() == 0  # the name was never parsed as HTML
-    assert finished.get_by_role("button", name="Retry").is_visible()
     shot(page, "failed")
+    # The file is fixed; Retry on the page runs the job again, to success.
+    (farm.media / HOSTILE).write_bytes((farm.media / "clip.mp4").read_bytes())
+    finished.get_by_role("button", name="Retry").click()
+    expect(finished.locator(".status")).to_have_text("succeeded", timeout=60_000)
+    expect(finished.get_by_role("button", name="Retry")).to_have_count(0)
+    assert (farm.media / "out" / "hostile.mp4").stat().st_size > 0
+    assert page.locator("img").count() == 0
+    assert console.unexpected() == [] and console.dialogs == []
+
+
+def test_a_gpu_whose_nvenc_fails_shows_as_failed_on_its_node(page: Page, farm: Farm) -> None:
+    console = sign_in(page, farm)
+    # The declared L4 cannot open NVENC here (no driver): a real failure, as a bad GPU.
+    job = farm.submit("clip.mp4", "nvenc.mp4", codec="hevc", hardware="gpu")
+    finished = row(page, "finished", job["id"])
+    expect(finished.locator(".status")).to_have_text("failed", timeout=90_000)
+    expect(finished.locator(".reason")).to_contain_text(
+        "NVENC could not encode hevc on GPU 0 (NVIDIA L4)"
+    )
+    hevc = page.locator("#node-cards .codec", has_text="hevc")
+    expect(hevc).to_contain_text("hevc: failed (NVENC failed on a real encode", timeout=15_000)
+    expect(page.locator("#node-cards .codec", has_text="h264")).to_have_text("h264: declared")
+    shot(page, "bad-gpu")
     assert console.unexpected() == [] and console.dialogs == []
 
 
