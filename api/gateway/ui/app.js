@@ -265,17 +265,18 @@ async function submitJob(event) {
     changed();
     $("f-ok").textContent = `Submitted: job ${job.id} (${job.status}).`;
   } catch (err) {
-    const fields = err.fields.length ? err.fields : [{ field: guessField(err.message), message: err.message }];
+    const fields = err.fields.length ? err.fields : [{ field: fieldOf(err.message, body), message: err.message }];
     for (const { field, message } of fields) {
       ($(`f-${field}-error`) || $("f-form-error")).textContent = message;
     }
   }
 }
 
-function guessField(message) {
-  // The engine's one-line refusals start with what they are about ("input ...", "output ...").
+function fieldOf(message, body) {
+  // The engine's one-line refusals name the path they refuse, or start with the field.
+  const named = ["output", "input"].find((f) => body[f] && message.includes(body[f]));
   const first = message.split(/[\s:]/, 1)[0].toLowerCase();
-  return FIELDS.includes(first) ? first : message.includes("output") ? "output" : message.includes("input") || message.includes("/") ? "input" : "form";
+  return named || (FIELDS.includes(first) ? first : "form");
 }
 
 // ---- rendering ----------------------------------------------------------------------
