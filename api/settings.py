@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     """JSON: ``[{"folder": "/media/in", "output_dir": "/media/out", "codec": "hevc"}]``."""
     metrics_public: bool = True
     """Serve /metrics without a token (Prometheus scrapes it)."""
+    stall_s: float | None = Field(default=None, gt=0)
+    """Kill an encode whose progress stands still this long (default: derived per job)."""
+    max_runtime_factor: float = Field(default=10.0, gt=1)
+    """Kill an encode that runs this many times longer than expected."""
+    quarantine_after: int = Field(default=3, ge=1)
+    """Failures in a row, not the input's fault, that quarantine a node or GPU."""
+    quarantine_s: float = Field(default=60.0, gt=0)
+    """The first quarantine; doubled each time the trial job after it fails."""
+    poison_after: int = Field(default=3, ge=0)
+    """Encoder crashes on this many different nodes fail a job as poison (0: never)."""
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -147,7 +157,16 @@ class Settings(BaseSettings):
                 gpu_inventory=self.gpu_inventory,
                 ffmpeg=self.ffmpeg,
             ),
-            CoordinatorConfig(data_dir=self.data_dir, media_roots=roots, costs=costs),
+            CoordinatorConfig(
+                data_dir=self.data_dir,
+                media_roots=roots,
+                costs=costs,
+                stall_s=self.stall_s,
+                max_runtime_factor=self.max_runtime_factor,
+                quarantine_after=self.quarantine_after,
+                quarantine_s=self.quarantine_s,
+                poison_after=self.poison_after,
+            ),
         )
         running = fleet.coordinator_config.media_roots
         if serving and running != roots:

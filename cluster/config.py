@@ -34,6 +34,20 @@ class CoordinatorConfig:
     from SQLite (it stays there, readable), so memory does not grow with every job."""
     idempotency_ttl_s: float = 24 * 3600.0
     """How long an idempotency key returns the job(s) it first made."""
+    stall_s: float | None = None
+    """Kill an encode whose progress stands still this long (``None``: derived per job
+    from its expected speed, never below a minute; see :mod:`cluster.control.watchdog`)."""
+    max_runtime_factor: float = 10.0
+    """Kill an encode that runs this many times longer than expected."""
+    quarantine_after: int = 3
+    """Failures in a row (not the input's fault) that quarantine a node or GPU."""
+    quarantine_window_s: float = 900.0
+    """Strikes older than this are forgotten."""
+    quarantine_s: float = 60.0
+    """The first quarantine; it doubles each time the trial job after it fails."""
+    quarantine_max_s: float = 3600.0
+    poison_after: int = 3
+    """A job whose encoders crashed on this many different nodes fails as poison."""
     costs: CostModel = field(default_factory=CostModel)
     """GPU memory and cores a job is expected to take (see :mod:`cluster.scheduling.costs`)."""
 

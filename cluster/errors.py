@@ -16,8 +16,11 @@ small tables keyed by it.
      │    ├── CapacityError       no node in the cluster could ever run it        (not retried)
      │    ├── EncodeError         ffmpeg failed for another reason               (retried)
      │    ├── EncoderUnavailable  an encoder could not be opened (e.g. NVENC)    (retried elsewhere)
-     │    └── WorkerLost          the encoder actor or its node died             (retried)
+     │    ├── WorkerLost          the encoder actor or its node died             (retried)
+     │    └── Stalled             no progress for too long, or past the job's
+     │                            ceiling: ffmpeg killed                         (retried elsewhere)
      ├── JobNotFound
+     ├── NodeNotFound             no node or GPU by that name
      ├── InvalidTransition        a job state change the state machine forbids
      ├── IdempotencyConflict      an idempotency key reused for a different request
      ├── ConfigError              a setting or configuration file cannot be used
@@ -95,6 +98,9 @@ class ErrorCode(StrEnum):
     ENCODER_UNAVAILABLE = "encoder_unavailable"
     NVENC_UNAVAILABLE = "nvenc_unavailable"
     WORKER_LOST = "worker_lost"
+    STALLED = "stalled"
+    TIMED_OUT = "timed_out"
+    POISON = "poison"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
 
@@ -128,6 +134,9 @@ _KIND: dict[ErrorCode, Kind] = {
             ErrorCode.ENCODER_UNAVAILABLE,
             ErrorCode.NVENC_UNAVAILABLE,
             ErrorCode.WORKER_LOST,
+            ErrorCode.STALLED,
+            ErrorCode.TIMED_OUT,
+            ErrorCode.POISON,
             ErrorCode.CANCELLED,
             ErrorCode.INTERNAL,
         )
@@ -201,6 +210,13 @@ class WorkerLost(JobFailure):
     retryable = True
 
 
+class Stalled(JobFailure):
+    """The watchdog killed an encode: no progress for ``stall_s``, or past ``max_runtime``."""
+
+    code = ErrorCode.STALLED
+    retryable = True
+
+
 class JobNotFound(FramefleetError):
     code = ErrorCode.NOT_FOUND
 
@@ -211,6 +227,10 @@ class JobNotFound(FramefleetError):
     def __reduce__(self) -> tuple[object, ...]:
         # Pickled across Ray by its id, not its message (which would be wrapped again).
         return (type(self), (self.job_id,))
+
+
+class NodeNotFound(FramefleetError):
+    code = ErrorCode.NOT_FOUND
 
 
 class InvalidTransition(FramefleetError):

@@ -265,13 +265,18 @@ def _register_follow(app: typer.Typer, fail: Any) -> None:
         if as_json:
             out.print_json(json.dumps(found))
             return
-        table = Table("node", "address", "cores", "GPUs", "NVENC", "ffmpeg", "running")
+        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "running")
         for n in found:
             gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
             nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
                             if v["state"] in ("verified", "declared")})  # fmt: skip
             ffmpeg = (n.get("ffmpeg") or {}).get("version") or "none"
-            table.add_row(n["node_id"][:12], n["address"], f"{n['cpus_used']:g}/{n['cpus']:g}",
+            state = n.get("state", "ready")
+            for g in n["gpus"]:
+                if (g.get("quarantine") or {}).get("state") in ("quarantined", "trial"):
+                    state += f"; GPU {g['index']} {g['quarantine']['state']}"
+            table.add_row(n["node_id"][:12], n["address"], state,
+                          f"{n['cpus_used']:g}/{n['cpus']:g}",
                           gpus, ",".join(nvenc) or "-", ffmpeg,
                           str(len(n["running_jobs"])))  # fmt: skip
         out.print(table)

@@ -22,6 +22,7 @@ from api.cli.jobs import GatewayClient, job_from_view, watch_job
 from api.cli.jobs import register as register_client
 from api.cli.livebar import live_bar
 from api.cli.node import node_app
+from api.cli.operate import register as register_operate
 from api.cli.options import Address, Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
 from api.cli.serve import register as register_serve
 from api.settings import Settings
@@ -52,6 +53,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(node_app, name="node")
+register_operate(node_app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

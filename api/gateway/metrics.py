@@ -65,6 +65,10 @@ def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:
         (jobs.placement_failures, "placement_failures", "Jobs no node in the cluster can run."),
         (jobs.nvenc_failures, "nvenc_open_failures", "Encodes where NVENC could not be opened."),
         (jobs.node_losses, "node_losses", "Jobs re-placed because their node left mid-job."),
+        (jobs.stalls, "job_stalls", "Encodes killed: no progress for the job's stall limit."),
+        (jobs.timeouts, "job_timeouts", "Encodes killed: past the job's runtime ceiling."),
+        (jobs.poison_jobs, "poison_jobs", "Jobs failed as poison (encoders crashed on K nodes)."),
+        (jobs.quarantines, "quarantines", "Times a node or GPU was quarantined."),
     ):
         yield CounterMetricFamily(P + name, doc, value=value)
     frames = CounterMetricFamily(P + "frames_encoded", "Frames written.", labels=["encoder"])
@@ -127,12 +131,22 @@ def _node_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Itera
         P + "node_cpus_allocated", "Cores given to running jobs.", labels=["node"]
     )
     running = GaugeMetricFamily(P + "node_running_jobs", "Jobs running on a node.", labels=["node"])
+    state = GaugeMetricFamily(
+        P + "node_state",
+        "1 for the state a node is in (ready, draining, drained, quarantined, trial).",
+        labels=["node", "state"],
+    )
     for n in nodes:
         label = [names[n.node_id]]
         cpus.add_metric(label, n.cpus)
         used.add_metric(label, n.cpus_used)
         running.add_metric(label, len(n.running_jobs))
-    yield from (cpus, used, running)
+        for name in NODE_STATES:
+            state.add_metric([*label, name], 1.0 if n.state == name else 0.0)
+    yield from (cpus, used, running, state)
+
+
+NODE_STATES = ("ready", "draining", "drained", "quarantined", "trial")
 
 
 GPU_GAUGES: tuple[tuple[str, str, str, float], ...] = (
@@ -162,10 +176,17 @@ def _gpu_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Iterat
         "GPU memory framefleet's jobs are accounted.",
         labels=labels,
     )
+    quarantined = GaugeMetricFamily(
+        P + "gpu_quarantined",
+        "1 while a GPU is quarantined (no new work) or on trial, else 0.",
+        labels=labels,
+    )
     for n in nodes:
         for g in n.gpus:
             r = g.reading
             label = [r.uuid, str(r.index), r.name, names[n.node_id]]
+            out = (g.quarantine or {}).get("state") in ("quarantined", "trial")
+            quarantined.add_metric(label, 1.0 if out else 0.0)
             for key, _, _, scale in GPU_GAUGES:
                 value = getattr(r, key)
                 if value is not None:
@@ -176,6 +197,7 @@ def _gpu_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Iterat
     yield from families.values()
     yield sessions
     yield reserved
+    yield quarantined
 
 
 def metrics_router(public: bool) -> APIRouter:

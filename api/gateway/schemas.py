@@ -85,6 +85,14 @@ class JobView(BaseModel):
     error: ErrorView | None
     result: dict[str, Any] | None
     notes: list[str]
+    limits: dict[str, float] | None = Field(
+        default=None, description="The running attempt's watchdog limits (stall_s, max_runtime_s)."
+    )
+    failures: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Failed attempts that were not the input's fault: where, why (a retry "
+        "goes elsewhere).",
+    )
     created_at: float
     updated_at: float
     started_at: float | None
@@ -107,6 +115,8 @@ class JobView(BaseModel):
             error=ErrorView(code=job.error_code, message=job.reason) if ended else None,
             result=job.result,
             notes=job.notes,
+            limits=job.limits,
+            failures=job.failures,
             created_at=job.created_at,
             updated_at=job.updated_at,
             started_at=job.started_at,

@@ -9,6 +9,7 @@ in four parts, each in its own module:
 - :class:`~cluster.control.view.ClusterView`: nodes, suspects, NVENC failures, caps;
 - :class:`~cluster.control.prober.Prober`: queued jobs' probed inputs;
 - :class:`~cluster.control.pool.EncoderPool`: encoders, warm or busy, and what they hold;
+- :class:`~cluster.control.healing.Healer`: the stall watchdog, quarantine, drains;
 
 and what happens when an encode ends is the pure :func:`~cluster.control.policy.decide`.
 """
@@ -25,14 +26,16 @@ from cluster.config import CoordinatorConfig
 from cluster.control.backend import Backend
 from cluster.control.dispatch import capacity_request, demand_for, plan_round, work_order
 from cluster.control.encodes import Encodes
+from cluster.control.healing import Healer, crash_sites
 from cluster.control.jobtable import JobTable, clear_partials
-from cluster.control.metrics import MetricsSnapshot, resident_mb, snapshot
+from cluster.control.metrics import resident_mb
+from cluster.control.nodeapi import NodeAPI
 from cluster.control.policy import Action, Facts, decide, nvenc_why, timed_result
 from cluster.control.pool import EncoderPool
 from cluster.control.prober import ProbeFn, Prober
 from cluster.control.store import JobStore
-from cluster.control.view import ClusterView, NodeRecord, node_view
-from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure, SpecError
+from cluster.control.view import ClusterView
+from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
 from cluster.media.work import WorkOutcome
@@ -56,7 +59,7 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.warning("asking the autoscaler for capacity failed: %s", task.exception())
 
 
-class Coordinator:
+class Coordinator(NodeAPI):
     def __init__(
         self,
         config: CoordinatorConfig,
@@ -88,11 +91,15 @@ class Coordinator:
         self._pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
         self.encodes = Encodes(self._pool, on_outcome=self._complete, on_lost=self._lost)
         self._running = self.encodes.running
+        self.healer = Healer(config, self.metrics)
+        self.healer.draining = self.table.store.drains()
         self._asked: list[dict[str, float]] = []
         """The last resource shapes asked of the autoscaler."""
         self._stopping = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stops: set[asyncio.Task[None]] = set()
+        """Encodes the watchdog is stopping."""
         self._started_at = time.time()
         self._roots = tuple(str(r) for r in config.media_roots)
         requeued = self.table.recover()
@@ -204,30 +211,8 @@ class Coordinator:
         if job is None or job.status is not JobStatus.RUNNING or attempt != job.attempts:
             return
         job.progress = snapshot
+        self.healer.progressed(job_id, snapshot, time.time())
         self.table.publish(job, EventType.PROGRESS)
-
-    async def nodes(self) -> list[NodeRecord]:
-        """Nodes with CPUs, GPUs (readings, NVENC codec states) and running jobs."""
-        on_node: dict[str, list[str]] = {}
-        on_gpu: dict[str, list[str]] = {}
-        for job_id, run in self._running.items():
-            on_node.setdefault(run.lease.node_id, []).append(job_id)
-            if run.lease.placement.gpu_uuid:
-                on_gpu.setdefault(run.lease.placement.gpu_uuid, []).append(job_id)
-        return node_view(self.view.nodes, self._states(), on_node, on_gpu)
-
-    async def metrics_snapshot(self) -> MetricsSnapshot:
-        """Everything /metrics exports: job counters and histograms, the queue by priority,
-        running encodes' fps and speed, and the node view (GPU readings from the agents)."""
-        running = [run.job for run in self._running.values()]
-        return snapshot(self.metrics, self.table.queue.values(), running, await self.nodes())
-
-    async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
-        """Change a node's concurrent-job cap while running (``None``: only cores limit)."""
-        if max_jobs is not None and max_jobs < 0:
-            raise SpecError("a node's job cap must be 0 or more")
-        self.view.caps[node_id] = max_jobs
-        self._wake.set()
 
     # ---- admission -------------------------------------------------------------------
 
@@ -301,7 +286,8 @@ class Coordinator:
             key=lambda r: queue_key(r[0].spec.priority, r[0].seq, now - r[0].updated_at, aging)
         )
         planner = self._planner(placeable=True)
-        whole = self._planner() if self.view.has_suspects else planner
+        held_back = self.view.has_suspects or self.healer.holds_back()
+        whole = self._planner() if held_back else planner
         plan = plan_round(ready, planner, whole, self.config.costs)
         for job, why in plan.never:
             self.metrics.placement_failures += 1
@@ -318,7 +304,8 @@ class Coordinator:
             task.add_done_callback(_log_failure)
 
     def _states(self, *, placeable: bool = False) -> list[NodeState]:
-        return self.view.states(self._pool.used, self._pool.gpu_used(), placeable=placeable)
+        states = self.view.states(self._pool.used, self._pool.gpu_used(), placeable=placeable)
+        return self.healer.placeable(states, time.time()) if placeable else states
 
     def _planner(self, *, placeable: bool = False) -> Planner:
         """A planner over the cluster as it is, with the configured policy and costs."""
@@ -334,6 +321,7 @@ class Coordinator:
             self._fail(job, exc)
             return
         job.placement = placement.for_job(order.encoder)
+        self.healer.launched(job, self.prober.media[job.id], time.time())
         self._move(job, JobStatus.RUNNING, placement.reason)
         self.encodes.start(job, placement, order, node.resources if node else {})
 
@@ -345,18 +333,23 @@ class Coordinator:
     def _complete(self, job: Job, outcome: WorkOutcome) -> None:
         """Apply :func:`~cluster.control.policy.decide` to an encode's outcome."""
         placed = job.placement
+        present = placed is not None and self.view.node(placed.node_id) is not None
+        fault = self.healer.outcome(job, outcome, node_present=present)
         facts = Facts(
             stopping=self._stopping,
             cancelling=job.id in self.encodes.cancelling,
-            node_present=placed is not None and self.view.node(placed.node_id) is not None,
+            node_present=present,
             nvenc_elsewhere=self._nvenc_elsewhere(job, outcome),
             where=placed.where if placed else "?",
             backoff_s=self.config.retry_backoff_s,
             now=time.time(),
+            crashed_on=crash_sites(job),
+            poison_after=self.config.poison_after,
         )
         decision = decide(job, outcome, facts)
         if decision.action is Action.IGNORE:
             return
+        self.healer.settle(job, fault, decision, facts.now)
         if outcome.progress:
             job.progress = outcome.progress
         if decision.counter is not None:
@@ -392,6 +385,11 @@ class Coordinator:
         while not self._stopping:
             try:
                 await self._refresh_nodes()
+                for job_id, why in self.healer.overdue(time.time()):
+                    log.warning("job %s: %s; killing its encode", job_id, why)
+                    stop = asyncio.create_task(self.encodes.stop(job_id, why))
+                    self._stops.add(stop)
+                    stop.add_done_callback(self._stops.discard)
                 self._pool.reap()
                 self.table.forget_finished(time.time())
             except Exception:

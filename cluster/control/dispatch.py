@@ -8,8 +8,9 @@ two planners, calls :func:`plan_round`, and applies the result.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from cluster.control.healing import avoided
 from cluster.media.argv import thumbnail_times
 from cluster.media.encoders import CATALOG, choose_encoder, cpu_encoder
 from cluster.media.work import WorkOrder, plan_work
@@ -78,8 +79,16 @@ def plan_round(
         if never is not None:
             result.never.append((job, never))
             continue
+        # A retry goes elsewhere than where it failed, unless no other node could run it.
+        avoid = avoided(job)
+        if avoid and not whole.runs_elsewhere(demand, avoid):
+            avoid = frozenset()
         # Once every core is given out, nothing below can start: it waits.
-        placement = None if planner.exhausted() else planner.place(demand)
+        placement = None if planner.exhausted() else planner.place(demand, avoid)
+        if placement is not None and avoid:
+            where = sorted({f["address"] for f in job.failures if f["node_id"] in avoid})
+            why = f"{placement.reason}; not on {', '.join(where)}, where it failed"
+            placement = replace(placement, reason=why)
         if placement is not None:
             result.start.append((job, placement))
         else:

@@ -41,6 +41,8 @@ class Encodes:
         self.running: dict[str, Running] = {}
         self.cancelling: set[str] = set()
         """Jobs whose encode is being stopped at a user's request."""
+        self.stopped: dict[str, JobFailure] = {}
+        """Jobs whose encode the watchdog stopped, and why (their outcome is that failure)."""
 
     def start(
         self, job: Job, placement: Placement, order: WorkOrder, totals: dict[str, float]
@@ -63,17 +65,24 @@ class Encodes:
             log.exception("encoder call failed for job %s", job.id)
             healthy = False
             outcome = WorkOutcome.failure(order, EncodeError(f"internal error: {exc}"))
+        why = self.stopped.pop(job.id, None)
+        if why is not None and outcome.status != "succeeded":
+            outcome = WorkOutcome.failure(order, why, outcome.progress)
         self.running.pop(job.id, None)
         self.pool.release(lease, healthy=healthy)
         self._on_outcome(job, outcome)
 
-    async def stop(self, job_id: str) -> None:
+    async def stop(self, job_id: str, why: JobFailure | None = None) -> None:
         """Ask the job's encoder to stop, bounded: an encoder that is frozen (stopped, or
-        its node hung) answers nothing; it is then killed, and its ffmpeg dies with it."""
+        its node hung) answers nothing; it is then killed, and its ffmpeg dies with it.
+        Without ``why`` the user cancelled it; with it, the attempt failed for ``why``."""
         run = self.running.get(job_id)
         if run is None:
             return
-        self.cancelling.add(job_id)
+        if why is None:
+            self.cancelling.add(job_id)
+        else:
+            self.stopped[job_id] = why
         deadline = time.monotonic() + CANCEL_WAIT_S
         try:
             with contextlib.suppress(WorkerLost):

@@ -66,6 +66,10 @@ class JobMetrics:
     placement_failures: int = 0
     nvenc_failures: int = 0
     node_losses: int = 0
+    stalls: int = 0
+    timeouts: int = 0
+    poison_jobs: int = 0
+    quarantines: int = 0
     frames: dict[str, int] = field(default_factory=dict)
     bytes_written: dict[str, int] = field(default_factory=dict)
     queue_wait: dict[str, Histogram] = field(default_factory=dict)

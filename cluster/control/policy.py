@@ -9,6 +9,7 @@ and applies the :class:`Decision`; the branches live here, testable without a lo
     the user cancelled                         -> CANCEL
     NVENC did not open on the placed GPU       -> REQUEUE elsewhere, or FAIL if none can
     the job's node left the cluster            -> REQUEUE at once, whatever its attempts
+    encoders crashed on ``poison_after`` nodes -> FAIL as poison
     a retryable failure with attempts left     -> REQUEUE after a backoff
     anything else                              -> FAIL (said "gave up after N" if retried)
 """
@@ -24,6 +25,38 @@ from cluster.media.work import WorkOutcome
 from cluster.model.jobs import Hardware, Job, JobStatus
 
 MAX_BACKOFF_S = 60.0
+
+
+class Fault(StrEnum):
+    """Whose fault a failed attempt was, for quarantine and poison (see :func:`fault_of`)."""
+
+    NONE = "none"
+    """Succeeded, cancelled, or its node left the cluster."""
+    INPUT = "input"
+    """The input, the output or the request: says nothing about the machine."""
+    NODE = "node"
+    """The machine: it stalled, ran past its ceiling, NVENC would not open, no encoder."""
+    CRASH = "crash"
+    """The encoder crashed (ffmpeg failed or was killed, the encoder process died): the
+    machine's fault, or the input's if it crashes encoders on several machines."""
+
+
+_NODE_FAULTS = frozenset({
+    ErrorCode.STALLED, ErrorCode.TIMED_OUT, ErrorCode.ENCODER_UNAVAILABLE,
+    ErrorCode.NVENC_UNAVAILABLE,
+})  # fmt: skip
+_CRASHES = frozenset({ErrorCode.ENCODE_FAILED, ErrorCode.WORKER_LOST})
+
+
+def fault_of(outcome: WorkOutcome, *, node_present: bool = True) -> Fault:
+    if outcome.status != "failed":
+        return Fault.NONE
+    code = outcome.error_code
+    if code is ErrorCode.WORKER_LOST and not node_present:
+        return Fault.NONE
+    if code in _NODE_FAULTS:
+        return Fault.NODE
+    return Fault.CRASH if code in _CRASHES else Fault.INPUT
 
 
 class Action(StrEnum):
@@ -50,6 +83,10 @@ class Facts:
     """The placement, in words (``GPU 0 (L4) on 10.0.0.5``, or the node's address)."""
     backoff_s: float = 5.0
     now: float = 0.0
+    crashed_on: tuple[str, ...] = ()
+    """The nodes (in words) where this job's encoders crashed, this outcome's included."""
+    poison_after: int = 3
+    """Crashes on this many different nodes make a job poison (0: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +156,12 @@ def decide(job: Job, outcome: WorkOutcome, facts: Facts) -> Decision:
         # Not the job's fault: place it again at once, whatever its attempts.
         reason = f"node {facts.where} left the cluster mid-job; placing again"
         return Decision(Action.REQUEUE, reason, counter="node_losses")
+    if 0 < facts.poison_after <= len(facts.crashed_on) and fault_of(outcome) is Fault.CRASH:
+        reason = (
+            f"poison: crashed encoders on nodes {', '.join(facts.crashed_on)} "
+            f"(the last: {outcome.error}); not retried; check the input"
+        )
+        return Decision(Action.FAIL, reason, ErrorCode.POISON, counter="poison_jobs")
     if outcome.retryable and job.attempts < job.max_attempts:
         delay = min(facts.backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
         reason = f"attempt {job.attempts} failed: {outcome.error}; retrying in {delay:g} s"

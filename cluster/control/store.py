@@ -1,4 +1,5 @@
-"""Job records in SQLite (WAL): every state change is written; progress stays in memory."""
+"""Job records in SQLite (WAL): every state change is written; progress stays in memory.
+Drained nodes are kept beside them."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE TABLE IF NOT EXISTS drains (
+    node_id TEXT PRIMARY KEY,
+    since REAL NOT NULL
+);
 """
 
 
@@ -89,6 +94,16 @@ class JobStore:
     def load_all(self) -> list[Job]:
         rows = self._db.execute("SELECT record FROM jobs ORDER BY seq").fetchall()
         return [Job.from_dict(json.loads(record)) for (record,) in rows]
+
+    def drains(self) -> dict[str, float]:
+        """Drained nodes (id -> since when): an operator's drain outlives a restart."""
+        return dict(self._db.execute("SELECT node_id, since FROM drains").fetchall())
+
+    def set_drain(self, node_id: str, since: float | None) -> None:
+        if since is None:
+            self._db.execute("DELETE FROM drains WHERE node_id = ?", (node_id,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO drains VALUES (?, ?)", (node_id, since))
 
     def close(self) -> None:
         self._db.close()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cluster.errors import ToolMissing
+from cluster.errors import NodeNotFound, ToolMissing
 from cluster.media.encoders import CATALOG, Encoder, FfmpegBuild, available
 from cluster.model.capability import Capability, CodecState
 from cluster.nodes.agent import NodeInfo
@@ -103,6 +103,8 @@ class GpuRecord:
     nvenc: Mapping[str, Capability]
     ray_resources: bool
     running_jobs: tuple[str, ...]
+    quarantine: Mapping[str, Any] | None = None
+    """Strikes and quarantine (state, reason, until when), if any."""
 
     def can_encode(self, codec: str) -> bool:
         """NVENC for ``codec`` proved by a trial encode (or declared by an inventory)."""
@@ -117,6 +119,7 @@ class GpuRecord:
             "nvenc": {c: cap.to_dict() for c, cap in self.nvenc.items()},
             "ray_resources": self.ray_resources,
             "running_jobs": list(self.running_jobs),
+            "quarantine": dict(self.quarantine) if self.quarantine else None,
         }
 
 
@@ -142,6 +145,10 @@ class NodeRecord:
     ffmpeg_error: str | None
     gpus: tuple[GpuRecord, ...]
     running_jobs: tuple[str, ...]
+    state: str = "ready"
+    """``ready``, ``draining``, ``drained``, ``quarantined`` or ``trial``."""
+    quarantine: Mapping[str, Any] | None = None
+    draining_since: float | None = None
 
     def can_run(self, encoder: Encoder) -> bool:
         """Its own ffmpeg has ``encoder``, and for NVENC one of its GPUs proved the codec."""
@@ -170,7 +177,15 @@ class NodeRecord:
             "ffmpeg_error": self.ffmpeg_error,
             "gpus": [g.to_dict() for g in self.gpus],
             "running_jobs": list(self.running_jobs),
+            "state": self.state,
+            "quarantine": dict(self.quarantine) if self.quarantine else None,
+            "draining_since": self.draining_since,
         }
+
+
+NodeHealth = Callable[[str, int], Mapping[str, Any]]
+"""node id, its running jobs -> ``state``, ``quarantine``, ``draining_since``."""
+GpuHealth = Callable[[str], Mapping[str, Any] | None]
 
 
 def node_view(
@@ -178,6 +193,8 @@ def node_view(
     states: list[NodeState],
     running_jobs: Mapping[str, list[str]],
     jobs_on_gpu: Mapping[str, list[str]],
+    node_health: NodeHealth | None = None,
+    gpu_health: GpuHealth | None = None,
 ) -> list[NodeRecord]:
     """Nodes for people: CPUs, GPUs with readings and NVENC codec states, running jobs."""
     by_id = {s.node_id: s for s in states}
@@ -192,9 +209,12 @@ def node_view(
                 nvenc=dict(gs.codecs),
                 ray_resources=gs.ray_resources,
                 running_jobs=tuple(jobs_on_gpu.get(reading.uuid, ())),
+                quarantine=gpu_health(reading.uuid) if gpu_health else None,
             )
             for reading, gs in zip(info.gpus, state.gpus, strict=True)
         )
+        running = tuple(running_jobs.get(info.node_id, ()))
+        health = node_health(info.node_id, len(running)) if node_health else {}
         view.append(
             NodeRecord(
                 node_id=info.node_id,
@@ -213,7 +233,10 @@ def node_view(
                 ffmpeg=info.ffmpeg,
                 ffmpeg_error=info.ffmpeg_error,
                 gpus=gpus,
-                running_jobs=tuple(running_jobs.get(info.node_id, ())),
+                running_jobs=running,
+                state=health.get("state", "ready"),
+                quarantine=health.get("quarantine"),
+                draining_since=health.get("draining_since"),
             )
         )
     return view
@@ -280,6 +303,28 @@ class ClusterView:
 
     def node(self, node_id: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
+
+    def find(self, name: str) -> NodeInfo:
+        """The node called ``name``: its id (or a unique prefix of 6+ characters), its
+        address or its hostname; else a :class:`NodeNotFound` that lists them."""
+        for node in self.nodes:
+            if name in (node.node_id, node.address, node.hostname):
+                return node
+        found = [n for n in self.nodes if len(name) >= 6 and n.node_id.startswith(name)]
+        if len(found) == 1:
+            return found[0]
+        known = ", ".join(f"{n.node_id[:12]} ({n.address})" for n in self.nodes) or "none"
+        raise NodeNotFound(
+            f"no node {name!r} in the cluster (give a node id, address or hostname, or a GPU "
+            f"UUID; see `framefleet nodes`); nodes: {known}"
+        )
+
+    def gpu(self, uuid: str) -> tuple[NodeInfo, GpuReading] | None:
+        for node in self.nodes:
+            for gpu in node.gpus:
+                if gpu.uuid == uuid:
+                    return node, gpu
+        return None
 
     def suspect(self, node_id: str, for_s: float = SUSPECT_NODE_S) -> None:
         """An encoder on ``node_id`` was lost: place nothing there for a while."""

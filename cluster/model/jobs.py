@@ -248,6 +248,12 @@ class Job:
     notes: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
     """A client's key for this submission: the same key returns this job again."""
+    limits: dict[str, float] | None = None
+    """The current attempt's watchdog limits (``stall_s``, ``max_runtime_s``)."""
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    """Failed attempts that were not the input's fault: ``attempt``, ``node_id``,
+    ``where``, ``fault`` (``node`` or ``crash``), ``code``, ``reason``. A retry places
+    the job elsewhere; crashes on several nodes make it poison."""
 
     @staticmethod
     def new_id() -> str:
@@ -256,7 +262,10 @@ class Job:
     def snapshot(self) -> Job:
         """A copy that later changes to this job do not touch (what the API hands out)."""
         return replace(
-            self, result=dict(self.result) if self.result else self.result, notes=list(self.notes)
+            self,
+            result=dict(self.result) if self.result else self.result,
+            notes=list(self.notes),
+            failures=list(self.failures),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,6 +278,7 @@ class Job:
         data["input_media"] = self.input_media.to_dict() if self.input_media else None
         data["placement"] = self.placement.to_dict() if self.placement else None
         data["notes"] = list(self.notes)
+        data["failures"] = [dict(f) for f in self.failures]
         return data
 
     @classmethod
@@ -318,6 +328,7 @@ def transition(
             job.input_media = None
             job.result = None
             job.notes = []
+            job.failures = []
         job.finished_at = None
         job.progress = None
     else:

@@ -128,6 +128,16 @@ class Fleet:
     def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         self._call(self._coordinator.set_node_cap.remote(node_id, max_jobs))
 
+    def drain(self, name: str, on: bool = True) -> NodeRecord:
+        """Drain a node (``on=False``: undrain); it is named by id, address or hostname."""
+        node: NodeRecord = self._call(self._coordinator.drain.remote(name, on))
+        return node
+
+    def release(self, name: str) -> str:
+        """Lift the quarantine of a node or a GPU (UUID); says what was released."""
+        said: str = self._call(self._coordinator.release.remote(name))
+        return said
+
     def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
     ) -> EventBatch:
@@ -263,6 +273,14 @@ class AsyncFleet:
     async def nodes(self) -> list[NodeRecord]:
         nodes: list[NodeRecord] = await self._read("nodes")
         return nodes
+
+    async def drain(self, name: str, on: bool = True) -> NodeRecord:
+        node: NodeRecord = await self._call(self._coordinator.drain.remote(name, on))
+        return node
+
+    async def release(self, name: str) -> str:
+        said: str = await self._call(self._coordinator.release.remote(name))
+        return said
 
     async def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0

@@ -15,7 +15,7 @@ GPUs in ~25 microseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -304,8 +304,43 @@ class Planner:
 
     # ---- decisions -------------------------------------------------------------------
 
-    def place(self, demand: Demand) -> Placement | None:
-        """Where ``demand`` runs now (committed to this snapshot), or ``None`` if nowhere."""
+    def place(self, demand: Demand, avoid: Collection[str] = ()) -> Placement | None:
+        """Where ``demand`` runs now (committed to this snapshot), or ``None`` if nowhere;
+        never on the nodes in ``avoid`` (ids: where the job already failed)."""
+        if not avoid:
+            return self._place(demand)
+        closed = []
+        for node_id in avoid:
+            ni = self._node_at.get(node_id)
+            if ni is not None:
+                node = self._nodes[ni]
+                closed.append((ni, node, node.max_jobs))
+                self._unindex_node(ni, node)
+                node.max_jobs = node.running  # closed for this decision
+                self._index_node(ni, node)
+        try:
+            return self._place(demand)
+        finally:
+            for ni, node, cap in closed:
+                self._unindex_node(ni, node)
+                node.max_jobs = cap
+                self._index_node(ni, node)
+            self._gpu_miss.clear()  # misses seen with nodes closed say nothing of them
+            self._cpu_miss.clear()
+
+    def runs_elsewhere(self, demand: Demand, avoid: Collection[str]) -> bool:
+        """Whether a node outside ``avoid`` could run ``demand`` when idle (its ffmpeg has
+        the encoder, or one of its GPUs encodes the codec)."""
+        outside = {ni for ni, n in enumerate(self._nodes) if n.node_id not in avoid}
+        gpu = demand.kind is JobKind.TRANSCODE and demand.hardware is not Hardware.CPU
+        if gpu and any(g.node in outside and demand.codec in g.usable for g in self._gpus):
+            return True
+        if demand.hardware is Hardware.GPU and demand.kind is JobKind.TRANSCODE:
+            return False
+        return any(self._nodes[ni].cpus > 0 and self._nodes[ni].runs(demand.encoder)
+                   for ni in outside)  # fmt: skip
+
+    def _place(self, demand: Demand) -> Placement | None:
         nvenc = demand.kind is JobKind.TRANSCODE and demand.hardware is not Hardware.CPU
         if nvenc:
             placed = self._place_gpu(demand)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.gateway.schemas import PresetsView
-from cluster import CATALOG, CODECS, CONTAINERS, Hardware, Speed
+from cluster import CATALOG, CODECS, CONTAINERS, Hardware, NodeRecord, Speed
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 
@@ -17,6 +17,27 @@ async def nodes(request: Request) -> list[dict[str, Any]]:
     """Nodes with CPUs, GPUs (readings, NVENC codecs and their verification state), running
     jobs."""
     return [node.to_dict() for node in await request.app.state.fleet.aio.nodes()]
+
+
+@router.post("/nodes/{name}/drain")
+async def drain(name: str, request: Request) -> dict[str, Any]:
+    """Drain a node (by id, address or hostname): its running jobs finish, no new work
+    goes there; it shows as ``draining``, then ``drained``, and stays so across restarts."""
+    node: NodeRecord = await request.app.state.fleet.aio.drain(name, True)
+    return node.to_dict()
+
+
+@router.delete("/nodes/{name}/drain")
+async def undrain(name: str, request: Request) -> dict[str, Any]:
+    """Put a drained node back in service."""
+    node: NodeRecord = await request.app.state.fleet.aio.drain(name, False)
+    return node.to_dict()
+
+
+@router.post("/nodes/{name}/release")
+async def release(name: str, request: Request) -> dict[str, str]:
+    """Lift the quarantine of a node (by id, address or hostname) or of a GPU (by UUID)."""
+    return {"released": await request.app.state.fleet.aio.release(name)}
 
 
 @router.get("/presets", response_model=PresetsView)

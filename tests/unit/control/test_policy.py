@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cluster import ErrorCode, Hardware, JobKind, JobSpec, JobStatus
-from cluster.control.policy import Action, Facts, decide, timed_result
+from cluster.control.policy import Action, Facts, Fault, decide, fault_of, timed_result
 from cluster.media.work import WorkOutcome
 from cluster.model.jobs import Job
 
@@ -24,6 +24,7 @@ def failed(code: ErrorCode, error: str = "boom", *, retryable: bool = True) -> W
 
 NVENC = failed(ErrorCode.NVENC_UNAVAILABLE, "NVENC could not be opened: no device")
 LOST = failed(ErrorCode.WORKER_LOST, "the encoder was lost")
+CRASH = failed(ErrorCode.ENCODE_FAILED, "ffmpeg was killed by signal 11")
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,17 @@ LOST = failed(ErrorCode.WORKER_LOST, "the encoder was lost")
          Action.FAIL, "boom; gave up after 3 attempts", ErrorCode.ENCODE_FAILED),
         (running(1), failed(ErrorCode.TRUNCATED, "cut short", retryable=False), Facts(),
          Action.FAIL, "cut short", ErrorCode.TRUNCATED),
+        (running(3), CRASH, Facts(crashed_on=("a", "b", "c")), Action.FAIL,
+         "poison: crashed encoders on nodes a, b, c (the last: ffmpeg was killed by signal 11); "
+         "not retried; check the input", ErrorCode.POISON),
+        (running(2), CRASH, Facts(crashed_on=("a", "b"), now=10.0, backoff_s=1.0),
+         Action.REQUEUE, "attempt 2 failed: ffmpeg was killed by signal 11; retrying in 2 s",
+         None),
+        (running(2), failed(ErrorCode.STALLED, "stalled: no progress for 61 s on n1"),
+         Facts(crashed_on=("a", "b", "c")), Action.REQUEUE,
+         "attempt 2 failed: stalled: no progress for 61 s on n1; retrying in 10 s", None),
+        (running(3), CRASH, Facts(crashed_on=("a", "b", "c"), poison_after=0), Action.FAIL,
+         "ffmpeg was killed by signal 11; gave up after 3 attempts", ErrorCode.ENCODE_FAILED),
     ],
 )  # fmt: skip
 def test_decide(
@@ -88,3 +100,24 @@ def test_a_result_says_where_the_jobs_time_went() -> None:
     assert result["output"] == "/m/out.mp4"
     assert result["timings"] == {**node, "queued_s": 0.5, "dispatch_s": pytest.approx(0.1)}
     assert timed_result(job, WorkOutcome("j1", 1, "succeeded"), now=104.0) is None
+
+
+@pytest.mark.parametrize(
+    ("outcome", "present", "fault"),
+    [
+        (WorkOutcome("j1", 1, "succeeded"), True, Fault.NONE),
+        (WorkOutcome("j1", 1, "cancelled"), True, Fault.NONE),
+        (failed(ErrorCode.STALLED), True, Fault.NODE),
+        (failed(ErrorCode.TIMED_OUT), True, Fault.NODE),
+        (NVENC, True, Fault.NODE),
+        (CRASH, True, Fault.CRASH),
+        (LOST, True, Fault.CRASH),
+        (LOST, False, Fault.NONE),
+        (failed(ErrorCode.TRUNCATED, retryable=False), True, Fault.INPUT),
+        (failed(ErrorCode.BAD_OUTPUT, retryable=False), True, Fault.INPUT),
+    ],
+)
+def test_whose_fault_a_failed_attempt_was(
+    outcome: WorkOutcome, present: bool, fault: Fault
+) -> None:
+    assert fault_of(outcome, node_present=present) is fault

@@ -163,6 +163,22 @@ def test_gpu_jobs_need_a_free_core_on_the_gpu_node_and_respect_its_cap() -> None
     assert place(job(hw=Hardware.GPU), capped) is None
 
 
+def test_a_retry_avoids_the_nodes_where_it_failed_and_the_others_stay_whole() -> None:
+    nodes = [node("a", 8, used=6, running=3, gpus=(gpu("GPU-1", 16_000),)),
+             node("bb", 8, gpus=(gpu("GPU-2", 16_000),))]  # fmt: skip
+    planner = Planner(nodes, Policy.PACK)
+    assert planner.place(job(), avoid={"a"}).node_id == "bb"  # PACK alone would pick a
+    gpu_job = planner.place(job(hw=Hardware.GPU), avoid={"bb"})
+    assert gpu_job is not None and gpu_job.gpu_uuid == "GPU-1"
+    assert planner.place(job()).node_id == "a"  # a is open again after the decisions
+    assert planner.place(job(), avoid={"a", "bb"}) is None
+    assert planner.place(job()) is not None  # a miss with nodes closed is not remembered
+    assert planner.runs_elsewhere(job(), {"a"}) and not planner.runs_elsewhere(job(), {"a", "bb"})
+    assert planner.runs_elsewhere(job(hw=Hardware.GPU), {"a"})
+    only_a = Planner([node("a", 8, gpus=(gpu("GPU-1", 16_000),)), node("bb", 8)])
+    assert not only_a.runs_elsewhere(job(hw=Hardware.GPU), {"a"})
+
+
 def test_release_gives_the_room_back() -> None:
     planner = Planner([node("a", 1, gpus=(gpu("g1", 8192, max_sessions=1),))])
     first = planner.place(job(hw=Hardware.GPU))
