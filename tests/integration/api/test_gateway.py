@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,17 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.helpers import count_frames, ffmpeg_processes, leftovers, streams, wait_until
+from tests.helpers import (
+    count_frames,
+    env_without_ray,
+    ffmpeg_processes,
+    leftovers,
+    streams,
+    wait_until,
+)
 from tests.integration.api.conftest import AUTH, TOKEN, Gateway
+
+FRAMEFLEET = str(Path(sys.executable).with_name("framefleet"))
 
 
 def follow(gw: Gateway, job_id: str, timeout: float = 120) -> list[dict[str, Any]]:
@@ -472,3 +483,70 @@ def test_sockets_waiting_for_a_token_are_capped(gateway: Gateway) -> None:
             connect(url, open_timeout=5)
     with connect(url, additional_headers=AUTH) as ws:  # a token in the header needs no wait
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+
+
+def test_drain_undrain_and_release_from_the_cli_through_the_gateway(gateway: Gateway) -> None:
+    """An operator drains the only node: its running job goes on, a new job waits; the
+    node shows draining, then drained (API, CLI, metrics); undrain lets the job run."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def node_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FRAMEFLEET, "node", *args, "--api", gateway.url, "--token", TOKEN],
+            capture_output=True, text=True, timeout=60, env=env_without_ray(), check=False,
+        )  # fmt: skip
+
+    def node_state() -> str:
+        (node,) = gateway.http.get("/v1/nodes").json()
+        return str(node["state"])
+
+    (node,) = gateway.http.get("/v1/nodes").json()
+    long = gateway.http.post(
+        "/v1/jobs",
+        json={"input": str(gateway.media / "long.mp4"), "output": str(gateway.out / "d1.mkv"),
+              "codec": "hevc", "speed": "slow", "hardware": "cpu"},
+    ).json()  # fmt: skip
+    wait_until(lambda: gateway.http.get(f"/v1/jobs/{long['id']}").json()["status"] == "running")
+    try:
+        drained = node_cli("drain", node["address"])
+        assert drained.returncode == 0, drained.stderr
+        assert drained.stdout.strip() == (
+            f"{node['node_id'][:12]} ({node['address']}): draining; 1 job still running"
+        )
+        waiting = gateway.http.post(
+            "/v1/jobs",
+            json={"input": str(gateway.media / "clip.mp4"), "output": str(gateway.out / "d2.mp4"),
+                  "hardware": "cpu"},
+        ).json()  # fmt: skip
+        time.sleep(2)
+        assert gateway.http.get(f"/v1/jobs/{waiting['id']}").json()["status"] == "queued"
+        assert gateway.http.get(f"/v1/jobs/{long['id']}").json()["status"] == "running"
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+        states = {s.labels["state"]: s.value for f in text_string_to_metric_families(metrics)
+                  for s in f.samples if s.name == "framefleet_node_state"}  # fmt: skip
+        assert states == {"ready": 0, "draining": 1, "drained": 0, "quarantined": 0, "trial": 0}
+        gateway.http.delete(f"/v1/jobs/{long['id']}")
+        assert node_state() == "drained"
+        listed = subprocess.run(
+            [FRAMEFLEET, "nodes", "--api", gateway.url, "--token", TOKEN],
+            capture_output=True, text=True, timeout=60, env=env_without_ray(), check=False,
+        )  # fmt: skip
+        assert "drained" in listed.stdout
+        undrained = node_cli("undrain", node["node_id"][:8])
+        assert undrained.stdout.strip() == f"{node['node_id'][:12]} ({node['address']}): ready"
+        assert follow(gateway, waiting["id"])[-1]["status"] == "succeeded"
+        released = node_cli("release", node["node_id"])
+        assert released.stdout.strip() == f"node:{node['node_id']} was not quarantined"
+        unknown = node_cli("drain", "no-such-node")
+        assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+        assert unknown.stderr.strip().startswith(
+            "framefleet: no node 'no-such-node' in the cluster (give a node id, address or "
+            "hostname, or a GPU UUID; see `framefleet nodes`)"
+        )
+        assert unknown.stderr.strip().endswith("(HTTP 404)")
+        anonymous = httpx.post(f"{gateway.url}/v1/nodes/{node['node_id']}/drain")
+        assert anonymous.status_code == 401
+    finally:
+        gateway.http.delete(f"/v1/nodes/{node['node_id']}/drain")
+        gateway.http.delete(f"/v1/jobs/{long['id']}")
+    assert node_state() == "ready"
