@@ -149,12 +149,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run an ASGI app with a real uvicorn on 127.0.0.1 in a thread; yields its URL."""
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app with a real uvicorn on 127.0.0.1 (``port``, else a free one) in a
+    thread; yields its URL."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            timeout_graceful_shutdown=3)  # as `framefleet serve`  # fmt: skip
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, timeout=30)

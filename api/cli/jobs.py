@@ -9,6 +9,7 @@ machine-readable output for scripts.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,6 +45,11 @@ Token = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 DEFAULT_API = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+RECONNECT_S = 120.0
+"""How long ``watch`` keeps trying to reach a gateway that went away."""
+RECONNECT_WAIT_S = 1.0
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
 
 
 def _code(sent: str, status: int) -> ErrorCode:
@@ -93,17 +99,61 @@ class GatewayClient:
             )
         return r.json()
 
-    def events(self, job_id: str) -> Iterator[dict[str, Any]]:
-        try:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as r:
-                if r.status_code >= 400:
-                    r.read()
-                    self.call("GET", f"/v1/jobs/{job_id}")  # raises the gateway's message
-                for line in r.iter_lines():
-                    if line.startswith("data:"):
-                        yield json.loads(line[5:])
-        except httpx.TransportError as exc:
-            raise ClusterUnavailable(f"lost the gateway at {self.url} ({exc})") from exc
+    def events(self, job_id: str, *, reconnect_s: float = RECONNECT_S) -> Iterator[dict[str, Any]]:
+        """The job's events until its terminal one. A lost connection (a network cut, a
+        gateway restart) is resumed with ``Last-Event-ID``, so no event is missed; after
+        ``reconnect_s`` without the gateway it is a :class:`ClusterUnavailable`."""
+        last_id: str | None = None
+        lost_at: float | None = None
+        while True:
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            why = "the stream ended"
+            try:
+                with self.http.stream(
+                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+                ) as r:
+                    if 400 <= r.status_code < 500:
+                        r.read()
+                        self.call("GET", f"/v1/jobs/{job_id}")  # raises the gateway's message
+                    if r.status_code < 400:
+                        lost_at = None
+                        for name, event_id, data in _sse(r.iter_lines()):
+                            last_id = event_id or last_id
+                            if name == "job":
+                                yield data
+                                if data.get("status") in TERMINAL:
+                                    return
+                    why = f"HTTP {r.status_code}"
+            except httpx.TransportError as exc:
+                why = type(exc).__name__
+            lost_at = lost_at or time.monotonic()
+            if time.monotonic() - lost_at > reconnect_s:
+                raise ClusterUnavailable(
+                    f"lost the gateway at {self.url} for {reconnect_s:g} s ({why}); "
+                    f"`framefleet watch {job_id}` follows it again"
+                )
+            time.sleep(RECONNECT_WAIT_S)
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+    """(event name, id, JSON data) of each event of a ``text/event-stream``."""
+    name, event_id, data = "message", None, list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield name, event_id, json.loads("\n".join(data))
+            name, event_id, data = "message", None, list[str]()
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
 
 
 def _print_job(job: dict[str, Any]) -> None:

@@ -17,6 +17,10 @@ from api.settings import TOKEN_FILE_NAME
 err = Console(stderr=True, soft_wrap=True)
 
 
+SHUTDOWN_GRACE_S = 3
+"""Seconds a stopping gateway lets open requests finish before it cuts them."""
+
+
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to ``app``."""
 
@@ -83,6 +87,9 @@ def register(app: typer.Typer) -> None:
                 host=settings.host,
                 port=settings.port,
                 log_level="info",
+                # Event streams never end by themselves: they are cut after this, and their
+                # clients resume with Last-Event-ID from the next gateway.
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
             )
         finally:
             withdraw(settings.data_dir)

@@ -28,9 +28,14 @@ POLL_S = 25.0
 class Subscription:
     job_ids: frozenset[str] | None
     queue: asyncio.Queue[JobEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    floor: int = 0
+    """Events up to this ``seq`` were replayed to the client already: not again."""
 
     def offer(self, event: JobEvent | None) -> None:
-        if event is not None and self.job_ids is not None and event.job_id not in self.job_ids:
+        if event is not None and (
+            (self.job_ids is not None and event.job_id not in self.job_ids)
+            or event.seq <= self.floor
+        ):
             return
         try:
             self.queue.put_nowait(event)
@@ -38,6 +43,20 @@ class Subscription:
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.queue.put_nowait(None)
+
+    def replay(self, batch: EventBatch) -> None:
+        """Put what a client missed (``batch``, read from the coordinator) ahead of what is
+        queued, in order: a gap if it is not all kept, or more than the queue holds."""
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+        self.floor = max(self.floor, batch.last_seq)
+        missed: list[JobEvent | None] = list(batch.events)
+        if batch.gap or len(missed) >= QUEUE_MAX:
+            missed = [None]
+        later = [e for e in queued if e is None or e.seq > batch.last_seq]
+        for item in (missed + later)[:QUEUE_MAX]:
+            self.queue.put_nowait(item)
 
 
 class JobCache:

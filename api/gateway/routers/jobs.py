@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated
@@ -160,15 +161,35 @@ async def existing_job(job_id: str, request: Request) -> Job:
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def job_events(
-    request: Request, job: Annotated[Job, Depends(existing_job)]
+    request: Request,
+    job: Annotated[Job, Depends(existing_job)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: ``data:`` JSON with ``status`` and ``progress``, pushed as they
     happen (one subscription per gateway, not a poll per client); the stream ends after
-    the terminal event."""
+    the terminal event.
+
+    Every event has an ``id:``. A client that reconnects with ``Last-Event-ID`` (after a
+    network cut or a gateway restart) first gets every event of the job it missed, or,
+    when they are no longer kept (a coordinator restart, a long absence), an
+    ``event: gap`` telling it to re-read the job, followed by the job as it is now."""
     fleet, hub, job_id = fleet_of(request).aio, request.app.state.hub, job.id
     async with hub.subscribe(frozenset({job_id})) as sub:
-        event = JobEvent.of(await fleet.get(job_id), EventType.STATUS)  # as of subscribing
-        yield ServerSentEvent(raw_data=hub.rendered(event), event="job")
+        after = _cursor(last_event_id)
+        if after is not None:
+            batch = await fleet.events(after, [job_id], 0)
+            missed: list[JobEvent] = list(batch.events)
+            if batch.gap:
+                yield ServerSentEvent(raw_data=gap_message(job_id), event="gap", id=str(after))
+                missed = [JobEvent.of(await fleet.get(job_id), EventType.STATUS, batch.last_seq)]
+            elif not missed:  # nothing happened since: the job as it is, to go on from
+                missed = [JobEvent.of(await fleet.get(job_id), EventType.STATUS, after)]
+        else:  # the job as of subscribing, numbered so a reconnect goes on from here
+            cursor = await fleet.event_cursor()
+            missed = [JobEvent.of(await fleet.get(job_id), EventType.STATUS, cursor)]
+        for event in missed:
+            yield ServerSentEvent(raw_data=hub.rendered(event), event="job", id=str(event.seq))
+        event = missed[-1]
         while not event.status.terminal:
             try:
                 async with asyncio.timeout(SSE_KEEPALIVE_S):  # no task per wait, unlike wait_for
@@ -177,6 +198,24 @@ async def job_events(
                 yield ServerSentEvent(comment="keep-alive")
                 continue
             if next_event is None:  # a gap: re-read the job
-                next_event = JobEvent.of(await fleet.get(job_id), EventType.STATUS)
+                cursor = await fleet.event_cursor()
+                next_event = JobEvent.of(await fleet.get(job_id), EventType.STATUS, cursor)
+            elif next_event.seq <= event.seq:
+                continue  # already sent (it happened before the stream's first event)
             event = next_event
-            yield ServerSentEvent(raw_data=hub.rendered(event), event="job")
+            yield ServerSentEvent(raw_data=hub.rendered(event), event="job", id=str(event.seq))
+
+
+def _cursor(last_event_id: str | None) -> int | None:
+    """A ``Last-Event-ID`` as the event cursor it is; anything else is ignored."""
+    if last_event_id is None or not last_event_id.strip().isdigit():
+        return None
+    return int(last_event_id.strip())
+
+
+def gap_message(job_id: str) -> str:
+    return json.dumps({
+        "type": "gap", "job_id": job_id,
+        "message": "some events of this job are no longer kept; re-read the job "
+        "(its state follows)",
+    })  # fmt: skip

@@ -4,7 +4,9 @@ Authenticate with ``Authorization: Bearer <token>`` on the upgrade request, with
 status page's session cookie (from the gateway's own origin), or, from another browser
 page (which cannot set that header), with a first message ``{"token": "..."}`` within
 5 s; otherwise the socket is closed with code 4401. Then send
-``{"subscribe": ["<job id>", ...]}`` (or ``"all"``, the default) at any time.
+``{"subscribe": ["<job id>", ...]}`` (or ``"all"``, the default) at any time, with
+``"since": <seq>`` (the last event's ``seq`` a reconnecting client saw) to first get
+the events it missed.
 Every event is a JSON object with ``seq``, ``type``, ``job_id``, ``status``, ``attempts``,
 ``reason``, ``error_code``, ``progress`` and ``time``; ``{"type": "gap"}`` means some
 were missed: re-read the jobs you follow.
@@ -122,6 +124,10 @@ async def _listen(ws: WebSocket, sub: Subscription) -> None:
                 await ws.send_json({"type": "error", "message": "send JSON as text"})
                 continue
             choice = message.get("subscribe") if isinstance(message, dict) else None
+            since = message.get("since") if isinstance(message, dict) else None
+            if since is not None and (not isinstance(since, int) or since < 0):
+                await ws.send_json({"type": "error", "message": "since must be an event seq"})
+                continue
             if choice == "all":
                 sub.job_ids = None
             elif isinstance(choice, list) and len(choice) <= MAX_SUBSCRIBE:
@@ -132,3 +138,6 @@ async def _listen(ws: WebSocket, sub: Subscription) -> None:
                 )
                 continue
             await ws.send_json({"type": "subscribed", "jobs": choice})
+            if since is not None:  # what the client missed, then live events
+                ids = sorted(sub.job_ids) if sub.job_ids is not None else None
+                sub.replay(await ws.app.state.fleet.aio.events(since, ids, 0))

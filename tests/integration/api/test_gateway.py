@@ -21,7 +21,9 @@ from tests.helpers import (
     count_frames,
     env_without_ray,
     ffmpeg_processes,
+    free_port,
     leftovers,
+    serving,
     streams,
     wait_until,
 )
@@ -550,3 +552,110 @@ def test_drain_undrain_and_release_from_the_cli_through_the_gateway(gateway: Gat
         gateway.http.delete(f"/v1/nodes/{node['node_id']}/drain")
         gateway.http.delete(f"/v1/jobs/{long['id']}")
     assert node_state() == "ready"
+
+
+def sse(lines: Any) -> Any:
+    """(event, id, data) of each event of an SSE stream."""
+    name, event_id, data = "message", None, None
+    for line in lines:
+        if not line:
+            if data is not None:
+                yield name, event_id, data
+            name, event_id, data = "message", None, None
+        elif line.startswith(("event:", "id:", "data:")):
+            field, _, value = line.partition(":")
+            value = value.strip()
+            if field == "event":
+                name = value
+            elif field == "id":
+                event_id = value
+            else:
+                data = json.loads(value)
+
+
+def test_sse_resumes_from_last_event_id_across_a_gateway_restart_and_cli_watch_reconnects(
+    gateway: Gateway, fleet: Any, tmp_path: Path
+) -> None:
+    from api.gateway.app import create_app
+    from api.settings import Settings
+
+    def restarted() -> Any:  # another gateway on the same coordinator: a restarted one
+        settings = Settings(api_tokens=[TOKEN], media_roots=[gateway.media, gateway.out],
+                            data_dir=tmp_path / "gw")  # fmt: skip
+        return create_app(settings, fleet)
+
+    job = gateway.http.post(
+        "/v1/jobs",
+        json={"input": str(gateway.media / "long.mp4"), "output": str(gateway.out / "r.mkv"),
+              "hardware": "cpu"},
+    ).json()  # fmt: skip
+    port = free_port()
+    watch = subprocess.Popen(
+        [FRAMEFLEET, "watch", job["id"], "--api", f"http://127.0.0.1:{port}", "--token", TOKEN],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_without_ray(),
+    )  # fmt: skip
+    try:
+        with serving(restarted(), port) as url:
+            seen = []
+            with httpx.stream("GET", f"{url}/v1/jobs/{job['id']}/events", headers=AUTH,
+                              timeout=60) as r:  # fmt: skip
+                for name, event_id, data in sse(r.iter_lines()):
+                    seen.append((name, int(event_id), data))
+                    if (data.get("progress") or {}).get("percent", 0) > 0:
+                        break  # the network is cut here
+        cut_at = time.time()
+        time.sleep(2)  # no gateway: events happen that nobody receives
+        with serving(restarted(), port) as url:
+            last_id = seen[-1][1]
+            with httpx.stream("GET", f"{url}/v1/jobs/{job['id']}/events",
+                              headers={**AUTH, "Last-Event-ID": str(last_id)},
+                              timeout=120) as r:  # fmt: skip
+                resumed = [(n, int(i), d) for n, i, d in sse(r.iter_lines())]
+            assert watch.wait(timeout=120) == 0, watch.stderr.read() if watch.stderr else ""
+            # A cursor the coordinator no longer keeps: a gap, then the job as it is.
+            with httpx.stream("GET", f"{url}/v1/jobs/{job['id']}/events",
+                              headers={**AUTH, "Last-Event-ID": "1"}, timeout=60) as r:  # fmt: skip
+                gap = list(sse(r.iter_lines()))
+    finally:
+        watch.kill()
+    ids = [i for _, i, _ in seen + resumed]
+    assert ids == sorted(set(ids))  # every event once, in order
+    assert resumed[0][1] > last_id and resumed[-1][2]["status"] == "succeeded"
+    assert any(d["time"] < cut_at + 2 and d["type"] == "progress" for _, _, d in resumed)
+    assert [n for n, _, _ in gap] == ["gap", "job"]
+    assert gap[0][2]["type"] == "gap" and gap[1][2]["status"] == "succeeded"
+    out = watch.stdout.read() if watch.stdout else ""
+    assert f"{job['id']}  transcode succeeded" in out
+    assert count_frames(gateway.out / "r.mkv") == 750
+
+
+def test_a_websocket_that_reconnects_with_since_gets_what_it_missed(gateway: Gateway) -> None:
+    url = gateway.url.replace("http://", "ws://") + "/v1/ws"
+    damaged = gateway.media / "since-damaged.mp4"
+    damaged.write_bytes(b"not a video" * 100)
+    job = gateway.http.post("/v1/jobs", json={"kind": "probe", "input": str(damaged)}).json()
+    assert follow(gateway, job["id"])[-1]["status"] == "failed"
+    with gateway.http.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
+        (first_id,) = [int(i) for _, i, _ in sse(r.iter_lines())]  # already over: one event
+    with connect(url, additional_headers=AUTH) as ws:  # a client that was away all along
+        assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
+        ws.send(json.dumps({"subscribe": [job["id"]], "since": 1}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        assert json.loads(ws.recv(timeout=10)) == {"type": "gap"}  # 1 is no longer kept
+        damaged.write_bytes((gateway.media / "clip.mp4").read_bytes())
+        retried = gateway.http.post(f"/v1/jobs/{job['id']}/retry").json()
+        assert retried["status"] == "queued"
+        wait_until(lambda: _status(gateway, job["id"]) == "succeeded", timeout=30)
+    with connect(url, additional_headers=AUTH) as ws:  # back, with the seq it last saw
+        assert json.loads(ws.recv(timeout=10)) == {"type": "ready"}
+        ws.send(json.dumps({"subscribe": [job["id"]], "since": first_id}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+        missed = [json.loads(ws.recv(timeout=10)) for _ in range(3)]
+        assert [e["status"] for e in missed] == ["queued", "running", "succeeded"]
+        assert all(e["seq"] > first_id for e in missed)
+        assert [e["seq"] for e in missed] == sorted(e["seq"] for e in missed)
+        ws.send(json.dumps({"subscribe": "all", "since": "yesterday"}))
+        assert json.loads(ws.recv(timeout=10)) == {
+            "type": "error",
+            "message": "since must be an event seq",
+        }
