@@ -49,7 +49,11 @@ def register(node_app: typer.Typer) -> None:
         while wait and found["state"] == "draining":
             time.sleep(1.0)
             nodes = client.call("GET", "/v1/nodes")
-            found = next((n for n in nodes if n["node_id"] == found["node_id"]), found)
+            fresh = next((n for n in nodes if n["node_id"] == found["node_id"]), None)
+            if fresh is None:
+                out.print(f"{found['node_id'][:12]} ({found['address']}): left the cluster")
+                return
+            found = fresh
         _show(found, as_json)
 
     @node_app.command()

@@ -528,6 +528,8 @@ def test_drain_undrain_and_release_from_the_cli_through_the_gateway(gateway: Gat
                   for s in f.samples if s.name == "framefleet_node_state"}  # fmt: skip
         assert states == {"ready": 0, "draining": 1, "drained": 0, "quarantined": 0, "trial": 0}
         gateway.http.delete(f"/v1/jobs/{long['id']}")
+        waited = node_cli("drain", node["node_id"], "--wait")  # returns once nothing runs
+        assert waited.stdout.strip() == f"{node['node_id'][:12]} ({node['address']}): drained"
         assert node_state() == "drained"
         listed = subprocess.run(
             [FRAMEFLEET, "nodes", "--api", gateway.url, "--token", TOKEN],
