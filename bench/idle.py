@@ -2,12 +2,13 @@
 
 Side by side in one run, each in its own process: framefleet's embedded cluster (what
 ``framefleet serve`` and the one-shot CLI start; one small encode first, so a warm
-encoder is resting too) and a plain ``ray.init()`` with Ray's defaults, the floor any
-Ray application pays. Each settles, then for ``--seconds`` (60; 15 with ``--quick``)
-the CPU time of every process of the cluster is sampled: the driver and all its
-descendants (GCS, raylet, Ray's agents, workers; framefleet's coordinator, node agent
-and encoders). Memory is PSS (shared pages split between the processes that share
-them, so the sum is true). Prints each process, the totals, and framefleet/plain Ray.
+encoder is resting too) and an empty private Ray (``address="local"``, its own temp dir,
+Ray's defaults), the floor any Ray application pays. Each settles, then for
+``--seconds`` (60; 15 with ``--quick``) the CPU time of every process of the cluster is
+sampled: the driver and all its descendants (GCS, raylet, Ray's agents, workers;
+framefleet's coordinator, node agent and encoders). Memory is PSS (shared pages split
+between the processes that share them, so the sum is true). Prints each process, the
+totals, and framefleet/plain Ray.
 
     .venv/bin/python bench/idle.py [--seconds 60] [--quick]
 """
@@ -158,7 +159,7 @@ def main() -> None:
         if run.returncode != 0:
             sys.exit(f"idle: the {side} side failed:\n{run.stderr[-2000:]}")
         results[side] = json.loads(run.stdout.strip().splitlines()[-1])
-    ray_cpu, ray_mem = show("plain ray.init() (Ray's defaults)", results["ray"])
+    ray_cpu, ray_mem = show("empty private Ray (Ray's defaults)", results["ray"])
     ours_cpu, ours_mem = show("framefleet's embedded cluster", results["framefleet"])
     emit(
         [
