@@ -99,11 +99,32 @@ class Settings(BaseSettings):
     """The first quarantine; doubled each time the trial job after it fails."""
     poison_after: int = Field(default=3, ge=0)
     """Encoder crashes on this many different nodes fail a job as poison (0: never)."""
+    webhook_hosts: Annotated[list[str], NoDecode] = []
+    """Hosts a job's callback_url may name (``name`` or ``name:port``; comma-separated)."""
+    webhook_secret: pydantic.SecretStr | None = None
+    """Signs every webhook (HMAC-SHA256); required with ``webhook_hosts``."""
+    webhook_attempts: int = Field(default=12, ge=1, le=100)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    """The wait before a webhook's second try; doubled for each further one (to 1 h)."""
 
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _tokens(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("webhook_hosts", mode="before")
+    @classmethod
+    def _hooks(cls, value: object) -> object:
+        return _split(value)
+
+    @pydantic.model_validator(mode="after")
+    def _signed(self) -> Settings:
+        if self.webhook_hosts and not self.webhook_secret:
+            raise ValueError(
+                "webhook_hosts is set but webhook_secret is not: every webhook is signed; "
+                "set FRAMEFLEET_WEBHOOK_SECRET (e.g. to `openssl rand -hex 32`)"
+            )
+        return self
 
     @field_validator("media_roots", mode="before")
     @classmethod
@@ -127,6 +148,8 @@ class Settings(BaseSettings):
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
+            if not where:  # a rule across settings says which ones itself
+                raise ConfigError(first["msg"].removeprefix("Value error, ")) from None
             raise ConfigError(
                 f"setting {where}: {first['msg']} (FRAMEFLEET_{where.upper()})"
             ) from None
@@ -166,6 +189,12 @@ class Settings(BaseSettings):
                 quarantine_after=self.quarantine_after,
                 quarantine_s=self.quarantine_s,
                 poison_after=self.poison_after,
+                webhook_hosts=tuple(self.webhook_hosts),
+                webhook_secret=self.webhook_secret.get_secret_value()
+                if self.webhook_secret
+                else None,
+                webhook_attempts=self.webhook_attempts,
+                webhook_backoff_s=self.webhook_backoff_s,
             ),
         )
         running = fleet.coordinator_config.media_roots

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from cluster.config import CoordinatorConfig, RuntimeConfig
     from cluster.control.metrics import EncodeRate, JobMetrics, MetricsSnapshot
     from cluster.control.view import GpuRecord, NodeRecord
+    from cluster.control.webhooks import sign_webhook, verify_webhook
     from cluster.errors import (
         CallTimeout,
         CapacityError,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     )
     from cluster.model.media import MediaInfo
     from cluster.model.progress import ProgressSnapshot
+    from cluster.model.public import job_view
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
     from cluster.ray_edge.client import Fleet
@@ -93,6 +95,8 @@ _WHERE: dict[str, str] = {
     "JobMetrics": "cluster.control.metrics",
     "MetricsSnapshot": "cluster.control.metrics",
     "GpuRecord": "cluster.control.view",
+    "sign_webhook": "cluster.control.webhooks",
+    "verify_webhook": "cluster.control.webhooks",
     "NodeRecord": "cluster.control.view",
     "CallTimeout": "cluster.errors",
     "CapacityError": "cluster.errors",
@@ -137,6 +141,7 @@ _WHERE: dict[str, str] = {
     "JobStatus": "cluster.model.jobs",
     "Speed": "cluster.model.jobs",
     "MediaInfo": "cluster.model.media",
+    "job_view": "cluster.model.public",
     "ProgressSnapshot": "cluster.model.progress",
     "INVENTORY_ENV": "cluster.nodes.gpus",
     "LocalNode": "cluster.nodes.register",
@@ -223,9 +228,12 @@ __all__ = [
     "detect_local",
     "ensure_token",
     "find_token",
+    "job_view",
     "make_sample",
     "missing_token_message",
     "probe",
+    "sign_webhook",
+    "verify_webhook",
 ]
 
 

@@ -48,6 +48,14 @@ class CoordinatorConfig:
     quarantine_max_s: float = 3600.0
     poison_after: int = 3
     """A job whose encoders crashed on this many different nodes fails as poison."""
+    webhook_hosts: tuple[str, ...] = ()
+    """Hosts (``name`` or ``name:port``) a job's ``callback_url`` may name; empty: none."""
+    webhook_secret: str | None = field(default=None, repr=False)
+    """Signs every webhook (HMAC-SHA256); needed when ``webhook_hosts`` is set."""
+    webhook_attempts: int = 12
+    """Deliveries tried per ending before the webhook is given up (recorded on the job)."""
+    webhook_backoff_s: float = 10.0
+    """Wait before the second delivery; doubles for each further one (capped at 1 h)."""
     costs: CostModel = field(default_factory=CostModel)
     """GPU memory and cores a job is expected to take (see :mod:`cluster.scheduling.costs`)."""
 
@@ -62,7 +70,9 @@ def config_differences(asked: CoordinatorConfig, running: CoordinatorConfig) -> 
     On a farm the first client starts the coordinator; later ones join it with its
     config. ``data_dir`` is left out: it is each machine's own."""
     return [
-        f"{f.name} is {getattr(running, f.name)!r}, not {getattr(asked, f.name)!r}"
+        f"{f.name} differs (not shown)"
+        if f.name == "webhook_secret"
+        else f"{f.name} is {getattr(running, f.name)!r}, not {getattr(asked, f.name)!r}"
         for f in fields(CoordinatorConfig)
         if f.name != "data_dir" and getattr(asked, f.name) != getattr(running, f.name)
     ]

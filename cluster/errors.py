@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     UNREADABLE = "unreadable"
     TRUNCATED = "truncated"
     OUTSIDE_ROOTS = "outside_roots"
+    CALLBACK_REFUSED = "callback_refused"
     NAME_TOO_LONG = "name_too_long"
     BAD_OUTPUT = "bad_output"
     BAD_CONFIG = "bad_config"

@@ -248,3 +248,56 @@ def nvidia_driver_present() -> bool:
 
 
 NO_DRIVER_REASON = "needs a machine without an NVIDIA driver (this one has one)"
+
+
+class Receiver:
+    """A webhook receiver: a real HTTP server on 127.0.0.1 that records each POST and
+    answers with ``answers`` in turn (then 200). :meth:`stop` and :meth:`start` again on
+    the same port play a receiver that is down for a while."""
+
+    def __init__(self, answers: Iterable[int] = (), port: int | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.answers = list(answers)
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.received.append((dict(self.headers), body))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._make = lambda: ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server: Any = None
+
+    def start(self) -> Receiver:
+        self._server = self._make()
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [json.loads(body) for _, body in self.received]
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -221,6 +221,10 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         priority: Priority = 0,
         overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
+        callback_url: Annotated[
+            str | None,
+            typer.Option("--callback-url", help="POST each job's view here when it ends (signed)."),
+        ] = None,
         api: Api = DEFAULT_API,
         token: Token = None,
         data_dir: DataDir = None,
@@ -230,7 +234,7 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         client = GatewayClient(api, token, data_dir)
         spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
                 "hardware": str(hardware), "priority": priority,
-                "overwrite": overwrite}  # fmt: skip
+                "overwrite": overwrite, "callback_url": callback_url}  # fmt: skip
         paths = [str(p.absolute()) for p in inputs]
         if len(paths) == 1 and output_dir is None:
             body = {**spec, "input": paths[0], "output": str(output.absolute()) if output else None}

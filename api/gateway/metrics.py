@@ -69,6 +69,9 @@ def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:
         (jobs.timeouts, "job_timeouts", "Encodes killed: past the job's runtime ceiling."),
         (jobs.poison_jobs, "poison_jobs", "Jobs failed as poison (encoders crashed on K nodes)."),
         (jobs.quarantines, "quarantines", "Times a node or GPU was quarantined."),
+        (jobs.webhooks_delivered, "webhooks_delivered", "Job endings delivered to callbacks."),
+        (jobs.webhooks_failed, "webhooks_failed", "Webhooks given up after every attempt."),
+        (jobs.webhook_retries, "webhook_retries", "Webhook attempts that will be tried again."),
     ):
         yield CounterMetricFamily(P + name, doc, value=value)
     frames = CounterMetricFamily(P + "frames_encoded", "Frames written.", labels=["encoder"])
@@ -91,6 +94,11 @@ def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:
 
 
 def _queue_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        P + "webhooks_pending",
+        "Job endings waiting in the webhook outbox.",
+        value=snap.jobs.webhooks_pending,
+    )
     depth = GaugeMetricFamily(P + "queue_depth", "Jobs waiting, by priority.", labels=["priority"])
     queue = {0: 0} | snap.queue
     for priority, n in sorted(queue.items()):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster import Codec, Hardware, Job, JobKind, JobSpec, JobStatus, Speed
+from cluster import Codec, Hardware, Job, JobKind, JobSpec, Speed, job_view
 
 Path_ = Field(min_length=1, max_length=4096)
 
@@ -30,6 +30,13 @@ class SpecFields(Strict):
     thumbnail_count: int | None = Field(default=None, ge=1, le=100)
     thumbnail_width: int | None = Field(default=None, ge=16, le=7680)
     labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="POSTed the job's view, signed, when the job ends; its host must be "
+        "listed in FRAMEFLEET_WEBHOOK_HOSTS. On a batch: each job's.",
+    )
 
 
 class JobRequest(SpecFields):
@@ -93,6 +100,11 @@ class JobView(BaseModel):
         description="Failed attempts that were not the input's fault: where, why (a retry "
         "goes elsewhere).",
     )
+    webhook: dict[str, Any] | None = Field(
+        default=None,
+        description="The delivery of the job's ending to its callback_url: state (pending, "
+        "delivered, failed), each attempt (at, HTTP status or error, ms), next_at.",
+    )
     created_at: float
     updated_at: float
     started_at: float | None
@@ -100,28 +112,7 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        spec, ended = job.spec, job.status in (JobStatus.FAILED, JobStatus.CANCELLED)
-        return cls(
-            id=job.id,
-            kind=spec.kind,
-            status=str(job.status),
-            input=spec.input,
-            output=spec.output,
-            spec=spec.to_dict(),
-            progress=ProgressView(**job.progress.to_dict()) if job.progress else None,
-            placement=job.placement.to_dict() if job.placement else None,
-            attempts=job.attempts,
-            reason=job.reason,
-            error=ErrorView(code=job.error_code, message=job.reason) if ended else None,
-            result=job.result,
-            notes=job.notes,
-            limits=job.limits,
-            failures=job.failures,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-        )
+        return cls.model_validate(job_view(job))
 
 
 class JobPage(BaseModel):

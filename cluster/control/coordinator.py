@@ -5,7 +5,7 @@ detached Ray actor and gives it a :class:`Backend` that talks to Ray
 (:mod:`cluster.control.fakes` gives it one without Ray, for tests). Its state lives
 in four parts, each in its own module:
 
-- :class:`~cluster.control.jobtable.JobTable`: jobs, the queue, keys; every state change;
+- :class:`~cluster.control.jobtable.JobTable`: jobs, queue, keys, state changes, webhooks;
 - :class:`~cluster.control.view.ClusterView`: nodes, suspects, NVENC failures, caps;
 - :class:`~cluster.control.prober.Prober`: queued jobs' probed inputs;
 - :class:`~cluster.control.pool.EncoderPool`: encoders, warm or busy, and what they hold;
@@ -24,7 +24,13 @@ from typing import Any
 
 from cluster.config import CoordinatorConfig
 from cluster.control.backend import Backend
-from cluster.control.dispatch import capacity_request, demand_for, plan_round, work_order
+from cluster.control.dispatch import (
+    capacity_request,
+    demand_for,
+    log_capacity_failure,
+    plan_round,
+    work_order,
+)
 from cluster.control.encodes import Encodes
 from cluster.control.healing import Healer, crash_sites
 from cluster.control.jobtable import JobTable, clear_partials
@@ -35,6 +41,7 @@ from cluster.control.pool import EncoderPool
 from cluster.control.prober import ProbeFn, Prober
 from cluster.control.store import JobStore
 from cluster.control.view import ClusterView
+from cluster.control.webhooks import webhook_settings
 from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
@@ -43,20 +50,10 @@ from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.scheduling.admission import (
-    check_confined,
-    confine,
-    numbered,
-    refuse_shared_outputs,
-)
+from cluster.scheduling.admission import check_confined, confine, numbered, refuse_shared_outputs
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
 log = logging.getLogger("framefleet.coordinator")
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("asking the autoscaler for capacity failed: %s", task.exception())
 
 
 class Coordinator(NodeAPI):
@@ -75,6 +72,7 @@ class Coordinator(NodeAPI):
             max_attempts=config.max_attempts,
             retention_s=config.finished_retention_s,
             idempotency_ttl_s=config.idempotency_ttl_s,
+            webhooks=webhook_settings(config),
         )
         self.metrics = self.table.metrics
         self.view = ClusterView(
@@ -117,6 +115,7 @@ class Coordinator(NodeAPI):
             self._tasks = [
                 asyncio.create_task(self._dispatch_loop()),
                 asyncio.create_task(self._housekeeping_loop()),
+                asyncio.create_task(self.table.webhooks.run()),
             ]
 
     async def shutdown(self) -> None:
@@ -125,6 +124,7 @@ class Coordinator(NodeAPI):
         await self.encodes.shutdown()
         for task in self._tasks:
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.table.store.close()
 
     # ---- the API the client and the gateway call -----------------------------------
@@ -219,8 +219,10 @@ class Coordinator(NodeAPI):
     async def _queue(self, specs: list[JobSpec], key: str | None, *, batch: bool) -> list[Job]:
         """Admit ``specs`` (all or none): paths resolved once, inside the media roots, then
         the request checked against what the nodes report."""
-        roots = self.config.media_roots
-        confined = [numbered(i, specs, batch, confine, s, roots) for i, s in enumerate(specs)]
+        roots, hooks = self.config.media_roots, self.config.webhook_hosts
+        confined = [
+            numbered(i, specs, batch, confine, s, roots, hooks) for i, s in enumerate(specs)
+        ]
         if key is not None:  # the same request returns its first job(s), outputs now written
             first = self.table.known(key, confined, batch=batch)
             if first is not None:
@@ -301,7 +303,7 @@ class Coordinator(NodeAPI):
         if bundles is not None:
             self._asked = bundles
             task = asyncio.create_task(self._backend.request_capacity(bundles))
-            task.add_done_callback(_log_failure)
+            task.add_done_callback(log_capacity_failure)
 
     def _states(self, *, placeable: bool = False) -> list[NodeState]:
         states = self.view.states(self._pool.used, self._pool.gpu_used(), placeable=placeable)

@@ -7,6 +7,8 @@ two planners, calls :func:`plan_round`, and applies the result.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass, field, replace
 
@@ -18,6 +20,15 @@ from cluster.model.jobs import Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
+
+log = logging.getLogger("framefleet.coordinator")
+
+
+def log_capacity_failure(task: asyncio.Task[None]) -> None:
+    """A done callback for the autoscaler request: say why it failed, if it did."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("asking the autoscaler for capacity failed: %s", task.exception())
+
 
 MAX_AUTOSCALER_BUNDLES = 256
 

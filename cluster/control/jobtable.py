@@ -2,7 +2,8 @@
 one function that changes a job's state.
 
 :meth:`JobTable.move` applies the state machine, keeps the queue, counts metrics,
-writes SQLite and publishes the event; nothing else changes a job's status. Finished
+writes SQLite (with the ending's webhook, in the same transaction) and publishes the
+event; nothing else changes a job's status. Finished
 jobs stay in memory for ``finished_retention_s`` and are read back from SQLite after.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from cluster.control.metrics import JobMetrics
-from cluster.control.store import JobStore
+from cluster.control.store import Delivery, JobStore
+from cluster.control.webhooks import KEEP_ATTEMPTS, Webhooks
 from cluster.errors import ErrorCode, IdempotencyConflict, JobNotFound
 from cluster.media.runner import remove_stale_partials
 from cluster.model.events import EventLog, EventType
@@ -38,7 +41,10 @@ class JobTable:
         retention_s: float,
         idempotency_ttl_s: float,
         metrics: JobMetrics | None = None,
+        webhooks: dict[str, Any] | None = None,
     ) -> None:
+        """``webhooks``: :class:`Webhooks`' settings (``secret``, ``attempts``,
+        ``backoff_s``)."""
         self.store = store
         self.events = EventLog()
         self.metrics = metrics or JobMetrics()
@@ -51,6 +57,7 @@ class JobTable:
         self._max_attempts = max_attempts
         self._retention_s = retention_s
         self._ttl_s = idempotency_ttl_s
+        self.webhooks = Webhooks(store, on_attempt=self._webhook_tried, **(webhooks or {}))
 
     def recover(self) -> list[Job]:
         """Load every stored job; those that were running are queued again (their
@@ -144,9 +151,14 @@ class JobTable:
             self.queue[job.id] = job
         else:
             self.queue.pop(job.id, None)
+        delivery = None
         if status.terminal:
             clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
-        self.store.save(job)
+            if job.spec.callback_url:
+                delivery = self.webhooks.prepare(job, job.spec.callback_url, job.updated_at)
+        self.store.save(job, webhook=delivery)
+        if delivery is not None:
+            self.webhooks.queued(delivery)
         self.publish(job)
 
     def save(self, job: Job) -> None:
@@ -154,6 +166,21 @@ class JobTable:
 
     def publish(self, job: Job, type: EventType = EventType.STATUS) -> None:
         self.events.publish(job, type)
+
+    def _webhook_tried(
+        self, delivery: Delivery, attempt: dict[str, Any], state: dict[str, Any]
+    ) -> None:
+        """Record a webhook attempt on its job (unless the job has ended again since)."""
+        job = self.jobs.get(delivery.job_id) or self.store.load(delivery.job_id)
+        if job is None or not job.webhook or job.webhook.get("id") != delivery.id:
+            return
+        attempts = [*job.webhook.get("attempts", ()), attempt][-KEEP_ATTEMPTS:]
+        job.webhook = {**job.webhook, **state, "attempts": attempts}
+        counter = {"delivered": "webhooks_delivered", "failed": "webhooks_failed"}
+        name = counter.get(state["state"], "webhook_retries")
+        setattr(self.metrics, name, getattr(self.metrics, name) + 1)
+        self.store.save(job)
+        self.publish(job, EventType.WEBHOOK)
 
     def forget_finished(self, now: float) -> int:
         """Drop finished jobs older than the retention window from memory (not from

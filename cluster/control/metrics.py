@@ -70,6 +70,11 @@ class JobMetrics:
     timeouts: int = 0
     poison_jobs: int = 0
     quarantines: int = 0
+    webhooks_delivered: int = 0
+    webhooks_failed: int = 0
+    webhook_retries: int = 0
+    webhooks_pending: int = 0
+    """A gauge: deliveries in the outbox (set when a snapshot is taken)."""
     frames: dict[str, int] = field(default_factory=dict)
     bytes_written: dict[str, int] = field(default_factory=dict)
     queue_wait: dict[str, Histogram] = field(default_factory=dict)

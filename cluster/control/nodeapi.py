@@ -60,6 +60,7 @@ class NodeAPI:
         """Everything /metrics exports: job counters and histograms, the queue by priority,
         running encodes' fps and speed, and the node view (GPU readings from the agents)."""
         running = [run.job for run in self._running.values()]
+        self.metrics.webhooks_pending = self.table.webhooks.pending
         return snapshot(self.metrics, self.table.queue.values(), running, await self.nodes())
 
     async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:

@@ -1,11 +1,12 @@
 """Job records in SQLite (WAL): every state change is written; progress stays in memory.
-Drained nodes are kept beside them."""
+Drained nodes and the webhook outbox are kept beside them."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.model.jobs import Job
@@ -28,7 +29,28 @@ CREATE TABLE IF NOT EXISTS drains (
     node_id TEXT PRIMARY KEY,
     since REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook waiting in the outbox: written with the job's ending, in the same
+    transaction, and deleted once delivered or given up."""
+
+    id: str
+    job_id: str
+    url: str
+    body: bytes
+    attempts: int
+    next_at: float
 
 
 class JobStore:
@@ -48,10 +70,12 @@ class JobStore:
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def save(self, job: Job) -> None:
-        self.save_many((job,))
+    def save(self, job: Job, *, webhook: Delivery | None = None) -> None:
+        """Write ``job``; with ``webhook``, queue its delivery in the same transaction, so
+        an ending is never recorded without it."""
+        self.save_many((job,), webhook=webhook)
 
-    def save_many(self, jobs: Iterable[Job]) -> None:
+    def save_many(self, jobs: Iterable[Job], *, webhook: Delivery | None = None) -> None:
         rows = [
             (
                 j.id,
@@ -73,6 +97,11 @@ class JobStore:
                 "updated_at=excluded.updated_at, record=excluded.record",
                 rows,
             )
+            if webhook is not None:
+                self._db.execute(
+                    "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
+                    (webhook.id, webhook.job_id, webhook.url, webhook.body, 0, webhook.next_at),
+                )
 
     def load(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -104,6 +133,23 @@ class JobStore:
             self._db.execute("DELETE FROM drains WHERE node_id = ?", (node_id,))
         else:
             self._db.execute("INSERT OR REPLACE INTO drains VALUES (?, ?)", (node_id, since))
+
+    def outbox(self) -> list[Delivery]:
+        """Every delivery not yet made or given up, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, job_id, url, body, attempts, next_at FROM outbox ORDER BY id"
+        ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def delivery_tried(self, delivery_id: str, attempts: int, next_at: float | None) -> None:
+        """Record an attempt: the next one at ``next_at``, or (``None``) done with."""
+        if next_at is None:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (delivery_id,))
+        else:
+            self._db.execute(
+                "UPDATE outbox SET attempts = ?, next_at = ? WHERE id = ?",
+                (attempts, next_at, delivery_id),
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -20,6 +20,8 @@ class EventType(StrEnum):
     """The job changed state (or its reason)."""
     PROGRESS = "progress"
     """A running job's encoder reported progress."""
+    WEBHOOK = "webhook"
+    """A finished job's webhook was tried (``job.webhook`` says how it went)."""
 
 
 @dataclass(frozen=True, slots=True)

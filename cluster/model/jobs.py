@@ -13,6 +13,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from cluster.errors import ErrorCode, InvalidTransition, SpecError
 from cluster.model.media import MediaInfo
@@ -78,6 +79,7 @@ CODECS: tuple[str, ...] = tuple(c.value for c in Codec)
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*[:,]")
 MAX_THUMBNAILS = 100
 MAX_PATH_CHARS = 4096
+MAX_URL_CHARS = 2048
 
 
 def _check_path_text(what: str, value: str) -> None:
@@ -92,6 +94,20 @@ def _check_path_text(what: str, value: str) -> None:
             f"{what} {value!r} looks like a URL or ffmpeg protocol; give a file path "
             "(prefix ./ for a file whose name contains ':')"
         )
+
+
+def _check_callback_text(url: str) -> None:
+    """The URL's form (an http(s) URL with a host, no credentials); which hosts are
+    allowed is admission's rule (:func:`cluster.scheduling.admission.check_callback`)."""
+    if len(url) > MAX_URL_CHARS or any(ord(c) < 33 for c in url):
+        raise SpecError(
+            f"callback_url must be one URL of at most {MAX_URL_CHARS} characters, no spaces"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(f"callback_url {url!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("callback_url must not carry credentials; receivers check the signature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +128,8 @@ class JobSpec:
     thumbnail_count: int | None = None
     thumbnail_width: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    callback_url: str | None = None
+    """Where to POST the job's view when it ends (a host in the allowed webhook hosts)."""
 
     def __post_init__(self) -> None:
         try:
@@ -148,6 +166,8 @@ class JobSpec:
             len(str(k)) > 100 or len(str(v)) > 1000 for k, v in self.labels.items()
         ):
             raise SpecError("labels: at most 50, keys up to 100 and values up to 1000 characters")
+        if self.callback_url is not None:
+            _check_callback_text(self.callback_url)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"labels": dict(self.labels)}
@@ -254,6 +274,10 @@ class Job:
     """Failed attempts that were not the input's fault: ``attempt``, ``node_id``,
     ``where``, ``fault`` (``node`` or ``crash``), ``code``, ``reason``. A retry places
     the job elsewhere; crashes on several nodes make it poison."""
+    webhook: dict[str, Any] | None = None
+    """The delivery of the last ending to ``spec.callback_url``: ``id``, ``url``,
+    ``state`` (pending, delivered, failed), ``attempts`` (each: ``at``, ``status`` or
+    ``error``, ``ms``), ``next_at``."""
 
     @staticmethod
     def new_id() -> str:
@@ -266,6 +290,7 @@ class Job:
             result=dict(self.result) if self.result else self.result,
             notes=list(self.notes),
             failures=list(self.failures),
+            webhook=_copied(self.webhook),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,6 +304,7 @@ class Job:
         data["placement"] = self.placement.to_dict() if self.placement else None
         data["notes"] = list(self.notes)
         data["failures"] = [dict(f) for f in self.failures]
+        data["webhook"] = _copied(self.webhook)
         return data
 
     @classmethod
@@ -294,6 +320,12 @@ class Job:
         if data.get("placement"):
             data["placement"] = JobPlacement.from_dict(data["placement"])
         return cls(**data)
+
+
+def _copied(webhook: dict[str, Any] | None) -> dict[str, Any] | None:
+    if webhook is None:
+        return None
+    return dict(webhook, attempts=[dict(a) for a in webhook.get("attempts", ())])
 
 
 def transition(
@@ -329,6 +361,7 @@ def transition(
             job.result = None
             job.notes = []
             job.failures = []
+            job.webhook = None
         job.finished_at = None
         job.progress = None
     else:

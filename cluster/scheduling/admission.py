@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import check_thumbnail_request
@@ -53,9 +54,41 @@ def check_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...])
     )
 
 
-def confine(spec: JobSpec, roots: tuple[Path, ...]) -> JobSpec:
-    """``spec`` with input and output resolved (after symlinks) inside ``roots``, or a
-    :class:`SpecError` naming the rule. The one place a job's paths are resolved."""
+def check_callback(url: str | None, hosts: tuple[str, ...]) -> None:
+    """A job's ``callback_url`` names an allowed host (``name``: any port; ``name:port``:
+    that port), or a :class:`SpecError` naming the rule. Webhooks go only where an
+    operator said, so a job cannot make the farm call into its own network."""
+    if url is None:
+        return
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise SpecError(
+            f"callback_url {url!r} has a bad port", code=ErrorCode.CALLBACK_REFUSED
+        ) from None
+    allowed = {h.lower() for h in hosts}
+    if host in allowed or f"{host}:{port}" in allowed:
+        return
+    if not hosts:
+        raise SpecError(
+            "webhooks are off on this farm: an operator lists the receivers' hosts in "
+            "FRAMEFLEET_WEBHOOK_HOSTS; drop callback_url",
+            code=ErrorCode.CALLBACK_REFUSED,
+        )
+    raise SpecError(
+        f"callback_url host {host}:{port} is not allowed; use one of {', '.join(hosts)} "
+        "(FRAMEFLEET_WEBHOOK_HOSTS)",
+        code=ErrorCode.CALLBACK_REFUSED,
+    )
+
+
+def confine(spec: JobSpec, roots: tuple[Path, ...], hooks: tuple[str, ...] = ()) -> JobSpec:
+    """``spec`` with input and output resolved (after symlinks) inside ``roots`` and its
+    callback on an allowed host (``hooks``), or a :class:`SpecError` naming the rule. The
+    one place a job's paths and URLs are checked."""
+    check_callback(spec.callback_url, hooks)
     source = resolve(spec.input, roots, what="input")
     output = resolve(spec.output, roots, what="output") if spec.output is not None else None
     return replace(spec, input=str(source), output=str(output) if output else None)
