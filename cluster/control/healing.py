@@ -117,8 +117,11 @@ class Healer:
         return fault
 
     def settle(self, job: Job, fault: Fault, decision: Decision, now: float) -> None:
-        """Strike, clear or forgive the targets of the attempt that just ended."""
+        """Strike, clear or forgive the targets of the attempt that just ended; an attempt
+        ended by no fault of the job's or a machine's is not counted against its retries."""
         placed = job.placement
+        if decision.action is Action.REQUEUE and not decision.charged:
+            job.requeues += 1  # a lost node or a shutdown: not one of the job's attempts
         if placed is None or decision.action is Action.IGNORE:
             return
         if decision.code is ErrorCode.POISON:

@@ -70,6 +70,7 @@ class JobTable:
             self._seq = max(self._seq, job.seq)
             if job.status is JobStatus.RUNNING:
                 transition(job, JobStatus.QUEUED, reason="re-queued: the coordinator restarted")
+                job.requeues += 1  # not the job's fault: not one of its attempts
                 clear_partials(job)
                 requeued.append(job)
         self.store.save_many(requeued)

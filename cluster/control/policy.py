@@ -8,7 +8,7 @@ and applies the :class:`Decision`; the branches live here, testable without a lo
     framefleet is shutting down                -> REQUEUE (not counted as an attempt)
     the user cancelled                         -> CANCEL
     NVENC did not open on the placed GPU       -> REQUEUE elsewhere, or FAIL if none can
-    the job's node left the cluster            -> REQUEUE at once, whatever its attempts
+    the job's node left the cluster            -> REQUEUE at once (not counted either)
     encoders crashed on ``poison_after`` nodes -> FAIL as poison
     a retryable failure with attempts left     -> REQUEUE after a backoff
     anything else                              -> FAIL (said "gave up after N" if retried)
@@ -98,6 +98,9 @@ class Decision:
     """For a requeue: the earliest time it may be placed again."""
     counter: str | None = None
     """A :class:`~cluster.control.metrics.JobMetrics` counter to add one to."""
+    charged: bool = True
+    """For a requeue: whether the attempt counts against ``max_attempts`` (not when the
+    job's node left or framefleet shut down: no fault of the job's or a machine's)."""
 
     @property
     def status(self) -> JobStatus:
@@ -138,7 +141,7 @@ def decide(job: Job, outcome: WorkOutcome, facts: Facts) -> Decision:
     if outcome.status == "succeeded":
         return Decision(Action.SUCCEED, f"completed in {outcome.elapsed_s:.1f} s")
     if facts.stopping:
-        return Decision(Action.REQUEUE, "re-queued: framefleet was shut down")
+        return Decision(Action.REQUEUE, "re-queued: framefleet was shut down", charged=False)
     if facts.cancelling or outcome.status == "cancelled":
         return Decision(Action.CANCEL, "cancelled by user", ErrorCode.CANCELLED)
     code = outcome.error_code
@@ -155,15 +158,16 @@ def decide(job: Job, outcome: WorkOutcome, facts: Facts) -> Decision:
     if code is ErrorCode.WORKER_LOST and not facts.node_present:
         # Not the job's fault: place it again at once, whatever its attempts.
         reason = f"node {facts.where} left the cluster mid-job; placing again"
-        return Decision(Action.REQUEUE, reason, counter="node_losses")
+        return Decision(Action.REQUEUE, reason, counter="node_losses", charged=False)
     if 0 < facts.poison_after <= len(facts.crashed_on) and fault_of(outcome) is Fault.CRASH:
         reason = (
             f"poison: crashed encoders on nodes {', '.join(facts.crashed_on)} "
             f"(the last: {outcome.error}); not retried; check the input"
         )
         return Decision(Action.FAIL, reason, ErrorCode.POISON, counter="poison_jobs")
-    if outcome.retryable and job.attempts < job.max_attempts:
-        delay = min(facts.backoff_s * 2 ** (job.attempts - 1), MAX_BACKOFF_S)
+    charged = job.attempts - job.requeues  # attempts that were the job's or a machine's
+    if outcome.retryable and charged < job.max_attempts:
+        delay = min(facts.backoff_s * 2 ** (charged - 1), MAX_BACKOFF_S)
         reason = f"attempt {job.attempts} failed: {outcome.error}; retrying in {delay:g} s"
         return Decision(Action.REQUEUE, reason, not_before=facts.now + delay, counter="retries")
     reason = outcome.error or "failed"

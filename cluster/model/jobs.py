@@ -256,6 +256,10 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
+    """Attempts started (each time the job began running)."""
+    requeues: int = 0
+    """Of those, attempts ended by no fault of the job's or a machine's (its node left,
+    the coordinator restarted or shut down): they do not count against ``max_attempts``."""
     max_attempts: int = 3
     not_before: float = 0.0
     reason: str | None = None
@@ -356,7 +360,7 @@ def transition(
         job.progress = None
     elif new is JobStatus.QUEUED:
         if previous.terminal:  # a user's retry starts afresh (the file may have been fixed)
-            job.attempts = 0
+            job.attempts = job.requeues = 0
             job.input_media = None
             job.result = None
             job.notes = []

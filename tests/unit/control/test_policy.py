@@ -91,6 +91,18 @@ def test_retries_back_off_exponentially_up_to_a_minute() -> None:
     assert decide(job, outcome, Facts(backoff_s=50.0)).not_before == 60.0
 
 
+def test_attempts_ended_by_a_lost_node_or_a_restart_are_not_counted_against_retries() -> None:
+    job = running(3)
+    job.requeues = 2  # two attempts ended by node losses or restarts: one of its own
+    outcome = replace(failed(ErrorCode.ENCODE_FAILED), attempt=3)
+    decision = decide(job, outcome, Facts(backoff_s=2.0, now=10.0))
+    assert (decision.action, decision.not_before) == (Action.REQUEUE, 12.0)
+    assert decision.reason == "attempt 3 failed: boom; retrying in 2 s"
+    lost = decide(job, replace(LOST, attempt=3), Facts(node_present=False))
+    assert (lost.action, lost.charged) == (Action.REQUEUE, False)
+    assert decide(running(1), replace(LOST, attempt=1), Facts()).charged  # its node is there
+
+
 def test_a_result_says_where_the_jobs_time_went() -> None:
     job = replace(running(), created_at=100.0, started_at=100.5)
     node = {"ffmpeg_started_at": 100.6, "before_ffmpeg_s": 0.05, "ffmpeg_s": 3.0}
