@@ -18,7 +18,7 @@ DATA_DIR_OPT := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: setup system-deps run demo test test-fast test-gpu lint typecheck pytest bench lock lock-tools clean
+.PHONY: setup system-deps run demo test test-fast test-chaos test-gpu lint typecheck pytest bench lock lock-tools clean
 
 setup: system-deps $(STAMP) $(TOOLS_STAMP)
 
@@ -68,6 +68,15 @@ typecheck:
 pytest:
 	$(BIN)/pytest tests/unit
 	$(BIN)/pytest -m "not gpu" tests/integration
+
+# The chaos test alone, CHAOS_RUNS times in a row (it also runs once in `make test`);
+# each run prints its figures. CHAOS_SEED=N replays one run's choice of victims.
+CHAOS_RUNS ?= 5
+test-chaos: setup
+	@for i in $$(seq $(CHAOS_RUNS)); do \
+	  echo "chaos run $$i of $(CHAOS_RUNS)"; \
+	  $(BIN)/pytest -m chaos -s -q -p no:cacheprovider tests/integration/cluster/test_chaos.py || exit 1; \
+	done
 
 # Needs an NVIDIA driver: NVML inventory and NVENC detection for real.
 test-gpu: setup
