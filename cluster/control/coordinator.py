@@ -90,7 +90,7 @@ class Coordinator(NodeAPI):
         self.encodes = Encodes(self._pool, on_outcome=self._complete, on_lost=self._lost)
         self._running = self.encodes.running
         self.healer = Healer(config, self.metrics)
-        self.healer.draining = self.table.store.drains()
+        self.healer.load(self.table.store)
         self._asked: list[dict[str, float]] = []
         """The last resource shapes asked of the autoscaler."""
         self._stopping = False

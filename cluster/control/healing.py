@@ -22,6 +22,7 @@ from cluster.config import CoordinatorConfig
 from cluster.control.health import Health, HealthState, gpu_target, node_target
 from cluster.control.metrics import JobMetrics
 from cluster.control.policy import Action, Decision, Fault, fault_of
+from cluster.control.store import JobStore
 from cluster.control.watchdog import Watchdog, limits_for
 from cluster.errors import ErrorCode, Stalled
 from cluster.media.work import WorkOutcome
@@ -68,6 +69,22 @@ class Healer:
         self.watchdog = Watchdog()
         self.draining: dict[str, float] = {}
         """Node id -> since when it takes no new work."""
+        self._store: JobStore | None = None
+        self._saved: dict[str, tuple[int, float, str]] = {}
+
+    def load(self, store: JobStore) -> None:
+        """Drains and quarantines from before a restart; later changes are written there."""
+        self._store = store
+        self.draining = store.drains()
+        self._saved = store.quarantines()
+        self.health.restore(self._saved)
+
+    def save(self) -> None:
+        """Write the quarantines if they changed (cheap when they did not)."""
+        now = self.health.quarantines()
+        if self._store is not None and now != self._saved:
+            self._store.set_quarantines(now)
+            self._saved = now
 
     # ---- a job's run -----------------------------------------------------------------
 
@@ -141,6 +158,7 @@ class Healer:
         else:
             for target in every:
                 self.health.ended(target, job.id)
+        self.save()
 
     def forget(self, job_id: str) -> None:
         self.watchdog.forget(job_id)

@@ -6,7 +6,8 @@ open, an encoder that crashed) are strikes against the target the job ran on. Af
 ``after`` strikes in a row (within ``window_s``; a success on the target clears them),
 the target is quarantined for ``base_s``. When that ends, one trial job is let through:
 its success heals the target; its failure quarantines it again for twice as long
-(capped at ``max_s``). Strikes that a poison job caused are taken back, so one bad
+(capped at ``max_s``). Quarantines are kept in SQLite, so a restarted coordinator does
+not hand a bad machine K more jobs. Strikes that a poison job caused are taken back, so one bad
 input does not quarantine healthy machines. An operator can lift a quarantine.
 
 Pure and clock-driven (``now`` is passed in), so it is tested without a loop.
@@ -134,6 +135,22 @@ class Health:
         if rec is not None:
             log.warning("%s released by an operator", target)
         return rec is not None and (rec.until is not None or bool(rec.strikes))
+
+    # ---- kept across restarts -------------------------------------------------------------
+
+    def quarantines(self) -> dict[str, tuple[int, float, str]]:
+        """What outlives a restart: target -> (quarantines in a row, until, reason) of
+        every target quarantined or on trial (strikes short of one are forgotten)."""
+        return {
+            t: (r.quarantines, r.until, r.reason)
+            for t, r in self._records.items()
+            if r.until is not None
+        }
+
+    def restore(self, saved: dict[str, tuple[int, float, str]]) -> None:
+        """Quarantines from before a restart (a trial that was running starts again)."""
+        for target, (count, until, reason) in saved.items():
+            self._records[target] = _Record(quarantines=count, until=until, reason=reason)
 
     # ---- what it means now ---------------------------------------------------------------
 

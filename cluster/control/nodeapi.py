@@ -89,5 +89,6 @@ class NodeAPI:
         found = self.view.gpu(name)
         target = gpu_target(name) if found else node_target(await self._find(name))
         lifted = self.healer.health.release(target)
+        self.healer.save()
         self._wake.set()
         return f"{target} {'released' if lifted else 'was not quarantined'}"

@@ -1,5 +1,5 @@
 """Job records in SQLite (WAL): every state change is written; progress stays in memory.
-Drained nodes and the webhook outbox are kept beside them."""
+Drained nodes, quarantines and the webhook outbox are kept beside them."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE TABLE IF NOT EXISTS drains (
     node_id TEXT PRIMARY KEY,
     since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantines (
+    target TEXT PRIMARY KEY,
+    quarantines INTEGER NOT NULL,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
@@ -133,6 +139,20 @@ class JobStore:
             self._db.execute("DELETE FROM drains WHERE node_id = ?", (node_id,))
         else:
             self._db.execute("INSERT OR REPLACE INTO drains VALUES (?, ?)", (node_id, since))
+
+    def quarantines(self) -> dict[str, tuple[int, float, str]]:
+        """Quarantined nodes and GPUs: target -> (quarantines in a row, until, reason)."""
+        rows = self._db.execute("SELECT target, quarantines, until, reason FROM quarantines")
+        return {target: (count, until, reason) for target, count, until, reason in rows}
+
+    def set_quarantines(self, saved: dict[str, tuple[int, float, str]]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM quarantines")
+            self._db.executemany(
+                "INSERT INTO quarantines VALUES (?, ?, ?, ?)",
+                [(target, *row) for target, row in saved.items()],
+            )
 
     def outbox(self) -> list[Delivery]:
         """Every delivery not yet made or given up, oldest first."""

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from cluster import ErrorCode, Hardware, JobKind, JobSpec, Speed
+from cluster import ErrorCode, Hardware, JobKind, JobSpec, NodeRecord, Speed
+from cluster.control.coordinator import Coordinator
 from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, fake_media, fake_node
 from cluster.control.health import Health, HealthState
 from cluster.control.watchdog import MIN_STALL_S, Watchdog, limits_for
@@ -192,17 +193,34 @@ def test_a_failing_node_is_quarantined_given_a_trial_and_healed(tmp_path: Path) 
            quarantine_s=0.5)  # fmt: skip
 
 
-def test_an_operator_releases_a_quarantined_node(tmp_path: Path) -> None:
+async def nodes_of(coordinator: Coordinator) -> list[NodeRecord]:
+    """The nodes, once a (re)started coordinator has seen them."""
+    while not (found := await coordinator.nodes()):
+        await asyncio.sleep(0.01)
+    return found
+
+
+def test_a_quarantine_outlives_a_restart_and_an_operator_releases_it(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
-        c = farm.coordinator
-        job = await c.submit(farm.spec("a.mp4"))
+        job = await farm.coordinator.submit(farm.spec("a.mp4"))
         assert (await farm.until(job.id, TERMINAL)).status == "failed"
-        assert (await c.nodes())[0].state == "quarantined"
+        (before,) = await farm.coordinator.nodes()
+        assert before.state == "quarantined"
+        await farm.coordinator.shutdown()  # a restart does not hand it K more jobs
+        farm.coordinator = c = farm.open()
+        (after,) = await nodes_of(c)
+        assert after.state == "quarantined" and after.quarantine is not None
+        assert before.quarantine is not None
+        assert after.quarantine["until"] == before.quarantine["until"]
+        assert after.quarantine["reason"] == before.quarantine["reason"]
         with pytest.raises(NodeNotFound, match="no node 'nope' in the cluster"):
             await c.release("nope")
         assert await c.release("node-1") == "node:node-1 released"
         assert (await c.nodes())[0].state == "ready"
         assert await c.release("node-1") == "node:node-1 was not quarantined"
+        await c.shutdown()
+        farm.coordinator = farm.open()  # the release is kept too
+        assert (await nodes_of(farm.coordinator))[0].state == "ready"
 
     run_on(tmp_path, FakeBackend(None, attempts(EncoderUnavailable("no ffmpeg"))), test,
            max_attempts=1, quarantine_after=1, quarantine_s=600)  # fmt: skip
