@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from cluster.config import CoordinatorConfig
-from cluster.control.health import Health, HealthState, gpu_target, node_target
+from cluster.control.health import Health, HealthState, Saved, gpu_target, node_target
 from cluster.control.metrics import JobMetrics
 from cluster.control.policy import Action, Decision, Fault, fault_of
 from cluster.control.store import JobStore
@@ -70,20 +70,21 @@ class Healer:
         self.draining: dict[str, float] = {}
         """Node id -> since when it takes no new work."""
         self._store: JobStore | None = None
-        self._saved: dict[str, tuple[int, float, str]] = {}
+        self._saved: dict[str, Saved] = {}
 
     def load(self, store: JobStore) -> None:
-        """Drains and quarantines from before a restart; later changes are written there."""
+        """Drains, strikes and quarantines from before a restart; later changes are
+        written there."""
         self._store = store
         self.draining = store.drains()
-        self._saved = store.quarantines()
+        self._saved = store.health()
         self.health.restore(self._saved)
 
     def save(self) -> None:
-        """Write the quarantines if they changed (cheap when they did not)."""
-        now = self.health.quarantines()
+        """Write strikes and quarantines if they changed (cheap when they did not)."""
+        now = self.health.saved()
         if self._store is not None and now != self._saved:
-            self._store.set_quarantines(now)
+            self._store.set_health(now)
             self._saved = now
 
     # ---- a job's run -----------------------------------------------------------------

@@ -6,9 +6,10 @@ open, an encoder that crashed) are strikes against the target the job ran on. Af
 ``after`` strikes in a row (within ``window_s``; a success on the target clears them),
 the target is quarantined for ``base_s``. When that ends, one trial job is let through:
 its success heals the target; its failure quarantines it again for twice as long
-(capped at ``max_s``). Quarantines are kept in SQLite, so a restarted coordinator does
-not hand a bad machine K more jobs. Strikes that a poison job caused are taken back, so one bad
-input does not quarantine healthy machines. An operator can lift a quarantine.
+(capped at ``max_s``). Strikes that a poison job caused are taken back, so one bad
+input does not quarantine healthy machines. An operator can lift a quarantine. Strikes
+and quarantines are kept in SQLite, so a restarted coordinator does not hand a bad
+machine K more jobs.
 
 Pure and clock-driven (``now`` is passed in), so it is tested without a loop.
 """
@@ -22,6 +23,10 @@ from enum import StrEnum
 from typing import Any
 
 log = logging.getLogger("framefleet.coordinator")
+
+
+Saved = tuple[int, float | None, str, list[list[Any]]]
+"""A target as stored: quarantines in a row, until, reason, strikes (when, job, why)."""
 
 
 class HealthState(StrEnum):
@@ -138,19 +143,23 @@ class Health:
 
     # ---- kept across restarts -------------------------------------------------------------
 
-    def quarantines(self) -> dict[str, tuple[int, float, str]]:
-        """What outlives a restart: target -> (quarantines in a row, until, reason) of
-        every target quarantined or on trial (strikes short of one are forgotten)."""
+    def saved(self) -> dict[str, Saved]:
+        """What outlives a restart: every target with strikes or a quarantine."""
         return {
-            t: (r.quarantines, r.until, r.reason)
+            t: (r.quarantines, r.until, r.reason, [list(s) for s in r.strikes])
             for t, r in self._records.items()
-            if r.until is not None
         }
 
-    def restore(self, saved: dict[str, tuple[int, float, str]]) -> None:
-        """Quarantines from before a restart (a trial that was running starts again)."""
-        for target, (count, until, reason) in saved.items():
-            self._records[target] = _Record(quarantines=count, until=until, reason=reason)
+    def restore(self, saved: dict[str, Saved]) -> None:
+        """Strikes and quarantines from before a restart (a trial that was running
+        starts again)."""
+        for target, (count, until, reason, strikes) in saved.items():
+            self._records[target] = _Record(
+                strikes=deque((float(w), str(j), str(y)) for w, j, y in strikes),
+                quarantines=count,
+                until=until,
+                reason=reason,
+            )
 
     # ---- what it means now ---------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Job records in SQLite (WAL): every state change is written; progress stays in memory.
-Drained nodes, quarantines and the webhook outbox are kept beside them."""
+Drained nodes, strikes and quarantines, and the webhook outbox are kept beside them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.control.health import Saved
 from cluster.model.jobs import Job
 
 SCHEMA_VERSION = 1
@@ -29,11 +30,12 @@ CREATE TABLE IF NOT EXISTS drains (
     node_id TEXT PRIMARY KEY,
     since REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS quarantines (
+CREATE TABLE IF NOT EXISTS health (
     target TEXT PRIMARY KEY,
     quarantines INTEGER NOT NULL,
-    until REAL NOT NULL,
-    reason TEXT NOT NULL
+    until REAL,
+    reason TEXT NOT NULL,
+    strikes TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
@@ -140,19 +142,20 @@ class JobStore:
         else:
             self._db.execute("INSERT OR REPLACE INTO drains VALUES (?, ?)", (node_id, since))
 
-    def quarantines(self) -> dict[str, tuple[int, float, str]]:
-        """Quarantined nodes and GPUs: target -> (quarantines in a row, until, reason)."""
-        rows = self._db.execute("SELECT target, quarantines, until, reason FROM quarantines")
-        return {target: (count, until, reason) for target, count, until, reason in rows}
+    def health(self) -> dict[str, Saved]:
+        """Nodes and GPUs with strikes or a quarantine (see :meth:`Health.saved`)."""
+        rows = self._db.execute("SELECT target, quarantines, until, reason, strikes FROM health")
+        return {t: (n, until, why, json.loads(strikes)) for t, n, until, why, strikes in rows}
 
-    def set_quarantines(self, saved: dict[str, tuple[int, float, str]]) -> None:
+    def set_health(self, saved: dict[str, Saved]) -> None:
         with self._db:
             self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM quarantines")
+            self._db.execute("DELETE FROM health")
             self._db.executemany(
-                "INSERT INTO quarantines VALUES (?, ?, ?, ?)",
-                [(target, *row) for target, row in saved.items()],
-            )
+                "INSERT INTO health VALUES (?, ?, ?, ?, ?)",
+                [(t, n, until, why, json.dumps(strikes))
+                 for t, (n, until, why, strikes) in saved.items()],
+            )  # fmt: skip
 
     def outbox(self) -> list[Delivery]:
         """Every delivery not yet made or given up, oldest first."""

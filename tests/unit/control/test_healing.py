@@ -193,6 +193,21 @@ def test_a_failing_node_is_quarantined_given_a_trial_and_healed(tmp_path: Path) 
            quarantine_s=0.5)  # fmt: skip
 
 
+def test_strikes_and_quarantines_are_saved_and_restored() -> None:
+    health = Health(after=3, base_s=60)
+    health.failed("node:a", "j1", "stalled", now=0.0)
+    health.failed("node:a", "j2", "stalled", now=1.0)
+    health.failed("gpu:G", "j3", "nvenc", now=1.0)
+    health.failed("gpu:G", "j4", "nvenc", now=2.0)
+    health.failed("gpu:G", "j5", "nvenc", now=3.0)
+    again = Health(after=3, base_s=60)  # a restarted coordinator
+    again.restore(health.saved())
+    assert again.state("gpu:G", 10.0) is HealthState.QUARANTINED
+    assert again.view("gpu:G", 10.0) == health.view("gpu:G", 10.0)
+    assert again.failed("node:a", "j6", "stalled", now=4.0)  # the third in a row, not the first
+    assert again.saved().keys() == {"node:a", "gpu:G"}
+
+
 async def nodes_of(coordinator: Coordinator) -> list[NodeRecord]:
     """The nodes, once a (re)started coordinator has seen them."""
     while not (found := await coordinator.nodes()):
