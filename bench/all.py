@@ -28,6 +28,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "throughput": ([], ["--quick"]),
     "latency": ([], ["--quick"]),
     "api_load": ([], ["--quick"]),
+    "load": ([], ["--quick"]),
     "idle": ([], ["--quick"]),
     "scheduler_sim": (["--nodes", "10000", "--jobs", "1000000"], ["--quick"]),
     "coordinator_memory": ([], ["--quick"]),
