@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +30,39 @@ def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     )
     yield runtime
     runtime.close()
+
+
+@contextlib.contextmanager
+def private_cluster(prefix: str) -> Iterator[tuple[Any, Path]]:
+    """A multi-node ``ray.cluster_utils.Cluster`` with a head without CPUs or GPUs, in a
+    temp dir of its own: short (Ray's socket paths) and private (the Cluster writes its
+    address file under ``RAY_TMPDIR``: not /tmp/ray). Yields (cluster, temp dir); shut
+    down and removed after."""
+    from ray.cluster_utils import Cluster
+
+    temp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    old_tmpdir = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(temp)
+    (temp / "ray").mkdir()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "num_gpus": 0,
+            "temp_dir": str(temp / "ray"),
+            "include_dashboard": False,
+            "object_store_memory": 128 * 2**20,
+        },
+    )
+    try:
+        yield cluster, temp
+    finally:
+        cluster.shutdown()
+        if old_tmpdir is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old_tmpdir
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def start_fleet(data_dir: Path, name: str, **config: object) -> Fleet:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from tests.helpers import (
     processes_matching,
     wait_until,
 )
+from tests.integration.conftest import private_cluster
 
 pytestmark = [pytest.mark.multinode, pytest.mark.chaos, pytest.mark.timeout(900)]
 FRAMEFLEET = str(Path(sys.executable).with_name("framefleet"))
@@ -135,20 +135,16 @@ def parent_of(pid: int) -> int:
 
 @pytest.fixture
 def farm(tmp_path: Path) -> Iterator[Farm]:
-    temp = Path(tempfile.mkdtemp(prefix="ffc-", dir="/tmp"))  # short: Ray's socket paths
-    old_tmpdir = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = str(temp)
-    (temp / "ray").mkdir()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "num_gpus": 0,
-            "temp_dir": str(temp / "ray"),
-            "include_dashboard": False,
-            "object_store_memory": 128 * 2**20,
-        },
-    )
+    with private_cluster("ffc-") as (cluster, temp):
+        yield from _farm(cluster, temp, tmp_path)
+    # No Ray process of this farm outlives it (raylets, workers, the removed node's).
+    deadline = time.monotonic() + 30
+    while processes_matching(str(temp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_matching(str(temp)) == []
+
+
+def _farm(cluster: Cluster, temp: Path, tmp_path: Path) -> Iterator[Farm]:
     media, out = tmp_path / "media", tmp_path / "out"
     media.mkdir()
     out.mkdir()
@@ -180,18 +176,6 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
             except subprocess.TimeoutExpired:
                 farm.gateway.kill()
         ray.shutdown()
-        cluster.shutdown()
-        if old_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = old_tmpdir
-        # No Ray process of this farm outlives it (raylets, workers, the removed node's).
-        deadline = time.monotonic() + 30
-        while processes_matching(str(temp)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        left = processes_matching(str(temp))
-        shutil.rmtree(temp, ignore_errors=True)
-        assert left == []
 
 
 class Chaos:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +41,7 @@ from tests.helpers import (
     transcode,
     wait_until,
 )
+from tests.integration.conftest import private_cluster
 
 pytestmark = pytest.mark.multinode
 
@@ -120,22 +119,11 @@ def add_worker(
 
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
-    temp = tempfile.mkdtemp(prefix="ffm-", dir="/tmp")  # short: Ray's socket paths
-    # Cluster writes its address file under RAY_TMPDIR: keep it private, not /tmp/ray.
-    old_tmpdir = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    os.makedirs(f"{temp}/ray")
-    folder = tmp_path_factory.mktemp("farm")
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "num_gpus": 0,
-            "temp_dir": f"{temp}/ray",
-            "include_dashboard": False,
-            "object_store_memory": 128 * 2**20,
-        },
-    )
+    with private_cluster("ffm-") as (cluster, _):
+        yield from _farm(cluster, tmp_path_factory.mktemp("farm"))
+
+
+def _farm(cluster: Cluster, folder: Path) -> Iterator[Farm]:
     nodes = {
         "l4": add_worker(cluster, folder, [L4]),
         "t4": add_worker(cluster, folder, [T4]),
@@ -165,12 +153,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     finally:
         fleet.shutdown_coordinator()
         fleet.close()
-        cluster.shutdown()
-        if old_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = old_tmpdir
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_nodes_show_declared_gpus_their_resources_and_labels(farm: Farm) -> None:
