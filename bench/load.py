@@ -162,21 +162,20 @@ async def under_load(
         await asyncio.gather(*pollers, return_exceptions=True)
         wall = time.monotonic() - started
         polled = time.monotonic() - polling_started
-    listed = await asyncio.to_thread(list_all, url)
+        listed = await list_all(client)
     failed = [j for j in listed if j["status"] != "succeeded"]
     return {"ids": ids, "tally": tally, "wall": wall, "polled": polled, "failed": failed,
             "mid": await mid}  # fmt: skip
 
 
-def list_all(url: str) -> list[dict[str, Any]]:
+async def list_all(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     found, cursor = [], 0
-    with httpx.Client(base_url=url, headers=HEADERS, timeout=60) as client:
-        while True:
-            page = client.get("/v1/jobs", params={"cursor": cursor, "limit": 500}).json()
-            found += page["jobs"]
-            if page["next_cursor"] is None:
-                return found
-            cursor = page["next_cursor"]
+    while True:
+        page = (await client.get("/v1/jobs", params={"cursor": cursor, "limit": 500})).json()
+        found += page["jobs"]
+        if page["next_cursor"] is None:
+            return found
+        cursor = page["next_cursor"]
 
 
 def main() -> None:
