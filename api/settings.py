@@ -77,8 +77,17 @@ class Settings(BaseSettings):
     """Bearer tokens accepted on /v1 (comma-separated)."""
     token_file: Path | None = None
     """A file with one token per line (added to ``api_tokens``)."""
-    media_roots: Annotated[list[Path], NoDecode] = []
-    """Inputs and outputs must resolve inside these folders (comma- or colon-separated)."""
+    media_roots: Annotated[list[str], NoDecode] = []
+    """Inputs and outputs must resolve inside these folders or ``s3://bucket/prefix``
+    roots (comma- or colon-separated)."""
+    s3_endpoint: str | None = None
+    """The S3 API's URL for a store other than AWS (MinIO, Ceph, R2); credentials and
+    region come from the standard AWS settings (AWS_ACCESS_KEY_ID, AWS_REGION, ...)."""
+    s3_region: str | None = None
+    scratch: Path | None = None
+    """The embedded node's scratch folder for object-storage media [<data dir>/scratch]."""
+    scratch_bytes: int | None = Field(default=None, ge=0)
+    """At most this much scratch in use at once on the embedded node [the disk's room]."""
     gpu_inventory: Path | None = None
     ffmpeg: str | None = None
     """The embedded node's ffmpeg (a path or a name on PATH; default ``ffmpeg``)."""
@@ -129,7 +138,23 @@ class Settings(BaseSettings):
     @field_validator("media_roots", mode="before")
     @classmethod
     def _roots(cls, value: object) -> object:
-        return _split(value, r"[,:]")
+        return _split(value, r",|:(?!//)")  # `:` separates folders, not `s3://`
+
+    @field_validator("media_roots", mode="after")
+    @classmethod
+    def _objects(cls, value: list[str]) -> list[str]:
+        for raw in value:
+            if cluster.is_url(raw):
+                try:
+                    cluster.parse_object_roots((raw,))
+                except cluster.SpecError as exc:
+                    raise ValueError(str(exc)) from None
+        return value
+
+    def object_roots(self) -> tuple[str, ...]:
+        """The ``s3://`` roots, normalized."""
+        urls = tuple(raw for raw in self.media_roots if cluster.is_url(raw))
+        return tuple(str(url) for url in cluster.parse_object_roots(urls))
 
     def tokens(self) -> list[str]:
         """Every accepted token: ``api_tokens`` plus the lines of ``token_file``."""
@@ -158,8 +183,9 @@ class Settings(BaseSettings):
         """Where jobs may read and write: the configured roots; else, for a server,
         ``<data dir>/media`` (created: a gateway never serves the whole filesystem) and,
         for a local command, anywhere (``()``)."""
-        if self.media_roots:
-            return tuple(p.resolve() for p in self.media_roots)
+        folders = [Path(raw) for raw in self.media_roots if not cluster.is_url(raw)]
+        if folders or self.media_roots:  # only s3:// roots: no local path at all
+            return tuple(p.resolve() for p in folders)
         if not serving:
             return ()
         default = self.data_dir / "media"
@@ -179,10 +205,14 @@ class Settings(BaseSettings):
                 address=self.ray_address,
                 gpu_inventory=self.gpu_inventory,
                 ffmpeg=self.ffmpeg,
+                scratch=self.scratch,
             ),
             CoordinatorConfig(
                 data_dir=self.data_dir,
                 media_roots=roots,
+                object_roots=self.object_roots(),
+                s3_endpoint=self.s3_endpoint,
+                s3_region=self.s3_region,
                 costs=costs,
                 stall_s=self.stall_s,
                 max_runtime_factor=self.max_runtime_factor,
@@ -197,13 +227,14 @@ class Settings(BaseSettings):
                 webhook_backoff_s=self.webhook_backoff_s,
             ),
         )
-        running = fleet.coordinator_config.media_roots
-        if serving and running != roots:
+        config = fleet.coordinator_config
+        running = (*map(str, config.media_roots), *config.object_roots)
+        mine = (*map(str, roots), *self.object_roots())
+        if serving and running != mine:
             fleet.close()
-            shown = ", ".join(map(str, running)) or "anywhere"
             raise ConfigError(
-                f"the running coordinator confines jobs to {shown}, not to "
-                f"{', '.join(map(str, roots))}; set FRAMEFLEET_MEDIA_ROOTS to match, or "
+                f"the running coordinator confines jobs to {', '.join(running) or 'anywhere'}, "
+                f"not to {', '.join(mine)}; set FRAMEFLEET_MEDIA_ROOTS to match, or "
                 "restart the cluster's coordinator with these roots"
             )
         return fleet

@@ -7,6 +7,7 @@ on first use (PEP 562), so ``import cluster`` and its pure rooms never import Ra
 Where each room runs (see the README for the picture):
 
 - ``model/``: pure vocabulary (jobs, progress, events): everywhere.
+- ``storage/``: object storage URLs (pure), the S3 client, node scratch: head and nodes.
 - ``media/``: probing and ffmpeg (catalog, argv, the process, opened files): head and nodes.
 - ``scheduling/``: the planner, costs, admission: pure, on the head.
 - ``nodes/``: GPU sources, NVENC capability, registration, the agent, the encoder: every node.
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         RemoteError,
         SpecError,
         ToolMissing,
+        TransferError,
         WorkerLost,
     )
     from cluster.media.encoders import (
@@ -86,6 +88,8 @@ if TYPE_CHECKING:
     from cluster.scheduling.admission import check_spec, confine, confine_path
     from cluster.scheduling.costs import CostModel
     from cluster.scheduling.planner import Policy
+    from cluster.storage.scratch import SCRATCH_BYTES_ENV, SCRATCH_ENV
+    from cluster.storage.urls import is_object_url, is_url, parse_object_roots
     from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 _WHERE: dict[str, str] = {
@@ -118,6 +122,7 @@ _WHERE: dict[str, str] = {
     "RemoteError": "cluster.errors",
     "SpecError": "cluster.errors",
     "ToolMissing": "cluster.errors",
+    "TransferError": "cluster.errors",
     "WorkerLost": "cluster.errors",
     "CATALOG": "cluster.media.encoders",
     "CONTAINERS": "cluster.media.encoders",
@@ -157,6 +162,11 @@ _WHERE: dict[str, str] = {
     "confine_path": "cluster.scheduling.admission",
     "CostModel": "cluster.scheduling.costs",
     "Policy": "cluster.scheduling.planner",
+    "SCRATCH_BYTES_ENV": "cluster.storage.scratch",
+    "SCRATCH_ENV": "cluster.storage.scratch",
+    "is_object_url": "cluster.storage.urls",
+    "is_url": "cluster.storage.urls",
+    "parse_object_roots": "cluster.storage.urls",
     "FolderWatcher": "cluster.watch",
     "WatchRule": "cluster.watch",
     "check_rule": "cluster.watch",
@@ -168,6 +178,8 @@ __all__ = [
     "CONTAINERS",
     "FFMPEG_ENV",
     "INVENTORY_ENV",
+    "SCRATCH_BYTES_ENV",
+    "SCRATCH_ENV",
     "CallTimeout",
     "CapacityError",
     "ClusterUnavailable",
@@ -217,6 +229,7 @@ __all__ = [
     "SpecError",
     "Speed",
     "ToolMissing",
+    "TransferError",
     "WatchRule",
     "WorkerLost",
     "available",
@@ -228,9 +241,12 @@ __all__ = [
     "detect_local",
     "ensure_token",
     "find_token",
+    "is_object_url",
+    "is_url",
     "job_view",
     "make_sample",
     "missing_token_message",
+    "parse_object_roots",
     "probe",
     "sign_webhook",
     "verify_webhook",

@@ -8,13 +8,22 @@ from pathlib import Path
 
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Policy
+from cluster.storage.objects import ObjectStore
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CoordinatorConfig:
     data_dir: Path
     media_roots: tuple[Path, ...] = ()
-    """Jobs read and write only under these folders; empty means anywhere (local CLI use)."""
+    """Jobs read and write only under these folders; with no root of either kind (local
+    CLI use), anywhere."""
+    object_roots: tuple[str, ...] = ()
+    """``s3://bucket[/prefix]`` roots: jobs may read and write objects only under these;
+    empty: no object storage."""
+    s3_endpoint: str | None = None
+    """The S3 API's URL (MinIO, Ceph, R2...); ``None``: AWS. Credentials and region come
+    from each machine's standard AWS settings."""
+    s3_region: str | None = None
     max_attempts: int = 3
     """Attempts per job for failures that are not the input's fault."""
     retry_backoff_s: float = 2.0
@@ -63,6 +72,10 @@ class CoordinatorConfig:
     def db_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
 
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.s3_endpoint, self.s3_region)
+
 
 def config_differences(asked: CoordinatorConfig, running: CoordinatorConfig) -> list[str]:
     """What a client asked for that the running coordinator does not use, in words.
@@ -91,5 +104,8 @@ class RuntimeConfig:
     else NVML)."""
     ffmpeg: str | None = None
     """The embedded node's ffmpeg (else ``FRAMEFLEET_FFMPEG``, else ``ffmpeg`` on PATH)."""
+    scratch: Path | None = None
+    """The embedded node's scratch folder (else ``FRAMEFLEET_SCRATCH``, else
+    ``<data_dir>/scratch``)."""
     namespace: str = "framefleet"
     coordinator_name: str = "framefleet-coordinator"

@@ -17,6 +17,8 @@ small tables keyed by it.
      │    ├── EncodeError         ffmpeg failed for another reason               (retried)
      │    ├── EncoderUnavailable  an encoder could not be opened (e.g. NVENC)    (retried elsewhere)
      │    ├── WorkerLost          the encoder actor or its node died             (retried)
+     │    ├── TransferError       media could not be moved to or from object
+     │    │                       storage, or scratch space is short             (retried)
      │    └── Stalled             no progress for too long, or past the job's
      │                            ceiling: ffmpeg killed                         (retried elsewhere)
      ├── JobNotFound
@@ -80,6 +82,7 @@ class ErrorCode(StrEnum):
     BAD_CONFIG = "bad_config"
     BAD_INVENTORY = "bad_inventory"
     BAD_COST_MODEL = "bad_cost_model"
+    STORAGE_DENIED = "storage_denied"
     # State and identity.
     NOT_FOUND = "not_found"
     INVALID_TRANSITION = "invalid_transition"
@@ -99,6 +102,8 @@ class ErrorCode(StrEnum):
     ENCODER_UNAVAILABLE = "encoder_unavailable"
     NVENC_UNAVAILABLE = "nvenc_unavailable"
     WORKER_LOST = "worker_lost"
+    TRANSFER_FAILED = "transfer_failed"
+    SCRATCH_FULL = "scratch_full"
     STALLED = "stalled"
     TIMED_OUT = "timed_out"
     POISON = "poison"
@@ -135,6 +140,8 @@ _KIND: dict[ErrorCode, Kind] = {
             ErrorCode.ENCODER_UNAVAILABLE,
             ErrorCode.NVENC_UNAVAILABLE,
             ErrorCode.WORKER_LOST,
+            ErrorCode.TRANSFER_FAILED,
+            ErrorCode.SCRATCH_FULL,
             ErrorCode.STALLED,
             ErrorCode.TIMED_OUT,
             ErrorCode.POISON,
@@ -208,6 +215,15 @@ class EncoderUnavailable(JobFailure):
 
 class WorkerLost(JobFailure):
     code = ErrorCode.WORKER_LOST
+    retryable = True
+
+
+class TransferError(JobFailure):
+    """Media could not be fetched or uploaded (the store unreachable, throttling, a lost
+    connection), or the node's scratch space cannot hold the job: another try, perhaps
+    on another node, may work."""
+
+    code = ErrorCode.TRANSFER_FAILED
     retryable = True
 
 

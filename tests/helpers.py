@@ -301,3 +301,134 @@ class Receiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ObjectServer:
+    """An S3 API on 127.0.0.1: moto's server mode, a real HTTP server speaking the S3
+    protocol, in this process. Its ``client`` is the test's own view of the store."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+        self.client: Any = None
+
+    def start(self) -> ObjectServer:
+        import boto3
+
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def bucket(self, name: str) -> str:
+        with contextlib.suppress(self.client.exceptions.BucketAlreadyOwnedByYou):
+            self.client.create_bucket(Bucket=name)
+        return name
+
+    @staticmethod
+    def split(url: str) -> tuple[str, str]:
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def put(self, path: Path, url: str) -> str:
+        self.client.upload_file(str(path), *self.split(url))
+        return url
+
+    def fetch(self, url: str, path: Path) -> Path:
+        self.client.download_file(*self.split(url), str(path))
+        return path
+
+    def head(self, url: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.client.head_object(
+                **dict(zip(("Bucket", "Key"), self.split(url), strict=True))
+            )
+        except self.client.exceptions.ClientError:
+            return None
+        return found
+
+    def keys(self, prefix_url: str) -> list[str]:
+        bucket, prefix = self.split(prefix_url)
+        listed = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return sorted(f"s3://{bucket}/{o['Key']}" for o in listed.get("Contents", []))
+
+    def uploads(self, bucket: str) -> list[str]:
+        """Keys with a multipart upload begun and neither completed nor aborted."""
+        listed = self.client.list_multipart_uploads(Bucket=bucket)
+        return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+LINK_BUFFER = 64 * 1024
+
+
+class Uplink:
+    """A TCP proxy on 127.0.0.1 in front of a real server that counts the bytes each way
+    and, with ``rate`` set, holds what clients send to that many bytes a second: a slow
+    uplink (uploads crawl; downloads do not)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.rate: float | None = None
+        self.sent = 0
+        """Bytes clients sent through (requests, uploads)."""
+        self.received = 0
+        """Bytes the server sent back (responses, downloads)."""
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._stopping = False
+
+    def start(self) -> Uplink:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            # Small buffers, as on a real link: bytes are counted when the client can take
+            # them, not when a kernel buffer on this machine could.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER)
+            server = socket.socket()
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER)
+            server.connect(self._target)
+            with self._lock:
+                self._open += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while chunk := src.recv(LINK_BUFFER):
+                rate = self.rate if upstream else None
+                if rate:
+                    time.sleep(len(chunk) / rate)
+                dst.sendall(chunk)
+                with self._lock:
+                    if upstream:
+                        self.sent += len(chunk)
+                    else:
+                        self.received += len(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._listener.close()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.close()

@@ -34,6 +34,8 @@ from cluster import (
     JobStatus,
     RemoteError,
     Speed,
+    is_object_url,
+    is_url,
 )
 
 out = Console(soft_wrap=True)
@@ -202,13 +204,19 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
     @app.command()
     def submit(
         inputs: Annotated[
-            list[Path], typer.Argument(help="Input file(s), as the server sees them.")
+            list[str],
+            typer.Argument(
+                help="Input file(s), as the server sees them, or s3:// URLs; an s3:// prefix "
+                "ending in / takes every video under it."
+            ),
         ],
         output: Annotated[
-            Path | None, typer.Option("-o", "--output", help="Output file (one input).")
+            str | None,
+            typer.Option("-o", "--output", help="Output file or s3:// URL (one input)."),
         ] = None,
         output_dir: Annotated[
-            Path | None, typer.Option("--output-dir", help="Output folder (many inputs).")
+            str | None,
+            typer.Option("--output-dir", help="Output folder or s3:// prefix (many inputs)."),
         ] = None,
         ext: Annotated[
             str, typer.Option("--ext", help="Output extension with --output-dir.")
@@ -235,15 +243,18 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
                 "hardware": str(hardware), "priority": priority,
                 "overwrite": overwrite, "callback_url": callback_url}  # fmt: skip
-        paths = [str(p.absolute()) for p in inputs]
-        if len(paths) == 1 and output_dir is None:
-            body = {**spec, "input": paths[0], "output": str(output.absolute()) if output else None}
+        paths = [_absolute(p) for p in inputs]
+        one = paths[0] if len(paths) == 1 else ""
+        prefix = one if is_object_url(one) and one.endswith("/") else None
+        if len(paths) == 1 and output_dir is None and prefix is None:
+            body = {**spec, "input": paths[0], "output": _absolute(output) if output else None}
             jobs = [client.call("POST", "/v1/jobs", json=body)]
         else:
             if output is not None:
                 raise typer.BadParameter("with several inputs, give --output-dir, not --output")
-            batch = {"spec": spec, "inputs": paths, "output_ext": ext,
-                     "output_dir": str(output_dir.absolute()) if output_dir else None}  # fmt: skip
+            batch = {"spec": spec, "inputs": [] if prefix else paths, "input_prefix": prefix,
+                     "output_ext": ext,
+                     "output_dir": _absolute(output_dir) if output_dir else None}  # fmt: skip
             jobs = client.call("POST", "/v1/jobs/batch", json=batch)["jobs"]
         if wait:
             jobs = [watch_job(client, j["id"], Path(j["input"]).name) for j in jobs]
@@ -254,6 +265,11 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
                 _print_job(job)
         if wait and any(j["status"] != "succeeded" for j in jobs):
             fail(ExitCode.JOB_FAILED)
+
+
+def _absolute(raw: str) -> str:
+    """A local path made absolute (the server resolves it); a URL as it is."""
+    return raw if is_url(raw) else str(Path(raw).absolute())
 
 
 def _register_follow(app: typer.Typer, fail: Any) -> None:

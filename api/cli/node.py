@@ -28,6 +28,8 @@ from cluster import (
     CODECS,
     FFMPEG_ENV,
     INVENTORY_ENV,
+    SCRATCH_BYTES_ENV,
+    SCRATCH_ENV,
     ConfigError,
     LocalNode,
     check_reachable,
@@ -58,6 +60,27 @@ Ffmpeg = Annotated[
         "--ffmpeg",
         envvar=FFMPEG_ENV,
         help="This node's ffmpeg (a path or a name on PATH) [ffmpeg].",
+        show_default=False,
+    ),
+]
+
+Scratch = Annotated[
+    Path | None,
+    typer.Option(
+        "--scratch",
+        envvar=SCRATCH_ENV,
+        help="Where this node keeps media fetched from and bound for object storage "
+        "[$TMPDIR/framefleet-scratch].",
+        show_default=False,
+    ),
+]
+ScratchBytes = Annotated[
+    int | None,
+    typer.Option(
+        "--scratch-bytes",
+        envvar=SCRATCH_BYTES_ENV,
+        min=0,
+        help="At most this many bytes in scratch at once [what the disk has].",
         show_default=False,
     ),
 ]
@@ -128,6 +151,8 @@ def start(
     gpu_inventory: Inventory = None,
     num_cpus: NumCpus = None,
     ffmpeg: Ffmpeg = None,
+    scratch: Scratch = None,
+    scratch_bytes: ScratchBytes = None,
     temp_dir: Annotated[
         Path | None,
         typer.Option("--temp-dir", help="Ray's session and log folder [Ray's default]."),
@@ -169,6 +194,10 @@ def start(
     shown_env = {FFMPEG_ENV: node.ffmpeg.path}
     if gpu_inventory is not None:
         shown_env[INVENTORY_ENV] = str(gpu_inventory.resolve())
+    if scratch is not None:
+        shown_env[SCRATCH_ENV] = str(scratch.resolve())
+    if scratch_bytes is not None:
+        shown_env[SCRATCH_BYTES_ENV] = str(scratch_bytes)
     env.update(shown_env)
     shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items())
     shown += " " + shlex.join(argv)

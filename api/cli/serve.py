@@ -33,8 +33,12 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--data-dir", help="Job database and Ray temp files.")
         ] = None,
         media_root: Annotated[
-            list[Path] | None,
-            typer.Option("--media-root", help="Jobs read and write only under these (repeatable)."),
+            list[str] | None,
+            typer.Option(
+                "--media-root",
+                help="Jobs read and write only under these folders or s3://bucket/prefix "
+                "(repeatable).",
+            ),
         ] = None,
         gpu_inventory: Annotated[
             Path | None, typer.Option("--gpu-inventory", help="Declare GPUs (JSON) for this node.")
@@ -66,7 +70,8 @@ def register(app: typer.Typer) -> None:
                 token_file.write_text(secrets.token_urlsafe(32) + "\n")
             settings = settings.model_copy(update={"token_file": token_file})
             err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
-        err.print(f"media roots: {', '.join(str(r) for r in settings.roots(serving=True))}")
+        roots = [*map(str, settings.roots(serving=True)), *settings.object_roots()]
+        err.print(f"media roots: {', '.join(roots)}")
         if settings.ray_address is None:
             err.print("[dim]starting a local Ray cluster…[/dim]")
         # Connected here, on the main thread, before the server starts: an embedded Ray's

@@ -53,10 +53,17 @@ class JobRequest(SpecFields):
 
 
 class BatchRequest(Strict):
-    """One spec, many inputs: outputs given one per input, or an output folder."""
+    """One spec, many inputs (listed, or every video under an ``s3://`` prefix): outputs
+    given one per input, or an output folder (or ``s3://`` prefix)."""
 
     spec: SpecFields = Field(default_factory=SpecFields)
-    inputs: list[str] = Field(min_length=1)
+    inputs: list[str] = Field(default_factory=list)
+    input_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="Instead of inputs: every video object under this s3:// prefix.",
+    )
     outputs: list[str] | None = None
     output_dir: str | None = Field(default=None, min_length=1, max_length=4096)
     output_ext: str = Field(default="mp4", pattern=r"^(mp4|mov|mkv|webm)$")

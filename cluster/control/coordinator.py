@@ -33,6 +33,7 @@ from cluster.control.dispatch import (
 )
 from cluster.control.encodes import Encodes
 from cluster.control.healing import Healer, crash_sites
+from cluster.control.intake import check_all, confine_all, list_inputs
 from cluster.control.jobtable import JobTable, clear_partials
 from cluster.control.metrics import resident_mb
 from cluster.control.nodeapi import NodeAPI
@@ -50,8 +51,8 @@ from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.scheduling.admission import check_confined, confine, numbered, refuse_shared_outputs
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
+from cluster.storage.scratch import DEFAULT_SCRATCH
 
 log = logging.getLogger("framefleet.coordinator")
 
@@ -80,6 +81,7 @@ class Coordinator(NodeAPI):
         )
         self.prober = Prober(
             config.media_roots,
+            config.store,
             on_probed=self._probed,
             on_failed=self._fail,
             on_done=self._wake_up,
@@ -217,25 +219,21 @@ class Coordinator(NodeAPI):
     # ---- admission -------------------------------------------------------------------
 
     async def _queue(self, specs: list[JobSpec], key: str | None, *, batch: bool) -> list[Job]:
-        """Admit ``specs`` (all or none): paths resolved once, inside the media roots, then
-        the request checked against what the nodes report."""
-        roots, hooks = self.config.media_roots, self.config.webhook_hosts
-        confined = [
-            numbered(i, specs, batch, confine, s, roots, hooks) for i, s in enumerate(specs)
-        ]
+        """Admit ``specs`` (all or none; see :mod:`~cluster.control.intake`)."""
+        confined = confine_all(specs, self.config, batch=batch)
         if key is not None:  # the same request returns its first job(s), outputs now written
             first = self.table.known(key, confined, batch=batch)
             if first is not None:
                 return [job.snapshot() for job in first]
         await self.view.await_reports()  # admission judges encoders by what nodes report
-        encoders = self.view.encoders()
-        for i, spec in enumerate(confined):
-            numbered(i, specs, batch, check_confined, spec, encoders)
-        if batch:
-            refuse_shared_outputs(confined)
+        await check_all(confined, self.view.encoders(), self.config, batch=batch)
         jobs = self.table.add(confined, key, batch=batch)
         self._wake.set()
         return [job.snapshot() for job in jobs]
+
+    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
+        """The video objects under an ``s3://`` prefix (inside the roots), for a batch."""
+        return await list_inputs(prefix, self.config, limit)
 
     # ---- state changes ---------------------------------------------------------------
 
@@ -318,7 +316,9 @@ class Coordinator(NodeAPI):
         node = self.view.node(placement.node_id)
         ffmpeg = node.ffmpeg.path if node and node.ffmpeg else "ffmpeg"
         try:
-            order = work_order(job, placement, self.prober.media[job.id], ffmpeg, self._roots)
+            order = work_order(job, placement, self.prober.media[job.id], ffmpeg, self._roots,
+                               scratch=node.scratch_path if node else DEFAULT_SCRATCH,
+                               store=self.config.store)  # fmt: skip
         except JobFailure as exc:
             self._fail(job, exc)
             return

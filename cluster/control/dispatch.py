@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import posixpath
 from dataclasses import dataclass, field, replace
 
 from cluster.control.healing import avoided
@@ -20,6 +21,8 @@ from cluster.model.jobs import Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
+from cluster.storage.objects import ObjectStore
+from cluster.storage.stage import localize
 
 log = logging.getLogger("framefleet.coordinator")
 
@@ -50,16 +53,27 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
 
 
 def work_order(
-    job: Job, placement: Placement, media: MediaInfo, ffmpeg: str, roots: tuple[str, ...]
+    job: Job,
+    placement: Placement,
+    media: MediaInfo,
+    ffmpeg: str,
+    roots: tuple[str, ...],
+    *,
+    scratch: str,
+    store: ObjectStore,
 ) -> WorkOrder:
     """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
-    node whose own ffmpeg, ``ffmpeg``, has the encoder)."""
-    spec = job.spec
+    node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media gets
+    local paths in the attempt's folder under the node's ``scratch``, and the plan that
+    moves them (:func:`~cluster.storage.stage.localize`)."""
+    attempt = job.attempts + 1
+    folder = posixpath.join(scratch, f"{job.id}.{attempt}")
+    spec, stage = localize(job.spec, folder, store, media.size_bytes)
     transcode = spec.kind is JobKind.TRANSCODE
     encoder = choose_encoder(spec.codec, placement.hardware, CATALOG) if transcode else None
     return plan_work(
         job.id,
-        job.attempts + 1,
+        attempt,
         spec,
         media,
         encoder,
@@ -67,6 +81,7 @@ def work_order(
         threads=max(1, math.ceil(placement.cpus - 1e-6)),  # the cores it was placed on
         ffmpeg=ffmpeg,
         roots=roots,
+        stage=stage,
     )
 
 

@@ -33,9 +33,11 @@ class Fault(StrEnum):
     NONE = "none"
     """Succeeded, cancelled, or its node left the cluster."""
     INPUT = "input"
-    """The input, the output or the request: says nothing about the machine."""
+    """The input, the output, the request or the object store: says nothing about the
+    machine."""
     NODE = "node"
-    """The machine: it stalled, ran past its ceiling, NVENC would not open, no encoder."""
+    """The machine: it stalled, ran past its ceiling, NVENC would not open, no encoder,
+    its scratch space could not hold the job."""
     CRASH = "crash"
     """The encoder crashed (ffmpeg failed or was killed, the encoder process died): the
     machine's fault, or the input's if it crashes encoders on several machines."""
@@ -43,7 +45,7 @@ class Fault(StrEnum):
 
 _NODE_FAULTS = frozenset({
     ErrorCode.STALLED, ErrorCode.TIMED_OUT, ErrorCode.ENCODER_UNAVAILABLE,
-    ErrorCode.NVENC_UNAVAILABLE,
+    ErrorCode.NVENC_UNAVAILABLE, ErrorCode.SCRATCH_FULL,
 })  # fmt: skip
 _CRASHES = frozenset({ErrorCode.ENCODE_FAILED, ErrorCode.WORKER_LOST})
 

@@ -7,6 +7,8 @@ interrupted from outside (ffprobe killed) is tried again, up to the job's attemp
 ffprobe costs ~0.1 s of process start-up a file, most of a warm cluster's submit-to-start
 latency; a file probed before and unchanged since (same device, inode, size and
 modification time) is not probed again: several renditions of one master, a retry.
+An object in storage is known by its URL, ETag and size (one HEAD), and probed through
+ranged reads where it is, not downloaded.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from pathlib import Path
 
 from cluster.errors import FramefleetError, InputError, JobFailure
 from cluster.media.argv import thumbnail_times
-from cluster.media.probe import probe_async
+from cluster.media.probe import probe_async, probe_object_async
 from cluster.model.jobs import Job, JobKind, JobStatus
 from cluster.model.media import MediaInfo
+from cluster.storage import objects
+from cluster.storage.objects import ObjectStore
+from cluster.storage.urls import is_object_url, parse_object_url
 
 log = logging.getLogger("framefleet.coordinator")
 PROBE_CONCURRENCY = 4
@@ -35,6 +40,7 @@ class Prober:
     def __init__(
         self,
         roots: tuple[Path, ...],
+        store: ObjectStore,
         *,
         on_probed: Callable[[Job, MediaInfo], None],
         on_failed: Callable[[Job, FramefleetError], None],
@@ -43,6 +49,7 @@ class Prober:
         probe: ProbeFn = probe_async,
     ) -> None:
         self._roots = roots
+        self._store = store
         self._on_probed = on_probed
         self._on_failed = on_failed
         self._on_done = on_done
@@ -68,6 +75,8 @@ class Prober:
 
     async def _probed(self, path: str) -> MediaInfo:
         """``path``'s probe: remembered if the file has not changed, else ffprobe's."""
+        if is_object_url(path):
+            return await self._probed_object(path)
         before = _identity(path)
         if before is not None and (media := self._known.get(before)) is not None:
             self._known.move_to_end(before)
@@ -75,10 +84,26 @@ class Prober:
         async with self._slots:
             media = await self._probe(path, self._roots)
         if before is not None and _identity(path) == before:  # not changed while probed
-            self._known[before] = media
-            if len(self._known) > PROBE_CACHE_SIZE:
-                self._known.popitem(last=False)
+            self._remember(before, media)
         return media
+
+    async def _probed_object(self, raw: str) -> MediaInfo:
+        url = parse_object_url(raw, what="input")
+        head = await asyncio.to_thread(objects.head, self._store, url)
+        known = (raw, head.etag, head.size) if head else None
+        if known is not None and (media := self._known.get(known)) is not None:
+            self._known.move_to_end(known)
+            return media
+        async with self._slots:
+            media = await probe_object_async(url, self._store, head)
+        if known is not None:
+            self._remember(known, media)
+        return media
+
+    def _remember(self, identity: tuple[object, ...], media: MediaInfo) -> None:
+        self._known[identity] = media
+        if len(self._known) > PROBE_CACHE_SIZE:
+            self._known.popitem(last=False)
 
     async def _run(self, job: Job) -> None:
         try:

@@ -1,6 +1,11 @@
 """Running ffprobe on an input, safely: the input whitelist every ffmpeg input gets, the
 file checks and the one-line errors; :func:`probe` (blocking) and :func:`probe_async`
 (for the coordinator's event loop). The result is parsed by :mod:`cluster.media.info`.
+
+An object in storage is probed where it is (:func:`probe_object_async`): ffprobe reads
+a short-lived presigned URL with HTTP range requests, a few small reads (the header,
+the index) rather than a download. That input alone may use the network protocols, and
+its demuxers are the same whitelist.
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from cluster.errors import EncodeError, ErrorCode, InputError, ToolMissing
 from cluster.media.info import parse_probe
 from cluster.media.paths import open_input
 from cluster.model.media import MediaInfo
+from cluster.storage import objects
+from cluster.storage.objects import ObjectHead, ObjectStore
+from cluster.storage.urls import ObjectURL
 
 PROBE_TIMEOUT_S = 60.0
 INPUT_FORMATS = (
@@ -28,23 +37,21 @@ image2 patterns...) would open other files, wherever they are, so they are refus
 FORMAT_WHITELIST = ",".join(INPUT_FORMATS)
 INPUT_OPTIONS = ("-protocol_whitelist", "file,pipe", "-format_whitelist", FORMAT_WHITELIST)
 """What every ffprobe and ffmpeg input gets before its ``file:`` path."""
+URL_INPUT_OPTIONS = (
+    "-protocol_whitelist", "https,http,tls,tcp", "-format_whitelist", FORMAT_WHITELIST,
+    "-rw_timeout", "30000000",
+)  # fmt: skip
+"""What ffprobe gets before a presigned object URL (which framefleet made, never a user)."""
 _REFUSED_FORMAT = re.compile(r"\[(\w+) @ [^\]]*\] Format not on whitelist")
 _ISO_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"})
 
 
-def probe_argv(path: str | os.PathLike[str]) -> list[str]:
-    """ffprobe's argv for ``path``; the path always goes through the file protocol."""
-    return [
-        "ffprobe",
-        "-v",
-        "error",
-        *INPUT_OPTIONS,
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        f"file:{os.fspath(path)}",
-    ]
+def probe_argv(path: str | os.PathLike[str], *, link: str | None = None) -> list[str]:
+    """ffprobe's argv for ``path``, always through the file protocol; or for ``link``, a
+    presigned object URL, through HTTP(S) alone."""
+    source = [*URL_INPUT_OPTIONS, link] if link else [*INPUT_OPTIONS, f"file:{os.fspath(path)}"]
+    return ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+            *source]  # fmt: skip
 
 
 def _check_readable(path: Path) -> None:
@@ -72,6 +79,8 @@ def _check_file(path: Path) -> None:
 
 def _looks_like_iso_media(path: Path) -> bool:
     """Whether the file starts like an MP4/MOV (an ISO base media box)."""
+    if not path.is_absolute():  # an object's name: nothing local to look at
+        return False
     try:
         with path.open("rb") as f:
             head = f.read(12)
@@ -200,3 +209,43 @@ async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()
     finally:
         os.close(fd)
     return _result(p, proc.returncode if proc.returncode is not None else 0, stdout, stderr)
+
+
+async def probe_object_async(
+    url: ObjectURL, store: ObjectStore, head: ObjectHead | None = None
+) -> MediaInfo:
+    """Probe the object at ``url`` through a presigned URL (ranged reads, no download);
+    ``head``: what a HEAD just said of it, if the caller made one. Messages name ``url``;
+    the presigned URL, which carries a signature, never shows."""
+    if head is None:
+        head = await asyncio.to_thread(objects.head, store, url)
+    if head is None:
+        raise InputError(f"{url}: no such object; check the key", code=ErrorCode.INPUT_MISSING)
+    if head.size == 0:
+        raise InputError(f"{url.name}: the file is empty (0 bytes)", code=ErrorCode.NOT_MEDIA)
+    link = await asyncio.to_thread(objects.presigned_get, store, url)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *probe_argv(url.name, link=link),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing.for_tool("ffprobe") from exc
+    except OSError as exc:
+        raise InputError(f"{url.name[:80]}: ffprobe could not start ({exc})") from exc
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
+    except TimeoutError as exc:
+        proc.kill()
+        await proc.wait()
+        raise InputError(f"{url}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+    said = (
+        stderr.decode(errors="replace")
+        .replace(link, str(url))
+        .replace(link.split("?")[0], str(url))
+    )
+    code = proc.returncode if proc.returncode is not None else 0
+    info = _result(Path(url.name), code, stdout, said.encode())
+    return replace(info, path=str(url), size_bytes=head.size)

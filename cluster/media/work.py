@@ -15,6 +15,7 @@ from cluster.media.encoders import Encoder, container_for
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
+from cluster.storage.stage import StagePlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class WorkOrder:
     encoder: str | None = None
     roots: tuple[str, ...] = ()
     """The media roots the node checks the files against right before ffmpeg starts."""
+    stage: StagePlan | None = None
+    """What the node fetches before ffmpeg and uploads after (object storage)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ def plan_work(
     threads: int | None = None,
     ffmpeg: str = "ffmpeg",
     roots: tuple[str, ...] = (),
+    stage: StagePlan | None = None,
 ) -> WorkOrder:
     """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
     ``ffmpeg`` of the node it was placed on.
@@ -98,6 +102,8 @@ def plan_work(
     else:
         raise ValueError(f"{spec.kind} jobs need no encoder")
     command = replace(command, argv=[ffmpeg, *command.argv[1:]])
+    if stage is not None:
+        roots = (*roots, stage.folder)
     return WorkOrder(
-        job_id, attempt, spec, media, command, encoder.name if encoder else None, roots
+        job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage
     )

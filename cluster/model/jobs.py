@@ -80,6 +80,8 @@ _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*[:,]")
 MAX_THUMBNAILS = 100
 MAX_PATH_CHARS = 4096
 MAX_URL_CHARS = 2048
+OBJECT_URL_PREFIX = "s3://"
+"""Objects in storage; checked strictly (and against the roots) at admission."""
 
 
 def _check_path_text(what: str, value: str) -> None:
@@ -89,10 +91,10 @@ def _check_path_text(what: str, value: str) -> None:
         raise SpecError(f"{what} is longer than {MAX_PATH_CHARS} characters")
     if "\x00" in value or "\n" in value:
         raise SpecError(f"{what} contains a control character; rename the file")
-    if _URL_LIKE.match(value):
+    if _URL_LIKE.match(value) and not value.startswith(OBJECT_URL_PREFIX):
         raise SpecError(
-            f"{what} {value!r} looks like a URL or ffmpeg protocol; give a file path "
-            "(prefix ./ for a file whose name contains ':')"
+            f"{what} {value[:120]!r} looks like a URL or ffmpeg protocol; give a file path "
+            "(prefix ./ for a file whose name contains ':') or an s3:// URL"
         )
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cluster.errors import ToolMissing
@@ -24,10 +25,12 @@ from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
 from cluster.nodes.capability import detect
 from cluster.nodes.gpus import GpuReading, GpuSource, gpu_source
+from cluster.storage.scratch import DEFAULT_SCRATCH, Scratch
 
 log = logging.getLogger("framefleet.agent")
 
 AGENT_REFRESH_S = 2.0
+SWEEP_S = 60.0
 PENDING = Capability(CodecState.PENDING, "trial encode not finished yet")
 
 
@@ -54,6 +57,14 @@ class NodeInfo:
     """Its agent has answered at least once."""
     detecting: bool = False
     """Its NVENC trial encodes are still running."""
+    scratch: dict[str, Any] | None = None
+    """Its scratch space (:meth:`~cluster.storage.scratch.Scratch.usage`)."""
+
+    @property
+    def scratch_path(self) -> str:
+        """Where the node keeps jobs' fetched and uploaded media."""
+        found = (self.scratch or {}).get("path")
+        return str(found) if found else DEFAULT_SCRATCH
 
     @property
     def encoders(self) -> frozenset[str]:
@@ -62,8 +73,14 @@ class NodeInfo:
 
 
 class NodeAgent:
-    def __init__(self, refresh_s: float = AGENT_REFRESH_S, ffmpeg: str | None = None) -> None:
+    def __init__(
+        self,
+        refresh_s: float = AGENT_REFRESH_S,
+        ffmpeg: str | None = None,
+        scratch: Scratch | None = None,
+    ) -> None:
         self.refresh_s = refresh_s
+        self._scratch = scratch or Scratch(Path(DEFAULT_SCRATCH))
         self._ffmpeg_path = ffmpeg or "ffmpeg"
         self._ffmpeg: FfmpegBuild | None = None
         self._ffmpeg_error: str | None = None
@@ -76,6 +93,7 @@ class NodeAgent:
 
     def start(self) -> None:
         """Begin reading (needs a running event loop)."""
+        self._tasks = [asyncio.create_task(self._sweep_loop())]
         try:
             self._ffmpeg = ffmpeg_build(self._ffmpeg_path)
         except ToolMissing as exc:  # the node can still report; it just runs no job
@@ -90,7 +108,7 @@ class NodeAgent:
             log.error("GPU inventory unusable: %s", exc)
             self._error = str(exc)
             return
-        self._tasks = [asyncio.create_task(self._refresh_loop())]
+        self._tasks.append(asyncio.create_task(self._refresh_loop()))
         if all(g.declared_codecs is not None for g in self._readings):
             # Declared: trusted, no trial to wait for.
             self._codecs = detect(self._readings, listed, path)
@@ -110,6 +128,17 @@ class NodeAgent:
             self._detecting = False
         for uuid, caps in self._codecs.items():
             log.info("GPU %s NVENC: %s", uuid, {c: str(v.state) for c, v in caps.items()})
+
+    async def _sweep_loop(self) -> None:
+        """Remove scratch folders whose encoder died (killed, or the node restarted)."""
+        while True:
+            try:
+                removed = await asyncio.to_thread(self._scratch.sweep)
+                if removed:
+                    log.warning("removed scratch left by dead encoders: %s", ", ".join(removed))
+            except Exception:
+                log.exception("sweeping scratch failed")
+            await asyncio.sleep(SWEEP_S)
 
     async def _refresh_loop(self) -> None:
         if self._source is None:
@@ -132,6 +161,7 @@ class NodeAgent:
             "ffmpeg": self._ffmpeg.to_dict() if self._ffmpeg else None,
             "ffmpeg_error": self._ffmpeg_error,
             "detecting": self._detecting,
+            "scratch": await asyncio.to_thread(self._scratch.usage),
             "gpus": [g.to_dict() for g in self._readings],
             "codecs": {
                 uuid: {codec: cap.to_dict() for codec, cap in caps.items()}
@@ -175,4 +205,5 @@ def node_info(
         ffmpeg_error=snapshot.get("ffmpeg_error"),
         reported=True,
         detecting=bool(snapshot.get("detecting")),
+        scratch=snapshot.get("scratch"),
     )

@@ -5,6 +5,12 @@ makes it a Ray actor with the placement's resources. Outputs go to partial files
 that are renamed into place only after the result checks out; on failure and on
 cancel they are removed, and ffmpeg's process group is killed on cancel, on
 shutdown and when the process exits.
+
+A work order with a :class:`~cluster.storage.stage.StagePlan` (its input or outputs in
+object storage) also has a :class:`~cluster.nodes.stager.Stager`: the input is fetched
+into the attempt's scratch folder before ffmpeg starts, the outputs are uploaded after
+they passed, and the folder is removed at the end, whatever the end. A cancel stops a
+transfer under way as it stops ffmpeg.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import shlex
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from cluster.media.runner import FfmpegRun, RunResult, failure_for
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.jobs import JobKind
 from cluster.model.progress import ProgressSnapshot, ProgressThrottle
+from cluster.nodes.stager import StageCancelled, Stager
 
 log = logging.getLogger("framefleet.encoder")
 ProgressSink = Callable[[str, int, ProgressSnapshot], None]
@@ -61,10 +68,23 @@ def run_timings(received_at: float, done_at: float, result: RunResult | None) ->
     }
 
 
+@dataclass(slots=True)
+class Current:
+    """The work order running now, and what of it can be stopped."""
+
+    order: WorkOrder
+    stager: Stager | None = None
+    run: FfmpegRun | None = None
+    pinned: Pinned | None = None
+
+
 class EncoderWorker:
-    def __init__(self, *, progress_sink: ProgressSink | None = None) -> None:
+    def __init__(
+        self, *, progress_sink: ProgressSink | None = None, scratch_budget: int | None = None
+    ) -> None:
         self._sink = progress_sink
-        self._current: tuple[WorkOrder, FfmpegRun, Pinned] | None = None
+        self._scratch_budget = scratch_budget
+        self._current: Current | None = None
         self._cancelled: set[str] = set()
         atexit.register(self._kill_on_exit)
 
@@ -76,41 +96,56 @@ class EncoderWorker:
             if self._sink is not None:
                 self._sink(order.job_id, order.attempt, snapshot)
 
-        run: FfmpegRun | None = None
-        pinned: Pinned | None = None
+        current = self._current = Current(order)
+        if order.stage is not None:
+            current.stager = Stager(order.stage, self._scratch_budget)
         outcome: WorkOutcome | None = None
         try:
+            if current.stager is not None:
+                await current.stager.fetch()
+            if order.job_id in self._cancelled:
+                raise StageCancelled
             # Opened and checked here, right before ffmpeg starts (see cluster.media.pinned).
-            pinned = Pinned.open(
+            pinned = current.pinned = Pinned.open(
                 order.command,
                 input_path=order.spec.input,
                 roots=tuple(Path(r) for r in order.roots),
                 create_folders=order.spec.kind is JobKind.THUMBNAIL,
             )
-            run = FfmpegRun(pinned.command, on_progress=report, throttle=ProgressThrottle(),
-                            pass_fds=pinned.pass_fds)  # fmt: skip
+            run = current.run = FfmpegRun(pinned.command, on_progress=report,
+                                          throttle=ProgressThrottle(),
+                                          pass_fds=pinned.pass_fds)  # fmt: skip
             log.info("job %s attempt %d: %s (files passed as open descriptors)",
                      order.job_id, order.attempt, shlex.join(order.command.argv))  # fmt: skip
-            self._current = (order, run, pinned)
-            outcome = await self._execute(order, run, pinned)
+            outcome = await self._execute(order, run, pinned, current.stager)
+        except StageCancelled:
+            outcome = WorkOutcome(
+                order.job_id, order.attempt, "cancelled", progress=_latest(current)
+            )
         except JobFailure as exc:
-            outcome = WorkOutcome.failure(order, exc, run.latest if run else None)
+            outcome = WorkOutcome.failure(order, exc, _latest(current))
         except ToolMissing as exc:  # this node lacks ffmpeg; another node may have it
             failure = EncoderUnavailable(f"{socket.gethostname()}: {exc}")
-            outcome = WorkOutcome.failure(order, failure, run.latest if run else None)
+            outcome = WorkOutcome.failure(order, failure, _latest(current))
         except OSError as exc:
-            outcome = WorkOutcome.failure(order, EncodeError(str(exc)), run.latest if run else None)
+            outcome = WorkOutcome.failure(order, EncodeError(str(exc)), _latest(current))
         finally:
             self._current = None
-            if pinned is not None:
+            if current.pinned is not None:
                 if outcome is None or outcome.status != "succeeded":
-                    pinned.remove_partials()
-                pinned.close()
+                    current.pinned.remove_partials()
+                current.pinned.close()
+            if current.stager is not None:
+                current.stager.remove()
         done_at = time.time()
-        timings = run_timings(received_at, done_at, run.result if run else None)
+        timings = run_timings(received_at, done_at, current.run.result if current.run else None)
+        if current.stager is not None:
+            timings.update(current.stager.timings)
         return replace(outcome, elapsed_s=round(done_at - received_at, 3), timings=timings)
 
-    async def _execute(self, order: WorkOrder, run: FfmpegRun, pinned: Pinned) -> WorkOutcome:
+    async def _execute(
+        self, order: WorkOrder, run: FfmpegRun, pinned: Pinned, stager: Stager | None
+    ) -> WorkOutcome:
         spec = order.spec
         result = await run.run()
         if order.job_id in self._cancelled:
@@ -125,6 +160,8 @@ class EncoderWorker:
         else:
             payload = {"images": [final for _, final in order.command.outputs]}
         pinned.commit(overwrite=spec.overwrite)
+        if stager is not None:
+            payload = await self._pushed(stager, payload, order)
         return WorkOutcome(
             order.job_id,
             order.attempt,
@@ -133,6 +170,20 @@ class EncoderWorker:
             progress=result.progress,
             notes=list(order.command.notes),
         )
+
+    @staticmethod
+    async def _pushed(stager: Stager, payload: dict[str, Any], order: WorkOrder) -> dict[str, Any]:
+        """Upload the committed outputs; the result names their URLs, sizes and ETags."""
+        finals = [final for _, final in order.command.outputs]
+        uploaded = await stager.push(finals)
+        if "output" in payload and payload["output"] in uploaded:
+            up = uploaded[payload["output"]]
+            payload = {**payload, "output": up["url"], "size_bytes": up["size_bytes"],
+                       "etag": up["etag"], "checksum": up["checksum"]}  # fmt: skip
+        if "images" in payload:
+            payload = {**payload, "images": [uploaded.get(i, {}).get("url", i)
+                                             for i in payload["images"]]}  # fmt: skip
+        return {**payload, **stager.moved}
 
     @staticmethod
     def _transcoded(order: WorkOrder, result: RunResult, size: int) -> dict[str, Any]:
@@ -187,23 +238,40 @@ class EncoderWorker:
         )
 
     async def cancel(self, job_id: str) -> bool:
-        """Kill the job's ffmpeg (process group) and drop its partial files."""
+        """Kill the job's ffmpeg (process group), or stop its transfer, and drop its
+        partial files."""
         current = self._current
-        if current is None or current[0].job_id != job_id:
+        if current is None or current.order.job_id != job_id:
             return False
         self._cancelled.add(job_id)
-        await current[1].kill()
+        if current.stager is not None:
+            current.stager.cancel()
+        if current.run is not None:
+            await current.run.kill()
         return True
 
     async def shutdown(self) -> None:
         current = self._current
         if current is not None:
-            self._cancelled.add(current[0].job_id)
-            await current[1].kill(grace_s=1.0)
-            current[2].remove_partials()
+            self._cancelled.add(current.order.job_id)
+            if current.stager is not None:
+                current.stager.cancel()
+            if current.run is not None:
+                await current.run.kill(grace_s=1.0)
+            if current.pinned is not None:
+                current.pinned.remove_partials()
 
     def _kill_on_exit(self) -> None:
         current = self._current
         if current is not None:
-            current[1].kill_now()
-            current[2].remove_partials()
+            if current.run is not None:
+                current.run.kill_now()
+            if current.pinned is not None:
+                current.pinned.remove_partials()
+            if current.stager is not None:
+                current.stager.cancel()
+                current.stager.remove()
+
+
+def _latest(current: Current) -> ProgressSnapshot | None:
+    return current.run.latest if current.run else None

@@ -8,6 +8,7 @@ node affinity, lifetimes. The coordinator's actor is in :mod:`cluster.ray_edge.b
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -18,6 +19,7 @@ from cluster.model.progress import ProgressSnapshot
 from cluster.nodes.agent import NodeAgent
 from cluster.nodes.encoder import EncoderWorker
 from cluster.scheduling.planner import Placement
+from cluster.storage.scratch import DEFAULT_SCRATCH, SCRATCH_BYTES_ENV, SCRATCH_ENV, Scratch
 
 
 class EncoderActor(EncoderWorker):
@@ -27,7 +29,7 @@ class EncoderActor(EncoderWorker):
         def sink(job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
             coordinator.report_progress.remote(job_id, attempt, snapshot)
 
-        super().__init__(progress_sink=sink)
+        super().__init__(progress_sink=sink, scratch_budget=node_scratch().budget_bytes)
 
 
 class NodeAgentActor(NodeAgent):
@@ -35,8 +37,17 @@ class NodeAgentActor(NodeAgent):
     settings come from the environment ``ray start`` gave its raylet (``node start``)."""
 
     def __init__(self) -> None:
-        super().__init__(ffmpeg=os.environ.get(FFMPEG_ENV))
+        super().__init__(ffmpeg=os.environ.get(FFMPEG_ENV), scratch=node_scratch())
         self.start()
+
+
+def node_scratch() -> Scratch:
+    """This node's scratch space, as ``node start`` (or the embedded runtime) set it in
+    the raylet's environment: ``FRAMEFLEET_SCRATCH`` (default: the temp folder's
+    ``framefleet-scratch``) and ``FRAMEFLEET_SCRATCH_BYTES`` (a budget; default none)."""
+    root = os.environ.get(SCRATCH_ENV) or DEFAULT_SCRATCH
+    budget = os.environ.get(SCRATCH_BYTES_ENV)
+    return Scratch(Path(root), int(budget) if budget else None)
 
 
 def agent_options(node_id: str, namespace: str) -> dict[str, Any]:

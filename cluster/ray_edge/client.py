@@ -107,6 +107,11 @@ class Fleet:
         job: Job = self._read("get", job_id)
         return job
 
+    def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
+        """The video objects under an ``s3://`` prefix inside the media roots."""
+        found: list[str] = self._read("list_inputs", prefix, limit)
+        return found
+
     def list_jobs(self, **filters: Any) -> list[Job]:
         jobs: list[Job] = self._read("list_jobs", **filters)
         return jobs
@@ -257,6 +262,10 @@ class AsyncFleet:
     async def get(self, job_id: str) -> Job:
         job: Job = await self._read("get", job_id)
         return job
+
+    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
+        found: list[str] = await self._read("list_inputs", prefix, limit)
+        return found
 
     async def list_jobs(self, **filters: Any) -> list[Job]:
         jobs: list[Job] = await self._read("list_jobs", **filters)

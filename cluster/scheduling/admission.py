@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from cluster.errors import ErrorCode, JobFailure, SpecError
+from cluster.errors import ErrorCode, JobFailure, OutputError, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.media.paths import check_output_file, check_output_folder, resolve
 from cluster.model.jobs import Hardware, JobKind, JobSpec
+from cluster.storage.urls import ObjectURL, confine_object, is_object_url, is_url
 
 T = TypeVar("T")
 
@@ -84,22 +85,52 @@ def check_callback(url: str | None, hosts: tuple[str, ...]) -> None:
     )
 
 
-def confine(spec: JobSpec, roots: tuple[Path, ...], hooks: tuple[str, ...] = ()) -> JobSpec:
-    """``spec`` with input and output resolved (after symlinks) inside ``roots`` and its
-    callback on an allowed host (``hooks``), or a :class:`SpecError` naming the rule. The
-    one place a job's paths and URLs are checked."""
+def confine(
+    spec: JobSpec,
+    roots: tuple[Path, ...],
+    hooks: tuple[str, ...] = (),
+    objects: tuple[ObjectURL, ...] = (),
+) -> JobSpec:
+    """``spec`` with input and output resolved (after symlinks) inside ``roots``, or, as
+    ``s3://`` URLs, inside ``objects``, and its callback on an allowed host (``hooks``);
+    else a :class:`SpecError` naming the rule. The one place a job's paths and URLs are
+    checked."""
     check_callback(spec.callback_url, hooks)
-    source = resolve(spec.input, roots, what="input")
-    output = resolve(spec.output, roots, what="output") if spec.output is not None else None
-    return replace(spec, input=str(source), output=str(output) if output else None)
+    folder = spec.kind is JobKind.THUMBNAIL
+    source = _confined(spec.input, roots, objects, what="input")
+    output = None
+    if spec.output is not None:
+        output = _confined(spec.output, roots, objects, what="output", prefix=folder)
+    if output is not None and output == source and is_object_url(output):
+        raise OutputError(f"output {output} is the input itself; choose another name")
+    return replace(spec, input=source, output=output)
+
+
+def _confined(
+    raw: str,
+    roots: tuple[Path, ...],
+    objects: tuple[ObjectURL, ...],
+    *,
+    what: str,
+    prefix: bool = False,
+) -> str:
+    if is_url(raw):
+        return str(confine_object(raw, objects, what=what, prefix=prefix))
+    if objects and not roots:
+        raise SpecError(
+            f"{what} {raw[:120]!r}: this farm keeps media in object storage only "
+            f"({', '.join(map(str, objects))}); give an s3:// URL",
+            code=ErrorCode.OUTSIDE_ROOTS,
+        )
+    return str(resolve(raw, roots, what=what))
 
 
 def check_confined(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
     """Everything about a :func:`confine` d spec that can be known before its input is
     probed: the request itself (:func:`check_spec`) and where it writes."""
     check_spec(spec, encoders)
-    if spec.output is None:
-        return
+    if spec.output is None or is_object_url(spec.output):
+        return  # an object that exists is refused by the coordinator (a HEAD), not here
     if spec.kind is JobKind.TRANSCODE:
         check_output_file(Path(spec.output), input_path=Path(spec.input), overwrite=spec.overwrite)
     elif spec.kind is JobKind.THUMBNAIL:

@@ -14,7 +14,7 @@ import pytest
 
 from cluster import CoordinatorConfig, Fleet, RuntimeConfig
 from cluster.ray_edge.runtime import Runtime, connect
-from tests.helpers import make_clip
+from tests.helpers import ObjectServer, make_clip
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +96,12 @@ def out_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "out"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[ObjectServer]:
+    """An S3 API on 127.0.0.1 (moto's server mode) with a bucket ``media``."""
+    server = ObjectServer().start()
+    server.bucket("media")
+    yield server
+    server.stop()

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS = (
     ("cluster.errors",),
     ("cluster.model",),
+    ("cluster.storage",),
     ("cluster.media",),
     ("cluster.scheduling",),
     ("cluster.config", "cluster.watch"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -23,6 +23,7 @@ from cluster import (
     JobSpec,
     JobStatus,
     SpecError,
+    is_url,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,16 @@ async def submit_batch(
 ) -> BatchView:
     """One spec, many inputs: all are queued, or none (the error names the one refused)."""
     limit = request.app.state.settings.max_batch
+    if body.input_prefix is not None:
+        if body.inputs:
+            raise SpecError("give inputs or input_prefix, not both")
+        listed = await fleet_of(request).aio.list_inputs(body.input_prefix, limit + 1)
+        if not listed:
+            raise SpecError(f"no video objects under {body.input_prefix}",
+                            code=ErrorCode.INPUT_MISSING)  # fmt: skip
+        body = body.model_copy(update={"inputs": listed, "input_prefix": None})
+    if not body.inputs:
+        raise SpecError("a batch needs inputs (or an s3:// input_prefix)")
     if len(body.inputs) > limit:
         raise SpecError(f"a batch holds at most {limit} inputs; split it", code=ErrorCode.TOO_MANY)
     fields = body.spec.model_dump()
@@ -88,10 +99,17 @@ def _outputs(body: BatchRequest) -> list[str | None]:
         raise SpecError(f"a {kind} batch needs outputs (one per input) or an output_dir")
     if kind is JobKind.THUMBNAIL:
         return [body.output_dir] * len(body.inputs)  # images are named after each input
-    stems = [PurePath(src).stem for src in body.inputs]
+    stems = [PurePosixPath(src).stem for src in body.inputs]
     if len(set(stems)) != len(stems):
         raise SpecError("two inputs share a file name; give outputs one per input instead")
-    return [str(PurePath(body.output_dir) / f"{stem}.{body.output_ext}") for stem in stems]
+    return [_inside(body.output_dir, f"{stem}.{body.output_ext}") for stem in stems]
+
+
+def _inside(folder: str, name: str) -> str:
+    """``name`` in ``folder``: a local folder, or an ``s3://`` prefix (kept a URL)."""
+    if is_url(folder):
+        return f"{folder.rstrip('/')}/{name}"
+    return str(PurePath(folder) / name)
 
 
 @router.get("", response_model=JobPage)

@@ -68,7 +68,7 @@ def gateway(
             )
         ],
         api_tokens=[TOKEN, "another-token"],
-        media_roots=[media, out],
+        media_roots=[str(media), str(out)],
         data_dir=tmp_path_factory.mktemp("gw-data"),
         max_body_bytes=64 * 1024,
     )

@@ -582,7 +582,7 @@ def test_sse_resumes_from_last_event_id_across_a_gateway_restart_and_cli_watch_r
     from api.settings import Settings
 
     def restarted() -> Any:  # another gateway on the same coordinator: a restarted one
-        settings = Settings(api_tokens=[TOKEN], media_roots=[gateway.media, gateway.out],
+        settings = Settings(api_tokens=[TOKEN], media_roots=[str(gateway.media), str(gateway.out)],
                             data_dir=tmp_path / "gw")  # fmt: skip
         return create_app(settings, fleet)
 

@@ -303,7 +303,7 @@ def test_prometheus_scrapes_the_gateway_and_every_dashboard_query_works(
     farm: Farm, tmp_path: Path
 ) -> None:
     settings = Settings(
-        api_tokens=["farm"], data_dir=tmp_path / "gw", media_roots=[farm.clips, tmp_path]
+        api_tokens=["farm"], data_dir=tmp_path / "gw", media_roots=[str(farm.clips), str(tmp_path)]
     )
     with serving(create_app(settings, farm.fleet)) as url:
         config = tmp_path / "prometheus.yml"

@@ -254,7 +254,7 @@ def test_a_gateway_refuses_a_coordinator_confined_to_other_roots(tmp_path: Path)
     running = start_fleet(tmp_path, RuntimeConfig(data_dir=tmp_path).coordinator_name,
                           media_roots=(theirs.resolve(),))  # fmt: skip
     try:
-        settings = Settings(data_dir=tmp_path, media_roots=[mine])
+        settings = Settings(data_dir=tmp_path, media_roots=[str(mine)])
         with pytest.raises(ConfigError) as refused:
             settings.connect(serving=True)
         assert str(refused.value) == (
@@ -262,7 +262,7 @@ def test_a_gateway_refuses_a_coordinator_confined_to_other_roots(tmp_path: Path)
             f"{mine.resolve()}; set FRAMEFLEET_MEDIA_ROOTS to match, or restart the "
             "cluster's coordinator with these roots"
         )
-        joined = Settings(data_dir=tmp_path, media_roots=[theirs]).connect(serving=True)
+        joined = Settings(data_dir=tmp_path, media_roots=[str(theirs)]).connect(serving=True)
         assert joined.coordinator_config.media_roots == (theirs.resolve(),)
         assert not [m for m in joined.config_mismatch if m.startswith("media_roots")]
     finally:

@@ -14,6 +14,7 @@ from cluster.control.prober import Prober
 from cluster.media.probe import probe_async
 from cluster.model.jobs import Job
 from cluster.model.media import MediaInfo
+from cluster.storage.objects import ObjectStore
 from tests.helpers import make_clip
 
 
@@ -114,7 +115,8 @@ def test_renditions_of_one_master_are_probed_once_and_a_replaced_master_again(
 
     async def scenario() -> list[MediaInfo]:
         seen: dict[str, MediaInfo] = {}
-        prober = Prober((tmp_path,), on_probed=lambda j, m: seen.__setitem__(j.id, m),
+        prober = Prober((tmp_path,), ObjectStore(),
+                        on_probed=lambda j, m: seen.__setitem__(j.id, m),
                         on_failed=lambda j, e: None, on_done=lambda: None, backoff_s=0.01,
                         probe=real_probe)  # fmt: skip
         first = [await rendition(prober, seen, i) for i in range(3)]

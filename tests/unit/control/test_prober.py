@@ -11,6 +11,7 @@ from cluster.control.fakes import fake_media
 from cluster.control.prober import Prober
 from cluster.model.jobs import Job
 from cluster.model.media import MediaInfo
+from cluster.storage.objects import ObjectStore
 
 
 def test_an_unchanged_input_is_probed_once_and_a_changed_one_again(tmp_path: Path) -> None:
@@ -30,7 +31,8 @@ def test_an_unchanged_input_is_probed_once_and_a_changed_one_again(tmp_path: Pat
             seen.append(media)
             done.set()
 
-        prober = Prober((tmp_path,), on_probed=on_probed, on_failed=lambda j, e: None,
+        prober = Prober((tmp_path,), ObjectStore(),
+                        on_probed=on_probed, on_failed=lambda j, e: None,
                         on_done=lambda: None, backoff_s=0.01, probe=probe)  # fmt: skip
         for i in range(4):  # four renditions of one master, then the master is replaced
             if i == 3:

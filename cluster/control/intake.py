@@ -1,0 +1,83 @@
+"""Admitting jobs, all or none: every spec confined (paths inside the media roots, URLs
+inside the object roots, callbacks on allowed hosts), then checked against what the
+nodes report and, for outputs in object storage, against what the store already holds
+(a HEAD each, a few at a time, in threads). Also lists a batch's inputs under an
+``s3://`` prefix, confined the same way."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cluster.config import CoordinatorConfig
+from cluster.errors import OutputError
+from cluster.media.encoders import Encoder
+from cluster.media.paths import OVERWRITE_HINT
+from cluster.model.jobs import JobKind, JobSpec
+from cluster.scheduling.admission import check_confined, confine, numbered, refuse_shared_outputs
+from cluster.storage import objects
+from cluster.storage.urls import (
+    ObjectURL,
+    confine_object,
+    is_object_url,
+    parse_object_roots,
+    parse_object_url,
+)
+from cluster.watch import VIDEO_EXTENSIONS
+
+HEADS_AT_ONCE = 16
+
+
+def confine_all(specs: list[JobSpec], config: CoordinatorConfig, *, batch: bool) -> list[JobSpec]:
+    """Each spec confined (:func:`~cluster.scheduling.admission.confine`)."""
+    roots, hooks = config.media_roots, config.webhook_hosts
+    buckets = parse_object_roots(config.object_roots)
+    return [
+        numbered(i, specs, batch, confine, spec, roots, hooks, buckets)
+        for i, spec in enumerate(specs)
+    ]
+
+
+async def check_all(
+    confined: list[JobSpec],
+    encoders: tuple[Encoder, ...] | None,
+    config: CoordinatorConfig,
+    *,
+    batch: bool,
+) -> None:
+    """Everything knowable before the inputs are probed; the first refusal is raised."""
+    for i, spec in enumerate(confined):
+        numbered(i, confined, batch, check_confined, spec, encoders)
+    if batch:
+        refuse_shared_outputs(confined)
+    targets = [
+        (i, parse_object_url(spec.output, what="output"))
+        for i, spec in enumerate(confined)
+        if spec.output is not None
+        and is_object_url(spec.output)
+        and spec.kind is JobKind.TRANSCODE
+        and not spec.overwrite
+    ]
+    slots = asyncio.Semaphore(HEADS_AT_ONCE)
+
+    async def exists(url: ObjectURL) -> bool:
+        async with slots:
+            return await asyncio.to_thread(objects.head, config.store, url) is not None
+
+    found = await asyncio.gather(*(exists(url) for _, url in targets))
+    for (i, url), there in zip(targets, found, strict=True):
+        if there:
+            numbered(i, confined, batch, _refuse, url)
+
+
+def _refuse(url: ObjectURL) -> None:
+    raise OutputError(f"{url} already exists; {OVERWRITE_HINT}")
+
+
+async def list_inputs(prefix: str, config: CoordinatorConfig, limit: int) -> list[str]:
+    """The video objects under ``prefix`` (an ``s3://`` URL inside the object roots), in
+    key order, at most ``limit``."""
+    buckets = parse_object_roots(config.object_roots)
+    url = confine_object(prefix, buckets, what="input prefix", prefix=True)
+    suffixes = tuple(f".{ext}" for ext in VIDEO_EXTENSIONS)
+    found = await asyncio.to_thread(objects.list_objects, config.store, url, suffixes, limit)
+    return [str(u) for u in found]
