@@ -33,8 +33,13 @@ NEW_S = 60.0
 """A folder without an owner record this young is being made: not swept."""
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+def human(n: float) -> str:
+    """``n`` bytes in the largest unit that keeps it above 1 (``1.20 GiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
 
 
 def _start_time(pid: int) -> str | None:
@@ -115,15 +120,15 @@ class Scratch:
         free = shutil.disk_usage(self.root).free - others - KEEP_FREE_BYTES
         if need_bytes > free:
             raise TransferError(
-                f"scratch {self.root} has {_gib(max(free, 0))} free after the other jobs "
-                f"here; this job needs {_gib(need_bytes)}; free space there or point "
+                f"scratch {self.root} has {human(max(free, 0))} free after the other jobs "
+                f"here; this job needs {human(need_bytes)}; free space there or point "
                 f"{SCRATCH_ENV} at a larger disk",
                 code=ErrorCode.SCRATCH_FULL,
             )
         if self.budget_bytes is not None and used + need_bytes > self.budget_bytes:
             raise TransferError(
-                f"scratch {self.root}: this job needs {_gib(need_bytes)} and "
-                f"{_gib(used)} of its {_gib(self.budget_bytes)} budget is in use; raise "
+                f"scratch {self.root}: this job needs {human(need_bytes)} and "
+                f"{human(used)} of its {human(self.budget_bytes)} budget is in use; raise "
                 f"{SCRATCH_BYTES_ENV} or wait",
                 code=ErrorCode.SCRATCH_FULL,
             )
