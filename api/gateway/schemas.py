@@ -77,6 +77,9 @@ class ProgressView(BaseModel):
     eta_s: float | None = None
     out_time_s: float | None = None
     done: bool = False
+    moved_bytes: int | None = Field(
+        default=None, description="Bytes fetched from and uploaded to object storage so far."
+    )
     at: float | None = Field(default=None, description="When ffmpeg reported it (Unix time).")
 
 

@@ -30,6 +30,7 @@ from cluster.model.jobs import Job, JobPlacement, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import GpuState, NodeState
+from cluster.storage.urls import is_object_url
 
 log = logging.getLogger("framefleet.coordinator")
 MAX_FAILURES_KEPT = 20
@@ -93,12 +94,15 @@ class Healer:
         placement = job.placement
         if placement is None:
             return
+        size = media.size_bytes or 0
+        staged = [url for url in (job.spec.input, job.spec.output) if is_object_url(url)]
         limits = limits_for(
             job.spec,
             placement.hardware,
             media,
             stall_s=self.config.stall_s,
             runtime_factor=self.config.max_runtime_factor,
+            transfer_bytes=size * len(staged),  # an output about the input's size
         )
         job.limits = limits.to_dict()
         self.watchdog.track(job.id, limits, placement.where, now)

@@ -20,14 +20,16 @@ from cluster.errors import ErrorCode, IdempotencyConflict, JobNotFound
 from cluster.media.runner import remove_stale_partials
 from cluster.model.events import EventLog, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus, transition
+from cluster.storage.urls import is_object_url
 
 BATCH_KEY = "batch:"
 """Prefix of a batch's idempotency key as stored on each of its jobs."""
 
 
 def clear_partials(job: Job) -> None:
-    """Remove what an attempt of ``job`` left half-written at its destination."""
-    if job.spec.output:
+    """Remove what an attempt of ``job`` left half-written at its destination (an object
+    store holds nothing partial: an upload is an object only once complete)."""
+    if job.spec.output and not is_object_url(job.spec.output):
         out = Path(job.spec.output)
         remove_stale_partials(out if job.spec.kind is JobKind.THUMBNAIL else out.parent, job.id)
 

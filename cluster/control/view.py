@@ -149,6 +149,9 @@ class NodeRecord:
     """``ready``, ``draining``, ``drained``, ``quarantined`` or ``trial``."""
     quarantine: Mapping[str, Any] | None = None
     draining_since: float | None = None
+    scratch: Mapping[str, Any] | None = None
+    """Its scratch space: ``path``, ``free_bytes``, ``used_bytes``, ``jobs``,
+    ``budget_bytes`` (see :meth:`~cluster.storage.scratch.Scratch.usage`)."""
 
     def can_run(self, encoder: Encoder) -> bool:
         """Its own ffmpeg has ``encoder``, and for NVENC one of its GPUs proved the codec."""
@@ -180,6 +183,7 @@ class NodeRecord:
             "state": self.state,
             "quarantine": dict(self.quarantine) if self.quarantine else None,
             "draining_since": self.draining_since,
+            "scratch": dict(self.scratch) if self.scratch else None,
         }
 
 
@@ -237,6 +241,7 @@ def node_view(
                 state=health.get("state", "ready"),
                 quarantine=health.get("quarantine"),
                 draining_since=health.get("draining_since"),
+                scratch=info.scratch,
             )
         )
     return view

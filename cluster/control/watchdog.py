@@ -3,12 +3,14 @@ what it should take, is killed and retried elsewhere.
 
 Each running job gets two :class:`Limits` when it starts:
 
-- ``stall_s``: how long its progress (frames or output time) may stand still. The
+- ``stall_s``: how long its progress (frames, output time, or bytes moved to or from
+  object storage) may stand still. The
   default is ten times the expected time between progress advances (an encoder's
   lookahead at the expected speed), never below a minute; ``FRAMEFLEET_STALL_S`` sets it.
 - ``max_runtime_s``: a hard ceiling, ``FRAMEFLEET_MAX_RUNTIME_FACTOR`` (default 10)
   times the expected encode time from the input's duration and the encoder's expected
-  speed, never below twice ``stall_s``.
+  speed, never below twice ``stall_s``; a job whose media move to or from object
+  storage also gets their bytes' time at ``TRANSFER_BPS``.
 
 Expected speeds are conservative (a node slower than these still passes with the
 factor's headroom). Pure and clock-driven; the coordinator calls :meth:`Watchdog.overdue`
@@ -43,6 +45,8 @@ EXPECTED_SPEED = {  # x real time at 1080p, preset medium, on the cores the job 
 DECODE_SPEED = 4.0
 """validate and thumbnail jobs only decode."""
 SPEED_FACTOR = {Speed.FAST: 2.0, Speed.MEDIUM: 1.0, Speed.SLOW: 0.33}
+TRANSFER_BPS = 25 * 1024 * 1024
+"""A conservative rate for fetching and uploading media (object storage)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +76,16 @@ def limits_for(
     *,
     stall_s: float | None,
     runtime_factor: float,
+    transfer_bytes: int = 0,
 ) -> Limits:
     """The job's limits where it was placed (``stall_s``: the configured stall limit;
-    ``None`` derives it)."""
+    ``None`` derives it; ``transfer_bytes``: what it fetches and uploads)."""
     speed = expected_speed(spec, hardware, media)
     fps = (media.video.fps if media.video else None) or DEFAULT_FPS
     if stall_s is None:
         interval = LOOKAHEAD_FRAMES / (speed * fps)
         stall_s = max(MIN_STALL_S, STALL_INTERVALS * interval)
-    expected_s = (media.duration_s or 0.0) / speed
+    expected_s = (media.duration_s or 0.0) / speed + transfer_bytes / TRANSFER_BPS
     return Limits(round(stall_s, 1), round(max(runtime_factor * expected_s, 2 * stall_s), 1))
 
 
@@ -92,6 +97,7 @@ class _Watched:
     last_advance: float
     frame: int = -1
     out_time_s: float = -1.0
+    moved_bytes: int = -1
 
 
 class Watchdog:
@@ -102,14 +108,16 @@ class Watchdog:
         self._watched[job_id] = _Watched(limits, where, now, now)
 
     def progressed(self, job_id: str, snapshot: ProgressSnapshot, now: float) -> None:
-        """A progress block arrived: it counts if frames or output time moved on."""
+        """A progress block arrived: it counts if frames, output time or bytes moved on."""
         w = self._watched.get(job_id)
         if w is None:
             return
         frame = snapshot.frame if snapshot.frame is not None else -1
         out_time = snapshot.out_time_s if snapshot.out_time_s is not None else -1.0
-        if frame > w.frame or out_time > w.out_time_s:
+        moved = snapshot.moved_bytes if snapshot.moved_bytes is not None else -1
+        if frame > w.frame or out_time > w.out_time_s or moved > w.moved_bytes:
             w.frame, w.out_time_s = max(frame, w.frame), max(out_time, w.out_time_s)
+            w.moved_bytes = max(moved, w.moved_bytes)
             w.last_advance = now
 
     def forget(self, job_id: str) -> None:

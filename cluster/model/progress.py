@@ -22,6 +22,8 @@ class ProgressSnapshot:
     percent: float | None = None
     eta_s: float | None = None
     done: bool = False
+    moved_bytes: int | None = None
+    """Bytes this attempt has fetched from and uploaded to object storage so far."""
     at: float | None = field(default=None, compare=False)
     """Wall-clock time the block was read from ffmpeg (for progress-latency figures)."""
 

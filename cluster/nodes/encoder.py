@@ -98,7 +98,14 @@ class EncoderWorker:
 
         current = self._current = Current(order)
         if order.stage is not None:
-            current.stager = Stager(order.stage, self._scratch_budget)
+
+            def moved(n: int) -> None:  # the watchdog counts bytes moved as progress
+                latest = _latest(current)
+                report(
+                    replace(latest, moved_bytes=n) if latest else ProgressSnapshot(moved_bytes=n)
+                )
+
+            current.stager = Stager(order.stage, self._scratch_budget, on_moved=moved)
         outcome: WorkOutcome | None = None
         try:
             if current.stager is not None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from cluster.storage.stage import StagePlan, pushed_url
 from cluster.storage.urls import parse_object_url
 
 log = logging.getLogger("framefleet.encoder")
+REPORT_S = 1.0
+"""How often bytes moved are reported while a transfer runs (the watchdog sees them)."""
 
 
 class StageCancelled(Exception):
@@ -32,8 +36,18 @@ class StageCancelled(Exception):
 
 
 class Stager:
-    def __init__(self, plan: StagePlan, scratch_budget: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: StagePlan,
+        scratch_budget: int | None = None,
+        on_moved: Callable[[int], None] | None = None,
+    ) -> None:
+        """``on_moved(bytes)``: called every :data:`REPORT_S` while a transfer runs, with
+        the bytes this attempt has moved so far."""
         self.plan = plan
+        self._on_moved = on_moved
+        self._lock = threading.Lock()
+        self.moved_bytes = 0
         self._scratch = Scratch(Path(plan.folder).parent, scratch_budget)
         self._claim: Claim | None = None
         self._transfer: Transfer | None = None
@@ -88,9 +102,15 @@ class Stager:
         transfer = self._transfer = Transfer(self.plan.store)
         try:
             if how == "download":
-                await asyncio.to_thread(transfer.download, url, local)
+                work = asyncio.to_thread(transfer.download, url, local, self._count)
             else:
-                await asyncio.to_thread(transfer.upload, local, url)
+                work = asyncio.to_thread(transfer.upload, local, url, self._count)
+            task = asyncio.ensure_future(work)
+            while not task.done():
+                await asyncio.wait({task}, timeout=REPORT_S)
+                if self._on_moved is not None:
+                    self._on_moved(self.moved_bytes)
+            await task
         except TransferCancelled as exc:
             raise StageCancelled from exc
         finally:
@@ -99,6 +119,10 @@ class Stager:
         if self._cancelled and how == "download":
             raise StageCancelled  # an upload that completed stands: the job succeeded
         log.info("%s %s: %s (%d bytes)", how, url, local, local.stat().st_size)
+
+    def _count(self, n: int) -> None:  # in the transfer's threads
+        with self._lock:
+            self.moved_bytes += n
 
     def cancel(self) -> None:
         """Stop the transfer under way (an upload is aborted) and any later one."""

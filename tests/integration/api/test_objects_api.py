@@ -130,3 +130,10 @@ def test_the_cli_submits_urls_and_prefixes(
     assert refused.returncode != 0
     assert "is outside the media roots (s3://media/gw)" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_nodes_show_their_scratch(gateway: Gateway) -> None:
+    [node] = gateway.http.get("/v1/nodes").json()
+    scratch = node["scratch"]
+    assert scratch["path"] == "/tmp/ff-test/scratch"  # the session Ray's <data dir>/scratch
+    assert scratch["free_bytes"] > 0 and scratch["budget_bytes"] is None

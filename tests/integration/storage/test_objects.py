@@ -178,6 +178,13 @@ def test_cancel_mid_upload_leaves_no_object_and_no_scratch(
         job = stored.submit(JobSpec(JobKind.TRANSCODE, src, dest, quality=0, speed=Speed.FAST))
         wait_until(lambda: dest.split("/", 3)[3] in s3.uploads("media"), timeout=120, step=0.2)
         assert stored.get(job.id).status == "running"
+
+        def uploading() -> bool:  # the job's progress counts the bytes going up
+            progress = stored.get(job.id).progress
+            moved = progress.moved_bytes if progress else None
+            return moved is not None and moved > noise.stat().st_size
+
+        wait_until(uploading, timeout=30, step=0.2)
         cancelled = stored.cancel(job.id)
     finally:
         uplink.rate = None

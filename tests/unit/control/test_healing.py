@@ -64,6 +64,23 @@ def test_the_watchdog_reports_a_stall_and_a_run_past_its_ceiling_once() -> None:
     assert str(late[1]) == "timed out: ran 21 s, past its ceiling of 20 s, on 10.0.0.1"
 
 
+def test_a_long_download_is_progress_and_its_time_is_allowed_for() -> None:
+    spec = JobSpec(kind=JobKind.TRANSCODE, input="s3://media/a.mp4", output="s3://media/b.mp4")
+    media = fake_media("a", duration_s=1)
+    plain = limits_for(spec, Hardware.CPU, media, stall_s=10, runtime_factor=10)
+    staged = limits_for(spec, Hardware.CPU, media, stall_s=10, runtime_factor=10,
+                        transfer_bytes=2 * 50 * 2**30)  # a 50 GiB master, in and out  # fmt: skip
+    assert staged.max_runtime_s - plain.max_runtime_s > 10 * 4000  # 100 GiB at 25 MiB/s, x10
+    dog = Watchdog()
+    dog.track("fetching", staged, "10.0.0.1", now=0)
+    for t in range(1, 60):  # no frame yet, only bytes arriving
+        dog.progressed("fetching", ProgressSnapshot(moved_bytes=t * 2**20), now=t)
+    assert dog.overdue(now=60) == []
+    dog.progressed("fetching", ProgressSnapshot(moved_bytes=59 * 2**20), now=61)  # no more
+    (stalled,) = dog.overdue(now=72)
+    assert stalled[0] == "fetching" and stalled[1].code is ErrorCode.STALLED
+
+
 # ---- quarantine, by the clock ------------------------------------------------------------
 
 
