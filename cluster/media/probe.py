@@ -187,28 +187,36 @@ async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()
     _check_readable(p)
     fd = open_input(str(p), roots)
     try:
+        code, stdout, stderr = await _ffprobe(probe_argv(f"/proc/self/fd/{fd}"), p.name, (fd,))
+    finally:
+        os.close(fd)
+    return _result(p, code, stdout, stderr)
+
+
+async def _ffprobe(
+    argv: list[str], name: str, pass_fds: tuple[int, ...] = ()
+) -> tuple[int, bytes, bytes]:
+    """Run ffprobe without blocking the loop: (exit status, stdout, stderr); errors name
+    ``name``."""
+    try:
         proc = await asyncio.create_subprocess_exec(
-            *probe_argv(f"/proc/self/fd/{fd}"),
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            pass_fds=(fd,),
+            pass_fds=pass_fds,
         )
     except FileNotFoundError as exc:
-        os.close(fd)
         raise ToolMissing.for_tool("ffprobe") from exc
     except OSError as exc:
-        os.close(fd)
-        raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
+        raise InputError(f"{name[:80]}: ffprobe could not start ({exc})") from exc
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
     except TimeoutError as exc:
         proc.kill()
         await proc.wait()
-        raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
-    finally:
-        os.close(fd)
-    return _result(p, proc.returncode if proc.returncode is not None else 0, stdout, stderr)
+        raise InputError(f"{name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+    return (proc.returncode if proc.returncode is not None else 0), stdout, stderr
 
 
 async def probe_object_async(
@@ -224,28 +232,11 @@ async def probe_object_async(
     if head.size == 0:
         raise InputError(f"{url.name}: the file is empty (0 bytes)", code=ErrorCode.NOT_MEDIA)
     link = await asyncio.to_thread(objects.presigned_get, store, url)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *probe_argv(url.name, link=link),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except FileNotFoundError as exc:
-        raise ToolMissing.for_tool("ffprobe") from exc
-    except OSError as exc:
-        raise InputError(f"{url.name[:80]}: ffprobe could not start ({exc})") from exc
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
-    except TimeoutError as exc:
-        proc.kill()
-        await proc.wait()
-        raise InputError(f"{url}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+    code, stdout, stderr = await _ffprobe(probe_argv(url.name, link=link), str(url))
     said = (
         stderr.decode(errors="replace")
         .replace(link, str(url))
         .replace(link.split("?")[0], str(url))
     )
-    code = proc.returncode if proc.returncode is not None else 0
     info = _result(Path(url.name), code, stdout, said.encode())
     return replace(info, path=str(url), size_bytes=head.size)

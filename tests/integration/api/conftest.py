@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from api.gateway.app import create_app
 from api.settings import Settings, WatchFolder
 from cluster import Fleet
 from cluster.ray_edge.runtime import Runtime
-from tests.helpers import make_clip, serving
+from tests.helpers import make_clip, serving, wait_until
 from tests.integration.conftest import start_fleet
 
 TOKEN = "test-token-0123456789"  # noqa: S105
@@ -23,6 +24,17 @@ class Gateway:
     def __init__(self, url: str, media: Path, out: Path) -> None:
         self.url, self.media, self.out = url, media, out
         self.http = httpx.Client(base_url=url, headers=AUTH, timeout=60)
+
+
+def finished(gw: Gateway, job_id: str) -> dict[str, Any]:
+    """The job once it ended (polled through the gateway)."""
+
+    def done() -> dict[str, Any] | None:
+        job: dict[str, Any] = gw.http.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    result: dict[str, Any] = wait_until(done, timeout=120, step=0.2)
+    return result
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cluster import Fleet
 from cluster.ray_edge.runtime import Runtime
-from tests.helpers import ObjectServer, count_frames, make_clip, wait_until
-from tests.integration.api.conftest import TOKEN, Gateway
+from tests.helpers import ObjectServer, count_frames, make_clip
+from tests.integration.api.conftest import TOKEN, Gateway, finished
 from tests.integration.conftest import start_fleet
 
 FRAMEFLEET = str(Path(sys.executable).with_name("framefleet"))
@@ -51,21 +50,12 @@ def clips(s3: ObjectServer, tmp_path_factory: pytest.TempPathFactory) -> list[st
     return urls
 
 
-def ended(gateway: Gateway, job_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job: dict[str, Any] = gateway.http.get(f"/v1/jobs/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    found: dict[str, Any] = wait_until(done, timeout=120, step=0.2)
-    return found
-
-
 def test_a_job_from_s3_to_s3_over_http(
     gateway: Gateway, s3: ObjectServer, clips: list[str], tmp_path: Path
 ) -> None:
     answer = gateway.http.post("/v1/jobs", json={"input": clips[1], "output": f"{ROOT}/o/one.mp4"})
     assert answer.status_code == 201, answer.text
-    job = ended(gateway, answer.json()["id"])
+    job = finished(gateway, answer.json()["id"])
     assert job["status"] == "succeeded", job["reason"]
     assert job["result"]["output"] == f"{ROOT}/o/one.mp4"
     head = s3.head(f"{ROOT}/o/one.mp4")
@@ -99,7 +89,7 @@ def test_a_batch_from_an_s3_prefix(gateway: Gateway, s3: ObjectServer, clips: li
     jobs = answer.json()["jobs"]
     assert [j["input"] for j in jobs] == clips  # the videos, in key order; not notes.txt
     for job in jobs:
-        assert ended(gateway, job["id"])["status"] == "succeeded"
+        assert finished(gateway, job["id"])["status"] == "succeeded"
     assert s3.keys(f"{ROOT}/batch-out/") == [f"{ROOT}/batch-out/c{i}.mkv" for i in range(3)]
     empty = gateway.http.post("/v1/jobs/batch", json={"input_prefix": f"{ROOT}/nothing/",
                                                       "output_dir": f"{ROOT}/x/"})  # fmt: skip

@@ -16,7 +16,7 @@ import ray
 from cluster import Fleet, JobKind, JobSpec, verify_webhook
 from cluster.ray_edge.runtime import Runtime
 from tests.helpers import Receiver, count_frames, free_port, make_clip, wait_until
-from tests.integration.api.conftest import TOKEN, Gateway
+from tests.integration.api.conftest import TOKEN, Gateway, finished
 from tests.integration.conftest import start_fleet
 
 SECRET = "whsec-test-0123456789abcdef"  # noqa: S105
@@ -34,15 +34,6 @@ def fleet(
     f = start_fleet(data, "coordinator-webhooks", media_roots=resolved, **HOOKS)
     yield f
     f.shutdown_coordinator()
-
-
-def finished(gw: Gateway, job_id: str) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job: dict[str, Any] = gw.http.get(f"/v1/jobs/{job_id}").json()
-        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
-
-    result: dict[str, Any] = wait_until(done, timeout=120, step=0.2)
-    return result
 
 
 def delivered(gw: Gateway, job_id: str) -> dict[str, Any]:
