@@ -206,6 +206,7 @@ class Settings(BaseSettings):
                 gpu_inventory=self.gpu_inventory,
                 ffmpeg=self.ffmpeg,
                 scratch=self.scratch,
+                scratch_bytes=self.scratch_bytes,
             ),
             CoordinatorConfig(
                 data_dir=self.data_dir,

@@ -107,5 +107,7 @@ class RuntimeConfig:
     scratch: Path | None = None
     """The embedded node's scratch folder (else ``FRAMEFLEET_SCRATCH``, else
     ``<data_dir>/scratch``)."""
+    scratch_bytes: int | None = None
+    """At most this much in the embedded node's scratch at once (``None``: the disk's room)."""
     namespace: str = "framefleet"
     coordinator_name: str = "framefleet-coordinator"

@@ -24,7 +24,7 @@ from cluster.storage import objects
 from cluster.storage.objects import Transfer, TransferCancelled
 from cluster.storage.scratch import Claim, Scratch
 from cluster.storage.stage import StagePlan, pushed_url
-from cluster.storage.urls import parse_object_url
+from cluster.storage.urls import ObjectURL, parse_object_url
 
 log = logging.getLogger("framefleet.encoder")
 REPORT_S = 1.0
@@ -96,7 +96,8 @@ class Stager:
             self.timings["upload_s"] = round(time.monotonic() - started, 4)
         return done
 
-    async def _move(self, how: str, url: Any, local: Path) -> None:
+    async def _move(self, how: str, url: ObjectURL, local: Path) -> None:
+        """``how``: ``download`` (``url`` to ``local``) or ``upload`` (the other way)."""
         if self._cancelled:
             raise StageCancelled
         transfer = self._transfer = Transfer(self.plan.store)

@@ -18,7 +18,7 @@ from cluster.media.encoders import FFMPEG_ENV
 from cluster.nodes.gpus import INVENTORY_ENV
 from cluster.nodes.register import detect_local
 from cluster.ray_edge.token import check_reachable, embedded_token_env
-from cluster.storage.scratch import SCRATCH_ENV
+from cluster.storage.scratch import SCRATCH_BYTES_ENV, SCRATCH_ENV
 
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # Ray puts Unix sockets under its temp dir; their paths must stay under ~107 bytes.
@@ -92,10 +92,12 @@ def connect(config: RuntimeConfig) -> Runtime:
         _reset_token_cache()
         try:
             scratch = config.scratch or os.environ.get(SCRATCH_ENV) or config.data_dir / "scratch"
+            budget = config.scratch_bytes
             with (
                 _environ(INVENTORY_ENV, inventory),
                 _environ(FFMPEG_ENV, config.ffmpeg),
                 _environ(SCRATCH_ENV, str(Path(scratch).resolve())),
+                _environ(SCRATCH_BYTES_ENV, None if budget is None else str(budget)),
             ):
                 ray.init(
                     address="local",

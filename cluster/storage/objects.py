@@ -217,8 +217,6 @@ class Transfer:
             future.result()
         except CancelledError as exc:
             raise TransferCancelled(f"transfer of {url} cancelled") from exc
-        except FramefleetError:
-            raise
         except Exception as exc:
             if self._cancelled:
                 raise TransferCancelled(f"transfer of {url} cancelled") from exc

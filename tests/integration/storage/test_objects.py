@@ -5,6 +5,7 @@ mode), real Ray, real ffmpeg. The coordinator reaches the store through an
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,11 +167,10 @@ def test_cancel_mid_upload_leaves_no_object_and_no_scratch(
 ) -> None:
     # Noise encoded losslessly: an output of ~20 MB, so it goes up in parts, slowly.
     noise = tmp_path / "noise.mp4"
-    os.system(  # noqa: S605 (a fixed command)
-        "ffmpeg -v error -nostdin -y -f lavfi -i "
-        "\"nullsrc=s=854x480:r=25:d=1.5,geq=lum='random(1)*255':cb=128:cr=128\" "
-        f"-c:v libx264 -preset ultrafast -pix_fmt yuv420p {noise}"
-    )
+    noisy = "nullsrc=s=854x480:r=25:d=1.5,geq=lum='random(1)*255':cb=128:cr=128"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", noisy,
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(noise)],
+                   check=True)  # fmt: skip
     src = s3.put(noise, f"{ROOT}/in/noise.mp4")
     dest = f"{ROOT}/out/noise.mp4"
     uplink.rate = 1_000_000
