@@ -211,6 +211,8 @@ class Settings(BaseSettings):
             CoordinatorConfig(
                 data_dir=self.data_dir,
                 media_roots=roots,
+                # A server marks each root, so nodes can show they see the same share.
+                root_ids=tuple((str(r), cluster.mark_root(r)) for r in roots) if serving else (),
                 object_roots=self.object_roots(),
                 s3_endpoint=self.s3_endpoint,
                 s3_region=self.s3_region,

@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from cluster.scheduling.admission import check_spec, confine, confine_path
     from cluster.scheduling.costs import CostModel
     from cluster.scheduling.planner import Policy
+    from cluster.storage.roots import MEDIA_MAP_ENV, NO_MEDIA_ENV, mark_root, parse_media_map
     from cluster.storage.scratch import SCRATCH_BYTES_ENV, SCRATCH_ENV
     from cluster.storage.urls import is_object_url, is_url, parse_object_roots
     from cluster.watch import FolderWatcher, WatchRule, check_rule
@@ -162,6 +163,10 @@ _WHERE: dict[str, str] = {
     "confine_path": "cluster.scheduling.admission",
     "CostModel": "cluster.scheduling.costs",
     "Policy": "cluster.scheduling.planner",
+    "MEDIA_MAP_ENV": "cluster.storage.roots",
+    "NO_MEDIA_ENV": "cluster.storage.roots",
+    "mark_root": "cluster.storage.roots",
+    "parse_media_map": "cluster.storage.roots",
     "SCRATCH_BYTES_ENV": "cluster.storage.scratch",
     "SCRATCH_ENV": "cluster.storage.scratch",
     "is_object_url": "cluster.storage.urls",
@@ -178,6 +183,8 @@ __all__ = [
     "CONTAINERS",
     "FFMPEG_ENV",
     "INVENTORY_ENV",
+    "MEDIA_MAP_ENV",
+    "NO_MEDIA_ENV",
     "SCRATCH_BYTES_ENV",
     "SCRATCH_ENV",
     "CallTimeout",
@@ -245,7 +252,9 @@ __all__ = [
     "is_url",
     "job_view",
     "make_sample",
+    "mark_root",
     "missing_token_message",
+    "parse_media_map",
     "parse_object_roots",
     "probe",
     "sign_webhook",

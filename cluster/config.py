@@ -17,6 +17,10 @@ class CoordinatorConfig:
     media_roots: tuple[Path, ...] = ()
     """Jobs read and write only under these folders; with no root of either kind (local
     CLI use), anywhere."""
+    root_ids: tuple[tuple[str, str], ...] = ()
+    """``(root, identity)`` for the local roots: the identity in each root's
+    ``.framefleet-root`` (:func:`~cluster.storage.roots.mark_root`), by which nodes
+    show they see it; ``""``: none could be written (the folder alone decides)."""
     object_roots: tuple[str, ...] = ()
     """``s3://bucket[/prefix]`` roots: jobs may read and write objects only under these;
     empty: no object storage."""
@@ -81,13 +85,15 @@ def config_differences(asked: CoordinatorConfig, running: CoordinatorConfig) -> 
     """What a client asked for that the running coordinator does not use, in words.
 
     On a farm the first client starts the coordinator; later ones join it with its
-    config. ``data_dir`` is left out: it is each machine's own."""
+    config. ``data_dir`` is left out: it is each machine's own; so are ``root_ids``,
+    which a machine that does not mount a root cannot read."""
     return [
         f"{f.name} differs (not shown)"
         if f.name == "webhook_secret"
         else f"{f.name} is {getattr(running, f.name)!r}, not {getattr(asked, f.name)!r}"
         for f in fields(CoordinatorConfig)
-        if f.name != "data_dir" and getattr(asked, f.name) != getattr(running, f.name)
+        if f.name not in ("data_dir", "root_ids")
+        and getattr(asked, f.name) != getattr(running, f.name)
     ]
 
 

@@ -28,6 +28,8 @@ from cluster import (
     CODECS,
     FFMPEG_ENV,
     INVENTORY_ENV,
+    MEDIA_MAP_ENV,
+    NO_MEDIA_ENV,
     SCRATCH_BYTES_ENV,
     SCRATCH_ENV,
     ConfigError,
@@ -37,6 +39,7 @@ from cluster import (
     ensure_token,
     find_token,
     missing_token_message,
+    parse_media_map,
 )
 
 node_app = typer.Typer(help="Join this machine to a farm, or show what it would offer.")
@@ -82,6 +85,23 @@ ScratchBytes = Annotated[
         min=0,
         help="At most this many bytes in scratch at once [what the disk has].",
         show_default=False,
+    ),
+]
+MediaMap = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--media-map",
+        help="ROOT=PATH: this machine mounts the media root ROOT at PATH (repeat for each "
+        "root; e.g. /srv/media=/mnt/nas/media).",
+        show_default=False,
+    ),
+]
+NoMedia = Annotated[
+    bool,
+    typer.Option(
+        "--no-media",
+        help="This machine sees no media root: its jobs' media move through the farm, from "
+        "and to a node that sees them.",
     ),
 ]
 
@@ -153,6 +173,8 @@ def start(
     ffmpeg: Ffmpeg = None,
     scratch: Scratch = None,
     scratch_bytes: ScratchBytes = None,
+    media_map: MediaMap = None,
+    no_media: NoMedia = False,
     temp_dir: Annotated[
         Path | None,
         typer.Option("--temp-dir", help="Ray's session and log folder [Ray's default]."),
@@ -171,6 +193,9 @@ def start(
     """Start Ray on this machine with the resources framefleet schedules by."""
     if head == (address is not None):
         raise typer.BadParameter("give exactly one of --head or --address HEAD:PORT")
+    if media_map and no_media:
+        raise typer.BadParameter("give --media-map or --no-media, not both")
+    mapped = parse_media_map(",".join(media_map or []))  # a bad entry: one line, now
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "token")
     if not dry_run and address is not None:  # a worker: the token and the head first
@@ -191,13 +216,11 @@ def start(
         argv.append(f"--node-ip-address={node_ip_address}")
     argv += ["--disable-usage-stats"] + (["--block"] if block else [])
     # What the node's agent and encoders read, through the raylet's environment.
-    shown_env = {FFMPEG_ENV: node.ffmpeg.path}
-    if gpu_inventory is not None:
-        shown_env[INVENTORY_ENV] = str(gpu_inventory.resolve())
-    if scratch is not None:
-        shown_env[SCRATCH_ENV] = str(scratch.resolve())
-    if scratch_bytes is not None:
-        shown_env[SCRATCH_BYTES_ENV] = str(scratch_bytes)
+    shown_env = _node_env(node.ffmpeg.path, gpu_inventory, scratch, scratch_bytes)
+    if mapped:
+        shown_env[MEDIA_MAP_ENV] = ",".join(f"{root}={path}" for root, path in mapped)
+    if no_media:
+        shown_env[NO_MEDIA_ENV] = "1"
     env.update(shown_env)
     shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown_env.items())
     shown += " " + shlex.join(argv)
@@ -214,6 +237,19 @@ def start(
     if code == 0 and head:
         err.print(f"head started on port {port}. {_join_hint(port)}")
     raise typer.Exit(code)
+
+
+def _node_env(
+    ffmpeg: str, inventory: Path | None, scratch: Path | None, scratch_bytes: int | None
+) -> dict[str, str]:
+    env = {FFMPEG_ENV: ffmpeg}
+    if inventory is not None:
+        env[INVENTORY_ENV] = str(inventory.resolve())
+    if scratch is not None:
+        env[SCRATCH_ENV] = str(scratch.resolve())
+    if scratch_bytes is not None:
+        env[SCRATCH_BYTES_ENV] = str(scratch_bytes)
+    return env
 
 
 def _join_check(address: str, env: dict[str, str]) -> None:

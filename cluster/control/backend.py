@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.model.media import MediaInfo
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.planner import Placement
 
@@ -20,6 +21,15 @@ class Backend(Protocol):
         ...
 
     def create_encoder(self, placement: Placement) -> EncoderHandle: ...
+
+    async def probe_on(self, node_id: str, path: str) -> MediaInfo:
+        """ffprobe of ``path`` (root space) on the node that sees it, through its agent."""
+        ...
+
+    async def remove_partials_on(self, node_id: str, folder: str, job_id: str) -> None:
+        """Remove what a dead attempt left half-written in ``folder``, on a node that
+        sees it."""
+        ...
 
     async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
         """Ask the autoscaler (if any) for room for these resource shapes."""

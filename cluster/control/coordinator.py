@@ -7,7 +7,7 @@ in four parts, each in its own module:
 
 - :class:`~cluster.control.jobtable.JobTable`: jobs, queue, keys, state changes, webhooks;
 - :class:`~cluster.control.view.ClusterView`: nodes, suspects, NVENC failures, caps;
-- :class:`~cluster.control.prober.Prober`: queued jobs' probed inputs;
+- :class:`~cluster.control.prober.Prober`: inputs, probed where nodes see them (``reach``);
 - :class:`~cluster.control.pool.EncoderPool`: encoders, warm or busy, and what they hold;
 - :class:`~cluster.control.healing.Healer`: the stall watchdog, quarantine, drains;
 
@@ -29,17 +29,17 @@ from cluster.control.dispatch import (
     demand_for,
     log_capacity_failure,
     plan_round,
-    work_order,
 )
 from cluster.control.encodes import Encodes
 from cluster.control.healing import Healer, crash_sites
 from cluster.control.intake import check_all, confine_all, list_inputs
-from cluster.control.jobtable import JobTable, clear_partials
+from cluster.control.jobtable import JobTable
 from cluster.control.metrics import resident_mb
 from cluster.control.nodeapi import NodeAPI
 from cluster.control.policy import Action, Facts, decide, nvenc_why, timed_result
 from cluster.control.pool import EncoderPool
 from cluster.control.prober import ProbeFn, Prober
+from cluster.control.reach import MediaReach
 from cluster.control.store import JobStore
 from cluster.control.view import ClusterView
 from cluster.control.webhooks import webhook_settings
@@ -52,7 +52,6 @@ from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
-from cluster.storage.scratch import DEFAULT_SCRATCH
 
 log = logging.getLogger("framefleet.coordinator")
 
@@ -79,6 +78,8 @@ class Coordinator(NodeAPI):
         self.view = ClusterView(
             backend.nodes, default_cap=config.max_jobs_per_node, local_encoders=encoders
         )
+        self.reach = MediaReach(config, self.view, backend, probe)
+        self.table.clear_partials = self.reach.clear_partials
         self.prober = Prober(
             config.media_roots,
             config.store,
@@ -86,7 +87,7 @@ class Coordinator(NodeAPI):
             on_failed=self._fail,
             on_done=self._wake_up,
             backoff_s=config.retry_backoff_s,
-            probe=probe,
+            probe=self.reach.probe,
         )
         self._pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
         self.encodes = Encodes(self._pool, on_outcome=self._complete, on_lost=self._lost)
@@ -101,7 +102,6 @@ class Coordinator(NodeAPI):
         self._stops: set[asyncio.Task[None]] = set()
         """Encodes the watchdog is stopping."""
         self._started_at = time.time()
-        self._roots = tuple(str(r) for r in config.media_roots)
         requeued = self.table.recover()
         for job in self.table.queue.values():
             if job.input_media:  # probed before the restart: not again
@@ -226,7 +226,8 @@ class Coordinator(NodeAPI):
             if first is not None:
                 return [job.snapshot() for job in first]
         await self.view.await_reports()  # admission judges encoders by what nodes report
-        await check_all(confined, self.view.encoders(), self.config, batch=batch)
+        await check_all(confined, self.view.encoders(), self.config, batch=batch,
+                        where=self.reach.on_head)  # fmt: skip
         jobs = self.table.add(confined, key, batch=batch)
         self._wake.set()
         return [job.snapshot() for job in jobs]
@@ -288,7 +289,9 @@ class Coordinator(NodeAPI):
         planner = self._planner(placeable=True)
         held_back = self.view.has_suspects or self.healer.holds_back()
         whole = self._planner() if held_back else planner
-        plan = plan_round(ready, planner, whole, self.config.costs)
+        probed = self.prober.media
+        plan = plan_round(ready, planner, whole, self.config.costs,
+                          lambda job: self.reach.reach(job, probed[job.id]))  # fmt: skip
         for job, why in plan.never:
             self.metrics.placement_failures += 1
             self._fail(job, CapacityError(why))
@@ -314,11 +317,8 @@ class Coordinator(NodeAPI):
 
     def _launch(self, job: Job, placement: Placement) -> None:
         node = self.view.node(placement.node_id)
-        ffmpeg = node.ffmpeg.path if node and node.ffmpeg else "ffmpeg"
         try:
-            order = work_order(job, placement, self.prober.media[job.id], ffmpeg, self._roots,
-                               scratch=node.scratch_path if node else DEFAULT_SCRATCH,
-                               store=self.config.store)  # fmt: skip
+            order, placement = self.reach.order(job, placement, self.prober.media[job.id], node)
         except JobFailure as exc:
             self._fail(job, exc)
             return
@@ -359,7 +359,7 @@ class Coordinator(NodeAPI):
         if decision.action is Action.SUCCEED:
             job.result, job.notes = timed_result(job, outcome, facts.now), outcome.notes
         elif decision.action is Action.REQUEUE:
-            clear_partials(job)
+            self.table.clear_partials(job)
             job.not_before = decision.not_before
         self._move(job, decision.status, decision.reason, decision.code)
         self._wake_up()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from cluster.control.healing import avoided
@@ -22,6 +23,8 @@ from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
 from cluster.storage.objects import ObjectStore
+from cluster.storage.roots import Pairs, to_node
+from cluster.storage.scratch import human
 from cluster.storage.stage import localize
 
 log = logging.getLogger("framefleet.coordinator")
@@ -61,14 +64,21 @@ def work_order(
     *,
     scratch: str,
     store: ObjectStore,
+    media_map: Pairs = (),
 ) -> WorkOrder:
     """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
-    node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media gets
-    local paths in the attempt's folder under the node's ``scratch``, and the plan that
-    moves them (:func:`~cluster.storage.stage.localize`)."""
+    node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media, or
+    placed on a node that cannot see its media (``placement.media_from``), gets local
+    paths in the attempt's folder under the node's ``scratch``, and the plan that moves
+    them (:func:`~cluster.storage.stage.localize`); on a node that mounts a root
+    elsewhere (``media_map``), the node's paths."""
     attempt = job.attempts + 1
     folder = posixpath.join(scratch, f"{job.id}.{attempt}")
-    spec, stage = localize(job.spec, folder, store, media.size_bytes)
+    spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from)
+    if media_map and placement.media_from is None:
+        output = to_node(spec.output, media_map) if spec.output is not None else None
+        spec = replace(spec, input=to_node(spec.input, media_map), output=output)
+        roots = tuple(to_node(r, media_map) for r in roots)
     transcode = spec.kind is JobKind.TRANSCODE
     encoder = choose_encoder(spec.codec, placement.hardware, CATALOG) if transcode else None
     return plan_work(
@@ -82,7 +92,25 @@ def work_order(
         ffmpeg=ffmpeg,
         roots=roots,
         stage=stage,
+        media_map=media_map if placement.media_from is None else (),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Which nodes see a job's local media (see :mod:`cluster.control.reach`)."""
+
+    seers: frozenset[str]
+    source: str | None
+    """The node that would serve the media to a node that cannot see them."""
+    source_address: str
+    input_bytes: int
+    """What a node that cannot see them would fetch (0: the input is an object)."""
+    sends_back: bool
+    """The output goes back to a root (not to object storage)."""
+    worth_moving: bool
+    """Moving them is expected to take less than encoding the job: a node that cannot
+    see them may take it rather than wait for one that can."""
 
 
 @dataclass(slots=True)
@@ -95,10 +123,16 @@ class Round:
 
 
 def plan_round(
-    ready: list[tuple[Job, Demand]], planner: Planner, whole: Planner, costs: CostModel
+    ready: list[tuple[Job, Demand]],
+    planner: Planner,
+    whole: Planner,
+    costs: CostModel,
+    reach: Callable[[Job], Reach | None] = lambda job: None,
 ) -> Round:
     """Place ``ready`` in order on ``planner`` (the nodes that may take work now). Whether a
-    job could ever run is judged on ``whole`` (every node, suspect ones included)."""
+    job could ever run is judged on ``whole`` (every node, suspect ones included). A job
+    goes to a node that sees its media when one has room; else, when moving them is worth
+    it, to one that does not (:func:`_place_unseen`)."""
     result = Round()
     for job, demand in ready:
         never = whole.never(demand)
@@ -110,7 +144,13 @@ def plan_round(
         if avoid and not whole.runs_elsewhere(demand, avoid):
             avoid = frozenset()
         # Once every core is given out, nothing below can start: it waits.
-        placement = None if planner.exhausted() else planner.place(demand, avoid)
+        sight = reach(job)
+        if planner.exhausted():
+            placement = None
+        elif sight is None:
+            placement = planner.place(demand, avoid)
+        else:
+            placement = _place_unseen(planner, demand, avoid, sight)
         if placement is not None and avoid:
             where = sorted({f["address"] for f in job.failures if f["node_id"] in avoid})
             why = f"{placement.reason}; not on {', '.join(where)}, where it failed"
@@ -120,6 +160,29 @@ def plan_round(
         else:
             result.waiting.append(autoscaler_bundle(demand, costs))
     return result
+
+
+def _place_unseen(
+    planner: Planner, demand: Demand, avoid: frozenset[str], sight: Reach
+) -> Placement | None:
+    """A node that sees the job's media if one has room; else, if moving them is worth
+    it, any node, fetching them from ``sight.source``."""
+    blind = planner.node_ids - sight.seers
+    if not blind:
+        return planner.place(demand, avoid)
+    placement = planner.place(demand, avoid | blind)
+    if placement is not None or not sight.worth_moving or sight.source is None:
+        return placement  # placed where they are seen; or waiting for such a node
+    placement = planner.place(demand, avoid)
+    if placement is None or placement.node_id in sight.seers:
+        return placement
+    where = sight.source_address
+    why = f"input read over the network from {where}: {human(sight.input_bytes)}"
+    if not sight.input_bytes:
+        why = f"media moved over the network to and from {where}"
+    elif sight.sends_back:
+        why += ", output sent back there"
+    return replace(placement, reason=f"{placement.reason}; {why}", media_from=sight.source)
 
 
 def capacity_request(

@@ -19,9 +19,10 @@ from cluster.errors import InputError, JobFailure, WorkerLost
 from cluster.media.encoders import CATALOG, FfmpegBuild
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo, VideoStream
-from cluster.nodes.agent import NodeInfo
+from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo
 from cluster.nodes.gpus import GpuReading
 from cluster.scheduling.planner import Placement
+from cluster.storage.roots import Sight
 
 
 class Behaviour(StrEnum):
@@ -46,14 +47,18 @@ def fake_node(
     encoders: frozenset[str] | None = None,
     gpus: tuple[GpuReading, ...] = (),
     reported: bool = True,
+    media: tuple[Sight, ...] = (),
+    head: bool = False,
 ) -> NodeInfo:
     """A node as an agent would report it (every catalog encoder by default)."""
     names = encoders if encoders is not None else frozenset(e.name for e in CATALOG)
+    resources = {"CPU": cpus, "memory": memory_mb * 2**20} | ({HEAD_RESOURCE: 1.0} if head else {})
     return NodeInfo(
         node_id=node_id,
         address=f"10.0.0.{sum(map(ord, node_id)) % 250 + 1}",
         cpus=cpus,
-        resources={"CPU": cpus, "memory": memory_mb * 2**20},
+        resources=resources,
+        media=media,
         hostname=node_id,
         gpu_source="none",
         gpus=gpus,
@@ -140,9 +145,18 @@ class FakeBackend:
         self.script: Script = script or (lambda order: Behaviour.SUCCEED)
         self.encoders: list[FakeEncoder] = []
         self.capacity_requests: list[list[dict[str, float]]] = []
+        self.probed_on: list[tuple[str, str]] = []
+        self.partials_removed: list[tuple[str, str, str]] = []
 
     async def nodes(self) -> list[NodeInfo]:
         return list(self.node_list)
+
+    async def probe_on(self, node_id: str, path: str) -> MediaInfo:
+        self.probed_on.append((node_id, path))
+        return await fake_probe(path, ())
+
+    async def remove_partials_on(self, node_id: str, folder: str, job_id: str) -> None:
+        self.partials_removed.append((node_id, folder, job_id))
 
     def create_encoder(self, placement: Placement) -> FakeEncoder:
         encoder = FakeEncoder(self, placement)

@@ -7,6 +7,7 @@ nodes report and, for outputs in object storage, against what the store already 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from cluster.config import CoordinatorConfig
 from cluster.errors import OutputError
@@ -43,10 +44,12 @@ async def check_all(
     config: CoordinatorConfig,
     *,
     batch: bool,
+    where: Callable[[str], str | None] = lambda path: path,
 ) -> None:
-    """Everything knowable before the inputs are probed; the first refusal is raised."""
+    """Everything knowable before the inputs are probed; the first refusal is raised.
+    ``where``: where this machine sees a local path (``None``: it does not)."""
     for i, spec in enumerate(confined):
-        numbered(i, confined, batch, check_confined, spec, encoders)
+        numbered(i, confined, batch, check_confined, spec, encoders, where)
     if batch:
         refuse_shared_outputs(confined)
     targets = [

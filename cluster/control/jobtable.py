@@ -10,6 +10,7 @@ jobs stay in memory for ``finished_retention_s`` and are read back from SQLite a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,10 @@ class JobTable:
         self._retention_s = retention_s
         self._ttl_s = idempotency_ttl_s
         self.webhooks = Webhooks(store, on_attempt=self._webhook_tried, **(webhooks or {}))
+        self.clear_partials: Callable[[Job], None] = clear_partials
+        """Removes what dead attempts of a job left half-written (the coordinator's
+        :meth:`~cluster.control.reach.MediaReach.clear_partials` where roots are not
+        seen everywhere)."""
 
     def recover(self) -> list[Job]:
         """Load every stored job; those that were running are queued again (their
@@ -73,7 +78,7 @@ class JobTable:
             if job.status is JobStatus.RUNNING:
                 transition(job, JobStatus.QUEUED, reason="re-queued: the coordinator restarted")
                 job.requeues += 1  # not the job's fault: not one of its attempts
-                clear_partials(job)
+                self.clear_partials(job)
                 requeued.append(job)
         self.store.save_many(requeued)
         self.queue = {j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED}
@@ -156,7 +161,7 @@ class JobTable:
             self.queue.pop(job.id, None)
         delivery = None
         if status.terminal:
-            clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
+            self.clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
             if job.spec.callback_url:
                 delivery = self.webhooks.prepare(job, job.spec.callback_url, job.updated_at)
         self.store.save(job, webhook=delivery)

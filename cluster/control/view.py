@@ -25,6 +25,7 @@ from cluster.model.capability import Capability, CodecState
 from cluster.nodes.agent import NodeInfo
 from cluster.nodes.gpus import GpuReading
 from cluster.scheduling.planner import GpuState, NodeState, memory_resource
+from cluster.storage.roots import Sight
 
 log = logging.getLogger("framefleet.coordinator")
 SUSPECT_NODE_S = 10.0
@@ -152,6 +153,8 @@ class NodeRecord:
     scratch: Mapping[str, Any] | None = None
     """Its scratch space: ``path``, ``free_bytes``, ``used_bytes``, ``jobs``,
     ``budget_bytes`` (see :meth:`~cluster.storage.scratch.Scratch.usage`)."""
+    media: tuple[Sight, ...] = ()
+    """Whether it sees each local media root, at which path, and if not, why."""
 
     def can_run(self, encoder: Encoder) -> bool:
         """Its own ffmpeg has ``encoder``, and for NVENC one of its GPUs proved the codec."""
@@ -184,6 +187,7 @@ class NodeRecord:
             "quarantine": dict(self.quarantine) if self.quarantine else None,
             "draining_since": self.draining_since,
             "scratch": dict(self.scratch) if self.scratch else None,
+            "media": [m.to_dict() for m in self.media],
         }
 
 
@@ -242,6 +246,7 @@ def node_view(
                 quarantine=health.get("quarantine"),
                 draining_since=health.get("draining_since"),
                 scratch=info.scratch,
+                media=info.media,
             )
         )
     return view

@@ -29,7 +29,11 @@ class WorkOrder:
     roots: tuple[str, ...] = ()
     """The media roots the node checks the files against right before ffmpeg starts."""
     stage: StagePlan | None = None
-    """What the node fetches before ffmpeg and uploads after (object storage)."""
+    """What the node fetches before ffmpeg and uploads after (object storage, or media
+    another node serves)."""
+    media_map: tuple[tuple[str, str], ...] = ()
+    """``(root, path on this node)`` for roots the node mounts elsewhere: the spec's
+    paths are already the node's; results are told in the roots' terms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ def plan_work(
     ffmpeg: str = "ffmpeg",
     roots: tuple[str, ...] = (),
     stage: StagePlan | None = None,
+    media_map: tuple[tuple[str, str], ...] = (),
 ) -> WorkOrder:
     """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
     ``ffmpeg`` of the node it was placed on.
@@ -105,5 +110,6 @@ def plan_work(
     if stage is not None:
         roots = (*roots, stage.folder)
     return WorkOrder(
-        job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage
-    )
+        job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage,
+        media_map,
+    )  # fmt: skip

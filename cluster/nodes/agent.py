@@ -7,6 +7,11 @@ version and encoders: farms mix builds), runs capability detection once in the
 background with that ffmpeg (trial encodes; cached for the agent's, that is the node's,
 life), and answers :meth:`NodeAgent.snapshot` from memory. The coordinator turns
 snapshots into :class:`NodeInfo`.
+
+It also says which media roots the node sees, and where (the coordinator passes the
+roots and their identities with each snapshot call), and serves those media to nodes
+that cannot see them (:class:`~cluster.nodes.serving.MediaServer`): reads in bounded,
+checksummed chunks, uploads into partial files, probes.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from cluster.errors import ToolMissing
 from cluster.media.encoders import FfmpegBuild, ffmpeg_build
 from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
+from cluster.model.media import MediaInfo
 from cluster.nodes.capability import detect
 from cluster.nodes.gpus import GpuReading, GpuSource, gpu_source
+from cluster.nodes.serving import MediaServer
+from cluster.storage.roots import Pairs, Sight
 from cluster.storage.scratch import DEFAULT_SCRATCH, Scratch
 
 log = logging.getLogger("framefleet.agent")
 
 AGENT_REFRESH_S = 2.0
+HEAD_RESOURCE = "node:__internal_head__"
+"""The resource Ray gives only the head node."""
 SWEEP_S = 60.0
 PENDING = Capability(CodecState.PENDING, "trial encode not finished yet")
 
@@ -59,6 +69,17 @@ class NodeInfo:
     """Its NVENC trial encodes are still running."""
     scratch: dict[str, Any] | None = None
     """Its scratch space (:meth:`~cluster.storage.scratch.Scratch.usage`)."""
+    media: tuple[Sight, ...] = ()
+    """Whether it sees each local media root, and where."""
+
+    @property
+    def is_head(self) -> bool:
+        """The head node (where the coordinator runs)."""
+        return HEAD_RESOURCE in self.resources
+
+    def sight(self, root: str) -> Sight | None:
+        """How this node sees ``root`` (``None``: its agent has not said)."""
+        return next((s for s in self.media if s.root == root), None)
 
     @property
     def scratch_path(self) -> str:
@@ -78,9 +99,11 @@ class NodeAgent:
         refresh_s: float = AGENT_REFRESH_S,
         ffmpeg: str | None = None,
         scratch: Scratch | None = None,
+        media: MediaServer | None = None,
     ) -> None:
         self.refresh_s = refresh_s
         self._scratch = scratch or Scratch(Path(DEFAULT_SCRATCH))
+        self.media = media or MediaServer()
         self._ffmpeg_path = ffmpeg or "ffmpeg"
         self._ffmpeg: FfmpegBuild | None = None
         self._ffmpeg_error: str | None = None
@@ -136,6 +159,7 @@ class NodeAgent:
                 removed = await asyncio.to_thread(self._scratch.sweep)
                 if removed:
                     log.warning("removed scratch left by dead encoders: %s", ", ".join(removed))
+                self.media.sweep()
             except Exception:
                 log.exception("sweeping scratch failed")
             await asyncio.sleep(SWEEP_S)
@@ -150,8 +174,10 @@ class NodeAgent:
             except Exception as exc:  # keep the last readings; say so
                 log.warning("GPU readings failed: %s", exc)
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self, roots: Pairs = ()) -> dict[str, Any]:
+        """What the node has now; ``roots`` (``(root, identity)``): say whether it sees them."""
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        sights = await self.media.look(roots) if roots else ()
         return {
             "hostname": socket.gethostname(),
             "cpu_count": os.cpu_count(),
@@ -162,12 +188,39 @@ class NodeAgent:
             "ffmpeg_error": self._ffmpeg_error,
             "detecting": self._detecting,
             "scratch": await asyncio.to_thread(self._scratch.usage),
+            "media": [s.to_dict() for s in sights],
             "gpus": [g.to_dict() for g in self._readings],
             "codecs": {
                 uuid: {codec: cap.to_dict() for codec, cap in caps.items()}
                 for uuid, caps in self._codecs.items()
             },
         }
+
+    # ---- media this node serves to nodes that cannot see them (see MediaServer) ----
+
+    async def read(self, path: str, offset: int, size: int) -> dict[str, Any]:
+        return await self.media.read(path, offset, size)
+
+    async def open_upload(
+        self, final: str, tag: str, *, overwrite: bool, make_folder: bool = False
+    ) -> str:
+        return await self.media.open_upload(final, tag, overwrite=overwrite,
+                                            make_folder=make_folder)  # fmt: skip
+
+    async def write(self, upload: str, offset: int, data: bytes, crc: int) -> None:
+        await self.media.write(upload, offset, data, crc)
+
+    async def commit(self, upload: str, size: int) -> None:
+        await self.media.commit(upload, size)
+
+    async def abort(self, upload: str) -> None:
+        await self.media.abort(upload)
+
+    async def probe(self, path: str) -> MediaInfo:
+        return await self.media.probe(path)
+
+    async def remove_partials(self, folder: str, job_id: str) -> None:
+        await self.media.remove_partials(folder, job_id)
 
 
 def node_info(
@@ -206,4 +259,5 @@ def node_info(
         reported=True,
         detecting=bool(snapshot.get("detecting")),
         scratch=snapshot.get("scratch"),
+        media=tuple(Sight.from_dict(m) for m in snapshot.get("media", [])),
     )

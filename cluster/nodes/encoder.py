@@ -7,7 +7,8 @@ cancel they are removed, and ffmpeg's process group is killed on cancel, on
 shutdown and when the process exits.
 
 A work order with a :class:`~cluster.storage.stage.StagePlan` (its input or outputs in
-object storage) also has a :class:`~cluster.nodes.stager.Stager`: the input is fetched
+object storage, or under a media root this node cannot see) also has a
+:class:`~cluster.nodes.stager.Stager`: the input is fetched
 into the attempt's scratch folder before ffmpeg starts, the outputs are uploaded after
 they passed, and the folder is removed at the end, whatever the end. A cancel stops a
 transfer under way as it stops ffmpeg.
@@ -38,7 +39,8 @@ from cluster.media.runner import FfmpegRun, RunResult, failure_for
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.jobs import JobKind
 from cluster.model.progress import ProgressSnapshot, ProgressThrottle
-from cluster.nodes.stager import StageCancelled, Stager
+from cluster.nodes.stager import Peer, StageCancelled, Stager
+from cluster.storage.roots import to_root
 
 log = logging.getLogger("framefleet.encoder")
 ProgressSink = Callable[[str, int, ProgressSnapshot], None]
@@ -80,10 +82,17 @@ class Current:
 
 class EncoderWorker:
     def __init__(
-        self, *, progress_sink: ProgressSink | None = None, scratch_budget: int | None = None
+        self,
+        *,
+        progress_sink: ProgressSink | None = None,
+        scratch_budget: int | None = None,
+        peers: Callable[[str], Peer] | None = None,
     ) -> None:
+        """``peers(node_id)``: the agent of that node, which serves media this node
+        cannot see."""
         self._sink = progress_sink
         self._scratch_budget = scratch_budget
+        self._peers = peers
         self._current: Current | None = None
         self._cancelled: set[str] = set()
         atexit.register(self._kill_on_exit)
@@ -105,7 +114,9 @@ class EncoderWorker:
                     replace(latest, moved_bytes=n) if latest else ProgressSnapshot(moved_bytes=n)
                 )
 
-            current.stager = Stager(order.stage, self._scratch_budget, on_moved=moved)
+            peer = order.stage.peer
+            link = self._peers(peer) if peer is not None and self._peers is not None else None
+            current.stager = Stager(order.stage, self._scratch_budget, on_moved=moved, peer=link)
         outcome: WorkOutcome | None = None
         try:
             if current.stager is not None:
@@ -169,6 +180,8 @@ class EncoderWorker:
         pinned.commit(overwrite=spec.overwrite)
         if stager is not None:
             payload = await self._pushed(stager, payload, order)
+        elif order.media_map:  # the node's own paths, told in the roots' terms
+            payload = _unmapped(payload, order)
         return WorkOutcome(
             order.job_id,
             order.attempt,
@@ -278,6 +291,15 @@ class EncoderWorker:
             if current.stager is not None:
                 current.stager.cancel()
                 current.stager.remove()
+
+
+def _unmapped(payload: dict[str, Any], order: WorkOrder) -> dict[str, Any]:
+    pairs = order.media_map
+    if "output" in payload:
+        payload = {**payload, "output": to_root(payload["output"], pairs)}
+    if "images" in payload:
+        payload = {**payload, "images": [to_root(i, pairs) for i in payload["images"]]}
+    return payload
 
 
 def _latest(current: Current) -> ProgressSnapshot | None:

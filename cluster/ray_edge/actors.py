@@ -18,8 +18,13 @@ from cluster.media.encoders import FFMPEG_ENV
 from cluster.model.progress import ProgressSnapshot
 from cluster.nodes.agent import NodeAgent
 from cluster.nodes.encoder import EncoderWorker
+from cluster.nodes.serving import MediaServer
+from cluster.ray_edge.errors import peer_error
 from cluster.scheduling.planner import Placement
+from cluster.storage.roots import MEDIA_MAP_ENV, NO_MEDIA_ENV, parse_media_map
 from cluster.storage.scratch import DEFAULT_SCRATCH, SCRATCH_BYTES_ENV, SCRATCH_ENV, Scratch
+
+AGENT_PREFIX = "framefleet-agent-"
 
 
 class EncoderActor(EncoderWorker):
@@ -29,7 +34,52 @@ class EncoderActor(EncoderWorker):
         def sink(job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
             coordinator.report_progress.remote(job_id, attempt, snapshot)
 
-        super().__init__(progress_sink=sink, scratch_budget=node_scratch().budget_bytes)
+        namespace = ray.get_runtime_context().namespace
+        super().__init__(
+            progress_sink=sink,
+            scratch_budget=node_scratch().budget_bytes,
+            peers=lambda node_id: RayPeer(node_id, namespace),
+        )
+
+
+class RayPeer:
+    """The agent of another node, serving media this node cannot see
+    (:class:`~cluster.nodes.stager.Peer`); Ray's failures become framefleet's."""
+
+    def __init__(self, node_id: str, namespace: str) -> None:
+        self._node_id = node_id
+        self._namespace = namespace
+        self._actor: Any = None
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self._actor is None:
+                self._actor = ray.get_actor(AGENT_PREFIX + self._node_id, self._namespace)
+            return await getattr(self._actor, method).remote(*args, **kwargs)
+        except ValueError as exc:  # no such actor: the node left
+            raise peer_error(ray.exceptions.RayError(str(exc)), self._node_id) from exc
+        except ray.exceptions.RayError as exc:
+            raise peer_error(exc, self._node_id) from exc
+
+    async def read(self, path: str, offset: int, size: int) -> dict[str, Any]:
+        found: dict[str, Any] = await self._call("read", path, offset, size)
+        return found
+
+    async def open_upload(
+        self, final: str, tag: str, *, overwrite: bool, make_folder: bool = False
+    ) -> str:
+        upload: str = await self._call("open_upload", final, tag, overwrite=overwrite,
+                                       make_folder=make_folder)  # fmt: skip
+        return upload
+
+    async def write(self, upload: str, offset: int, data: bytes, crc: int) -> None:
+        await self._call("write", upload, offset, data, crc)
+
+    async def commit(self, upload: str, size: int) -> None:
+        await self._call("commit", upload, size)
+
+    async def abort(self, upload: str) -> None:
+        await self._call("abort", upload)
 
 
 class NodeAgentActor(NodeAgent):
@@ -37,8 +87,17 @@ class NodeAgentActor(NodeAgent):
     settings come from the environment ``ray start`` gave its raylet (``node start``)."""
 
     def __init__(self) -> None:
-        super().__init__(ffmpeg=os.environ.get(FFMPEG_ENV), scratch=node_scratch())
+        super().__init__(
+            ffmpeg=os.environ.get(FFMPEG_ENV), scratch=node_scratch(), media=node_media()
+        )
         self.start()
+
+
+def node_media() -> MediaServer:
+    """What serves this node's media, with the path map and declaration ``node start``
+    set in the raylet's environment (``FRAMEFLEET_MEDIA_MAP``, ``FRAMEFLEET_NO_MEDIA``)."""
+    no_media = os.environ.get(NO_MEDIA_ENV, "").lower() in ("1", "true", "yes")
+    return MediaServer(parse_media_map(os.environ.get(MEDIA_MAP_ENV)), no_media=no_media)
 
 
 def node_scratch() -> Scratch:
@@ -54,14 +113,14 @@ def agent_options(node_id: str, namespace: str) -> dict[str, Any]:
     """One agent per node: pinned there, no CPUs, found again by name after a coordinator
     restart so its capability cache lives as long as the node."""
     return {
-        "name": f"framefleet-agent-{node_id}",
+        "name": AGENT_PREFIX + node_id,
         "namespace": namespace,
         "lifetime": "detached",
         "get_if_exists": True,
         "num_cpus": 0,
         "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False),
         "max_restarts": 3,
-        "max_concurrency": 16,
+        "max_concurrency": 64,  # chunks for other nodes' jobs besides its own reports
     }
 
 

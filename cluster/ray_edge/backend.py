@@ -17,20 +17,23 @@ from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.control.backend import EncoderHandle
 from cluster.control.coordinator import Coordinator
 from cluster.media.work import WorkOrder, WorkOutcome
-from cluster.nodes.agent import NodeInfo, node_info
+from cluster.model.media import MediaInfo
+from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo, node_info
 from cluster.ray_edge.actors import RemoteAgent, RemoteEncoder, agent_options, encoder_options
-from cluster.ray_edge.errors import encoder_error
+from cluster.ray_edge.errors import encoder_error, peer_error
 from cluster.scheduling.planner import Placement
+from cluster.storage.roots import Pairs
 
-HEAD_RESOURCE = "node:__internal_head__"
-AGENT_TIMEOUT_S = 5.0
+AGENT_TIMEOUT_S = 10.0
+"""An agent's snapshot may look at mounts (bounded at 5 s) besides reading GPUs."""
 
 
 class CoordinatorActor(Coordinator):
     """The coordinator as a Ray actor: it creates encoder actors through :class:`RayBackend`."""
 
     def __init__(self, config: CoordinatorConfig) -> None:
-        super().__init__(config, RayBackend(ray.get_runtime_context().current_actor))
+        actor = ray.get_runtime_context().current_actor
+        super().__init__(config, RayBackend(actor, config.root_ids))
         self.start()
 
 
@@ -80,8 +83,11 @@ class RayEncoder:
 class RayBackend:
     """The coordinator's view of the Ray cluster."""
 
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(self, coordinator: Any, roots: Pairs = ()) -> None:
+        """``roots``: the local media roots and their identities, which each node's agent
+        is asked whether it sees."""
         self._coordinator = coordinator
+        self._roots = roots
         self._namespace = ray.get_runtime_context().namespace
         self._agents: dict[str, Any] = {}
         self._last: dict[str, dict[str, Any]] = {}
@@ -102,13 +108,29 @@ class RayBackend:
             if agent is None:
                 agent = RemoteAgent.options(**agent_options(node_id, self._namespace)).remote()
                 self._agents[node_id] = agent
-            snapshot = await asyncio.wait_for(agent.snapshot.remote(), AGENT_TIMEOUT_S)
+            snapshot = await asyncio.wait_for(agent.snapshot.remote(self._roots), AGENT_TIMEOUT_S)
         except (ray.exceptions.RayError, TimeoutError, ValueError) as exc:
             self._agents.pop(node_id, None)
             why = f"node agent not answering ({type(exc).__name__})"
             return node_info(entry, self._last.get(node_id), error=why)
         self._last[node_id] = snapshot
         return node_info(entry, snapshot)
+
+    async def probe_on(self, node_id: str, path: str) -> MediaInfo:
+        media: MediaInfo = await self._agent_call(node_id, "probe", path)
+        return media
+
+    async def remove_partials_on(self, node_id: str, folder: str, job_id: str) -> None:
+        await self._agent_call(node_id, "remove_partials", folder, job_id)
+
+    async def _agent_call(self, node_id: str, method: str, *args: Any) -> Any:
+        agent = self._agents.get(node_id)
+        try:
+            if agent is None:
+                agent = RemoteAgent.options(**agent_options(node_id, self._namespace)).remote()
+            return await getattr(agent, method).remote(*args)
+        except ray.exceptions.RayError as exc:
+            raise peer_error(exc, node_id) from exc
 
     async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
         """``ray.autoscaler.sdk.request_resources``: a no-op hint without an autoscaler."""

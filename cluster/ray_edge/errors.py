@@ -19,6 +19,7 @@ from cluster.errors import (
     ErrorCode,
     FramefleetError,
     JobFailure,
+    TransferError,
     WorkerLost,
 )
 
@@ -41,6 +42,17 @@ def encoder_error(exc: ray.exceptions.RayError, where: str) -> JobFailure:
     if isinstance(exc, ray.exceptions.RayTaskError):
         return EncodeError(f"encoder on {where} failed: {exc.cause!r}")
     return WorkerLost(f"the encoder on {where} was lost ({type(exc).__name__}: {lost_why(exc)})")
+
+
+def peer_error(exc: ray.exceptions.RayError, node_id: str) -> JobFailure:
+    """A failed call to the agent serving a job's media on ``node_id``: the framefleet
+    error it raised (a file missing, an output that exists), or the node unreachable
+    (retried: perhaps another node serves it next time)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, JobFailure):
+        return cause
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else lost_why(exc)
+    return TransferError(f"the node serving the media ({node_id[:12]}) failed ({what})")
 
 
 def call_timeout(timeout: float | None) -> CallTimeout:

@@ -125,16 +125,26 @@ def _confined(
     return str(resolve(raw, roots, what=what))
 
 
-def check_confined(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
+def check_confined(
+    spec: JobSpec,
+    encoders: tuple[Encoder, ...] | None,
+    where: Callable[[str], str | None] = lambda path: path,
+) -> None:
     """Everything about a :func:`confine` d spec that can be known before its input is
-    probed: the request itself (:func:`check_spec`) and where it writes."""
+    probed: the request itself (:func:`check_spec`) and where it writes, as ``where``
+    (path -> where this machine sees it; ``None``: it does not, and the node that runs
+    the job checks it, as it always does, before ffmpeg starts) says."""
     check_spec(spec, encoders)
     if spec.output is None or is_object_url(spec.output):
         return  # an object that exists is refused by the coordinator (a HEAD), not here
+    output = where(spec.output)
+    if output is None:
+        return
     if spec.kind is JobKind.TRANSCODE:
-        check_output_file(Path(spec.output), input_path=Path(spec.input), overwrite=spec.overwrite)
+        source = Path(where(spec.input) or spec.input)
+        check_output_file(Path(output), input_path=source, overwrite=spec.overwrite)
     elif spec.kind is JobKind.THUMBNAIL:
-        check_output_folder(Path(spec.output))
+        check_output_folder(Path(output))
 
 
 def numbered(i: int, specs: list[JobSpec], batch: bool, check: Callable[..., T], *args: Any) -> T:

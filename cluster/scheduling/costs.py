@@ -73,6 +73,9 @@ DECODER_FRAMES = 16
 """Decoded frames one seeking thumbnail input holds (references and queue)."""
 SAFETY_MARGIN_MB = 512
 """GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
+NETWORK_MIB_S = 100.0
+"""What moving media between nodes is assumed to reach (about 1 Gb/s Ethernet), to judge
+whether a node that cannot see a job's media should fetch them rather than wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class CostModel:
     safety_margin_mb: int = SAFETY_MARGIN_MB
     memory_mb: Table = field(default_factory=lambda: dict(MEMORY_MB))
     light_job_memory_mb: int = LIGHT_JOB_MEMORY_MB
+    network_mib_s: float = NETWORK_MIB_S
 
     def memory(self, codec: str, width: int, height: int, *, software: bool) -> int:
         """MiB of host memory for a transcode (``software``: on the CPU) or, with
@@ -112,6 +116,7 @@ class CostModel:
             "safety_margin_mb": self.safety_margin_mb,
             "memory_mb": {c: [list(r) for r in rows] for c, rows in self.memory_mb.items()},
             "light_job_memory_mb": self.light_job_memory_mb,
+            "network_mib_s": self.network_mib_s,
         }
 
     @classmethod
@@ -138,6 +143,7 @@ class CostModel:
                 safety_margin_mb=int(data.get("safety_margin_mb", base.safety_margin_mb)),
                 memory_mb={**base.memory_mb, **_table(data.get("memory_mb", {}))},
                 light_job_memory_mb=int(data.get("light_job_memory_mb", base.light_job_memory_mb)),
+                network_mib_s=float(data.get("network_mib_s", base.network_mib_s)),
             )
         except (TypeError, ValueError) as exc:
             raise CostModelError(f"cost model {p}: {exc}") from exc

@@ -125,6 +125,8 @@ class Placement:
     """Host memory accounted to the job on its node."""
     resources: tuple[tuple[str, float], ...] = ()
     """Ray custom resources the encoder actor asks for (GPU memory MiB, one session)."""
+    media_from: str | None = None
+    """The node whose agent serves the job's media, when this node cannot see them."""
 
     def for_job(self, encoder: str | None) -> JobPlacement:
         """What the job records of this placement (with the encoder it runs)."""
@@ -347,6 +349,10 @@ class Planner:
             if placed is not None or demand.hardware is Hardware.GPU:
                 return placed
         return self._place_cpu(demand, fell_back=nvenc)
+
+    @property
+    def node_ids(self) -> frozenset[str]:
+        return frozenset(self._node_at)
 
     def exhausted(self) -> bool:
         """Nothing more can start anywhere in this round."""

@@ -1,7 +1,10 @@
 """What a node moves for one attempt of a job whose input or outputs are in object
-storage (:class:`StagePlan`), planned on the head by :func:`localize`, which is pure.
+storage, or under a media root the node cannot see (:class:`StagePlan`), planned on the
+head by :func:`localize`, which is pure.
 
-The job's spec is rewritten to local paths in the attempt's scratch folder on the node
+Media in object storage move through the store; local media of a root the node does
+not see move through Ray, from and to the agent of a node that sees it (the plan's
+``peer``). The job's spec is rewritten to local paths in the attempt's scratch folder on the node
 (``<scratch>/<job>.<attempt>``): the input is fetched to ``in/<its name>``, outputs are
 written under ``out/`` and uploaded to their URLs once ffmpeg and the checks have
 passed. ffmpeg itself only ever sees local files, through the same pinned descriptors
@@ -26,53 +29,89 @@ class StagePlan:
     """The attempt's scratch folder on its node."""
     store: ObjectStore
     fetch: tuple[tuple[str, str], ...] = ()
-    """``(s3 URL, local path)`` to download before ffmpeg starts."""
+    """``(source, local path)`` to fetch before ffmpeg starts; the source is an ``s3://``
+    URL, or a path (in root space) that ``peer`` serves."""
     push: tuple[tuple[str, str], ...] = ()
-    """``(s3 URL prefix or object, local folder or file)``: what to upload after; a
-    thumbnail job's images are found by name in the local folder."""
+    """``(target, local folder or file)``: what to upload after, to an ``s3://`` prefix or
+    object, or to a path ``peer`` writes; a thumbnail job's images are found by name in
+    the local folder."""
     need_bytes: int = 0
     """Scratch this attempt reserves: the input plus an estimate of the outputs."""
     overwrite: bool = False
+    peer: str | None = None
+    """The node whose agent serves the paths in ``fetch`` and ``push`` (``None``: only
+    URLs are moved)."""
+
+    @property
+    def tag(self) -> str:
+        """The attempt (``<job>.<attempt>``, the folder's name): names partial files."""
+        return posixpath.basename(self.folder)
 
 
 def localize(
-    spec: JobSpec, folder: str, store: ObjectStore, input_bytes: int | None
+    spec: JobSpec,
+    folder: str,
+    store: ObjectStore,
+    input_bytes: int | None,
+    *,
+    peer: str | None = None,
 ) -> tuple[JobSpec, StagePlan | None]:
-    """``spec`` with its ``s3://`` input and output replaced by paths in ``folder``, and
-    the plan that moves them; ``(spec, None)`` when it names no URL."""
-    if not is_object_url(spec.input) and not is_object_url(spec.output):
+    """``spec`` with its ``s3://`` input and output (and, with a ``peer``, its local
+    ones too) replaced by paths in ``folder``, and the plan that moves them; ``(spec,
+    None)`` when nothing moves."""
+    moves_in = is_object_url(spec.input) or peer is not None
+    moves_out = spec.output is not None and (is_object_url(spec.output) or peer is not None)
+    if not moves_in and not moves_out:
         return spec, None
     fetch: tuple[tuple[str, str], ...] = ()
     push: tuple[tuple[str, str], ...] = ()
     local_input, local_output = spec.input, spec.output
     size = input_bytes or 0
-    if is_object_url(spec.input):
-        url = parse_object_url(spec.input, what="input")
-        local_input = posixpath.join(folder, "in", url.name)
-        fetch = ((str(url), local_input),)
+    if moves_in:
+        source = _source(spec.input)
+        local_input = posixpath.join(folder, "in", posixpath.basename(source))
+        fetch = ((source, local_input),)
     estimate = 0
-    if spec.output is not None and is_object_url(spec.output):
+    if moves_out and spec.output is not None:
         if spec.kind is JobKind.THUMBNAIL:
-            prefix = parse_object_url(spec.output, what="output", prefix=True)
             local_output = posixpath.join(folder, "out")
-            push = ((str(prefix), local_output),)
+            push = ((_target(spec.output, prefix=True), local_output),)
             estimate = MIN_OUTPUT_ESTIMATE
         else:
-            url = parse_object_url(spec.output, what="output")
-            local_output = posixpath.join(folder, "out", url.name)
-            push = ((str(url), local_output),)
+            target = _target(spec.output, prefix=False)
+            local_output = posixpath.join(folder, "out", posixpath.basename(target))
+            push = ((target, local_output),)
             estimate = max(size, MIN_OUTPUT_ESTIMATE)  # a transcode rarely outgrows its source
     need = (size if fetch else 0) + estimate
     local = replace(spec, input=local_input, output=local_output)
-    return local, StagePlan(folder, store, fetch, push, need, spec.overwrite)
+    return local, StagePlan(folder, store, fetch, push, need, spec.overwrite, peer)
+
+
+def _source(raw: str) -> str:
+    return str(parse_object_url(raw, what="input")) if is_object_url(raw) else raw
+
+
+def _target(raw: str, *, prefix: bool) -> str:
+    if is_object_url(raw):
+        return str(parse_object_url(raw, what="output", prefix=prefix))
+    return raw.rstrip("/") if prefix else raw
+
+
+def pushed_target(plan: StagePlan, local: str) -> str | None:
+    """Where the local output ``local`` goes, an ``s3://`` URL or a path the peer writes
+    (``None``: it stays where it is)."""
+    for target, source in plan.push:
+        if local == source:
+            return target
+        if local.startswith(source + "/"):
+            child = local[len(source) + 1 :]
+            if is_object_url(target):
+                return str(parse_object_url(target, what="output", prefix=True).child(child))
+            return posixpath.join(target, child)
+    return None
 
 
 def pushed_url(plan: StagePlan, local: str) -> ObjectURL | None:
-    """Where the local output ``local`` goes (``None``: it stays where it is)."""
-    for target, source in plan.push:
-        if local == source:
-            return parse_object_url(target, what="output")
-        if local.startswith(source + "/"):
-            prefix = parse_object_url(target, what="output", prefix=True)
-            return prefix.child(local[len(source) + 1 :])
-    return None
+    """Where the local output ``local`` goes in object storage, if it goes there."""
+    target = pushed_target(plan, local)
+    return parse_object_url(target, what="output") if target and is_object_url(target) else None
