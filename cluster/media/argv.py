@@ -126,6 +126,9 @@ def transcode_command(
     argv += ["-map", f"0:{video.index}", "-map_metadata", "0", "-map_chapters", "0"]
     if video.width % 2 or video.height % 2:
         argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+    # Frames as the source has them: the mp4 muxer's default (constant rate) repeats a
+    # frame where the source's timestamps leave a gap (an mkv source's last frame).
+    argv += ["-fps_mode:v", "vfr"]
     argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
     argv += encoder.rate_control(spec.quality)
     argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]

@@ -33,11 +33,14 @@ def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
 
 
 @contextlib.contextmanager
-def private_cluster(prefix: str) -> Iterator[tuple[Any, Path]]:
+def private_cluster(
+    prefix: str, head_env: dict[str, str] | None = None
+) -> Iterator[tuple[Any, Path]]:
     """A multi-node ``ray.cluster_utils.Cluster`` with a head without CPUs or GPUs, in a
     temp dir of its own: short (Ray's socket paths) and private (the Cluster writes its
-    address file under ``RAY_TMPDIR``: not /tmp/ray). Yields (cluster, temp dir); shut
-    down and removed after."""
+    address file under ``RAY_TMPDIR``: not /tmp/ray). ``head_env``: the head's node
+    settings (``FRAMEFLEET_*``, as ``node start`` sets them). Yields (cluster, temp dir);
+    shut down and removed after."""
     from ray.cluster_utils import Cluster
 
     temp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -52,6 +55,7 @@ def private_cluster(prefix: str) -> Iterator[tuple[Any, Path]]:
             "temp_dir": str(temp / "ray"),
             "include_dashboard": False,
             "object_store_memory": 128 * 2**20,
+            **({"env_vars": head_env} if head_env else {}),
         },
     )
     try:
