@@ -15,20 +15,11 @@ import secrets
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
-# Object storage is the S3 server the tests start on 127.0.0.1 (moto): test credentials,
-# nothing read from ~/.aws, and never the cloud's metadata address. Set before the
-# session's Ray starts, so its workers (the coordinator, the encoders) have them too.
-os.environ.update(
-    AWS_ACCESS_KEY_ID="framefleet-test",
-    AWS_SECRET_ACCESS_KEY="framefleet-test",  # noqa: S106 (moto accepts any)
-    AWS_DEFAULT_REGION="us-east-1",
-    AWS_CONFIG_FILE=os.devnull,
-    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    AWS_EC2_METADATA_DISABLED="true",
-    NO_PROXY="127.0.0.1,localhost",
-)
-for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-    os.environ.pop(_name, None)
+from tests.helpers import local_s3_environment
+
+# Set before the session's Ray starts, so its workers (the coordinator, the encoders)
+# have it too.
+local_s3_environment()
 
 import pytest  # noqa: E402 (after the environment is set)
 

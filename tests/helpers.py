@@ -303,6 +303,22 @@ class Receiver:
         self.stop()
 
 
+def local_s3_environment() -> None:
+    """Object storage is the S3 server started on 127.0.0.1 (moto): test credentials,
+    nothing read from ~/.aws, and never the cloud's metadata address."""
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="framefleet-test",
+        AWS_SECRET_ACCESS_KEY="framefleet-test",  # noqa: S106 (moto accepts any)
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(name, None)
+
+
 class ObjectServer:
     """An S3 API on 127.0.0.1: moto's server mode, a real HTTP server speaking the S3
     protocol, in this process. Its ``client`` is the test's own view of the store."""

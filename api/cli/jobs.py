@@ -335,7 +335,9 @@ def _register_follow(app: typer.Typer, fail: Any) -> None:
         if as_json:
             out.print_json(json.dumps(found))
             return
-        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "running")
+        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "running",
+                      "media roots")  # fmt: skip
+        unseen: list[str] = []
         for n in found:
             gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
             nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
@@ -348,5 +350,22 @@ def _register_follow(app: typer.Typer, fail: Any) -> None:
             table.add_row(n["node_id"][:12], n["address"], state,
                           f"{n['cpus_used']:g}/{n['cpus']:g}",
                           gpus, ",".join(nvenc) or "-", ffmpeg,
-                          str(len(n["running_jobs"])))  # fmt: skip
+                          str(len(n["running_jobs"])), _sights(n.get("media", [])))  # fmt: skip
+            unseen += [f"{n['address']} does not see {m['root']}: {m['why']}"
+                       for m in n.get("media", []) if not m["seen"]]  # fmt: skip
         out.print(table)
+        for line in unseen:
+            out.print(line, highlight=False)
+
+
+def _sights(media: list[dict[str, Any]]) -> str:
+    """Which media roots a node sees: ``/srv/media``, ``/srv/media at /mnt/nas``, or
+    ``not /srv/media``."""
+    if not media:
+        return "-"
+    return ", ".join(
+        (m["root"] if m["path"] == m["root"] else f"{m['root']} at {m['path']}")
+        if m["seen"]
+        else f"not {m['root']}"
+        for m in media
+    )

@@ -4,6 +4,7 @@ server mode), a real uvicorn gateway, real Ray and ffmpeg."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import Fleet
+from cluster import Fleet, mark_root
 from cluster.ray_edge.runtime import Runtime
 from tests.helpers import ObjectServer, count_frames, make_clip
 from tests.integration.api.conftest import TOKEN, Gateway, finished
@@ -28,10 +29,12 @@ def fleet(
     s3: ObjectServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Fleet]:
-    """The gateway's folders and ``s3://media/gw`` as media roots."""
+    """The gateway's folders, marked as ``serve`` marks them, and ``s3://media/gw`` as
+    media roots."""
     resolved = tuple(r.resolve() for r in roots)
     data = tmp_path_factory.mktemp("coordinator")
     f = start_fleet(data, "coordinator-objects-api", media_roots=resolved,
+                    root_ids=tuple((str(r), mark_root(r)) for r in resolved),
                     object_roots=(ROOT,), s3_endpoint=s3.endpoint)  # fmt: skip
     yield f
     f.shutdown_coordinator()
@@ -122,8 +125,16 @@ def test_the_cli_submits_urls_and_prefixes(
     assert "Traceback" not in refused.stderr
 
 
-def test_nodes_show_their_scratch(gateway: Gateway) -> None:
+def test_nodes_show_their_scratch_and_the_roots_they_see(
+    gateway: Gateway, roots: tuple[Path, Path]
+) -> None:
     [node] = gateway.http.get("/v1/nodes").json()
     scratch = node["scratch"]
     assert scratch["path"] == "/tmp/ff-test/scratch"  # the session Ray's <data dir>/scratch
     assert scratch["free_bytes"] > 0 and scratch["budget_bytes"] is None
+    media = [str(r.resolve()) for r in roots]
+    assert node["media"] == [{"root": r, "path": r, "seen": True, "why": ""} for r in media]
+    shown = subprocess.run([FRAMEFLEET, "nodes", "--api", gateway.url, "--token", TOKEN],
+                           capture_output=True, text=True, timeout=60, check=True,
+                           env={**os.environ, "COLUMNS": "400"})  # fmt: skip
+    assert "media roots" in shown.stdout and f"{media[0]}, {media[1]}" in shown.stdout
