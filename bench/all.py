@@ -33,6 +33,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "scheduler_sim": (["--nodes", "10000", "--jobs", "1000000"], ["--quick"]),
     "coordinator_memory": ([], ["--quick"]),
     "ui": ([], ["--quick"]),
+    "transfer": ([], ["--quick"]),
 }
 
 

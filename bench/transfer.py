@@ -22,8 +22,13 @@ with its media in ``s3://`` vs on local disk. Side by side, in one run.
 from __future__ import annotations
 
 import os
+import secrets
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A Cluster's head refuses to start without a token: this run's own, in the environment
+# (every node inherits it), never ~/.ray.
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
 import argparse
 import asyncio
@@ -203,6 +208,7 @@ def batch(work: Path, s3: ObjectServer, clips: int, seconds: float, reps: int) -
     times: dict[str, list[float]] = {"local": [], "s3": []}
     moved: list[float] = []
     try:
+        (work / "warm").mkdir()
         run_framefleet(fleet, paths[: os.cpu_count() or 1], work / "warm", [])
         for rep in range(reps):
             for side in ("local", "s3") if rep % 2 == 0 else ("s3", "local"):
@@ -230,7 +236,8 @@ def batch(work: Path, s3: ObjectServer, clips: int, seconds: float, reps: int) -
 
 
 def run_urls(fleet: Fleet, pairs: list[tuple[str, str]], timings: list[dict[str, Any]]) -> float:
-    specs = [replace(spec_for(Path(i), Path(i)), input=i, output=o) for i, o in pairs]
+    base = spec_for(Path("/in.mp4"), Path("/out.mp4"))  # the same settings, URLs for paths
+    specs = [replace(base, input=i, output=o) for i, o in pairs]
     started = time.perf_counter()
     jobs = fleet.submit_many(specs)
     done = [fleet.wait(job.id, timeout=600) for job in jobs]

@@ -195,7 +195,8 @@ def start(
         raise typer.BadParameter("give exactly one of --head or --address HEAD:PORT")
     if media_map and no_media:
         raise typer.BadParameter("give --media-map or --no-media, not both")
-    mapped = parse_media_map(",".join(media_map or []))  # a bad entry: one line, now
+    # A bad entry stops here, in one line (the variable, from an env file, too).
+    mapped = parse_media_map(",".join(media_map) if media_map else os.environ.get(MEDIA_MAP_ENV))
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "token")
     if not dry_run and address is not None:  # a worker: the token and the head first

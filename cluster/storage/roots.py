@@ -103,8 +103,8 @@ def parse_media_map(raw: str | None) -> Pairs:
         root, sep, path = entry.strip().partition("=")
         if not sep or not posixpath.isabs(root) or not posixpath.isabs(path):
             raise ConfigError(
-                f"{MEDIA_MAP_ENV}: {entry.strip()!r} is not ROOT=PATH with two absolute "
-                "paths (for example /srv/media=/mnt/nas/media)"
+                f"media map (--media-map, {MEDIA_MAP_ENV}): {entry.strip()!r} is not "
+                "ROOT=PATH with two absolute paths (for example /srv/media=/mnt/nas/media)"
             )
         pairs.append((posixpath.normpath(root), posixpath.normpath(path)))
     return tuple(pairs)

@@ -175,12 +175,17 @@ def test_node_start_runs_ray_start_with_the_detected_gpu_resources(tmp_path: Pat
         str(inventory),
         "--num-cpus",
         "8",
+        "--media-map",
+        "/srv/media=/mnt/nas/media",
+        "--media-map",
+        "/srv/raw/=/fast/raw",
         "--dry-run",
     )
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
     assert line.startswith("FRAMEFLEET_FFMPEG=/usr/bin/ffmpeg ")  # this node's own ffmpeg
     assert f" FRAMEFLEET_GPU_INVENTORY={inventory} " in line
+    assert " FRAMEFLEET_MEDIA_MAP=/srv/media=/mnt/nas/media,/srv/raw=/fast/raw " in line
     assert " start --address=10.0.0.1:6379 --num-gpus=1 --num-cpus=8 " in line
     assert '{"ff_gpu_mem_GPU-1": 23034.0, "ff_nvenc_GPU-1": 256.0}' in line
     assert "framefleet.io/gpu-model=NVIDIA-L4" in line and "nvenc-hevc=true" in line
@@ -190,6 +195,12 @@ def test_node_start_runs_ray_start_with_the_detected_gpu_resources(tmp_path: Pat
 def test_node_start_refuses_unclear_requests_in_one_line(tmp_path: Path) -> None:
     proc = cli("node", "start", "--dry-run")
     assert proc.returncode == 2 and "give exactly one of --head or --address" in proc.stderr
+    mapped = cli("node", "start", "--head", "--media-map", "/srv/media=mnt", "--dry-run")
+    assert mapped.returncode == 2
+    assert one_line_error(mapped) == (
+        "framefleet: media map (--media-map, FRAMEFLEET_MEDIA_MAP): '/srv/media=mnt' is not "
+        "ROOT=PATH with two absolute paths (for example /srv/media=/mnt/nas/media)"
+    )
     bad = cli("node", "detect", "--gpu-inventory", str(tmp_path / "nope.json"))
     assert bad.returncode == 2
     assert one_line_error(bad) == (

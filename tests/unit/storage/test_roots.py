@@ -34,7 +34,7 @@ def test_the_media_map_takes_pairs_of_absolute_paths() -> None:
     )
     assert parse_media_map(None) == parse_media_map("") == ()
     for bad in ("/srv/media", "srv=/mnt", "/srv=mnt", "=/mnt"):
-        with pytest.raises(ConfigError, match=r"FRAMEFLEET_MEDIA_MAP: .* is not ROOT=PATH"):
+        with pytest.raises(ConfigError, match=r"FRAMEFLEET_MEDIA_MAP\): .* is not ROOT=PATH"):
             parse_media_map(bad)
 
 
