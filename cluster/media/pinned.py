@@ -81,9 +81,9 @@ class Pinned:
         try:
             for out in self.outputs:
                 check_opened(out.folder_fd, self.roots, what="output folder", shown=out.folder)
-                if not overwrite and _exists(out.final, out.folder_fd):
+                if not overwrite and exists_in(out.final, out.folder_fd):
                     raise OutputError(f"{out.folder}/{out.final} already exists; {OVERWRITE_HINT}")
-                if not _exists(out.partial, out.folder_fd):
+                if not exists_in(out.partial, out.folder_fd):
                     raise EncodeError(f"ffmpeg finished but wrote no {out.final}")
         except BaseException:
             self.remove_partials()
@@ -102,7 +102,8 @@ class Pinned:
                 os.close(self._fds.pop())
 
 
-def _exists(name: str, folder_fd: int) -> bool:
+def exists_in(name: str, folder_fd: int) -> bool:
+    """Whether ``name`` exists (a link counts) in the folder open as ``folder_fd``."""
     try:
         os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
     except FileNotFoundError:

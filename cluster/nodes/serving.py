@@ -35,6 +35,7 @@ from typing import Any
 from cluster.errors import ErrorCode, OutputError, SpecError, TransferError
 from cluster.media.argv import partial_path
 from cluster.media.paths import OVERWRITE_HINT, check_opened, open_folder, open_input
+from cluster.media.pinned import exists_in
 from cluster.media.probe import probe_async
 from cluster.media.runner import remove_stale_partials
 from cluster.model.media import MediaInfo
@@ -144,7 +145,7 @@ class MediaServer:
         folder = os.path.dirname(local)
         folder_fd = open_folder(folder, roots, create=make)
         name = os.path.basename(local)
-        if not overwrite and _exists(name, folder_fd):
+        if not overwrite and exists_in(name, folder_fd):
             os.close(folder_fd)
             raise OutputError(f"{local} already exists; {OVERWRITE_HINT}")
         partial = os.path.basename(partial_path(local, tag))
@@ -181,7 +182,7 @@ class MediaServer:
         if got != size:
             raise TransferError(f"{up.final}: {got} of {size} bytes arrived; not kept")
         check_opened(up.folder_fd, up.roots, what="output folder", shown=up.folder)
-        if not up.overwrite and _exists(up.final, up.folder_fd):
+        if not up.overwrite and exists_in(up.final, up.folder_fd):
             raise OutputError(f"{up.folder}/{up.final} already exists; {OVERWRITE_HINT}")
         os.replace(up.partial, up.final, src_dir_fd=up.folder_fd, dst_dir_fd=up.folder_fd)
         up.partial = ""  # nothing left to remove
@@ -224,14 +225,6 @@ def _read(local: str, roots: tuple[Path, ...], offset: int, size: int) -> dict[s
     finally:
         os.close(fd)
     return {"data": data, "crc32": crc32(data), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _exists(name: str, folder_fd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _renamed(media: MediaInfo, path: str) -> MediaInfo:

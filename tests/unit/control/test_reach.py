@@ -29,6 +29,15 @@ def unseen(root: Path) -> tuple[Sight, ...]:
     return (Sight(str(root), str(root), False, f"no .framefleet-root in {root}; mount it"),)
 
 
+def one_of_each(root: Path, *, blind_cpus: float = 1, seer_cpus: float = 1) -> list[NodeInfo]:
+    """A head that sees the root (no CPUs: it serves), a worker that does not, one that does."""
+    return [
+        fake_node("head", cpus=0, head=True, media=seen(root)),
+        fake_node("blind", cpus=blind_cpus, media=unseen(root)),
+        fake_node("seer", cpus=seer_cpus, media=seen(root)),
+    ]
+
+
 def run(
     tmp_path: Path,
     nodes: list[NodeInfo],
@@ -78,11 +87,7 @@ def order_of(backend: FakeBackend, job_id: str) -> WorkOrder:
 
 def test_a_job_goes_to_a_node_that_sees_its_media(tmp_path: Path) -> None:
     root = tmp_path / "media"
-    nodes = [
-        fake_node("head", cpus=0, head=True, media=seen(root)),
-        fake_node("blind", cpus=8, media=unseen(root)),
-        fake_node("seer", cpus=2, media=seen(root)),
-    ]
+    nodes = one_of_each(root, blind_cpus=8, seer_cpus=2)
 
     async def test(c: Coordinator, backend: FakeBackend, root: Path) -> None:
         job = await finished(c, (await c.submit(spec(root))).id)
@@ -97,11 +102,7 @@ def test_a_job_goes_to_a_node_that_sees_its_media(tmp_path: Path) -> None:
 
 def test_when_the_seeing_nodes_are_full_a_blind_node_fetches_the_media(tmp_path: Path) -> None:
     root = tmp_path / "media"
-    nodes = [
-        fake_node("head", cpus=0, head=True, media=seen(root)),
-        fake_node("blind", cpus=1, media=unseen(root)),
-        fake_node("seer", cpus=1, media=seen(root)),
-    ]
+    nodes = one_of_each(root)
 
     async def test(c: Coordinator, backend: FakeBackend, root: Path) -> None:
         backend.script = lambda order: Behaviour.HANG if order.stage is None else Behaviour.SUCCEED
@@ -111,10 +112,8 @@ def test_when_the_seeing_nodes_are_full_a_blind_node_fetches_the_media(tmp_path:
         assert job.status == "succeeded", job.reason
         assert job.placement.node_id == "blind"
         head = nodes[0].address
-        assert (
-            f"input read over the network from {head}: {human(1_000_000)}, output sent back there"
-            in (job.placement.reason)
-        )
+        why = f"input read over the network from {head}: {human(1e6)}, output sent back there"
+        assert why in (job.placement.reason or "")
         order = order_of(backend, job.id)
         assert order.stage is not None and order.stage.peer == "head"  # no CPUs: it serves
         assert order.stage.fetch == ((str(root / "in.mp4"), order.spec.input),)
@@ -128,11 +127,7 @@ def test_when_the_seeing_nodes_are_full_a_blind_node_fetches_the_media(tmp_path:
 
 def test_a_blind_node_waits_when_moving_costs_more_than_encoding(tmp_path: Path) -> None:
     root = tmp_path / "media"
-    nodes = [
-        fake_node("head", cpus=0, head=True, media=seen(root)),
-        fake_node("blind", cpus=1, media=unseen(root)),
-        fake_node("seer", cpus=1, media=seen(root)),
-    ]
+    nodes = one_of_each(root)
 
     async def test(c: Coordinator, backend: FakeBackend, root: Path) -> None:
         backend.script = lambda order: Behaviour.HANG
