@@ -71,8 +71,6 @@ class Stager:
         """``on_moved(bytes)``: called every :data:`REPORT_S` while a transfer runs, with
         the bytes this attempt has moved so far. ``peer``: the agent that serves the
         plan's paths (needed when the plan names a ``peer``)."""
-        if plan.peer is not None and peer is None:
-            raise TransferError(f"no way to reach node {plan.peer}, which serves the media")
         self._peer = peer
         self.plan = plan
         self._on_moved = on_moved

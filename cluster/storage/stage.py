@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.storage.objects import ObjectStore
-from cluster.storage.urls import ObjectURL, is_object_url, parse_object_url
+from cluster.storage.urls import is_object_url, parse_object_url
 
 MIN_OUTPUT_ESTIMATE = 64 * 1024 * 1024
 
@@ -109,9 +109,3 @@ def pushed_target(plan: StagePlan, local: str) -> str | None:
                 return str(parse_object_url(target, what="output", prefix=True).child(child))
             return posixpath.join(target, child)
     return None
-
-
-def pushed_url(plan: StagePlan, local: str) -> ObjectURL | None:
-    """Where the local output ``local`` goes in object storage, if it goes there."""
-    target = pushed_target(plan, local)
-    return parse_object_url(target, what="output") if target and is_object_url(target) else None

@@ -20,7 +20,7 @@ from cluster.nodes.serving import CHUNK_MAX, UPLOAD_IDLE_S, MediaServer, crc32
 from cluster.nodes.stager import StageCancelled, Stager
 from cluster.storage.objects import ObjectStore
 from cluster.storage.roots import mark_root
-from cluster.storage.stage import localize
+from cluster.storage.stage import StagePlan, localize
 
 SIZE = 3 * 1024 * 1024 + 12345
 
@@ -141,12 +141,18 @@ def test_a_blind_node_fetches_the_input_and_sends_the_output_back(
     assert partials(root / "out") == [] and list(scratch.iterdir()) == []
 
 
+def small_chunks(
+    root: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MediaServer, StagePlan]:
+    """A server for ``root`` and a plan that moves ``in.mov`` in 64 KiB chunks."""
+    monkeypatch.setattr(stager_module, "CHUNK", 64 * 1024)
+    return server_for(root), staged(root, scratch, "out.mkv")[1]
+
+
 def test_a_file_that_changes_while_read_is_refused(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stager_module, "CHUNK", 256 * 1024)
-    server = server_for(root)
-    _, plan = staged(root, tmp_path, "out.mkv")
+    server, plan = small_chunks(root, tmp_path, monkeypatch)
     real_read = server.read
 
     async def read(path: str, offset: int, size: int) -> dict[str, Any]:
@@ -165,9 +171,7 @@ def test_a_file_that_changes_while_read_is_refused(
 def test_cancel_stops_sending_and_leaves_nothing_at_the_destination(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stager_module, "CHUNK", 64 * 1024)
-    server = server_for(root)
-    _, plan = staged(root, tmp_path, "out.mkv")
+    server, plan = small_chunks(root, tmp_path, monkeypatch)
     real_write = server.write
     stager = Stager(plan, peer=server)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.storage.objects import ObjectStore
-from cluster.storage.stage import MIN_OUTPUT_ESTIMATE, localize, pushed_url
-from cluster.storage.urls import ObjectURL
+from cluster.storage.stage import MIN_OUTPUT_ESTIMATE, localize, pushed_target
 
 STORE = ObjectStore("http://127.0.0.1:9000")
 FOLDER = "/scratch/j1.2"
@@ -26,8 +25,8 @@ def test_object_to_object() -> None:
     assert plan.push == (("s3://med/out/b.mkv", "/scratch/j1.2/out/b.mkv"),)
     assert plan.need_bytes == 2 * 500 * 2**20  # the input, and an output as large
     assert plan.store == STORE and plan.overwrite
-    assert pushed_url(plan, "/scratch/j1.2/out/b.mkv") == ObjectURL("med", "out/b.mkv")
-    assert pushed_url(plan, "/elsewhere/b.mkv") is None
+    assert pushed_target(plan, "/scratch/j1.2/out/b.mkv") == "s3://med/out/b.mkv"
+    assert pushed_target(plan, "/elsewhere/b.mkv") is None
 
 
 def test_local_input_to_object_reserves_only_the_output() -> None:
@@ -50,4 +49,4 @@ def test_thumbnails_into_a_prefix() -> None:
     spec = JobSpec(JobKind.THUMBNAIL, "s3://med/in/a.mp4", "s3://med/thumbs/", thumbnail_count=3)
     local, plan = localize(spec, FOLDER, STORE, 1000)
     assert plan is not None and local.output == "/scratch/j1.2/out"
-    assert pushed_url(plan, "/scratch/j1.2/out/a_002.jpg") == ObjectURL("med", "thumbs/a_002.jpg")
+    assert pushed_target(plan, "/scratch/j1.2/out/a_002.jpg") == "s3://med/thumbs/a_002.jpg"
