@@ -59,9 +59,10 @@ class WatchFolder(BaseModel):
     speed: str = "medium"
     hardware: str = "auto"
     priority: int = 0
+    split: str = "auto"
 
     def template(self) -> dict[str, Any]:
-        keys = ("kind", "codec", "quality", "speed", "hardware", "priority")
+        keys = ("kind", "codec", "quality", "speed", "hardware", "priority", "split")
         return {k: getattr(self, k) for k in keys}
 
 

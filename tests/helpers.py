@@ -448,3 +448,26 @@ class Uplink:
             for sock in self._open:
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+def frame_times(path: Path) -> list[float]:
+    """The video frames' presentation times, in display order."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "packet=pts_time", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return sorted(float(line.split(",")[0]) for line in out.stdout.split())
+
+
+def ssim_frames(distorted: Path, reference: Path) -> list[float]:
+    """Per-frame SSIM (all planes) of ``distorted`` against ``reference``, frame by frame
+    in order (ffmpeg's ssim filter, timestamps ignored)."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(distorted), "-i", str(reference),
+         "-lavfi", "[0:v]settb=1/25,setpts=N[a];[1:v]settb=1/25,setpts=N[b];"
+         "[a][b]ssim=stats_file=-", "-fps_mode", "passthrough", "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [float(part[4:]) for line in out.stdout.splitlines() for part in line.split()
+            if part.startswith("All:")]  # fmt: skip

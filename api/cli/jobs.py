@@ -21,7 +21,7 @@ from rich.table import Table
 
 from api.cli.exits import ExitCode
 from api.cli.livebar import live_bar
-from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
+from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt, SplitOpt
 from api.settings import TOKEN_FILE_NAME, Settings
 from cluster import (
     ClusterUnavailable,
@@ -227,6 +227,7 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         speed: SpeedOpt = Speed.MEDIUM,
         hardware: HardwareOpt = Hardware.AUTO,
         priority: Priority = 0,
+        split: SplitOpt = "auto",
         overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
         callback_url: Annotated[
@@ -241,7 +242,7 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         """Submit jobs to a running gateway."""
         client = GatewayClient(api, token, data_dir)
         spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
-                "hardware": str(hardware), "priority": priority,
+                "hardware": str(hardware), "priority": priority, "split": split,
                 "overwrite": overwrite, "callback_url": callback_url}  # fmt: skip
         paths = [_absolute(p) for p in inputs]
         one = paths[0] if len(paths) == 1 else ""

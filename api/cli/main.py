@@ -23,7 +23,16 @@ from api.cli.jobs import register as register_client
 from api.cli.livebar import live_bar
 from api.cli.node import node_app
 from api.cli.operate import register as register_operate
-from api.cli.options import Address, Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt
+from api.cli.options import (
+    Address,
+    Codec,
+    DataDir,
+    HardwareOpt,
+    Priority,
+    Quality,
+    SpeedOpt,
+    SplitOpt,
+)
 from api.cli.serve import register as register_serve
 from api.settings import Settings
 from cluster import (
@@ -166,6 +175,7 @@ def encode(
     priority: Priority = 0,
     keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    split: SplitOpt = "auto",
     address: Address = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -181,6 +191,7 @@ def encode(
         priority=priority,
         keep_10bit=keep_10bit,
         overwrite=overwrite,
+        split=split,
     )
     _submit_and_report(data_dir, address, spec, input.name)
 
@@ -276,6 +287,7 @@ def watch_folder(
     speed: SpeedOpt = Speed.MEDIUM,
     hardware: HardwareOpt = Hardware.AUTO,
     priority: Priority = 0,
+    split: SplitOpt = "auto",
     output_ext: Annotated[str, typer.Option(help="Output extension.")] = "mp4",
     ext: Annotated[
         list[str] | None, typer.Option("--ext", help="Only these input extensions (repeatable).")
@@ -301,6 +313,7 @@ def watch_folder(
             "speed": speed,
             "hardware": hardware,
             "priority": priority,
+            "split": split,
         },
         output_ext=output_ext,
         **({"extensions": tuple(ext)} if ext else {}),

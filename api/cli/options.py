@@ -16,6 +16,14 @@ Quality = Annotated[
 SpeedOpt = Annotated[Speed, typer.Option("--speed", help="Encoder speed preset.")]
 HardwareOpt = Annotated[Hardware, typer.Option("--hardware", help="auto, gpu (NVENC) or cpu.")]
 Priority = Annotated[int, typer.Option(help="Higher runs first.")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="auto, off or SECONDS: encode the video in chunks of about SECONDS across "
+        "the farm, joined frame-exact (auto: inputs over a minute, when encoders are free).",
+    ),
+]
 DataDir = Annotated[
     Path | None,
     typer.Option(

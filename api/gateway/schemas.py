@@ -37,6 +37,12 @@ class SpecFields(Strict):
         description="POSTed the job's view, signed, when the job ends; its host must be "
         "listed in FRAMEFLEET_WEBHOOK_HOSTS. On a batch: each job's.",
     )
+    split: str | float = Field(
+        default="auto",
+        description="A transcode's video in chunks across the farm, joined frame-exact: "
+        "'auto' (when the input is over a minute and encoders are free), 'off', or about "
+        "how many seconds a chunk lasts.",
+    )
 
 
 class JobRequest(SpecFields):
@@ -109,6 +115,12 @@ class JobView(BaseModel):
         default_factory=list,
         description="Failed attempts that were not the input's fault: where, why (a retry "
         "goes elsewhere).",
+    )
+    split: dict[str, Any] | None = Field(
+        default=None,
+        description="A transcode: whether its video was split (mode: chunks or whole) and "
+        "why; its chunks (frames, status, where each runs, attempts, reused after a "
+        "restart).",
     )
     webhook: dict[str, Any] | None = Field(
         default=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cluster.media.split import FrameIndex
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo
 from cluster.nodes.agent import NodeInfo
@@ -26,9 +27,17 @@ class Backend(Protocol):
         """ffprobe of ``path`` (root space) on the node that sees it, through its agent."""
         ...
 
-    async def remove_partials_on(self, node_id: str, folder: str, job_id: str) -> None:
-        """Remove what a dead attempt left half-written in ``folder``, on a node that
-        sees it."""
+    async def index_on(
+        self, node_id: str, path: str, video_index: int, audio_index: int | None
+    ) -> FrameIndex:
+        """Every frame's time in ``path`` (root space), read on a node that sees it."""
+        ...
+
+    async def remove_partials_on(
+        self, node_id: str, folder: str, job_id: str, chunks: bool = False
+    ) -> None:
+        """Remove what a dead attempt left half-written in ``folder`` (with ``chunks``:
+        the job's chunk files), on a node that sees it."""
         ...
 
     async def request_capacity(self, bundles: list[dict[str, float]]) -> None:

@@ -40,13 +40,14 @@ from cluster.control.policy import Action, Facts, decide, nvenc_why, timed_resul
 from cluster.control.pool import EncoderPool
 from cluster.control.prober import ProbeFn, Prober
 from cluster.control.reach import MediaReach
+from cluster.control.splits import Splits
 from cluster.control.store import JobStore
 from cluster.control.view import ClusterView
 from cluster.control.webhooks import webhook_settings
 from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
-from cluster.media.work import WorkOutcome
+from cluster.media.work import Stitch, WorkOutcome
 from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.media import MediaInfo
@@ -92,6 +93,11 @@ class Coordinator(NodeAPI):
         self._pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
         self.encodes = Encodes(self._pool, on_outcome=self._complete, on_lost=self._lost)
         self._running = self.encodes.running
+        self.splits = Splits(
+            self.table, self.reach, planner=lambda: self._planner(placeable=True),
+            move=self._move, stop=self.encodes.stop, running=self._running.__contains__,
+            wake=self._wake_up, media=self.prober.media,
+        )  # fmt: skip
         self.healer = Healer(config, self.metrics)
         self.healer.load(self.table.store)
         self._asked: list[dict[str, float]] = []
@@ -183,6 +189,9 @@ class Coordinator(NodeAPI):
         job = self.table.get(job_id)
         if job.status is JobStatus.QUEUED:
             self._move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
+        elif job.split is not None and job.split.chunked and not job.status.terminal:
+            self._move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
+            await self.splits.settled(job)  # its chunks' ffmpeg killed, their files gone
         elif job.status is JobStatus.RUNNING and job_id in self._running:
             await self.encodes.stop(job_id)
             if job.status is JobStatus.RUNNING:
@@ -214,7 +223,12 @@ class Coordinator(NodeAPI):
             return
         job.progress = snapshot
         self.healer.progressed(job_id, snapshot, time.time())
-        self.table.publish(job, EventType.PROGRESS)
+        if job.chunk is not None:
+            self.splits.progressed(job)
+        elif job.split is not None and job.split.chunked:
+            self.splits.stitch_progress(job, snapshot)
+        else:
+            self.table.publish(job, EventType.PROGRESS)
 
     # ---- admission -------------------------------------------------------------------
 
@@ -245,6 +259,9 @@ class Coordinator(NodeAPI):
         if status.terminal:
             self.prober.forget(job.id)
             self.encodes.cancelling.discard(job.id)
+            self.splits.ended(job)
+        if job.chunk is not None:
+            self.splits.chunk_moved(job)
 
     def _fail(self, job: Job, exc: FramefleetError) -> None:
         self._move(job, JobStatus.FAILED, str(exc), exc.code)
@@ -278,15 +295,19 @@ class Coordinator(NodeAPI):
         ready = []
         for job in list(self.table.queue.values()):
             media = self.prober.ensure(job)
-            if media is not None and job.not_before <= now:
+            if media is not None and job.not_before <= now and self.splits.ready(job, media):
                 ready.append((job, demand_for(job, media)))
-        if not ready or not self.view.nodes:
+        stitches = self.splits.stitchable()
+        if not (ready or stitches) or not self.view.nodes:
             return  # nothing to place, or no node yet: wait for the cluster
         aging = self.config.aging_s
         ready.sort(
             key=lambda r: queue_key(r[0].spec.priority, r[0].seq, now - r[0].updated_at, aging)
         )
         planner = self._planner(placeable=True)
+        for job in stitches:  # first: each finishes a job
+            if (placement := self.splits.place_stitch(job, planner)) is not None:
+                self._launch(job, placement, Splits.stitch_of(job))
         held_back = self.view.has_suspects or self.healer.holds_back()
         whole = self._planner() if held_back else planner
         probed = self.prober.media
@@ -315,16 +336,22 @@ class Coordinator(NodeAPI):
         states = self._states(placeable=placeable)
         return Planner(states, self.config.policy, self.config.costs)
 
-    def _launch(self, job: Job, placement: Placement) -> None:
+    def _launch(self, job: Job, placement: Placement, stitch: Stitch | None = None) -> None:
+        """Start ``job``'s next attempt where it was placed (with ``stitch``: a split job,
+        running already, joins its chunks)."""
         node = self.view.node(placement.node_id)
+        media = self.prober.media[job.id]
         try:
-            order, placement = self.reach.order(job, placement, self.prober.media[job.id], node)
+            order, placement = self.reach.order(job, placement, media, node, stitch)
         except JobFailure as exc:
             self._fail(job, exc)
             return
         job.placement = placement.for_job(order.encoder)
-        self.healer.launched(job, self.prober.media[job.id], time.time())
-        self._move(job, JobStatus.RUNNING, placement.reason)
+        self.healer.launched(job, media, time.time())
+        if stitch is None:
+            self._move(job, JobStatus.RUNNING, placement.reason)
+        else:
+            self.table.save(job)
         self.encodes.start(job, placement, order, node.resources if node else {})
 
     async def _lost(self, node_id: str) -> None:
@@ -351,6 +378,7 @@ class Coordinator(NodeAPI):
         decision = decide(job, outcome, facts)
         if decision.action is Action.IGNORE:
             return
+        reason = decision.reason
         self.healer.settle(job, fault, decision, facts.now)
         if outcome.progress:
             job.progress = outcome.progress
@@ -358,10 +386,11 @@ class Coordinator(NodeAPI):
             setattr(self.metrics, decision.counter, getattr(self.metrics, decision.counter) + 1)
         if decision.action is Action.SUCCEED:
             job.result, job.notes = timed_result(job, outcome, facts.now), outcome.notes
+            reason = self.splits.finished(job, outcome.elapsed_s, reason)
         elif decision.action is Action.REQUEUE:
             self.table.clear_partials(job)
             job.not_before = decision.not_before
-        self._move(job, decision.status, decision.reason, decision.code)
+        self._move(job, decision.status, reason, decision.code)
         self._wake_up()
 
     def _nvenc_elsewhere(self, job: Job, outcome: WorkOutcome) -> bool | None:

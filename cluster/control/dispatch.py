@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from cluster.control.healing import avoided
 from cluster.media.argv import thumbnail_times
 from cluster.media.encoders import CATALOG, choose_encoder, cpu_encoder
-from cluster.media.work import WorkOrder, plan_work
-from cluster.model.jobs import Job, JobKind
+from cluster.media.work import Stitch, WorkOrder, plan_work
+from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
@@ -65,6 +65,7 @@ def work_order(
     scratch: str,
     store: ObjectStore,
     media_map: Pairs = (),
+    stitch: Stitch | None = None,
 ) -> WorkOrder:
     """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
     node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media, or
@@ -72,7 +73,7 @@ def work_order(
     paths in the attempt's folder under the node's ``scratch``, and the plan that moves
     them (:func:`~cluster.storage.stage.localize`); on a node that mounts a root
     elsewhere (``media_map``), the node's paths."""
-    attempt = job.attempts + 1
+    attempt = job.attempts if stitch is not None else job.attempts + 1  # a stitch: running
     folder = posixpath.join(scratch, f"{job.id}.{attempt}")
     spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from)
     if media_map and placement.media_from is None:
@@ -80,7 +81,10 @@ def work_order(
         spec = replace(spec, input=to_node(spec.input, media_map), output=output)
         roots = tuple(to_node(r, media_map) for r in roots)
     transcode = spec.kind is JobKind.TRANSCODE
-    encoder = choose_encoder(spec.codec, placement.hardware, CATALOG) if transcode else None
+    hardware = placement.hardware
+    if stitch is not None and job.split is not None and job.split.hardware:
+        hardware = Hardware(job.split.hardware)  # named for the chunks' encoder
+    encoder = choose_encoder(spec.codec, hardware, CATALOG) if transcode else None
     return plan_work(
         job.id,
         attempt,
@@ -93,6 +97,8 @@ def work_order(
         roots=roots,
         stage=stage,
         media_map=media_map if placement.media_from is None else (),
+        segment=job.chunk.segment if job.chunk else None,
+        stitch=stitch,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cluster.errors import InputError, JobFailure, WorkerLost
 from cluster.media.encoders import CATALOG, FfmpegBuild
+from cluster.media.split import FrameIndex, index_file
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo, VideoStream
 from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo
@@ -155,7 +156,14 @@ class FakeBackend:
         self.probed_on.append((node_id, path))
         return await fake_probe(path, ())
 
-    async def remove_partials_on(self, node_id: str, folder: str, job_id: str) -> None:
+    async def index_on(
+        self, node_id: str, path: str, video_index: int, audio_index: int | None
+    ) -> FrameIndex:
+        return await index_file(path, (), video_index, audio_index)
+
+    async def remove_partials_on(
+        self, node_id: str, folder: str, job_id: str, chunks: bool = False
+    ) -> None:
         self.partials_removed.append((node_id, folder, job_id))
 
     def create_encoder(self, placement: Placement) -> FakeEncoder:

@@ -143,6 +143,13 @@ class JobTable:
             self.publish(job)
         return jobs
 
+    def add_chunks(self, chunks: list[Job]) -> None:
+        """Queue a split job's chunks (hidden sub-jobs; :mod:`cluster.control.splits`)."""
+        for chunk in chunks:
+            self.jobs[chunk.id] = chunk
+            self.queue[chunk.id] = chunk
+        self.store.save_many(chunks)
+
     def move(
         self,
         job: Job,
@@ -173,7 +180,8 @@ class JobTable:
         self.store.save(job)
 
     def publish(self, job: Job, type: EventType = EventType.STATUS) -> None:
-        self.events.publish(job, type)
+        if job.chunk is None:  # a chunk shows through its job
+            self.events.publish(job, type)
 
     def _webhook_tried(
         self, delivery: Delivery, attempt: dict[str, Any], state: dict[str, Any]
@@ -200,6 +208,8 @@ class JobTable:
         return len(old)
 
     def _count(self, job: Job, status: JobStatus, was_since: float) -> None:
+        if job.chunk is not None:  # counted as its job
+            return
         kind, codec = str(job.spec.kind), job.spec.codec
         if status is JobStatus.RUNNING:
             self.metrics.on_start(kind, job.updated_at - was_since)

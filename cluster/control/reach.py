@@ -33,7 +33,8 @@ from cluster.control.view import ClusterView
 from cluster.control.watchdog import expected_speed
 from cluster.errors import ErrorCode, FramefleetError, InputError
 from cluster.media.runner import remove_stale_partials
-from cluster.media.work import WorkOrder
+from cluster.media.split import FrameIndex, index_file
+from cluster.media.work import Stitch, WorkOrder
 from cluster.model.jobs import Job, JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.nodes.agent import NodeInfo
@@ -95,7 +96,12 @@ class MediaReach:
         return to_node(path, ((root, sight.path),))
 
     def order(
-        self, job: Job, placement: Placement, media: MediaInfo, node: NodeInfo | None
+        self,
+        job: Job,
+        placement: Placement,
+        media: MediaInfo,
+        node: NodeInfo | None,
+        stitch: Stitch | None = None,
     ) -> tuple[WorkOrder, Placement]:
         """The work order for the job where it was placed (:func:`work_order`), and the
         placement, its reason saying where a node that mounts the roots elsewhere finds
@@ -104,7 +110,7 @@ class MediaReach:
         mapped = () if placement.media_from else self.mapped(node, job.spec)
         scratch = node.scratch_path if node else DEFAULT_SCRATCH
         order = work_order(job, placement, media, ffmpeg, self._roots, scratch=scratch,
-                           store=self._store, media_map=mapped)  # fmt: skip
+                           store=self._store, media_map=mapped, stitch=stitch)  # fmt: skip
         if mapped:
             moved = ", ".join(f"{root} at {path}" for root, path in mapped)
             placement = replace(placement, reason=f"{placement.reason}; media through this "
@@ -159,7 +165,9 @@ class MediaReach:
         back = spec.output is not None and not is_object_url(spec.output)
         moved = fetched + (size if back and spec.kind is JobKind.TRANSCODE else 0)
         encode_s = (media.duration_s or 0.0) / expected_speed(spec, spec.hardware, media)
-        worth = moved / self._network_bps < encode_s
+        # A chunk (or a stitch) runs only where its media are seen: each would fetch the
+        # whole master, and chunk files must be written beside the output.
+        worth = moved / self._network_bps < encode_s and job.chunk is None
         source = seers[0] if seers else None
         return Reach(
             seers=frozenset(n.node_id for n in seers),
@@ -170,26 +178,46 @@ class MediaReach:
             worth_moving=worth,
         )
 
-    def clear_partials(self, job: Job) -> None:
-        """Remove what a dead attempt of ``job`` left half-written at its destination,
-        where that can be seen: on the head, or through a node that sees it (in the
-        background). An object store holds nothing partial."""
+    def clear_partials(self, job: Job, *, chunks: bool = False) -> None:
+        """Remove what a dead attempt of ``job`` left half-written at its destination (with
+        ``chunks``: its chunk files), where that can be seen: on the head, or through a
+        node that sees it (in the background). An object store holds nothing partial."""
         out = job.spec.output
         if not out or is_object_url(out):
             return
         folder = out if job.spec.kind is JobKind.THUMBNAIL else str(Path(out).parent)
         here = self.on_head(folder)
         if here is not None:
-            remove_stale_partials(Path(here), job.id)
+            remove_stale_partials(Path(here), job.id, chunks=chunks)
             return
         seers = self.seers(self.roots_of(job.spec))
         if seers:
-            task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id))
+            task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id, chunks))
             self._clearing.add(task)
             task.add_done_callback(self._clearing.discard)
 
-    async def _clear_on(self, node_id: str, folder: str, job_id: str) -> None:
+    async def _clear_on(self, node_id: str, folder: str, job_id: str, chunks: bool) -> None:
         try:
-            await self._backend.remove_partials_on(node_id, folder, job_id)
+            await self._backend.remove_partials_on(node_id, folder, job_id, chunks)
         except FramefleetError as exc:  # best effort: a retry writes a partial of its own
             log.warning("could not clear partial files of job %s: %s", job_id, exc)
+
+    async def index(self, path: str, media: MediaInfo) -> FrameIndex:
+        """Every video frame's time in ``path``, read where it is seen (as :meth:`probe`)."""
+        video = media.require_video().index
+        audio = media.audio[0].index if media.audio else None
+        root = root_of(path, self._roots) if self._tracked else None
+        here = self.on_head(path) if root is not None else path
+        if here is not None:
+            head_roots = tuple(Path(self.on_head(r) or r) for r in self._roots)
+            return await index_file(here, head_roots, video, audio)
+        seers = self.seers((root,)) if root is not None else []
+        if not seers:
+            raise InputError(f"{path}: no node sees its media root {root}",
+                             code=ErrorCode.INPUT_MISSING)  # fmt: skip
+        return await self._backend.index_on(seers[0].node_id, path, video, audio)
+
+    def seen_by(self, spec: JobSpec) -> frozenset[str] | None:
+        """The nodes that see ``spec``'s media (``None``: every node does)."""
+        roots = self.roots_of(spec)
+        return frozenset(n.node_id for n in self.seers(roots)) if roots else None

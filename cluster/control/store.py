@@ -13,6 +13,8 @@ from cluster.control.health import Saved
 from cluster.model.jobs import Job
 
 SCHEMA_VERSION = 1
+CHUNK_KIND = "chunk"
+"""The ``kind`` column of a split job's chunks: kept, restored, never listed."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -89,7 +91,7 @@ class JobStore:
                 j.id,
                 j.seq,
                 str(j.status),
-                str(j.spec.kind),
+                CHUNK_KIND if j.chunk else str(j.spec.kind),
                 j.spec.priority,
                 j.created_at,
                 j.updated_at,
@@ -119,8 +121,8 @@ class JobStore:
         self, *, after_seq: int, status: str | None, kind: str | None, limit: int
     ) -> list[Job]:
         """Jobs in submission order after ``after_seq``, filtered, at most ``limit``."""
-        sql = "SELECT record FROM jobs WHERE seq > ?"
-        args: list[object] = [after_seq]
+        sql = "SELECT record FROM jobs WHERE seq > ? AND kind != ?"
+        args: list[object] = [after_seq, CHUNK_KIND]
         if status:
             sql, args = sql + " AND status = ?", [*args, status]
         if kind:

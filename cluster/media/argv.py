@@ -22,6 +22,7 @@ from cluster.media.encoders import Container, Encoder
 from cluster.media.probe import INPUT_OPTIONS
 from cluster.model.jobs import JobSpec
 from cluster.model.media import MediaInfo
+from cluster.model.split import Segment
 
 COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
 INPUT_OPTS = INPUT_OPTIONS
@@ -63,11 +64,13 @@ def _video_pix_fmt(spec: JobSpec, media: MediaInfo, encoder: Encoder) -> str:
     return "nv12" if encoder.is_nvenc else "yuv420p"
 
 
-def _audio_args(media: MediaInfo, container: Container) -> tuple[list[str], list[str]]:
+def _audio_args(
+    media: MediaInfo, container: Container, source: int = 0
+) -> tuple[list[str], list[str]]:
     args: list[str] = []
     notes: list[str] = []
     for i, stream in enumerate(media.audio):
-        args += ["-map", f"0:{stream.index}"]
+        args += ["-map", f"{source}:{stream.index}"]
         if container.audio_copy is None or stream.codec in container.audio_copy:
             args += [f"-c:a:{i}", "copy"]
         else:
@@ -77,7 +80,9 @@ def _audio_args(media: MediaInfo, container: Container) -> tuple[list[str], list
     return args, notes
 
 
-def _subtitle_args(media: MediaInfo, container: Container) -> tuple[list[str], list[str]]:
+def _subtitle_args(
+    media: MediaInfo, container: Container, source: int = 0
+) -> tuple[list[str], list[str]]:
     args: list[str] = []
     notes: list[str] = []
     kept = 0
@@ -92,7 +97,7 @@ def _subtitle_args(media: MediaInfo, container: Container) -> tuple[list[str], l
                 f".{container.ext} cannot hold it; use .mkv to keep it"
             )
             continue
-        args += ["-map", f"0:{stream.index}", f"-c:s:{kept}", codec]
+        args += ["-map", f"{source}:{stream.index}", f"-c:s:{kept}", codec]
         kept += 1
     return args, notes
 
@@ -111,36 +116,11 @@ def transcode_command(
     ``threads``, the cores it was placed on, bounds the decoder, filters and encoder."""
     if spec.output is None:
         raise SpecError(f"a {spec.kind} job needs an output")
-    video = media.require_video()
-    if encoder.codec not in container.video_codecs:
-        raise SpecError(
-            f".{container.ext} cannot hold {encoder.codec} video; "
-            f"use {', '.join(sorted(container.video_codecs))} or another extension"
-        )
     final = os.path.abspath(spec.output)
     partial = partial_path(final, job_id)
-    bound = ["-threads", str(threads)] if threads and not encoder.is_nvenc else []
-    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *bound, *_input(spec.input)]
-    if bound:
-        argv += ["-filter_threads", str(threads)]
-    argv += ["-map", f"0:{video.index}", "-map_metadata", "0", "-map_chapters", "0"]
-    if video.width % 2 or video.height % 2:
-        argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
-    # Frames as the source has them: the mp4 muxer's default (constant rate) repeats a
-    # frame where the source's timestamps leave a gap (an mkv source's last frame).
-    argv += ["-fps_mode:v", "vfr"]
-    argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
-    argv += encoder.rate_control(spec.quality)
-    argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]
-    argv += encoder.thread_args(threads) if threads else []
-    if tag := container.video_tags.get(encoder.codec):
-        argv += ["-tag:v", tag]
-    env: dict[str, str] = {}
-    if encoder.is_nvenc and cuda_device is not None:
-        # The placed GPU (by UUID, as NVML keys it) is the only one the process sees,
-        # so ffmpeg's -gpu 0 and CUDA_VISIBLE_DEVICES name the same device.
-        argv += ["-gpu", "0"]
-        env["CUDA_VISIBLE_DEVICES"] = cuda_device
+    argv, env = _encode_head(encoder, threads, _input(spec.input))
+    argv += ["-map_metadata", "0", "-map_chapters", "0"]
+    argv += _video_args(spec, media, encoder, container, cuda_device, threads, env)
     audio, audio_notes = _audio_args(media, container)
     subtitles, subtitle_notes = _subtitle_args(media, container)
     argv += audio + subtitles
@@ -154,6 +134,130 @@ def transcode_command(
         total_frames=media.frame_count,
         notes=audio_notes + subtitle_notes,
         env=env,
+    )
+
+
+def _encode_head(
+    encoder: Encoder, threads: int | None, source: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    bound = ["-threads", str(threads)] if threads and not encoder.is_nvenc else []
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *bound, *source]
+    if bound:
+        argv += ["-filter_threads", str(threads)]
+    return argv, {}
+
+
+def _video_args(
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder,
+    container: Container,
+    cuda_device: str | None,
+    threads: int | None,
+    env: dict[str, str],
+) -> list[str]:
+    """The first input's video, encoded (the same for a whole file and for a chunk)."""
+    video = media.require_video()
+    if encoder.codec not in container.video_codecs:
+        raise SpecError(
+            f".{container.ext} cannot hold {encoder.codec} video; "
+            f"use {', '.join(sorted(container.video_codecs))} or another extension"
+        )
+    argv = ["-map", f"0:{video.index}"]
+    if video.width % 2 or video.height % 2:
+        argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+    # Frames as the source has them: the mp4 muxer's default (constant rate) repeats a
+    # frame where the source's timestamps leave a gap (an mkv source's last frame).
+    argv += ["-fps_mode:v", "vfr"]
+    argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
+    argv += encoder.rate_control(spec.quality)
+    argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]
+    argv += encoder.thread_args(threads) if threads else []
+    if tag := container.video_tags.get(encoder.codec):
+        argv += ["-tag:v", tag]
+    if encoder.is_nvenc and cuda_device is not None:
+        # The placed GPU (by UUID, as NVML keys it) is the only one the process sees,
+        # so ffmpeg's -gpu 0 and CUDA_VISIBLE_DEVICES name the same device.
+        argv += ["-gpu", "0"]
+        env["CUDA_VISIBLE_DEVICES"] = cuda_device
+    return argv
+
+
+CHUNK_CONTAINER = "mp4"
+"""Chunks are MP4 (it holds every codec and keeps the encoder's timestamps exactly)."""
+
+
+def chunk_command(
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder,
+    container: Container,
+    segment: Segment,
+    *,
+    job_id: str,
+    cuda_device: str | None = None,
+    threads: int | None = None,
+) -> Command:
+    """One chunk's video only, to ``spec.output`` (its hidden chunk file): the source
+    sought to the chunk's first frame, exactly (``-ss`` half a frame before it: frames
+    before are decoded from the keyframe before and dropped), ``frames`` frames encoded;
+    the encoder's first frame is an IDR frame, so every join is a closed GOP."""
+    if spec.output is None:
+        raise SpecError("a chunk needs an output")
+    final = os.path.abspath(spec.output)
+    partial = partial_path(final, job_id)
+    video = media.require_video()
+    half = 0.5 / video.fps if video.fps else 0.0
+    seek = segment.start_s - half if segment.start_frame else None
+    argv, env = _encode_head(encoder, threads, _input(spec.input, seek=seek))
+    argv += ["-map_metadata", "-1", "-map_chapters", "-1"]
+    argv += _video_args(spec, media, encoder, container, cuda_device, threads, env)
+    argv += ["-frames:v", str(segment.frames), "-an", "-sn", "-dn"]
+    argv += ["-f", container.muxer, f"file:{partial}"]
+    return Command(
+        argv=argv,
+        outputs=[(partial, final)],
+        duration_s=segment.duration_s,
+        total_frames=segment.frames,
+        env=env,
+    )
+
+
+LIST_PLACEHOLDER = "file:/dev/null/framefleet-chunk-list"
+"""Where the stitch command reads its list of chunks: the node replaces it with a
+descriptor it wrote the list to (each chunk opened by the node, never by name)."""
+
+
+def stitch_command(
+    spec: JobSpec, media: MediaInfo, container: Container, *, job_id: str, codec: str
+) -> Command:
+    """The chunks' video joined without re-encoding (the concat demuxer, reading the
+    list at :data:`LIST_PLACEHOLDER`), with the source's audio, subtitles, chapters and
+    metadata once, by the container's rules as for a whole-file encode."""
+    if spec.output is None:
+        raise SpecError("a stitch needs an output")
+    if codec not in container.video_codecs:
+        raise SpecError(f".{container.ext} cannot hold {codec} video; use another extension")
+    final = os.path.abspath(spec.output)
+    partial = partial_path(final, job_id)
+    chunks = ["-f", "concat", "-safe", "0", "-protocol_whitelist", "file",
+              "-format_whitelist", "concat,mov", "-i", LIST_PLACEHOLDER]  # fmt: skip
+    argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *chunks, *_input(spec.input)]
+    argv += ["-map", "0:v:0", "-c:v", "copy", "-map_metadata", "1", "-map_chapters", "1"]
+    if tag := container.video_tags.get(codec):
+        argv += ["-tag:v", tag]
+    audio, audio_notes = _audio_args(media, container, source=1)
+    subtitles, subtitle_notes = _subtitle_args(media, container, source=1)
+    argv += audio + subtitles
+    if container.faststart:
+        argv += ["-movflags", "+faststart"]
+    argv += ["-f", container.muxer, f"file:{partial}"]
+    return Command(
+        argv=argv,
+        outputs=[(partial, final)],
+        duration_s=media.duration_s,
+        total_frames=media.frame_count,
+        notes=audio_notes + subtitle_notes,
     )
 
 

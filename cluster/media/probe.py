@@ -187,14 +187,14 @@ async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()
     _check_readable(p)
     fd = open_input(str(p), roots)
     try:
-        code, stdout, stderr = await _ffprobe(probe_argv(f"/proc/self/fd/{fd}"), p.name, (fd,))
+        code, stdout, stderr = await run_ffprobe(probe_argv(f"/proc/self/fd/{fd}"), p.name, (fd,))
     finally:
         os.close(fd)
     return _result(p, code, stdout, stderr)
 
 
-async def _ffprobe(
-    argv: list[str], name: str, pass_fds: tuple[int, ...] = ()
+async def run_ffprobe(
+    argv: list[str], name: str, pass_fds: tuple[int, ...] = (), timeout_s: float = PROBE_TIMEOUT_S
 ) -> tuple[int, bytes, bytes]:
     """Run ffprobe without blocking the loop: (exit status, stdout, stderr); errors name
     ``name``."""
@@ -211,11 +211,13 @@ async def _ffprobe(
     except OSError as exc:
         raise InputError(f"{name[:80]}: ffprobe could not start ({exc})") from exc
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
-    except TimeoutError as exc:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except (TimeoutError, asyncio.CancelledError) as exc:
         proc.kill()
         await proc.wait()
-        raise InputError(f"{name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise InputError(f"{name}: ffprobe took over {timeout_s:.0f} s") from exc
     return (proc.returncode if proc.returncode is not None else 0), stdout, stderr
 
 
@@ -232,7 +234,7 @@ async def probe_object_async(
     if head.size == 0:
         raise InputError(f"{url.name}: the file is empty (0 bytes)", code=ErrorCode.NOT_MEDIA)
     link = await asyncio.to_thread(objects.presigned_get, store, url)
-    code, stdout, stderr = await _ffprobe(probe_argv(url.name, link=link), str(url))
+    code, stdout, stderr = await run_ffprobe(probe_argv(url.name, link=link), str(url))
     said = (
         stderr.decode(errors="replace")
         .replace(link, str(url))

@@ -215,10 +215,12 @@ def remove_partials(command: Command) -> None:
             os.unlink(partial)
 
 
-def remove_stale_partials(folder: Path, job_id: str) -> None:
-    """Remove partial files any attempt of ``job_id`` left in ``folder``."""
+def remove_stale_partials(folder: Path, job_id: str, *, chunks: bool = False) -> None:
+    """Remove partial files any attempt of ``job_id`` left in ``folder``; with ``chunks``,
+    every file of its chunks (:func:`~cluster.model.split.chunk_name`), finished or not."""
+    pattern = f".*.{job_id}-c[0-9]*" if chunks else f".*.{job_id}.*partial"
     with contextlib.suppress(OSError):
-        for stale in folder.glob(f".*.{job_id}.*partial"):
+        for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)
 
 

@@ -10,12 +10,32 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cluster.errors import ErrorCode, JobFailure, SpecError
-from cluster.media.argv import Command, thumbnail_command, transcode_command, validate_command
-from cluster.media.encoders import Encoder, container_for
+from cluster.media.argv import (
+    CHUNK_CONTAINER,
+    Command,
+    chunk_command,
+    stitch_command,
+    thumbnail_command,
+    transcode_command,
+    validate_command,
+)
+from cluster.media.encoders import CONTAINERS, Encoder, container_for
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
+from cluster.model.split import Segment
 from cluster.storage.stage import StagePlan
+
+
+@dataclass(frozen=True, slots=True)
+class Stitch:
+    """What a stitch joins: the chunk files (names beside the output, in order) and
+    what the joined file must hold."""
+
+    chunks: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    frame_s: float
+    audio_end_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +54,10 @@ class WorkOrder:
     media_map: tuple[tuple[str, str], ...] = ()
     """``(root, path on this node)`` for roots the node mounts elsewhere: the spec's
     paths are already the node's; results are told in the roots' terms."""
+    segment: Segment | None = None
+    """A chunk of a split transcode: its frames (the output is its chunk file)."""
+    stitch: Stitch | None = None
+    """The last step of a split transcode: the chunks joined into the output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +104,8 @@ def plan_work(
     roots: tuple[str, ...] = (),
     stage: StagePlan | None = None,
     media_map: tuple[tuple[str, str], ...] = (),
+    segment: Segment | None = None,
+    stitch: Stitch | None = None,
 ) -> WorkOrder:
     """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
     ``ffmpeg`` of the node it was placed on.
@@ -88,7 +114,16 @@ def plan_work(
     for a moment (until Ray reaps it) and must not write into the retry's file.
     """
     tag = f"{job_id}.{attempt}"
-    if spec.kind is JobKind.TRANSCODE:
+    if stitch is not None:
+        command = stitch_command(spec, media, container_for(spec.output or ""), job_id=tag,
+                                 codec=spec.codec)  # fmt: skip
+    elif segment is not None:
+        if encoder is None:
+            raise SpecError("a chunk needs an encoder")
+        command = chunk_command(spec, media, encoder, CONTAINERS[CHUNK_CONTAINER], segment,
+                                job_id=tag, cuda_device=cuda_device, threads=threads)  # fmt: skip
+        media = replace(media, duration_s=segment.duration_s, frame_count=segment.frames)
+    elif spec.kind is JobKind.TRANSCODE:
         if encoder is None or spec.output is None:
             raise SpecError("a transcode needs an encoder and an output")
         command = transcode_command(
@@ -111,5 +146,5 @@ def plan_work(
         roots = (*roots, stage.folder)
     return WorkOrder(
         job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage,
-        media_map,
+        media_map, segment, stitch,
     )  # fmt: skip

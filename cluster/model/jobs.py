@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from cluster.errors import ErrorCode, InvalidTransition, SpecError
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
+from cluster.model.split import AUTO, ChunkOf, Split, parse_split
 
 
 class JobStatus(StrEnum):
@@ -132,6 +133,9 @@ class JobSpec:
     labels: dict[str, str] = field(default_factory=dict)
     callback_url: str | None = None
     """Where to POST the job's view when it ends (a host in the allowed webhook hosts)."""
+    split: str = AUTO
+    """A transcode's video in chunks across the farm: ``auto``, ``off`` or about how many
+    seconds a chunk lasts (see :mod:`cluster.model.split`)."""
 
     def __post_init__(self) -> None:
         try:
@@ -170,6 +174,7 @@ class JobSpec:
             raise SpecError("labels: at most 50, keys up to 100 and values up to 1000 characters")
         if self.callback_url is not None:
             _check_callback_text(self.callback_url)
+        object.__setattr__(self, "split", parse_split(self.split))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"labels": dict(self.labels)}
@@ -284,6 +289,10 @@ class Job:
     """The delivery of the last ending to ``spec.callback_url``: ``id``, ``url``,
     ``state`` (pending, delivered, failed), ``attempts`` (each: ``at``, ``status`` or
     ``error``, ``ms``), ``next_at``."""
+    split: Split | None = None
+    """A transcode: whether its video was split into chunks, how and why."""
+    chunk: ChunkOf | None = None
+    """A chunk sub-job (hidden from job lists): its parent and its frames."""
 
     @staticmethod
     def new_id() -> str:
@@ -297,6 +306,7 @@ class Job:
             notes=list(self.notes),
             failures=list(self.failures),
             webhook=_copied(self.webhook),
+            split=Split.from_dict(self.split.to_dict()) if self.split else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,6 +321,8 @@ class Job:
         data["notes"] = list(self.notes)
         data["failures"] = [dict(f) for f in self.failures]
         data["webhook"] = _copied(self.webhook)
+        data["split"] = self.split.to_dict() if self.split else None
+        data["chunk"] = self.chunk.to_dict() if self.chunk else None
         return data
 
     @classmethod
@@ -325,6 +337,10 @@ class Job:
             data["input_media"] = MediaInfo.from_dict(data["input_media"])
         if data.get("placement"):
             data["placement"] = JobPlacement.from_dict(data["placement"])
+        if data.get("split"):
+            data["split"] = Split.from_dict(data["split"])
+        if data.get("chunk"):
+            data["chunk"] = ChunkOf.from_dict(data["chunk"])
         return cls(**data)
 
 
@@ -368,6 +384,7 @@ def transition(
             job.notes = []
             job.failures = []
             job.webhook = None
+            job.split = None  # its chunk files were removed when it ended
         job.finished_at = None
         job.progress = None
     else:

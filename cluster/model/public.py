@@ -31,6 +31,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "limits": job.limits,
         "failures": [dict(f) for f in job.failures],
         "webhook": job.webhook,
+        "split": job.split.to_dict() if job.split else None,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "started_at": job.started_at,

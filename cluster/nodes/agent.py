@@ -26,6 +26,7 @@ from typing import Any
 
 from cluster.errors import ToolMissing
 from cluster.media.encoders import FfmpegBuild, ffmpeg_build
+from cluster.media.split import FrameIndex
 from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
 from cluster.model.media import MediaInfo
@@ -219,8 +220,11 @@ class NodeAgent:
     async def probe(self, path: str) -> MediaInfo:
         return await self.media.probe(path)
 
-    async def remove_partials(self, folder: str, job_id: str) -> None:
-        await self.media.remove_partials(folder, job_id)
+    async def index(self, path: str, video_index: int, audio_index: int | None) -> FrameIndex:
+        return await self.media.index(path, video_index, audio_index)
+
+    async def remove_partials(self, folder: str, job_id: str, chunks: bool = False) -> None:
+        await self.media.remove_partials(folder, job_id, chunks)
 
 
 def node_info(

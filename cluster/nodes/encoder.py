@@ -40,6 +40,7 @@ from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.jobs import JobKind
 from cluster.model.progress import ProgressSnapshot, ProgressThrottle
 from cluster.nodes.stager import Peer, StageCancelled, Stager
+from cluster.nodes.stitch import ChunkFiles
 from cluster.storage.roots import to_root
 
 log = logging.getLogger("framefleet.encoder")
@@ -78,6 +79,20 @@ class Current:
     stager: Stager | None = None
     run: FfmpegRun | None = None
     pinned: Pinned | None = None
+    chunks: ChunkFiles | None = None
+    """A stitch's chunk files, open."""
+
+    def release(self, *, succeeded: bool) -> None:
+        """Close what the order held; its partial files are removed unless it succeeded,
+        its scratch folder whatever the end."""
+        if self.pinned is not None:
+            if not succeeded:
+                self.pinned.remove_partials()
+            self.pinned.close()
+        if self.chunks is not None:
+            self.chunks.close()
+        if self.stager is not None:
+            self.stager.remove()
 
 
 class EncoderWorker:
@@ -130,12 +145,14 @@ class EncoderWorker:
                 roots=tuple(Path(r) for r in order.roots),
                 create_folders=order.spec.kind is JobKind.THUMBNAIL,
             )
+            if order.stitch is not None:
+                current.chunks, pinned = ChunkFiles.open(order.stitch, pinned)
             run = current.run = FfmpegRun(pinned.command, on_progress=report,
                                           throttle=ProgressThrottle(),
                                           pass_fds=pinned.pass_fds)  # fmt: skip
             log.info("job %s attempt %d: %s (files passed as open descriptors)",
                      order.job_id, order.attempt, shlex.join(order.command.argv))  # fmt: skip
-            outcome = await self._execute(order, run, pinned, current.stager)
+            outcome = await self._execute(order, run, pinned, current)
         except StageCancelled:
             outcome = WorkOutcome(
                 order.job_id, order.attempt, "cancelled", progress=_latest(current)
@@ -149,12 +166,7 @@ class EncoderWorker:
             outcome = WorkOutcome.failure(order, EncodeError(str(exc)), _latest(current))
         finally:
             self._current = None
-            if current.pinned is not None:
-                if outcome is None or outcome.status != "succeeded":
-                    current.pinned.remove_partials()
-                current.pinned.close()
-            if current.stager is not None:
-                current.stager.remove()
+            current.release(succeeded=outcome is not None and outcome.status == "succeeded")
         done_at = time.time()
         timings = run_timings(received_at, done_at, current.run.result if current.run else None)
         if current.stager is not None:
@@ -162,9 +174,9 @@ class EncoderWorker:
         return replace(outcome, elapsed_s=round(done_at - received_at, 3), timings=timings)
 
     async def _execute(
-        self, order: WorkOrder, run: FfmpegRun, pinned: Pinned, stager: Stager | None
+        self, order: WorkOrder, run: FfmpegRun, pinned: Pinned, current: Current
     ) -> WorkOutcome:
-        spec = order.spec
+        spec, stager, chunks = order.spec, current.stager, current.chunks
         result = await run.run()
         if order.job_id in self._cancelled:
             return WorkOutcome(order.job_id, order.attempt, "cancelled", progress=result.progress)
@@ -177,7 +189,15 @@ class EncoderWorker:
             payload = self._transcoded(order, result, pinned.size())
         else:
             payload = {"images": [final for _, final in order.command.outputs]}
+        if chunks is not None:  # nothing reaches the output before the join checks out
+            payload["stitched"] = await chunks.check(pinned.outputs[0].partial,
+                                                     bool(order.media.audio))  # fmt: skip
+            if order.job_id in self._cancelled:
+                return WorkOutcome(order.job_id, order.attempt, "cancelled",
+                                   progress=result.progress)  # fmt: skip
         pinned.commit(overwrite=spec.overwrite)
+        if chunks is not None:
+            chunks.remove()
         if stager is not None:
             payload = await self._pushed(stager, payload, order)
         elif order.media_map:  # the node's own paths, told in the roots' terms
@@ -222,6 +242,13 @@ class EncoderWorker:
                 "or corrupt",
                 code=ErrorCode.TRUNCATED,
             )
+        frames = result.progress.frame if result.progress else None
+        segment = order.segment
+        if segment is not None and frames != segment.frames:
+            raise EncodeError(
+                f"{segment.label}: FRAME MISMATCH: encoded {frames} frames, expected "
+                f"{segment.frames}"
+            )
         video = order.media.require_video()
         width, height = video.width, video.height
         if video.rotation in (90, 270):  # ffmpeg applies the rotation
@@ -233,7 +260,7 @@ class EncoderWorker:
             "width": width - width % 2,
             "height": height - height % 2,
             "duration_s": written,
-            "frames": result.progress.frame if result.progress else None,
+            "frames": frames,
             "size_bytes": size,
         }
 

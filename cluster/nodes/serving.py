@@ -38,6 +38,7 @@ from cluster.media.paths import OVERWRITE_HINT, check_opened, open_folder, open_
 from cluster.media.pinned import exists_in
 from cluster.media.probe import probe_async
 from cluster.media.runner import remove_stale_partials
+from cluster.media.split import FrameIndex, index_file
 from cluster.model.media import MediaInfo
 from cluster.storage.roots import Pairs, Sight, look, to_node
 
@@ -125,10 +126,16 @@ class MediaServer:
         media = await probe_async(local, roots)
         return media if local == path else _renamed(media, path)
 
-    async def remove_partials(self, folder: str, job_id: str) -> None:
-        """Remove what a dead attempt of ``job_id`` left half-written in ``folder``."""
+    async def index(self, path: str, video_index: int, audio_index: int | None) -> FrameIndex:
+        """Every frame's time in ``path`` where this node sees it (to split it)."""
+        local, roots = self._local(path, "input")
+        return await index_file(local, roots, video_index, audio_index)
+
+    async def remove_partials(self, folder: str, job_id: str, chunks: bool = False) -> None:
+        """Remove what a dead attempt of ``job_id`` left half-written in ``folder`` (with
+        ``chunks``: its chunk files)."""
         local, _ = self._local(folder, "output folder")
-        await asyncio.to_thread(remove_stale_partials, Path(local), job_id)
+        await asyncio.to_thread(remove_stale_partials, Path(local), job_id, chunks=chunks)
 
     # ---- writing --------------------------------------------------------------------
 

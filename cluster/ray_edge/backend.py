@@ -16,6 +16,7 @@ import ray
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.control.backend import EncoderHandle
 from cluster.control.coordinator import Coordinator
+from cluster.media.split import FrameIndex
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo
 from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo, node_info
@@ -120,8 +121,17 @@ class RayBackend:
         media: MediaInfo = await self._agent_call(node_id, "probe", path)
         return media
 
-    async def remove_partials_on(self, node_id: str, folder: str, job_id: str) -> None:
-        await self._agent_call(node_id, "remove_partials", folder, job_id)
+    async def index_on(
+        self, node_id: str, path: str, video_index: int, audio_index: int | None
+    ) -> FrameIndex:
+        index: FrameIndex = await self._agent_call(node_id, "index", path, video_index,
+                                                   audio_index)  # fmt: skip
+        return index
+
+    async def remove_partials_on(
+        self, node_id: str, folder: str, job_id: str, chunks: bool = False
+    ) -> None:
+        await self._agent_call(node_id, "remove_partials", folder, job_id, chunks)
 
     async def _agent_call(self, node_id: str, method: str, *args: Any) -> Any:
         agent = self._agents.get(node_id)
