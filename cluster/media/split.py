@@ -229,19 +229,19 @@ def check_timeline(
     source's does."""
     expected = sum(s.frames for s in segments)
     ordered = sorted(times)
-    for segment in segments:
-        if segment.start_frame < len(ordered) and segment.start_frame not in keyframes:
-            raise EncodeError(
-                f"stitched video: {segment.label} does not start on a keyframe",
-                code=ErrorCode.ENCODE_FAILED,
-            )
     for i in range(1, len(ordered)):
         gap = ordered[i] - ordered[i - 1]
         if abs(gap - frame_s) > frame_s / 2:
             what = "repeated" if gap < frame_s / 2 else f"{round(gap / frame_s) - 1} missing"
             raise EncodeError(
                 f"stitched video has a frame {what} at {ordered[i] - ordered[0]:.3f} s, "
-                f"in {chunk_at(segments, i).label}; the job is retried",
+                f"in {chunk_at(segments, i).label}",
+                code=ErrorCode.ENCODE_FAILED,
+            )
+    for segment in segments:
+        if segment.start_frame < len(ordered) and segment.start_frame not in keyframes:
+            raise EncodeError(
+                f"stitched video: {segment.label} does not start on a keyframe",
                 code=ErrorCode.ENCODE_FAILED,
             )
     if len(ordered) != expected:
