@@ -109,11 +109,11 @@ def test_a_frame_lost_or_repeated_at_a_join_names_the_chunk() -> None:
 
 
 def test_a_join_not_on_a_keyframe_short_video_or_audio_fail() -> None:
-    with pytest.raises(EncodeError, match="chunk 2 .* does not start on a keyframe"):
+    with pytest.raises(EncodeError, match=r"chunk 2 .* does not start on a keyframe"):
         check([i * 0.04 for i in range(150)], keys=frozenset({0, 100}))
     with pytest.raises(EncodeError, match="holds 149 frames, the source 150"):
         check([i * 0.04 for i in range(149)])
-    with pytest.raises(EncodeError, match="audio lasts 5.500 s, the source's 6.000 s"):
+    with pytest.raises(EncodeError, match=r"audio lasts 5\.500 s, the source's 6\.000 s"):
         check([i * 0.04 for i in range(150)], audio=5.5)
 
 
