@@ -34,6 +34,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "coordinator_memory": ([], ["--quick"]),
     "ui": ([], ["--quick"]),
     "transfer": ([], ["--quick"]),
+    "split": ([], ["--quick"]),
 }
 
 

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from cluster.model.media import MediaInfo
     from cluster.model.progress import ProgressSnapshot
     from cluster.model.public import job_view
+    from cluster.model.split import Split
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
     from cluster.ray_edge.client import Fleet
@@ -148,6 +149,7 @@ _WHERE: dict[str, str] = {
     "Speed": "cluster.model.jobs",
     "MediaInfo": "cluster.model.media",
     "job_view": "cluster.model.public",
+    "Split": "cluster.model.split",
     "ProgressSnapshot": "cluster.model.progress",
     "INVENTORY_ENV": "cluster.nodes.gpus",
     "LocalNode": "cluster.nodes.register",
@@ -235,6 +237,7 @@ __all__ = [
     "RuntimeConfig",
     "SpecError",
     "Speed",
+    "Split",
     "ToolMissing",
     "TransferError",
     "WatchRule",

@@ -34,6 +34,7 @@ from cluster import (
     JobStatus,
     RemoteError,
     Speed,
+    Split,
     is_object_url,
     is_url,
 )
@@ -178,6 +179,7 @@ def job_from_view(view: dict[str, Any]) -> Job:
         result=view.get("result"),
         notes=list(view.get("notes") or []),
         placement=JobPlacement.from_dict(placement) if placement else None,
+        split=Split.from_dict(view["split"]) if view.get("split") else None,
         created_at=view["created_at"],
         updated_at=view["updated_at"],
         started_at=view.get("started_at"),
