@@ -78,6 +78,15 @@ def test_bad_request_is_refused_before_any_cluster_starts(media: Path, tmp_path:
     assert not (tmp_path / "o.avi").exists()
 
 
+def test_a_bad_split_is_refused_in_one_line(media: Path, tmp_path: Path) -> None:
+    proc = cli("encode", str(media / "clip.mp4"), "-o", str(tmp_path / "o.mp4"), "--split", "0")
+    assert proc.returncode == 2
+    assert one_line_error(proc) == (
+        "framefleet: split '0' is not auto, off or a chunk length in seconds (1 to 86400); "
+        "for example --split 60"
+    )
+
+
 def test_encode_succeeds_and_reports_the_output(media: Path, tmp_path: Path) -> None:
     dst = tmp_path / "o.mkv"
     proc = cli(

@@ -92,6 +92,30 @@ def test_transcode_streams_live_progress_and_writes_a_real_file(gateway: Gateway
     assert count_frames(dst) == 50
 
 
+def test_a_split_job_is_one_job_with_its_chunks_and_a_bad_split_is_refused(
+    gateway: Gateway,
+) -> None:
+    body = {"input": str(gateway.media / "clip.mp4"), "output": str(gateway.out / "s.mkv")}
+    bad = gateway.http.post("/v1/jobs", json={**body, "split": "fast"})
+    assert bad.status_code == 422
+    assert "split 'fast' is not auto, off or a chunk length in seconds" in bad.text
+    r = gateway.http.post("/v1/jobs", json={**body, "split": 1})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    events = follow(gateway, job_id)
+    assert events[-1]["status"] == "succeeded"
+    done = gateway.http.get(f"/v1/jobs/{job_id}").json()
+    split = done["split"]
+    assert split["mode"] == "chunks" and len(split["chunks"]) == 2, split
+    assert [c["status"] for c in split["chunks"]] == ["succeeded", "succeeded"]
+    assert done["progress"]["percent"] == pytest.approx(100)
+    assert done["result"]["split"]["chunks"] == 2
+    assert count_frames(gateway.out / "s.mkv") == 50
+    listed = [j["id"] for j in gateway.http.get("/v1/jobs").json()["jobs"]]
+    assert job_id in listed and not [i for i in listed if i.startswith(f"{job_id}-c")]
+    assert not [p.name for p in gateway.out.iterdir() if ".chunk." in p.name]
+
+
 def test_idempotency_key_returns_the_same_job(gateway: Gateway) -> None:
     spec = {"kind": "probe", "input": str(gateway.media / "clip.mp4")}
     headers = {"Idempotency-Key": "order-42"}
