@@ -121,19 +121,33 @@ def transcode_command(
     argv, env = _encode_head(encoder, threads, _input(spec.input))
     argv += ["-map_metadata", "0", "-map_chapters", "0"]
     argv += _video_args(spec, media, encoder, container, cuda_device, threads, env)
-    audio, audio_notes = _audio_args(media, container)
-    subtitles, subtitle_notes = _subtitle_args(media, container)
-    argv += audio + subtitles
+    return _with_streams(argv, media, container, (partial, final), source=0, env=env)
+
+
+def _with_streams(
+    argv: list[str],
+    media: MediaInfo,
+    container: Container,
+    output: tuple[str, str],
+    *,
+    source: int,
+    env: dict[str, str] | None = None,
+) -> Command:
+    """``argv`` with input ``source``'s audio and subtitles by the container's rules, and
+    the output (``(partial, final)``): the command that writes the whole file."""
+    audio, audio_notes = _audio_args(media, container, source)
+    subtitles, subtitle_notes = _subtitle_args(media, container, source)
+    argv = argv + audio + subtitles
     if container.faststart:
         argv += ["-movflags", "+faststart"]
-    argv += ["-f", container.muxer, f"file:{partial}"]
+    argv += ["-f", container.muxer, f"file:{output[0]}"]
     return Command(
         argv=argv,
-        outputs=[(partial, final)],
+        outputs=[output],
         duration_s=media.duration_s,
         total_frames=media.frame_count,
         notes=audio_notes + subtitle_notes,
-        env=env,
+        env=env or {},
     )
 
 
@@ -246,19 +260,7 @@ def stitch_command(
     argv += ["-map", "0:v:0", "-c:v", "copy", "-map_metadata", "1", "-map_chapters", "1"]
     if tag := container.video_tags.get(codec):
         argv += ["-tag:v", tag]
-    audio, audio_notes = _audio_args(media, container, source=1)
-    subtitles, subtitle_notes = _subtitle_args(media, container, source=1)
-    argv += audio + subtitles
-    if container.faststart:
-        argv += ["-movflags", "+faststart"]
-    argv += ["-f", container.muxer, f"file:{partial}"]
-    return Command(
-        argv=argv,
-        outputs=[(partial, final)],
-        duration_s=media.duration_s,
-        total_frames=media.frame_count,
-        notes=audio_notes + subtitle_notes,
-    )
+    return _with_streams(argv, media, container, (partial, final), source=1)
 
 
 def validate_command(spec: JobSpec, media: MediaInfo) -> Command:
