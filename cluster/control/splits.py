@@ -119,7 +119,8 @@ class Splits:
         why = _whole_why(spec.split, spec.input, spec.output or "", media)
         slots, hardware = (0, None) if why else self._room(job, media)
         if why is None and spec.split == AUTO and slots < 2:
-            why = "not split: room for one encoder only now (split=auto)"
+            free = "no encoder" if slots == 0 else "one encoder only"
+            why = f"not split: {free} free now where the media are seen (split=auto)"
         if why is not None:
             self._decided(job, Split.whole(why))
             return
@@ -140,10 +141,11 @@ class Splits:
         seen = self._reach.seen_by(job.spec)
         avoid = planner.node_ids - seen if seen is not None else frozenset()
         first = planner.place(demand_for(job, media), avoid)
-        if first is None:
+        if first is None:  # a busy farm: the hardware the chunks will wait for
+            if job.spec.hardware is not Hardware.AUTO:
+                return 0, job.spec.hardware
             gpu = replace(demand_for(job, media), hardware=Hardware.GPU)
-            usable = job.spec.hardware is not Hardware.AUTO or planner.never(gpu) is not None
-            return 0, job.spec.hardware if usable else Hardware.GPU
+            return 0, Hardware.GPU if planner.never(gpu) is None else Hardware.CPU
         demand = replace(demand_for(job, media), hardware=first.hardware)
         slots = 1
         while slots < MAX_CHUNKS and planner.place(demand, avoid) is not None:
