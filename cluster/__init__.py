@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cluster.config import CoordinatorConfig, RuntimeConfig
-    from cluster.control.metrics import EncodeRate, JobMetrics, MetricsSnapshot
-    from cluster.control.view import GpuRecord, NodeRecord
-    from cluster.control.webhooks import sign_webhook, verify_webhook
+    from cluster.control.farm.view import GpuRecord, NodeRecord
+    from cluster.control.farmapi import EncodeRate, MetricsSnapshot
+    from cluster.control.records.metrics import JobMetrics
+    from cluster.control.records.webhooks import sign_webhook, verify_webhook
     from cluster.errors import (
         CallTimeout,
         CapacityError,
@@ -97,13 +98,13 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     "CoordinatorConfig": "cluster.config",
     "RuntimeConfig": "cluster.config",
-    "EncodeRate": "cluster.control.metrics",
-    "JobMetrics": "cluster.control.metrics",
-    "MetricsSnapshot": "cluster.control.metrics",
-    "GpuRecord": "cluster.control.view",
-    "sign_webhook": "cluster.control.webhooks",
-    "verify_webhook": "cluster.control.webhooks",
-    "NodeRecord": "cluster.control.view",
+    "EncodeRate": "cluster.control.farmapi",
+    "JobMetrics": "cluster.control.records.metrics",
+    "MetricsSnapshot": "cluster.control.farmapi",
+    "GpuRecord": "cluster.control.farm.view",
+    "sign_webhook": "cluster.control.records.webhooks",
+    "verify_webhook": "cluster.control.records.webhooks",
+    "NodeRecord": "cluster.control.farm.view",
     "CallTimeout": "cluster.errors",
     "CapacityError": "cluster.errors",
     "ClusterUnavailable": "cluster.errors",

@@ -49,7 +49,7 @@ class CoordinatorConfig:
     """How long an idempotency key returns the job(s) it first made."""
     stall_s: float | None = None
     """Kill an encode whose progress stands still this long (``None``: derived per job
-    from its expected speed, never below a minute; see :mod:`cluster.control.watchdog`)."""
+    from its expected speed, never below a minute; see :mod:`cluster.control.rules.watchdog`)."""
     max_runtime_factor: float = 10.0
     """Kill an encode that runs this many times longer than expected."""
     quarantine_after: int = 3

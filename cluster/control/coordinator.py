@@ -5,13 +5,13 @@ detached Ray actor and gives it a :class:`Backend` that talks to Ray
 (:mod:`cluster.control.fakes` gives it one without Ray, for tests). Its state lives
 in four parts, each in its own module:
 
-- :class:`~cluster.control.jobtable.JobTable`: jobs, queue, keys, state changes, webhooks;
-- :class:`~cluster.control.view.ClusterView`: nodes, suspects, NVENC failures, caps;
-- :class:`~cluster.control.prober.Prober`: inputs, probed where nodes see them (``reach``);
-- :class:`~cluster.control.pool.EncoderPool`: encoders, warm or busy, and what they hold;
-- :class:`~cluster.control.healing.Healer`: the stall watchdog, quarantine, drains;
+- :class:`~cluster.control.records.jobtable.JobTable`: jobs, queue, keys, state changes, webhooks;
+- :class:`~cluster.control.farm.view.ClusterView`: nodes, suspects, NVENC failures, caps;
+- :class:`~cluster.control.farm.prober.Prober`: inputs, probed where nodes see them (``reach``);
+- :class:`~cluster.control.running.pool.EncoderPool`: encoders, warm or busy, and what they hold;
+- :class:`~cluster.control.farm.healing.Healer`: the stall watchdog, quarantine, drains;
 
-and what happens when an encode ends is the pure :func:`~cluster.control.policy.decide`.
+and what happens when an encode ends is the pure :func:`~cluster.control.rules.policy.decide`.
 """
 
 from __future__ import annotations
@@ -23,27 +23,27 @@ import time
 from typing import Any
 
 from cluster.config import CoordinatorConfig
-from cluster.control.backend import Backend
-from cluster.control.dispatch import (
+from cluster.control.farm.backend import Backend
+from cluster.control.farm.healing import Healer
+from cluster.control.farm.prober import ProbeFn, Prober
+from cluster.control.farm.reach import MediaReach
+from cluster.control.farm.view import ClusterView
+from cluster.control.farmapi import NodeAPI
+from cluster.control.intake import check_all, confine_all, list_inputs
+from cluster.control.records.jobtable import JobTable
+from cluster.control.records.metrics import resident_mb
+from cluster.control.records.store import JobStore
+from cluster.control.records.webhooks import webhook_settings
+from cluster.control.rules.dispatch import (
     capacity_request,
     demand_for,
-    log_capacity_failure,
     plan_round,
 )
-from cluster.control.encodes import Encodes
-from cluster.control.healing import Healer, crash_sites
-from cluster.control.intake import check_all, confine_all, list_inputs
-from cluster.control.jobtable import JobTable
-from cluster.control.metrics import resident_mb
-from cluster.control.nodeapi import NodeAPI
-from cluster.control.policy import Action, Facts, decide, nvenc_why, timed_result
-from cluster.control.pool import EncoderPool
-from cluster.control.prober import ProbeFn, Prober
-from cluster.control.reach import MediaReach
+from cluster.control.rules.policy import Action, Facts, crash_sites, decide, nvenc_why, timed_result
+from cluster.control.running.encodes import Encodes
+from cluster.control.running.orders import order_for
+from cluster.control.running.pool import EncoderPool
 from cluster.control.splits import Splits
-from cluster.control.store import JobStore
-from cluster.control.view import ClusterView
-from cluster.control.webhooks import webhook_settings
 from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
@@ -55,6 +55,12 @@ from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
 log = logging.getLogger("framefleet.coordinator")
+
+
+def log_capacity_failure(task: asyncio.Task[None]) -> None:
+    """A done callback for the autoscaler request: say why it failed, if it did."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("asking the autoscaler for capacity failed: %s", task.exception())
 
 
 class Coordinator(NodeAPI):
@@ -342,7 +348,7 @@ class Coordinator(NodeAPI):
         node = self.view.node(placement.node_id)
         media = self.prober.media[job.id]
         try:
-            order, placement = self.reach.order(job, placement, media, node, stitch)
+            order, placement = order_for(self.reach, job, placement, media, node, stitch)
         except JobFailure as exc:
             self._fail(job, exc)
             return
@@ -360,7 +366,7 @@ class Coordinator(NodeAPI):
         await self._refresh_nodes()
 
     def _complete(self, job: Job, outcome: WorkOutcome) -> None:
-        """Apply :func:`~cluster.control.policy.decide` to an encode's outcome."""
+        """Apply :func:`~cluster.control.rules.policy.decide` to an encode's outcome."""
         placed = job.placement
         present = placed is not None and self.view.node(placed.node_id) is not None
         fault = self.healer.outcome(job, outcome, node_present=present)

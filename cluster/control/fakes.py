@@ -92,7 +92,7 @@ async def fake_probe(path: str, roots: tuple[Path, ...]) -> MediaInfo:
 
 @dataclass(eq=False)
 class FakeEncoder:
-    """An :class:`~cluster.control.pool.EncoderHandle` that follows its backend's script."""
+    """An :class:`~cluster.control.running.pool.EncoderHandle` that follows its backend's script."""
 
     backend: FakeBackend
     placement: Placement

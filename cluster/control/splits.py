@@ -30,9 +30,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from cluster.control.dispatch import demand_for
-from cluster.control.jobtable import JobTable
-from cluster.control.reach import MediaReach
+from cluster.control.farm.reach import MediaReach
+from cluster.control.records.jobtable import JobTable
+from cluster.control.rules.dispatch import demand_for
 from cluster.errors import ErrorCode, FramefleetError
 from cluster.media.split import FrameIndex, frame_duration, plan_segments
 from cluster.media.work import Stitch

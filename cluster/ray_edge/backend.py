@@ -14,8 +14,8 @@ from typing import Any
 import ray
 
 from cluster.config import CoordinatorConfig, RuntimeConfig
-from cluster.control.backend import EncoderHandle
 from cluster.control.coordinator import Coordinator
+from cluster.control.farm.backend import EncoderHandle
 from cluster.media.split import FrameIndex
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo

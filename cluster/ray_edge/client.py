@@ -12,8 +12,8 @@ from typing import Any
 import ray
 
 from cluster.config import CoordinatorConfig, RuntimeConfig, config_differences
-from cluster.control.metrics import MetricsSnapshot
-from cluster.control.view import NodeRecord
+from cluster.control.farm.view import NodeRecord
+from cluster.control.farmapi import MetricsSnapshot
 from cluster.errors import ClusterUnavailable, FramefleetError
 from cluster.model.events import EventBatch, JobEvent
 from cluster.model.jobs import Job, JobSpec

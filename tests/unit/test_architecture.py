@@ -19,6 +19,10 @@ LAYERS = (
     ("cluster.scheduling",),
     ("cluster.config", "cluster.watch"),
     ("cluster.nodes",),
+    ("cluster.control.rules",),
+    ("cluster.control.records",),
+    ("cluster.control.farm",),
+    ("cluster.control.running",),
     ("cluster.control",),
     ("cluster.ray_edge",),
 )
@@ -99,7 +103,7 @@ def test_importing_the_engine_and_the_cli_does_not_import_ray() -> None:
     rooms = ", ".join(
         module_name(p)
         for room in ("model", "media", "scheduling", "nodes", "control")
-        for p in sorted((ROOT / "cluster" / room).glob("*.py"))
+        for p in sorted((ROOT / "cluster" / room).rglob("*.py"))
     )
     code = (
         f"import sys, cluster, api.cli, api.gateway.app, {rooms}; "
@@ -124,3 +128,19 @@ def test_the_lazy_public_names_match_what_type_checkers_see() -> None:
     }
     assert typed == cluster._WHERE
     assert sorted(typed) == sorted(cluster.__all__)
+
+
+IMPURE = ("asyncio", "time", "os", "sqlite3", "subprocess", "socket", "threading", "shutil",
+          "pathlib", "httpx", "boto3", "cluster.storage.objects", "cluster.media.probe",
+          "cluster.media.runner")  # fmt: skip
+"""What a pure room may not import: no clock, no loop, no files, no processes, no network."""
+
+
+def test_the_rules_of_the_head_are_pure() -> None:
+    """``cluster/control/rules/`` decides and never acts: the clock is passed in."""
+    bad = [
+        f"{me} imports {other}"
+        for me, other in imports(ROOT / "cluster" / "control" / "rules")
+        if any(other == m or other.startswith(m + ".") for m in IMPURE)
+    ]
+    assert bad == []

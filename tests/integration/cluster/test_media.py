@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster import EncodeError, InputError, JobKind, JobSpec, probe
-from cluster.control.prober import Prober
+from cluster.control.farm.prober import Prober
 from cluster.media.probe import probe_async
 from cluster.model.jobs import Job
 from cluster.model.media import MediaInfo

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import pytest
 
 from cluster import CoordinatorConfig, CostModel, ErrorCode, Job, JobKind, JobSpec
-from cluster.control import encodes as encodes_module
 from cluster.control.coordinator import Coordinator
 from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, Script, fake_node, fake_probe
+from cluster.control.running import encodes as encodes_module
 from cluster.errors import (
     EncodeError,
     IdempotencyConflict,

@@ -13,8 +13,8 @@ import pytest
 from cluster import ErrorCode, Hardware, JobKind, JobSpec, NodeRecord, Speed
 from cluster.control.coordinator import Coordinator
 from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, fake_media, fake_node
-from cluster.control.health import Health, HealthState
-from cluster.control.watchdog import MIN_STALL_S, Watchdog, limits_for
+from cluster.control.rules.health import Health, HealthState
+from cluster.control.rules.watchdog import MIN_STALL_S, Watchdog, limits_for
 from cluster.errors import EncodeError, EncoderUnavailable, NodeNotFound
 from cluster.media.work import WorkOrder
 from cluster.model.progress import ProgressSnapshot

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cluster import ErrorCode, Hardware, JobKind, JobSpec, JobStatus
-from cluster.control.policy import Action, Facts, Fault, decide, fault_of, timed_result
+from cluster.control.rules.policy import Action, Facts, Fault, decide, fault_of, timed_result
 from cluster.media.work import WorkOutcome
 from cluster.model.jobs import Job
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cluster import JobKind, JobSpec
 from cluster.control.fakes import fake_media
-from cluster.control.prober import Prober
+from cluster.control.farm.prober import Prober
 from cluster.model.jobs import Job
 from cluster.model.media import MediaInfo
 from cluster.storage.objects import ObjectStore

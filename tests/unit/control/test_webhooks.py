@@ -13,9 +13,9 @@ import pytest
 from api.settings import Settings
 from cluster import ConfigError, CoordinatorConfig, SpecError, sign_webhook, verify_webhook
 from cluster.config import config_differences
-from cluster.control.jobtable import JobTable
-from cluster.control.store import JobStore
-from cluster.control.webhooks import MAX_BACKOFF_S, backoff
+from cluster.control.records.jobtable import JobTable
+from cluster.control.records.store import JobStore
+from cluster.control.records.webhooks import MAX_BACKOFF_S, backoff
 from cluster.model.jobs import JobKind, JobSpec, JobStatus
 from cluster.scheduling.admission import check_callback
 

@@ -5,19 +5,63 @@ releases, and the metrics built on them. A base class of
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from cluster.control.encodes import Running
-from cluster.control.healing import Healer
-from cluster.control.health import gpu_target, node_target
-from cluster.control.jobtable import JobTable
-from cluster.control.metrics import JobMetrics, MetricsSnapshot, snapshot
-from cluster.control.view import ClusterView, NodeRecord, node_view
+from cluster.control.farm.healing import Healer
+from cluster.control.farm.view import ClusterView, NodeRecord, node_view
+from cluster.control.records.jobtable import JobTable
+from cluster.control.records.metrics import NO_ENCODER, JobMetrics
+from cluster.control.rules.health import gpu_target, node_target
+from cluster.control.running.encodes import Running
 from cluster.errors import NodeNotFound, SpecError
+from cluster.model.jobs import Job
 from cluster.scheduling.planner import NodeState
 
 log = logging.getLogger("framefleet.coordinator")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeRate:
+    """One running encode's latest rate."""
+
+    encoder: str
+    fps: float
+    speed: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """What /metrics exports, in one answer (see ``Coordinator.metrics_snapshot``)."""
+
+    jobs: JobMetrics
+    queue: dict[int, int]
+    """Queued jobs by priority."""
+    encodes: tuple[EncodeRate, ...]
+    nodes: tuple[NodeRecord, ...]
+
+
+def snapshot(
+    metrics: JobMetrics, queued: Iterable[Job], running: Iterable[Job], nodes: list[NodeRecord]
+) -> MetricsSnapshot:
+    """The counters as they are now (a copy), with the live gauges."""
+    queue: dict[int, int] = {}
+    for job in queued:
+        queue[job.spec.priority] = queue.get(job.spec.priority, 0) + 1
+    encodes = []
+    for job in running:
+        p = job.progress
+        encodes.append(
+            EncodeRate(
+                encoder=(job.placement.encoder if job.placement else None) or NO_ENCODER,
+                fps=p.fps if p and p.fps else 0.0,
+                speed=p.speed if p and p.speed else 0.0,
+            )
+        )
+    return MetricsSnapshot(copy.deepcopy(metrics), queue, tuple(encodes), tuple(nodes))
 
 
 class NodeAPI:

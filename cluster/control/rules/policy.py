@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from cluster.control.rules.health import gpu_target, node_target
 from cluster.errors import ErrorCode
 from cluster.media.work import WorkOutcome
-from cluster.model.jobs import Hardware, Job, JobStatus
+from cluster.model.jobs import Hardware, Job, JobPlacement, JobStatus
 
 MAX_BACKOFF_S = 60.0
 
@@ -99,7 +100,7 @@ class Decision:
     not_before: float = 0.0
     """For a requeue: the earliest time it may be placed again."""
     counter: str | None = None
-    """A :class:`~cluster.control.metrics.JobMetrics` counter to add one to."""
+    """A :class:`~cluster.control.records.metrics.JobMetrics` counter to add one to."""
     charged: bool = True
     """For a requeue: whether the attempt counts against ``max_attempts`` (not when the
     job's node left or framefleet shut down: no fault of the job's or a machine's)."""
@@ -176,3 +177,24 @@ def decide(job: Job, outcome: WorkOutcome, facts: Facts) -> Decision:
     if outcome.retryable:  # it was retried as long as the policy allows
         reason = f"{reason}; gave up after {job.attempts} attempts"
     return Decision(Action.FAIL, reason, code or ErrorCode.FAILED)
+
+
+def targets(placement: JobPlacement) -> tuple[str, ...]:
+    """What a failure on ``placement`` is struck against: its GPU, else its node."""
+    if placement.gpu is not None:
+        return (gpu_target(placement.gpu.uuid),)
+    return (node_target(placement.node_id),)
+
+
+def avoided(job: Job) -> frozenset[str]:
+    """Nodes where the job failed for reasons not its input's (its retry goes elsewhere)."""
+    return frozenset(f["node_id"] for f in job.failures if f.get("fault") in ("node", "crash"))
+
+
+def crash_sites(job: Job) -> tuple[str, ...]:
+    """The distinct nodes (in words) where the job's encoders crashed."""
+    seen: dict[str, str] = {}
+    for f in job.failures:
+        if f.get("fault") == "crash":
+            seen.setdefault(f["node_id"], f["address"])
+    return tuple(seen.values())

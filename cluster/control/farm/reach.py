@@ -10,7 +10,7 @@ identity file, :mod:`cluster.storage.roots`) and at which path. From those repor
 - admission checks an output's folder on the head only where the head sees it (a node
   checks it again, always, right before ffmpeg starts);
 - :meth:`MediaReach.reach` says which nodes see a job's media and whether moving them to
-  a node that does not is worth it (:class:`~cluster.control.dispatch.Reach`); the
+  a node that does not is worth it (:class:`~cluster.control.rules.dispatch.Reach`); the
   dispatch round prefers nodes that see them;
 - a work order for a node that mounts a root elsewhere gets that node's paths.
 
@@ -26,24 +26,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from cluster.config import CoordinatorConfig
-from cluster.control.backend import Backend
-from cluster.control.dispatch import Reach, work_order
-from cluster.control.prober import ProbeFn
-from cluster.control.view import ClusterView
-from cluster.control.watchdog import expected_speed
+from cluster.control.farm.backend import Backend
+from cluster.control.farm.prober import ProbeFn
+from cluster.control.farm.view import ClusterView
+from cluster.control.rules.dispatch import Reach
+from cluster.control.rules.watchdog import expected_speed
 from cluster.errors import ErrorCode, FramefleetError, InputError
 from cluster.media.runner import remove_stale_partials
 from cluster.media.split import FrameIndex, index_file
-from cluster.media.work import Stitch, WorkOrder
 from cluster.model.jobs import Job, JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.nodes.agent import NodeInfo
-from cluster.scheduling.planner import Placement
 from cluster.storage.roots import Pairs, look, root_of, to_node
-from cluster.storage.scratch import DEFAULT_SCRATCH
 from cluster.storage.urls import is_object_url
 
-log = logging.getLogger("framefleet.coordinator")
+log = logging.getLogger("framefleet.coordinator.farm")
 MIB = 1024 * 1024
 
 
@@ -51,14 +48,14 @@ class MediaReach:
     def __init__(
         self, config: CoordinatorConfig, view: ClusterView, backend: Backend, probe: ProbeFn
     ) -> None:
-        self._roots = tuple(str(r) for r in config.media_roots)
+        self.roots = tuple(str(r) for r in config.media_roots)
         self._tracked = bool(config.root_ids)
         self._ids = dict(config.root_ids)
         self._view = view
         self._backend = backend
         self._probe = probe
         self._network_bps = config.costs.network_mib_s * MIB
-        self._store = config.store
+        self.store = config.store
         self._clearing: set[asyncio.Task[None]] = set()
 
     def roots_of(self, spec: JobSpec) -> tuple[str, ...]:
@@ -66,7 +63,7 @@ class MediaReach:
         if not self._tracked:
             return ()
         paths = [p for p in (spec.input, spec.output) if p is not None and not is_object_url(p)]
-        return tuple(sorted({r for p in paths if (r := root_of(p, self._roots)) is not None}))
+        return tuple(sorted({r for p in paths if (r := root_of(p, self.roots)) is not None}))
 
     def seers(self, roots: tuple[str, ...]) -> list[NodeInfo]:
         """Nodes that see every one of ``roots``; nodes without CPUs (the head, a storage
@@ -84,7 +81,7 @@ class MediaReach:
     def on_head(self, path: str) -> str | None:
         """``path`` where the head (this process's machine) sees it; ``None``: it does
         not see its root."""
-        root = root_of(path, self._roots) if self._tracked else None
+        root = root_of(path, self.roots) if self._tracked else None
         if root is None:
             return path
         head = self._head()
@@ -94,28 +91,6 @@ class MediaReach:
         if not sight.seen:
             return None
         return to_node(path, ((root, sight.path),))
-
-    def order(
-        self,
-        job: Job,
-        placement: Placement,
-        media: MediaInfo,
-        node: NodeInfo | None,
-        stitch: Stitch | None = None,
-    ) -> tuple[WorkOrder, Placement]:
-        """The work order for the job where it was placed (:func:`work_order`), and the
-        placement, its reason saying where a node that mounts the roots elsewhere finds
-        the media."""
-        ffmpeg = node.ffmpeg.path if node and node.ffmpeg else "ffmpeg"
-        mapped = () if placement.media_from else self.mapped(node, job.spec)
-        scratch = node.scratch_path if node else DEFAULT_SCRATCH
-        order = work_order(job, placement, media, ffmpeg, self._roots, scratch=scratch,
-                           store=self._store, media_map=mapped, stitch=stitch)  # fmt: skip
-        if mapped:
-            moved = ", ".join(f"{root} at {path}" for root, path in mapped)
-            placement = replace(placement, reason=f"{placement.reason}; media through this "
-                                f"node's own mount ({moved})")  # fmt: skip
-        return order, placement
 
     def mapped(self, node: NodeInfo | None, spec: JobSpec) -> Pairs:
         """``(root, path)`` for the roots of ``spec`` that ``node`` sees somewhere else
@@ -129,13 +104,13 @@ class MediaReach:
 
     async def probe(self, path: str, roots: tuple[Path, ...]) -> MediaInfo:
         """ffprobe of ``path`` where it can be read (a :data:`ProbeFn`)."""
-        root = root_of(path, self._roots) if self._tracked else None
+        root = root_of(path, self.roots) if self._tracked else None
         if root is None:
             return await self._probe(path, roots)
         await self._view.await_reports()
         here = self.on_head(path)
         if here is not None:
-            head_roots = tuple(Path(self.on_head(r) or r) for r in self._roots)
+            head_roots = tuple(Path(self.on_head(r) or r) for r in self.roots)
             media = await self._probe(here, head_roots)
             return media if here == path else replace(media, path=path)
         seers = self.seers((root,))
@@ -206,10 +181,10 @@ class MediaReach:
         """Every video frame's time in ``path``, read where it is seen (as :meth:`probe`)."""
         video = media.require_video().index
         audio = media.audio[0].index if media.audio else None
-        root = root_of(path, self._roots) if self._tracked else None
+        root = root_of(path, self.roots) if self._tracked else None
         here = self.on_head(path) if root is not None else path
         if here is not None:
-            head_roots = tuple(Path(self.on_head(r) or r) for r in self._roots)
+            head_roots = tuple(Path(self.on_head(r) or r) for r in self.roots)
             return await index_file(here, head_roots, video, audio)
         seers = self.seers((root,)) if root is not None else []
         if not seers:

@@ -29,7 +29,7 @@ from cluster.storage import objects
 from cluster.storage.objects import ObjectStore
 from cluster.storage.urls import is_object_url, parse_object_url
 
-log = logging.getLogger("framefleet.coordinator")
+log = logging.getLogger("framefleet.coordinator.farm")
 PROBE_CONCURRENCY = 4
 PROBE_CACHE_SIZE = 1024
 MAX_PROBE_BACKOFF_S = 60.0

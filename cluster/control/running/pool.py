@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cluster.control.backend import EncoderHandle
+from cluster.control.farm.backend import EncoderHandle
 from cluster.scheduling.planner import Placement
 
 

@@ -1,7 +1,7 @@
 """What keeps the farm healthy without an operator: the stall watchdog, quarantine of
 failing nodes and GPUs, poison jobs, and drains. The coordinator calls :class:`Healer`
-at each step of a job's run; the rules live in :mod:`~cluster.control.watchdog`,
-:mod:`~cluster.control.health` and :func:`~cluster.control.policy.decide`.
+at each step of a job's run; the rules live in :mod:`~cluster.control.rules.watchdog`,
+:mod:`~cluster.control.rules.health` and :func:`~cluster.control.rules.policy.decide`.
 
     a job starts        -> its limits (stall, ceiling) are set and watched; a node or GPU
                            on trial takes it as its trial
@@ -19,42 +19,21 @@ from dataclasses import replace
 from typing import Any
 
 from cluster.config import CoordinatorConfig
-from cluster.control.health import Health, HealthState, Saved, gpu_target, node_target
-from cluster.control.metrics import JobMetrics
-from cluster.control.policy import Action, Decision, Fault, fault_of
-from cluster.control.store import JobStore
-from cluster.control.watchdog import Watchdog, limits_for
+from cluster.control.records.metrics import JobMetrics
+from cluster.control.records.store import JobStore
+from cluster.control.rules.health import Health, HealthState, Saved, gpu_target, node_target
+from cluster.control.rules.policy import Action, Decision, Fault, fault_of, targets
+from cluster.control.rules.watchdog import Watchdog, limits_for
 from cluster.errors import ErrorCode, Stalled
 from cluster.media.work import WorkOutcome
-from cluster.model.jobs import Job, JobPlacement, JobStatus
+from cluster.model.jobs import Job, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import GpuState, NodeState
 from cluster.storage.urls import is_object_url
 
-log = logging.getLogger("framefleet.coordinator")
+log = logging.getLogger("framefleet.coordinator.farm")
 MAX_FAILURES_KEPT = 20
-
-
-def targets(placement: JobPlacement) -> tuple[str, ...]:
-    """What a failure on ``placement`` is struck against: its GPU, else its node."""
-    if placement.gpu is not None:
-        return (gpu_target(placement.gpu.uuid),)
-    return (node_target(placement.node_id),)
-
-
-def avoided(job: Job) -> frozenset[str]:
-    """Nodes where the job failed for reasons not its input's (its retry goes elsewhere)."""
-    return frozenset(f["node_id"] for f in job.failures if f.get("fault") in ("node", "crash"))
-
-
-def crash_sites(job: Job) -> tuple[str, ...]:
-    """The distinct nodes (in words) where the job's encoders crashed."""
-    seen: dict[str, str] = {}
-    for f in job.failures:
-        if f.get("fault") == "crash":
-            seen.setdefault(f["node_id"], f["address"])
-    return tuple(seen.values())
 
 
 class Healer:

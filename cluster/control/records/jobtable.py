@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cluster.control.metrics import JobMetrics
-from cluster.control.store import Delivery, JobStore
-from cluster.control.webhooks import KEEP_ATTEMPTS, Webhooks
+from cluster.control.records.metrics import JobMetrics
+from cluster.control.records.store import Delivery, JobStore
+from cluster.control.records.webhooks import KEEP_ATTEMPTS, Webhooks
 from cluster.errors import ErrorCode, IdempotencyConflict, JobNotFound
 from cluster.media.runner import remove_stale_partials
 from cluster.model.events import EventLog, EventType
@@ -63,7 +63,7 @@ class JobTable:
         self.webhooks = Webhooks(store, on_attempt=self._webhook_tried, **(webhooks or {}))
         self.clear_partials: Callable[[Job], None] = clear_partials
         """Removes what dead attempts of a job left half-written (the coordinator's
-        :meth:`~cluster.control.reach.MediaReach.clear_partials` where roots are not
+        :meth:`~cluster.control.farm.reach.MediaReach.clear_partials` where roots are not
         seen everywhere)."""
 
     def recover(self) -> list[Job]:

@@ -1,7 +1,7 @@
 """Webhooks: a job's ending POSTed, signed, to its ``callback_url``, from a persisted outbox.
 
 The delivery is written to SQLite in the same transaction as the ending
-(:meth:`~cluster.control.jobtable.JobTable.move`), so no crash between the two can lose
+(:meth:`~cluster.control.records.jobtable.JobTable.move`), so no crash between the two can lose
 it, and a restarted coordinator goes on with what its outbox holds. Each attempt is
 recorded on the job (``job.webhook``). A delivery succeeds on any 2xx answer; anything
 else (another status, a refused connection, no answer within 10 s) is tried again after
@@ -33,11 +33,11 @@ from typing import Any
 import httpx
 
 from cluster.config import CoordinatorConfig
-from cluster.control.store import Delivery, JobStore
+from cluster.control.records.store import Delivery, JobStore
 from cluster.model.jobs import Job
 from cluster.model.public import job_view
 
-log = logging.getLogger("framefleet.webhooks")
+log = logging.getLogger("framefleet.coordinator.records")
 
 SIGNATURE_HEADER = "X-Framefleet-Signature"
 DELIVERY_HEADER = "X-Framefleet-Delivery"

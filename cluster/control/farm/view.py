@@ -27,7 +27,7 @@ from cluster.nodes.gpus import GpuReading
 from cluster.scheduling.planner import GpuState, NodeState, memory_resource
 from cluster.storage.roots import Sight
 
-log = logging.getLogger("framefleet.coordinator")
+log = logging.getLogger("framefleet.coordinator.farm")
 SUSPECT_NODE_S = 10.0
 FIRST_VIEW_WAIT_S = 15.0
 """How long the first submit waits for every node to report its ffmpeg."""

@@ -8,17 +8,14 @@ every series exists from the first scrape. No job ids as labels.
 
 from __future__ import annotations
 
-import copy
 import os
 from bisect import bisect_left
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.control.view import NodeRecord
 from cluster.media.encoders import CATALOG
-from cluster.model.jobs import CODECS, Job, JobKind
+from cluster.model.jobs import CODECS, JobKind
 
 WAIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -126,43 +123,3 @@ def resident_mb() -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-
-
-@dataclass(frozen=True, slots=True)
-class EncodeRate:
-    """One running encode's latest rate."""
-
-    encoder: str
-    fps: float
-    speed: float
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSnapshot:
-    """What /metrics exports, in one answer (see ``Coordinator.metrics_snapshot``)."""
-
-    jobs: JobMetrics
-    queue: dict[int, int]
-    """Queued jobs by priority."""
-    encodes: tuple[EncodeRate, ...]
-    nodes: tuple[NodeRecord, ...]
-
-
-def snapshot(
-    metrics: JobMetrics, queued: Iterable[Job], running: Iterable[Job], nodes: list[NodeRecord]
-) -> MetricsSnapshot:
-    """The counters as they are now (a copy), with the live gauges."""
-    queue: dict[int, int] = {}
-    for job in queued:
-        queue[job.spec.priority] = queue.get(job.spec.priority, 0) + 1
-    encodes = []
-    for job in running:
-        p = job.progress
-        encodes.append(
-            EncodeRate(
-                encoder=(job.placement.encoder if job.placement else None) or NO_ENCODER,
-                fps=p.fps if p and p.fps else 0.0,
-                speed=p.speed if p and p.speed else 0.0,
-            )
-        )
-    return MetricsSnapshot(copy.deepcopy(metrics), queue, tuple(encodes), tuple(nodes))

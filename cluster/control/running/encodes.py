@@ -10,13 +10,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cluster.control.pool import EncoderPool, Lease
+from cluster.control.running.pool import EncoderPool, Lease
 from cluster.errors import EncodeError, JobFailure, WorkerLost
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.jobs import Job
 from cluster.scheduling.planner import Placement
 
-log = logging.getLogger("framefleet.coordinator")
+log = logging.getLogger("framefleet.coordinator.running")
 CANCEL_WAIT_S = 15.0
 
 

@@ -7,34 +7,17 @@ two planners, calls :func:`plan_round`, and applies the result.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
-import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from cluster.control.healing import avoided
+from cluster.control.rules.policy import avoided
 from cluster.media.argv import thumbnail_times
-from cluster.media.encoders import CATALOG, choose_encoder, cpu_encoder
-from cluster.media.work import Stitch, WorkOrder, plan_work
-from cluster.model.jobs import Hardware, Job, JobKind
+from cluster.media.encoders import cpu_encoder
+from cluster.model.jobs import Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
-from cluster.storage.objects import ObjectStore
-from cluster.storage.roots import Pairs, to_node
 from cluster.storage.scratch import human
-from cluster.storage.stage import localize
-
-log = logging.getLogger("framefleet.coordinator")
-
-
-def log_capacity_failure(task: asyncio.Task[None]) -> None:
-    """A done callback for the autoscaler request: say why it failed, if it did."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("asking the autoscaler for capacity failed: %s", task.exception())
-
 
 MAX_AUTOSCALER_BUNDLES = 256
 
@@ -55,56 +38,9 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
     )
 
 
-def work_order(
-    job: Job,
-    placement: Placement,
-    media: MediaInfo,
-    ffmpeg: str,
-    roots: tuple[str, ...],
-    *,
-    scratch: str,
-    store: ObjectStore,
-    media_map: Pairs = (),
-    stitch: Stitch | None = None,
-) -> WorkOrder:
-    """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
-    node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media, or
-    placed on a node that cannot see its media (``placement.media_from``), gets local
-    paths in the attempt's folder under the node's ``scratch``, and the plan that moves
-    them (:func:`~cluster.storage.stage.localize`); on a node that mounts a root
-    elsewhere (``media_map``), the node's paths."""
-    attempt = job.attempts if stitch is not None else job.attempts + 1  # a stitch: running
-    folder = posixpath.join(scratch, f"{job.id}.{attempt}")
-    spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from)
-    if media_map and placement.media_from is None:
-        output = to_node(spec.output, media_map) if spec.output is not None else None
-        spec = replace(spec, input=to_node(spec.input, media_map), output=output)
-        roots = tuple(to_node(r, media_map) for r in roots)
-    transcode = spec.kind is JobKind.TRANSCODE
-    hardware = placement.hardware
-    if stitch is not None and job.split is not None and job.split.hardware:
-        hardware = Hardware(job.split.hardware)  # named for the chunks' encoder
-    encoder = choose_encoder(spec.codec, hardware, CATALOG) if transcode else None
-    return plan_work(
-        job.id,
-        attempt,
-        spec,
-        media,
-        encoder,
-        cuda_device=placement.gpu_uuid,
-        threads=max(1, math.ceil(placement.cpus - 1e-6)),  # the cores it was placed on
-        ffmpeg=ffmpeg,
-        roots=roots,
-        stage=stage,
-        media_map=media_map if placement.media_from is None else (),
-        segment=job.chunk.segment if job.chunk else None,
-        stitch=stitch,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Reach:
-    """Which nodes see a job's local media (see :mod:`cluster.control.reach`)."""
+    """Which nodes see a job's local media (see :mod:`cluster.control.farm.reach`)."""
 
     seers: frozenset[str]
     source: str | None

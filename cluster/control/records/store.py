@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.control.health import Saved
+from cluster.control.rules.health import Saved
 from cluster.model.jobs import Job
 
 SCHEMA_VERSION = 1
