@@ -43,6 +43,7 @@ from bench.report import Row, add_arguments, at_least, at_most, emit
 from cluster import CoordinatorConfig, Fleet, Job, JobKind, JobSpec, RuntimeConfig, make_sample
 from cluster.media.probe import probe
 from cluster.media.split import index_file
+from cluster.model.split import Segment
 from tests.helpers import ssim_frames
 
 FARM_NODES = 10
@@ -70,9 +71,9 @@ def chunk_phase(fleet: Fleet, job: Job) -> tuple[float, list[tuple[int, float]]]
     starts = [c.started_at or 0.0 for c in chunks]
     ends = [c.finished_at or 0.0 for c in chunks]
     rates = [
-        (c.chunk.segment.frames, (c.finished_at or 0.0) - (c.started_at or 0.0))
+        (c.task.step.frames, (c.finished_at or 0.0) - (c.started_at or 0.0))
         for c in chunks
-        if c.chunk is not None
+        if c.task is not None and isinstance(c.task.step, Segment)
     ]
     return max(ends) - min(starts), rates
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         TransferError,
         WorkerLost,
     )
+    from cluster.media.confine import confine, confine_path
     from cluster.media.encoders import (
         CATALOG,
         CONTAINERS,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     )
     from cluster.media.probe import probe
     from cluster.media.samples import make_sample
+    from cluster.model.counters import COUNTER_HELP, JobCounter
     from cluster.model.events import EventBatch, EventType, JobEvent
     from cluster.model.jobs import (
         CODECS,
@@ -87,7 +89,7 @@ if TYPE_CHECKING:
         find_token,
         missing_token_message,
     )
-    from cluster.scheduling.admission import check_spec, confine, confine_path
+    from cluster.scheduling.admission import check_spec
     from cluster.scheduling.costs import CostModel
     from cluster.scheduling.planner import Policy
     from cluster.storage.roots import MEDIA_MAP_ENV, NO_MEDIA_ENV, mark_root, parse_media_map
@@ -99,6 +101,8 @@ _WHERE: dict[str, str] = {
     "CoordinatorConfig": "cluster.config",
     "RuntimeConfig": "cluster.config",
     "EncodeRate": "cluster.control.farmapi",
+    "COUNTER_HELP": "cluster.model.counters",
+    "JobCounter": "cluster.model.counters",
     "JobMetrics": "cluster.control.records.metrics",
     "MetricsSnapshot": "cluster.control.farmapi",
     "GpuRecord": "cluster.control.farm.view",
@@ -162,8 +166,8 @@ _WHERE: dict[str, str] = {
     "find_token": "cluster.ray_edge.token",
     "missing_token_message": "cluster.ray_edge.token",
     "check_spec": "cluster.scheduling.admission",
-    "confine": "cluster.scheduling.admission",
-    "confine_path": "cluster.scheduling.admission",
+    "confine": "cluster.media.confine",
+    "confine_path": "cluster.media.confine",
     "CostModel": "cluster.scheduling.costs",
     "Policy": "cluster.scheduling.planner",
     "MEDIA_MAP_ENV": "cluster.storage.roots",
@@ -184,6 +188,7 @@ __all__ = [
     "CATALOG",
     "CODECS",
     "CONTAINERS",
+    "COUNTER_HELP",
     "FFMPEG_ENV",
     "INVENTORY_ENV",
     "MEDIA_MAP_ENV",
@@ -218,6 +223,7 @@ __all__ = [
     "InvalidTransition",
     "InventoryError",
     "Job",
+    "JobCounter",
     "JobEvent",
     "JobFailure",
     "JobKind",

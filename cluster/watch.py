@@ -74,6 +74,8 @@ class FolderWatcher:
     db_path: Path
     submit: Callable[[JobSpec], Job]
     say: Callable[[str], None] = log.info
+    clock: Callable[[], float] = time.monotonic
+    """How long a file has been stable is measured on this clock."""
     _pending: dict[Path, _Pending] = field(default_factory=dict)
     _db: sqlite3.Connection | None = None
 
@@ -137,9 +139,9 @@ class FolderWatcher:
             output = str(rule.output_dir)
         return JobSpec(**{**rule.template, "kind": kind, "input": str(path), "output": output})
 
-    def scan(self, now: float | None = None) -> list[Job]:
+    def scan(self) -> list[Job]:
         """Submit the files that have been stable for ``stable_s``; returns their jobs."""
-        now = time.monotonic() if now is None else now
+        now = self.clock()
         submitted = []
         present = set()
         for path in self._files():

@@ -22,7 +22,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from api.gateway.auth import require_token
-from cluster import CATALOG, EncodeRate, JobMetrics, MetricsSnapshot, NodeRecord
+from cluster import (
+    CATALOG,
+    COUNTER_HELP,
+    EncodeRate,
+    JobCounter,
+    JobMetrics,
+    MetricsSnapshot,
+    NodeRecord,
+)
 
 MIB = 1024 * 1024
 P = "framefleet_"
@@ -60,20 +68,8 @@ def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:
     for (kind, codec, encoder, outcome), n in jobs.finished.items():
         finished.add_metric([kind, codec, encoder, outcome], n)
     yield finished
-    for value, name, doc in (
-        (jobs.retries, "job_retries", "Attempts re-queued after a retryable failure."),
-        (jobs.placement_failures, "placement_failures", "Jobs no node in the cluster can run."),
-        (jobs.nvenc_failures, "nvenc_open_failures", "Encodes where NVENC could not be opened."),
-        (jobs.node_losses, "node_losses", "Jobs re-placed because their node left mid-job."),
-        (jobs.stalls, "job_stalls", "Encodes killed: no progress for the job's stall limit."),
-        (jobs.timeouts, "job_timeouts", "Encodes killed: past the job's runtime ceiling."),
-        (jobs.poison_jobs, "poison_jobs", "Jobs failed as poison (encoders crashed on K nodes)."),
-        (jobs.quarantines, "quarantines", "Times a node or GPU was quarantined."),
-        (jobs.webhooks_delivered, "webhooks_delivered", "Job endings delivered to callbacks."),
-        (jobs.webhooks_failed, "webhooks_failed", "Webhooks given up after every attempt."),
-        (jobs.webhook_retries, "webhook_retries", "Webhook attempts that will be tried again."),
-    ):
-        yield CounterMetricFamily(P + name, doc, value=value)
+    for counter in JobCounter:
+        yield CounterMetricFamily(P + counter, COUNTER_HELP[counter], value=jobs[counter])
     frames = CounterMetricFamily(P + "frames_encoded", "Frames written.", labels=["encoder"])
     for encoder, n in sorted(jobs.frames.items()):
         frames.add_metric([encoder], n)
@@ -97,7 +93,7 @@ def _queue_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         P + "webhooks_pending",
         "Job endings waiting in the webhook outbox.",
-        value=snap.jobs.webhooks_pending,
+        value=snap.webhooks_pending,
     )
     depth = GaugeMetricFamily(P + "queue_depth", "Jobs waiting, by priority.", labels=["priority"])
     queue = {0: 0} | snap.queue

@@ -1,17 +1,23 @@
-"""The coordinator: the API the client calls, and the loops that probe, place and run jobs.
+"""The coordinator: the API the client calls (:class:`~cluster.control.api.CoordinatorAPI`),
+and the loops that probe, place and run jobs.
 
-A plain asyncio class; :mod:`cluster.ray_edge.actors` runs it as one named,
-detached Ray actor and gives it a :class:`Backend` that talks to Ray
-(:mod:`cluster.control.fakes` gives it one without Ray, for tests). Its state lives
-in four parts, each in its own module:
+A plain asyncio class; :mod:`cluster.ray_edge.backend` runs it as one named, detached Ray
+actor and gives it a :class:`~cluster.control.farm.backend.Backend` that talks to Ray
+(:mod:`cluster.control.fakes` gives it one without Ray, for tests). It decides nothing
+itself: pure rules decide (:mod:`cluster.control.rules`), and it applies what they return,
+one state change at a time (:meth:`Coordinator._apply`). Its parts:
 
-- :class:`~cluster.control.records.jobtable.JobTable`: jobs, queue, keys, state changes, webhooks;
-- :class:`~cluster.control.farm.view.ClusterView`: nodes, suspects, NVENC failures, caps;
-- :class:`~cluster.control.farm.prober.Prober`: inputs, probed where nodes see them (``reach``);
-- :class:`~cluster.control.running.pool.EncoderPool`: encoders, warm or busy, and what they hold;
-- :class:`~cluster.control.farm.healing.Healer`: the stall watchdog, quarantine, drains;
+- records: the :class:`~cluster.control.records.jobtable.JobTable`, the one writer of a job;
+- the farm: the :class:`~cluster.control.farm.view.ClusterView` (nodes and what their agents
+  report), :class:`~cluster.control.farm.reach.MediaReach` (where media are seen), the
+  :class:`~cluster.control.farm.prober.Prober` and the
+  :class:`~cluster.control.farm.healing.Healer` (watchdog, quarantine, drains);
+- running work: the :class:`~cluster.control.running.pool.EncoderPool` and the
+  :class:`~cluster.control.running.encodes.Encodes` on it;
+- the :class:`~cluster.control.graphrun.GraphRunner`, which runs any job graph (a job that
+  becomes many tasks): the coordinator never learns what a chunk or a stitch is.
 
-and what happens when an encode ends is the pure :func:`~cluster.control.rules.policy.decide`.
+Time comes from ``now`` (a clock passed in), so tests never sleep.
 """
 
 from __future__ import annotations
@@ -20,37 +26,48 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from cluster.config import CoordinatorConfig
 from cluster.control.farm.backend import Backend
 from cluster.control.farm.healing import Healer
 from cluster.control.farm.prober import ProbeFn, Prober
-from cluster.control.farm.reach import MediaReach
-from cluster.control.farm.view import ClusterView
-from cluster.control.farmapi import NodeAPI
+from cluster.control.farm.reach import IndexFn, MediaReach
+from cluster.control.farm.view import ClusterView, NodeRecord
+from cluster.control.farmapi import FarmAPI, MetricsSnapshot
+from cluster.control.graphrun import GraphRunner
+from cluster.control.graphs import KINDS
 from cluster.control.intake import check_all, confine_all, list_inputs
-from cluster.control.records.jobtable import JobTable
-from cluster.control.records.metrics import resident_mb
+from cluster.control.records.jobtable import JobTable, Move
+from cluster.control.records.metrics import JobMetrics, resident_mb
 from cluster.control.records.store import JobStore
 from cluster.control.records.webhooks import webhook_settings
-from cluster.control.rules.dispatch import (
-    capacity_request,
-    demand_for,
-    plan_round,
+from cluster.control.rules.dispatch import Reach, capacity_request, demand_for, plan_round
+from cluster.control.rules.graph import Farm, GraphKind
+from cluster.control.rules.policy import (
+    Action,
+    Facts,
+    crash_sites,
+    decide,
+    failure_of,
+    fault_of,
+    nvenc_why,
+    timed_result,
 )
-from cluster.control.rules.policy import Action, Facts, crash_sites, decide, nvenc_why, timed_result
 from cluster.control.running.encodes import Encodes
 from cluster.control.running.orders import order_for
 from cluster.control.running.pool import EncoderPool
-from cluster.control.splits import Splits
 from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
-from cluster.media.work import Stitch, WorkOutcome
-from cluster.model.events import EventBatch, EventType
+from cluster.media.split import index_file
+from cluster.media.work import WorkOutcome
+from cluster.model.counters import JobCounter
+from cluster.model.events import EventBatch
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
-from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
@@ -63,7 +80,7 @@ def log_capacity_failure(task: asyncio.Task[None]) -> None:
         log.warning("asking the autoscaler for capacity failed: %s", task.exception())
 
 
-class Coordinator(NodeAPI):
+class Coordinator:
     def __init__(
         self,
         config: CoordinatorConfig,
@@ -71,41 +88,37 @@ class Coordinator(NodeAPI):
         *,
         encoders: tuple[Encoder, ...] | None = None,
         probe: ProbeFn = probe_async,
+        index: IndexFn = index_file,
+        kinds: tuple[GraphKind, ...] = KINDS,
+        now: Callable[[], float] = time.time,
     ) -> None:
+        """``probe`` and ``index`` read the media this machine sees; ``kinds``: the kinds
+        of job graphs a job may become; ``now``: the clock."""
         self.config = config
         self._backend = backend
+        self._now = now
         self.table = JobTable(
             JobStore(config.db_path),
             max_attempts=config.max_attempts,
             retention_s=config.finished_retention_s,
             idempotency_ttl_s=config.idempotency_ttl_s,
             webhooks=webhook_settings(config),
+            now=now,
         )
-        self.metrics = self.table.metrics
-        self.view = ClusterView(
-            backend.nodes, default_cap=config.max_jobs_per_node, local_encoders=encoders
-        )
-        self.reach = MediaReach(config, self.view, backend, probe)
-        self.table.clear_partials = self.reach.clear_partials
-        self.prober = Prober(
-            config.media_roots,
-            config.store,
-            on_probed=self._probed,
-            on_failed=self._fail,
-            on_done=self._wake_up,
-            backoff_s=config.retry_backoff_s,
-            probe=self.reach.probe,
-        )
-        self._pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
-        self.encodes = Encodes(self._pool, on_outcome=self._complete, on_lost=self._lost)
-        self._running = self.encodes.running
-        self.splits = Splits(
-            self.table, self.reach, planner=lambda: self._planner(placeable=True),
-            move=self._move, stop=self.encodes.stop, running=self._running.__contains__,
-            wake=self._wake_up, media=self.prober.media,
-        )  # fmt: skip
-        self.healer = Healer(config, self.metrics)
+        self.view = ClusterView(backend.nodes, default_cap=config.max_jobs_per_node,
+                                local_encoders=encoders, now=now)  # fmt: skip
+        self.reach = MediaReach(config, self.view, backend, probe, index)
+        self.prober = Prober(config.media_roots, config.store, wake=self._wake_up,
+                             backoff_s=config.retry_backoff_s, probe=self.reach.probe)  # fmt: skip
+        self.pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
+        self.encodes = Encodes(self.pool, on_outcome=self._complete, on_lost=self._lost)
+        self.healer = Healer(config, self.table.metrics, now=now)
         self.healer.load(self.table.store)
+        self.graphs = GraphRunner(self.table, self.reach, stop=self.encodes.stop,
+                                  wake=self._wake_up, kinds=kinds, now=now)  # fmt: skip
+        self.farm = FarmAPI(table=self.table, view=self.view, healer=self.healer,
+                            encodes=self.encodes, states=self._states,
+                            refresh=self._refresh_nodes, wake=self._wake_up)  # fmt: skip
         self._asked: list[dict[str, float]] = []
         """The last resource shapes asked of the autoscaler."""
         self._stopping = False
@@ -113,13 +126,17 @@ class Coordinator(NodeAPI):
         self._tasks: list[asyncio.Task[None]] = []
         self._stops: set[asyncio.Task[None]] = set()
         """Encodes the watchdog is stopping."""
-        self._started_at = time.time()
+        self._started_at = now()
         requeued = self.table.recover()
-        for job in self.table.queue.values():
-            if job.input_media:  # probed before the restart: not again
-                self.prober.media[job.id] = job.input_media
+        for job in requeued:
+            self.reach.clear_partials(job)  # what its attempt left half-written
         if requeued:
             log.warning("re-queued %d job(s) that were running before a restart", len(requeued))
+
+    @property
+    def counters(self) -> JobMetrics:
+        """What happens to jobs, counted (what /metrics exports)."""
+        return self.table.metrics
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -136,6 +153,7 @@ class Coordinator(NodeAPI):
         """Stop encodes (killing ffmpeg, dropping partial files); running jobs are re-queued."""
         self._stopping = True
         await self.encodes.shutdown()
+        await self.graphs.shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -151,7 +169,7 @@ class Coordinator(NodeAPI):
         return {
             "jobs": len(self.table.jobs),
             "queued": len(self.table.queue),
-            "running": len(self._running),
+            "running": len(self.encodes.running),
             "pid": os.getpid(),
             "started_at": self._started_at,
             "memory_mb": resident_mb(),
@@ -190,28 +208,33 @@ class Coordinator(NodeAPI):
         jobs = self.table.query(status=status, kind=kind, after_seq=after_seq, limit=limit)
         return [job.snapshot() for job in jobs]
 
+    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
+        """The video objects under an ``s3://`` prefix (inside the roots), for a batch."""
+        return await list_inputs(prefix, self.config, limit)
+
     async def cancel(self, job_id: str) -> Job:
-        """Cancel a job; idempotent. A running ffmpeg is killed before this returns."""
+        """Cancel a job; idempotent. It returns once its ffmpeg (or its tasks') is killed
+        and what they wrote removed."""
         job = self.table.get(job_id)
-        if job.status is JobStatus.QUEUED:
-            self._move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
-        elif job.split is not None and job.split.chunked and not job.status.terminal:
-            self._move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
-            await self.splits.settled(job)  # its chunks' ffmpeg killed, their files gone
-        elif job.status is JobStatus.RUNNING and job_id in self._running:
-            await self.encodes.stop(job_id)
-            if job.status is JobStatus.RUNNING:
-                self._move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
+        cancelled = Move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
+        if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
+            self._apply([cancelled])
+        elif job.status is JobStatus.RUNNING:
+            if job_id in self.encodes.running:
+                await self.encodes.stop(job_id)  # its outcome ends it, cancelled
+            if job.status is JobStatus.RUNNING:  # its tasks run, or its encoder was lost
+                self._apply([cancelled])
+        await self.graphs.settled(job)
         return job.snapshot()
 
     async def retry(self, job_id: str) -> Job:
         job = self.table.get(job_id)
-        self._move(job, JobStatus.QUEUED, "retry requested by user")
-        self.prober.forget(job_id)  # probe again: the file may have been fixed
-        self._wake.set()
+        await self.graphs.settled(job)  # its last run's tasks are stopped and their files gone
+        self._apply([Move(job, JobStatus.QUEUED, "retry requested by user")])
+        self._wake_up()
         return job.snapshot()
 
-    async def poll_events(
+    async def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
     ) -> EventBatch:
         """Job events after ``after``; waits up to ``timeout`` s for the first one."""
@@ -222,19 +245,36 @@ class Coordinator(NodeAPI):
         """The newest event's ``seq``: follow from here to see only what happens next."""
         return self.table.events.last_seq
 
+    async def nodes(self) -> list[NodeRecord]:
+        """Nodes with CPUs, GPUs (readings, NVENC codec states) and running jobs."""
+        return self.farm.nodes()
+
+    async def metrics(self) -> MetricsSnapshot:
+        """Everything /metrics exports (see :meth:`FarmAPI.metrics`)."""
+        return self.farm.metrics()
+
+    async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
+        """Change a node's concurrent-job cap while running (``None``: only cores limit)."""
+        self.farm.set_node_cap(node_id, max_jobs)
+
+    async def drain(self, name: str, on: bool = True) -> NodeRecord:
+        """Drain a node (running jobs finish, nothing new is placed there; it stays drained
+        across restarts) or, with ``on=False``, put it back in service."""
+        return await self.farm.drain(name, on)
+
+    async def release(self, name: str) -> str:
+        """Lift the quarantine of a node or GPU (by UUID); returns what was released."""
+        return await self.farm.release(name)
+
     async def report_progress(self, job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
         """Called by encoder actors; stale attempts and finished jobs are ignored."""
         job = self.table.jobs.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING or attempt != job.attempts:
             return
-        job.progress = snapshot
-        self.healer.progressed(job_id, snapshot, time.time())
-        if job.chunk is not None:
-            self.splits.progressed(job)
-        elif job.split is not None and job.split.chunked:
-            self.splits.stitch_progress(job, snapshot)
-        else:
-            self.table.publish(job, EventType.PROGRESS)
+        self.table.set_progress(job, snapshot)
+        self.healer.progressed(job_id, snapshot)
+        if job.task is not None:
+            self.graphs.progressed(job)
 
     # ---- admission -------------------------------------------------------------------
 
@@ -249,37 +289,23 @@ class Coordinator(NodeAPI):
         await check_all(confined, self.view.encoders(), self.config, batch=batch,
                         where=self.reach.on_head)  # fmt: skip
         jobs = self.table.add(confined, key, batch=batch)
-        self._wake.set()
+        self._wake_up()
         return [job.snapshot() for job in jobs]
-
-    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
-        """The video objects under an ``s3://`` prefix (inside the roots), for a batch."""
-        return await list_inputs(prefix, self.config, limit)
 
     # ---- state changes ---------------------------------------------------------------
 
-    def _move(
-        self, job: Job, status: JobStatus, reason: str, code: ErrorCode | None = None
-    ) -> None:
-        self.table.move(job, status, reason=reason, code=code)
-        if status.terminal:
-            self.prober.forget(job.id)
-            self.encodes.cancelling.discard(job.id)
-            self.splits.ended(job)
-        if job.chunk is not None:
-            self.splits.chunk_moved(job)
-
-    def _fail(self, job: Job, exc: FramefleetError) -> None:
-        self._move(job, JobStatus.FAILED, str(exc), exc.code)
-
-    def _probed(self, job: Job, media: MediaInfo) -> None:
-        job.input_media = media
-        if job.spec.kind is JobKind.PROBE:
-            self._move(job, JobStatus.RUNNING, "probed by the coordinator")
-            job.result = {"media": media.to_dict()}
-            self._move(job, JobStatus.SUCCEEDED, "probed")
-        else:
-            self.table.save(job)
+    def _apply(self, moves: Iterable[Move]) -> None:
+        """Make each state change, then what follows from it for its job's graph: one at
+        a time, in order (never one inside another)."""
+        pending = deque(moves)
+        while pending:
+            move = pending.popleft()
+            self.table.move(move)
+            job = move.job
+            if move.status.terminal:
+                self.encodes.cancelling.discard(job.id)
+                self.reach.clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
+            pending.extend(self.graphs.moved(job))
 
     def _wake_up(self) -> None:
         if not self._stopping:
@@ -296,68 +322,114 @@ class Coordinator(NodeAPI):
             except Exception:  # a bug here must not stop all dispatching
                 log.exception("dispatch failed")
 
+    def dispatch_now(self) -> None:
+        """One dispatch round now (the loop runs one whenever something changes): once it
+        returns, what could start has started (tests ask this instead of sleeping)."""
+        self._dispatch()
+
     def _dispatch(self) -> None:
-        now = time.time()
-        ready = []
+        """One round: what probes and reads found is recorded, queued jobs are offered to
+        the job graphs, and those ready are placed."""
+        self._apply(self._probed())
+        self._apply(self.graphs.reads_done())
+        now = self._now()
+        ready: list[Job] = []
         for job in list(self.table.queue.values()):
-            media = self.prober.ensure(job)
-            if media is not None and job.not_before <= now and self.splits.ready(job, media):
-                ready.append((job, demand_for(job, media)))
-        stitches = self.splits.stitchable()
-        if not (ready or stitches) or not self.view.nodes:
+            if job.status is not JobStatus.QUEUED or job.not_before > now:
+                continue
+            if job.input_media is None:
+                self.prober.ensure(job)
+                continue
+            placeable, moves = self.graphs.consider(job, self._farm(job))
+            self._apply(moves)
+            if placeable and job.status is JobStatus.QUEUED:
+                ready.append(job)
+        if not ready or not self.view.nodes:
             return  # nothing to place, or no node yet: wait for the cluster
+        self._place(ready, now)
+
+    def _probed(self) -> list[Move]:
+        """What the probes found: recorded on their jobs (a probe job is done)."""
+        moves: list[Move] = []
+        for job_id, found in self.prober.take():
+            job = self.table.jobs.get(job_id)
+            if job is None or job.status is not JobStatus.QUEUED:
+                continue
+            if isinstance(found, FramefleetError):
+                moves.append(Move(job, JobStatus.FAILED, str(found), found.code))
+                continue
+            self.table.set_media(job, found)
+            if job.spec.kind is JobKind.PROBE:
+                moves += [
+                    Move(job, JobStatus.RUNNING, "probed by the coordinator"),
+                    Move(job, JobStatus.SUCCEEDED, "probed", result={"media": found.to_dict()}),
+                ]
+        return moves
+
+    def _place(self, ready: list[Job], now: float) -> None:
+        """Place ``ready`` in queue order (finishing tasks first: each ends a job)."""
         aging = self.config.aging_s
-        ready.sort(
-            key=lambda r: queue_key(r[0].spec.priority, r[0].seq, now - r[0].updated_at, aging)
-        )
+
+        def order(job: Job) -> tuple[bool, tuple[float, int]]:
+            finishing = job.task is not None and job.task.finishing
+            return not finishing, queue_key(job.spec.priority, job.seq, now - job.updated_at,
+                                             aging)  # fmt: skip
+
+        ready.sort(key=order)
         planner = self._planner(placeable=True)
-        for job in stitches:  # first: each finishes a job
-            if (placement := self.splits.place_stitch(job, planner)) is not None:
-                self._launch(job, placement, Splits.stitch_of(job))
         held_back = self.view.has_suspects or self.healer.holds_back()
         whole = self._planner() if held_back else planner
-        probed = self.prober.media
-        plan = plan_round(ready, planner, whole, self.config.costs,
-                          lambda job: self.reach.reach(job, probed[job.id]))  # fmt: skip
+        demands = [(job, demand_for(job, job.input_media)) for job in ready if job.input_media]
+        plan = plan_round(demands, planner, whole, self.config.costs, self._reach)
         for job, why in plan.never:
-            self.metrics.placement_failures += 1
-            self._fail(job, CapacityError(why))
+            self.counters.count(JobCounter.PLACEMENT_FAILURES)
+            failure = CapacityError(why)
+            self._apply([Move(job, JobStatus.FAILED, str(failure), failure.code)])
         for job, placement in plan.start:
             if self._stopping:
                 return
             self._launch(job, placement)
-        running = [run.lease.placement.cpus for run in self._running.values()]
+        running = [run.lease.placement.cpus for run in self.encodes.running.values()]
         bundles = capacity_request(running, plan.waiting, self._asked)
         if bundles is not None:
             self._asked = bundles
             task = asyncio.create_task(self._backend.request_capacity(bundles))
             task.add_done_callback(log_capacity_failure)
 
+    def _reach(self, job: Job) -> Reach | None:
+        return self.reach.reach(job, job.input_media) if job.input_media else None
+
+    def _farm(self, job: Job) -> Farm:
+        """The farm as a job graph's kind may look at it while planning ``job``."""
+        return Farm(self._planner, lambda: self.reach.seen_by(job.spec))
+
     def _states(self, *, placeable: bool = False) -> list[NodeState]:
-        states = self.view.states(self._pool.used, self._pool.gpu_used(), placeable=placeable)
-        return self.healer.placeable(states, time.time()) if placeable else states
+        states = self.view.states(self.pool.used, self.pool.gpu_used(), placeable=placeable)
+        return self.healer.placeable(states) if placeable else states
 
     def _planner(self, *, placeable: bool = False) -> Planner:
         """A planner over the cluster as it is, with the configured policy and costs."""
         states = self._states(placeable=placeable)
         return Planner(states, self.config.policy, self.config.costs)
 
-    def _launch(self, job: Job, placement: Placement, stitch: Stitch | None = None) -> None:
-        """Start ``job``'s next attempt where it was placed (with ``stitch``: a split job,
-        running already, joins its chunks)."""
+    def _launch(self, job: Job, placement: Placement) -> None:
+        """Start ``job``'s next attempt where it was placed."""
         node = self.view.node(placement.node_id)
-        media = self.prober.media[job.id]
-        try:
-            order, placement = order_for(self.reach, job, placement, media, node, stitch)
-        except JobFailure as exc:
-            self._fail(job, exc)
+        media = job.input_media
+        if media is None:
             return
-        job.placement = placement.for_job(order.encoder)
-        self.healer.launched(job, media, time.time())
-        if stitch is None:
-            self._move(job, JobStatus.RUNNING, placement.reason)
-        else:
-            self.table.save(job)
+        if job.task is not None and job.task.doing:
+            placement = replace(placement, reason=f"{job.task.doing}: {placement.reason}")
+        try:
+            order, placement = order_for(self.reach, job, placement, media, node)
+        except JobFailure as exc:
+            self._apply([Move(job, JobStatus.FAILED, str(exc), exc.code)])
+            return
+        placed = placement.for_job(order.encoder)
+        limits = self.healer.limits(job, placed, media)
+        self.table.set_placement(job, placed, limits.to_dict())
+        self.healer.launched(job.id, placed, limits)
+        self._apply([Move(job, JobStatus.RUNNING, placement.reason)])
         self.encodes.start(job, placement, order, node.resources if node else {})
 
     async def _lost(self, node_id: str) -> None:
@@ -366,70 +438,82 @@ class Coordinator(NodeAPI):
         await self._refresh_nodes()
 
     def _complete(self, job: Job, outcome: WorkOutcome) -> None:
-        """Apply :func:`~cluster.control.rules.policy.decide` to an encode's outcome."""
+        """An encode ended: gather the facts, :func:`~cluster.control.rules.policy.decide`,
+        then apply the decision (the failure recorded, strikes, counters, the move)."""
+        if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
+            return  # stale: an earlier attempt, or a job no longer running
+        now = self._now()
         placed = job.placement
         present = placed is not None and self.view.node(placed.node_id) is not None
-        fault = self.healer.outcome(job, outcome, node_present=present)
+        fault = fault_of(outcome, node_present=present)
+        failure = failure_of(job, outcome, fault)
+        nvenc = self._nvenc_failed(job, outcome)  # what the encode proved, recorded first
         facts = Facts(
             stopping=self._stopping,
             cancelling=job.id in self.encodes.cancelling,
             node_present=present,
-            nvenc_elsewhere=self._nvenc_elsewhere(job, outcome),
+            nvenc_elsewhere=self._runs_somewhere(job) if nvenc else None,
             where=placed.where if placed else "?",
             backoff_s=self.config.retry_backoff_s,
-            now=time.time(),
-            crashed_on=crash_sites(job),
+            now=now,
+            crashed_on=crash_sites((*job.failures, failure) if failure else job.failures),
             poison_after=self.config.poison_after,
         )
         decision = decide(job, outcome, facts)
         if decision.action is Action.IGNORE:
             return
-        reason = decision.reason
-        self.healer.settle(job, fault, decision, facts.now)
-        if outcome.progress:
-            job.progress = outcome.progress
+        if failure is not None:
+            self.table.record_failure(job, failure)
+        self.healer.settle(job, fault, decision, failure)
         if decision.counter is not None:
-            setattr(self.metrics, decision.counter, getattr(self.metrics, decision.counter) + 1)
+            self.counters.count(decision.counter)
+        move = Move(job, decision.status, decision.reason, decision.code,
+                    progress=outcome.progress)  # fmt: skip
         if decision.action is Action.SUCCEED:
-            job.result, job.notes = timed_result(job, outcome, facts.now), outcome.notes
-            reason = self.splits.finished(job, outcome.elapsed_s, reason)
+            result = timed_result(job, outcome, now)
+            move = Move(job, JobStatus.SUCCEEDED, decision.reason, result=result,
+                        notes=tuple(outcome.notes), progress=outcome.progress)  # fmt: skip
         elif decision.action is Action.REQUEUE:
-            self.table.clear_partials(job)
-            job.not_before = decision.not_before
-        self._move(job, decision.status, reason, decision.code)
+            self.reach.clear_partials(job)
+            move = Move(job, JobStatus.QUEUED, decision.reason, not_before=decision.not_before,
+                        charged=decision.charged)  # fmt: skip
+        self._apply([move])
         self._wake_up()
 
-    def _nvenc_elsewhere(self, job: Job, outcome: WorkOutcome) -> bool | None:
-        """For NVENC failing on the placed GPU: mark that GPU's codec failed, and say
-        whether the job can still run somewhere (``None``: not that failure)."""
+    def _nvenc_failed(self, job: Job, outcome: WorkOutcome) -> bool:
+        """NVENC would not open on the placed GPU: that GPU's codec is marked failed, so
+        no job is placed there for it again; whether that was the failure."""
         placed = job.placement
         if outcome.error_code is not ErrorCode.NVENC_UNAVAILABLE or not placed or not placed.gpu:
-            return None
-        if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
-            return None
+            return False
         why = nvenc_why(outcome)
         self.view.nvenc_failed(placed.gpu.uuid, job.spec.codec, why)
         log.warning("%s cannot encode %s with NVENC: %s", placed.where, job.spec.codec, why)
-        return self._planner().never(demand_for(job, self.prober.media[job.id])) is None
+        return True
+
+    def _runs_somewhere(self, job: Job) -> bool:
+        """Whether some node of the cluster could run ``job`` now, even busy."""
+        media = job.input_media
+        return media is not None and self._planner().never(demand_for(job, media)) is None
 
     # ---- housekeeping ----------------------------------------------------------------
 
     async def _refresh_nodes(self) -> None:
         for node_id in await self.view.refresh():
-            self._pool.forget_node(node_id)
+            self.pool.forget_node(node_id)
 
     async def _housekeeping_loop(self) -> None:
         while not self._stopping:
             try:
                 await self._refresh_nodes()
-                for job_id, why in self.healer.overdue(time.time()):
+                for job_id, why in self.healer.overdue():
                     log.warning("job %s: %s; killing its encode", job_id, why)
                     stop = asyncio.create_task(self.encodes.stop(job_id, why))
                     self._stops.add(stop)
                     stop.add_done_callback(self._stops.discard)
-                self._pool.reap()
-                self.table.forget_finished(time.time())
+                self.pool.reap()
+                self.table.forget_finished(self._now())
             except Exception:
                 log.exception("housekeeping failed")
-            self._wake.set()
+            self._wake_up()
             await asyncio.sleep(self.config.node_refresh_s)

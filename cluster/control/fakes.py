@@ -3,8 +3,10 @@
 Like dramatiq's ``StubBroker`` or httpx's ``MockTransport``: the coordinator runs
 unchanged on :class:`FakeBackend`, and a test scripts what each encode does
 (:class:`Script`): succeed, fail with a framefleet error, run until cancelled, freeze
-(ignore cancel until killed), or lose its worker. Nodes are :func:`fake_node` records
-and inputs are probed by :func:`fake_probe`, so a coordinator test takes milliseconds.
+(ignore cancel until killed), or lose its worker. Nodes are :func:`fake_node` records;
+inputs are :class:`FakeClip` s of any length, probed (:meth:`FakeBackend.probe`) and
+indexed frame by frame (:meth:`FakeBackend.index`) without ffprobe, so a coordinator
+test (a split job's chunks and stitch included) takes milliseconds.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from pathlib import Path
 
 from cluster.errors import InputError, JobFailure, WorkerLost
 from cluster.media.encoders import CATALOG, FfmpegBuild
-from cluster.media.split import FrameIndex, index_file
 from cluster.media.work import WorkOrder, WorkOutcome
-from cluster.model.media import MediaInfo, VideoStream
+from cluster.model.media import AudioStream, MediaInfo, VideoStream
+from cluster.model.split import FrameIndex
 from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo
 from cluster.nodes.gpus import GpuReading
 from cluster.scheduling.planner import Placement
@@ -68,18 +70,50 @@ def fake_node(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FakeClip:
+    """What a fake input holds: its length, frame rate and size, a keyframe every
+    ``gop`` frames, audio to its end; ``vfr``: uneven frame times (not cut)."""
+
+    duration_s: float = 10.0
+    fps: int = 25
+    width: int = 640
+    height: int = 360
+    gop: int = 250
+    audio: bool = True
+    vfr: bool = False
+
+    @property
+    def frames(self) -> int:
+        return round(self.duration_s * self.fps)
+
+    def media(self, path: str) -> MediaInfo:
+        return MediaInfo(
+            path=path,
+            format_name="mov,mp4,m4a,3gp,3g2,mj2",
+            duration_s=self.duration_s,
+            size_bytes=1_000_000,
+            bit_rate=800_000,
+            video=VideoStream(0, "h264", self.width, self.height, "yuv420p", 8, (self.fps, 1)),
+            frame_count=self.frames,
+            audio=(AudioStream(1, "aac", 2, 48_000),) if self.audio else (),
+        )
+
+    def index(self) -> FrameIndex:
+        """Every frame's time, as :func:`~cluster.media.split.scan_frames` reads them."""
+        step = 1.0 / self.fps
+        times = [i * step for i in range(self.frames)]
+        if self.vfr:  # every tenth frame held twice as long
+            times = [t + step * (i // 10) for i, t in enumerate(times)]
+        keyframes = frozenset(range(0, self.frames, max(1, self.gop)))
+        audio_end = times[-1] + step if self.audio and times else None
+        return FrameIndex(0.0, tuple(times), keyframes, audio_end)
+
+
 def fake_media(
     path: str, *, duration_s: float = 10.0, width: int = 640, height: int = 360
 ) -> MediaInfo:
-    return MediaInfo(
-        path=path,
-        format_name="mov,mp4,m4a,3gp,3g2,mj2",
-        duration_s=duration_s,
-        size_bytes=1_000_000,
-        bit_rate=800_000,
-        video=VideoStream(0, "h264", width, height, "yuv420p", 8, (25, 1)),
-        frame_count=int(duration_s * 25),
-    )
+    return FakeClip(duration_s, width=width, height=height, audio=False).media(path)
 
 
 async def fake_probe(path: str, roots: tuple[Path, ...]) -> MediaInfo:
@@ -92,7 +126,8 @@ async def fake_probe(path: str, roots: tuple[Path, ...]) -> MediaInfo:
 
 @dataclass(eq=False)
 class FakeEncoder:
-    """An :class:`~cluster.control.running.pool.EncoderHandle` that follows its backend's script."""
+    """An :class:`~cluster.control.farm.backend.EncoderHandle` that follows its backend's
+    script."""
 
     backend: FakeBackend
     placement: Placement
@@ -104,6 +139,7 @@ class FakeEncoder:
 
     async def run(self, order: WorkOrder) -> WorkOutcome:
         self.orders.append(order)
+        self.backend.orders.append(order)
         step = self.backend.script(order)
         if isinstance(step, WorkerLost):
             raise step
@@ -139,30 +175,57 @@ class FakeEncoder:
 
 
 class FakeBackend:
-    """The coordinator's :class:`~cluster.control.coordinator.Backend` without Ray."""
+    """The coordinator's :class:`~cluster.control.farm.backend.Backend` without Ray; its
+    :meth:`probe` and :meth:`index` read :class:`FakeClip` s (by file name; a
+    ``FakeClip()`` for any other file that exists)."""
 
-    def __init__(self, nodes: list[NodeInfo] | None = None, script: Script | None = None) -> None:
+    def __init__(
+        self,
+        nodes: list[NodeInfo] | None = None,
+        script: Script | None = None,
+        clips: dict[str, FakeClip] | None = None,
+    ) -> None:
         self.node_list: list[NodeInfo] = [fake_node()] if nodes is None else nodes
         self.script: Script = script or (lambda order: Behaviour.SUCCEED)
+        self.clips: dict[str, FakeClip] = dict(clips or {})
         self.encoders: list[FakeEncoder] = []
+        self.orders: list[WorkOrder] = []
+        """Every work order any encoder was given, in order."""
         self.capacity_requests: list[list[dict[str, float]]] = []
         self.probed_on: list[tuple[str, str]] = []
+        self.indexed: list[str] = []
         self.partials_removed: list[tuple[str, str, str]] = []
+
+    def clip(self, path: str) -> FakeClip:
+        if not Path(path).exists():
+            raise InputError(f"{Path(path).name}: no such file")
+        return self.clips.get(Path(path).name, FakeClip())
+
+    async def probe(self, path: str, roots: tuple[Path, ...]) -> MediaInfo:
+        """A :data:`~cluster.control.farm.prober.ProbeFn` on the head."""
+        return self.clip(path).media(path)
+
+    async def index(
+        self, path: str, roots: tuple[Path, ...], video_index: int, audio_index: int | None
+    ) -> FrameIndex:
+        """An :data:`~cluster.control.farm.reach.IndexFn` on the head."""
+        self.indexed.append(path)
+        return self.clip(path).index()
 
     async def nodes(self) -> list[NodeInfo]:
         return list(self.node_list)
 
     async def probe_on(self, node_id: str, path: str) -> MediaInfo:
         self.probed_on.append((node_id, path))
-        return await fake_probe(path, ())
+        return self.clip(path).media(path)
 
     async def index_on(
         self, node_id: str, path: str, video_index: int, audio_index: int | None
     ) -> FrameIndex:
-        return await index_file(path, (), video_index, audio_index)
+        return await self.index(path, (), video_index, audio_index)
 
     async def remove_partials_on(
-        self, node_id: str, folder: str, job_id: str, chunks: bool = False
+        self, node_id: str, folder: str, job_id: str, tasks: bool = False
     ) -> None:
         self.partials_removed.append((node_id, folder, job_id))
 
@@ -173,3 +236,17 @@ class FakeBackend:
 
     async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
         self.capacity_requests.append(bundles)
+
+
+class FakeClock:
+    """A clock for the coordinator's ``now`` that moves only when told: quarantines,
+    backoffs, suspects and idempotency keys expire without a test sleeping."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

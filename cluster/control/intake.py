@@ -11,10 +11,16 @@ from collections.abc import Callable
 
 from cluster.config import CoordinatorConfig
 from cluster.errors import OutputError
+from cluster.media.confine import check_destination, confine
 from cluster.media.encoders import Encoder
 from cluster.media.paths import OVERWRITE_HINT
 from cluster.model.jobs import JobKind, JobSpec
-from cluster.scheduling.admission import check_confined, confine, numbered, refuse_shared_outputs
+from cluster.scheduling.admission import (
+    check_callback,
+    check_spec,
+    numbered,
+    refuse_shared_outputs,
+)
 from cluster.storage import objects
 from cluster.storage.urls import (
     ObjectURL,
@@ -29,13 +35,16 @@ HEADS_AT_ONCE = 16
 
 
 def confine_all(specs: list[JobSpec], config: CoordinatorConfig, *, batch: bool) -> list[JobSpec]:
-    """Each spec confined (:func:`~cluster.scheduling.admission.confine`)."""
+    """Each spec's callback on an allowed host, and its media confined
+    (:func:`~cluster.media.confine.confine`); the first refusal names its job."""
     roots, hooks = config.media_roots, config.webhook_hosts
     buckets = parse_object_roots(config.object_roots)
-    return [
-        numbered(i, specs, batch, confine, spec, roots, hooks, buckets)
-        for i, spec in enumerate(specs)
-    ]
+
+    def confined(spec: JobSpec) -> JobSpec:
+        check_callback(spec.callback_url, hooks)
+        return confine(spec, roots, buckets)
+
+    return [numbered(i, specs, batch, confined, spec) for i, spec in enumerate(specs)]
 
 
 async def check_all(
@@ -49,7 +58,8 @@ async def check_all(
     """Everything knowable before the inputs are probed; the first refusal is raised.
     ``where``: where this machine sees a local path (``None``: it does not)."""
     for i, spec in enumerate(confined):
-        numbered(i, confined, batch, check_confined, spec, encoders, where)
+        numbered(i, confined, batch, check_spec, spec, encoders)
+        numbered(i, confined, batch, check_destination, spec, where)
     if batch:
         refuse_shared_outputs(confined)
     targets = [

@@ -215,10 +215,11 @@ def remove_partials(command: Command) -> None:
             os.unlink(partial)
 
 
-def remove_stale_partials(folder: Path, job_id: str, *, chunks: bool = False) -> None:
-    """Remove partial files any attempt of ``job_id`` left in ``folder``; with ``chunks``,
-    every file of its chunks (:func:`~cluster.model.split.chunk_name`), finished or not."""
-    pattern = f".*.{job_id}-c[0-9]*" if chunks else f".*.{job_id}.*partial"
+def remove_stale_partials(folder: Path, job_id: str, *, tasks: bool = False) -> None:
+    """Remove partial files any attempt of ``job_id`` left in ``folder``; with ``tasks``,
+    every file its job graph's tasks made there (``.<name>.<job>-<key>...``: chunk files,
+    their partials, the stitch's), finished or not."""
+    pattern = f".*.{job_id}-*" if tasks else f".*.{job_id}.*partial"
     with contextlib.suppress(OSError):
         for stale in folder.glob(pattern):
             stale.unlink(missing_ok=True)

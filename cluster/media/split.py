@@ -22,13 +22,12 @@ import itertools
 import os
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import EncodeError, ErrorCode, InputError
 from cluster.media.paths import open_input
 from cluster.media.probe import INPUT_OPTIONS, run_ffprobe
-from cluster.model.split import Segment
+from cluster.model.split import FrameIndex, Segment
 
 MIN_CHUNK_FRAMES = 24
 """No chunk is shorter (Av1an's floor too): a chunk's start-up and first keyframe cost
@@ -40,24 +39,6 @@ JITTER = 0.02
 Matroska keeps milliseconds) and still count as constant."""
 AUDIO_SLACK_S = 0.1
 SCAN_TIMEOUT_S = 1800.0
-
-
-@dataclass(frozen=True, slots=True)
-class FrameIndex:
-    """A file's video frames (display order), read from its packets."""
-
-    start_s: float
-    """The file's start time (what ``-ss`` counts from)."""
-    times: tuple[float, ...]
-    keyframes: frozenset[int]
-    """Frame numbers (display order) that are keyframes."""
-    audio_end_s: float | None = None
-    problem: str | None = None
-    """Why the frames cannot be counted on (missing timestamps)."""
-
-    @property
-    def frames(self) -> int:
-        return len(self.times)
 
 
 def scan_argv(path: str) -> list[str]:
@@ -222,11 +203,11 @@ def check_timeline(
     audio_end_s: float | None,
     source_audio_end_s: float | None,
     keyframes: frozenset[int] = frozenset(),
-) -> None:
+) -> int:
     """Raise an :class:`~cluster.errors.EncodeError` naming the chunk at fault unless the
     stitched video (its frames' ``times``, its ``keyframes``) has every source frame once,
     evenly spaced, each chunk starting on a keyframe, and its audio ends where the
-    source's does."""
+    source's does; returns how many frames it checked."""
     expected = sum(s.frames for s in segments)
     ordered = sorted(times)
     for i in range(1, len(ordered)):
@@ -258,3 +239,4 @@ def check_timeline(
                 f"stitched audio lasts {got:.3f} s, the source's {source_audio_end_s:.3f} s",
                 code=ErrorCode.ENCODE_FAILED,
             )
+    return len(ordered)

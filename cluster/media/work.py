@@ -20,22 +20,12 @@ from cluster.media.argv import (
     validate_command,
 )
 from cluster.media.encoders import CONTAINERS, Encoder, container_for
+from cluster.model.graph import Step
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.model.split import Segment
+from cluster.model.split import Segment, Stitch
 from cluster.storage.stage import StagePlan
-
-
-@dataclass(frozen=True, slots=True)
-class Stitch:
-    """What a stitch joins: the chunk files (names beside the output, in order) and
-    what the joined file must hold."""
-
-    chunks: tuple[str, ...]
-    segments: tuple[Segment, ...]
-    frame_s: float
-    audio_end_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +94,18 @@ def plan_work(
     roots: tuple[str, ...] = (),
     stage: StagePlan | None = None,
     media_map: tuple[tuple[str, str], ...] = (),
-    segment: Segment | None = None,
-    stitch: Stitch | None = None,
+    step: Step | None = None,
 ) -> WorkOrder:
     """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
     ``ffmpeg`` of the node it was placed on.
 
+    A task of a job graph has a ``step``: some frames to encode (a :class:`Segment`, into
+    its chunk file), or the chunks to join (a :class:`Stitch`, into the output).
     Partial files are named per attempt: after a lost worker, its ffmpeg may live on
     for a moment (until Ray reaps it) and must not write into the retry's file.
     """
+    segment = step if isinstance(step, Segment) else None
+    stitch = step if isinstance(step, Stitch) else None
     tag = f"{job_id}.{attempt}"
     if stitch is not None:
         command = stitch_command(spec, media, container_for(spec.output or ""), job_id=tag,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -89,9 +90,14 @@ class EventLog:
     restart reads as a gap instead of silently skipping the new life's first events.
     """
 
-    def __init__(self, maxlen: int = 20_000, start: int | None = None) -> None:
+    def __init__(
+        self,
+        maxlen: int = 20_000,
+        start: int | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self._events: deque[JobEvent] = deque(maxlen=maxlen)
-        self._seq = time.time_ns() // 1_000_000 * 1000 if start is None else start
+        self._seq = int(now() * 1000) * 1000 if start is None else start
         self._changed = asyncio.Event()
 
     @property

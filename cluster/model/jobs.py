@@ -1,27 +1,37 @@
-"""Jobs: what a user asks for (`JobSpec`), and the record the coordinator keeps (`Job`).
+"""The record the coordinator keeps of a job (:class:`Job`), and its state machine.
 
 A job's state changes only through :func:`transition`, which consults the one
 transition table and raises :class:`InvalidTransition` on an illegal move. Why a
-job ended (``reason``, ``error_code``) is kept beside its state.
+job ended (``reason``, ``error_code``) is kept beside its state. What a user asks for
+is :class:`~cluster.model.spec.JobSpec` (re-exported here).
 """
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
-from cluster.errors import ErrorCode, InvalidTransition, SpecError
+from cluster.errors import ErrorCode, InvalidTransition
+from cluster.model.graph import Graph, TaskOf
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.model.split import AUTO, ChunkOf, Split, parse_split
+from cluster.model.spec import CODECS as CODECS
+from cluster.model.spec import MAX_THUMBNAILS as MAX_THUMBNAILS
+from cluster.model.spec import Codec as Codec
+from cluster.model.spec import Hardware as Hardware
+from cluster.model.spec import JobKind as JobKind
+from cluster.model.spec import JobSpec as JobSpec
+from cluster.model.spec import Speed as Speed
+from cluster.model.split import Split
 
 
 class JobStatus(StrEnum):
+    WAITING = "waiting"
+    """A task whose graph has not yet finished what it needs (jobs users submit never
+    wait)."""
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -36,6 +46,8 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # waiting → queued: what the task needs succeeded; → cancelled: its job ended.
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     # queued → failed: the input is rejected before any encoder runs (probe failed).
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
     # running → queued: a retryable failure, a lost worker or a coordinator restart.
@@ -49,143 +61,96 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
-class JobKind(StrEnum):
-    TRANSCODE = "transcode"
-    PROBE = "probe"
-    VALIDATE = "validate"
-    THUMBNAIL = "thumbnail"
+class Fault(StrEnum):
+    """Whose fault a failed attempt was, for quarantine and poison (see
+    :func:`cluster.control.rules.policy.fault_of`)."""
 
-
-class Hardware(StrEnum):
-    AUTO = "auto"
-    GPU = "gpu"
-    CPU = "cpu"
-
-
-class Speed(StrEnum):
-    FAST = "fast"
-    MEDIUM = "medium"
-    SLOW = "slow"
-
-
-class Codec(StrEnum):
-    """The video codecs framefleet encodes (the one list; ``CODECS`` is its values)."""
-
-    H264 = "h264"
-    HEVC = "hevc"
-    AV1 = "av1"
-
-
-CODECS: tuple[str, ...] = tuple(c.value for c in Codec)
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*[:,]")
-MAX_THUMBNAILS = 100
-MAX_PATH_CHARS = 4096
-MAX_URL_CHARS = 2048
-OBJECT_URL_PREFIX = "s3://"
-"""Objects in storage; checked strictly (and against the roots) at admission."""
-
-
-def _check_path_text(what: str, value: str) -> None:
-    if not value or not value.strip():
-        raise SpecError(f"{what} is empty; give a file path")
-    if len(value) > MAX_PATH_CHARS:
-        raise SpecError(f"{what} is longer than {MAX_PATH_CHARS} characters")
-    if "\x00" in value or "\n" in value:
-        raise SpecError(f"{what} contains a control character; rename the file")
-    if _URL_LIKE.match(value) and not value.startswith(OBJECT_URL_PREFIX):
-        raise SpecError(
-            f"{what} {value[:120]!r} looks like a URL or ffmpeg protocol; give a file path "
-            "(prefix ./ for a file whose name contains ':') or an s3:// URL"
-        )
-
-
-def _check_callback_text(url: str) -> None:
-    """The URL's form (an http(s) URL with a host, no credentials); which hosts are
-    allowed is admission's rule (:func:`cluster.scheduling.admission.check_callback`)."""
-    if len(url) > MAX_URL_CHARS or any(ord(c) < 33 for c in url):
-        raise SpecError(
-            f"callback_url must be one URL of at most {MAX_URL_CHARS} characters, no spaces"
-        )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SpecError(f"callback_url {url!r} is not an http:// or https:// URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise SpecError("callback_url must not carry credentials; receivers check the signature")
+    NONE = "none"
+    """Succeeded, cancelled, or its node left the cluster."""
+    INPUT = "input"
+    """The input, the output, the request or the object store: says nothing about the
+    machine."""
+    NODE = "node"
+    """The machine: it stalled, ran past its ceiling, NVENC would not open, no encoder,
+    its scratch space could not hold the job."""
+    CRASH = "crash"
+    """The encoder crashed (ffmpeg failed or was killed, the encoder process died): the
+    machine's fault, or the input's if it crashes encoders on several machines."""
 
 
 @dataclass(frozen=True, slots=True)
-class JobSpec:
-    """What a user asks for. Validated on construction; never holds ffmpeg arguments."""
+class Failure:
+    """A failed attempt that was not the input's fault: a retry is placed elsewhere, and
+    crashes on several nodes make the job poison."""
 
-    kind: JobKind
-    input: str
-    output: str | None = None
-    codec: str = "h264"
-    quality: int | None = None
-    speed: Speed = Speed.MEDIUM
-    hardware: Hardware = Hardware.AUTO
-    priority: int = 0
-    keep_10bit: bool = False
-    overwrite: bool = False
-    thumbnail_at: float | None = None
-    thumbnail_count: int | None = None
-    thumbnail_width: int | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    callback_url: str | None = None
-    """Where to POST the job's view when it ends (a host in the allowed webhook hosts)."""
-    split: str = AUTO
-    """A transcode's video in chunks across the farm: ``auto``, ``off`` or about how many
-    seconds a chunk lasts (see :mod:`cluster.model.split`)."""
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "kind", JobKind(self.kind))
-            object.__setattr__(self, "speed", Speed(self.speed))
-            object.__setattr__(self, "hardware", Hardware(self.hardware))
-        except ValueError as exc:
-            raise SpecError(f"{exc}; see `framefleet encode --help` for the choices") from exc
-        _check_path_text("input", self.input)
-        if self.kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL):
-            if self.output is None:
-                what = "an output file" if self.kind is JobKind.TRANSCODE else "an output folder"
-                raise SpecError(f"a {self.kind} job needs {what}")
-            _check_path_text("output", self.output)
-        if self.codec not in CODECS:
-            raise SpecError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
-        if self.quality is not None and not 0 <= self.quality <= 51:
-            raise SpecError(
-                f"quality {self.quality} is out of range; use 0 (best) to 51 (smallest)"
-            )
-        if not -1000 <= self.priority <= 1000:
-            raise SpecError("priority must be between -1000 and 1000")
-        if self.keep_10bit and self.codec == "h264":
-            raise SpecError("10-bit output needs hevc or av1; drop keep_10bit or change the codec")
-        if self.thumbnail_at is not None and self.thumbnail_at < 0:
-            raise SpecError("thumbnail time must be 0 or more seconds")
-        if self.thumbnail_count is not None and not 1 <= self.thumbnail_count <= MAX_THUMBNAILS:
-            raise SpecError(f"thumbnail count must be between 1 and {MAX_THUMBNAILS}")
-        if self.thumbnail_at is not None and self.thumbnail_count is not None:
-            raise SpecError("give either a thumbnail time or a thumbnail count, not both")
-        if self.thumbnail_width is not None and not 16 <= self.thumbnail_width <= 7680:
-            raise SpecError("thumbnail width must be between 16 and 7680 pixels")
-        if len(self.labels) > 50 or any(
-            len(str(k)) > 100 or len(str(v)) > 1000 for k, v in self.labels.items()
-        ):
-            raise SpecError("labels: at most 50, keys up to 100 and values up to 1000 characters")
-        if self.callback_url is not None:
-            _check_callback_text(self.callback_url)
-        object.__setattr__(self, "split", parse_split(self.split))
+    attempt: int
+    node_id: str
+    address: str
+    where: str
+    fault: Fault
+    code: str
+    reason: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"labels": dict(self.labels)}
+        return {**asdict(self), "fault": str(self.fault)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(f"unknown job field(s): {', '.join(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> Failure:
+        return cls(**{**data, "fault": Fault(data["fault"])})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One POST of a job's ending: when, the HTTP status or the error, how long."""
+
+    at: float
+    status: int | None = None
+    error: str | None = None
+    ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"at": self.at}
+        if self.status is not None:
+            data["status"] = self.status
+        if self.error is not None:
+            data["error"] = self.error
+        return data | {"ms": self.ms}
+
+
+class WebhookState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """The delivery of a job's last ending to its ``callback_url``."""
+
+    id: str
+    url: str
+    state: WebhookState = WebhookState.PENDING
+    attempts: tuple[WebhookAttempt, ...] = ()
+    next_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "state": str(self.state),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "next_at": self.next_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Webhook:
+        return cls(
+            id=data["id"],
+            url=data["url"],
+            state=WebhookState(data.get("state", "pending")),
+            attempts=tuple(WebhookAttempt(**a) for a in data.get("attempts", ())),
+            next_at=data.get("next_at"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +217,8 @@ class JobPlacement:
 
 @dataclass(slots=True)
 class Job:
-    """The coordinator's record of one job. Mutated only by the coordinator."""
+    """The coordinator's record of one job. Changed only by the coordinator's job table
+    (:class:`~cluster.control.records.jobtable.JobTable`)."""
 
     id: str
     spec: JobSpec
@@ -281,18 +247,17 @@ class Job:
     """A client's key for this submission: the same key returns this job again."""
     limits: dict[str, float] | None = None
     """The current attempt's watchdog limits (``stall_s``, ``max_runtime_s``)."""
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    """Failed attempts that were not the input's fault: ``attempt``, ``node_id``,
-    ``where``, ``fault`` (``node`` or ``crash``), ``code``, ``reason``. A retry places
-    the job elsewhere; crashes on several nodes make it poison."""
-    webhook: dict[str, Any] | None = None
-    """The delivery of the last ending to ``spec.callback_url``: ``id``, ``url``,
-    ``state`` (pending, delivered, failed), ``attempts`` (each: ``at``, ``status`` or
-    ``error``, ``ms``), ``next_at``."""
+    failures: tuple[Failure, ...] = ()
+    """Failed attempts that were not the input's fault (the newest few)."""
+    webhook: Webhook | None = None
+    """The delivery of the last ending to ``spec.callback_url``."""
     split: Split | None = None
-    """A transcode: whether its video was split into chunks, how and why."""
-    chunk: ChunkOf | None = None
-    """A chunk sub-job (hidden from job lists): its parent and its frames."""
+    """A transcode: whether its video was split into chunks, how and why, and what it
+    shows of its chunks."""
+    graph: Graph | None = None
+    """A job a kind of graph looked at: its phase and its tasks (:mod:`cluster.model.graph`)."""
+    task: TaskOf | None = None
+    """A task of another job's graph (hidden from job lists): whose, and which."""
 
     @staticmethod
     def new_id() -> str:
@@ -304,13 +269,11 @@ class Job:
             self,
             result=dict(self.result) if self.result else self.result,
             notes=list(self.notes),
-            failures=list(self.failures),
-            webhook=_copied(self.webhook),
             split=Split.from_dict(self.split.to_dict()) if self.split else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The job as JSON-ready data (what the store keeps and the API shows)."""
+        """The job as JSON-ready data (what the store keeps)."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["spec"] = self.spec.to_dict()
         data["status"] = str(self.status)
@@ -319,15 +282,17 @@ class Job:
         data["input_media"] = self.input_media.to_dict() if self.input_media else None
         data["placement"] = self.placement.to_dict() if self.placement else None
         data["notes"] = list(self.notes)
-        data["failures"] = [dict(f) for f in self.failures]
-        data["webhook"] = _copied(self.webhook)
+        data["failures"] = [f.to_dict() for f in self.failures]
+        data["webhook"] = self.webhook.to_dict() if self.webhook else None
         data["split"] = self.split.to_dict() if self.split else None
-        data["chunk"] = self.chunk.to_dict() if self.chunk else None
+        data["graph"] = self.graph.to_dict() if self.graph else None
+        data["task"] = self.task.to_dict() if self.task else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         data = dict(data)
+        chunk = data.pop("chunk", None)  # what an older framefleet stored for a chunk
         data["spec"] = JobSpec.from_dict(data["spec"])
         data["status"] = JobStatus(data["status"])
         data["error_code"] = ErrorCode.parse(data.get("error_code"))
@@ -337,17 +302,18 @@ class Job:
             data["input_media"] = MediaInfo.from_dict(data["input_media"])
         if data.get("placement"):
             data["placement"] = JobPlacement.from_dict(data["placement"])
+        data["failures"] = tuple(Failure.from_dict(f) for f in data.get("failures") or ())
+        if data.get("webhook"):
+            data["webhook"] = Webhook.from_dict(data["webhook"])
         if data.get("split"):
             data["split"] = Split.from_dict(data["split"])
-        if data.get("chunk"):
-            data["chunk"] = ChunkOf.from_dict(data["chunk"])
+        if data.get("graph"):
+            data["graph"] = Graph.from_dict(data["graph"])
+        if data.get("task"):
+            data["task"] = TaskOf.from_dict(data["task"])
+        elif chunk:
+            data["task"] = TaskOf.from_chunk(chunk)
         return cls(**data)
-
-
-def _copied(webhook: dict[str, Any] | None) -> dict[str, Any] | None:
-    if webhook is None:
-        return None
-    return dict(webhook, attempts=[dict(a) for a in webhook.get("attempts", ())])
 
 
 def transition(
@@ -382,12 +348,13 @@ def transition(
             job.input_media = None
             job.result = None
             job.notes = []
-            job.failures = []
+            job.failures = ()
             job.webhook = None
-            job.split = None  # its chunk files were removed when it ended
+            job.split = None  # its tasks' files were removed when it ended
+            job.graph = None
         job.finished_at = None
         job.progress = None
-    else:
+    elif new.terminal:
         job.finished_at = now
     job.reason = reason
     job.error_code = error_code if new in (JobStatus.FAILED, JobStatus.CANCELLED) else None

@@ -1,10 +1,11 @@
 """Split-and-stitch vocabulary: a long transcode's video encoded as chunks across the farm,
 then joined without re-encoding (pure data; :mod:`cluster.media.split` plans the chunks,
-:mod:`cluster.control.splits` runs them).
+:mod:`cluster.control.graphs.split` makes them a job graph).
 
-A job's ``split`` field says what was decided and why (:class:`Split`); each chunk is a
-hidden sub-job whose ``chunk`` field (:class:`ChunkOf`) names its parent and its frames
-(:class:`Segment`).
+A job's ``split`` field says what was decided and why, and what the job shows of its
+chunks (:class:`Split`); each chunk is a task of the job's graph (:mod:`cluster.model.graph`)
+whose step is its frames (:class:`Segment`), and the last task, the stitch
+(:class:`Stitch`), joins them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ class Segment:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FrameIndex:
+    """A file's video frames (display order), read from its packets."""
+
+    start_s: float
+    """The file's start time (what ``-ss`` counts from)."""
+    times: tuple[float, ...]
+    keyframes: frozenset[int]
+    """Frame numbers (display order) that are keyframes."""
+    audio_end_s: float | None = None
+    problem: str | None = None
+    """Why the frames cannot be counted on (missing timestamps)."""
+
+    @property
+    def frames(self) -> int:
+        return len(self.times)
+
+
 @dataclass(slots=True)
 class ChunkState:
     """What the parent shows of one chunk."""
@@ -130,18 +149,31 @@ class Split:
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkOf:
-    """A chunk sub-job: whose, and which frames."""
+class Stitch:
+    """What a stitch joins: the chunk files (names beside the output, in order) and
+    what the joined file must hold."""
 
-    parent: str
-    segment: Segment
+    chunks: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    frame_s: float
+    audio_end_s: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parent": self.parent, "segment": asdict(self.segment)}
+        return {
+            "chunks": list(self.chunks),
+            "segments": [asdict(s) for s in self.segments],
+            "frame_s": self.frame_s,
+            "audio_end_s": self.audio_end_s,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChunkOf:
-        return cls(data["parent"], Segment(**data["segment"]))
+    def from_dict(cls, data: dict[str, Any]) -> Stitch:
+        return cls(
+            chunks=tuple(data["chunks"]),
+            segments=tuple(Segment(**s) for s in data["segments"]),
+            frame_s=float(data["frame_s"]),
+            audio_end_s=data.get("audio_end_s"),
+        )
 
 
 def chunk_id(parent: str, index: int) -> str:

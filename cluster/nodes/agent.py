@@ -26,10 +26,10 @@ from typing import Any
 
 from cluster.errors import ToolMissing
 from cluster.media.encoders import FfmpegBuild, ffmpeg_build
-from cluster.media.split import FrameIndex
 from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
 from cluster.model.media import MediaInfo
+from cluster.model.split import FrameIndex
 from cluster.nodes.capability import detect
 from cluster.nodes.gpus import GpuReading, GpuSource, gpu_source
 from cluster.nodes.serving import MediaServer
@@ -223,8 +223,8 @@ class NodeAgent:
     async def index(self, path: str, video_index: int, audio_index: int | None) -> FrameIndex:
         return await self.media.index(path, video_index, audio_index)
 
-    async def remove_partials(self, folder: str, job_id: str, chunks: bool = False) -> None:
-        await self.media.remove_partials(folder, job_id, chunks)
+    async def remove_partials(self, folder: str, job_id: str, tasks: bool = False) -> None:
+        await self.media.remove_partials(folder, job_id, tasks)
 
 
 def node_info(

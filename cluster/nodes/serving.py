@@ -38,8 +38,9 @@ from cluster.media.paths import OVERWRITE_HINT, check_opened, open_folder, open_
 from cluster.media.pinned import exists_in
 from cluster.media.probe import probe_async
 from cluster.media.runner import remove_stale_partials
-from cluster.media.split import FrameIndex, index_file
+from cluster.media.split import index_file
 from cluster.model.media import MediaInfo
+from cluster.model.split import FrameIndex
 from cluster.storage.roots import Pairs, Sight, look, to_node
 
 log = logging.getLogger("framefleet.agent")
@@ -131,11 +132,11 @@ class MediaServer:
         local, roots = self._local(path, "input")
         return await index_file(local, roots, video_index, audio_index)
 
-    async def remove_partials(self, folder: str, job_id: str, chunks: bool = False) -> None:
+    async def remove_partials(self, folder: str, job_id: str, tasks: bool = False) -> None:
         """Remove what a dead attempt of ``job_id`` left half-written in ``folder`` (with
-        ``chunks``: its chunk files)."""
+        ``tasks``: every file its job graph's tasks made)."""
         local, _ = self._local(folder, "output folder")
-        await asyncio.to_thread(remove_stale_partials, Path(local), job_id, chunks=chunks)
+        await asyncio.to_thread(remove_stale_partials, Path(local), job_id, tasks=tasks)
 
     # ---- writing --------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from cluster.errors import EncodeError, ErrorCode
 from cluster.media.argv import LIST_PLACEHOLDER
 from cluster.media.pinned import Pinned
 from cluster.media.split import check_timeline, scan_frames
-from cluster.media.work import Stitch
+from cluster.model.split import Stitch
 
 
 @dataclass(slots=True)
@@ -59,10 +59,11 @@ class ChunkFiles:
         path = f"/proc/self/fd/{self.folder_fd}/{partial}"
         index = await scan_frames(path, 0, 1 if audio else None, (self.folder_fd,))
         stitch = self.stitch
-        check_timeline(index.times, stitch.segments, frame_s=stitch.frame_s,
-                       audio_end_s=index.audio_end_s, source_audio_end_s=stitch.audio_end_s,
-                       keyframes=index.keyframes)  # fmt: skip
-        return {"frames": index.frames, "joins": len(stitch.chunks) - 1}
+        frames = check_timeline(index.times, stitch.segments, frame_s=stitch.frame_s,
+                                audio_end_s=index.audio_end_s,
+                                source_audio_end_s=stitch.audio_end_s,
+                                keyframes=index.keyframes)  # fmt: skip
+        return {"frames": frames, "joins": len(stitch.chunks) - 1}
 
     def remove(self) -> None:
         """Remove the chunk files (the output holds them now)."""

@@ -16,9 +16,9 @@ import ray
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.control.coordinator import Coordinator
 from cluster.control.farm.backend import EncoderHandle
-from cluster.media.split import FrameIndex
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo
+from cluster.model.split import FrameIndex
 from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo, node_info
 from cluster.ray_edge.actors import RemoteAgent, RemoteEncoder, agent_options, encoder_options
 from cluster.ray_edge.errors import encoder_error, peer_error
@@ -129,9 +129,9 @@ class RayBackend:
         return index
 
     async def remove_partials_on(
-        self, node_id: str, folder: str, job_id: str, chunks: bool = False
+        self, node_id: str, folder: str, job_id: str, tasks: bool = False
     ) -> None:
-        await self._agent_call(node_id, "remove_partials", folder, job_id, chunks)
+        await self._agent_call(node_id, "remove_partials", folder, job_id, tasks)
 
     async def _agent_call(self, node_id: str, method: str, *args: Any) -> Any:
         agent = self._agents.get(node_id)

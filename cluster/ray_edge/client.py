@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import ray
 
 from cluster.config import CoordinatorConfig, RuntimeConfig, config_differences
+from cluster.control.api import CoordinatorAPI, HeadAPI
+from cluster.control.coordinator import Coordinator
 from cluster.control.farm.view import NodeRecord
 from cluster.control.farmapi import MetricsSnapshot
 from cluster.errors import ClusterUnavailable, FramefleetError
@@ -27,10 +29,21 @@ CALL_TIMEOUT_S = 30.0
 """Every call waits at most this long (a busy or frozen engine never holds a caller)."""
 RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
 RESTART_POLL_S = 0.5
+P = ParamSpec("P")
+T = TypeVar("T")
+Call = Callable[Concatenate[HeadAPI, P], Coroutine[Any, Any, T]]
+"""One of the coordinator's calls, as declared (``CoordinatorAPI.get``): its name is the
+actor's method, its parameters and answer are typed."""
+
+
+def _send(coordinator: Any, call: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> Any:
+    """The Ray object ref of ``call`` sent to the coordinator actor."""
+    return getattr(coordinator, call.__name__).remote(*args, **kwargs)
 
 
 class Fleet:
-    """A connection to framefleet's coordinator (created on first use)."""
+    """A connection to framefleet's coordinator (created on first use): the calls of
+    :class:`~cluster.control.api.CoordinatorAPI`, waited for (``aio``: awaited)."""
 
     def __init__(self, runtime: Runtime, coordinator: Any, config: RuntimeConfig) -> None:
         self.runtime = runtime
@@ -51,8 +64,8 @@ class Fleet:
                 coordinator
             )
             fleet = cls(rt, handle, runtime)
-            fleet._call(handle.ping.remote(), timeout=COORDINATOR_START_TIMEOUT_S)
-            running: CoordinatorConfig = fleet._read("get_config")
+            fleet._read(COORDINATOR_START_TIMEOUT_S, HeadAPI.ping)
+            running = fleet._read(CALL_TIMEOUT_S, HeadAPI.get_config)
         except BaseException:
             rt.close()
             raise
@@ -65,16 +78,16 @@ class Fleet:
             )  # fmt: skip
         return fleet
 
-    def _call(self, ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+    def _change(self, timeout: float, call: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A call that changes something: sent once (it may have run)."""
         try:
-            return ray.get(ref, timeout=timeout)
+            found: T = ray.get(_send(self._coordinator, call, *args, **kwargs), timeout=timeout)
         except ray.exceptions.RayError as exc:
             raise coordinator_error(exc, timeout) from exc
+        return found
 
-    def _read(
-        self, method: str, *args: Any, call_timeout: float = CALL_TIMEOUT_S, **kwargs: Any
-    ) -> Any:
-        """Call a read-only coordinator method, waiting out a coordinator restart.
+    def _read(self, timeout: float, call: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A read-only call, sent again while Ray restarts the coordinator.
 
         Ray answers ``ActorUnavailableError`` while it restarts the coordinator; a read
         is safe to send again. Changes (submit, cancel, ...) are not: they may have run.
@@ -82,84 +95,80 @@ class Fleet:
         deadline = time.monotonic() + RESTART_WAIT_S
         while True:
             try:
-                ref = getattr(self._coordinator, method).remote(*args, **kwargs)
-                return ray.get(ref, timeout=call_timeout)
+                ref = _send(self._coordinator, call, *args, **kwargs)
+                found: T = ray.get(ref, timeout=timeout)
+                return found
             except ray.exceptions.ActorUnavailableError as exc:
                 if time.monotonic() >= deadline:
                     raise coordinator_error(exc) from exc
                 time.sleep(RESTART_POLL_S)
             except ray.exceptions.RayError as exc:
-                raise coordinator_error(exc, call_timeout) from exc
+                raise coordinator_error(exc, timeout) from exc
 
     def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._read("ping", call_timeout=30)
-        return result
+        return self._read(CALL_TIMEOUT_S, HeadAPI.ping)
+
+    def get_config(self) -> CoordinatorConfig:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.get_config)
 
     def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
-        job: Job = self._call(self._coordinator.submit.remote(spec, idempotency_key))
-        return job
+        return self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key)
 
     def submit_many(self, specs: list[JobSpec], idempotency_key: str | None = None) -> list[Job]:
-        jobs: list[Job] = self._call(self._coordinator.submit_many.remote(specs, idempotency_key))
-        return jobs
+        return self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key)
 
     def get(self, job_id: str) -> Job:
-        job: Job = self._read("get", job_id)
-        return job
+        return self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id)
 
     def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
         """The video objects under an ``s3://`` prefix inside the media roots."""
-        found: list[str] = self._read("list_inputs", prefix, limit)
-        return found
+        return self._read(CALL_TIMEOUT_S, HeadAPI.list_inputs, prefix, limit)
 
-    def list_jobs(self, **filters: Any) -> list[Job]:
-        jobs: list[Job] = self._read("list_jobs", **filters)
-        return jobs
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[Job]:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.list_jobs, status=status, kind=kind,
+                          after_seq=after_seq, limit=limit)  # fmt: skip
 
     def cancel(self, job_id: str, timeout: float = CALL_TIMEOUT_S) -> Job:
         """Cancel; a :class:`CallTimeout` after ``timeout`` means the coordinator is still
         stopping the encoder (it kills it if it does not stop: the job ends cancelled)."""
-        job: Job = self._call(self._coordinator.cancel.remote(job_id), timeout)
-        return job
+        return self._change(timeout, HeadAPI.cancel, job_id)
 
     def retry(self, job_id: str) -> Job:
-        job: Job = self._call(self._coordinator.retry.remote(job_id))
-        return job
+        return self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id)
 
     def nodes(self) -> list[NodeRecord]:
-        nodes: list[NodeRecord] = self._read("nodes")
-        return nodes
+        return self._read(CALL_TIMEOUT_S, HeadAPI.nodes)
 
     def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
-        self._call(self._coordinator.set_node_cap.remote(node_id, max_jobs))
+        self._change(CALL_TIMEOUT_S, HeadAPI.set_node_cap, node_id, max_jobs)
 
     def drain(self, name: str, on: bool = True) -> NodeRecord:
         """Drain a node (``on=False``: undrain); it is named by id, address or hostname."""
-        node: NodeRecord = self._call(self._coordinator.drain.remote(name, on))
-        return node
+        return self._change(CALL_TIMEOUT_S, HeadAPI.drain, name, on)
 
     def release(self, name: str) -> str:
         """Lift the quarantine of a node or a GPU (UUID); says what was released."""
-        said: str = self._call(self._coordinator.release.remote(name))
-        return said
+        return self._change(CALL_TIMEOUT_S, HeadAPI.release, name)
 
     def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
     ) -> EventBatch:
         """Job events after ``after`` (long-poll: waits up to ``timeout`` for the first)."""
-        batch: EventBatch = self._read(
-            "poll_events", after, job_ids, timeout, call_timeout=timeout + CALL_TIMEOUT_S
-        )
-        return batch
+        return self._read(timeout + CALL_TIMEOUT_S, HeadAPI.events, after, job_ids, timeout)
 
     def metrics(self) -> MetricsSnapshot:
-        """What /metrics exports (see ``Coordinator.metrics_snapshot``)."""
-        snapshot: MetricsSnapshot = self._read("metrics_snapshot", call_timeout=30)
-        return snapshot
+        """What /metrics exports (see ``Coordinator.metrics``)."""
+        return self._read(CALL_TIMEOUT_S, HeadAPI.metrics)
 
     def event_cursor(self) -> int:
-        cursor: int = self._read("event_cursor")
-        return cursor
+        return self._read(CALL_TIMEOUT_S, HeadAPI.event_cursor)
 
     def wait(
         self,
@@ -189,7 +198,7 @@ class Fleet:
 
     def shutdown_coordinator(self) -> None:
         """Stop encodes cleanly (running jobs are re-queued) and remove the coordinator."""
-        self._call(self._coordinator.shutdown.remote(), timeout=60)
+        self._change(60, HeadAPI.shutdown)
         ray.kill(self._coordinator, no_restart=True)
         # The name is released shortly after; until then a new connect would get the dead actor.
         deadline = time.monotonic() + 30
@@ -219,24 +228,26 @@ class AsyncFleet:
     def __init__(self, coordinator: Any) -> None:
         self._coordinator = coordinator
 
-    async def _call(self, ref: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+    async def _change(
+        self, timeout: float, call: Call[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         try:
-            return await asyncio.wait_for(ref, timeout)
+            found: T = await asyncio.wait_for(
+                _send(self._coordinator, call, *args, **kwargs), timeout
+            )
         except TimeoutError:
             raise call_timeout(timeout) from None
         except ray.exceptions.RayError as exc:
             raise coordinator_error(exc, timeout) from exc
+        return found
 
-    async def _read(
-        self, method: str, *args: Any, call_timeout: float = CALL_TIMEOUT_S, **kwargs: Any
-    ) -> Any:
+    async def _read(self, timeout: float, call: Call[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A read-only call, sent again while Ray restarts the coordinator (as
         :meth:`Fleet._read`)."""
         deadline = time.monotonic() + RESTART_WAIT_S
         while True:
             try:
-                ref = getattr(self._coordinator, method).remote(*args, **kwargs)
-                return await self._call(ref, call_timeout)
+                return await self._change(timeout, call, *args, **kwargs)
             except ClusterUnavailable as exc:
                 if not isinstance(exc.__cause__, ray.exceptions.ActorUnavailableError):
                     raise
@@ -245,60 +256,67 @@ class AsyncFleet:
                 await asyncio.sleep(RESTART_POLL_S)
 
     async def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._read("ping")
-        return result
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.ping)
+
+    async def get_config(self) -> CoordinatorConfig:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.get_config)
 
     async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
-        job: Job = await self._call(self._coordinator.submit.remote(spec, idempotency_key))
-        return job
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key)
 
     async def submit_many(
         self, specs: list[JobSpec], idempotency_key: str | None = None
     ) -> list[Job]:
-        ref = self._coordinator.submit_many.remote(specs, idempotency_key)
-        jobs: list[Job] = await self._call(ref)
-        return jobs
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key)
 
     async def get(self, job_id: str) -> Job:
-        job: Job = await self._read("get", job_id)
-        return job
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id)
 
     async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
-        found: list[str] = await self._read("list_inputs", prefix, limit)
-        return found
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.list_inputs, prefix, limit)
 
-    async def list_jobs(self, **filters: Any) -> list[Job]:
-        jobs: list[Job] = await self._read("list_jobs", **filters)
-        return jobs
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[Job]:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.list_jobs, status=status, kind=kind,
+                                after_seq=after_seq, limit=limit)  # fmt: skip
 
     async def cancel(self, job_id: str, timeout: float = CALL_TIMEOUT_S) -> Job:
-        job: Job = await self._call(self._coordinator.cancel.remote(job_id), timeout)
-        return job
+        return await self._change(timeout, HeadAPI.cancel, job_id)
 
     async def retry(self, job_id: str) -> Job:
-        job: Job = await self._call(self._coordinator.retry.remote(job_id))
-        return job
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id)
 
     async def nodes(self) -> list[NodeRecord]:
-        nodes: list[NodeRecord] = await self._read("nodes")
-        return nodes
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.nodes)
+
+    async def metrics(self) -> MetricsSnapshot:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.metrics)
+
+    async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
+        await self._change(CALL_TIMEOUT_S, HeadAPI.set_node_cap, node_id, max_jobs)
 
     async def drain(self, name: str, on: bool = True) -> NodeRecord:
-        node: NodeRecord = await self._call(self._coordinator.drain.remote(name, on))
-        return node
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.drain, name, on)
 
     async def release(self, name: str) -> str:
-        said: str = await self._call(self._coordinator.release.remote(name))
-        return said
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.release, name)
 
     async def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
     ) -> EventBatch:
-        batch: EventBatch = await self._read(
-            "poll_events", after, job_ids, timeout, call_timeout=timeout + CALL_TIMEOUT_S
-        )
-        return batch
+        return await self._read(timeout + CALL_TIMEOUT_S, HeadAPI.events, after, job_ids,
+                                timeout)  # fmt: skip
 
     async def event_cursor(self) -> int:
-        cursor: int = await self._read("event_cursor")
-        return cursor
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.event_cursor)
+
+
+if TYPE_CHECKING:  # the coordinator and the asyncio client answer the one declared API
+    _COORDINATOR: type[HeadAPI] = Coordinator
+    _ASYNC_CLIENT: type[CoordinatorAPI] = AsyncFleet

@@ -1,19 +1,17 @@
-"""What a job may ask for: checked before it is queued (and, by the CLI, before Ray starts)."""
+"""What a job may ask for, whatever the files hold: checked before it is queued (and, by
+the CLI, before Ray starts). Pure: where its paths resolve and whether its output may be
+written are the filesystem's (:mod:`cluster.media.confine`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from cluster.errors import ErrorCode, JobFailure, OutputError, SpecError
+from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
-from cluster.media.paths import check_output_file, check_output_folder, resolve
 from cluster.model.jobs import Hardware, JobKind, JobSpec
-from cluster.storage.urls import ObjectURL, confine_object, is_object_url, is_url
 
 T = TypeVar("T")
 
@@ -85,68 +83,6 @@ def check_callback(url: str | None, hosts: tuple[str, ...]) -> None:
     )
 
 
-def confine(
-    spec: JobSpec,
-    roots: tuple[Path, ...],
-    hooks: tuple[str, ...] = (),
-    objects: tuple[ObjectURL, ...] = (),
-) -> JobSpec:
-    """``spec`` with input and output resolved (after symlinks) inside ``roots``, or, as
-    ``s3://`` URLs, inside ``objects``, and its callback on an allowed host (``hooks``);
-    else a :class:`SpecError` naming the rule. The one place a job's paths and URLs are
-    checked."""
-    check_callback(spec.callback_url, hooks)
-    folder = spec.kind is JobKind.THUMBNAIL
-    source = _confined(spec.input, roots, objects, what="input")
-    output = None
-    if spec.output is not None:
-        output = _confined(spec.output, roots, objects, what="output", prefix=folder)
-    if output is not None and output == source and is_object_url(output):
-        raise OutputError(f"output {output} is the input itself; choose another name")
-    return replace(spec, input=source, output=output)
-
-
-def _confined(
-    raw: str,
-    roots: tuple[Path, ...],
-    objects: tuple[ObjectURL, ...],
-    *,
-    what: str,
-    prefix: bool = False,
-) -> str:
-    if is_url(raw):
-        return str(confine_object(raw, objects, what=what, prefix=prefix))
-    if objects and not roots:
-        raise SpecError(
-            f"{what} {raw[:120]!r}: this farm keeps media in object storage only "
-            f"({', '.join(map(str, objects))}); give an s3:// URL",
-            code=ErrorCode.OUTSIDE_ROOTS,
-        )
-    return str(resolve(raw, roots, what=what))
-
-
-def check_confined(
-    spec: JobSpec,
-    encoders: tuple[Encoder, ...] | None,
-    where: Callable[[str], str | None] = lambda path: path,
-) -> None:
-    """Everything about a :func:`confine` d spec that can be known before its input is
-    probed: the request itself (:func:`check_spec`) and where it writes, as ``where``
-    (path -> where this machine sees it; ``None``: it does not, and the node that runs
-    the job checks it, as it always does, before ffmpeg starts) says."""
-    check_spec(spec, encoders)
-    if spec.output is None or is_object_url(spec.output):
-        return  # an object that exists is refused by the coordinator (a HEAD), not here
-    output = where(spec.output)
-    if output is None:
-        return
-    if spec.kind is JobKind.TRANSCODE:
-        source = Path(where(spec.input) or spec.input)
-        check_output_file(Path(output), input_path=source, overwrite=spec.overwrite)
-    elif spec.kind is JobKind.THUMBNAIL:
-        check_output_folder(Path(output))
-
-
 def numbered(i: int, specs: list[JobSpec], batch: bool, check: Callable[..., T], *args: Any) -> T:
     """``check(*args)`` for ``specs[i]``; in a batch, a refusal names the job it is about
     (``job 3 of 10: ...``), keeping its code."""
@@ -172,8 +108,3 @@ def refuse_shared_outputs(specs: list[JobSpec]) -> None:
                 code=ErrorCode.DUPLICATE_OUTPUT,
             )
         seen[spec.output] = i
-
-
-def confine_path(raw: str, roots: tuple[Path, ...], what: str) -> Path:
-    """One path resolved (after symlinks) inside ``roots``, or a :class:`SpecError`."""
-    return resolve(raw, roots, what=what)

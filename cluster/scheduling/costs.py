@@ -1,7 +1,9 @@
-"""What one job is expected to cost: CPU cores, and GPU memory per NVENC encode.
+"""What one job is expected to cost: CPU cores, GPU memory per NVENC encode, host memory,
+and how fast it should at least run.
 
-The tables are estimates the scheduler reserves against; they are data, and a JSON
-file can replace them (``CostModel.from_file``; the CLI reads ``FRAMEFLEET_COST_MODEL``).
+The tables are estimates the scheduler reserves against and the watchdog judges by; they
+are data, and one JSON file can replace any of them (``CostModel.from_file``; the CLI
+reads ``FRAMEFLEET_COST_MODEL``).
 
 GPU memory per NVENC encode. An ffmpeg process that encodes with NVENC (frames decoded
 on the CPU and uploaded) holds one CUDA context plus NVENC's surfaces:
@@ -42,6 +44,8 @@ from typing import Any
 
 from cluster.errors import CostModelError
 from cluster.media.argv import SEEK_INPUTS_MAX
+from cluster.model.jobs import Hardware, JobKind, JobSpec
+from cluster.model.media import MediaInfo
 
 Table = dict[str, list[tuple[int, float]]]
 """codec -> [(pixels up to, amount)], ascending."""
@@ -73,6 +77,17 @@ DECODER_FRAMES = 16
 """Decoded frames one seeking thumbnail input holds (references and queue)."""
 SAFETY_MARGIN_MB = 512
 """GPU memory the scheduler leaves free on every GPU (the driver, other processes' growth)."""
+SPEEDS: dict[str, dict[str, float]] = {
+    "cpu": {"h264": 1.0, "hevc": 0.3, "av1": 0.3},
+    "gpu": {"h264": 4.0, "hevc": 4.0, "av1": 4.0},
+}
+"""How many times real time an encode runs at least, at 1080p and preset medium, on the
+cores (or the GPU) it is given: conservative, so a slower machine still passes the
+watchdog's limits with their headroom. Smaller frames are faster (up to 4x)."""
+DECODE_SPEED = 4.0
+"""validate and thumbnail jobs only decode."""
+PRESET_SPEEDS: dict[str, float] = {"fast": 2.0, "medium": 1.0, "slow": 0.33}
+"""A preset's speed relative to ``medium``."""
 NETWORK_MIB_S = 100.0
 """What moving media between nodes is assumed to reach (about 1 Gb/s Ethernet), to judge
 whether a node that cannot see a job's media should fetch them rather than wait."""
@@ -88,6 +103,9 @@ class CostModel:
     memory_mb: Table = field(default_factory=lambda: dict(MEMORY_MB))
     light_job_memory_mb: int = LIGHT_JOB_MEMORY_MB
     network_mib_s: float = NETWORK_MIB_S
+    speeds: dict[str, dict[str, float]] = field(default_factory=lambda: _copy(SPEEDS))
+    decode_speed: float = DECODE_SPEED
+    preset_speeds: dict[str, float] = field(default_factory=lambda: dict(PRESET_SPEEDS))
 
     def memory(self, codec: str, width: int, height: int, *, software: bool) -> int:
         """MiB of host memory for a transcode (``software``: on the CPU) or, with
@@ -107,6 +125,18 @@ class CostModel:
     def cores(self, codec: str, width: int, height: int) -> float:
         return _lookup(self.cpu_cores, codec, width * height)
 
+    def speed(
+        self, *, transcode: bool, codec: str, gpu: bool, preset: str, width: int, height: int
+    ) -> float:
+        """How many times real time a job should at least run: a transcode of ``codec``
+        on a GPU or on the CPU at ``preset``, or (``transcode=False``) a decode, of frames
+        ``width`` x ``height`` (0: unknown, taken as 1080p)."""
+        pixels = width * height if width and height else P1080
+        if not transcode:
+            return self.decode_speed * min(1.0, P1080 / pixels)
+        base = self.speeds["gpu" if gpu else "cpu"].get(codec, 0.3)
+        return base * self.preset_speeds.get(preset, 1.0) * min(4.0, P1080 / pixels)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "gpu_memory_mb": {c: [list(r) for r in rows] for c, rows in self.gpu_memory_mb.items()},
@@ -117,6 +147,9 @@ class CostModel:
             "memory_mb": {c: [list(r) for r in rows] for c, rows in self.memory_mb.items()},
             "light_job_memory_mb": self.light_job_memory_mb,
             "network_mib_s": self.network_mib_s,
+            "speeds": _copy(self.speeds),
+            "decode_speed": self.decode_speed,
+            "preset_speeds": dict(self.preset_speeds),
         }
 
     @classmethod
@@ -144,9 +177,42 @@ class CostModel:
                 memory_mb={**base.memory_mb, **_table(data.get("memory_mb", {}))},
                 light_job_memory_mb=int(data.get("light_job_memory_mb", base.light_job_memory_mb)),
                 network_mib_s=float(data.get("network_mib_s", base.network_mib_s)),
+                speeds=_speeds(base.speeds, data.get("speeds", {})),
+                decode_speed=_positive(data.get("decode_speed", base.decode_speed)),
+                preset_speeds={
+                    **base.preset_speeds,
+                    **_rates(data.get("preset_speeds", {}), "preset_speeds"),
+                },
             )
         except (TypeError, ValueError) as exc:
             raise CostModelError(f"cost model {p}: {exc}") from exc
+
+
+def _copy(speeds: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {where: dict(codecs) for where, codecs in speeds.items()}
+
+
+def _positive(raw: Any) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(f"a speed must be above 0, not {raw!r}")
+    return value
+
+
+def _rates(raw: Any, what: str) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} must map a name to a speed (times real time)")
+    return {str(k): _positive(v) for k, v in raw.items()}
+
+
+def _speeds(base: dict[str, dict[str, float]], raw: Any) -> dict[str, dict[str, float]]:
+    """``base`` with the codecs ``raw`` gives for ``cpu`` and ``gpu`` replaced."""
+    if not isinstance(raw, dict) or set(raw) - {"cpu", "gpu"}:
+        raise ValueError('speeds must be {"cpu": {codec: speed}, "gpu": {codec: speed}}')
+    merged = _copy(base)
+    for where, codecs in raw.items():
+        merged[where].update(_rates(codecs, f"speeds.{where}"))
+    return merged
 
 
 def _table(raw: Any) -> Table:
@@ -165,3 +231,17 @@ def _table(raw: Any) -> Table:
 def _lookup(table: Table, codec: str, pixels: int) -> float:
     rows = table[codec]
     return next((v for limit, v in rows if pixels <= limit), rows[-1][1])
+
+
+def expected_speed(spec: JobSpec, hardware: Hardware, media: MediaInfo, costs: CostModel) -> float:
+    """How many times real time ``spec`` should at least run on ``hardware`` (the cost
+    model's speeds: the watchdog's limits, and whether moving media is worth it)."""
+    video = media.video
+    return costs.speed(
+        transcode=spec.kind is JobKind.TRANSCODE,
+        codec=spec.codec,
+        gpu=hardware is Hardware.GPU,
+        preset=str(spec.speed),
+        width=video.width if video else 0,
+        height=video.height if video else 0,
+    )

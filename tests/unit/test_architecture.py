@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +25,7 @@ LAYERS = (
     ("cluster.control.records",),
     ("cluster.control.farm",),
     ("cluster.control.running",),
+    ("cluster.control.graphs",),
     ("cluster.control",),
     ("cluster.ray_edge",),
 )
@@ -136,11 +139,13 @@ IMPURE = ("asyncio", "time", "os", "sqlite3", "subprocess", "socket", "threading
 """What a pure room may not import: no clock, no loop, no files, no processes, no network."""
 
 
-def test_the_rules_of_the_head_are_pure() -> None:
-    """``cluster/control/rules/`` decides and never acts: the clock is passed in."""
+@pytest.mark.parametrize("room", ["rules", "graphs"])
+def test_the_rules_of_the_head_and_the_kinds_of_job_graphs_are_pure(room: str) -> None:
+    """``cluster/control/rules/`` and ``graphs/`` decide and never act: the clock is
+    passed in."""
     bad = [
         f"{me} imports {other}"
-        for me, other in imports(ROOT / "cluster" / "control" / "rules")
+        for me, other in imports(ROOT / "cluster" / "control" / room)
         if any(other == m or other.startswith(m + ".") for m in IMPURE)
     ]
     assert bad == []

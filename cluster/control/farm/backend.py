@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cluster.media.split import FrameIndex
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo
+from cluster.model.split import FrameIndex
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.planner import Placement
 
@@ -34,10 +34,10 @@ class Backend(Protocol):
         ...
 
     async def remove_partials_on(
-        self, node_id: str, folder: str, job_id: str, chunks: bool = False
+        self, node_id: str, folder: str, job_id: str, tasks: bool = False
     ) -> None:
-        """Remove what a dead attempt left half-written in ``folder`` (with ``chunks``:
-        the job's chunk files), on a node that sees it."""
+        """Remove what a dead attempt left half-written in ``folder`` (with ``tasks``:
+        every file the job's graph's tasks made), on a node that sees it."""
         ...
 
     async def request_capacity(self, bundles: list[dict[str, float]]) -> None:

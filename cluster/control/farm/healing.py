@@ -7,14 +7,19 @@ at each step of a job's run; the rules live in :mod:`~cluster.control.rules.watc
                            on trial takes it as its trial
     progress arrives    -> the watchdog sees whether it advanced
     housekeeping        -> encodes past a limit are stopped, as failed attempts
-    an encode ends      -> failures not the input's are recorded on the job (it is placed
-                           elsewhere next) and struck against its node or GPU; a success
-                           clears the strikes; a poison job's strikes are taken back
+    an encode ends      -> failures not the input's (recorded on the job by the table:
+                           it is placed elsewhere next) are struck against its node or
+                           GPU; a success clears the strikes; a poison job's strikes are
+                           taken back
+
+Time comes from ``now`` (a clock passed in), so tests never sleep.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,24 +27,30 @@ from cluster.config import CoordinatorConfig
 from cluster.control.records.metrics import JobMetrics
 from cluster.control.records.store import JobStore
 from cluster.control.rules.health import Health, HealthState, Saved, gpu_target, node_target
-from cluster.control.rules.policy import Action, Decision, Fault, fault_of, targets
-from cluster.control.rules.watchdog import Watchdog, limits_for
+from cluster.control.rules.policy import Action, Decision, targets
+from cluster.control.rules.watchdog import Limits, Watchdog, limits_for
 from cluster.errors import ErrorCode, Stalled
-from cluster.media.work import WorkOutcome
-from cluster.model.jobs import Job, JobStatus
+from cluster.model.counters import JobCounter
+from cluster.model.jobs import Failure, Fault, Job, JobPlacement
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import GpuState, NodeState
 from cluster.storage.urls import is_object_url
 
 log = logging.getLogger("framefleet.coordinator.farm")
-MAX_FAILURES_KEPT = 20
 
 
 class Healer:
-    def __init__(self, config: CoordinatorConfig, metrics: JobMetrics) -> None:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        metrics: JobMetrics,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self._now = now
         self.health = Health(
             after=config.quarantine_after,
             window_s=config.quarantine_window_s,
@@ -47,7 +58,7 @@ class Healer:
             max_s=config.quarantine_max_s,
         )
         self.watchdog = Watchdog()
-        self.draining: dict[str, float] = {}
+        self._draining: dict[str, float] = {}
         """Node id -> since when it takes no new work."""
         self._store: JobStore | None = None
         self._saved: dict[str, Saved] = {}
@@ -56,7 +67,7 @@ class Healer:
         """Drains, strikes and quarantines from before a restart; later changes are
         written there."""
         self._store = store
-        self.draining = store.drains()
+        self._draining = store.drains()
         self._saved = store.health()
         self.health.restore(self._saved)
 
@@ -67,64 +78,64 @@ class Healer:
             self._store.set_health(now)
             self._saved = now
 
+    # ---- drains ------------------------------------------------------------------------
+
+    def drain(self, node_id: str) -> float:
+        """The node takes no new work (kept across restarts); since when (idempotent)."""
+        since = self._draining.setdefault(node_id, self._now())
+        if self._store is not None:
+            self._store.set_drain(node_id, since)
+        return since
+
+    def undrain(self, node_id: str) -> None:
+        self._draining.pop(node_id, None)
+        if self._store is not None:
+            self._store.set_drain(node_id, None)
+
+    def draining(self, node_id: str) -> bool:
+        return node_id in self._draining
+
     # ---- a job's run -----------------------------------------------------------------
 
-    def launched(self, job: Job, media: MediaInfo, now: float) -> None:
-        placement = job.placement
-        if placement is None:
-            return
+    def limits(self, job: Job, placement: JobPlacement, media: MediaInfo) -> Limits:
+        """The watchdog's limits for the job where it was placed."""
         size = media.size_bytes or 0
         staged = [url for url in (job.spec.input, job.spec.output) if is_object_url(url)]
-        limits = limits_for(
+        return limits_for(
             job.spec,
             placement.hardware,
             media,
+            self.config.costs,
             stall_s=self.config.stall_s,
             runtime_factor=self.config.max_runtime_factor,
             transfer_bytes=size * len(staged),  # an output about the input's size
         )
-        job.limits = limits.to_dict()
-        self.watchdog.track(job.id, limits, placement.where, now)
+
+    def launched(self, job_id: str, placement: JobPlacement, limits: Limits) -> None:
+        """Watch the attempt that starts; a node or GPU on trial takes it as its trial."""
+        now = self._now()
+        self.watchdog.track(job_id, limits, placement.where, now)
         for target in (node_target(placement.node_id), *targets(placement)):
-            self.health.started(target, job.id, now)
+            self.health.started(target, job_id, now)
 
-    def progressed(self, job_id: str, snapshot: ProgressSnapshot, now: float) -> None:
-        self.watchdog.progressed(job_id, snapshot, now)
+    def progressed(self, job_id: str, snapshot: ProgressSnapshot) -> None:
+        self.watchdog.progressed(job_id, snapshot, self._now())
 
-    def overdue(self, now: float) -> list[tuple[str, Stalled]]:
-        found = self.watchdog.overdue(now)
+    def overdue(self) -> list[tuple[str, Stalled]]:
+        found = self.watchdog.overdue(self._now())
         for _, why in found:
-            if why.code is ErrorCode.TIMED_OUT:
-                self.metrics.timeouts += 1
-            else:
-                self.metrics.stalls += 1
+            timed_out = why.code is ErrorCode.TIMED_OUT
+            self.metrics.count(JobCounter.TIMEOUTS if timed_out else JobCounter.STALLS)
         return found
 
-    def outcome(self, job: Job, outcome: WorkOutcome, *, node_present: bool) -> Fault:
-        """Record a failed attempt that was not the input's fault on the job (before
-        :func:`decide`, which reads the crash sites); returns the fault."""
-        if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
-            return Fault.NONE  # stale: decide() ignores it
+    def settle(self, job: Job, fault: Fault, decision: Decision, failure: Failure | None) -> None:
+        """Strike, clear or forgive the targets of the attempt that just ended (``fault``:
+        whose fault it was; ``failure``: its record, if it was not the input's)."""
         self.watchdog.forget(job.id)
-        fault = fault_of(outcome, node_present=node_present)
         placed = job.placement
-        if placed is not None and fault in (Fault.NODE, Fault.CRASH):
-            job.failures.append({
-                "attempt": outcome.attempt, "node_id": placed.node_id,
-                "address": placed.address, "where": placed.where, "fault": str(fault),
-                "code": str(outcome.error_code), "reason": outcome.error,
-            })  # fmt: skip
-            del job.failures[:-MAX_FAILURES_KEPT]
-        return fault
-
-    def settle(self, job: Job, fault: Fault, decision: Decision, now: float) -> None:
-        """Strike, clear or forgive the targets of the attempt that just ended; an attempt
-        ended by no fault of the job's or a machine's is not counted against its retries."""
-        placed = job.placement
-        if decision.action is Action.REQUEUE and not decision.charged:
-            job.requeues += 1  # a lost node or a shutdown: not one of the job's attempts
         if placed is None or decision.action is Action.IGNORE:
             return
+        now = self._now()
         if decision.code is ErrorCode.POISON:
             self.health.forgive(job.id)  # counted by decide()'s counter
             log.warning("job %s is poison: %s", job.id, decision.reason)
@@ -133,10 +144,10 @@ class Healer:
             for target in every:
                 self.health.succeeded(target, now)
         elif fault in (Fault.NODE, Fault.CRASH) and decision.code is not ErrorCode.POISON:
-            why = job.failures[-1]["reason"] if job.failures else decision.reason
+            why = (failure.reason if failure else None) or decision.reason
             for target in targets(placed):
                 if self.health.failed(target, job.id, why, now):
-                    self.metrics.quarantines += 1
+                    self.metrics.count(JobCounter.QUARANTINES)
             for target in every:
                 self.health.ended(target, job.id)  # a failed trial was handled above
         else:
@@ -149,16 +160,16 @@ class Healer:
 
     # ---- what may take work --------------------------------------------------------------
 
-    def placeable(self, states: list[NodeState], now: float) -> list[NodeState]:
+    def placeable(self, states: list[NodeState]) -> list[NodeState]:
         """The nodes and GPUs that may take new work now: draining and quarantined ones
         left out; one on trial offers room for exactly one job."""
-        health = self.health
-        if not self.draining and not health.any():
+        health, now = self.health, self._now()
+        if not self._draining and not health.any():
             return states
         kept = []
         for state in states:
             node = node_target(state.node_id)
-            if state.node_id in self.draining or health.closed(node, now):
+            if state.node_id in self._draining or health.closed(node, now):
                 continue
             if health.state(node, now) is HealthState.TRIAL:
                 cap = state.max_jobs if state.max_jobs is not None else state.running + 1
@@ -178,19 +189,19 @@ class Healer:
 
     def holds_back(self) -> bool:
         """Whether :meth:`placeable` may leave nodes or GPUs out now."""
-        return bool(self.draining) or self.health.any()
+        return bool(self._draining) or self.health.any()
 
-    def node_health(self, node_id: str, running: int, now: float) -> dict[str, Any]:
+    def node_health(self, node_id: str, running: int) -> dict[str, Any]:
         """``state`` (ready, draining, drained, quarantined, trial) and the quarantine."""
-        quarantine = self.health.view(node_target(node_id), now)
-        if node_id in self.draining:
+        quarantine = self.health.view(node_target(node_id), self._now())
+        if node_id in self._draining:
             state = "draining" if running else "drained"
         elif quarantine and quarantine["state"] != "healthy":
             state = quarantine["state"]
         else:
             state = "ready"
-        since = self.draining.get(node_id)
+        since = self._draining.get(node_id)
         return {"state": state, "quarantine": quarantine, "draining_since": since}
 
-    def gpu_health(self, uuid: str, now: float) -> dict[str, Any] | None:
-        return self.health.view(gpu_target(uuid), now)
+    def gpu_health(self, uuid: str) -> dict[str, Any] | None:
+        return self.health.view(gpu_target(uuid), self._now())

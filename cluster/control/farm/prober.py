@@ -23,7 +23,7 @@ from pathlib import Path
 from cluster.errors import FramefleetError, InputError, JobFailure
 from cluster.media.argv import thumbnail_times
 from cluster.media.probe import probe_async, probe_object_async
-from cluster.model.jobs import Job, JobKind, JobStatus
+from cluster.model.jobs import Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.storage import objects
 from cluster.storage.objects import ObjectStore
@@ -42,36 +42,35 @@ class Prober:
         roots: tuple[Path, ...],
         store: ObjectStore,
         *,
-        on_probed: Callable[[Job, MediaInfo], None],
-        on_failed: Callable[[Job, FramefleetError], None],
-        on_done: Callable[[], None],
+        wake: Callable[[], None],
         backoff_s: float,
         probe: ProbeFn = probe_async,
     ) -> None:
         self._roots = roots
         self._store = store
-        self._on_probed = on_probed
-        self._on_failed = on_failed
-        self._on_done = on_done
+        self._wake = wake
         self._backoff_s = backoff_s
         self._probe = probe
-        self.media: dict[str, MediaInfo] = {}
-        """Queued jobs' probed inputs, by job id (forgotten when they leave the queue)."""
+        self._done: list[tuple[str, MediaInfo | FramefleetError]] = []
+        """Probes that ended (a job id and its input, or why it cannot be used), not
+        yet taken."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tries: dict[str, int] = {}
         self._slots = asyncio.Semaphore(PROBE_CONCURRENCY)
         self._known: OrderedDict[tuple[object, ...], MediaInfo] = OrderedDict()
         """Recent probes by file identity (:func:`_identity`), least recent first."""
 
-    def ensure(self, job: Job) -> MediaInfo | None:
-        """The job's input, or ``None`` while it is being probed (started if need be)."""
-        media = self.media.get(job.id)
-        if media is None and job.id not in self._tasks:
+    def ensure(self, job: Job) -> None:
+        """Probe the job's input, unless a probe of it runs already; what it finds is
+        :meth:`take` n by the coordinator (which records it on the job)."""
+        if job.id not in self._tasks:
             self._tasks[job.id] = asyncio.create_task(self._run(job))
-        return media
 
-    def forget(self, job_id: str) -> None:
-        self.media.pop(job_id, None)
+    def take(self) -> list[tuple[str, MediaInfo | FramefleetError]]:
+        """The probes that ended since the last call: a job id and its input, or why
+        the job cannot run (an interrupted probe is tried again, not reported)."""
+        done, self._done = self._done, []
+        return done
 
     async def _probed(self, path: str) -> MediaInfo:
         """``path``'s probe: remembered if the file has not changed, else ffprobe's."""
@@ -107,36 +106,32 @@ class Prober:
 
     async def _run(self, job: Job) -> None:
         try:
-            media = await self._probed(job.spec.input)
-            if job.spec.kind is not JobKind.PROBE:
-                media.require_video()
-            if job.spec.kind is JobKind.THUMBNAIL:
-                thumbnail_times(job.spec, media)
+            found: MediaInfo | FramefleetError = await self._checked(job)
         except FramefleetError as exc:
             tries = self._tries[job.id] = self._tries.get(job.id, 0) + 1
             if isinstance(exc, JobFailure) and exc.retryable and tries < job.max_attempts:
                 # ffprobe killed from outside says nothing sure about the file: probe again.
                 log.warning("probe of job %s interrupted (%s); probing again", job.id, exc)
                 await asyncio.sleep(min(self._backoff_s * tries, MAX_PROBE_BACKOFF_S))
-            else:
-                self._tries.pop(job.id, None)
-                if job.status is JobStatus.QUEUED:
-                    self._on_failed(job, exc)
-            return
+                return
+            found = exc
         except Exception as exc:  # a bug or an OS error: end the job, never probe in a loop
             log.exception("probe of job %s failed", job.id)
-            self._tries.pop(job.id, None)
-            if job.status is JobStatus.QUEUED:
-                self._on_failed(job, InputError(f"the input could not be probed ({exc})"))
-            return
+            found = InputError(f"the input could not be probed ({exc})")
         finally:
             self._tasks.pop(job.id, None)
-            self._on_done()
+            self._wake()
         self._tries.pop(job.id, None)
-        if job.status is JobStatus.QUEUED:
-            if job.spec.kind is not JobKind.PROBE:
-                self.media[job.id] = media
-            self._on_probed(job, media)
+        self._done.append((job.id, found))
+
+    async def _checked(self, job: Job) -> MediaInfo:
+        """The job's input, probed, checked for what its kind needs."""
+        media = await self._probed(job.spec.input)
+        if job.spec.kind is not JobKind.PROBE:
+            media.require_video()
+        if job.spec.kind is JobKind.THUMBNAIL:
+            thumbnail_times(job.spec, media)
+        return media
 
 
 def _identity(path: str) -> tuple[object, ...] | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,23 +31,31 @@ from cluster.control.farm.backend import Backend
 from cluster.control.farm.prober import ProbeFn
 from cluster.control.farm.view import ClusterView
 from cluster.control.rules.dispatch import Reach
-from cluster.control.rules.watchdog import expected_speed
 from cluster.errors import ErrorCode, FramefleetError, InputError
 from cluster.media.runner import remove_stale_partials
-from cluster.media.split import FrameIndex, index_file
+from cluster.media.split import index_file
 from cluster.model.jobs import Job, JobKind, JobSpec
 from cluster.model.media import MediaInfo
+from cluster.model.split import FrameIndex
 from cluster.nodes.agent import NodeInfo
+from cluster.scheduling.costs import expected_speed
 from cluster.storage.roots import Pairs, look, root_of, to_node
 from cluster.storage.urls import is_object_url
 
+IndexFn = Callable[[str, tuple[Path, ...], int, int | None], Awaitable[FrameIndex]]
+"""Reads every frame's time in a file this machine sees (:func:`index_file`)."""
 log = logging.getLogger("framefleet.coordinator.farm")
 MIB = 1024 * 1024
 
 
 class MediaReach:
     def __init__(
-        self, config: CoordinatorConfig, view: ClusterView, backend: Backend, probe: ProbeFn
+        self,
+        config: CoordinatorConfig,
+        view: ClusterView,
+        backend: Backend,
+        probe: ProbeFn,
+        index: IndexFn = index_file,
     ) -> None:
         self.roots = tuple(str(r) for r in config.media_roots)
         self._tracked = bool(config.root_ids)
@@ -54,6 +63,8 @@ class MediaReach:
         self._view = view
         self._backend = backend
         self._probe = probe
+        self._index = index
+        self._costs = config.costs
         self._network_bps = config.costs.network_mib_s * MIB
         self.store = config.store
         self._clearing: set[asyncio.Task[None]] = set()
@@ -139,10 +150,12 @@ class MediaReach:
         fetched = size if not is_object_url(spec.input) else 0
         back = spec.output is not None and not is_object_url(spec.output)
         moved = fetched + (size if back and spec.kind is JobKind.TRANSCODE else 0)
-        encode_s = (media.duration_s or 0.0) / expected_speed(spec, spec.hardware, media)
-        # A chunk (or a stitch) runs only where its media are seen: each would fetch the
-        # whole master, and chunk files must be written beside the output.
-        worth = moved / self._network_bps < encode_s and job.chunk is None
+        encode_s = (media.duration_s or 0.0) / expected_speed(
+            spec, spec.hardware, media, self._costs
+        )
+        # A task runs only where its media are seen: each would fetch the whole master,
+        # and what tasks make for each other is written beside the output.
+        worth = moved / self._network_bps < encode_s and job.task is None
         source = seers[0] if seers else None
         return Reach(
             seers=frozenset(n.node_id for n in seers),
@@ -153,27 +166,28 @@ class MediaReach:
             worth_moving=worth,
         )
 
-    def clear_partials(self, job: Job, *, chunks: bool = False) -> None:
+    def clear_partials(self, job: Job, *, tasks: bool = False) -> None:
         """Remove what a dead attempt of ``job`` left half-written at its destination (with
-        ``chunks``: its chunk files), where that can be seen: on the head, or through a
-        node that sees it (in the background). An object store holds nothing partial."""
+        ``tasks``: every file its graph's tasks made), where that can be seen: on the head,
+        or through a node that sees it (in the background). An object store holds nothing
+        partial."""
         out = job.spec.output
         if not out or is_object_url(out):
             return
         folder = out if job.spec.kind is JobKind.THUMBNAIL else str(Path(out).parent)
         here = self.on_head(folder)
         if here is not None:
-            remove_stale_partials(Path(here), job.id, chunks=chunks)
+            remove_stale_partials(Path(here), job.id, tasks=tasks)
             return
         seers = self.seers(self.roots_of(job.spec))
         if seers:
-            task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id, chunks))
+            task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id, tasks))
             self._clearing.add(task)
             task.add_done_callback(self._clearing.discard)
 
-    async def _clear_on(self, node_id: str, folder: str, job_id: str, chunks: bool) -> None:
+    async def _clear_on(self, node_id: str, folder: str, job_id: str, tasks: bool) -> None:
         try:
-            await self._backend.remove_partials_on(node_id, folder, job_id, chunks)
+            await self._backend.remove_partials_on(node_id, folder, job_id, tasks)
         except FramefleetError as exc:  # best effort: a retry writes a partial of its own
             log.warning("could not clear partial files of job %s: %s", job_id, exc)
 
@@ -185,7 +199,7 @@ class MediaReach:
         here = self.on_head(path) if root is not None else path
         if here is not None:
             head_roots = tuple(Path(self.on_head(r) or r) for r in self.roots)
-            return await index_file(here, head_roots, video, audio)
+            return await self._index(here, head_roots, video, audio)
         seers = self.seers((root,)) if root is not None else []
         if not seers:
             raise InputError(f"{path}: no node sees its media root {root}",

@@ -265,8 +265,10 @@ class ClusterView:
         *,
         default_cap: int | None,
         local_encoders: tuple[Encoder, ...] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._fetch = nodes
+        self._now = now
         self._default_cap = default_cap
         self._local_encoders = local_encoders
         """What admission assumes before any node has reported (default: this process's
@@ -279,7 +281,8 @@ class ClusterView:
         """Nodes where an encoder was just lost -> until when nothing is placed there."""
         self.nvenc_failures: dict[tuple[str, str], Capability] = {}
         """(GPU uuid, codec) -> why a real encode could not open NVENC there."""
-        self.caps: dict[str, int | None] = {}
+        self._caps: dict[str, int | None] = {}
+        """Per-node job caps set while running (``None``: only cores limit)."""
 
     async def refresh(self) -> list[str]:
         """Read the nodes again; returns the ids of nodes that left."""
@@ -287,7 +290,7 @@ class ClusterView:
         gone = sorted({n.node_id for n in self.nodes} - {n.node_id for n in nodes})
         for node_id in gone:
             log.warning("node %s left the cluster", node_id)
-            self.caps.pop(node_id, None)
+            self._caps.pop(node_id, None)
         self.nodes = nodes
         self.refreshed = True
         if nodes and all(n.reported for n in nodes):
@@ -338,13 +341,16 @@ class ClusterView:
 
     def suspect(self, node_id: str, for_s: float = SUSPECT_NODE_S) -> None:
         """An encoder on ``node_id`` was lost: place nothing there for a while."""
-        self._suspect[node_id] = time.monotonic() + for_s
+        self._suspect[node_id] = self._now() + for_s
 
     @property
     def has_suspects(self) -> bool:
-        now = time.monotonic()
-        self._suspect = {k: t for k, t in self._suspect.items() if t > now}
-        return bool(self._suspect)
+        now = self._now()
+        return any(until > now for until in self._suspect.values())
+
+    def set_cap(self, node_id: str, max_jobs: int | None) -> None:
+        """A node's concurrent-job cap while running (``None``: only cores limit)."""
+        self._caps[node_id] = max_jobs
 
     def nvenc_failed(self, uuid: str, codec: str, why: str) -> None:
         self.nvenc_failures[(uuid, codec)] = Capability(
@@ -357,9 +363,12 @@ class ClusterView:
         """The planner's snapshot; ``placeable`` leaves out nodes that just lost a worker."""
         nodes = self.nodes
         if placeable and self.has_suspects:
-            nodes = [n for n in nodes if n.node_id not in self._suspect]
+            now = self._now()
+            nodes = [n for n in nodes if self._suspect.get(n.node_id, 0.0) <= now]
         used = {n.node_id: usage(n.node_id) for n in nodes}
-        return node_states(nodes, used, gpu_used, self.caps, self._default_cap, self.nvenc_failures)
+        return node_states(
+            nodes, used, gpu_used, self._caps, self._default_cap, self.nvenc_failures
+        )
 
     def encoders(self) -> tuple[Encoder, ...]:
         """Encoders some node that can take work has in its own ffmpeg."""

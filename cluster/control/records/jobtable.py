@@ -1,38 +1,69 @@
 """The coordinator's job table: every job it knows, the queue, idempotency keys, and the
-one function that changes a job's state.
+one writer of a :class:`~cluster.model.jobs.Job`.
 
-:meth:`JobTable.move` applies the state machine, keeps the queue, counts metrics,
-writes SQLite (with the ending's webhook, in the same transaction) and publishes the
-event; nothing else changes a job's status. Finished
-jobs stay in memory for ``finished_retention_s`` and are read back from SQLite after.
+Nothing else changes a job: a state change is a :class:`Move` the table applies
+(:meth:`JobTable.move`: the state machine, the queue, the counters, SQLite with the
+ending's webhook in the same transaction, the event); everything else a job records
+has a typed method (:meth:`~JobTable.set_media`, :meth:`~JobTable.set_placement`,
+:meth:`~JobTable.set_progress`, :meth:`~JobTable.record_failure`,
+:meth:`~JobTable.set_graph`, :meth:`~JobTable.set_view`, :meth:`~JobTable.add_tasks`).
+Finished jobs stay in memory for ``finished_retention_s`` (the tasks of a job still
+running stay with it) and are read back from SQLite after. Time comes from ``now``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from cluster.control.records.metrics import JobMetrics
 from cluster.control.records.store import Delivery, JobStore
 from cluster.control.records.webhooks import KEEP_ATTEMPTS, Webhooks
+from cluster.control.rules.graph import View
 from cluster.errors import ErrorCode, IdempotencyConflict, JobNotFound
-from cluster.media.runner import remove_stale_partials
+from cluster.model.counters import JobCounter
 from cluster.model.events import EventLog, EventType
-from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus, transition
-from cluster.storage.urls import is_object_url
+from cluster.model.graph import Graph, task_id
+from cluster.model.jobs import (
+    Failure,
+    Job,
+    JobPlacement,
+    JobSpec,
+    JobStatus,
+    Webhook,
+    WebhookAttempt,
+    WebhookState,
+    transition,
+)
+from cluster.model.media import MediaInfo
+from cluster.model.progress import ProgressSnapshot
 
 BATCH_KEY = "batch:"
 """Prefix of a batch's idempotency key as stored on each of its jobs."""
+MAX_FAILURES_KEPT = 20
 
 
-def clear_partials(job: Job) -> None:
-    """Remove what an attempt of ``job`` left half-written at its destination (an object
-    store holds nothing partial: an upload is an object only once complete)."""
-    if job.spec.output and not is_object_url(job.spec.output):
-        out = Path(job.spec.output)
-        remove_stale_partials(out if job.spec.kind is JobKind.THUMBNAIL else out.parent, job.id)
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A state change for the table to make (see :func:`~cluster.model.jobs.transition`)."""
+
+    job: Job
+    status: JobStatus
+    reason: str | None = None
+    code: ErrorCode | None = None
+    result: dict[str, Any] | None = None
+    """Succeeded: what it made."""
+    notes: tuple[str, ...] = ()
+    """Succeeded: what the user should know of it."""
+    progress: ProgressSnapshot | None = None
+    """Ended: its last progress."""
+    not_before: float = 0.0
+    """Queued again: the earliest time it may be placed."""
+    charged: bool = True
+    """Queued again: whether the attempt that ended counts against its attempts (not when
+    its node left, or framefleet shut down or restarted)."""
 
 
 class JobTable:
@@ -45,11 +76,12 @@ class JobTable:
         idempotency_ttl_s: float,
         metrics: JobMetrics | None = None,
         webhooks: dict[str, Any] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         """``webhooks``: :class:`Webhooks`' settings (``secret``, ``attempts``,
         ``backoff_s``)."""
         self.store = store
-        self.events = EventLog()
+        self.events = EventLog(now=now)
         self.metrics = metrics or JobMetrics()
         self.jobs: dict[str, Job] = {}
         """Active jobs and those finished within the retention window."""
@@ -60,39 +92,50 @@ class JobTable:
         self._max_attempts = max_attempts
         self._retention_s = retention_s
         self._ttl_s = idempotency_ttl_s
+        self._now = now
         self.webhooks = Webhooks(store, on_attempt=self._webhook_tried, **(webhooks or {}))
-        self.clear_partials: Callable[[Job], None] = clear_partials
-        """Removes what dead attempts of a job left half-written (the coordinator's
-        :meth:`~cluster.control.farm.reach.MediaReach.clear_partials` where roots are not
-        seen everywhere)."""
 
     def recover(self) -> list[Job]:
-        """Load every stored job; those that were running are queued again (their
-        partial files removed). Returns the queued jobs."""
+        """Load every stored job; those that were running are queued again (not charged
+        to them). Returns them: what their attempts left half-written is the caller's to
+        remove."""
         requeued = []
         for job in self.store.load_all():
             self.jobs[job.id] = job
             if job.idempotency_key is not None:
                 self._keys.setdefault(job.idempotency_key, []).append(job.id)
             self._seq = max(self._seq, job.seq)
-            if job.status is JobStatus.RUNNING:
-                transition(job, JobStatus.QUEUED, reason="re-queued: the coordinator restarted")
-                job.requeues += 1  # not the job's fault: not one of its attempts
-                self.clear_partials(job)
+            if job.status is JobStatus.RUNNING:  # not the job's fault: not one of its attempts
+                why = "re-queued: the coordinator restarted"
+                self._transition(Move(job, JobStatus.QUEUED, why, charged=False))
                 requeued.append(job)
         self.store.save_many(requeued)
         self.queue = {j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED}
-        self.forget_finished(time.time())
+        self.forget_finished(self._now())
         return requeued
 
     # ---- reading ---------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
         """A job: in memory while active or recently finished, else read from SQLite."""
-        job = self.jobs.get(job_id) or self.store.load(job_id)
+        job = self.find(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    def find(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id) or self.store.load(job_id)
+
+    def tasks_of(self, parent: Job) -> dict[str, Job]:
+        """The tasks of ``parent``'s graph that have a record, by key."""
+        if parent.graph is None:
+            return {}
+        found = {}
+        for ref in parent.graph.tasks:
+            task = self.find(task_id(parent.id, ref.key))
+            if task is not None and task.task is not None and task.task.parent == parent.id:
+                found[ref.key] = task
+        return found
 
     def query(
         self, *, status: str | None, kind: str | None, after_seq: int, limit: int
@@ -110,7 +153,7 @@ class JobTable:
         if not ids:
             return None
         first = [self.get(i) for i in ids]
-        if time.time() - first[0].created_at >= self._ttl_s:
+        if self._now() - first[0].created_at >= self._ttl_s:
             return None
         if [j.spec for j in first] != specs:
             what = "batch" if batch else "request"
@@ -120,17 +163,19 @@ class JobTable:
             )
         return first
 
-    # ---- changing --------------------------------------------------------------------
+    # ---- new jobs --------------------------------------------------------------------
 
     def add(
         self, specs: list[JobSpec], key: str | None = None, *, batch: bool = False
     ) -> list[Job]:
         """New queued jobs for ``specs`` (admitted already), saved in one transaction."""
         jobs = []
+        now = self._now()
         for spec in specs:
             self.metrics.on_submit(str(spec.kind), spec.codec)
             self._seq += 1
-            job = Job(id=Job.new_id(), spec=spec, seq=self._seq, max_attempts=self._max_attempts)
+            job = Job(id=Job.new_id(), spec=spec, seq=self._seq, max_attempts=self._max_attempts,
+                      created_at=now, updated_at=now)  # fmt: skip
             if key is not None:
                 job.idempotency_key = BATCH_KEY + key if batch else key
             self.jobs[job.id] = job
@@ -143,72 +188,126 @@ class JobTable:
             self.publish(job)
         return jobs
 
-    def add_chunks(self, chunks: list[Job]) -> None:
-        """Queue a split job's chunks (hidden sub-jobs; :mod:`cluster.control.splits`)."""
-        for chunk in chunks:
-            self.jobs[chunk.id] = chunk
-            self.queue[chunk.id] = chunk
-        self.store.save_many(chunks)
+    def add_tasks(self, parent: Job, graph: Graph, view: View | None, tasks: list[Job]) -> None:
+        """``parent``'s graph and its tasks (hidden jobs, waiting or queued), saved in one
+        transaction: a restart finds both or neither."""
+        parent.graph, parent.split = graph, view
+        for task in tasks:
+            self.jobs[task.id] = task
+            if task.status is JobStatus.QUEUED:
+                self.queue[task.id] = task
+        self.store.save_many([*tasks, parent])
+        self.publish(parent)
 
-    def move(
-        self,
-        job: Job,
-        status: JobStatus,
-        *,
-        reason: str | None = None,
-        code: ErrorCode | None = None,
-    ) -> None:
+    # ---- changing --------------------------------------------------------------------
+
+    def move(self, m: Move) -> None:
         """The one way a job changes state (see :func:`cluster.model.jobs.transition`)."""
+        job, status = m.job, m.status
         was_since = job.updated_at
-        transition(job, status, reason=reason, error_code=code)
+        self._transition(m)
         self._count(job, status, was_since)
         if status is JobStatus.QUEUED:
             self.queue[job.id] = job
         else:
             self.queue.pop(job.id, None)
         delivery = None
-        if status.terminal:
-            self.clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
-            if job.spec.callback_url:
-                delivery = self.webhooks.prepare(job, job.spec.callback_url, job.updated_at)
+        if status.terminal and job.spec.callback_url:
+            delivery = self.webhooks.prepare(job, job.spec.callback_url, job.updated_at)
+            job.webhook = Webhook(delivery.id, job.spec.callback_url, next_at=job.updated_at)
         self.store.save(job, webhook=delivery)
         if delivery is not None:
             self.webhooks.queued(delivery)
         self.publish(job)
 
-    def save(self, job: Job) -> None:
+    def _transition(self, m: Move) -> None:
+        job = m.job
+        if m.progress is not None:
+            job.progress = m.progress
+        if m.status is JobStatus.SUCCEEDED:
+            job.result, job.notes = m.result, list(m.notes)
+        transition(job, m.status, reason=m.reason, error_code=m.code, now=self._now())
+        if m.status is JobStatus.QUEUED:
+            job.not_before = m.not_before
+            job.requeues += not m.charged
+
+    def set_media(self, job: Job, media: MediaInfo) -> None:
+        """The job's input was probed."""
+        job.input_media = media
         self.store.save(job)
 
+    def set_placement(self, job: Job, placement: JobPlacement, limits: dict[str, float]) -> None:
+        """Where its next attempt runs, and the watchdog's limits there (saved with the
+        move to running that follows)."""
+        job.placement, job.limits = placement, limits
+
+    def set_progress(self, job: Job, progress: ProgressSnapshot | None) -> None:
+        """Its progress, in memory (a job's progress is not kept across restarts)."""
+        job.progress = progress
+        self.publish(job, EventType.PROGRESS)
+
+    def record_failure(self, job: Job, failure: Failure) -> None:
+        """An attempt that failed not by the input's fault (saved with the move that
+        follows); the newest few are kept."""
+        job.failures = (*job.failures, failure)[-MAX_FAILURES_KEPT:]
+
+    def set_graph(self, job: Job, graph: Graph, *, save: bool = True) -> None:
+        """Its graph's new phase or facts (``save``: now, else with its next change)."""
+        job.graph = graph
+        if save:
+            self.store.save(job)
+
+    def set_view(self, job: Job, view: View | None, *, save: bool, publish: bool = False) -> None:
+        """What the job shows of its graph (``save``: now, else with its next change;
+        ``publish``: a decision users are told of)."""
+        job.split = view
+        if save:
+            self.store.save(job)
+        if publish:
+            self.publish(job)
+
     def publish(self, job: Job, type: EventType = EventType.STATUS) -> None:
-        if job.chunk is None:  # a chunk shows through its job
+        if job.task is None:  # a task shows through its job
             self.events.publish(job, type)
 
     def _webhook_tried(
-        self, delivery: Delivery, attempt: dict[str, Any], state: dict[str, Any]
+        self,
+        delivery: Delivery,
+        attempt: WebhookAttempt,
+        state: WebhookState,
+        next_at: float | None,
     ) -> None:
         """Record a webhook attempt on its job (unless the job has ended again since)."""
-        job = self.jobs.get(delivery.job_id) or self.store.load(delivery.job_id)
-        if job is None or not job.webhook or job.webhook.get("id") != delivery.id:
+        job = self.find(delivery.job_id)
+        if job is None or job.webhook is None or job.webhook.id != delivery.id:
             return
-        attempts = [*job.webhook.get("attempts", ()), attempt][-KEEP_ATTEMPTS:]
-        job.webhook = {**job.webhook, **state, "attempts": attempts}
-        counter = {"delivered": "webhooks_delivered", "failed": "webhooks_failed"}
-        name = counter.get(state["state"], "webhook_retries")
-        setattr(self.metrics, name, getattr(self.metrics, name) + 1)
+        attempts = (*job.webhook.attempts, attempt)[-KEEP_ATTEMPTS:]
+        job.webhook = Webhook(delivery.id, job.webhook.url, state, attempts, next_at)
+        counter = {WebhookState.DELIVERED: JobCounter.WEBHOOKS_DELIVERED,
+                   WebhookState.FAILED: JobCounter.WEBHOOKS_FAILED}  # fmt: skip
+        self.metrics.count(counter.get(state, JobCounter.WEBHOOK_RETRIES))
         self.store.save(job)
         self.publish(job, EventType.WEBHOOK)
 
     def forget_finished(self, now: float) -> int:
         """Drop finished jobs older than the retention window from memory (not from
-        SQLite); returns how many."""
+        SQLite), but not the tasks of a job still running; returns how many."""
         cutoff = now - self._retention_s
-        old = [j.id for j in self.jobs.values() if j.status.terminal and j.updated_at < cutoff]
+        old = [
+            j.id
+            for j in self.jobs.values()
+            if j.status.terminal and j.updated_at < cutoff and not self._parent_active(j)
+        ]
         for job_id in old:
             del self.jobs[job_id]
         return len(old)
 
+    def _parent_active(self, job: Job) -> bool:
+        parent = self.jobs.get(job.task.parent) if job.task else None
+        return parent is not None and not parent.status.terminal
+
     def _count(self, job: Job, status: JobStatus, was_since: float) -> None:
-        if job.chunk is not None:  # counted as its job
+        if job.task is not None:  # counted as its job
             return
         kind, codec = str(job.spec.kind), job.spec.codec
         if status is JobStatus.RUNNING:

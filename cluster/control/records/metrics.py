@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.media.encoders import CATALOG
+from cluster.model.counters import JobCounter
 from cluster.model.jobs import CODECS, JobKind
 
 WAIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
@@ -59,19 +60,7 @@ def _job_labels() -> list[tuple[str, str, str]]:
 class JobMetrics:
     submitted: dict[tuple[str, str], int] = field(default_factory=dict)
     finished: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    retries: int = 0
-    placement_failures: int = 0
-    nvenc_failures: int = 0
-    node_losses: int = 0
-    stalls: int = 0
-    timeouts: int = 0
-    poison_jobs: int = 0
-    quarantines: int = 0
-    webhooks_delivered: int = 0
-    webhooks_failed: int = 0
-    webhook_retries: int = 0
-    webhooks_pending: int = 0
-    """A gauge: deliveries in the outbox (set when a snapshot is taken)."""
+    counts: dict[JobCounter, int] = field(default_factory=lambda: dict.fromkeys(JobCounter, 0))
     frames: dict[str, int] = field(default_factory=dict)
     bytes_written: dict[str, int] = field(default_factory=dict)
     queue_wait: dict[str, Histogram] = field(default_factory=dict)
@@ -87,6 +76,12 @@ class JobMetrics:
             self.duration.setdefault(kind, Histogram(DURATION_BUCKETS))
         for kind in JobKind:
             self.bytes_written.setdefault(str(kind), 0)
+
+    def count(self, counter: JobCounter) -> None:
+        self.counts[counter] += 1
+
+    def __getitem__(self, counter: JobCounter) -> int:
+        return self.counts[counter]
 
     def on_submit(self, kind: str, codec: str) -> None:
         self.submitted[(kind, codec)] = self.submitted.get((kind, codec), 0) + 1

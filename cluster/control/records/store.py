@@ -13,8 +13,10 @@ from cluster.control.rules.health import Saved
 from cluster.model.jobs import Job
 
 SCHEMA_VERSION = 1
-CHUNK_KIND = "chunk"
-"""The ``kind`` column of a split job's chunks: kept, restored, never listed."""
+TASK_KIND = "task"
+"""The ``kind`` column of a job graph's tasks: kept, restored, never listed."""
+HIDDEN_KINDS = (TASK_KIND, "chunk")
+"""Never listed: tasks, and the chunks an older framefleet stored."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -91,7 +93,7 @@ class JobStore:
                 j.id,
                 j.seq,
                 str(j.status),
-                CHUNK_KIND if j.chunk else str(j.spec.kind),
+                TASK_KIND if j.task else str(j.spec.kind),
                 j.spec.priority,
                 j.created_at,
                 j.updated_at,
@@ -121,8 +123,8 @@ class JobStore:
         self, *, after_seq: int, status: str | None, kind: str | None, limit: int
     ) -> list[Job]:
         """Jobs in submission order after ``after_seq``, filtered, at most ``limit``."""
-        sql = "SELECT record FROM jobs WHERE seq > ? AND kind != ?"
-        args: list[object] = [after_seq, CHUNK_KIND]
+        sql = "SELECT record FROM jobs WHERE seq > ? AND kind NOT IN (?, ?)"
+        args: list[object] = [after_seq, *HIDDEN_KINDS]
         if status:
             sql, args = sql + " AND status = ?", [*args, status]
         if kind:

@@ -34,7 +34,7 @@ import httpx
 
 from cluster.config import CoordinatorConfig
 from cluster.control.records.store import Delivery, JobStore
-from cluster.model.jobs import Job
+from cluster.model.jobs import Job, WebhookAttempt, WebhookState
 from cluster.model.public import job_view
 
 log = logging.getLogger("framefleet.coordinator.records")
@@ -96,8 +96,9 @@ def webhook_settings(config: CoordinatorConfig) -> dict[str, Any]:
     }
 
 
-OnAttempt = Callable[[Delivery, dict[str, Any], dict[str, Any]], None]
-"""Told of each attempt: the delivery, the attempt, and the delivery's new state."""
+OnAttempt = Callable[[Delivery, WebhookAttempt, WebhookState, float | None], None]
+"""Told of each attempt: the delivery, the attempt, the delivery's new state, and when it
+is tried next (``None``: never again)."""
 
 
 class Webhooks:
@@ -128,17 +129,9 @@ class Webhooks:
         return len(self._pending)
 
     def prepare(self, job: Job, url: str, now: float) -> Delivery:
-        """A delivery of ``job``'s ending, recorded on the job, for the store to write
-        with it (:meth:`JobStore.save`); then :meth:`queued`."""
-        delivery = Delivery(uuid.uuid4().hex[:16], job.id, url, webhook_body(job), 0, now)
-        job.webhook = {
-            "id": delivery.id,
-            "url": url,
-            "state": "pending",
-            "attempts": [],
-            "next_at": now,
-        }
-        return delivery
+        """A delivery of ``job``'s ending, for the store to write with it
+        (:meth:`JobStore.save`); then :meth:`queued`."""
+        return Delivery(uuid.uuid4().hex[:16], job.id, url, webhook_body(job), 0, now)
 
     def queued(self, delivery: Delivery) -> None:
         self._pending[delivery.id] = delivery
@@ -181,7 +174,7 @@ class Webhooks:
             self._sending.discard(delivery.id)
             self._wake.set()
 
-    async def _post(self, client: httpx.AsyncClient, delivery: Delivery) -> dict[str, Any]:
+    async def _post(self, client: httpx.AsyncClient, delivery: Delivery) -> WebhookAttempt:
         t = int(time.time())
         status = json.loads(delivery.body).get("status", "ended")
         headers = {
@@ -191,34 +184,34 @@ class Webhooks:
             DELIVERY_HEADER: delivery.id,
             EVENT_HEADER: f"job.{status}",
         }
-        started = time.monotonic()
-        attempt: dict[str, Any] = {"at": time.time()}
+        started, at = time.monotonic(), time.time()
+        code: int | None = None
+        error: str | None = None
         try:
             answer = await client.post(delivery.url, content=delivery.body, headers=headers)
-            attempt["status"] = answer.status_code
+            code = answer.status_code
         except httpx.HTTPError as exc:
             name = type(exc).__name__
-            attempt["error"] = (f"{name}: {exc}" if str(exc) else name)[:300]
-        attempt["ms"] = round((time.monotonic() - started) * 1000, 1)
-        return attempt
+            error = (f"{name}: {exc}" if str(exc) else name)[:300]
+        ms = round((time.monotonic() - started) * 1000, 1)
+        return WebhookAttempt(at, code, error, ms)
 
-    def _tried(self, delivery: Delivery, attempt: dict[str, Any]) -> None:
+    def _tried(self, delivery: Delivery, attempt: WebhookAttempt) -> None:
         now, tries = time.time(), delivery.attempts + 1
-        state: dict[str, Any]
-        if 200 <= attempt.get("status", 0) < 300:
-            state, next_at = {"state": "delivered", "next_at": None}, None
+        next_at: float | None = None
+        if attempt.status is not None and 200 <= attempt.status < 300:
+            state = WebhookState.DELIVERED
         elif tries >= self._attempts:
-            state, next_at = {"state": "failed", "next_at": None}, None
+            state = WebhookState.FAILED
             log.warning(
                 "webhook for job %s to %s given up after %d attempts (last: %s)",
                 delivery.job_id,
                 delivery.url,
                 tries,
-                attempt.get("error") or f"HTTP {attempt.get('status')}",
+                attempt.error or f"HTTP {attempt.status}",
             )
         else:
-            next_at = now + backoff(tries, self._backoff_s)
-            state = {"state": "pending", "next_at": next_at}
+            state, next_at = WebhookState.PENDING, now + backoff(tries, self._backoff_s)
         self._store.delivery_tried(delivery.id, tries, next_at)
         if next_at is None:
             self._pending.pop(delivery.id, None)
@@ -226,4 +219,4 @@ class Webhooks:
             self._pending[delivery.id] = Delivery(
                 delivery.id, delivery.job_id, delivery.url, delivery.body, tries, next_at
             )
-        self._on_attempt(delivery, attempt, state)
+        self._on_attempt(delivery, attempt, state, next_at)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from cluster.control.rules.policy import avoided
 from cluster.media.argv import thumbnail_times
 from cluster.media.encoders import cpu_encoder
-from cluster.model.jobs import Job, JobKind
+from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
@@ -23,8 +23,12 @@ MAX_AUTOSCALER_BUNDLES = 256
 
 
 def demand_for(job: Job, media: MediaInfo) -> Demand:
-    """What ``job`` asks of a node, from its spec and its probed input."""
+    """What ``job`` asks of a node, from its spec and its probed input. A finishing task
+    of a job graph (a join, a package) copies: one core, no encoder, like a decode."""
     video = media.video
+    if job.task is not None and job.task.finishing:
+        return Demand(JobKind.VALIDATE, Hardware.CPU, job.spec.codec,
+                      video.width if video else 0, video.height if video else 0)  # fmt: skip
     transcode = job.spec.kind is JobKind.TRANSCODE
     thumbnail = job.spec.kind is JobKind.THUMBNAIL
     return Demand(
@@ -94,7 +98,7 @@ def plan_round(
         else:
             placement = _place_unseen(planner, demand, avoid, sight)
         if placement is not None and avoid:
-            where = sorted({f["address"] for f in job.failures if f["node_id"] in avoid})
+            where = sorted({f.address for f in job.failures if f.node_id in avoid})
             why = f"{placement.reason}; not on {', '.join(where)}, where it failed"
             placement = replace(placement, reason=why)
         if placement is not None:

@@ -16,6 +16,7 @@ and applies the :class:`Decision`; the branches live here, testable without a lo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -23,25 +24,10 @@ from typing import Any
 from cluster.control.rules.health import gpu_target, node_target
 from cluster.errors import ErrorCode
 from cluster.media.work import WorkOutcome
-from cluster.model.jobs import Hardware, Job, JobPlacement, JobStatus
+from cluster.model.counters import JobCounter
+from cluster.model.jobs import Failure, Fault, Hardware, Job, JobPlacement, JobStatus
 
 MAX_BACKOFF_S = 60.0
-
-
-class Fault(StrEnum):
-    """Whose fault a failed attempt was, for quarantine and poison (see :func:`fault_of`)."""
-
-    NONE = "none"
-    """Succeeded, cancelled, or its node left the cluster."""
-    INPUT = "input"
-    """The input, the output, the request or the object store: says nothing about the
-    machine."""
-    NODE = "node"
-    """The machine: it stalled, ran past its ceiling, NVENC would not open, no encoder,
-    its scratch space could not hold the job."""
-    CRASH = "crash"
-    """The encoder crashed (ffmpeg failed or was killed, the encoder process died): the
-    machine's fault, or the input's if it crashes encoders on several machines."""
 
 
 _NODE_FAULTS = frozenset({
@@ -99,8 +85,8 @@ class Decision:
     code: ErrorCode | None = None
     not_before: float = 0.0
     """For a requeue: the earliest time it may be placed again."""
-    counter: str | None = None
-    """A :class:`~cluster.control.records.metrics.JobMetrics` counter to add one to."""
+    counter: JobCounter | None = None
+    """A job counter to add one to."""
     charged: bool = True
     """For a requeue: whether the attempt counts against ``max_attempts`` (not when the
     job's node left or framefleet shut down: no fault of the job's or a machine's)."""
@@ -155,24 +141,26 @@ def decide(job: Job, outcome: WorkOutcome, facts: Facts) -> Decision:
                 f"NVENC could not encode {codec} on {facts.where}: {why}; no other GPU in "
                 "the cluster can; use --hardware auto or cpu"
             )
-            return Decision(Action.FAIL, reason, code, counter="nvenc_failures")
+            return Decision(Action.FAIL, reason, code, counter=JobCounter.NVENC_FAILURES)
         reason = f"NVENC could not encode {codec} on {facts.where} ({why}); placing it again"
-        return Decision(Action.REQUEUE, reason, counter="nvenc_failures")
+        return Decision(Action.REQUEUE, reason, counter=JobCounter.NVENC_FAILURES)
     if code is ErrorCode.WORKER_LOST and not facts.node_present:
         # Not the job's fault: place it again at once, whatever its attempts.
         reason = f"node {facts.where} left the cluster mid-job; placing again"
-        return Decision(Action.REQUEUE, reason, counter="node_losses", charged=False)
+        return Decision(Action.REQUEUE, reason, counter=JobCounter.NODE_LOSSES, charged=False)
     if 0 < facts.poison_after <= len(facts.crashed_on) and fault_of(outcome) is Fault.CRASH:
         reason = (
             f"poison: crashed encoders on nodes {', '.join(facts.crashed_on)} "
             f"(the last: {outcome.error}); not retried; check the input"
         )
-        return Decision(Action.FAIL, reason, ErrorCode.POISON, counter="poison_jobs")
+        return Decision(Action.FAIL, reason, ErrorCode.POISON, counter=JobCounter.POISON_JOBS)
     charged = job.attempts - job.requeues  # attempts that were the job's or a machine's
     if outcome.retryable and charged < job.max_attempts:
         delay = min(facts.backoff_s * 2 ** (charged - 1), MAX_BACKOFF_S)
         reason = f"attempt {job.attempts} failed: {outcome.error}; retrying in {delay:g} s"
-        return Decision(Action.REQUEUE, reason, not_before=facts.now + delay, counter="retries")
+        return Decision(
+            Action.REQUEUE, reason, not_before=facts.now + delay, counter=JobCounter.RETRIES
+        )
     reason = outcome.error or "failed"
     if outcome.retryable:  # it was retried as long as the policy allows
         reason = f"{reason}; gave up after {job.attempts} attempts"
@@ -186,15 +174,25 @@ def targets(placement: JobPlacement) -> tuple[str, ...]:
     return (node_target(placement.node_id),)
 
 
+def failure_of(job: Job, outcome: WorkOutcome, fault: Fault) -> Failure | None:
+    """The record of an attempt that failed not by the input's fault (a retry is placed
+    elsewhere; crashes on several nodes make the job poison); ``None`` otherwise."""
+    placed = job.placement
+    if placed is None or fault not in (Fault.NODE, Fault.CRASH):
+        return None
+    return Failure(outcome.attempt, placed.node_id, placed.address, placed.where, fault,
+                   str(outcome.error_code), outcome.error)  # fmt: skip
+
+
 def avoided(job: Job) -> frozenset[str]:
     """Nodes where the job failed for reasons not its input's (its retry goes elsewhere)."""
-    return frozenset(f["node_id"] for f in job.failures if f.get("fault") in ("node", "crash"))
+    return frozenset(f.node_id for f in job.failures if f.fault in (Fault.NODE, Fault.CRASH))
 
 
-def crash_sites(job: Job) -> tuple[str, ...]:
-    """The distinct nodes (in words) where the job's encoders crashed."""
+def crash_sites(failures: Iterable[Failure]) -> tuple[str, ...]:
+    """The distinct nodes (in words) where these failures were encoder crashes."""
     seen: dict[str, str] = {}
-    for f in job.failures:
-        if f.get("fault") == "crash":
-            seen.setdefault(f["node_id"], f["address"])
+    for f in failures:
+        if f.fault is Fault.CRASH:
+            seen.setdefault(f.node_id, f.address)
     return tuple(seen.values())

@@ -12,8 +12,9 @@ Each running job gets two :class:`Limits` when it starts:
   speed, never below twice ``stall_s``; a job whose media move to or from object
   storage also gets their bytes' time at ``TRANSFER_BPS``.
 
-Expected speeds are conservative (a node slower than these still passes with the
-factor's headroom). Pure and clock-driven; the coordinator calls :meth:`Watchdog.overdue`
+Expected speeds come from the cost model (:meth:`~cluster.scheduling.costs.CostModel.speed`,
+replaceable by a file), conservative, so a node slower than these still passes with the
+factor's headroom. Pure and clock-driven; the coordinator calls :meth:`Watchdog.overdue`
 from its housekeeping loop and stops what it returns.
 """
 
@@ -22,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cluster.errors import ErrorCode, Stalled
-from cluster.model.jobs import Hardware, JobKind, JobSpec, Speed
+from cluster.model.jobs import Hardware, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
+from cluster.scheduling.costs import CostModel, expected_speed
 
 MIN_STALL_S = 60.0
 STALL_INTERVALS = 10
@@ -33,18 +35,6 @@ LOOKAHEAD_FRAMES = 60
 """Frames an encoder may take in before it writes the first (x264/x265 lookahead, NVENC
 surfaces): progress can stand still this long at the start of an encode."""
 DEFAULT_FPS = 25.0
-P1080 = 1920 * 1080
-EXPECTED_SPEED = {  # x real time at 1080p, preset medium, on the cores the job is given
-    (Hardware.CPU, "h264"): 1.0,
-    (Hardware.CPU, "hevc"): 0.3,
-    (Hardware.CPU, "av1"): 0.3,
-    (Hardware.GPU, "h264"): 4.0,
-    (Hardware.GPU, "hevc"): 4.0,
-    (Hardware.GPU, "av1"): 4.0,
-}
-DECODE_SPEED = 4.0
-"""validate and thumbnail jobs only decode."""
-SPEED_FACTOR = {Speed.FAST: 2.0, Speed.MEDIUM: 1.0, Speed.SLOW: 0.33}
 TRANSFER_BPS = 25 * 1024 * 1024
 """A conservative rate for fetching and uploading media (object storage)."""
 
@@ -58,21 +48,11 @@ class Limits:
         return {"stall_s": self.stall_s, "max_runtime_s": self.max_runtime_s}
 
 
-def expected_speed(spec: JobSpec, hardware: Hardware, media: MediaInfo) -> float:
-    """How many times real time ``spec`` should at least run on ``hardware``."""
-    video = media.video
-    pixels = video.width * video.height if video and video.width and video.height else P1080
-    if spec.kind is not JobKind.TRANSCODE:
-        return DECODE_SPEED * min(1.0, P1080 / pixels)
-    gpu = Hardware.GPU if hardware is Hardware.GPU else Hardware.CPU
-    base = EXPECTED_SPEED.get((gpu, spec.codec), 0.3) * SPEED_FACTOR[spec.speed]
-    return base * min(4.0, P1080 / pixels)
-
-
 def limits_for(
     spec: JobSpec,
     hardware: Hardware,
     media: MediaInfo,
+    costs: CostModel,
     *,
     stall_s: float | None,
     runtime_factor: float,
@@ -80,7 +60,7 @@ def limits_for(
 ) -> Limits:
     """The job's limits where it was placed (``stall_s``: the configured stall limit;
     ``None`` derives it; ``transfer_bytes``: what it fetches and uploads)."""
-    speed = expected_speed(spec, hardware, media)
+    speed = expected_speed(spec, hardware, media, costs)
     fps = (media.video.fps if media.video else None) or DEFAULT_FPS
     if stall_s is None:
         interval = LOOKAHEAD_FRAMES / (speed * fps)

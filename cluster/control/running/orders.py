@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from cluster.control.farm.reach import MediaReach
 from cluster.media.encoders import CATALOG, choose_encoder
-from cluster.media.work import Stitch, WorkOrder, plan_work
+from cluster.media.work import WorkOrder, plan_work
 from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.nodes.agent import NodeInfo
@@ -30,7 +30,6 @@ def work_order(
     scratch: str,
     store: ObjectStore,
     media_map: Pairs = (),
-    stitch: Stitch | None = None,
 ) -> WorkOrder:
     """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
     node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media, or
@@ -38,7 +37,7 @@ def work_order(
     paths in the attempt's folder under the node's ``scratch``, and the plan that moves
     them (:func:`~cluster.storage.stage.localize`); on a node that mounts a root
     elsewhere (``media_map``), the node's paths."""
-    attempt = job.attempts if stitch is not None else job.attempts + 1  # a stitch: running
+    attempt = job.attempts + 1
     folder = posixpath.join(scratch, f"{job.id}.{attempt}")
     spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from)
     if media_map and placement.media_from is None:
@@ -47,8 +46,9 @@ def work_order(
         roots = tuple(to_node(r, media_map) for r in roots)
     transcode = spec.kind is JobKind.TRANSCODE
     hardware = placement.hardware
-    if stitch is not None and job.split is not None and job.split.hardware:
-        hardware = Hardware(job.split.hardware)  # named for the chunks' encoder
+    finishing = job.task is not None and job.task.finishing
+    if finishing and spec.hardware is not Hardware.AUTO:
+        hardware = spec.hardware  # it encodes no video: named for its job's encoder
     encoder = choose_encoder(spec.codec, hardware, CATALOG) if transcode else None
     return plan_work(
         job.id,
@@ -62,8 +62,7 @@ def work_order(
         roots=roots,
         stage=stage,
         media_map=media_map if placement.media_from is None else (),
-        segment=job.chunk.segment if job.chunk else None,
-        stitch=stitch,
+        step=job.task.step if job.task else None,
     )
 
 
@@ -73,7 +72,6 @@ def order_for(
     placement: Placement,
     media: MediaInfo,
     node: NodeInfo | None,
-    stitch: Stitch | None = None,
 ) -> tuple[WorkOrder, Placement]:
     """The work order for the job where it was placed (:func:`work_order`), and the
     placement, its reason saying where a node that mounts the roots elsewhere finds
@@ -82,7 +80,7 @@ def order_for(
     mapped = () if placement.media_from else reach.mapped(node, job.spec)
     scratch = node.scratch_path if node else DEFAULT_SCRATCH
     order = work_order(job, placement, media, ffmpeg, reach.roots, scratch=scratch,
-                       store=reach.store, media_map=mapped, stitch=stitch)  # fmt: skip
+                       store=reach.store, media_map=mapped)  # fmt: skip
     if mapped:
         moved = ", ".join(f"{root} at {path}" for root, path in mapped)
         placement = replace(placement, reason=f"{placement.reason}; media through this "

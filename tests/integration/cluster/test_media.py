@@ -108,6 +108,9 @@ def test_renditions_of_one_master_are_probed_once_and_a_replaced_master_again(
                        output=str(tmp_path / f"r{i}.mp4"))  # fmt: skip
         prober.ensure(Job(id=f"j{i}", spec=spec))
         for _ in range(200):
+            for job_id, found in prober.take():
+                assert isinstance(found, MediaInfo), found
+                seen[job_id] = found
             if f"j{i}" in seen:
                 return seen[f"j{i}"]
             await asyncio.sleep(0.05)
@@ -115,9 +118,7 @@ def test_renditions_of_one_master_are_probed_once_and_a_replaced_master_again(
 
     async def scenario() -> list[MediaInfo]:
         seen: dict[str, MediaInfo] = {}
-        prober = Prober((tmp_path,), ObjectStore(),
-                        on_probed=lambda j, m: seen.__setitem__(j.id, m),
-                        on_failed=lambda j, e: None, on_done=lambda: None, backoff_s=0.01,
+        prober = Prober((tmp_path,), ObjectStore(), wake=lambda: None, backoff_s=0.01,
                         probe=real_probe)  # fmt: skip
         first = [await rendition(prober, seen, i) for i in range(3)]
         make_clip(master, seconds=1)  # the master is replaced in place

@@ -3,13 +3,13 @@ once only, even across a restart of the watcher."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cluster import Fleet, FolderWatcher, FramefleetError, WatchRule, check_rule
+from cluster.control.fakes import FakeClock
 from tests.helpers import count_frames, make_clip
 
 
@@ -28,7 +28,8 @@ def test_a_file_is_submitted_once_written_and_never_twice(
     src.mkdir()
     out.mkdir()
     lines: list[str] = []
-    watcher = FolderWatcher(rule(src, out), db, fleet.submit, say=lines.append)
+    clock = FakeClock()
+    watcher = FolderWatcher(rule(src, out), db, fleet.submit, say=lines.append, clock=clock)
     clip = (media / "clip.mp4").read_bytes()
     (src / "notes.txt").write_text("not a video")
     (src / ".hidden.mp4").write_bytes(clip)
@@ -38,23 +39,25 @@ def test_a_file_is_submitted_once_written_and_never_twice(
             f.write(clip[i : i + len(clip) // 4])
             f.flush()
             assert watcher.scan() == []
-            time.sleep(0.2)
+            clock.advance(0.2)
     assert watcher.scan() == []  # seen complete just now: must stay unchanged for 0.5 s
-    time.sleep(0.6)
+    clock.advance(0.4)
+    assert watcher.scan() == []
+    clock.advance(0.2)
     [job] = watcher.scan()
     assert job.spec.input == str(growing) and job.spec.output == str(out / "a.mp4")
     assert fleet.wait(job.id, timeout=60).status == "succeeded"
     assert count_frames(out / "a.mp4") == 50
     assert any("a.mp4: written completely; submitted job" in line for line in lines)
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert watcher.scan() == []  # the same file again: no
     watcher.close()
 
     # A restart remembers; a new file is new, and a replaced file is new too.
-    again = FolderWatcher(rule(src, out), db, fleet.submit, say=lines.append)
+    again = FolderWatcher(rule(src, out), db, fleet.submit, say=lines.append, clock=clock)
     make_clip(src / "b.mkv", seconds=1)
     again.scan()
-    time.sleep(0.6)
+    clock.advance(0.6)
     [job_b] = again.scan()
     assert job_b.spec.input == str(src / "b.mkv")
     assert fleet.wait(job_b.id, timeout=60).status == "succeeded"
@@ -70,11 +73,13 @@ def test_a_refused_file_is_said_once_and_rules_are_checked(
     (out / "c.mp4").write_text("already here")
     (src / "c.mp4").write_bytes((media / "clip.mp4").read_bytes())
     lines: list[str] = []
-    watcher = FolderWatcher(rule(src, out), tmp_path / "w.sqlite3", fleet.submit, say=lines.append)
+    clock = FakeClock()
+    watcher = FolderWatcher(rule(src, out), tmp_path / "w.sqlite3", fleet.submit,
+                            say=lines.append, clock=clock)  # fmt: skip
     watcher.scan()
-    time.sleep(0.6)
+    clock.advance(0.6)
     assert watcher.scan() == []
-    time.sleep(0.6)
+    clock.advance(0.6)
     watcher.scan()
     refused = [line for line in lines if "not submitted" in line]
     assert len(refused) == 1 and "already exists; allow overwriting" in refused[0]

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from cluster import CoordinatorConfig, CostModel, ErrorCode, Job, JobKind, JobSpec
+from cluster import CoordinatorConfig, CostModel, ErrorCode, Job, JobCounter, JobKind, JobSpec
 from cluster.control.coordinator import Coordinator
-from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, Script, fake_node, fake_probe
+from cluster.control.fakes import (
+    Behaviour,
+    FakeBackend,
+    FakeClip,
+    FakeClock,
+    FakeEncoder,
+    Script,
+    fake_node,
+)
+from cluster.control.graphs import KINDS
+from cluster.control.rules.graph import GraphKind
 from cluster.control.running import encodes as encodes_module
 from cluster.errors import (
     EncodeError,
@@ -29,11 +40,22 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class Farm:
-    """A coordinator on a fake backend, with a media root holding ``in.mp4``."""
+    """A coordinator on a fake backend (its clips probed and indexed without ffprobe),
+    with a media root holding ``in.mp4``; ``clock``: its time (real by default)."""
 
-    def __init__(self, root: Path, backend: FakeBackend, **config: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        backend: FakeBackend,
+        *,
+        clock: Callable[[], float] = time.time,
+        kinds: tuple[GraphKind, ...] = KINDS,
+        **config: Any,
+    ) -> None:
         self.root = root
         self.backend = backend
+        self.clock = clock
+        self.kinds = kinds
         self.config = CoordinatorConfig(
             data_dir=root / "data",
             media_roots=(root,),
@@ -44,9 +66,27 @@ class Farm:
         self.coordinator = self.open()
 
     def open(self) -> Coordinator:
-        coordinator = Coordinator(self.config, self.backend, probe=fake_probe)
+        coordinator = Coordinator(self.config, self.backend, probe=self.backend.probe,
+                                  index=self.backend.index, kinds=self.kinds,
+                                  now=self.clock)  # fmt: skip
         coordinator.start()
         return coordinator
+
+    async def settled(self, job_id: str, timeout: float = 5.0) -> Job:
+        """The job once its input is probed and what it needs read, after one more
+        dispatch round: what could start has started (no fixed sleep)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        c = self.coordinator
+        while True:
+            job = c.table.get(job_id)
+            graph = job.graph
+            planning = graph is not None and graph.phase == "planning"
+            if job.input_media is not None and not planning and job.status != "waiting":
+                break
+            assert asyncio.get_running_loop().time() < deadline, job
+            await asyncio.sleep(0.01)
+        c.dispatch_now()
+        return await c.get(job_id)
 
     def spec(self, name: str = "out.mp4", **kw: Any) -> JobSpec:
         return JobSpec(kind=JobKind.TRANSCODE, input=str(self.root / "in.mp4"),
@@ -61,8 +101,14 @@ class Farm:
             assert asyncio.get_running_loop().time() < deadline, job
             await asyncio.sleep(0.01)
 
+    async def eventually(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, "never came true"
+            await asyncio.sleep(0.01)
+
     async def reasons(self, job_id: str) -> list[str]:
-        batch = await self.coordinator.poll_events(0, [job_id], timeout=0)
+        batch = await self.coordinator.events(0, [job_id], timeout=0)
         return [e.reason or "" for e in batch.events if e.type == "status"]
 
 
@@ -72,12 +118,13 @@ def on_farm(
     *,
     script: Script | None = None,
     nodes: list[Any] | None = None,
+    clips: dict[str, FakeClip] | None = None,
     **config: Any,
 ) -> T:
     (tmp_path / "in.mp4").write_bytes(b"fake")
 
     async def main() -> T:
-        farm = Farm(tmp_path, FakeBackend(nodes, script), **config)
+        farm = Farm(tmp_path, FakeBackend(nodes, script, clips), **config)
         try:
             return await test(farm)
         finally:
@@ -109,7 +156,7 @@ def test_a_retryable_failure_is_retried_then_succeeds(tmp_path: Path) -> None:
         assert (done.status, done.attempts) == ("succeeded", 2)
         reasons = await farm.reasons(job.id)
         assert any(r.startswith("attempt 1 failed: ffmpeg died") for r in reasons)
-        assert farm.coordinator.metrics.retries == 1
+        assert farm.coordinator.counters[JobCounter.RETRIES] == 1
 
     on_farm(tmp_path, test, script=attempts(EncodeError("ffmpeg died"), Behaviour.SUCCEED))
 
@@ -165,7 +212,7 @@ def test_a_job_whose_node_left_is_placed_again_whatever_its_attempts(tmp_path: P
             assert placed[0] != placed[1]
             assert any("left the cluster mid-job; placing again" in r
                        for r in await farm.reasons(job.id))  # fmt: skip
-            assert farm.coordinator.metrics.node_losses == 1
+            assert farm.coordinator.counters[JobCounter.NODE_LOSSES] == 1
         finally:
             await farm.coordinator.shutdown()
 
@@ -252,10 +299,13 @@ def test_an_idempotency_key_returns_its_job_and_refuses_another_request(tmp_path
 def test_an_idempotency_key_expires(tmp_path: Path) -> None:
     async def test(farm: Farm) -> None:
         first = await farm.coordinator.submit(farm.spec(), "key-1")
-        await asyncio.sleep(0.05)
+        clock.advance(59)
+        assert (await farm.coordinator.submit(farm.spec(), "key-1")).id == first.id
+        clock.advance(1)
         assert (await farm.coordinator.submit(farm.spec(), "key-1")).id != first.id
 
-    on_farm(tmp_path, test, idempotency_ttl_s=0.01)
+    clock = FakeClock()
+    on_farm(tmp_path, test, idempotency_ttl_s=60, clock=clock)
 
 
 def test_a_batch_is_queued_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -286,10 +336,8 @@ def test_a_custom_cost_model_judges_capacity_while_a_node_is_suspect(tmp_path: P
                                 "av1": [(1 << 62, 1)]})  # fmt: skip
 
     async def test(farm: Farm) -> None:
-        lost = await farm.coordinator.submit(farm.spec(codec="hevc"))
-        await farm.until(lost.id, {"queued"})
-        await asyncio.sleep(0.05)
-        assert farm.coordinator.view.has_suspects
+        await farm.coordinator.submit(farm.spec(codec="hevc"))  # its worker is lost
+        await farm.eventually(lambda: farm.coordinator.view.has_suspects)
         job = await farm.coordinator.submit(farm.spec("big.mp4"))
         done = await farm.until(job.id, TERMINAL, timeout=3)
         assert (done.status, done.error_code) == ("failed", "no_capacity")

@@ -12,21 +12,32 @@ import pytest
 
 from cluster import ErrorCode, Hardware, JobKind, JobSpec, NodeRecord, Speed
 from cluster.control.coordinator import Coordinator
-from cluster.control.fakes import Behaviour, FakeBackend, FakeEncoder, fake_media, fake_node
+from cluster.control.fakes import (
+    Behaviour,
+    FakeBackend,
+    FakeClock,
+    FakeEncoder,
+    fake_media,
+    fake_node,
+)
 from cluster.control.rules.health import Health, HealthState
 from cluster.control.rules.watchdog import MIN_STALL_S, Watchdog, limits_for
 from cluster.errors import EncodeError, EncoderUnavailable, NodeNotFound
 from cluster.media.work import WorkOrder
+from cluster.model.counters import JobCounter
 from cluster.model.progress import ProgressSnapshot
+from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Placement
 from tests.unit.control.test_coordinator import TERMINAL, Farm, attempts, on_farm
+
+COSTS = CostModel()
 
 # ---- the watchdog's limits and clock ---------------------------------------------------
 
 
 def test_default_limits_follow_the_expected_speed_and_never_go_below_a_minute() -> None:
     spec = JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4")
-    small = limits_for(spec, Hardware.CPU, fake_media("a", duration_s=600), stall_s=None,
+    small = limits_for(spec, Hardware.CPU, fake_media("a", duration_s=600), COSTS, stall_s=None,
                        runtime_factor=10)  # fmt: skip
     assert small.stall_s == MIN_STALL_S
     # 640x360 h264 is expected at 4x real time: 600 s in 150 s, ten times that at most.
@@ -34,17 +45,17 @@ def test_default_limits_follow_the_expected_speed_and_never_go_below_a_minute() 
     slow = JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4", codec="av1",
                    speed=Speed.SLOW)  # fmt: skip
     big = limits_for(slow, Hardware.CPU, fake_media("a", duration_s=600, width=7680,
-                     height=4320), stall_s=None, runtime_factor=10)  # fmt: skip
+                     height=4320), COSTS, stall_s=None, runtime_factor=10)  # fmt: skip
     assert big.stall_s > 10 * MIN_STALL_S  # an 8K AV1 slow encode may sit still for minutes
     assert big.max_runtime_s > 100 * small.max_runtime_s
-    set_ = limits_for(spec, Hardware.CPU, fake_media("a", duration_s=1), stall_s=5,
+    set_ = limits_for(spec, Hardware.CPU, fake_media("a", duration_s=1), COSTS, stall_s=5,
                       runtime_factor=10)  # fmt: skip
     assert (set_.stall_s, set_.max_runtime_s) == (5, 10)  # never under twice the stall
 
 
 def test_the_watchdog_reports_a_stall_and_a_run_past_its_ceiling_once() -> None:
     spec = JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4")
-    limits = limits_for(spec, Hardware.CPU, fake_media("a", duration_s=1), stall_s=10,
+    limits = limits_for(spec, Hardware.CPU, fake_media("a", duration_s=1), COSTS, stall_s=10,
                         runtime_factor=10)  # fmt: skip
     dog = Watchdog()
     dog.track("moving", limits, "10.0.0.1", now=0)
@@ -67,8 +78,8 @@ def test_the_watchdog_reports_a_stall_and_a_run_past_its_ceiling_once() -> None:
 def test_a_long_download_is_progress_and_its_time_is_allowed_for() -> None:
     spec = JobSpec(kind=JobKind.TRANSCODE, input="s3://media/a.mp4", output="s3://media/b.mp4")
     media = fake_media("a", duration_s=1)
-    plain = limits_for(spec, Hardware.CPU, media, stall_s=10, runtime_factor=10)
-    staged = limits_for(spec, Hardware.CPU, media, stall_s=10, runtime_factor=10,
+    plain = limits_for(spec, Hardware.CPU, media, COSTS, stall_s=10, runtime_factor=10)
+    staged = limits_for(spec, Hardware.CPU, media, COSTS, stall_s=10, runtime_factor=10,
                         transfer_bytes=2 * 50 * 2**30)  # a 50 GiB master, in and out  # fmt: skip
     assert staged.max_runtime_s - plain.max_runtime_s > 10 * 4000  # 100 GiB at 25 MiB/s, x10
     dog = Watchdog()
@@ -165,14 +176,14 @@ def test_a_stalled_encode_is_killed_and_retried_on_another_node(tmp_path: Path) 
         first, second = backend.placed
         assert first != second
         (failure,) = done.failures
-        assert (failure["node_id"], failure["code"], failure["fault"]) == (first, "stalled", "node")
-        assert failure["reason"].startswith("stalled: no progress for")
+        assert (failure.node_id, failure.code, failure.fault) == (first, "stalled", "node")
+        assert failure.reason.startswith("stalled: no progress for")
         assert done.placement is not None
-        assert done.placement.reason.endswith(f"not on {failure['address']}, where it failed")
+        assert done.placement.reason.endswith(f"not on {failure.address}, where it failed")
         assert done.limits == {"stall_s": 0.2, "max_runtime_s": 25.0}
         reasons = await farm.reasons(job.id)
         assert any(r.startswith("attempt 1 failed: stalled: no progress for") for r in reasons)
-        assert farm.coordinator.metrics.stalls == 1
+        assert farm.coordinator.counters[JobCounter.STALLS] == 1
 
     run_on(tmp_path, backend, test, stall_s=0.2)
 
@@ -197,17 +208,21 @@ def test_a_failing_node_is_quarantined_given_a_trial_and_healed(tmp_path: Path) 
             "2 failures in a row, the last: this node's ffmpeg crashed at start"
         )
         waiting = await c.submit(farm.spec("c.mp4"))
-        await asyncio.sleep(0.2)
-        assert (await c.get(waiting.id)).status == "queued"  # no new work while quarantined
+        assert (await farm.settled(waiting.id)).status == "queued"  # none while quarantined
         broken["yes"] = False
+        clock.advance(59)
+        assert (await farm.settled(waiting.id)).status == "queued"  # a minute: not yet
+        clock.advance(1)
+        c.dispatch_now()
         done = await farm.until(waiting.id, TERMINAL, timeout=5)  # the trial job
         assert done.status == "succeeded"
         (node,) = await c.nodes()
         assert (node.state, node.quarantine) == ("ready", None)
-        assert c.metrics.quarantines == 1
+        assert c.counters[JobCounter.QUARANTINES] == 1
 
+    clock = FakeClock()
     run_on(tmp_path, FakeBackend(None, script), test, max_attempts=1, quarantine_after=2,
-           quarantine_s=0.5)  # fmt: skip
+           quarantine_s=60, clock=clock)  # fmt: skip
 
 
 def test_strikes_and_quarantines_are_saved_and_restored() -> None:
@@ -274,7 +289,7 @@ def test_a_job_that_crashes_encoders_on_three_nodes_is_poison_and_strikes_are_ta
         for node in await farm.coordinator.nodes():
             assert node.address in done.reason
             assert (node.state, node.quarantine) == ("ready", None)  # nothing held against them
-        assert farm.coordinator.metrics.poison_jobs == 1
+        assert farm.coordinator.counters[JobCounter.POISON_JOBS] == 1
 
     run_on(tmp_path, backend, test, max_attempts=10, quarantine_after=2)
 
@@ -289,16 +304,15 @@ def test_a_drained_node_finishes_its_jobs_takes_no_new_ones_and_stays_drained(
         node = await c.drain("node-1")
         assert (node.state, node.running_jobs) == ("draining", (running.id,))
         waiting = await c.submit(farm.spec("b.mp4"))
-        await asyncio.sleep(0.2)
-        assert (await c.get(waiting.id)).status == "queued"
+        assert (await farm.settled(waiting.id)).status == "queued"
         assert (await c.get(running.id)).status == "running"  # not stopped by the drain
         await c.cancel(running.id)
         assert (await c.nodes())[0].state == "drained"
         await c.shutdown()  # a restart keeps the drain
         farm.coordinator = farm.open()
         await farm.coordinator.drain("node-1")  # idempotent
-        await asyncio.sleep(0.2)
-        assert (await farm.coordinator.get(waiting.id)).status == "queued"
+        await nodes_of(farm.coordinator)
+        assert (await farm.settled(waiting.id)).status == "queued"
         node = await farm.coordinator.drain("node-1", on=False)
         assert node.state == "ready"
         await farm.until(waiting.id, {"running"})

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from cluster import ErrorCode, Hardware, JobKind, JobSpec, JobStatus
-from cluster.control.rules.policy import Action, Facts, Fault, decide, fault_of, timed_result
+from cluster.control.rules.policy import Action, Facts, decide, fault_of, timed_result
 from cluster.media.work import WorkOutcome
-from cluster.model.jobs import Job
+from cluster.model.jobs import Fault, Job
 
 
 def running(attempts: int = 1, hardware: Hardware = Hardware.AUTO) -> Job:

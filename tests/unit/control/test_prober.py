@@ -26,14 +26,8 @@ def test_an_unchanged_input_is_probed_once_and_a_changed_one_again(tmp_path: Pat
     async def scenario() -> list[MediaInfo]:
         done = asyncio.Event()
         seen: list[MediaInfo] = []
-
-        def on_probed(job: Job, media: MediaInfo) -> None:
-            seen.append(media)
-            done.set()
-
-        prober = Prober((tmp_path,), ObjectStore(),
-                        on_probed=on_probed, on_failed=lambda j, e: None,
-                        on_done=lambda: None, backoff_s=0.01, probe=probe)  # fmt: skip
+        prober = Prober((tmp_path,), ObjectStore(), wake=done.set, backoff_s=0.01,
+                        probe=probe)  # fmt: skip
         for i in range(4):  # four renditions of one master, then the master is replaced
             if i == 3:
                 source.write_bytes(b"y" * 200)
@@ -41,8 +35,11 @@ def test_an_unchanged_input_is_probed_once_and_a_changed_one_again(tmp_path: Pat
             spec = JobSpec(kind=JobKind.TRANSCODE, input=str(source),
                            output=str(tmp_path / f"r{i}.mp4"))  # fmt: skip
             done.clear()
-            assert prober.ensure(Job(id=f"j{i}", spec=spec)) is None
+            prober.ensure(Job(id=f"j{i}", spec=spec))
             await asyncio.wait_for(done.wait(), 5)
+            ((job_id, media),) = prober.take()
+            assert job_id == f"j{i}" and isinstance(media, MediaInfo)
+            seen.append(media)
         return seen
 
     seen = asyncio.run(scenario())

@@ -77,6 +77,25 @@ async def finished(coordinator: Coordinator, job_id: str) -> Job:
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
+async def settled(coordinator: Coordinator, job_id: str) -> Job:
+    """The job once probed, after one more dispatch round (what could start has)."""
+    for _ in range(500):
+        if coordinator.table.get(job_id).input_media is not None:
+            coordinator.dispatch_now()
+            return await coordinator.get(job_id)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} was never probed")
+
+
+async def until_running(coordinator: Coordinator, job_id: str) -> Job:
+    for _ in range(500):
+        job = await coordinator.get(job_id)
+        if job.status == "running":
+            return job
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"job {job_id} never ran")
+
+
 def spec(root: Path, output: str = "out.mp4") -> JobSpec:
     return JobSpec(kind=JobKind.TRANSCODE, input=str(root / "in.mp4"), output=str(root / output))
 
@@ -133,11 +152,10 @@ def test_a_blind_node_waits_when_moving_costs_more_than_encoding(tmp_path: Path)
         backend.script = lambda order: Behaviour.HANG
         first = await c.submit(spec(root, "a.mp4"))
         second = await c.submit(spec(root, "b.mp4"))
-        await asyncio.sleep(0.3)
-        assert (await c.get(second.id)).status == "queued"
+        assert (await settled(c, second.id)).status == "queued"
         await c.cancel(first.id)  # the seer frees up: the second runs there
-        await asyncio.sleep(0.2)
-        assert (await c.get(second.id)).placement.node_id == "seer"
+        running = await until_running(c, second.id)
+        assert running.placement is not None and running.placement.node_id == "seer"
         await c.cancel(second.id)
 
     # 10 kB/s: moving the 1 MB input and its output takes longer than encoding 10 s.

@@ -13,7 +13,7 @@ import pytest
 from api.settings import Settings
 from cluster import ConfigError, CoordinatorConfig, SpecError, sign_webhook, verify_webhook
 from cluster.config import config_differences
-from cluster.control.records.jobtable import JobTable
+from cluster.control.records.jobtable import JobTable, Move
 from cluster.control.records.store import JobStore
 from cluster.control.records.webhooks import MAX_BACKOFF_S, backoff
 from cluster.model.jobs import JobKind, JobSpec, JobStatus
@@ -96,16 +96,16 @@ def test_an_ending_and_its_webhook_are_written_together_and_outlive_a_restart(
     spec = JobSpec(kind=JobKind.PROBE, input="/m/a.mp4", callback_url="http://127.0.0.1/h")
     plain = JobSpec(kind=JobKind.PROBE, input="/m/b.mp4")
     job, other = table.add([spec, plain])
-    table.move(job, JobStatus.RUNNING, reason="started")
-    table.move(job, JobStatus.FAILED, reason="bad input")
-    table.move(other, JobStatus.CANCELLED, reason="cancelled by user")
-    assert job.webhook is not None and job.webhook["state"] == "pending"
+    table.move(Move(job, JobStatus.RUNNING, "started"))
+    table.move(Move(job, JobStatus.FAILED, "bad input"))
+    table.move(Move(other, JobStatus.CANCELLED, "cancelled by user"))
+    assert job.webhook is not None and job.webhook.state == "pending"
     assert other.webhook is None  # no callback_url, no delivery
     table.store.close()
 
     again = JobTable(JobStore(db), max_attempts=3, retention_s=600, idempotency_ttl_s=60)
     (left,) = again.store.outbox()
-    assert left.job_id == job.id and left.id == job.webhook["id"]
+    assert left.job_id == job.id and left.id == job.webhook.id
     assert again.webhooks.pending == 1
     sent = json.loads(left.body)
     assert sent["id"] == job.id and sent["status"] == "failed"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import EncodeError, SpecError
-from cluster.media.split import FrameIndex, check_timeline, parse_scan, plan_segments
-from cluster.model.split import Segment, chunk_id, chunk_name, parse_split
+from cluster.media.split import check_timeline, parse_scan, plan_segments
+from cluster.model.split import FrameIndex, Segment, chunk_id, chunk_name, parse_split
 
 
 def index(frames: int, fps: float = 25.0, keys: tuple[int, ...] = (0,), start: float = 0.0,
@@ -90,13 +90,15 @@ SEGMENTS = [Segment(0, 0, 50, 0.0, 2.0, True), Segment(1, 50, 50, 2.0, 2.0, Fals
 
 
 def check(times: list[float], keys: frozenset[int] = frozenset({0, 50, 100}),
-          audio: float | None = 6.0) -> None:  # fmt: skip
-    check_timeline(times, SEGMENTS, frame_s=0.04, audio_end_s=audio, source_audio_end_s=6.0,
-                   keyframes=keys)  # fmt: skip
+          audio: float | None = 6.0) -> int:  # fmt: skip
+    return check_timeline(times, SEGMENTS, frame_s=0.04, audio_end_s=audio,
+                          source_audio_end_s=6.0, keyframes=keys)  # fmt: skip
 
 
 def test_a_whole_stitched_file_passes() -> None:
-    check([i * 0.04 for i in range(150)])
+    assert check([i * 0.04 for i in range(150)]) == 150
+    shuffled = [i * 0.04 for i in (*range(50, 150), *range(50))]  # packets out of order
+    assert check(shuffled) == 150
 
 
 def test_a_frame_lost_or_repeated_at_a_join_names_the_chunk() -> None:

@@ -27,9 +27,9 @@ def test_only_buckets_means_no_local_path_at_all(
     assert settings.roots(serving=True) == ()  # not <data dir>/media
     objects = parse_object_roots(settings.object_roots())
     with pytest.raises(SpecError) as refused:
-        confine(JobSpec(JobKind.PROBE, str(tmp_path / "a.mp4")), (), (), objects)
+        confine(JobSpec(JobKind.PROBE, str(tmp_path / "a.mp4")), (), objects)
     assert "this farm keeps media in object storage only (s3://media/farm)" in str(refused.value)
-    spec = confine(JobSpec(JobKind.PROBE, "s3://media/farm/a.mp4"), (), (), objects)
+    spec = confine(JobSpec(JobKind.PROBE, "s3://media/farm/a.mp4"), (), objects)
     assert spec.input == "s3://media/farm/a.mp4"
 
 

@@ -1,0 +1,77 @@
+"""The coordinator's API, declared once (:class:`CoordinatorAPI`): what the client
+(:class:`~cluster.ray_edge.client.Fleet`, and its asyncio twin the gateway uses) calls.
+
+:class:`~cluster.control.coordinator.Coordinator` implements it, the asyncio client is
+checked against it, and both clients send each call through it (``CoordinatorAPI.get``
+names the actor's method and types its arguments and answer), so a renamed or changed
+call fails the type check, not production.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from cluster.config import CoordinatorConfig
+from cluster.control.farm.view import NodeRecord
+from cluster.control.farmapi import MetricsSnapshot
+from cluster.model.events import EventBatch
+from cluster.model.jobs import Job, JobSpec
+from cluster.model.progress import ProgressSnapshot
+
+
+class CoordinatorAPI(Protocol):
+    async def ping(self) -> dict[str, Any]:
+        """Counts, which life of the coordinator answers, and whether it is ready."""
+        ...
+
+    async def get_config(self) -> CoordinatorConfig: ...
+
+    async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job: ...
+
+    async def submit_many(
+        self, specs: list[JobSpec], idempotency_key: str | None = None
+    ) -> list[Job]: ...
+
+    async def get(self, job_id: str) -> Job: ...
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[Job]: ...
+
+    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]: ...
+
+    async def cancel(self, job_id: str) -> Job: ...
+
+    async def retry(self, job_id: str) -> Job: ...
+
+    async def events(
+        self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
+    ) -> EventBatch: ...
+
+    async def event_cursor(self) -> int: ...
+
+    async def nodes(self) -> list[NodeRecord]: ...
+
+    async def metrics(self) -> MetricsSnapshot: ...
+
+    async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None: ...
+
+    async def drain(self, name: str, on: bool = True) -> NodeRecord: ...
+
+    async def release(self, name: str) -> str: ...
+
+
+class HeadAPI(CoordinatorAPI, Protocol):
+    """What the head's own parts call besides: encoders report progress; the client that
+    owns an embedded cluster shuts the coordinator down."""
+
+    async def report_progress(
+        self, job_id: str, attempt: int, snapshot: ProgressSnapshot
+    ) -> None: ...
+
+    async def shutdown(self) -> None: ...

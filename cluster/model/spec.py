@@ -1,0 +1,152 @@
+"""What a user asks for: :class:`JobSpec` and its vocabulary (kinds, hardware, speeds,
+codecs). Validated on construction; a spec never holds ffmpeg arguments."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from cluster.errors import SpecError
+from cluster.model.split import AUTO, parse_split
+
+
+class JobKind(StrEnum):
+    TRANSCODE = "transcode"
+    PROBE = "probe"
+    VALIDATE = "validate"
+    THUMBNAIL = "thumbnail"
+
+
+class Hardware(StrEnum):
+    AUTO = "auto"
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+class Speed(StrEnum):
+    FAST = "fast"
+    MEDIUM = "medium"
+    SLOW = "slow"
+
+
+class Codec(StrEnum):
+    """The video codecs framefleet encodes (the one list; ``CODECS`` is its values)."""
+
+    H264 = "h264"
+    HEVC = "hevc"
+    AV1 = "av1"
+
+
+CODECS: tuple[str, ...] = tuple(c.value for c in Codec)
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*[:,]")
+MAX_THUMBNAILS = 100
+MAX_PATH_CHARS = 4096
+MAX_URL_CHARS = 2048
+OBJECT_URL_PREFIX = "s3://"
+"""Objects in storage; checked strictly (and against the roots) at admission."""
+
+
+def _check_path_text(what: str, value: str) -> None:
+    if not value or not value.strip():
+        raise SpecError(f"{what} is empty; give a file path")
+    if len(value) > MAX_PATH_CHARS:
+        raise SpecError(f"{what} is longer than {MAX_PATH_CHARS} characters")
+    if "\x00" in value or "\n" in value:
+        raise SpecError(f"{what} contains a control character; rename the file")
+    if _URL_LIKE.match(value) and not value.startswith(OBJECT_URL_PREFIX):
+        raise SpecError(
+            f"{what} {value[:120]!r} looks like a URL or ffmpeg protocol; give a file path "
+            "(prefix ./ for a file whose name contains ':') or an s3:// URL"
+        )
+
+
+def _check_callback_text(url: str) -> None:
+    """The URL's form (an http(s) URL with a host, no credentials); which hosts are
+    allowed is admission's rule (:func:`cluster.scheduling.admission.check_callback`)."""
+    if len(url) > MAX_URL_CHARS or any(ord(c) < 33 for c in url):
+        raise SpecError(
+            f"callback_url must be one URL of at most {MAX_URL_CHARS} characters, no spaces"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(f"callback_url {url!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("callback_url must not carry credentials; receivers check the signature")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a user asks for. Validated on construction; never holds ffmpeg arguments."""
+
+    kind: JobKind
+    input: str
+    output: str | None = None
+    codec: str = "h264"
+    quality: int | None = None
+    speed: Speed = Speed.MEDIUM
+    hardware: Hardware = Hardware.AUTO
+    priority: int = 0
+    keep_10bit: bool = False
+    overwrite: bool = False
+    thumbnail_at: float | None = None
+    thumbnail_count: int | None = None
+    thumbnail_width: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    callback_url: str | None = None
+    """Where to POST the job's view when it ends (a host in the allowed webhook hosts)."""
+    split: str = AUTO
+    """A transcode's video in chunks across the farm: ``auto``, ``off`` or about how many
+    seconds a chunk lasts (see :mod:`cluster.model.split`)."""
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", JobKind(self.kind))
+            object.__setattr__(self, "speed", Speed(self.speed))
+            object.__setattr__(self, "hardware", Hardware(self.hardware))
+        except ValueError as exc:
+            raise SpecError(f"{exc}; see `framefleet encode --help` for the choices") from exc
+        _check_path_text("input", self.input)
+        if self.kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL):
+            if self.output is None:
+                what = "an output file" if self.kind is JobKind.TRANSCODE else "an output folder"
+                raise SpecError(f"a {self.kind} job needs {what}")
+            _check_path_text("output", self.output)
+        if self.codec not in CODECS:
+            raise SpecError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
+        if self.quality is not None and not 0 <= self.quality <= 51:
+            raise SpecError(
+                f"quality {self.quality} is out of range; use 0 (best) to 51 (smallest)"
+            )
+        if not -1000 <= self.priority <= 1000:
+            raise SpecError("priority must be between -1000 and 1000")
+        if self.keep_10bit and self.codec == "h264":
+            raise SpecError("10-bit output needs hevc or av1; drop keep_10bit or change the codec")
+        if self.thumbnail_at is not None and self.thumbnail_at < 0:
+            raise SpecError("thumbnail time must be 0 or more seconds")
+        if self.thumbnail_count is not None and not 1 <= self.thumbnail_count <= MAX_THUMBNAILS:
+            raise SpecError(f"thumbnail count must be between 1 and {MAX_THUMBNAILS}")
+        if self.thumbnail_at is not None and self.thumbnail_count is not None:
+            raise SpecError("give either a thumbnail time or a thumbnail count, not both")
+        if self.thumbnail_width is not None and not 16 <= self.thumbnail_width <= 7680:
+            raise SpecError("thumbnail width must be between 16 and 7680 pixels")
+        if len(self.labels) > 50 or any(
+            len(str(k)) > 100 or len(str(v)) > 1000 for k, v in self.labels.items()
+        ):
+            raise SpecError("labels: at most 50, keys up to 100 and values up to 1000 characters")
+        if self.callback_url is not None:
+            _check_callback_text(self.callback_url)
+        object.__setattr__(self, "split", parse_split(self.split))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"labels": dict(self.labels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown job field(s): {', '.join(unknown)}")
+        return cls(**data)
