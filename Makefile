@@ -80,7 +80,7 @@ test-chaos: setup
 
 # Needs an NVIDIA driver: NVML inventory and NVENC detection for real.
 test-gpu: setup
-	$(BIN)/pytest -m gpu -s tests/integration/cluster/test_gpus.py
+	FRAMEFLEET_TEST_REQUIRE_GPU=1 $(BIN)/pytest -m gpu -s tests/integration/cluster/test_gpus.py
 
 bench: setup
 	$(BIN)/python bench/all.py $(BENCH_ARGS)

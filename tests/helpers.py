@@ -248,6 +248,11 @@ def nvidia_driver_present() -> bool:
 
 
 NO_DRIVER_REASON = "needs a machine without an NVIDIA driver (this one has one)"
+REQUIRE_GPU = "FRAMEFLEET_TEST_REQUIRE_GPU"
+"""Set (``make test-gpu``): a test that needs a GPU fails without one instead of skipping."""
+DRIVER_REASON = (
+    "needs an NVIDIA GPU and driver (NVML found none here); run `make test-gpu` on a GPU machine"
+)
 
 
 class Receiver:

@@ -18,16 +18,23 @@ from tests.helpers import ObjectServer, make_clip
 
 
 @pytest.fixture(scope="session")
-def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+def session_data() -> Iterator[Path]:
+    """The session Ray's data dir (its scratch is ``scratch/`` in it): private, and short
+    (Ray's socket paths), removed after."""
+    data = Path(tempfile.mkdtemp(prefix="ff-test-", dir="/tmp"))
+    yield data
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_runtime(tmp_path_factory: pytest.TempPathFactory, session_data: Path) -> Iterator[Runtime]:
     """A private local Ray for the whole session: 2 CPUs and no GPU, like CI, also on a
     machine with GPUs (an empty static inventory). GPU placement and NVENC failures run on
     the multi-node farm (tests/integration/cluster/test_farm.py), real GPUs in the
     gpu-marked tests."""
     no_gpus = tmp_path_factory.mktemp("inventory") / "no-gpus.json"
     no_gpus.write_text("[]")
-    runtime = connect(
-        RuntimeConfig(data_dir=Path("/tmp/ff-test"), num_cpus=2, gpu_inventory=no_gpus)
-    )
+    runtime = connect(RuntimeConfig(data_dir=session_data, num_cpus=2, gpu_inventory=no_gpus))
     yield runtime
     runtime.close()
 

@@ -126,11 +126,11 @@ def test_the_cli_submits_urls_and_prefixes(
 
 
 def test_nodes_show_their_scratch_and_the_roots_they_see(
-    gateway: Gateway, roots: tuple[Path, Path]
+    gateway: Gateway, roots: tuple[Path, Path], session_data: Path
 ) -> None:
     [node] = gateway.http.get("/v1/nodes").json()
     scratch = node["scratch"]
-    assert scratch["path"] == "/tmp/ff-test/scratch"  # the session Ray's <data dir>/scratch
+    assert scratch["path"] == str(session_data / "scratch")  # the session Ray's <data>/scratch
     assert scratch["free_bytes"] > 0 and scratch["budget_bytes"] is None
     media = [str(r.resolve()) for r in roots]
     assert node["media"] == [{"root": r, "path": r, "seen": True, "why": ""} for r in media]

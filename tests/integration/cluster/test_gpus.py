@@ -1,13 +1,14 @@
 """GPU inventory (static and NVML), NVENC capability detection and node registration.
 
 The ``gpu`` tests read the real driver; they run where NVML finds a GPU (see the
-README: on the lent H100/H200 device) and fail, rather than skip, when asked to run
-without one. The tests of what happens without a driver skip, saying so, where there is one.
+README: on the lent H100/H200 device, ``make test-gpu``) and skip, saying so, without
+one. The tests of what happens without a driver skip, saying so, where there is one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from cluster.model.capability import CodecState
 from cluster.nodes.capability import detect, trial_encode
 from cluster.nodes.gpus import NoGpus, NvmlSource, StaticSource, gpu_source
 from cluster.nodes.register import detect_local, label_value
-from tests.helpers import NO_DRIVER_REASON, nvidia_driver_present
+from tests.helpers import DRIVER_REASON, NO_DRIVER_REASON, REQUIRE_GPU, nvidia_driver_present
 
 L4: dict[str, Any] = {
     "uuid": "GPU-5f2c0d1e-aaaa-bbbb-cccc-000000000001",
@@ -149,7 +150,14 @@ def test_a_trial_encode_without_a_driver_fails_with_the_reason(tmp_path: Path) -
     assert "the H100 has no NVENC hardware" in cap.reason
 
 
+needs_gpu = pytest.mark.skipif(
+    not nvidia_driver_present() and not os.environ.get(REQUIRE_GPU), reason=DRIVER_REASON
+)
+"""``make test-gpu`` sets ``REQUIRE_GPU``: there, no GPU is a failure, not a skip."""
+
+
 @pytest.mark.gpu
+@needs_gpu
 def test_nvml_reads_every_gpu_keyed_by_uuid() -> None:
     source = NvmlSource()
     try:
@@ -165,6 +173,7 @@ def test_nvml_reads_every_gpu_keyed_by_uuid() -> None:
 
 
 @pytest.mark.gpu
+@needs_gpu
 def test_detection_proves_each_nvenc_codec_by_a_trial_encode() -> None:
     node = detect_local()
     assert node.source == "nvml" and node.gpus

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,6 @@ from tests.helpers import (
 from tests.integration.conftest import start_fleet
 
 ROOT = "s3://media/farm"
-SCRATCH = Path("/tmp/ff-test/scratch")
 """The session Ray's node keeps scratch here (the embedded runtime's <data dir>/scratch)."""
 
 
@@ -59,11 +58,23 @@ def clip_url(s3: ObjectServer, local: Path) -> str:
     return s3.put(local / "clip.mp4", f"{ROOT}/in/clip.mp4")
 
 
-def scratch_of(job_id: str) -> list[str]:
-    return sorted(p.name for p in SCRATCH.glob(f"{job_id}.*")) if SCRATCH.exists() else []
+Scratch = Callable[[str], list[str]]
 
 
-def test_s3_to_s3_transcode(stored: Fleet, s3: ObjectServer, clip_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def scratch_of(session_data: Path) -> Scratch:
+    """What a job left in the session node's scratch (its attempts' folders)."""
+    scratch = session_data / "scratch"
+    return lambda job_id: sorted(p.name for p in scratch.glob(f"{job_id}.*"))
+
+
+def test_s3_to_s3_transcode(
+    scratch_of: Callable[[str], list[str]],
+    stored: Fleet,
+    s3: ObjectServer,
+    clip_url: str,
+    tmp_path: Path,
+) -> None:
     dest = f"{ROOT}/out/clip.mkv"
     job = stored.submit(JobSpec(JobKind.TRANSCODE, clip_url, dest, codec="hevc"))
     done = stored.wait(job.id, timeout=120)
@@ -84,7 +95,13 @@ def test_s3_to_s3_transcode(stored: Fleet, s3: ObjectServer, clip_url: str, tmp_
     assert ffmpeg_processes(job.id) == []
 
 
-def test_local_to_s3_and_back(stored: Fleet, s3: ObjectServer, local: Path, tmp_path: Path) -> None:
+def test_local_to_s3_and_back(
+    scratch_of: Callable[[str], list[str]],
+    stored: Fleet,
+    s3: ObjectServer,
+    local: Path,
+    tmp_path: Path,
+) -> None:
     up = stored.submit(JobSpec(JobKind.TRANSCODE, str(local / "clip.mp4"), f"{ROOT}/out/up.mp4"))
     assert stored.wait(up.id, timeout=120).status == "succeeded"
     down = stored.submit(JobSpec(JobKind.TRANSCODE, f"{ROOT}/out/up.mp4", str(local / "down.mov"),
@@ -163,7 +180,11 @@ def test_probing_reads_a_little_not_the_whole_object(
 
 
 def test_cancel_mid_upload_leaves_no_object_and_no_scratch(
-    stored: Fleet, s3: ObjectServer, uplink: Uplink, tmp_path: Path
+    scratch_of: Callable[[str], list[str]],
+    stored: Fleet,
+    s3: ObjectServer,
+    uplink: Uplink,
+    tmp_path: Path,
 ) -> None:
     # Noise encoded losslessly: an output of ~20 MB, so it goes up in parts, slowly.
     noise = tmp_path / "noise.mp4"
