@@ -305,10 +305,14 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
     port = free_port()
     api = f"http://127.0.0.1:{port}"
     env = fresh_home_env(home, FRAMEFLEET_API=api)
-    server = subprocess.Popen(
-        [*FRAMEFLEET, "serve", "--port", str(port), "--gpu-inventory", str(inventory)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    # Its output goes to a file: a pipe read only at the end fills up (64 KiB of access
+    # log lines, a burst's worth) and blocks the server mid-request.
+    output = tmp_path / "serve.log"
+    with output.open("w") as sink:
+        server = subprocess.Popen(
+            [*FRAMEFLEET, "serve", "--port", str(port), "--gpu-inventory", str(inventory)],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
 
     def client(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -389,7 +393,8 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
         assert str(media / "q.mp4") in [j["output"] for j in listed_jobs]
     finally:
         server.send_signal(signal.SIGTERM)
-        log, _ = server.communicate(timeout=90)
+        server.wait(timeout=90)
+        log = output.read_text()
     assert server.returncode == 0, log
     assert f"API docs at {api}/docs" in log and "Traceback" not in log
     assert "SIGTERM handler is not set" not in log and "SIGTERM received" not in log

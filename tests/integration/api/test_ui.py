@@ -61,10 +61,14 @@ class Farm:
             base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
         )
         self.server: subprocess.Popen[str] | None = None
+        self.output = base / "serve.log"
 
     def start(self) -> None:
-        self.server = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        # Its output goes to a file: a pipe read only at the end would fill up with access
+        # log lines and block the server mid-request.
+        with self.output.open("a") as sink:
+            self.server = subprocess.Popen(self.argv, env=self.env, stdout=sink,
+                                           stderr=subprocess.STDOUT, text=True)  # fmt: skip
         wait_until(self._ready, timeout=120, step=0.25)
 
     def _ready(self) -> bool:
@@ -77,7 +81,8 @@ class Farm:
         assert self.server is not None
         ray_processes = process_tree(self.server.pid)
         self.server.send_signal(signal.SIGTERM)
-        log, _ = self.server.communicate(timeout=90)
+        self.server.wait(timeout=90)
+        log = self.output.read_text()
         wait_until(lambda: alive(ray_processes) == [], timeout=30)
         assert self.server.returncode == 0 and "Traceback" not in log, log
 
