@@ -60,7 +60,7 @@ from cluster.control.rules.policy import (
 from cluster.control.running.encodes import Encodes
 from cluster.control.running.orders import order_for
 from cluster.control.running.pool import EncoderPool
-from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure
+from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure, SpecError
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
 from cluster.media.split import index_file
@@ -143,6 +143,7 @@ class Coordinator:
     def start(self) -> None:
         """Start dispatching (needs a running event loop)."""
         if not self._tasks:
+            self._apply(self.graphs.unfinished())
             self._tasks = [
                 asyncio.create_task(self._dispatch_loop()),
                 asyncio.create_task(self._housekeeping_loop()),
@@ -216,21 +217,23 @@ class Coordinator:
         """Cancel a job; idempotent. It returns once its ffmpeg (or its tasks') is killed
         and what they wrote removed."""
         job = self.table.get(job_id)
-        cancelled = Move(job, JobStatus.CANCELLED, "cancelled by user", ErrorCode.CANCELLED)
+        why, code = "cancelled by user", ErrorCode.CANCELLED
         if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
-            self._apply([cancelled])
+            self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
         elif job.status is JobStatus.RUNNING:
             if job_id in self.encodes.running:
                 await self.encodes.stop(job_id)  # its outcome ends it, cancelled
             if job.status is JobStatus.RUNNING:  # its tasks run, or its encoder was lost
-                self._apply([cancelled])
+                self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
         await self.graphs.settled(job)
         return job.snapshot()
 
     async def retry(self, job_id: str) -> Job:
         job = self.table.get(job_id)
+        if job.task is not None:
+            raise SpecError(f"job {job_id} is a task of job {job.task.parent}; retry that job")
         await self.graphs.settled(job)  # its last run's tasks are stopped and their files gone
-        self._apply([Move(job, JobStatus.QUEUED, "retry requested by user")])
+        self._apply([Move(job, JobStatus.QUEUED, "retry requested by user", since=job.status)])
         self._wake_up()
         return job.snapshot()
 
@@ -294,18 +297,27 @@ class Coordinator:
 
     # ---- state changes ---------------------------------------------------------------
 
-    def _apply(self, moves: Iterable[Move]) -> None:
+    def _apply(self, moves: Iterable[Move]) -> int:
         """Make each state change, then what follows from it for its job's graph: one at
-        a time, in order (never one inside another)."""
+        a time, in order (never one inside another); a stale one is dropped. Returns how
+        many of ``moves`` (not of what followed) were made."""
         pending = deque(moves)
+        made, first = 0, len(pending)
         while pending:
             move = pending.popleft()
-            self.table.move(move)
+            first -= 1
+            if not self.table.move(move):
+                log.debug("dropped a stale move of job %s to %s", move.job.id, move.status)
+                continue
+            made += first >= 0
             job = move.job
             if move.status.terminal:
                 self.encodes.cancelling.discard(job.id)
                 self.reach.clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
+            elif move.status is JobStatus.QUEUED:
+                self._wake_up()  # placed in the next round
             pending.extend(self.graphs.moved(job))
+        return made
 
     def _wake_up(self) -> None:
         if not self._stopping:
@@ -355,14 +367,16 @@ class Coordinator:
             job = self.table.jobs.get(job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 continue
+            queued, running = JobStatus.QUEUED, JobStatus.RUNNING
             if isinstance(found, FramefleetError):
-                moves.append(Move(job, JobStatus.FAILED, str(found), found.code))
+                moves.append(Move(job, JobStatus.FAILED, str(found), found.code, since=queued))
                 continue
             self.table.set_media(job, found)
             if job.spec.kind is JobKind.PROBE:
+                media = {"media": found.to_dict()}
                 moves += [
-                    Move(job, JobStatus.RUNNING, "probed by the coordinator"),
-                    Move(job, JobStatus.SUCCEEDED, "probed", result={"media": found.to_dict()}),
+                    Move(job, running, "probed by the coordinator", since=queued),
+                    Move(job, JobStatus.SUCCEEDED, "probed", result=media, since=running),
                 ]
         return moves
 
@@ -384,7 +398,8 @@ class Coordinator:
         for job, why in plan.never:
             self.counters.count(JobCounter.PLACEMENT_FAILURES)
             failure = CapacityError(why)
-            self._apply([Move(job, JobStatus.FAILED, str(failure), failure.code)])
+            self._apply([Move(job, JobStatus.FAILED, str(failure), failure.code,
+                              since=JobStatus.QUEUED)])  # fmt: skip
         for job, placement in plan.start:
             if self._stopping:
                 return
@@ -401,7 +416,7 @@ class Coordinator:
 
     def _farm(self, job: Job) -> Farm:
         """The farm as a job graph's kind may look at it while planning ``job``."""
-        return Farm(self._planner, lambda: self.reach.seen_by(job.spec))
+        return Farm(lambda: self._planner(placeable=True), lambda: self.reach.seen_by(job.spec))
 
     def _states(self, *, placeable: bool = False) -> list[NodeState]:
         states = self.view.states(self.pool.used, self.pool.gpu_used(), placeable=placeable)
@@ -413,23 +428,26 @@ class Coordinator:
         return Planner(states, self.config.policy, self.config.costs)
 
     def _launch(self, job: Job, placement: Placement) -> None:
-        """Start ``job``'s next attempt where it was placed."""
+        """Start ``job``'s next attempt where it was placed (unless it ended meanwhile: a
+        task whose job another launch of this round failed)."""
         node = self.view.node(placement.node_id)
         media = job.input_media
-        if media is None:
+        if media is None or job.status is not JobStatus.QUEUED:
             return
         if job.task is not None and job.task.doing:
             placement = replace(placement, reason=f"{job.task.doing}: {placement.reason}")
+        queued = JobStatus.QUEUED
         try:
             order, placement = order_for(self.reach, job, placement, media, node)
         except JobFailure as exc:
-            self._apply([Move(job, JobStatus.FAILED, str(exc), exc.code)])
+            self._apply([Move(job, JobStatus.FAILED, str(exc), exc.code, since=queued)])
             return
         placed = placement.for_job(order.encoder)
         limits = self.healer.limits(job, placed, media)
         self.table.set_placement(job, placed, limits.to_dict())
+        if not self._apply([Move(job, JobStatus.RUNNING, placement.reason, since=queued)]):
+            return
         self.healer.launched(job.id, placed, limits)
-        self._apply([Move(job, JobStatus.RUNNING, placement.reason)])
         self.encodes.start(job, placement, order, node.resources if node else {})
 
     async def _lost(self, node_id: str) -> None:
@@ -440,8 +458,11 @@ class Coordinator:
     def _complete(self, job: Job, outcome: WorkOutcome) -> None:
         """An encode ended: gather the facts, :func:`~cluster.control.rules.policy.decide`,
         then apply the decision (the failure recorded, strikes, counters, the move)."""
+        current = self.table.jobs.get(job.id)
         if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
             return  # stale: an earlier attempt, or a job no longer running
+        if current is not None and current is not job:
+            return  # a task of an earlier run of its job (its files are gone with that run)
         now = self._now()
         placed = job.placement
         present = placed is not None and self.view.node(placed.node_id) is not None
@@ -467,16 +488,18 @@ class Coordinator:
         self.healer.settle(job, fault, decision, failure)
         if decision.counter is not None:
             self.counters.count(decision.counter)
+        running = JobStatus.RUNNING
         move = Move(job, decision.status, decision.reason, decision.code,
-                    progress=outcome.progress)  # fmt: skip
+                    progress=outcome.progress, since=running)  # fmt: skip
         if decision.action is Action.SUCCEED:
             result = timed_result(job, outcome, now)
             move = Move(job, JobStatus.SUCCEEDED, decision.reason, result=result,
-                        notes=tuple(outcome.notes), progress=outcome.progress)  # fmt: skip
+                        notes=tuple(outcome.notes), progress=outcome.progress,
+                        since=running)  # fmt: skip
         elif decision.action is Action.REQUEUE:
             self.reach.clear_partials(job)
             move = Move(job, JobStatus.QUEUED, decision.reason, not_before=decision.not_before,
-                        charged=decision.charged)  # fmt: skip
+                        charged=decision.charged, since=running)  # fmt: skip
         self._apply([move])
         self._wake_up()
 

@@ -26,6 +26,7 @@ a chunk or a stitch is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ from cluster.control.rules.graph import (
     Need,
     Plan,
     Read,
+    TaskPlan,
     Tasks,
     next_steps,
     progress,
@@ -57,6 +59,8 @@ from cluster.model.media import MediaInfo
 
 log = logging.getLogger("framefleet.coordinator")
 
+CLEAR_WAIT_S = 30.0
+"""How long an ended job waits for a node to remove its tasks' files."""
 Stop = Callable[[str], Awaitable[None]]
 """Stops a task's encode, as a user's cancel (its ffmpeg killed)."""
 
@@ -99,6 +103,10 @@ class GraphRunner:
         graph = job.graph
         if job.task is not None or (graph is not None and graph.phase is Phase.WHOLE):
             return True, []
+        if graph is None:
+            for kind in self._kinds.values():
+                if (older := kind.adopt(job)) is not None:
+                    return False, self._adopt(job, older)
         if graph is None or (graph.phase is Phase.PLANNING and job.id not in self._reads):
             kinds = self._kinds.values() if graph is None else [self._kinds[graph.kind]]
             for kind in kinds:
@@ -163,23 +171,24 @@ class GraphRunner:
         graph = replace(advance(base, Phase.RUNNING), why=expansion.graph.why,
                         tasks=expansion.graph.tasks, unit=expansion.graph.unit,
                         frame_s=expansion.graph.frame_s, started_at=now)  # fmt: skip
-        tasks = [
-            Job(
-                id=task_id(job.id, plan.ref.key),
-                spec=plan.spec,
-                seq=job.seq,
-                status=JobStatus.WAITING if plan.ref.needs else JobStatus.QUEUED,
-                created_at=now,
-                updated_at=now,
-                max_attempts=job.max_attempts,
-                input_media=media,
-                task=TaskOf(job.id, plan.ref.key, plan.step, plan.ref.finishing, plan.ref.doing),
-            )
-            for plan in expansion.tasks
-        ]
+        tasks = [_task(job, plan, media, now) for plan in expansion.tasks]
         log.info("job %s: %s", job.id, graph.why)
         self._table.add_tasks(job, graph, expansion.view, tasks)
-        return [Move(job, JobStatus.RUNNING, graph.why)]
+        return [Move(job, JobStatus.RUNNING, graph.why, since=JobStatus.QUEUED)]
+
+    def _adopt(self, job: Job, expansion: Expansion) -> list[Move]:
+        """A job an older framefleet ran as sub-jobs without a graph: its graph, with the
+        records it already has (finished ones reused), the rest created; it resumes."""
+        now, media = self._now(), self._media(job)
+        started = job.split.started_at if job.split else None
+        graph = replace(expansion.graph, phase=Phase.RUNNING, started_at=started or now)
+        have = {p.ref.key for p in expansion.tasks if self._table.find(task_id(job.id, p.ref.key))}
+        missing = [_task(job, plan, media, now) for plan in expansion.tasks
+                   if plan.ref.key not in have]  # fmt: skip
+        log.info("job %s: adopted as a %s graph (%d tasks made now)", job.id, graph.kind,
+                 len(missing))  # fmt: skip
+        self._table.add_tasks(job, graph, expansion.view, missing)
+        return self._resume(job)
 
     def _resume(self, job: Job) -> list[Move]:
         """A job queued again while its tasks ran (a restart): its finished tasks are
@@ -189,7 +198,7 @@ class GraphRunner:
             return []
         done, why = resumed(graph, self._table.tasks_of(job))
         self._table.set_graph(job, replace(graph, reused=graph.reused | done))
-        return [Move(job, JobStatus.RUNNING, why)]
+        return [Move(job, JobStatus.RUNNING, why, since=JobStatus.QUEUED)]
 
     # ---- tasks -----------------------------------------------------------------------
 
@@ -220,7 +229,11 @@ class GraphRunner:
             self._table.set_placement(parent, placed, limits)
         tasks = self._table.tasks_of(parent)
         self._show(parent, tasks, save=parent.status.terminal)  # else saved with its moves
-        if parent.status is not JobStatus.RUNNING:
+        running = parent.graph is not None and parent.graph.phase in (
+            Phase.RUNNING,
+            Phase.FINISHING,
+        )
+        if parent.status is not JobStatus.RUNNING or not running:
             return []  # ended (its tasks wind down), or queued again (resumed later)
         return self._next(parent, tasks)
 
@@ -231,18 +244,20 @@ class GraphRunner:
         step = next_steps(graph, tasks)
         if step.end is not None:
             status, why, code = step.end
-            return [Move(parent, status, why, code)]
+            return [Move(parent, status, why, code, since=JobStatus.RUNNING)]
         if step.finish:
             if graph.phase is Phase.RUNNING:
                 graph = advance(graph, Phase.FINISHING)
                 self._table.set_graph(parent, graph)
             done = self._kinds[graph.kind].finish(parent, tasks, self._now())
+            last = progress(graph, tasks, self._now())
             return [Move(parent, JobStatus.SUCCEEDED, done.reason, result=done.result,
-                         notes=done.notes)]  # fmt: skip
+                         notes=done.notes, progress=last, since=JobStatus.RUNNING)]  # fmt: skip
         if step.phase is not None:
             self._table.set_graph(parent, advance(graph, step.phase))
         self._table.set_progress(parent, progress(graph, tasks, self._now()))
-        return [Move(tasks[k], JobStatus.QUEUED, "what it needs is done") for k in step.release]
+        return [Move(tasks[k], JobStatus.QUEUED, "what it needs is done", since=JobStatus.WAITING)
+                for k in step.release]  # fmt: skip
 
     def progressed(self, task: Job) -> None:
         """A task reported progress: its job's is recomputed from its tasks'."""
@@ -260,9 +275,14 @@ class GraphRunner:
             self._table.set_view(parent, view, save=save)
 
     def _parent(self, task: Job) -> Job | None:
+        """The job whose graph ``task`` is part of (``None``: it is not, any more: its job
+        was retried and kept whole, say)."""
         of = task.task
         parent = self._table.jobs.get(of.parent) if of else None
-        return parent if parent is not None and parent.graph is not None else None
+        graph = parent.graph if parent else None
+        if graph is None or of is None or of.key not in {r.key for r in graph.tasks}:
+            return None
+        return parent
 
     # ---- ending ----------------------------------------------------------------------
 
@@ -274,11 +294,26 @@ class GraphRunner:
         task = asyncio.create_task(self._wind_down(parent, [self._stop(t.id) for t in stop]))
         self._ending[parent.id] = task
         task.add_done_callback(lambda _: self._ending.pop(parent.id, None))
-        return [Move(t, JobStatus.CANCELLED, why, ErrorCode.CANCELLED) for t in cancel]
+        return [Move(t, JobStatus.CANCELLED, why, ErrorCode.CANCELLED, since=t.status)
+                for t in cancel]  # fmt: skip
 
     async def _wind_down(self, parent: Job, stops: list[Awaitable[None]]) -> None:
         await asyncio.gather(*stops, return_exceptions=True)
-        self._reach.clear_partials(parent, tasks=True)
+        remote = self._reach.clear_partials(parent, tasks=True)
+        if remote is not None:  # a node that sees the folder removes them: wait for it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(remote), CLEAR_WAIT_S)
+
+    def unfinished(self) -> list[Move]:
+        """After a restart: jobs that ended while some of their tasks had not (the
+        coordinator stopped between the two) wind those down now."""
+        moves: list[Move] = []
+        for job in list(self._table.jobs.values()):
+            if job.task is None and job.status.terminal and job.graph and job.graph.tasks:
+                tasks = self._table.tasks_of(job).values()
+                if any(not t.status.terminal for t in tasks):
+                    moves += self._end(job)
+        return moves
 
     async def settled(self, job: Job) -> None:
         """Wait until ``job``, which ended, has stopped its tasks and removed their files."""
@@ -297,3 +332,19 @@ class GraphRunner:
         if job.input_media is None:
             raise ValueError(f"job {job.id} has not been probed")
         return job.input_media
+
+
+def _task(parent: Job, plan: TaskPlan, media: MediaInfo, now: float) -> Job:
+    """The hidden job of one task of ``parent``'s graph: waiting while it needs others."""
+    ref = plan.ref
+    return Job(
+        id=task_id(parent.id, ref.key),
+        spec=plan.spec,
+        seq=parent.seq,
+        status=JobStatus.WAITING if ref.needs else JobStatus.QUEUED,
+        created_at=now,
+        updated_at=now,
+        max_attempts=parent.max_attempts,
+        input_media=media,
+        task=TaskOf(parent.id, ref.key, plan.step, ref.finishing, ref.doing),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from enum import StrEnum
 from pathlib import PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Annotated
 
@@ -112,10 +113,21 @@ def _inside(folder: str, name: str) -> str:
     return str(PurePath(folder) / name)
 
 
+class ListedStatus(StrEnum):
+    """What a listed job can be: a job's status, less ``waiting`` (only a task of a job
+    graph waits, and tasks are never listed)."""
+
+    QUEUED = JobStatus.QUEUED.value
+    RUNNING = JobStatus.RUNNING.value
+    SUCCEEDED = JobStatus.SUCCEEDED.value
+    FAILED = JobStatus.FAILED.value
+    CANCELLED = JobStatus.CANCELLED.value
+
+
 @router.get("", response_model=JobPage)
 async def list_jobs(
     request: Request,
-    status: Annotated[JobStatus | None, Query()] = None,
+    status: Annotated[ListedStatus | None, Query()] = None,
     kind: Annotated[JobKind | None, Query()] = None,
     cursor: Annotated[int, Query(ge=0, description="next_cursor of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -166,24 +166,26 @@ class MediaReach:
             worth_moving=worth,
         )
 
-    def clear_partials(self, job: Job, *, tasks: bool = False) -> None:
+    def clear_partials(self, job: Job, *, tasks: bool = False) -> asyncio.Task[None] | None:
         """Remove what a dead attempt of ``job`` left half-written at its destination (with
         ``tasks``: every file its graph's tasks made), where that can be seen: on the head,
-        or through a node that sees it (in the background). An object store holds nothing
-        partial."""
+        or through a node that sees it (in the background: the task is returned, for a
+        caller that must know it is done). An object store holds nothing partial."""
         out = job.spec.output
         if not out or is_object_url(out):
-            return
+            return None
         folder = out if job.spec.kind is JobKind.THUMBNAIL else str(Path(out).parent)
         here = self.on_head(folder)
         if here is not None:
             remove_stale_partials(Path(here), job.id, tasks=tasks)
-            return
+            return None
         seers = self.seers(self.roots_of(job.spec))
-        if seers:
-            task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id, tasks))
-            self._clearing.add(task)
-            task.add_done_callback(self._clearing.discard)
+        if not seers:
+            return None
+        task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id, tasks))
+        self._clearing.add(task)
+        task.add_done_callback(self._clearing.discard)
+        return task
 
     async def _clear_on(self, node_id: str, folder: str, job_id: str, tasks: bool) -> None:
         try:

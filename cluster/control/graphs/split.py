@@ -118,6 +118,10 @@ class SplitKind:
         stitch_s = _ran_s(stitch)
         result = dict(stitch.result) if stitch.result is not None else None
         reused = len(graph.reused) if graph else 0
+        if result is not None and parent.started_at:  # the job waited until its chunks began
+            timings = dict(result.get("timings") or {})
+            timings["queued_s"] = round(parent.started_at - parent.created_at, 4)
+            result["timings"] = timings
         if result is not None:
             result["split"] = {
                 "chunks": len(chunks),
@@ -131,6 +135,14 @@ class SplitKind:
             f"node{'s' if nodes != 1 else ''}, joined and checked in {stitch_s:.1f} s"
         )
         return Finished(reason, result, tuple(stitch.notes))
+
+    def adopt(self, job: Job) -> Expansion | None:
+        """A job split by a framefleet before job graphs (its chunks stored as ``chunk``
+        sub-jobs with these keys, its stitch run by the job itself): the same graph."""
+        split, media = job.split, job.input_media
+        if job.graph is not None or split is None or not split.chunks or media is None:
+            return None
+        return checked(_graph(job, media, split)) if split.chunked else None
 
     def view(self, parent: Job, tasks: Tasks) -> Split | None:
         """The job's ``split`` with each chunk's state, from its task."""

@@ -64,6 +64,15 @@ class Move:
     charged: bool = True
     """Queued again: whether the attempt that ended counts against its attempts (not when
     its node left, or framefleet shut down or restarted)."""
+    since: JobStatus | None = None
+    """The status the move was decided on: if the job has moved since, it is stale."""
+
+    def stale(self, current: Job | None) -> bool:
+        """Whether the job moved since this was decided, or ``self.job`` is an older record
+        of it than the table's ``current`` one (a task of an earlier run of its job)."""
+        if current is not None and current is not self.job:
+            return True
+        return self.since is not None and self.job.status is not self.since
 
 
 class JobTable:
@@ -201,11 +210,15 @@ class JobTable:
 
     # ---- changing --------------------------------------------------------------------
 
-    def move(self, m: Move) -> None:
-        """The one way a job changes state (see :func:`cluster.model.jobs.transition`)."""
+    def move(self, m: Move) -> bool:
+        """The one way a job changes state (see :func:`cluster.model.jobs.transition`);
+        a stale move (:meth:`Move.stale`) is dropped. Whether it was made."""
         job, status = m.job, m.status
+        if m.stale(self.jobs.get(job.id)):
+            return False
         was_since = job.updated_at
         self._transition(m)
+        self.jobs[job.id] = job  # a job read back from SQLite (a retry) is active again
         self._count(job, status, was_since)
         if status is JobStatus.QUEUED:
             self.queue[job.id] = job
@@ -219,6 +232,7 @@ class JobTable:
         if delivery is not None:
             self.webhooks.queued(delivery)
         self.publish(job)
+        return True
 
     def _transition(self, m: Move) -> None:
         job = m.job

@@ -140,6 +140,11 @@ class GraphKind(Protocol):
 
     def view(self, parent: Job, tasks: Tasks) -> View | None: ...
 
+    def adopt(self, job: Job) -> Expansion | None:
+        """A job an older framefleet ran as this kind without a graph (its sub-jobs stored
+        by another name): its graph, to resume it; ``None``: not one."""
+        ...
+
 
 def checked(expansion: Expansion) -> Expansion:
     """``expansion``, once its graph is known to be a DAG whose tasks are planned once
@@ -208,11 +213,11 @@ def _ending(ref: TaskRef, task: Job) -> tuple[JobStatus, str, ErrorCode]:
 
 def resumed(graph: Graph, tasks: Tasks) -> tuple[frozenset[str], str]:
     """A parent queued again (its coordinator restarted) runs on: the tasks that had
-    succeeded are reused; the reason says how many of its counted tasks were done."""
-    done = frozenset(k for k, t in tasks.items() if t.status is JobStatus.SUCCEEDED)
+    succeeded are reused; the reason says how many of its counted tasks (those with a
+    share of the work) were done, and those are returned."""
     counted = [r.key for r in graph.tasks if r.weight > 0] or [r.key for r in graph.tasks]
-    finished = sum(k in done for k in counted)
-    why = f"{graph.why}; resumed with {finished} of {len(counted)} {graph.unit}s done"
+    done = frozenset(k for k in counted if k in tasks and tasks[k].status is JobStatus.SUCCEEDED)
+    why = f"{graph.why}; resumed with {len(done)} of {len(counted)} {graph.unit}s done"
     return done, why
 
 

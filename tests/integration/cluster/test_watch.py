@@ -40,10 +40,10 @@ def test_a_file_is_submitted_once_written_and_never_twice(
             f.flush()
             assert watcher.scan() == []
             clock.advance(0.2)
-    assert watcher.scan() == []  # seen complete just now: must stay unchanged for 0.5 s
-    clock.advance(0.4)
+    assert watcher.scan() == []  # complete 0.2 s ago: it must stay unchanged for 0.5 s
+    clock.advance(0.29)
     assert watcher.scan() == []
-    clock.advance(0.2)
+    clock.advance(0.01)
     [job] = watcher.scan()
     assert job.spec.input == str(growing) and job.spec.output == str(out / "a.mp4")
     assert fleet.wait(job.id, timeout=60).status == "succeeded"

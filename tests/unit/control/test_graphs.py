@@ -5,14 +5,18 @@ kind of graph written in the test, run by the same engine. No Ray, no ffmpeg."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cluster import ErrorCode, Job, JobCounter, JobKind, JobSpec
-from cluster.control.fakes import Behaviour, FakeClip, fake_node
+from cluster.control.fakes import Behaviour, FakeClip, FakeClock, fake_node
 from cluster.control.graphs import KINDS
+from cluster.control.records.jobtable import Move
 from cluster.control.rules.graph import (
     Expansion,
     Farm,
@@ -25,13 +29,13 @@ from cluster.control.rules.graph import (
     next_steps,
     progress,
 )
-from cluster.errors import EncodeError, InputError, WorkerLost
+from cluster.errors import EncodeError, InputError, SpecError, WorkerLost
 from cluster.media.work import WorkOrder
 from cluster.model.graph import Graph, Phase, TaskRef
 from cluster.model.jobs import JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
-from cluster.model.split import Split, chunk_name
+from cluster.model.split import Segment, Split, chunk_name
 from tests.unit.control.test_coordinator import TERMINAL, on_farm
 from tests.unit.control.test_coordinator import Farm as Coordinated
 
@@ -356,6 +360,9 @@ class Pair:
     def view(self, parent: Job, tasks: Tasks) -> Split | None:
         return parent.split
 
+    def adopt(self, job: Job) -> Expansion | None:
+        return None
+
 
 def test_a_kind_written_as_data_runs_on_the_same_engine(tmp_path: Path) -> None:
     async def test(farm: Coordinated) -> None:
@@ -422,3 +429,154 @@ def test_progress_weighs_each_task_and_counts_the_frames_made() -> None:
                  "c": task("c", S.RUNNING, progress=joining)}  # fmt: skip
     p = progress(graph, stitching, now=6.0)
     assert p is not None and (p.percent, p.fps, p.eta_s) == (100.0, 900.0, 1.5)
+
+
+# ---- what a second read of the engine found ----------------------------------------------
+
+
+def test_a_job_retried_long_after_it_ended_runs(tmp_path: Path) -> None:
+    """A finished job leaves memory after the retention window; a retry reads it back and
+    it runs (it used to wait for a probe that was never taken)."""
+
+    async def test(farm: Coordinated) -> None:
+        c = farm.coordinator
+        job = await c.submit(farm.spec())
+        assert (await farm.until(job.id, TERMINAL)).status == "failed"
+        clock.advance(3600)
+        assert c.table.forget_finished(clock()) == 1 and job.id not in c.table.jobs
+        farm.backend.script = script()
+        await c.retry(job.id)
+        done = await farm.until(job.id, TERMINAL)
+        assert (done.status, done.attempts) == ("succeeded", 1)
+
+    clock = FakeClock()
+    truncated = InputError("in.mp4: truncated", code=ErrorCode.TRUNCATED)
+    on_farm(tmp_path, test, clock=clock, finished_retention_s=600,
+            script=lambda order: truncated)  # fmt: skip
+
+
+def test_auto_counts_only_the_encoders_that_may_take_work(tmp_path: Path) -> None:
+    async def test(farm: Coordinated) -> None:
+        await farm.coordinator.drain("node-b")
+        job = await farm.coordinator.submit(split_spec(farm, "auto"))
+        done = await farm.until(job.id, TERMINAL)
+        assert done.split is not None
+        assert done.split.why == (
+            "not split: one encoder only free now where the media are seen (split=auto)"
+        )
+
+    nodes = [fake_node("node-a", cpus=1), fake_node("node-b", cpus=1)]
+    on_farm(tmp_path, test, nodes=nodes, clips=LONG)
+
+
+class Fan(Pair):
+    """a, then b and c (both need a), then d (needs both): one task releases two."""
+
+    name = "fan"
+
+    def plan(self, job: Job, media: MediaInfo, farm: Farm) -> Plan | None:
+        if job.spec.kind is not JobKind.VALIDATE or job.task is not None:
+            return None
+        refs = (TaskRef("a", weight=1.0), TaskRef("b", needs=("a",), weight=1.0),
+                TaskRef("c", needs=("a",), weight=1.0),
+                TaskRef("d", needs=("b", "c"), finishing=True))  # fmt: skip
+        graph = Graph(self.name, Phase.PLANNING, why="fanned", tasks=refs)
+        return checked(Expansion(graph, tuple(TaskPlan(r, job.spec) for r in refs), None))
+
+
+def test_a_task_that_releases_two_releases_each_once(tmp_path: Path) -> None:
+    async def test(farm: Coordinated) -> None:
+        spec = JobSpec(kind=JobKind.VALIDATE, input=str(tmp_path / "in.mp4"))
+        job = await farm.coordinator.submit(spec)
+        done = await farm.until(job.id, TERMINAL)
+        assert done.status == "succeeded", done.reason
+        order = [key(o) for o in farm.backend.orders]
+        assert order[0] == "a" and sorted(order[1:3]) == ["b", "c"] and order[3] == "d"
+        assert len(order) == 4
+
+    on_farm(tmp_path, test, nodes=TWO, kinds=(Fan(), *KINDS))
+
+
+def test_a_task_is_not_retried_alone(tmp_path: Path) -> None:
+    async def test(farm: Coordinated) -> None:
+        job = await farm.coordinator.submit(split_spec(farm))
+        done = await farm.until(job.id, TERMINAL)
+        assert done.split is not None
+        chunk = done.split.chunks[0].job_id
+        with pytest.raises(SpecError, match=f"is a task of job {job.id}; retry that job"):
+            await farm.coordinator.retry(chunk)
+
+    on_farm(tmp_path, test, nodes=TWO, clips=LONG)
+
+
+def test_tasks_left_running_by_a_crash_after_their_job_ended_are_wound_down(
+    tmp_path: Path,
+) -> None:
+    async def test(farm: Coordinated) -> None:
+        c = farm.coordinator
+        job = await c.submit(split_spec(farm))
+        await until_chunks(farm, job.id, "running", 4)
+        (tmp_path / chunk_name("out.mp4", job.id, 0)).write_bytes(b"chunk")
+        parent = c.table.get(job.id)  # it ends, and the process dies before its tasks do
+        c.table.move(Move(parent, JobStatus.FAILED, "a failure", ErrorCode.ENCODE_FAILED))
+        for task in c._tasks:
+            task.cancel()
+        farm.coordinator = c = farm.open()
+        after = await c.get(job.id)
+        await c.graphs.settled(after)
+        assert after.split is not None
+        assert {ch.status for ch in after.split.chunks} == {"cancelled"}
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+        c.dispatch_now()
+        assert len(farm.backend.orders) == 4  # nothing ran again
+
+    on_farm(tmp_path, test, nodes=TWO, clips=LONG, script=script(**dict.fromkeys(
+        ("c001", "c002", "c003", "c004"), Behaviour.HANG)))  # fmt: skip
+
+
+def test_a_job_split_by_an_older_framefleet_resumes_on_its_graph(tmp_path: Path) -> None:
+    """What a framefleet before job graphs stored: the job with its chunks in ``split``
+    and no graph, each chunk a sub-job named by ``chunk``, no stitch record."""
+
+    async def test(farm: Coordinated) -> None:
+        c = farm.coordinator
+        job = await c.submit(split_spec(farm))
+        await until_chunks(farm, job.id, "succeeded", 1)
+        await until_chunks(farm, job.id, "running", 3)
+        for task in c._tasks:
+            task.cancel()
+        store = c.table.store
+        parent = store.load(job.id)
+        assert parent is not None and parent.split is not None
+        live = c.table.get(job.id).split
+        assert live is not None
+        older = parent.to_dict() | {"graph": None, "split": live.to_dict()}
+        rows = [(json.dumps(older), "transcode", job.id)]
+        for chunk in parent.split.chunks:
+            record = store.load(chunk.job_id)
+            assert record is not None and record.task is not None
+            segment = record.task.step
+            assert isinstance(segment, Segment)
+            data = record.to_dict()
+            del data["task"], data["graph"]
+            data["chunk"] = {"parent": job.id, "segment": asdict(segment)}
+            rows.append((json.dumps(data), "chunk", chunk.job_id))
+        db = sqlite3.connect(store.path)
+        with db:
+            db.executemany("UPDATE jobs SET record = ?, kind = ? WHERE id = ?", rows)
+            db.execute("DELETE FROM jobs WHERE id = ?", (f"{job.id}-stitch",))
+        db.close()
+        farm.backend.script = script()
+        farm.coordinator = c = farm.open()
+        done = await farm.until(job.id, TERMINAL)
+        assert done.status == "succeeded", done.reason
+        assert done.split is not None and done.split.reused == 1
+        assert [key(o) for o in farm.backend.orders].count("c001") == 1
+        assert key(farm.backend.orders[-1]) == "stitch"
+        assert any(
+            r.endswith("resumed with 1 of 4 chunks done") for r in await farm.reasons(job.id)
+        )
+
+    hang = Behaviour.HANG
+    on_farm(tmp_path, test, nodes=TWO, clips=LONG,
+            script=script(c002=hang, c003=hang, c004=hang))  # fmt: skip
