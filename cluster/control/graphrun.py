@@ -129,7 +129,7 @@ class GraphRunner:
             graph = job.graph if job else None
             if job is None or job.status is not JobStatus.QUEUED or graph is None:
                 continue
-            if graph.phase is not Phase.PLANNING:
+            if graph.phase is not Phase.PLANNING or job.input_media is None:
                 continue
             expanded = reading.kind.expand(job, self._media(job), reading.note,
                                            reading.task.result())  # fmt: skip
