@@ -209,9 +209,7 @@ class GraphRunner:
         graph = job.graph
         if graph is None:
             return []
-        if job.status.terminal:
-            if graph.phase is not Phase.DONE:
-                self._table.set_graph(job, advance(graph, Phase.DONE))
+        if job.status.terminal:  # its graph is done with it (the table moved both)
             return self._end(job) if graph.tasks else []
         if job.status is JobStatus.RUNNING and graph.phase in (Phase.RUNNING, Phase.FINISHING):
             tasks = self._table.tasks_of(job)

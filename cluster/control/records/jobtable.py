@@ -25,7 +25,7 @@ from cluster.control.rules.graph import View
 from cluster.errors import ErrorCode, IdempotencyConflict, JobNotFound
 from cluster.model.counters import JobCounter
 from cluster.model.events import EventLog, EventType
-from cluster.model.graph import Graph, task_id
+from cluster.model.graph import Graph, Phase, advance, task_id
 from cluster.model.jobs import (
     Failure,
     Job,
@@ -241,6 +241,8 @@ class JobTable:
         if m.status is JobStatus.SUCCEEDED:
             job.result, job.notes = m.result, list(m.notes)
         transition(job, m.status, reason=m.reason, error_code=m.code, now=self._now())
+        if m.status.terminal and job.graph is not None and job.graph.phase is not Phase.DONE:
+            job.graph = advance(job.graph, Phase.DONE)  # its graph ends with it, in one save
         if m.status is JobStatus.QUEUED:
             job.not_before = m.not_before
             job.requeues += not m.charged
