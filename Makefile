@@ -67,7 +67,7 @@ typecheck:
 # Unit tests first (they fail in seconds), then the integration tests on real parts.
 pytest:
 	$(BIN)/pytest tests/unit
-	$(BIN)/pytest -m "not gpu" tests/integration
+	FRAMEFLEET_TEST_REQUIRE_TOOLS=1 $(BIN)/pytest -m "not gpu" tests/integration
 
 # The chaos test alone, CHAOS_RUNS times in a row (it also runs once in `make test`);
 # each run prints its figures. CHAOS_SEED=N replays one run's choice of victims.

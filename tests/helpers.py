@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,9 +12,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from cluster import JobKind, JobSpec
+
+T = TypeVar("T")
 
 
 def make_clip(
@@ -129,6 +134,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float 
             return value
         time.sleep(step)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+async def until_true(predicate: Callable[[], T | None], timeout: float = 10.0) -> T:
+    """``predicate``'s first truthy answer, asked between turns of the event loop (the
+    fake backend works inside it); an AssertionError after ``timeout`` s. A wait for a
+    condition, never a fixed sleep: a loaded machine only makes it take longer."""
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, f"still not true after {timeout:g} s"
+        await asyncio.sleep(0.01)
+    return found
 
 
 def transcode(src: Path, dst: Path, **kw: Any) -> JobSpec:
@@ -248,6 +264,18 @@ def nvidia_driver_present() -> bool:
 
 
 NO_DRIVER_REASON = "needs a machine without an NVIDIA driver (this one has one)"
+REQUIRE_TOOLS = "FRAMEFLEET_TEST_REQUIRE_TOOLS"
+"""Set (``make test``, so CI): a test whose tool is missing fails instead of skipping."""
+
+
+def missing_tool(why: str) -> None:
+    """A tool a test needs is missing: skip, saying ``why``; under ``make test`` (which
+    installs every tool) fail, so CI never passes without running it."""
+    if os.environ.get(REQUIRE_TOOLS):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 REQUIRE_GPU = "FRAMEFLEET_TEST_REQUIRE_GPU"
 """Set (``make test-gpu``): a test that needs a GPU fails without one instead of skipping."""
 DRIVER_REASON = (

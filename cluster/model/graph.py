@@ -120,13 +120,6 @@ class Graph:
     """Tasks that had succeeded before the job last ran again (a coordinator restart):
     not run again."""
 
-    def ref(self, key: str) -> TaskRef:
-        return next(t for t in self.tasks if t.key == key)
-
-    def ids(self, parent: str) -> dict[str, str]:
-        """Task key -> its job id."""
-        return {t.key: task_id(parent, t.key) for t in self.tasks}
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -155,9 +155,6 @@ class Healer:
                 self.health.ended(target, job.id)
         self.save()
 
-    def forget(self, job_id: str) -> None:
-        self.watchdog.forget(job_id)
-
     # ---- what may take work --------------------------------------------------------------
 
     def placeable(self, states: list[NodeState]) -> list[NodeState]:

@@ -9,8 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.helpers import missing_tool
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
@@ -19,7 +20,7 @@ FRAMEFLEET = ROOT / ".venv" / "bin" / "framefleet"
 
 def test_systemd_units_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed here; install systemd to check the units")
+        missing_tool("systemd-analyze is not installed here; install systemd to check the units")
     units = sorted((DEPLOY / "systemd").glob("*.service"))
     assert {u.name for u in units} == {
         "framefleet-head.service",

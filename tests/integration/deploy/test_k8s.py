@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from jsonschema import Draft7Validator
+
+from tests.helpers import missing_tool
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "k8s"
@@ -162,7 +163,7 @@ def test_checkov_finds_nothing_unexplained() -> None:
 
 def checkov(folder: Path) -> None:
     if not CHECKOV.exists():
-        pytest.skip(f"{CHECKOV} is missing; run `make setup` (it builds .venv-tools)")
+        missing_tool(f"{CHECKOV} is missing; run `make setup` (it builds .venv-tools)")
     done = subprocess.run(
         [str(CHECKOV), "-d", str(folder), "--framework", "kubernetes", "--compact",
          "--skip-download", "-o", "json"],

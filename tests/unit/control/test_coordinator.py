@@ -34,6 +34,7 @@ from cluster.errors import (
 )
 from cluster.media.work import WorkOrder
 from cluster.scheduling.planner import Placement
+from tests.helpers import until_true
 
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -72,19 +73,17 @@ class Farm:
         coordinator.start()
         return coordinator
 
-    async def settled(self, job_id: str, timeout: float = 5.0) -> Job:
+    async def settled(self, job_id: str) -> Job:
         """The job once its input is probed and what it needs read, after one more
         dispatch round: what could start has started (no fixed sleep)."""
-        deadline = asyncio.get_running_loop().time() + timeout
         c = self.coordinator
-        while True:
+
+        def ready() -> bool:
             job = c.table.get(job_id)
-            graph = job.graph
-            planning = graph is not None and graph.phase == "planning"
-            if job.input_media is not None and not planning and job.status != "waiting":
-                break
-            assert asyncio.get_running_loop().time() < deadline, job
-            await asyncio.sleep(0.01)
+            planning = job.graph is not None and job.graph.phase == "planning"
+            return job.input_media is not None and not planning
+
+        await until_true(ready)
         c.dispatch_now()
         return await c.get(job_id)
 
@@ -92,24 +91,19 @@ class Farm:
         return JobSpec(kind=JobKind.TRANSCODE, input=str(self.root / "in.mp4"),
                        output=str(self.root / name), **kw)  # fmt: skip
 
-    async def until(self, job_id: str, status: set[str], timeout: float = 5.0) -> Job:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            job = await self.coordinator.get(job_id)
-            if job.status in status:
-                return job
-            assert asyncio.get_running_loop().time() < deadline, job
-            await asyncio.sleep(0.01)
-
-    async def eventually(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not condition():
-            assert asyncio.get_running_loop().time() < deadline, "never came true"
-            await asyncio.sleep(0.01)
+    async def until(self, job_id: str, status: set[str]) -> Job:
+        """The job once it is in one of ``status``."""
+        table = self.coordinator.table
+        return await until_true(lambda: in_status(table.get(job_id), status))
 
     async def reasons(self, job_id: str) -> list[str]:
         batch = await self.coordinator.events(0, [job_id], timeout=0)
         return [e.reason or "" for e in batch.events if e.type == "status"]
+
+
+def in_status(job: Job, status: set[str]) -> Job | None:
+    """A copy of ``job`` if it is in one of ``status``."""
+    return job.snapshot() if job.status in status else None
 
 
 def on_farm(
@@ -337,9 +331,9 @@ def test_a_custom_cost_model_judges_capacity_while_a_node_is_suspect(tmp_path: P
 
     async def test(farm: Farm) -> None:
         await farm.coordinator.submit(farm.spec(codec="hevc"))  # its worker is lost
-        await farm.eventually(lambda: farm.coordinator.view.has_suspects)
+        await until_true(lambda: farm.coordinator.view.has_suspects)
         job = await farm.coordinator.submit(farm.spec("big.mp4"))
-        done = await farm.until(job.id, TERMINAL, timeout=3)
+        done = await farm.until(job.id, TERMINAL)
         assert (done.status, done.error_code) == ("failed", "no_capacity")
         assert "needs about 1000000 MiB of memory" in (done.reason or "")
 

@@ -4,7 +4,6 @@ kind of graph written in the test, run by the same engine. No Ray, no ffmpeg."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from dataclasses import asdict
@@ -36,6 +35,7 @@ from cluster.model.jobs import JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.split import Segment, Split, chunk_name
+from tests.helpers import until_true
 from tests.unit.control.test_coordinator import TERMINAL, on_farm
 from tests.unit.control.test_coordinator import Farm as Coordinated
 
@@ -74,15 +74,12 @@ def split_spec(farm: Coordinated, split: str = "30", **kw: Any) -> JobSpec:
 async def until_chunks(farm: Coordinated, job_id: str, status: str, at_least: int = 1) -> Job:
     """The job once at least ``at_least`` of its chunks are ``status``."""
 
-    async def count() -> int:
-        job = await farm.coordinator.get(job_id)
-        return sum(c.status == status for c in job.split.chunks) if job.split else 0
+    def enough() -> bool:
+        split = farm.coordinator.table.get(job_id).split
+        return split is not None and sum(c.status == status for c in split.chunks) >= at_least
 
-    for _ in range(500):
-        if await count() >= at_least:
-            return await farm.coordinator.get(job_id)
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"fewer than {at_least} chunks of {job_id} are {status}")
+    await until_true(enough)
+    return await farm.coordinator.get(job_id)
 
 
 # ---- split-and-stitch, end to end on the fake ------------------------------------------

@@ -214,7 +214,7 @@ def test_a_failing_node_is_quarantined_given_a_trial_and_healed(tmp_path: Path) 
         assert (await farm.settled(waiting.id)).status == "queued"  # a minute: not yet
         clock.advance(1)
         c.dispatch_now()
-        done = await farm.until(waiting.id, TERMINAL, timeout=5)  # the trial job
+        done = await farm.until(waiting.id, TERMINAL)  # the trial job
         assert done.status == "succeeded"
         (node,) = await c.nodes()
         assert (node.state, node.quarantine) == ("ready", None)

@@ -15,6 +15,8 @@ from cluster.media.work import WorkOrder
 from cluster.nodes.agent import NodeInfo
 from cluster.storage.roots import Sight
 from cluster.storage.scratch import human
+from tests.helpers import until_true
+from tests.unit.control.test_coordinator import in_status
 
 T = TypeVar("T")
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -68,32 +70,20 @@ def run(
     return asyncio.run(main())
 
 
+async def until(coordinator: Coordinator, job_id: str, status: set[str]) -> Job:
+    table = coordinator.table
+    return await until_true(lambda: in_status(table.get(job_id), status))
+
+
 async def finished(coordinator: Coordinator, job_id: str) -> Job:
-    for _ in range(500):
-        job = await coordinator.get(job_id)
-        if job.status in TERMINAL:
-            return job
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+    return await until(coordinator, job_id, TERMINAL)
 
 
 async def settled(coordinator: Coordinator, job_id: str) -> Job:
     """The job once probed, after one more dispatch round (what could start has)."""
-    for _ in range(500):
-        if coordinator.table.get(job_id).input_media is not None:
-            coordinator.dispatch_now()
-            return await coordinator.get(job_id)
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"job {job_id} was never probed")
-
-
-async def until_running(coordinator: Coordinator, job_id: str) -> Job:
-    for _ in range(500):
-        job = await coordinator.get(job_id)
-        if job.status == "running":
-            return job
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"job {job_id} never ran")
+    await until_true(lambda: coordinator.table.get(job_id).input_media is not None)
+    coordinator.dispatch_now()
+    return await coordinator.get(job_id)
 
 
 def spec(root: Path, output: str = "out.mp4") -> JobSpec:
@@ -154,7 +144,7 @@ def test_a_blind_node_waits_when_moving_costs_more_than_encoding(tmp_path: Path)
         second = await c.submit(spec(root, "b.mp4"))
         assert (await settled(c, second.id)).status == "queued"
         await c.cancel(first.id)  # the seer frees up: the second runs there
-        running = await until_running(c, second.id)
+        running = await until(c, second.id, {"running"})
         assert running.placement is not None and running.placement.node_id == "seer"
         await c.cancel(second.id)
 
