@@ -10,7 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from cluster.errors import ErrorCode, OutputError, SpecError
-from cluster.media.paths import check_output_file, check_output_folder, resolve
+from cluster.media.paths import (
+    check_output_file,
+    check_output_folder,
+    check_package_folder,
+    resolve,
+)
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.storage.urls import ObjectURL, confine_object, is_object_url, is_url
 
@@ -67,3 +72,5 @@ def check_destination(spec: JobSpec, where: Callable[[str], str | None] = lambda
         check_output_file(Path(output), input_path=source, overwrite=spec.overwrite)
     elif spec.kind is JobKind.THUMBNAIL:
         check_output_folder(Path(output))
+    elif spec.kind is JobKind.PACKAGE:
+        check_package_folder(Path(output), overwrite=spec.overwrite)

@@ -72,6 +72,16 @@ def check_output_file(path: Path, *, input_path: Path, overwrite: bool) -> None:
     _check_writable_folder(path.parent, create=False)
 
 
+def check_package_folder(path: Path, *, overwrite: bool) -> None:
+    """A package may be published as the folder ``path``: nothing is there yet (or
+    ``overwrite``: a folder, replaced whole), and the folder it goes in exists."""
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; {OVERWRITE_HINT}")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output {path} is a file; a package needs a folder name")
+    _check_writable_folder(path.parent, create=False)
+
+
 def check_output_folder(path: Path) -> None:
     """Files may be written in ``path`` (created when missing, below an existing folder)."""
     if path.exists() and not path.is_dir():

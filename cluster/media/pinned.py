@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +77,11 @@ class Pinned:
         out = self.outputs[index]
         return os.stat(out.partial, dir_fd=out.folder_fd).st_size
 
+    def check_folders(self) -> None:
+        """Each output folder, checked again: still inside the roots."""
+        for out in self.outputs:
+            check_opened(out.folder_fd, self.roots, what="output folder", shown=out.folder)
+
     def commit(self, *, overwrite: bool) -> None:
         """Rename every partial file onto its name (atomic per file), in the folders that
         were opened, once each is checked again; else remove the partial files."""
@@ -92,9 +99,14 @@ class Pinned:
             os.replace(out.partial, out.final, src_dir_fd=out.folder_fd, dst_dir_fd=out.folder_fd)
 
     def remove_partials(self) -> None:
+        """Each partial output (a package's staging folder with all it holds)."""
         for out in self.outputs:
             with contextlib.suppress(OSError):
-                os.unlink(out.partial, dir_fd=out.folder_fd)
+                if stat.S_ISDIR(os.stat(out.partial, dir_fd=out.folder_fd,
+                                        follow_symlinks=False).st_mode):  # fmt: skip
+                    shutil.rmtree(out.partial, dir_fd=out.folder_fd)
+                else:
+                    os.unlink(out.partial, dir_fd=out.folder_fd)
 
     def close(self) -> None:
         while self._fds:

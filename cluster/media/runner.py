@@ -222,7 +222,11 @@ def remove_stale_partials(folder: Path, job_id: str, *, tasks: bool = False) -> 
     pattern = f".*.{job_id}-*" if tasks else f".*.{job_id}.*partial"
     with contextlib.suppress(OSError):
         for stale in folder.glob(pattern):
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if stale.is_dir() and not stale.is_symlink():  # a package's staging folder
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
 
 
 def commit_outputs(command: Command, *, overwrite: bool) -> None:

@@ -20,9 +20,11 @@ from cluster.media.argv import (
     validate_command,
 )
 from cluster.media.encoders import CONTAINERS, Encoder, container_for
+from cluster.media.packaging import package_command, rendition_command
 from cluster.model.graph import Step
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import MediaInfo
+from cluster.model.package import PackageStep, RenditionStep
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.split import Segment, Stitch
 from cluster.storage.stage import StagePlan
@@ -48,6 +50,10 @@ class WorkOrder:
     """A chunk of a split transcode: its frames (the output is its chunk file)."""
     stitch: Stitch | None = None
     """The last step of a split transcode: the chunks joined into the output."""
+    rendition: RenditionStep | None = None
+    """A rendition of a package (its output is the rendition's hidden file)."""
+    package: PackageStep | None = None
+    """The last step of a package: the renditions cut, described, checked, published."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,17 @@ def plan_work(
     segment = step if isinstance(step, Segment) else None
     stitch = step if isinstance(step, Stitch) else None
     tag = f"{job_id}.{attempt}"
-    if stitch is not None:
+    rendition = step if isinstance(step, RenditionStep) else None
+    package = step if isinstance(step, PackageStep) else None
+    if package is not None:
+        command = package_command(spec, media, package, job_id=tag)
+    elif rendition is not None:
+        command = rendition_command(spec, media, encoder, rendition, job_id=tag,
+                                    cuda_device=cuda_device, threads=threads)  # fmt: skip
+        if rendition.segment is not None:  # a chunk of it: its frames, its duration
+            chunk = rendition.segment
+            media = replace(media, duration_s=chunk.duration_s, frame_count=chunk.frames)
+    elif stitch is not None:
         command = stitch_command(spec, media, container_for(spec.output or ""), job_id=tag,
                                  codec=spec.codec)  # fmt: skip
     elif segment is not None:
@@ -139,5 +155,5 @@ def plan_work(
         roots = (*roots, stage.folder)
     return WorkOrder(
         job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage,
-        media_map, segment, stitch,
+        media_map, segment, stitch, rendition, package,
     )  # fmt: skip

@@ -31,11 +31,13 @@ from enum import StrEnum
 from typing import Any
 
 from cluster.errors import InvalidTransition
+from cluster.model.package import PackageStep, RenditionStep
 from cluster.model.split import Segment, Stitch
 
-Step = Segment | Stitch
-"""What a task's work order does beyond its spec: encode some frames of the input, or
-join what other tasks made. (The coordinator hands it on; the media room builds it.)"""
+Step = Segment | Stitch | RenditionStep | PackageStep
+"""What a task's work order does beyond its spec: encode some frames of the input, join
+what other tasks made, encode one rendition of a package, or package the renditions.
+(The coordinator hands it on; the media room builds it.)"""
 
 
 class Phase(StrEnum):
@@ -173,6 +175,10 @@ class TaskOf:
             step = {"segment": asdict(self.step)}
         elif isinstance(self.step, Stitch):
             step = {"stitch": self.step.to_dict()}
+        elif isinstance(self.step, RenditionStep):
+            step = {"rendition": self.step.to_dict()}
+        elif isinstance(self.step, PackageStep):
+            step = {"package": self.step.to_dict()}
         return {"parent": self.parent, "key": self.key, "step": step,
                 "finishing": self.finishing, "doing": self.doing}  # fmt: skip
 
@@ -184,6 +190,10 @@ class TaskOf:
             step = Segment(**raw["segment"])
         elif "stitch" in raw:
             step = Stitch.from_dict(raw["stitch"])
+        elif "rendition" in raw:
+            step = RenditionStep.from_dict(raw["rendition"])
+        elif "package" in raw:
+            step = PackageStep.from_dict(raw["package"])
         finishing, doing = bool(data.get("finishing", False)), str(data.get("doing", ""))
         return cls(data["parent"], data["key"], step, finishing, doing)
 

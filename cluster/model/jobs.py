@@ -17,6 +17,7 @@ from typing import Any
 from cluster.errors import ErrorCode, InvalidTransition
 from cluster.model.graph import Graph, TaskOf
 from cluster.model.media import MediaInfo
+from cluster.model.package import PackageView
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.spec import CODECS as CODECS
 from cluster.model.spec import MAX_THUMBNAILS as MAX_THUMBNAILS
@@ -254,10 +255,19 @@ class Job:
     split: Split | None = None
     """A transcode: whether its video was split into chunks, how and why, and what it
     shows of its chunks."""
+    package: PackageView | None = None
+    """A package: how it was planned, and its renditions' state."""
     graph: Graph | None = None
     """A job a kind of graph looked at: its phase and its tasks (:mod:`cluster.model.graph`)."""
     task: TaskOf | None = None
     """A task of another job's graph (hidden from job lists): whose, and which."""
+
+    def show(self, view: Split | PackageView | None) -> None:
+        """What the job shows of its graph (a split's chunks, a package's renditions)."""
+        if isinstance(view, PackageView):
+            self.package = view
+        else:
+            self.split = view
 
     @staticmethod
     def new_id() -> str:
@@ -270,6 +280,7 @@ class Job:
             result=dict(self.result) if self.result else self.result,
             notes=list(self.notes),
             split=Split.from_dict(self.split.to_dict()) if self.split else None,
+            package=PackageView.from_dict(self.package.to_dict()) if self.package else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -285,6 +296,7 @@ class Job:
         data["failures"] = [f.to_dict() for f in self.failures]
         data["webhook"] = self.webhook.to_dict() if self.webhook else None
         data["split"] = self.split.to_dict() if self.split else None
+        data["package"] = self.package.to_dict() if self.package else None
         data["graph"] = self.graph.to_dict() if self.graph else None
         data["task"] = self.task.to_dict() if self.task else None
         return data
@@ -307,6 +319,8 @@ class Job:
             data["webhook"] = Webhook.from_dict(data["webhook"])
         if data.get("split"):
             data["split"] = Split.from_dict(data["split"])
+        if data.get("package"):
+            data["package"] = PackageView.from_dict(data["package"])
         if data.get("graph"):
             data["graph"] = Graph.from_dict(data["graph"])
         if data.get("task"):
@@ -351,6 +365,7 @@ def transition(
             job.failures = ()
             job.webhook = None
             job.split = None  # its tasks' files were removed when it ended
+            job.package = None
             job.graph = None
         job.finished_at = None
         job.progress = None

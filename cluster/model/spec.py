@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cluster.errors import SpecError
+from cluster.model.package import PackageOptions
 from cluster.model.split import AUTO, parse_split
 
 
@@ -18,6 +19,8 @@ class JobKind(StrEnum):
     PROBE = "probe"
     VALIDATE = "validate"
     THUMBNAIL = "thumbnail"
+    PACKAGE = "package"
+    """A streaming package: an ABR ladder as HLS and DASH (:mod:`cluster.model.package`)."""
 
 
 class Hardware(StrEnum):
@@ -100,6 +103,8 @@ class JobSpec:
     split: str = AUTO
     """A transcode's video in chunks across the farm: ``auto``, ``off`` or about how many
     seconds a chunk lasts (see :mod:`cluster.model.split`)."""
+    package: PackageOptions | None = None
+    """A package job's ladder, segment length and formats (default for a package job)."""
 
     def __post_init__(self) -> None:
         try:
@@ -109,7 +114,7 @@ class JobSpec:
         except ValueError as exc:
             raise SpecError(f"{exc}; see `framefleet encode --help` for the choices") from exc
         _check_path_text("input", self.input)
-        if self.kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL):
+        if self.kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL, JobKind.PACKAGE):
             if self.output is None:
                 what = "an output file" if self.kind is JobKind.TRANSCODE else "an output folder"
                 raise SpecError(f"a {self.kind} job needs {what}")
@@ -139,9 +144,21 @@ class JobSpec:
         if self.callback_url is not None:
             _check_callback_text(self.callback_url)
         object.__setattr__(self, "split", parse_split(self.split))
+        self._check_package()
+
+    def _check_package(self) -> None:
+        if self.kind is JobKind.PACKAGE:
+            options = PackageOptions.parse(self.package or {}).checked(CODECS)
+            object.__setattr__(self, "package", options)
+            if self.keep_10bit:
+                raise SpecError("a package's rungs are 8-bit; drop keep_10bit")
+        elif self.package is not None:
+            raise SpecError(f"package options are for package jobs, not {self.kind}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"labels": dict(self.labels)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        package = self.package.to_dict() if self.package else None
+        return data | {"labels": dict(self.labels), "package": package}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

@@ -38,7 +38,9 @@ from cluster.media.pinned import Pinned
 from cluster.media.runner import FfmpegRun, RunResult, failure_for
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.jobs import JobKind
+from cluster.model.package import RenditionStep
 from cluster.model.progress import ProgressSnapshot, ProgressThrottle
+from cluster.nodes.packager import PackageFiles
 from cluster.nodes.stager import Peer, StageCancelled, Stager
 from cluster.nodes.stitch import ChunkFiles
 from cluster.storage.roots import to_root
@@ -81,6 +83,8 @@ class Current:
     pinned: Pinned | None = None
     chunks: ChunkFiles | None = None
     """A stitch's chunk files, open."""
+    package: PackageFiles | None = None
+    """A package being made in its staging folder."""
 
     def release(self, *, succeeded: bool) -> None:
         """Close what the order held; its partial files are removed unless it succeeded,
@@ -91,6 +95,8 @@ class Current:
             self.pinned.close()
         if self.chunks is not None:
             self.chunks.close()
+        if self.package is not None:
+            self.package.close()
         if self.stager is not None:
             self.stager.remove()
 
@@ -147,6 +153,10 @@ class EncoderWorker:
             )
             if order.stitch is not None:
                 current.chunks, pinned = ChunkFiles.open(order.stitch, pinned)
+            if order.package is not None:
+                media = order.media
+                frames = None if media.frame_count_estimated else media.frame_count
+                current.package, pinned = PackageFiles.open(order.package, pinned, frames)
             run = current.run = FfmpegRun(pinned.command, on_progress=report,
                                           throttle=ProgressThrottle(),
                                           pass_fds=pinned.pass_fds)  # fmt: skip
@@ -184,8 +194,12 @@ class EncoderWorker:
             return self._validated(order, result)
         if result.returncode != 0:
             raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
+        if current.package is not None:
+            return await self._packaged(order, result, pinned, current.package)
         payload: dict[str, Any]
-        if spec.kind is JobKind.TRANSCODE:
+        if order.rendition is not None:
+            payload = self._rendered(order, order.rendition, result, pinned.size())
+        elif spec.kind is JobKind.TRANSCODE:
             payload = self._transcoded(order, result, pinned.size())
         else:
             payload = {"images": [final for _, final in order.command.outputs]}
@@ -210,6 +224,44 @@ class EncoderWorker:
             progress=result.progress,
             notes=list(order.command.notes),
         )
+
+    async def _packaged(
+        self, order: WorkOrder, result: RunResult, pinned: Pinned, package: PackageFiles
+    ) -> WorkOutcome:
+        """The package cut, described and checked in its staging folder, then published
+        (one rename); the renditions' files removed once it is."""
+        payload = await package.build()
+        if order.job_id in self._cancelled:
+            return WorkOutcome(order.job_id, order.attempt, "cancelled", progress=result.progress)
+        pinned.check_folders()
+        package.publish(overwrite=order.spec.overwrite)
+        package.remove_sources()
+        return WorkOutcome(order.job_id, order.attempt, "succeeded", result=payload,
+                           progress=result.progress, notes=list(order.command.notes))  # fmt: skip
+
+    @staticmethod
+    def _rendered(
+        order: WorkOrder, step: RenditionStep, result: RunResult, size: int
+    ) -> dict[str, Any]:
+        """A rendition's file, checked: all its frames (or its chunk's) were encoded."""
+        rendition, frames = step.rendition, result.progress.frame if result.progress else None
+        written = result.progress.out_time_s if result.progress else None
+        gap = truncation_gap(order.media.duration_s, written)
+        if gap is not None:
+            raise InputError(
+                f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
+                f"{order.media.duration_s:.2f} s could be decoded for {rendition.label()}; "
+                "the input is truncated or corrupt",
+                code=ErrorCode.TRUNCATED,
+            )
+        chunk = step.segment
+        if rendition.kind == "video" and chunk is not None and frames != chunk.frames:
+            raise EncodeError(f"{rendition.label()}, {chunk.label}: FRAME MISMATCH: encoded "
+                              f"{frames} frames, expected {chunk.frames}")  # fmt: skip
+        _, final = order.command.outputs[0]
+        return {"output": final, "rendition": rendition.key, "encoder": order.encoder,
+                "codec": rendition.codec, "width": rendition.width, "height": rendition.height,
+                "duration_s": written, "frames": frames, "size_bytes": size}  # fmt: skip
 
     @staticmethod
     async def _pushed(stager: Stager, payload: dict[str, Any], order: WorkOrder) -> dict[str, Any]:

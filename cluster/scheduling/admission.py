@@ -12,6 +12,7 @@ from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.model.jobs import Hardware, JobKind, JobSpec
+from cluster.storage.urls import is_object_url
 
 T = TypeVar("T")
 
@@ -21,6 +22,8 @@ def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
     ``encoders`` is ``None``) an encoder that some node's ffmpeg has."""
     if spec.kind is JobKind.THUMBNAIL:
         check_thumbnail_request(spec.thumbnail_count, spec.thumbnail_width)
+    if spec.kind is JobKind.PACKAGE:
+        _check_package(spec, encoders)
     if spec.kind is not JobKind.TRANSCODE:
         return
     if spec.output is None:
@@ -33,6 +36,20 @@ def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
         )
     if encoders is not None:
         check_encoder(spec.codec, spec.hardware, encoders)
+
+
+def _check_package(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
+    if spec.output is None or spec.package is None:
+        raise SpecError("a package needs an output folder (-o)")
+    if is_object_url(spec.output) or is_object_url(spec.input):
+        raise SpecError(
+            "packages are written to and read from a media root only, not object storage "
+            "(not built yet); give a local folder and upload the published package"
+        )
+    if encoders is not None:
+        codecs = {r.codec for r in spec.package.ladder} or set(spec.package.codecs)
+        for codec in sorted(codecs):
+            check_encoder(codec, spec.hardware, encoders)
 
 
 def check_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...]) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cluster.errors import FramefleetError, InputError, JobFailure
+from cluster.media import ladder
 from cluster.media.argv import thumbnail_times
 from cluster.media.probe import probe_async, probe_object_async
 from cluster.model.jobs import Job, JobKind
@@ -131,6 +132,8 @@ class Prober:
             media.require_video()
         if job.spec.kind is JobKind.THUMBNAIL:
             thumbnail_times(job.spec, media)
+        if job.spec.kind is JobKind.PACKAGE and job.spec.package is not None:
+            ladder.resolve(job.spec.package, media)  # a source it cannot package fails here
         return media
 
 

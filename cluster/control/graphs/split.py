@@ -35,6 +35,7 @@ from cluster.control.rules.graph import (
     TaskPlan,
     Tasks,
     checked,
+    ran_s,
 )
 from cluster.media.split import frame_duration, plan_segments
 from cluster.model.graph import Graph, Phase, TaskRef
@@ -115,7 +116,7 @@ class SplitKind:
         took = now - started
         chunks = [t for key, t in tasks.items() if key != STITCH]
         nodes = len({t.placement.node_id for t in chunks if t.placement})
-        stitch_s = _ran_s(stitch)
+        stitch_s = ran_s(stitch)
         result = dict(stitch.result) if stitch.result is not None else None
         reused = len(graph.reused) if graph else 0
         if result is not None and parent.started_at:  # the job waited until its chunks began
@@ -263,16 +264,3 @@ def _chunk(
     elif task.status is JobStatus.RUNNING and task.progress is not None:
         state.frames_done = task.progress.frame or 0
     return state
-
-
-def _ran_s(task: Job) -> float:
-    """How long a task's last attempt took on its node (as its encoder timed it)."""
-    timings = (task.result or {}).get("timings") or {}
-    parts = [timings.get(k) for k in ("before_ffmpeg_s", "ffmpeg_s", "after_ffmpeg_s")]
-    if all(isinstance(p, int | float) for p in parts):
-        return float(sum(p for p in parts if p is not None))
-    if isinstance(timings.get("node_s"), int | float):
-        return float(timings["node_s"])
-    if task.started_at and task.finished_at:
-        return task.finished_at - task.started_at
-    return 0.0

@@ -200,7 +200,8 @@ class JobTable:
     def add_tasks(self, parent: Job, graph: Graph, view: View | None, tasks: list[Job]) -> None:
         """``parent``'s graph and its tasks (hidden jobs, waiting or queued), saved in one
         transaction: a restart finds both or neither."""
-        parent.graph, parent.split = graph, view
+        parent.graph = graph
+        parent.show(view)
         for task in tasks:
             self.jobs[task.id] = task
             if task.status is JobStatus.QUEUED:
@@ -276,7 +277,7 @@ class JobTable:
     def set_view(self, job: Job, view: View | None, *, save: bool, publish: bool = False) -> None:
         """What the job shows of its graph (``save``: now, else with its next change;
         ``publish``: a decision users are told of)."""
-        job.split = view
+        job.show(view)
         if save:
             self.store.save(job)
         if publish:

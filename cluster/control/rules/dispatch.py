@@ -15,6 +15,7 @@ from cluster.media.argv import thumbnail_times
 from cluster.media.encoders import cpu_encoder
 from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
+from cluster.model.package import RenditionStep
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
 from cluster.storage.scratch import human
@@ -29,14 +30,21 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
     if job.task is not None and job.task.finishing:
         return Demand(JobKind.VALIDATE, Hardware.CPU, job.spec.codec,
                       video.width if video else 0, video.height if video else 0)  # fmt: skip
+    step = job.task.step if job.task is not None else None
+    width, height = (video.width, video.height) if video else (0, 0)
+    if isinstance(step, RenditionStep):  # a package's rendition: its own size
+        rendition = step.rendition
+        if rendition.kind != "video":  # an audio track: one core, no encoder
+            return Demand(JobKind.VALIDATE, Hardware.CPU, job.spec.codec, width, height)
+        width, height = rendition.width, rendition.height
     transcode = job.spec.kind is JobKind.TRANSCODE
     thumbnail = job.spec.kind is JobKind.THUMBNAIL
     return Demand(
         job.spec.kind,
         job.spec.hardware,
         job.spec.codec,
-        video.width if video else 0,
-        video.height if video else 0,
+        width,
+        height,
         encoder=cpu_encoder(job.spec.codec).name if transcode else None,
         images=len(thumbnail_times(job.spec, media)) if thumbnail else 0,
     )

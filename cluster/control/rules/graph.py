@@ -30,13 +30,15 @@ from cluster.errors import ErrorCode, FramefleetError
 from cluster.model.graph import Graph, Phase, Step, TaskRef
 from cluster.model.jobs import Job, JobStatus
 from cluster.model.media import MediaInfo
+from cluster.model.package import PackageView
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.spec import JobSpec
 from cluster.model.split import FrameIndex, Split
 from cluster.scheduling.planner import Planner
 
-View = Split
-"""What a job shows of its graph (a kind's own record; split's :class:`Split`)."""
+View = Split | PackageView
+"""What a job shows of its graph (a kind's own record: split's :class:`Split`, a
+package's :class:`PackageView`)."""
 
 
 class Need(StrEnum):
@@ -226,6 +228,19 @@ def winding_down(tasks: Sequence[Job]) -> tuple[list[Job], list[Job]]:
     cancel = [t for t in tasks if t.status in (JobStatus.WAITING, JobStatus.QUEUED)]
     stop = [t for t in tasks if t.status is JobStatus.RUNNING]
     return cancel, stop
+
+
+def ran_s(task: Job) -> float:
+    """How long a task's last attempt took on its node (as its encoder timed it)."""
+    timings = (task.result or {}).get("timings") or {}
+    parts = [timings.get(k) for k in ("before_ffmpeg_s", "ffmpeg_s", "after_ffmpeg_s")]
+    if all(isinstance(p, int | float) for p in parts):
+        return float(sum(p for p in parts if p is not None))
+    if isinstance(timings.get("node_s"), int | float):
+        return float(timings["node_s"])
+    if task.started_at and task.finished_at:
+        return task.finished_at - task.started_at
+    return 0.0
 
 
 # ---- progress --------------------------------------------------------------------------

@@ -1,0 +1,325 @@
+"""The node's side of a package: its staging folder made beside the destination (inside
+the output's pinned folder), each chunked rendition's chunk files listed for ffmpeg's
+concat demuxer in a memory file, and, once ffmpeg wrote one fragmented MP4 per rendition,
+the package itself: segments cut at the same frames in every rendition, measured,
+described by HLS playlists and a DASH MPD written from the measurements, checked
+(:func:`cluster.media.manifests.check`), and only then renamed onto the destination in
+one step. Whatever the end, the staging folder goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import mmap
+import os
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+from cluster.errors import EncodeError, ErrorCode, OutputError
+from cluster.media.cmaf import CmafError, boxes, read_fragments, read_init
+from cluster.media.manifests import (
+    IFRAME_PLAYLIST,
+    INIT,
+    MASTER,
+    MEDIA_PLAYLIST,
+    MPD,
+    SUBTITLES,
+    Expected,
+    Track,
+    bandwidth_problems,
+    check,
+    cut,
+    dash_mpd,
+    hls_iframes,
+    hls_master,
+    hls_media,
+    hls_text,
+    measure,
+    segment_name,
+    target_duration,
+    variants,
+)
+from cluster.media.packaging import LIST_PLACEHOLDER, WHOLE
+from cluster.media.paths import OVERWRITE_HINT
+from cluster.media.pinned import Pinned, exists_in
+from cluster.model.package import PackageStep, Rendition
+
+MAX_PROBLEMS_SHOWN = 3
+
+
+@dataclass(slots=True)
+class PackageFiles:
+    """A package being made in its staging folder (see the module docstring)."""
+
+    folder_fd: int
+    staging: str
+    """The staging folder's name in the output's folder."""
+    final: str
+    final_path: str
+    """The package as the user named it (the folder's path and ``final``)."""
+    step: PackageStep
+    expected: Expected
+    fds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls, step: PackageStep, pinned: Pinned, frames: int | None
+    ) -> tuple[PackageFiles, Pinned]:
+        """Make the staging folder (a folder per rendition in it) and the chunk lists; the
+        pinned command, reading them."""
+        out = pinned.outputs[0]
+        frame_s = float(1 / Fraction(step.frame_rate)) if Fraction(step.frame_rate) else 0.04
+        expected = Expected(frames, step.duration_s, frame_s, step.segment_s, step.segment_frames)
+        shown = os.path.join(out.folder, out.final)
+        files = cls(out.folder_fd, out.partial, out.final, shown, step, expected)
+        argv = list(pinned.command.argv)
+        try:
+            os.mkdir(files.staging, 0o755, dir_fd=files.folder_fd)
+            for rendition in step.renditions:
+                os.mkdir(f"{files.staging}/{rendition.key}", 0o755, dir_fd=files.folder_fd)
+            for key, names in step.files.items():
+                if len(names) > 1:
+                    listed = files._list(names)
+                    argv = [
+                        f"file:/proc/self/fd/{listed}" if a == f"{LIST_PLACEHOLDER}{key}" else a
+                        for a in argv
+                    ]
+        except BaseException:
+            files.close()
+            raise
+        command = replace(pinned.command, argv=argv)
+        return files, replace(pinned, command=command, pass_fds=(*pinned.pass_fds, *files.fds))
+
+    def _list(self, names: tuple[str, ...]) -> int:
+        lines = ["ffconcat version 1.0"]
+        for name, chunk in zip(names, self.step.chunks, strict=True):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
+            except OSError as exc:
+                raise EncodeError(
+                    f"{chunk.label}: a rendition's chunk file cannot be read ({exc.strerror}); "
+                    "retry the job to encode it again"
+                ) from exc
+            self.fds.append(fd)
+            lines += [f"file 'file:/proc/self/fd/{fd}'", f"duration {chunk.duration_s:.6f}"]
+        listed = os.memfd_create("framefleet-rendition", 0)
+        self.fds.append(listed)
+        os.write(listed, ("\n".join(lines) + "\n").encode())
+        return listed
+
+    async def build(self) -> dict[str, object]:
+        """Cut, measure, describe and check the package (off the event loop: it reads
+        every byte once); an :class:`EncodeError` naming the rendition and segment at
+        fault unless it passed."""
+        return await asyncio.to_thread(self._build)
+
+    def _build(self) -> dict[str, object]:
+        step = self.step
+        videos = [self._cut(r.key, r, None) for r in step.video]
+        times = [videos[0].seconds(s.start) for s in videos[0].segments] if videos else []
+        audios = [self._cut(r.key, r, times) for r in step.audio]
+        verdict = check(videos, audios, self.expected)
+        if verdict.problems:
+            raise self._failed(verdict.problems)
+        for text in step.texts:
+            if not exists_in(f"{self.staging}/{text.key}/{SUBTITLES}", self.folder_fd):
+                raise EncodeError(f"{text.label()}: ffmpeg wrote no WebVTT file")
+        written: dict[str, str] = {}
+        if "hls" in step.formats:
+            target = target_duration([*videos, *audios])
+            for track in [*videos, *audios]:
+                self._write(f"{track.rendition.key}/{MEDIA_PLAYLIST}", hls_media(track, target))
+                if track.rendition.kind == "video":
+                    self._write(f"{track.rendition.key}/{IFRAME_PLAYLIST}", hls_iframes(track))
+            for text in step.texts:
+                self._write(f"{text.key}/{MEDIA_PLAYLIST}", hls_text(step.duration_s))
+            master = hls_master(videos, audios, step.texts, step.frame_rate)
+            self._write(MASTER, master)
+            self._check_master(master, videos, audios)
+            written["hls"] = MASTER
+        if "dash" in step.formats:
+            duration = max((v.duration_s for v in videos), default=step.duration_s)
+            self._write(
+                MPD, dash_mpd(videos, audios, step.texts, step.frame_rate, duration, step.segment_s)
+            )
+            written["dash"] = MPD
+        return self._summary(videos, audios, written, verdict.segments)
+
+    def _cut(self, key: str, rendition: Rendition, times: list[float] | None) -> Track:
+        """One rendition's fragmented MP4 cut into its init segment and media segments
+        (the MP4 removed once cut), measured."""
+        whole = f"{self.staging}/{key}/{WHOLE}"
+        fd = os.open(whole, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                raise EncodeError(f"{rendition.label()}: ffmpeg wrote an empty file")
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as data:
+                view = memoryview(data)
+                try:
+                    init = read_init(view)
+                    fragments = read_fragments(view[: _media_end(view)], init)
+                    if not fragments:
+                        raise EncodeError(f"{rendition.label()}: no media was written")
+                    groups = (
+                        cut(fragments, segment_frames=self.step.segment_frames)
+                        if times is None
+                        else cut(fragments, times=times, timescale=init.timescale)
+                    )
+                    self._write_bytes(f"{key}/{INIT}", view[: init.size])
+                    segments = []
+                    for number, group in enumerate(groups, 1):
+                        self._write_bytes(
+                            f"{key}/{segment_name(number)}", view[group[0].start : group[-1].end]
+                        )
+                        segments.append(measure(group, number, video=times is None))
+                except CmafError as exc:
+                    raise EncodeError(f"{rendition.label()}: {exc}") from exc
+                finally:
+                    view.release()
+        finally:
+            os.close(fd)
+        os.unlink(whole, dir_fd=self.folder_fd)
+        return Track(rendition, init, tuple(segments))
+
+    def _check_master(self, master: str, videos: list[Track], audios: list[Track]) -> None:
+        """The multivariant playlist as written, read back: each variant's BANDWIDTH and
+        AVERAGE-BANDWIDTH within 10 % of what was measured."""
+        said: dict[str, tuple[int, int]] = {}
+        lines = master.splitlines()
+        for line, uri in itertools.pairwise(lines):
+            if line.startswith("#EXT-X-STREAM-INF:"):
+                peak = re.search(r"(?:^|[:,])BANDWIDTH=(\d+)", line)
+                average = re.search(r"AVERAGE-BANDWIDTH=(\d+)", line)
+                said[uri] = (
+                    int(peak.group(1)) if peak else 0,
+                    int(average.group(1)) if average else 0,
+                )
+        problems: list[str] = []
+        for variant in variants(videos, audios):
+            uri = f"{variant.track.rendition.key}/{MEDIA_PLAYLIST}"
+            if uri not in said:
+                problems.append(f"{variant.track.rendition.label()} is not in {MASTER}")
+                continue
+            problems += bandwidth_problems(variant, *said[uri])
+        if problems:
+            raise self._failed(problems)
+
+    def _failed(self, problems: list[str]) -> EncodeError:
+        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        tail = f" (and {more} more)" if more > 0 else ""
+        return EncodeError(f"package check failed: {shown}{tail}", code=ErrorCode.ENCODE_FAILED)
+
+    def _write(self, name: str, text: str) -> None:
+        self._write_bytes(name, text.encode())
+
+    def _write_bytes(self, name: str, data: bytes | memoryview) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(f"{self.staging}/{name}", flags, 0o644, dir_fd=self.folder_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    def _summary(
+        self, videos: list[Track], audios: list[Track], written: dict[str, str], segments: int
+    ) -> dict[str, object]:
+        size = 0
+        for _, _, names, fd in os.fwalk(self.staging, dir_fd=self.folder_fd):
+            size += sum(os.stat(n, dir_fd=fd, follow_symlinks=False).st_size for n in names)
+        renditions: list[dict[str, object]] = []
+        for variant in variants(videos, audios):
+            track = variant.track
+            renditions.append(
+                {
+                    "key": track.rendition.key,
+                    "kind": "video",
+                    "codec": track.rendition.codec,
+                    "codecs": track.init.codecs,
+                    "width": track.init.width,
+                    "height": track.init.height,
+                    "bandwidth": variant.bandwidth,
+                    "average_bandwidth": variant.average,
+                    "peak_bps": track.peak_bps,
+                    "average_bps": track.average_bps,
+                    "segments": len(track.segments),
+                    "duration_s": round(track.duration_s, 4),
+                }
+            )
+        for track in audios:
+            renditions.append(
+                {
+                    "key": track.rendition.key,
+                    "kind": "audio",
+                    "codec": "aac",
+                    "codecs": track.init.codecs,
+                    "language": track.rendition.language,
+                    "peak_bps": track.peak_bps,
+                    "average_bps": track.average_bps,
+                    "segments": len(track.segments),
+                    "duration_s": round(track.duration_s, 4),
+                }
+            )
+        for text in self.step.texts:
+            renditions.append(
+                {"key": text.key, "kind": "text", "codec": "webvtt", "language": text.language}
+            )
+        return {
+            "output": self.final_path,
+            "renditions": renditions,
+            "playlists": written,
+            "segments": segments,
+            "segment_s": self.step.segment_s,
+            "duration_s": round(max((v.duration_s for v in videos), default=0.0), 4),
+            "size_bytes": size,
+        }
+
+    def publish(self, *, overwrite: bool) -> None:
+        """The staging folder renamed onto the package (one rename: a player never sees
+        half a package); an existing package is refused unless ``overwrite``, then moved
+        aside and removed once the new one is in place."""
+        old = None
+        if exists_in(self.final, self.folder_fd):
+            if not overwrite:
+                raise OutputError(f"{self.final_path} already exists; {OVERWRITE_HINT}")
+            old = f"{self.staging}.old"
+            os.rename(self.final, old, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+        os.rename(self.staging, self.final, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+        if old is not None:
+            remove_tree(old, self.folder_fd)
+
+    def remove_sources(self) -> None:
+        """The renditions' hidden files (the package holds them now)."""
+        for names in self.step.files.values():
+            for name in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=self.folder_fd)
+
+    def close(self) -> None:
+        while self.fds:
+            with contextlib.suppress(OSError):
+                os.close(self.fds.pop())
+
+
+def remove_tree(name: str, folder_fd: int) -> None:
+    """A folder inside the folder open as ``folder_fd``, and all it holds (links are
+    removed, never followed)."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(name, dir_fd=folder_fd)
+
+
+def _media_end(view: memoryview) -> int:
+    """Where the fragments end (an ``mfra`` index may follow them)."""
+    end = 0
+    for box in boxes(view):
+        if box.kind == b"mfra":
+            break
+        end = box.end
+    return end
