@@ -76,6 +76,7 @@ if TYPE_CHECKING:
         Speed,
     )
     from cluster.model.media import MediaInfo
+    from cluster.model.package import PackageOptions
     from cluster.model.progress import ProgressSnapshot
     from cluster.model.public import job_view
     from cluster.model.split import Split
@@ -155,6 +156,7 @@ _WHERE: dict[str, str] = {
     "MediaInfo": "cluster.model.media",
     "job_view": "cluster.model.public",
     "Split": "cluster.model.split",
+    "PackageOptions": "cluster.model.package",
     "ProgressSnapshot": "cluster.model.progress",
     "INVENTORY_ENV": "cluster.nodes.gpus",
     "LocalNode": "cluster.nodes.register",
@@ -238,6 +240,7 @@ __all__ = [
     "MetricsSnapshot",
     "NodeRecord",
     "OutputError",
+    "PackageOptions",
     "Policy",
     "ProgressSnapshot",
     "RemoteError",

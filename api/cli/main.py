@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,6 +42,7 @@ from cluster import (
     JobKind,
     JobSpec,
     JobStatus,
+    PackageOptions,
     Speed,
     WatchRule,
     available,
@@ -121,7 +122,9 @@ def _report(job: Job) -> None:
         raise _Exit(ExitCode.JOB_FAILED)
     result = job.result or {}
     placed = job.placement
-    if "output" in result:
+    if "renditions" in result:
+        _report_package(result, job)
+    elif "output" in result:
         out.print(
             f"[green]✓[/green] {result['output']}: {result['codec']} "
             f"{result['width']}x{result['height']}, {result['duration_s'] or 0:.2f} s, "
@@ -142,6 +145,20 @@ def _report(job: Job) -> None:
             raise _Exit(ExitCode.JOB_FAILED)
     for note in job.notes:
         err.print(f"note: {note}")
+
+
+def _report_package(result: dict[str, Any], job: Job) -> None:
+    playlists = ", ".join(result.get("playlists", {}).values())
+    out.print(f"[green]✓[/green] {result['output']}: {playlists}; {result['segments']} segments, "
+              f"{result['size_bytes'] / 1e6:.1f} MB ({job.reason})")  # fmt: skip
+    for r in result["renditions"]:
+        if r["kind"] == "video":
+            out.print(f"  {r['key']}: {r['width']}x{r['height']} {r['codecs']}, "
+                      f"peak {r['peak_bps'] / 1e3:.0f} kb/s, average "
+                      f"{r['average_bps'] / 1e3:.0f} kb/s")  # fmt: skip
+        else:
+            out.print(f"  {r['key']}: {r['kind']} {r.get('codecs') or r['codec']}"
+                      + (f" ({r['language']})" if r.get("language") else ""))  # fmt: skip
 
 
 def _submit_and_report(
@@ -225,6 +242,42 @@ def thumbnail(
         thumbnail_at=at,
         thumbnail_count=count,
         thumbnail_width=width,
+    )
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command()
+def package(
+    input: Annotated[Path, typer.Argument(help="The master to package.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The package's folder.")],
+    ladder: Annotated[
+        str | None,
+        typer.Option(help="Rungs as HEIGHT[:CODEC[:KBPS]],… (default: from the source)."),
+    ] = None,
+    codec: Annotated[
+        str, typer.Option("--codec", help="Codecs of a derived ladder: h264,hevc,av1.")
+    ] = "h264",
+    segment: Annotated[float, typer.Option(help="Segment length in seconds.")] = 6.0,
+    formats: Annotated[str, typer.Option("--format", help="hls, dash or hls,dash.")] = "hls,dash",
+    speed: SpeedOpt = Speed.MEDIUM,
+    hardware: HardwareOpt = Hardware.AUTO,
+    priority: Priority = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
+    address: Address = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Package INPUT as an ABR ladder (HLS and DASH on shared CMAF segments) in a folder."""
+    spec = JobSpec(
+        kind=JobKind.PACKAGE,
+        input=str(input.absolute()),
+        output=str(output.absolute()),
+        speed=speed,
+        hardware=hardware,
+        priority=priority,
+        overwrite=overwrite,
+        package=PackageOptions.parse(
+            {"ladder": ladder or "", "codecs": codec, "segment_s": segment, "formats": formats}
+        ),
     )
     _submit_and_report(data_dir, address, spec, input.name)
 

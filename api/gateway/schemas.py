@@ -45,13 +45,58 @@ class SpecFields(Strict):
     )
 
 
+class RungRequest(Strict):
+    """One rung of a package's ladder."""
+
+    height: int = Field(
+        ge=144,
+        le=4320,
+        description="Pixels high (even); the width keeps "
+        "the source's aspect ratio. A rung above the source is dropped.",
+    )
+    codec: Codec = Codec.H264
+    max_kbps: int | None = Field(
+        default=None,
+        ge=50,
+        le=200_000,
+        description="The bitrate cap (default: the codec's for the height).",
+    )
+    quality: int | None = Field(default=None, ge=0, le=51)
+
+
+class PackageRequest(Strict):
+    """A package job's ladder, segments and formats."""
+
+    ladder: list[RungRequest] = Field(
+        default_factory=list,
+        max_length=12,
+        description="The rungs; empty: derived from the source (1080p to 360p, never above it).",
+    )
+    codecs: list[Codec] = Field(
+        default_factory=lambda: [Codec.H264],
+        min_length=1,
+        max_length=3,
+        description="The codecs of a derived ladder.",
+    )
+    segment_s: float = Field(default=6.0, ge=2.0, le=20.0, allow_inf_nan=False)
+    formats: list[str] = Field(
+        default_factory=lambda: ["hls", "dash"],
+        min_length=1,
+        max_length=2,
+        description="hls, dash or both.",
+    )
+
+
 class JobRequest(SpecFields):
     input: str = Path_
     output: str | None = Field(
         default=None,
         min_length=1,
         max_length=4096,
-        description="An output file (transcode) or folder (thumbnail).",
+        description="An output file (transcode) or folder (thumbnail, package).",
+    )
+    package: PackageRequest | None = Field(
+        default=None, description="A package job's ladder, segment length and formats."
     )
 
     def to_spec(self) -> JobSpec:
