@@ -32,8 +32,10 @@ def make_clip(
     pix_fmt: str = "yuv420p",
     vcodec: str = "libx264",
     subtitles: bool = False,
+    language: str | None = None,
 ) -> Path:
-    """A lavfi testsrc2 (+ sine) clip written by real ffmpeg."""
+    """A lavfi testsrc2 (+ sine) clip written by real ffmpeg (``language``: its audio's
+    and subtitles' language tag)."""
     args = ["ffmpeg", "-v", "error", "-nostdin", "-y"]
     if video:
         args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
@@ -51,6 +53,8 @@ def make_clip(
         args += ["-c:a", "aac"]
     if subtitles:
         args += ["-c:s", "srt" if path.suffix == ".mkv" else "mov_text"]
+    if language:
+        args += ["-metadata:s:a", f"language={language}", "-metadata:s:s", f"language={language}"]
     subprocess.run([*args, str(path)], check=True)
     return path
 

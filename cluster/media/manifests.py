@@ -415,7 +415,7 @@ def check(videos: Sequence[Track], audios: Sequence[Track], expected: Expected) 
     the source's frames and lasts as long; no audio track is short. Each problem names
     the rendition and segment."""
     verdict = Verdict()
-    target = target_duration([*videos, *audios])
+    target = max(1, round(expected.segment_s))
     reference = videos[0] if videos else None
     for track in [*videos, *audios]:
         label = track.rendition.label()

@@ -340,10 +340,13 @@ class PackageView:
     segment_s: float = DEFAULT_SEGMENT_S
     chunks: int = 1
     """Chunks per rendition (1: each encoded whole)."""
+    notes: list[str] = field(default_factory=list)
+    """What the ladder left out, and why (a rung above the source, bitmap subtitles)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "why": self.why,
+            "notes": list(self.notes),
             "renditions": [r.to_dict() for r in self.renditions],
             "tasks": [asdict(t) for t in self.tasks],
             "segment_s": self.segment_s,
@@ -358,6 +361,7 @@ class PackageView:
             tasks=[RenditionState(**t) for t in data.get("tasks", ())],
             segment_s=float(data.get("segment_s", DEFAULT_SEGMENT_S)),
             chunks=int(data.get("chunks", 1)),
+            notes=list(data.get("notes", ())),
         )
 
 

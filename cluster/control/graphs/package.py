@@ -93,7 +93,8 @@ class PackageKind:
             f"{len(encodes) - videos} audio encoded on {nodes} node{'s' if nodes != 1 else ''}, "
             f"{result.get('segments', 0)} segments packaged and checked in {packaged_s:.1f} s"
         )
-        return Finished(reason, result, tuple(package.notes))
+        planned = parent.package.notes if parent.package else []
+        return Finished(reason, result, (*planned, *package.notes))
 
     def view(self, parent: Job, tasks: Tasks) -> PackageView | None:
         view, graph = parent.package, parent.graph
@@ -186,8 +187,6 @@ def _graph(job: Job, media: MediaInfo, options: PackageOptions) -> Expansion:
         + f" in {step.segment_s:.2f} s segments (keyframes every {gop} frames) for "
         + " and ".join(f.upper() for f in options.formats)
     )
-    if notes:
-        why += "; " + "; ".join(notes)
     graph = Graph(
         kind=PackageKind.name,
         phase=Phase.RUNNING,
@@ -196,7 +195,7 @@ def _graph(job: Job, media: MediaInfo, options: PackageOptions) -> Expansion:
         unit="rendition",
         frame_s=1.0 / fps,
     )
-    view = PackageView(why, list(renditions), segment_s=step.segment_s)
+    view = PackageView(why, list(renditions), segment_s=step.segment_s, notes=notes)
     return Expansion(graph, tuple(tasks), view)
 
 

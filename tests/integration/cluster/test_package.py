@@ -1,0 +1,283 @@
+"""Streaming packages on a real multi-node Ray cluster (a head without CPUs, three workers
+of one core each): a master with audio and subtitles packaged into a ladder whose
+renditions run on several workers, then every rule of the package checked again here,
+independently of framefleet's own check: ffprobe of every segment (init + media, as a
+player reads them), the playlists read by the ``m3u8`` package, the MPD parsed as XML.
+Also: no upscaling, a bad ladder refused, an existing package refused, cancel leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+
+from cluster import CoordinatorConfig, Fleet, JobKind, JobSpec, RuntimeConfig, Speed, SpecError
+from tests.helpers import ffmpeg_processes, ffprobe, make_clip, streams, wait_until
+from tests.integration.conftest import private_cluster
+
+pytestmark = pytest.mark.multinode
+NAME = "package"
+MPD_NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+
+
+@dataclass
+class Farm:
+    fleet: Fleet
+    root: Path
+    master: Path
+    """12 s of 640x360 at 25 fps with audio and English subtitles (mkv)."""
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    root = tmp_path_factory.mktemp("package")
+    with private_cluster("ffp-") as (cluster, _):
+        for _ in range(3):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        data = root / ".data"
+        fleet = Fleet.connect(
+            RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name=NAME),
+            CoordinatorConfig(
+                data_dir=data,
+                media_roots=(root,),
+                max_attempts=2,
+                retry_backoff_s=0.2,
+                encoder_idle_s=5.0,
+                node_refresh_s=1.0,
+            ),
+        )
+        master = make_clip(
+            root / "master.mkv", seconds=12, size="640x360", subtitles=True, language="eng"
+        )
+        wait_until(lambda: fleet.ping()["ready"], timeout=60)
+        try:
+            yield Farm(fleet, root, master)
+        finally:
+            fleet.shutdown_coordinator()
+            fleet.close()
+
+
+def package(src: Path, out: Path, **options: Any) -> JobSpec:
+    return JobSpec(kind=JobKind.PACKAGE, input=str(src), output=str(out), speed=Speed.FAST,
+                   package=options)  # type: ignore[arg-type]  # fmt: skip
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+# ---- the independent check -------------------------------------------------------------
+
+
+def probe_segment(init: Path, segment: Path) -> dict[str, Any]:
+    """ffprobe of one segment as a player reads it: the init segment, then the segment."""
+    data = init.read_bytes() + segment.read_bytes()
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_packets",
+         "-i", "pipe:0"],
+        input=data, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    probed: dict[str, Any] = json.loads(out)
+    return probed
+
+
+def avc_codecs(stream: dict[str, Any]) -> str:
+    """``avc1.PPCCLL`` from ffprobe's profile and level (constraint flags: the high
+    profile's are 00)."""
+    profiles = {"Constrained Baseline": (66, 0xC0), "Baseline": (66, 0x40), "Main": (77, 0x40),
+                "High": (100, 0x00)}  # fmt: skip
+    profile, constraints = profiles[stream["profile"]]
+    return f"avc1.{profile:02x}{constraints:02x}{int(stream['level']):02x}"
+
+
+def check_media_playlist(folder: Path, uri: str, target_s: float) -> dict[str, Any]:
+    """Every segment of one rendition: it starts with a keyframe (video), lasts what its
+    EXTINF says (within a frame) and no more than the target duration + 0.5 s; returns
+    the segments' start times, durations, sizes and the stream ffprobe saw."""
+    playlist = m3u8.load(str(folder / uri))
+    base = (folder / uri).parent
+    assert playlist.playlist_type == "vod" and playlist.is_endlist
+    assert playlist.is_independent_segments
+    assert playlist.target_duration <= math.ceil(target_s) + 1
+    init = base / playlist.segment_map[0].uri
+    starts, durations, sizes, stream = [], [], [], {}
+    for segment in playlist.segments:
+        assert round(segment.duration) <= playlist.target_duration
+        assert segment.duration <= playlist.target_duration + 0.5
+        probed = probe_segment(init, base / segment.uri)
+        stream = probed["streams"][0]
+        packets = probed["packets"]
+        if stream["codec_type"] == "video":
+            first = min(packets, key=lambda p: float(p["pts_time"]))
+            assert first["flags"].startswith("K"), (uri, segment.uri, first)
+            assert packets[0]["flags"].startswith("K"), (uri, segment.uri)
+        start = min(float(p["pts_time"]) for p in packets)
+        end = max(float(p["pts_time"]) + float(p.get("duration_time", 0)) for p in packets)
+        assert abs((end - start) - segment.duration) < 0.05, (uri, segment.uri, start, end)
+        starts.append(start)
+        durations.append(segment.duration)
+        sizes.append((base / segment.uri).stat().st_size)
+    return {"starts": starts, "durations": durations, "sizes": sizes, "stream": stream}
+
+
+def check_package(folder: Path, source: Path, segment_s: float) -> dict[str, Any]:
+    """Every rule of the package, from the files alone."""
+    master = m3u8.load(str(folder / "master.m3u8"))
+    assert master.is_variant and master.is_independent_segments
+    source_video = streams(source, "video")[0]
+    source_s = float(ffprobe(source)["format"]["duration"])
+    rate = float(Fraction(source_video["avg_frame_rate"]))
+    audio = [m for m in master.media if m.type == "AUDIO"]
+    texts = [m for m in master.media if m.type == "SUBTITLES"]
+    assert [m.language for m in audio] == ["eng"] and audio[0].uri
+    assert [m.language for m in texts] == ["eng"]
+    audio_track = check_media_playlist(folder, audio[0].uri, segment_s)
+    assert audio_track["stream"]["codec_name"] == "aac"
+    assert audio_track["stream"]["channels"] == 2
+    audio_peak = max(8 * s / d for s, d in zip(audio_track["sizes"], audio_track["durations"],
+                                              strict=True))  # fmt: skip
+    audio_average = 8 * sum(audio_track["sizes"]) / sum(audio_track["durations"])
+    vtt = (folder / texts[0].uri).parent / "subtitles.vtt"
+    assert vtt.read_text().startswith("WEBVTT") and "hello" in vtt.read_text()
+    timelines = []
+    for variant in master.playlists:
+        info = variant.stream_info
+        track = check_media_playlist(folder, variant.uri, segment_s)
+        stream = track["stream"]
+        assert (stream["width"], stream["height"]) == info.resolution
+        assert info.codecs == f"{avc_codecs(stream)},mp4a.40.2"
+        assert abs(info.frame_rate - rate) < 0.01
+        peak = max(8 * s / d for s, d in zip(track["sizes"], track["durations"], strict=True))
+        average = 8 * sum(track["sizes"]) / sum(track["durations"])
+        assert abs(info.bandwidth - (peak + audio_peak)) <= 0.10 * info.bandwidth
+        assert abs(info.average_bandwidth - (average + audio_average)) <= 0.10 * average
+        assert abs(sum(track["durations"]) - source_s) < 2 / rate
+        timelines.append(track["starts"])
+    assert all(len(t) == len(timelines[0]) for t in timelines), timelines
+    for starts in timelines[1:]:
+        assert all(abs(a - b) < 0.5 / rate for a, b in zip(starts, timelines[0], strict=True))
+    iframes = master.iframe_playlists
+    assert len(iframes) == len(master.playlists)
+    for playlist in iframes:
+        loaded = m3u8.load(str(folder / playlist.uri))
+        assert loaded.is_i_frames_only and loaded.segments
+        assert all(s.byterange for s in loaded.segments)
+    check_mpd(folder, len(master.playlists), source_s)
+    return {"variants": master.playlists, "timelines": timelines}
+
+
+def check_mpd(folder: Path, videos: int, duration_s: float) -> None:
+    """The MPD names the same files the HLS playlists do, and its timelines add up."""
+    mpd = ET.parse(folder / "manifest.mpd").getroot()  # noqa: S314 (framefleet's own file)
+    assert mpd.get("type") == "static"
+    representations = mpd.findall(".//d:Representation", MPD_NS)
+    video = [r for r in representations if r.get("width")]
+    assert len(video) == videos
+    for rep in representations:
+        template = rep.find("d:SegmentTemplate", MPD_NS)
+        if template is None:
+            base = rep.find("d:BaseURL", MPD_NS)
+            assert base is not None and (folder / str(base.text)).is_file()
+            continue
+        assert (folder / str(template.get("initialization"))).is_file()
+        timescale = int(str(template.get("timescale")))
+        number, total = 1, 0
+        for s in template.findall(".//d:S", MPD_NS):
+            for _ in range(int(s.get("r", "0")) + 1):
+                media = str(template.get("media")).replace("$Number%05d$", f"{number:05d}")
+                assert (folder / media).is_file(), media
+                number, total = number + 1, total + int(str(s.get("d")))
+        assert abs(total / timescale - duration_s) < 0.1, (rep.get("id"), total / timescale)
+
+
+# ---- the tests ---------------------------------------------------------------------------
+
+
+def test_a_master_becomes_a_package_that_follows_every_rule(farm: Farm) -> None:
+    out = farm.root / "out-ladder"
+    out.mkdir()
+    spec = package(farm.master, out / "show", ladder="360,270,180", segment_s=4)
+    job = farm.fleet.wait(farm.fleet.submit(spec).id, timeout=300)
+    assert job.status == "succeeded", job.reason
+    assert job.package is not None
+    encodes = [t for t in job.package.tasks if t.key != "package"]
+    assert [t.key for t in encodes] == ["v360h264", "v270h264", "v180h264", "a1"]
+    assert all(t.status == "succeeded" for t in job.package.tasks)
+    assert len({t.node_id for t in encodes}) >= 2, encodes
+    assert "3 video renditions and 1 audio encoded on" in (job.reason or "")
+
+    checked = check_package(out / "show", farm.master, segment_s=4)
+    assert [v.stream_info.resolution for v in checked["variants"]] == [
+        (640, 360), (480, 270), (320, 180)]  # fmt: skip
+    assert len(checked["timelines"][0]) == 3  # 12 s in 4 s segments
+    result = job.result or {}
+    assert result["playlists"] == {"hls": "master.m3u8", "dash": "manifest.mpd"}
+    assert result["segments"] == 3 * 3 + 3
+    assert hidden(out) == [], "rendition files and the staging folder are removed"
+
+
+def test_no_rung_is_higher_than_the_source(farm: Farm) -> None:
+    out = farm.root / "out-default"
+    out.mkdir()
+    small = make_clip(farm.root / "small.mp4", seconds=2, size="854x480")
+    job = farm.fleet.wait(farm.fleet.submit(package(small, out / "p")).id, timeout=180)
+    assert job.status == "succeeded", job.reason
+    heights = [r["height"] for r in (job.result or {})["renditions"] if r["kind"] == "video"]
+    assert heights == [360], "the default ladder: 1080p to 360p, none above the source"
+    widths = [r["width"] for r in (job.result or {})["renditions"] if r["kind"] == "video"]
+    assert widths == [640]
+
+    asked = package(small, out / "q", ladder="1080,480,240")
+    job = farm.fleet.wait(farm.fleet.submit(asked).id, timeout=180)
+    assert job.status == "succeeded", job.reason
+    heights = [r["height"] for r in (job.result or {})["renditions"] if r["kind"] == "video"]
+    assert heights == [480, 240]
+    assert (
+        "ladder rung 1 (1080p h264) dropped: the source is 480 pixels high and framefleet "
+        "never upscales" in job.notes
+    )
+
+
+def test_bad_ladders_and_existing_packages_are_refused_with_one_line(farm: Farm) -> None:
+    with pytest.raises(SpecError, match=r"ladder rung 2 \(360p h264\) repeats rung 1"):
+        farm.fleet.submit(package(farm.master, farm.root / "x", ladder="360,360"))
+    with pytest.raises(SpecError, match=r"ladder rung 1 \(361p h264\): height must be an even"):
+        farm.fleet.submit(package(farm.master, farm.root / "x", ladder="361"))
+    with pytest.raises(SpecError, match="segment length 30 s"):
+        farm.fleet.submit(package(farm.master, farm.root / "x", segment_s=30))
+    existing = farm.root / "existing"
+    existing.mkdir()
+    (existing / "master.m3u8").write_text("#EXTM3U\n")
+    with pytest.raises(Exception, match="already exists"):
+        farm.fleet.submit(package(farm.master, existing, ladder="180"))
+    assert (existing / "master.m3u8").read_text() == "#EXTM3U\n"
+
+
+def test_cancel_mid_job_leaves_no_file_and_no_ffmpeg(farm: Farm) -> None:
+    out = farm.root / "out-cancel"
+    out.mkdir()
+    long = make_clip(farm.root / "long.mp4", seconds=60, size="640x360")
+    job = farm.fleet.submit(package(long, out / "p", ladder="360,270,180"))
+
+    def encoding() -> bool:
+        seen = farm.fleet.get(job.id).package
+        return seen is not None and any(t.status == "running" and t.percent > 5
+                                        for t in seen.tasks)  # fmt: skip
+
+    wait_until(encoding, timeout=120)
+    cancelled = farm.fleet.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    assert ffmpeg_processes(job.id) == []
+    assert sorted(p.name for p in out.iterdir()) == []

@@ -1,0 +1,236 @@
+"""A package's pure parts: the spec's ladder, the ladder resolved against a source, the
+segments cut from fragments, the check that names what breaks a rule, and the playlists
+and MPD written from the measurements."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.errors import InputError, SpecError
+from cluster.media.cmaf import Fragment, Init
+from cluster.media.encoders import CATALOG
+from cluster.media.ladder import default_cap, resolve
+from cluster.media.manifests import (
+    Expected,
+    Track,
+    check,
+    cut,
+    dash_mpd,
+    hls_iframes,
+    hls_master,
+    hls_media,
+    measure,
+    target_duration,
+)
+from cluster.media.packaging import gop_args, package_command, rendition_command
+from cluster.model.jobs import JobKind, JobSpec
+from cluster.model.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from cluster.model.package import PackageOptions, PackageStep, Rendition, RenditionStep, Rung
+from cluster.model.split import Segment
+
+
+def source(
+    width: int = 1280, height: int = 720, rate: tuple[int, int] | None = (25, 1)
+) -> MediaInfo:
+    video = VideoStream(0, "h264", width, height, "yuv420p", 8, rate)
+    return MediaInfo(
+        "/m/master.mkv", "matroska", 12.0, 1000, 1000, video, frame_count=300,
+        audio=(AudioStream(1, "aac", 2, 48000, "eng"), AudioStream(2, "ac3", 6, 48000, "fra")),
+        subtitles=(SubtitleStream(3, "subrip", "eng"), SubtitleStream(4, "hdmv_pgs_subtitle")),
+    )  # fmt: skip
+
+
+def spec(**package: object) -> JobSpec:
+    return JobSpec(kind=JobKind.PACKAGE, input="/m/master.mkv", output="/m/out/show",
+                   package=package)  # type: ignore[arg-type]  # fmt: skip
+
+
+# ---- the spec ----------------------------------------------------------------------------
+
+
+def test_a_package_spec_takes_rungs_as_text_or_objects_and_round_trips() -> None:
+    s = spec(ladder="720:h264:3000,360", segment_s=4, formats="hls")
+    assert s.package == PackageOptions((Rung(720, "h264", 3000), Rung(360)), ("h264",), 4.0,
+                                       ("hls",))  # fmt: skip
+    assert JobSpec.from_dict(s.to_dict()) == s
+    objects = spec(ladder=[{"height": 540, "codec": "hevc", "max_kbps": 1500}])
+    assert objects.package is not None and objects.package.ladder == (Rung(540, "hevc", 1500),)
+    assert spec().package == PackageOptions()
+
+
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        ({"ladder": "720,720"}, r"ladder rung 2 \(720p h264\) repeats rung 1"),
+        ({"ladder": "721"}, r"ladder rung 1 \(721p h264\): height must be an even number"),
+        ({"ladder": "720:vp9"}, r"ladder rung 1 \(720p vp9\): unknown codec 'vp9'"),
+        ({"ladder": "720:h264:10"}, r"ladder rung 1 \(720p h264\): max_kbps must be"),
+        ({"ladder": "tall"}, r"ladder rung 1 'tall' is not a rung; give HEIGHT"),
+        ({"segment_s": 1}, r"segment length 1 s: give 2 to 20 seconds"),
+        ({"formats": "hls,smooth"}, r"package formats \['hls', 'smooth'\]: choose from hls, dash"),
+        ({"rungs": []}, r"package: unknown field\(s\) rungs"),
+    ],
+)
+def test_a_bad_ladder_is_refused_naming_the_rung(package: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        spec(**package)
+
+
+def test_package_options_belong_to_package_jobs_only() -> None:
+    with pytest.raises(SpecError, match="package options are for package jobs, not transcode"):
+        JobSpec(kind=JobKind.TRANSCODE, input="/a.mp4", output="/b.mp4",
+                package=PackageOptions())  # fmt: skip
+    with pytest.raises(SpecError, match="a package job needs an output folder"):
+        JobSpec(kind=JobKind.PACKAGE, input="/a.mp4")
+
+
+# ---- the ladder --------------------------------------------------------------------------
+
+
+def test_the_default_ladder_never_upscales_and_keeps_the_aspect_ratio() -> None:
+    renditions, notes = resolve(PackageOptions(), source())
+    videos = [(r.width, r.height, r.max_kbps) for r in renditions if r.kind == "video"]
+    assert videos == [(1280, 720, 3000), (960, 540, 2000), (640, 360, 730)]
+    audio = [(r.key, r.stream, r.language) for r in renditions if r.kind == "audio"]
+    assert audio == [("a1", 1, "eng"), ("a2", 2, "fra")]
+    assert [(r.key, r.language) for r in renditions if r.kind == "text"] == [("s1", "eng")]
+    assert notes == ["subtitle stream 4 (hdmv_pgs_subtitle) left out: only text subtitles "
+                     "become WebVTT"]  # fmt: skip
+
+
+def test_an_explicit_rung_above_the_source_is_dropped_with_a_note() -> None:
+    options = PackageOptions((Rung(1080), Rung(480, "hevc")), ("h264",))
+    renditions, notes = resolve(options, source(720, 576))  # a 4:3-ish SD master, 576p
+    assert [(r.width, r.height, r.codec) for r in renditions if r.kind == "video"] == [
+        (600, 480, "hevc")]  # fmt: skip
+    assert notes[0] == ("ladder rung 1 (1080p h264) dropped: the source is 576 pixels high and "
+                        "framefleet never upscales")  # fmt: skip
+    tiny, notes = resolve(PackageOptions(), source(320, 180))
+    assert [(r.width, r.height) for r in tiny if r.kind == "video"] == [(320, 180)]
+    assert "one rung at the source's own height (180p)" in notes[0]
+
+
+def test_caps_follow_the_codec_and_the_height() -> None:
+    assert default_cap(1080, "h264") == 6000
+    assert default_cap(1080, "hevc") == 3900 and default_cap(1080, "av1") == 3300
+    assert 2000 < default_cap(600, "h264") < 3000
+
+
+def test_a_source_without_a_frame_rate_cannot_be_packaged() -> None:
+    with pytest.raises(InputError, match="no known frame rate; a package needs one"):
+        resolve(PackageOptions(), source(rate=None))
+
+
+# ---- the commands ------------------------------------------------------------------------
+
+
+def test_every_rendition_forces_keyframes_at_the_same_frames() -> None:
+    x264 = next(e for e in CATALOG if e.name == "libx264")
+    nvenc = next(e for e in CATALOG if e.name == "h264_nvenc")
+    assert gop_args(x264, 50)[:6] == ["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"]
+    assert "-no-scenecut" in gop_args(nvenc, 50) and "-forced-idr" in gop_args(nvenc, 50)
+    rendition = Rendition("v360h264", "video", "h264", 640, 360, 730)
+    task = JobSpec(kind=JobKind.TRANSCODE, input="/m/master.mkv", output="/m/out/.show.j-v.mp4")
+    command = rendition_command(task, source(), x264, RenditionStep(rendition, 50), job_id="j.1")
+    argv = command.argv
+    assert argv[argv.index("-force_key_frames") + 1] == "expr:eq(mod(n,50),0)"
+    assert argv[argv.index("-vf") + 1] == "scale=640:360:flags=bicubic,setsar=1"
+    assert (
+        argv[argv.index("-maxrate") + 1] == "730k" and argv[argv.index("-bufsize") + 1] == "1460k"
+    )
+    chunk = Segment(1, 150, 150, 6.0, 6.0, False)
+    chunked = rendition_command(task, source(), x264, RenditionStep(rendition, 50, chunk),
+                                job_id="j.1").argv  # fmt: skip
+    assert chunked[chunked.index("-ss") + 1] == "5.980"
+    assert chunked[chunked.index("-frames:v") + 1] == "150"
+
+
+def test_the_package_command_copies_and_never_reencodes_video() -> None:
+    renditions = (Rendition("v360h264", "video", "h264", 640, 360, 730),
+                  Rendition("a1", "audio", "aac", max_kbps=128, stream=1),
+                  Rendition("s1", "text", "wvtt", stream=3))  # fmt: skip
+    files: dict[str, tuple[str, ...]] = {
+        "v360h264": (".show.j-v360h264.mp4",),
+        "a1": (".show.j-a1.mp4",),
+    }
+    whole = (Segment(0, 0, 300, 0.0, 12.0, True),)
+    step = PackageStep(renditions, files, whole, 50, 150, 6.0, "25/1", 12.0, 300)
+    command = package_command(spec(), source(), step, job_id="j-package.1")
+    argv = command.argv
+    assert command.outputs == [("/m/out/.show.j-package.1.partial", "/m/out/show")]
+    assert "file:/m/out/.show.j-package.1.partial/v360h264/.whole.mp4" in argv
+    assert argv.count("copy") == 2 and "libx264" not in argv
+    assert argv[argv.index("-c:s") + 1] == "webvtt"
+    assert "-frag_duration" in argv  # audio fragments every GOP
+
+
+# ---- segments, the check and the manifests -----------------------------------------------
+
+
+def fragments(count: int, frames: int = 50, tick: int = 512, sync: bool = True) -> list[Fragment]:
+    out, at, time = [], 1000, 0
+    for _ in range(count):
+        size = 10_000
+        out.append(Fragment(at, at + size, time, frames * tick, frames, sync, at + 2000))
+        at, time = at + size, time + frames * tick
+    return out
+
+
+def track(key: str, parts: list[Fragment], segment_frames: int = 150, height: int = 360) -> Track:
+    init = Init("vide", 12800, "avc1.64001e", width=height * 16 // 9, height=height)
+    groups = cut(parts, segment_frames=segment_frames)
+    rendition = Rendition(key, "video", "h264", height * 16 // 9, height, 730)
+    return Track(rendition, init, tuple(measure(g, n, video=True) for n, g in enumerate(groups, 1)))
+
+
+EXPECTED = Expected(frames=300, duration_s=12.0, frame_s=0.04, segment_s=6.0, segment_frames=150)
+
+
+def test_segments_are_cut_every_segment_frames_and_pass_the_check() -> None:
+    a, b = track("v360h264", fragments(6)), track("v180h264", fragments(6), height=180)
+    assert [len(s.iframes) for s in a.segments] == [3, 3]
+    assert [s.duration / a.timescale for s in a.segments] == [6.0, 6.0]
+    verdict = check([a, b], [], EXPECTED)
+    assert verdict.problems == [] and verdict.segments == 4
+    assert a.peak_bps == a.average_bps == 40_000
+    assert target_duration([a]) == 6
+
+
+def test_the_check_names_the_rendition_and_segment_that_break_a_rule() -> None:
+    good = track("v360h264", fragments(6))
+    late = fragments(6)
+    late[3] = Fragment(late[3].start, late[3].end, late[3].decode_time, late[3].duration,
+                       late[3].samples, False, late[3].first_sample_end)  # fmt: skip
+    broken = track("v180h264", late, height=180)
+    problems = check([good, broken], [], EXPECTED).problems
+    assert problems == [
+        "rendition v180h264 (320x180 h264) segment 2 does not start with a keyframe"
+    ]
+    short = track("v180h264", fragments(3), height=180)
+    problems = check([good, short], [], EXPECTED).problems
+    assert problems == [
+        "rendition v180h264 (320x180 h264) holds 150 frames; the source 300",
+        "rendition v180h264 (320x180 h264) has 1 segments; rendition v360h264 (640x360 h264) 2",
+    ]
+    odd = track("v180h264", fragments(12, frames=25), segment_frames=150, height=180)
+    assert check([good, odd], [], EXPECTED).problems == []
+    skewed = track("v180h264", fragments(4, frames=75), segment_frames=150, height=180)
+    assert check([skewed], [], EXPECTED).problems == []
+    long = track("v360h264", fragments(6), segment_frames=300)
+    assert check([long], [], EXPECTED).problems == [
+        "rendition v360h264 (640x360 h264) segment 1 lasts 12.000 s, past the target 6 s + 0.5 s"
+    ]
+
+
+def test_playlists_and_mpd_say_what_was_measured() -> None:
+    video = track("v360h264", fragments(6))
+    media = hls_media(video, 6)
+    assert "#EXT-X-TARGETDURATION:6" in media and "#EXT-X-PLAYLIST-TYPE:VOD" in media
+    assert media.count("#EXTINF:6.00000,") == 2 and media.endswith("#EXT-X-ENDLIST\n")
+    iframes = hls_iframes(video)
+    assert "#EXT-X-I-FRAMES-ONLY" in iframes and "#EXT-X-BYTERANGE:2000@10000" in iframes
+    master = hls_master([video], [], [], "25/1")
+    assert ("BANDWIDTH=40000,AVERAGE-BANDWIDTH=40000,CODECS=\"avc1.64001e\",RESOLUTION=640x360,"
+            "FRAME-RATE=25.000") in master  # fmt: skip
+    mpd = dash_mpd([video], [], [], "25/1", 12.0, 6.0)
+    assert '<S t="0" d="76800" r="1"/>' in mpd and 'bandwidth="40000"' in mpd
