@@ -22,7 +22,7 @@ from typing import Any
 import m3u8
 import pytest
 
-from cluster import CoordinatorConfig, Fleet, JobKind, JobSpec, RuntimeConfig, Speed, SpecError
+from cluster import CoordinatorConfig, Fleet, JobKind, JobSpec, RuntimeConfig, SpecError, Speed
 from tests.helpers import ffmpeg_processes, ffprobe, make_clip, streams, wait_until
 from tests.integration.conftest import private_cluster
 
