@@ -129,6 +129,16 @@ def _uneven(times: Sequence[float], frame_s: float) -> str | None:
     return None
 
 
+def even_frames(index: FrameIndex) -> tuple[float, str | None]:
+    """The frame duration, and why the frames cannot be cut on (``None``: they can)."""
+    if index.problem:
+        return 0.0, index.problem
+    frame_s = frame_duration(index.times)
+    if frame_s <= 0:
+        return 0.0, "too few video frames"
+    return frame_s, _uneven(index.times, frame_s)
+
+
 def plan_segments(
     index: FrameIndex,
     target_s: float,
@@ -156,7 +166,12 @@ def plan_segments(
             f"not split: {total:.1f} s is too short for two chunks of at least "
             f"{max(floor_s, floor * frame_s):.1f} s"
         )
-    cuts = _cuts(n, count, sorted(index.keyframes), floor)
+    return segments_at(index, _cuts(n, count, sorted(index.keyframes), floor), frame_s)
+
+
+def segments_at(index: FrameIndex, cuts: Sequence[int], frame_s: float) -> list[Segment]:
+    """The chunks of ``index`` that start at frame 0 and at each of ``cuts``."""
+    times, n = index.times, index.frames
     bounds = [0, *cuts, n]
     segments = []
     for i, (a, b) in enumerate(itertools.pairwise(bounds)):

@@ -250,8 +250,8 @@ class PackageStep:
     renditions: tuple[Rendition, ...]
     files: dict[str, tuple[str, ...]]
     """Each rendition's files (by key), in order."""
-    chunks: tuple[Segment, ...]
-    """The chunks a rendition's files hold, in order (one: encoded whole)."""
+    chunks: dict[str, tuple[Segment, ...]]
+    """The chunks each rendition's files hold (by key), in order (one: encoded whole)."""
     gop_frames: int
     segment_frames: int
     segment_s: float
@@ -277,7 +277,7 @@ class PackageStep:
         return {
             "renditions": [r.to_dict() for r in self.renditions],
             "files": {k: list(v) for k, v in self.files.items()},
-            "chunks": [asdict(s) for s in self.chunks],
+            "chunks": {k: [asdict(s) for s in v] for k, v in self.chunks.items()},
             "gop_frames": self.gop_frames,
             "segment_frames": self.segment_frames,
             "segment_s": self.segment_s,
@@ -292,7 +292,7 @@ class PackageStep:
         return cls(
             renditions=tuple(Rendition.from_dict(r) for r in data["renditions"]),
             files={k: tuple(v) for k, v in data["files"].items()},
-            chunks=tuple(Segment(**s) for s in data["chunks"]),
+            chunks={k: tuple(Segment(**s) for s in v) for k, v in data["chunks"].items()},
             gop_frames=int(data["gop_frames"]),
             segment_frames=int(data["segment_frames"]),
             segment_s=float(data["segment_s"]),

@@ -47,6 +47,7 @@ from cluster.media.packaging import LIST_PLACEHOLDER, WHOLE
 from cluster.media.paths import OVERWRITE_HINT
 from cluster.media.pinned import Pinned, exists_in
 from cluster.model.package import PackageStep, Rendition
+from cluster.model.split import Segment
 
 MAX_PROBLEMS_SHOWN = 3
 
@@ -83,7 +84,7 @@ class PackageFiles:
                 os.mkdir(f"{files.staging}/{rendition.key}", 0o755, dir_fd=files.folder_fd)
             for key, names in step.files.items():
                 if len(names) > 1:
-                    listed = files._list(names)
+                    listed = files._list(names, step.chunks[key])
                     argv = [
                         f"file:/proc/self/fd/{listed}" if a == f"{LIST_PLACEHOLDER}{key}" else a
                         for a in argv
@@ -94,9 +95,9 @@ class PackageFiles:
         command = replace(pinned.command, argv=argv)
         return files, replace(pinned, command=command, pass_fds=(*pinned.pass_fds, *files.fds))
 
-    def _list(self, names: tuple[str, ...]) -> int:
+    def _list(self, names: tuple[str, ...], chunks: tuple[Segment, ...]) -> int:
         lines = ["ffconcat version 1.0"]
-        for name, chunk in zip(names, self.step.chunks, strict=True):
+        for name, chunk in zip(names, chunks, strict=True):
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
             except OSError as exc:

@@ -8,6 +8,10 @@ graph engine runs it like any other kind.
 - **Tasks.** One task per video rung and per audio track, each placed by the scheduler
   like any encode (a rung on a GPU or on cores, whichever is free; audio on cores), all
   with keyframes forced at the same frames, each writing a hidden MP4 beside the package.
+  A long master on a farm with encoders free has its heavier rungs cut into chunks at
+  segment boundaries (its frames read first, as split does; about two chunks' worth of
+  work per free encoder), so a 4-rung ladder of a 2-hour master fills a farm; the
+  package joins a rung's chunks without re-encoding.
   Then the finishing task, the package (:class:`~cluster.model.package.PackageStep`):
   the renditions copied into CMAF fragments, cut into segments at the same frames,
   described by playlists and an MPD written from what was measured, checked, and renamed
@@ -20,22 +24,26 @@ graph engine runs it like any other kind.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from cluster.control.graphs.split import AUTO_CHUNK_S, CHUNKS_PER_ENCODER, room, whole_why
 from cluster.control.rules.graph import (
     Expansion,
     Facts,
     Farm,
     Finished,
     Keep,
+    Need,
     Plan,
+    Read,
     TaskPlan,
     Tasks,
     checked,
     ran_s,
 )
 from cluster.media.ladder import resolve
+from cluster.media.split import even_frames, segments_at
 from cluster.model.graph import Graph, Phase, TaskRef, task_id
 from cluster.model.jobs import Hardware, Job, JobKind, JobStatus
 from cluster.model.media import MediaInfo
@@ -49,10 +57,28 @@ from cluster.model.package import (
     gop_frames,
     rendition_file,
 )
-from cluster.model.split import OFF, Segment
+from cluster.model.split import AUTO, OFF, FrameIndex, Segment
 
 PACKAGE = "package"
 REFERENCE_PIXELS = 1920 * 1080
+MIN_CHUNK_S = AUTO_CHUNK_S
+"""No chunk holds less work than this many seconds of 1080p frames (an encoder start and
+a seek cost more than they save below it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A package's renditions and their cadence, decided before its frames are read."""
+
+    options: PackageOptions
+    renditions: tuple[Rendition, ...]
+    notes: tuple[str, ...]
+    gop: int
+    segment_frames: int
+    frames: int
+    chunks: dict[str, int]
+    """How many chunks each video rendition is cut into (1: encoded whole)."""
+    why_chunks: str
 
 
 class PackageKind:
@@ -64,10 +90,20 @@ class PackageKind:
         spec = job.spec
         if spec.kind is not JobKind.PACKAGE or job.task is not None:
             return None
-        return checked(_graph(job, media, spec.package or PackageOptions()))
+        planned = _planned(job, media, farm)
+        if any(n > 1 for n in planned.chunks.values()):
+            return Read(Need.FRAMES, planned)
+        return checked(_graph(job, media, planned, None))
 
     def expand(self, job: Job, media: MediaInfo, note: Any, facts: Facts) -> Keep | Expansion:
-        raise TypeError("a package reads nothing before its tasks are known")
+        if not isinstance(note, _Plan):
+            raise TypeError(f"a package reads its frames for a plan, not {note!r}")
+        if not isinstance(facts, FrameIndex):
+            whole = replace(note, chunks=dict.fromkeys(note.chunks, 1),
+                            why_chunks=f"renditions encoded whole: its frames could not be "
+                            f"read ({facts})")  # fmt: skip
+            return checked(_graph(job, media, whole, None))
+        return checked(_graph(job, media, note, facts))
 
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         graph, package = parent.graph, tasks[PACKAGE]
@@ -121,53 +157,102 @@ class PackageKind:
         return None
 
 
-def _graph(job: Job, media: MediaInfo, options: PackageOptions) -> Expansion:
-    """A task per video rung and audio track, then the package that needs them all."""
+def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
+    """The renditions, one GOP and segment length for all, and how many chunks each video
+    rendition is cut into: none for a short master, for ``split=off`` or with one encoder
+    free; else about two chunks' worth of work per free encoder, no chunk under
+    :data:`MIN_CHUNK_S` of 1080p work (``split=SECONDS``: chunks about that long)."""
+    spec = job.spec
+    options = spec.package or PackageOptions()
     renditions, notes = resolve(options, media)
-    video = media.require_video()
-    fps = video.fps or 25.0
+    fps = media.require_video().fps or 25.0
     gop = gop_frames(fps, options.gop_s)
     segment_frames = gop * max(1, round(options.segment_s / options.gop_s))
-    rate = video.frame_rate or (round(fps * 1000), 1000)
-    frame_rate = f"{rate[0]}/{rate[1]}"
     frames = media.frame_count or round((media.duration_s or 0.0) * fps)
+    videos = [r for r in renditions if r.kind == "video"]
+    chunks = {r.key: 1 for r in videos}
+    why = whole_why(spec.split, spec.input, spec.output or "", media)
+    if why is None and frames > 2 * segment_frames:
+        slots, _ = room(job, media, farm)
+        work = {r.key: _weight(r, frames) / fps for r in videos}  # seconds of 1080p frames
+        if spec.split == AUTO:
+            if slots < 2:
+                why = "renditions encoded whole: one encoder or none free (split=auto)"
+            target = max(MIN_CHUNK_S, sum(work.values()) / max(1, slots * CHUNKS_PER_ENCODER))
+        else:
+            top = max(r.width * r.height for r in videos)
+            target = float(spec.split) * top / REFERENCE_PIXELS  # chunks of the top rung
+        if why is None:
+            most = max(1, frames // segment_frames)
+            chunks = {k: max(1, min(most, round(w / target))) for k, w in work.items()}
+            cut = sum(n for n in chunks.values() if n > 1)
+            why = f"{cut} chunks at segment boundaries ({slots} encoders free)" if cut else \
+                "renditions encoded whole: none is long enough to cut"  # fmt: skip
+    why = (why or "renditions encoded whole").removeprefix("not split: ")
+    return _Plan(options, tuple(renditions), tuple(notes), gop, segment_frames, frames,
+                 chunks, why)  # fmt: skip
+
+
+def _cuts(plan: _Plan, key: str, index: FrameIndex | None) -> tuple[Segment, ...]:
+    """One rendition's chunks, cut at segment boundaries (the same frames in every
+    rendition cut as often); none: it is encoded whole."""
+    count = plan.chunks.get(key, 1)
+    if index is None or count <= 1:
+        return ()
+    frame_s, problem = even_frames(index)
+    if problem is not None:
+        return ()
+    segments = -(-index.frames // plan.segment_frames)
+    per_chunk = -(-segments // count)
+    cuts = [j * per_chunk * plan.segment_frames for j in range(1, count)]
+    cuts = [c for c in cuts if c < index.frames]
+    return tuple(segments_at(index, cuts, frame_s))
+
+
+def _graph(job: Job, media: MediaInfo, plan: _Plan, index: FrameIndex | None) -> Expansion:
+    """A task per video rung (or per chunk of one) and per audio track, then the package
+    that needs them all."""
+    renditions, options = plan.renditions, plan.options
+    video = media.require_video()
+    fps = video.fps or 25.0
+    rate = video.frame_rate or (round(fps * 1000), 1000)
+    frames = index.frames if index is not None else plan.frames
     output = job.spec.output or ""
     folder, name = posixpath.dirname(output), posixpath.basename(output.rstrip("/"))
-    whole = Segment(0, 0, frames, 0.0, media.duration_s or 0.0, True)
-    base = replace(
-        job.spec,
-        kind=JobKind.TRANSCODE,
-        split=OFF,
-        callback_url=None,
-        labels={},
-        package=None,
-        overwrite=True,
-    )
+    base = replace(job.spec, kind=JobKind.TRANSCODE, split=OFF, callback_url=None, labels={},
+                   package=None, overwrite=True)  # fmt: skip
     tasks: list[TaskPlan] = []
     files: dict[str, tuple[str, ...]] = {}
+    chunks: dict[str, tuple[Segment, ...]] = {}
     for rendition in renditions:
         if rendition.kind == "text":
             continue
-        path = rendition_file(name, task_id(job.id, rendition.key))
-        files[rendition.key] = (path,)
-        spec = replace(base, output=posixpath.join(folder, path), codec=_codec(rendition))
+        spec = replace(base, codec=_codec(rendition))
         if rendition.kind == "audio":
             spec = replace(spec, hardware=Hardware.CPU)
-        ref = TaskRef(
-            rendition.key,
-            weight=_weight(rendition, frames),
-            label=rendition.label(),
-            doing=f"encoding {rendition.label()}",
-        )
-        tasks.append(TaskPlan(ref, spec, RenditionStep(rendition, gop)))
+        cut = _cuts(plan, rendition.key, index) if rendition.kind == "video" else ()
+        chunks[rendition.key] = cut or (Segment(0, 0, frames, 0.0, media.duration_s or 0.0, True),)
+        names = []
+        for segment in cut if len(cut) > 1 else (None,):
+            key = rendition.key if segment is None else f"{rendition.key}c{segment.index + 1:03d}"
+            path = rendition_file(name, task_id(job.id, key))
+            names.append(path)
+            share = segment.frames if segment is not None else frames
+            label = rendition.label() + (f", {segment.label}" if segment is not None else "")
+            ref = TaskRef(key, weight=_weight(rendition, share), label=label,
+                          doing=f"encoding {label}")  # fmt: skip
+            encode = RenditionStep(rendition, plan.gop, segment)
+            tasks.append(TaskPlan(ref, replace(spec, output=posixpath.join(folder, path)), encode))
+        files[rendition.key] = tuple(names)
+    tasks.sort(key=lambda t: -t.ref.weight)  # the longest first: they even out
     step = PackageStep(
         renditions=tuple(renditions),
         files=files,
-        chunks=(whole,),
-        gop_frames=gop,
-        segment_frames=segment_frames,
-        segment_s=segment_frames / fps,
-        frame_rate=frame_rate,
+        chunks=chunks,
+        gop_frames=plan.gop,
+        segment_frames=plan.segment_frames,
+        segment_s=plan.segment_frames / fps,
+        frame_rate=f"{rate[0]}/{rate[1]}",
         duration_s=media.duration_s or 0.0,
         frames=frames,
         formats=options.formats,
@@ -176,26 +261,23 @@ def _graph(job: Job, media: MediaInfo, options: PackageOptions) -> Expansion:
     count = sum(1 for r in renditions if r.kind == "video")
     doing = f"packaging {count} renditions"
     finishing = replace(job.spec, hardware=Hardware.CPU, callback_url=None, labels={})
-    tasks.append(
-        TaskPlan(TaskRef(PACKAGE, needs=needs, finishing=True, doing=doing), finishing, step)
-    )
+    tasks.append(TaskPlan(TaskRef(PACKAGE, needs=needs, finishing=True, doing=doing),
+                          finishing, step))  # fmt: skip
     rungs = ", ".join(f"{r.name} {r.codec}" for r in renditions if r.kind == "video")
     others = len(renditions) - count
     why = (
         f"packaged as {count} renditions ({rungs})"
         + (f" and {others} audio/text tracks" if others else "")
-        + f" in {step.segment_s:.2f} s segments (keyframes every {gop} frames) for "
+        + f" in {step.segment_s:.2f} s segments (keyframes every {plan.gop} frames) for "
         + " and ".join(f.upper() for f in options.formats)
+        + f"; {plan.why_chunks}"
     )
-    graph = Graph(
-        kind=PackageKind.name,
-        phase=Phase.RUNNING,
-        why=why,
-        tasks=tuple(t.ref for t in tasks),
-        unit="rendition",
-        frame_s=1.0 / fps,
-    )
-    view = PackageView(why, list(renditions), segment_s=step.segment_s, notes=notes)
+    graph = Graph(kind=PackageKind.name, phase=Phase.RUNNING, why=why,
+                  tasks=tuple(t.ref for t in tasks), unit="rendition",
+                  frame_s=1.0 / fps)  # fmt: skip
+    most = max((len(c) for c in chunks.values()), default=1)
+    view = PackageView(why, list(renditions), segment_s=step.segment_s, chunks=most,
+                       notes=list(plan.notes))  # fmt: skip
     return Expansion(graph, tuple(tasks), view)
 
 

@@ -14,7 +14,7 @@ import math
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,41 @@ def test_a_master_becomes_a_package_that_follows_every_rule(farm: Farm) -> None:
     assert result["playlists"] == {"hls": "master.m3u8", "dash": "manifest.mpd"}
     assert result["segments"] == 3 * 3 + 3
     assert hidden(out) == [], "rendition files and the staging folder are removed"
+
+
+def test_long_rungs_are_cut_at_segment_boundaries_and_joined_frame_exact(farm: Farm) -> None:
+    out = farm.root / "out-chunks"
+    out.mkdir()
+    spec = replace(package(farm.master, out / "show", ladder="360,270,180", segment_s=2),
+                   split="4")  # fmt: skip
+    job = farm.fleet.wait(farm.fleet.submit(spec).id, timeout=300)
+    assert job.status == "succeeded", job.reason
+    assert job.package is not None
+    keys = sorted(t.key for t in job.package.tasks)
+    assert keys == ["a1", "package", "v180h264", "v270h264c001", "v270h264c002",
+                    "v360h264c001", "v360h264c002", "v360h264c003"]  # fmt: skip
+    assert "5 chunks at segment boundaries" in job.package.why
+    assert len({t.node_id for t in job.package.tasks if t.key != "package"}) >= 2
+    checked = check_package(out / "show", farm.master, segment_s=2)
+    assert len(checked["timelines"][0]) == 6
+    for variant in checked["variants"]:
+        frames = count_frames_of_rendition(out / "show", variant.uri)
+        assert frames == 300, (variant.uri, frames)
+    assert hidden(out) == []
+
+
+def count_frames_of_rendition(folder: Path, uri: str) -> int:
+    """The video frames of a whole rendition, read as a player would (init + segments)."""
+    playlist = m3u8.load(str(folder / uri))
+    base = (folder / uri).parent
+    data = (base / playlist.segment_map[0].uri).read_bytes()
+    data += b"".join((base / s.uri).read_bytes() for s in playlist.segments)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", "-i", "pipe:0"],
+        input=data, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return int(out.decode().strip())
 
 
 def test_no_rung_is_higher_than_the_source(farm: Farm) -> None:

@@ -153,7 +153,8 @@ def test_the_package_command_copies_and_never_reencodes_video() -> None:
         "v360h264": (".show.j-v360h264.mp4",),
         "a1": (".show.j-a1.mp4",),
     }
-    whole = (Segment(0, 0, 300, 0.0, 12.0, True),)
+    whole: dict[str, tuple[Segment, ...]] = {k: (Segment(0, 0, 300, 0.0, 12.0, True),)
+                                             for k in files}  # fmt: skip
     step = PackageStep(renditions, files, whole, 50, 150, 6.0, "25/1", 12.0, 300)
     command = package_command(spec(), source(), step, job_id="j-package.1")
     argv = command.argv
