@@ -35,6 +35,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "ui": ([], ["--quick"]),
     "transfer": ([], ["--quick"]),
     "split": ([], ["--quick"]),
+    "ladder": ([], ["--quick"]),
 }
 
 
