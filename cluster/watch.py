@@ -55,6 +55,10 @@ class WatchRule:
     recursive: bool = False
 
 
+OUTPUT_KINDS = (JobKind.TRANSCODE, JobKind.THUMBNAIL, JobKind.PACKAGE)
+"""Kinds whose rule needs an output folder (a package: a folder per master in it)."""
+
+
 def rule_kind(rule: WatchRule) -> JobKind:
     return JobKind(rule.template.get("kind", JobKind.TRANSCODE))
 
@@ -131,12 +135,14 @@ class FolderWatcher:
         rule = self.rule
         output: str | None = None
         kind = rule_kind(rule)
-        if kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL) and rule.output_dir is None:
+        if kind in OUTPUT_KINDS and rule.output_dir is None:
             raise ConfigError(f"watch rule for {rule.folder}: a {kind} rule needs an output folder")
         if kind is JobKind.TRANSCODE and rule.output_dir is not None:
             output = str(rule.output_dir / f"{path.stem}.{rule.output_ext}")
         elif kind is JobKind.THUMBNAIL and rule.output_dir is not None:
             output = str(rule.output_dir)
+        elif kind is JobKind.PACKAGE and rule.output_dir is not None:
+            output = str(rule.output_dir / path.stem)  # a package folder per master
         return JobSpec(**{**rule.template, "kind": kind, "input": str(path), "output": output})
 
     def scan(self) -> list[Job]:
@@ -191,7 +197,7 @@ def check_rule(rule: WatchRule) -> None:
     """Refuse a rule that cannot work, in one line."""
     if not rule.folder.is_dir():
         raise ConfigError(f"watch folder {rule.folder} is not a folder; create it first")
-    needs_out = rule_kind(rule) in (JobKind.TRANSCODE, JobKind.THUMBNAIL)
+    needs_out = rule_kind(rule) in OUTPUT_KINDS
     if needs_out and (rule.output_dir is None or not rule.output_dir.is_dir()):
         raise ConfigError(
             f"output folder {rule.output_dir} does not exist; create it or pass --output-dir"
@@ -201,6 +207,7 @@ def check_rule(rule: WatchRule) -> None:
     if rule.stable_s < 0:
         raise ConfigError("the stable time must be 0 s or more")
     probe = Path("/watch-rule-check")
+    output = f"{probe}.{rule.output_ext}" if rule_kind(rule) is JobKind.TRANSCODE else str(probe)
     spec = JobSpec(**{**rule.template, "kind": rule_kind(rule), "input": f"{probe}.mp4",
-                      "output": f"{probe}.{rule.output_ext}" if needs_out else None})  # fmt: skip
+                      "output": output if needs_out else None})  # fmt: skip
     check_spec(spec, available())

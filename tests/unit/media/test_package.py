@@ -4,9 +4,11 @@ and MPD written from the measurements."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from cluster.errors import InputError, SpecError
+from cluster.errors import ConfigError, InputError, SpecError
 from cluster.media.cmaf import Fragment, Init
 from cluster.media.encoders import CATALOG
 from cluster.media.ladder import default_cap, resolve
@@ -27,6 +29,7 @@ from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from cluster.model.package import PackageOptions, PackageStep, Rendition, RenditionStep, Rung
 from cluster.model.split import Segment
+from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 
 def source(
@@ -235,3 +238,17 @@ def test_playlists_and_mpd_say_what_was_measured() -> None:
             "FRAME-RATE=25.000") in master  # fmt: skip
     mpd = dash_mpd([video], [], [], "25/1", 12.0, 6.0)
     assert '<S t="0" d="76800" r="1"/>' in mpd and 'bandwidth="40000"' in mpd
+
+
+def test_a_watch_rule_packages_each_master_into_a_folder_of_its_own(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    rule = WatchRule(tmp_path / "in", tmp_path / "out", {"kind": "package"})
+    check_rule(rule)
+    watcher = FolderWatcher(rule, tmp_path / "watch.db", submit=lambda spec: spec)  # type: ignore[arg-type,return-value]
+    spec = watcher.spec_for(tmp_path / "in" / "show.mov")
+    assert spec.kind is JobKind.PACKAGE and spec.output == str(tmp_path / "out" / "show")
+    assert spec.package == PackageOptions()
+    with pytest.raises(ConfigError, match="a package rule needs an output folder"):
+        FolderWatcher(WatchRule(tmp_path / "in", None, {"kind": "package"}), tmp_path / "w.db",
+                      submit=lambda s: s).spec_for(tmp_path / "in" / "a.mov")  # type: ignore[arg-type,return-value]  # fmt: skip
