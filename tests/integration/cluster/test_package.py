@@ -34,6 +34,7 @@ MPD_NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
 @dataclass
 class Farm:
     fleet: Fleet
+    cluster: Any
     root: Path
     master: Path
     """12 s of 640x360 at 25 fps with audio and English subtitles (mkv)."""
@@ -63,7 +64,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         )
         wait_until(lambda: fleet.ping()["ready"], timeout=60)
         try:
-            yield Farm(fleet, root, master)
+            yield Farm(fleet, cluster, root, master)
         finally:
             fleet.shutdown_coordinator()
             fleet.close()
@@ -132,8 +133,11 @@ def check_media_playlist(folder: Path, uri: str, target_s: float) -> dict[str, A
     return {"starts": starts, "durations": durations, "sizes": sizes, "stream": stream}
 
 
-def check_package(folder: Path, source: Path, segment_s: float) -> dict[str, Any]:
-    """Every rule of the package, from the files alone."""
+def check_package(
+    folder: Path, source: Path, segment_s: float, language: str | None = "eng"
+) -> dict[str, Any]:
+    """Every rule of the package, from the files alone (``language``: the audio and
+    subtitles' tag; ``None``: the source has no subtitles)."""
     master = m3u8.load(str(folder / "master.m3u8"))
     assert master.is_variant and master.is_independent_segments
     source_video = streams(source, "video")[0]
@@ -141,16 +145,17 @@ def check_package(folder: Path, source: Path, segment_s: float) -> dict[str, Any
     rate = float(Fraction(source_video["avg_frame_rate"]))
     audio = [m for m in master.media if m.type == "AUDIO"]
     texts = [m for m in master.media if m.type == "SUBTITLES"]
-    assert [m.language for m in audio] == ["eng"] and audio[0].uri
-    assert [m.language for m in texts] == ["eng"]
+    assert [m.language for m in audio] == [language] and audio[0].uri
+    assert [m.language for m in texts] == ([language] if language else [])
     audio_track = check_media_playlist(folder, audio[0].uri, segment_s)
     assert audio_track["stream"]["codec_name"] == "aac"
     assert audio_track["stream"]["channels"] == 2
     audio_peak = max(8 * s / d for s, d in zip(audio_track["sizes"], audio_track["durations"],
                                               strict=True))  # fmt: skip
     audio_average = 8 * sum(audio_track["sizes"]) / sum(audio_track["durations"])
-    vtt = (folder / texts[0].uri).parent / "subtitles.vtt"
-    assert vtt.read_text().startswith("WEBVTT") and "hello" in vtt.read_text()
+    for text in texts:
+        vtt = (folder / text.uri).parent / "subtitles.vtt"
+        assert vtt.read_text().startswith("WEBVTT") and "hello" in vtt.read_text()
     timelines = []
     for variant in master.playlists:
         info = variant.stream_info
@@ -316,3 +321,32 @@ def test_cancel_mid_job_leaves_no_file_and_no_ffmpeg(farm: Farm) -> None:
     assert cancelled.status == "cancelled"
     assert ffmpeg_processes(job.id) == []
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_worker_lost_mid_job_costs_only_its_tasks(farm: Farm) -> None:
+    """Last in this module: it removes a worker."""
+    out = farm.root / "out-lost"
+    out.mkdir()
+    long = make_clip(farm.root / "lost.mp4", seconds=40, size="640x360")
+    job = farm.fleet.submit(package(long, out / "p", ladder="360,270,180", segment_s=4))
+
+    def one_done_one_running() -> Any:
+        seen = farm.fleet.get(job.id).package
+        tasks = seen.tasks if seen else []
+        done = [t for t in tasks if t.status == "succeeded"]
+        running = [t for t in tasks if t.status == "running" and t.node_id]
+        return (done, running) if done and running else None
+
+    done, running = wait_until(one_done_one_running, timeout=180)
+    finished = {t.key: t.attempts for t in done}
+    victim = running[0]
+    node = next(n for n in farm.cluster.worker_nodes if n.node_id == victim.node_id)
+    farm.cluster.remove_node(node)
+    ended = farm.fleet.wait(job.id, timeout=300)
+    assert ended.status == "succeeded", ended.reason
+    assert ended.package is not None
+    after = {t.key: t for t in ended.package.tasks}
+    assert {k: after[k].attempts for k in finished} == finished  # not encoded again
+    assert after[victim.key].attempts >= 2 and after[victim.key].node_id != victim.node_id
+    check_package(out / "p", long, segment_s=4, language=None)
+    assert hidden(out) == []
