@@ -249,7 +249,8 @@ def ran_s(task: Job) -> float:
 def progress(graph: Graph, tasks: Tasks, now: float) -> ProgressSnapshot | None:
     """The parent's progress: its tasks' done share of the work (each weighted), the
     frames made so far, the running tasks' frame rates summed, and the time left at that
-    rate (or, when only unweighted tasks run, theirs)."""
+    rate (a task that counts no frames, a package's rendition, at the rate its own time
+    left implies; when only unweighted tasks run, theirs)."""
     total = sum(r.weight for r in graph.tasks)
     if total <= 0:
         return None
@@ -266,7 +267,10 @@ def progress(graph: Graph, tasks: Tasks, now: float) -> ProgressSnapshot | None:
             task_fps = task.progress.fps or 0.0
             if ref.weight > 0:
                 fps += task_fps
-                rate += task_fps * ref.weight / ref.frames if ref.frames else 0.0
+                if ref.frames:
+                    rate += task_fps * ref.weight / ref.frames
+                elif task.progress.eta_s:  # no frames counted: its own time left
+                    rate += (1.0 - share) * ref.weight / task.progress.eta_s
             else:
                 late.append(task.progress)
         left_w += (1.0 - share) * ref.weight

@@ -428,6 +428,19 @@ def test_progress_weighs_each_task_and_counts_the_frames_made() -> None:
     assert p is not None and (p.percent, p.fps, p.eta_s) == (100.0, 900.0, 1.5)
 
 
+def test_tasks_that_count_no_frames_give_their_share_and_time_left() -> None:
+    refs = (TaskRef("v1080", weight=400.0), TaskRef("v360", weight=100.0),
+            TaskRef("package", needs=("v1080", "v360"), finishing=True))  # fmt: skip
+    graph = Graph("package", Phase.RUNNING, tasks=refs)
+    S = JobStatus
+    busy = ProgressSnapshot(percent=25.0, fps=30.0, eta_s=30.0)
+    tasks = {"v1080": task("v1080", S.RUNNING, progress=busy), "v360": task("v360", S.SUCCEEDED)}
+    p = progress(graph, tasks, now=5.0)
+    assert p is not None
+    # 100 + 0.25 * 400 of 500 done; 300 left at the rate that leaves 30 s for v1080's 300
+    assert (p.frame, p.percent, p.fps, p.eta_s) == (0, 40.0, 30.0, 30.0)
+
+
 # ---- what a second read of the engine found ----------------------------------------------
 
 
