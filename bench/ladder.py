@@ -37,14 +37,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.farm import one_core_workers
 from bench.report import Row, add_arguments, at_most, emit
 from cluster import (
-    CoordinatorConfig,
-    Fleet,
     JobKind,
     JobSpec,
     PackageOptions,
-    RuntimeConfig,
     Speed,
     make_sample,
 )
@@ -114,8 +112,6 @@ def rung_stats(rung: Path, source: Path) -> tuple[int, float, int]:
 
 
 def run(work: Path, workers: int, seconds: float, size: tuple[int, int]) -> list[Row]:
-    from ray.cluster_utils import Cluster
-
     media = work / "media"
     media.mkdir()
     source = make_sample(media / "master.mp4", seconds=seconds, width=size[0], height=size[1])
@@ -123,50 +119,17 @@ def run(work: Path, workers: int, seconds: float, size: tuple[int, int]) -> list
     fps = info.require_video().fps or 30.0
     segment_s = 6.0
     t_base = baseline(source, work / "baseline", fps, segment_s)
-    temp = Path(tempfile.mkdtemp(prefix="ffl-", dir="/tmp"))
-    os.environ["RAY_TMPDIR"] = str(temp)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "temp_dir": str(temp / "ray"), "include_dashboard": False,
-        "object_store_memory": 128 * 2**20})  # fmt: skip
-    try:
-        for _ in range(workers):
-            cluster.add_node(num_cpus=1, object_store_memory=128 * 2**20)
-        cluster.wait_for_nodes()
-        data = work / "data"
-        fleet = Fleet.connect(
-            RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name="bench"),
-            CoordinatorConfig(
-                data_dir=data, media_roots=(media,), node_refresh_s=1.0, encoder_idle_s=600.0
-            ),
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not fleet.ping()["ready"] and time.monotonic() < deadline:
-                time.sleep(0.5)
-            warm = make_sample(media / "warm.mp4", seconds=2, width=320, height=240)
-            for i in range(workers):  # every worker's encoder started once (not the subject)
-                fleet.submit(JobSpec(kind=JobKind.TRANSCODE, input=str(warm),
-                                     output=str(media / f"warm{i}.mp4"), split="off"))  # fmt: skip
-            while fleet.ping()["running"] or fleet.ping()["queued"]:
-                time.sleep(0.2)
-            ladder = ",".join(str(h) for h in HEIGHTS if h <= size[1])
-            options = PackageOptions.parse({"ladder": ladder, "segment_s": segment_s})
-            spec = JobSpec(kind=JobKind.PACKAGE, input=str(source), output=str(media / "pkg"),
-                           speed=Speed.FAST, package=options)  # fmt: skip
-            started = time.perf_counter()
-            job = fleet.wait(fleet.submit(spec).id, timeout=3600)
-            t_ours = time.perf_counter() - started
-            if job.status != "succeeded":
-                raise SystemExit(f"bench: the package {job.status}: {job.reason}")
-            tasks = [
-                fleet.get(f"{job.id}-{t.key}") for t in (job.package.tasks if job.package else [])
-            ]
-        finally:
-            fleet.shutdown_coordinator()
-            fleet.close()
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    with one_core_workers(work, media, workers) as fleet:
+        ladder = ",".join(str(h) for h in HEIGHTS if h <= size[1])
+        options = PackageOptions.parse({"ladder": ladder, "segment_s": segment_s})
+        spec = JobSpec(kind=JobKind.PACKAGE, input=str(source), output=str(media / "pkg"),
+                       speed=Speed.FAST, package=options)  # fmt: skip
+        started = time.perf_counter()
+        job = fleet.wait(fleet.submit(spec).id, timeout=3600)
+        t_ours = time.perf_counter() - started
+        if job.status != "succeeded":
+            raise SystemExit(f"bench: the package {job.status}: {job.reason}")
+        tasks = [fleet.get(f"{job.id}-{t.key}") for t in (job.package.tasks if job.package else [])]
 
     result: dict[str, Any] = job.result or {}
     ours = {r["height"]: r for r in result["renditions"] if r["kind"] == "video"}

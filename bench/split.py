@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.farm import one_core_workers
 from bench.report import Row, add_arguments, at_least, at_most, emit
-from cluster import CoordinatorConfig, Fleet, Job, JobKind, JobSpec, RuntimeConfig, make_sample
+from cluster import Fleet, Job, JobKind, JobSpec, make_sample
 from cluster.media.probe import probe
 from cluster.media.split import index_file
 from cluster.model.split import Segment
@@ -79,51 +80,17 @@ def chunk_phase(fleet: Fleet, job: Job) -> tuple[float, list[tuple[int, float]]]
 
 
 def run(work: Path, workers: int, seconds: float, size: tuple[int, int]) -> list[Row]:
-    from ray.cluster_utils import Cluster
-
     media = work / "media"
     media.mkdir()
     source = make_sample(media / "long.mp4", seconds=seconds, width=size[0], height=size[1])
     frames = probe(source).frame_count or 0
-    temp = Path(tempfile.mkdtemp(prefix="ffb-", dir="/tmp"))
-    os.environ["RAY_TMPDIR"] = str(temp)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "temp_dir": str(temp / "ray"), "include_dashboard": False,
-        "object_store_memory": 128 * 2**20})  # fmt: skip
-    try:
-        for _ in range(workers):
-            cluster.add_node(num_cpus=1, object_store_memory=128 * 2**20)
-        cluster.wait_for_nodes()
-        data = work / "data"
-        fleet = Fleet.connect(
-            RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name="bench"),
-            CoordinatorConfig(
-                data_dir=data, media_roots=(media,), node_refresh_s=1.0, encoder_idle_s=600.0
-            ),
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not fleet.ping()["ready"] and time.monotonic() < deadline:
-                time.sleep(0.5)
-            # Warm every worker's encoder once (Ray worker start-up is not the subject).
-            warm = make_sample(media / "warm.mp4", seconds=2, width=320, height=240)
-            for i in range(workers):
-                fleet.submit(JobSpec(kind=JobKind.TRANSCODE, input=str(warm),
-                                     output=str(media / f"warm{i}.mp4"), split="off"))  # fmt: skip
-            while fleet.ping()["running"] or fleet.ping()["queued"]:
-                time.sleep(0.2)
-            whole, t_whole = encode(fleet, source, media / "whole.mp4", "off")
-            split_arg = "auto" if seconds >= 60 else f"{seconds / (2 * workers):g}"
-            split, t_split = encode(fleet, source, media / "split.mp4", split_arg)
-            phase, rates = chunk_phase(fleet, split)
-            whole_ffmpeg = (whole.result or {}).get("timings", {}).get("ffmpeg_s", 0.0)
-            stitch_s = (split.result or {}).get("split", {}).get("stitch_s", 0.0)
-        finally:
-            fleet.shutdown_coordinator()
-            fleet.close()
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
+    with one_core_workers(work, media, workers) as fleet:
+        whole, t_whole = encode(fleet, source, media / "whole.mp4", "off")
+        split_arg = "auto" if seconds >= 60 else f"{seconds / (2 * workers):g}"
+        split, t_split = encode(fleet, source, media / "split.mp4", split_arg)
+        phase, rates = chunk_phase(fleet, split)
+        whole_ffmpeg = (whole.result or {}).get("timings", {}).get("ffmpeg_s", 0.0)
+        stitch_s = (split.result or {}).get("split", {}).get("stitch_s", 0.0)
     started = time.perf_counter()
     asyncio.run(index_file(str(source), (), 0, 1))
     index_s = time.perf_counter() - started

@@ -245,15 +245,7 @@ class EncoderWorker:
     ) -> dict[str, Any]:
         """A rendition's file, checked: all its frames (or its chunk's) were encoded."""
         rendition, frames = step.rendition, result.progress.frame if result.progress else None
-        written = result.progress.out_time_s if result.progress else None
-        gap = truncation_gap(order.media.duration_s, written)
-        if gap is not None:
-            raise InputError(
-                f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
-                f"{order.media.duration_s:.2f} s could be decoded for {rendition.label()}; "
-                "the input is truncated or corrupt",
-                code=ErrorCode.TRUNCATED,
-            )
+        written = _decoded(order, result, f" for {rendition.label()}")
         chunk = step.segment
         if rendition.kind == "video" and chunk is not None and frames != chunk.frames:
             raise EncodeError(f"{rendition.label()}, {chunk.label}: FRAME MISMATCH: encoded "
@@ -285,15 +277,7 @@ class EncoderWorker:
         ffprobe would cost ~130 ms of CPU per job (process start-up) for no more truth.
         """
         _, final = order.command.outputs[0]
-        written = result.progress.out_time_s if result.progress else None
-        gap = truncation_gap(order.media.duration_s, written)
-        if gap is not None:
-            raise InputError(
-                f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
-                f"{order.media.duration_s:.2f} s could be decoded; the input is truncated "
-                "or corrupt",
-                code=ErrorCode.TRUNCATED,
-            )
+        written = _decoded(order, result)
         frames = result.progress.frame if result.progress else None
         segment = order.segment
         if segment is not None and frames != segment.frames:
@@ -370,6 +354,20 @@ class EncoderWorker:
             if current.stager is not None:
                 current.stager.cancel()
                 current.stager.remove()
+
+
+def _decoded(order: WorkOrder, result: RunResult, what: str = "") -> float | None:
+    """The seconds ffmpeg wrote (its last progress block), or an :class:`InputError` when
+    the input could not be decoded to its end."""
+    written = result.progress.out_time_s if result.progress else None
+    if truncation_gap(order.media.duration_s, written) is not None:
+        raise InputError(
+            f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
+            f"{order.media.duration_s:.2f} s could be decoded{what}; the input is truncated "
+            "or corrupt",
+            code=ErrorCode.TRUNCATED,
+        )
+    return written
 
 
 def _unmapped(payload: dict[str, Any], order: WorkOrder) -> dict[str, Any]:
