@@ -303,6 +303,13 @@ def test_bad_ladders_and_existing_packages_are_refused_with_one_line(farm: Farm)
     with pytest.raises(Exception, match="already exists"):
         farm.fleet.submit(package(farm.master, existing, ladder="180"))
     assert (existing / "master.m3u8").read_text() == "#EXTM3U\n"
+    (existing / "stale.txt").write_text("from the package before")
+    again = replace(package(farm.master, existing, ladder="180"), overwrite=True)
+    job = farm.fleet.wait(farm.fleet.submit(again).id, timeout=180)
+    assert job.status == "succeeded", job.reason
+    assert "#EXT-X-STREAM-INF" in (existing / "master.m3u8").read_text()
+    assert not (existing / "stale.txt").exists(), "the old package is replaced whole"
+    assert hidden(farm.root) == [".data"]  # the coordinator's own
 
 
 def test_cancel_mid_job_leaves_no_file_and_no_ffmpeg(farm: Farm) -> None:
