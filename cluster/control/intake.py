@@ -13,6 +13,7 @@ from cluster.config import CoordinatorConfig
 from cluster.errors import OutputError
 from cluster.media.confine import check_destination, confine
 from cluster.media.encoders import Encoder
+from cluster.media.manifests import MASTER, MPD
 from cluster.media.paths import OVERWRITE_HINT
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.scheduling.admission import (
@@ -63,12 +64,10 @@ async def check_all(
     if batch:
         refuse_shared_outputs(confined)
     targets = [
-        (i, parse_object_url(spec.output, what="output"))
+        (i, url)
         for i, spec in enumerate(confined)
-        if spec.output is not None
-        and is_object_url(spec.output)
-        and spec.kind is JobKind.TRANSCODE
-        and not spec.overwrite
+        if spec.output is not None and is_object_url(spec.output) and not spec.overwrite
+        for url in _published(spec)
     ]
     slots = asyncio.Semaphore(HEADS_AT_ONCE)
 
@@ -80,6 +79,19 @@ async def check_all(
     for (i, url), there in zip(targets, found, strict=True):
         if there:
             numbered(i, confined, batch, _refuse, url)
+
+
+def _published(spec: JobSpec) -> list[ObjectURL]:
+    """What must not exist yet for ``spec`` (a transcode's object; a package's playlist
+    and MPD under its prefix)."""
+    if spec.output is None:
+        return []
+    if spec.kind is JobKind.TRANSCODE:
+        return [parse_object_url(spec.output, what="output")]
+    if spec.kind is JobKind.PACKAGE:
+        prefix = parse_object_url(spec.output, what="output", prefix=True)
+        return [prefix.child(MASTER), prefix.child(MPD)]
+    return []
 
 
 def _refuse(url: ObjectURL) -> None:

@@ -24,7 +24,7 @@ def confine(spec: JobSpec, roots: tuple[Path, ...], objects: tuple[ObjectURL, ..
     """``spec`` with input and output resolved (after symlinks) inside ``roots``, or, as
     ``s3://`` URLs, inside ``objects``; else a :class:`SpecError` naming the rule. The one
     place a job's paths and URLs are checked."""
-    folder = spec.kind is JobKind.THUMBNAIL
+    folder = spec.kind in (JobKind.THUMBNAIL, JobKind.PACKAGE)
     source = _confined(spec.input, roots, objects, what="input")
     output = None
     if spec.output is not None:

@@ -261,6 +261,10 @@ class PackageStep:
     frames: int
     formats: tuple[str, ...] = FORMATS
 
+    def files_list(self) -> list[str]:
+        """Every rendition file, in the renditions' order."""
+        return [name for names in self.files.values() for name in names]
+
     @property
     def video(self) -> tuple[Rendition, ...]:
         return tuple(r for r in self.renditions if r.kind == "video")

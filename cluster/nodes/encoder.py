@@ -16,6 +16,7 @@ transfer under way as it stops ffmpeg.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import shlex
@@ -30,6 +31,7 @@ from cluster.errors import (
     EncodeError,
     EncoderUnavailable,
     ErrorCode,
+    FramefleetError,
     InputError,
     JobFailure,
     ToolMissing,
@@ -43,7 +45,10 @@ from cluster.model.progress import ProgressSnapshot, ProgressThrottle
 from cluster.nodes.packager import PackageFiles
 from cluster.nodes.stager import Peer, StageCancelled, Stager
 from cluster.nodes.stitch import ChunkFiles
+from cluster.storage import objects
 from cluster.storage.roots import to_root
+from cluster.storage.stage import beside_urls, pushed_target
+from cluster.storage.urls import parse_object_url
 
 log = logging.getLogger("framefleet.encoder")
 ProgressSink = Callable[[str, int, ProgressSnapshot], None]
@@ -195,7 +200,7 @@ class EncoderWorker:
         if result.returncode != 0:
             raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
         if current.package is not None:
-            return await self._packaged(order, result, pinned, current.package)
+            return await self._packaged(order, result, pinned, current.package, stager)
         payload: dict[str, Any]
         if order.rendition is not None:
             payload = self._rendered(order, order.rendition, result, pinned.size())
@@ -226,7 +231,12 @@ class EncoderWorker:
         )
 
     async def _packaged(
-        self, order: WorkOrder, result: RunResult, pinned: Pinned, package: PackageFiles
+        self,
+        order: WorkOrder,
+        result: RunResult,
+        pinned: Pinned,
+        package: PackageFiles,
+        stager: Stager | None,
     ) -> WorkOutcome:
         """The package cut, described and checked in its staging folder, then published
         (one rename); the renditions' files removed once it is."""
@@ -236,6 +246,8 @@ class EncoderWorker:
         pinned.check_folders()
         package.publish(overwrite=order.spec.overwrite)
         package.remove_sources()
+        if stager is not None:  # its destination is in object storage: upload it
+            payload = await _uploaded(stager, package, order, payload)
         return WorkOutcome(order.job_id, order.attempt, "succeeded", result=payload,
                            progress=result.progress, notes=list(order.command.notes))  # fmt: skip
 
@@ -354,6 +366,35 @@ class EncoderWorker:
             if current.stager is not None:
                 current.stager.cancel()
                 current.stager.remove()
+
+
+async def _uploaded(
+    stager: Stager, package: PackageFiles, order: WorkOrder, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """A package published in scratch, uploaded under its prefix: segments and init
+    segments first, media playlists next, the multivariant playlist and the MPD last, so
+    a player never reads a manifest that names a missing object. An upload that fails
+    or is cancelled removes what it had uploaded; the renditions' objects go once the
+    package is up."""
+    finals = package.published_files()
+    try:
+        uploaded = await stager.push(finals)
+    except BaseException:
+        targets = [pushed_target(stager.plan, f) for f in finals]
+        await asyncio.shield(asyncio.to_thread(_delete, stager, [t for t in targets if t]))
+        raise
+    prefix = stager.plan.push[0][0]  # where the package goes (the spec is local now)
+    sources = beside_urls(prefix, tuple(order.package.files_list())) if order.package else []
+    await asyncio.to_thread(_delete, stager, [str(u) for u in sources])
+    return {**payload, "output": prefix, "objects": len(uploaded), **stager.moved}
+
+
+def _delete(stager: Stager, urls: list[str]) -> None:
+    for url in urls:
+        try:
+            objects.delete(stager.plan.store, parse_object_url(url, what="output"))
+        except FramefleetError as exc:
+            log.warning("could not remove %s: %s", url, exc)
 
 
 def _decoded(order: WorkOrder, result: RunResult, what: str = "") -> float | None:

@@ -62,6 +62,7 @@ class PackageFiles:
     final: str
     final_path: str
     """The package as the user named it (the folder's path and ``final``)."""
+    folder_path: str
     step: PackageStep
     expected: Expected
     fds: list[int] = field(default_factory=list)
@@ -76,7 +77,7 @@ class PackageFiles:
         frame_s = float(1 / Fraction(step.frame_rate)) if Fraction(step.frame_rate) else 0.04
         expected = Expected(frames, step.duration_s, frame_s, step.segment_s, step.segment_frames)
         shown = os.path.join(out.folder, out.final)
-        files = cls(out.folder_fd, out.partial, out.final, shown, step, expected)
+        files = cls(out.folder_fd, out.partial, out.final, shown, out.folder, step, expected)
         argv = list(pinned.command.argv)
         try:
             os.mkdir(files.staging, 0o755, dir_fd=files.folder_fd)
@@ -295,6 +296,21 @@ class PackageFiles:
         os.rename(self.staging, self.final, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
         if old is not None:
             remove_tree(old, self.folder_fd)
+
+    def published_files(self) -> list[str]:
+        """Every file of the published package (paths on this node), in the order they
+        may be uploaded: media first, then media playlists, the multivariant playlist and
+        the MPD last."""
+        files: list[str] = []
+        for top, _, names, _ in os.fwalk(self.final, dir_fd=self.folder_fd):
+            files += [os.path.join(self.folder_path, top, n) for n in names]
+
+        def rank(path: str) -> tuple[int, str]:
+            name = os.path.basename(path)
+            last = name in (MASTER, MPD)
+            return (2 if last else 1 if name.endswith(".m3u8") else 0, path)
+
+        return sorted(files, key=rank)
 
     def remove_sources(self) -> None:
         """The renditions' hidden files (the package holds them now)."""

@@ -12,7 +12,6 @@ from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.model.jobs import Hardware, JobKind, JobSpec
-from cluster.storage.urls import is_object_url
 
 T = TypeVar("T")
 
@@ -41,11 +40,6 @@ def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
 def _check_package(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
     if spec.output is None or spec.package is None:
         raise SpecError("a package needs an output folder (-o)")
-    if is_object_url(spec.output) or is_object_url(spec.input):
-        raise SpecError(
-            "packages are written to and read from a media root only, not object storage "
-            "(not built yet); give a local folder and upload the published package"
-        )
     if encoders is not None:
         codecs = {r.codec for r in spec.package.ladder} or set(spec.package.codecs)
         for codec in sorted(codecs):

@@ -169,6 +169,23 @@ def list_objects(
     return found
 
 
+def delete_starting(store: ObjectStore, folder: ObjectURL, start: str) -> int:
+    """Remove the objects directly under ``folder`` whose names start with ``start`` (a
+    job's hidden files); how many there were."""
+    key = f"{folder.key}/{start}" if folder.key else start
+    gone = 0
+    try:
+        pages = store.client().get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=folder.bucket, Prefix=key):
+            for item in page.get("Contents", []):
+                if "/" not in item["Key"][len(key) :]:
+                    store.client().delete_object(Bucket=folder.bucket, Key=item["Key"])
+                    gone += 1
+    except Exception as exc:
+        raise mapped(exc, folder, writing=True) from exc
+    return gone
+
+
 def delete(store: ObjectStore, url: ObjectURL) -> None:
     try:
         store.client().delete_object(Bucket=url.bucket, Key=url.key)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.storage.objects import ObjectStore
-from cluster.storage.urls import is_object_url, parse_object_url
+from cluster.storage.urls import ObjectURL, is_object_url, parse_object_url
 
 MIN_OUTPUT_ESTIMATE = 64 * 1024 * 1024
 
@@ -55,10 +55,12 @@ def localize(
     input_bytes: int | None,
     *,
     peer: str | None = None,
+    beside: tuple[str, ...] = (),
 ) -> tuple[JobSpec, StagePlan | None]:
     """``spec`` with its ``s3://`` input and output (and, with a ``peer``, its local
     ones too) replaced by paths in ``folder``, and the plan that moves them; ``(spec,
-    None)`` when nothing moves."""
+    None)`` when nothing moves. ``beside``: objects (names beside an ``s3://`` output) to
+    fetch next to the local output (a package's renditions)."""
     moves_in = is_object_url(spec.input) or peer is not None
     moves_out = spec.output is not None and (is_object_url(spec.output) or peer is not None)
     if not moves_in and not moves_out:
@@ -77,14 +79,30 @@ def localize(
             local_output = posixpath.join(folder, "out")
             push = ((_target(spec.output, prefix=True), local_output),)
             estimate = MIN_OUTPUT_ESTIMATE
+        elif spec.kind is JobKind.PACKAGE:  # a folder of files under a prefix
+            target = _target(spec.output, prefix=True)
+            local_output = posixpath.join(folder, "out", posixpath.basename(target))
+            push = ((target, local_output),)
+            estimate = max(size, MIN_OUTPUT_ESTIMATE)
+            if is_object_url(spec.output):
+                fetch += tuple((str(url), posixpath.join(folder, "out", url.name))
+                               for url in beside_urls(spec.output, beside))  # fmt: skip
+                estimate *= 2  # the renditions, then the package made of them
         else:
             target = _target(spec.output, prefix=False)
             local_output = posixpath.join(folder, "out", posixpath.basename(target))
             push = ((target, local_output),)
             estimate = max(size, MIN_OUTPUT_ESTIMATE)  # a transcode rarely outgrows its source
-    need = (size if fetch else 0) + estimate
+    need = (size if moves_in else 0) + estimate
     local = replace(spec, input=local_input, output=local_output)
     return local, StagePlan(folder, store, fetch, push, need, spec.overwrite, peer)
+
+
+def beside_urls(output: str, names: tuple[str, ...]) -> list[ObjectURL]:
+    """The objects called ``names`` beside the ``s3://`` output ``output``."""
+    target = parse_object_url(output, what="output", prefix=True)
+    parent = parse_object_url(posixpath.dirname(str(target)), what="output", prefix=True)
+    return [parent.child(name) for name in names]
 
 
 def _source(raw: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -39,8 +40,9 @@ from cluster.model.media import MediaInfo
 from cluster.model.split import FrameIndex
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.costs import expected_speed
+from cluster.storage import objects
 from cluster.storage.roots import Pairs, look, root_of, to_node
-from cluster.storage.urls import is_object_url
+from cluster.storage.urls import is_object_url, parse_object_url
 
 IndexFn = Callable[[str, tuple[Path, ...], int, int | None], Awaitable[FrameIndex]]
 """Reads every frame's time in a file this machine sees (:func:`index_file`)."""
@@ -172,6 +174,8 @@ class MediaReach:
         or through a node that sees it (in the background: the task is returned, for a
         caller that must know it is done). An object store holds nothing partial."""
         out = job.spec.output
+        if out and is_object_url(out) and tasks:  # what its tasks uploaded beside it
+            return self._track(asyncio.create_task(self._clear_objects(out, job.id)))
         if not out or is_object_url(out):
             return None
         folder = out if job.spec.kind is JobKind.THUMBNAIL else str(Path(out).parent)
@@ -182,10 +186,24 @@ class MediaReach:
         seers = self.seers(self.roots_of(job.spec))
         if not seers:
             return None
-        task = asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id, tasks))
+        return self._track(asyncio.create_task(self._clear_on(seers[0].node_id, folder, job.id,
+                                                              tasks)))  # fmt: skip
+
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._clearing.add(task)
         task.add_done_callback(self._clearing.discard)
         return task
+
+    async def _clear_objects(self, output: str, job_id: str) -> None:
+        """The hidden objects a job graph's tasks uploaded beside its ``s3://`` output
+        (``.<name>.<job>-<key>...``: a package's renditions)."""
+        target = parse_object_url(output, what="output", prefix=True)
+        folder = parse_object_url(posixpath.dirname(str(target)), what="output", prefix=True)
+        try:
+            await asyncio.to_thread(objects.delete_starting, self.store, folder,
+                                    f".{target.name}.{job_id}-")  # fmt: skip
+        except FramefleetError as exc:
+            log.warning("could not remove the task objects of job %s: %s", job_id, exc)
 
     async def _clear_on(self, node_id: str, folder: str, job_id: str, tasks: bool) -> None:
         try:

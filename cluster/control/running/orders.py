@@ -12,6 +12,7 @@ from cluster.media.encoders import CATALOG, choose_encoder
 from cluster.media.work import WorkOrder, plan_work
 from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
+from cluster.model.package import PackageStep
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.planner import Placement
 from cluster.storage.objects import ObjectStore
@@ -39,7 +40,11 @@ def work_order(
     elsewhere (``media_map``), the node's paths."""
     attempt = job.attempts + 1
     folder = posixpath.join(scratch, f"{job.id}.{attempt}")
-    spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from)
+    step = job.task.step if job.task else None
+    beside = tuple(n for names in step.files.values() for n in names) \
+        if isinstance(step, PackageStep) else ()  # fmt: skip
+    spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from,
+                           beside=beside)  # fmt: skip
     if media_map and placement.media_from is None:
         output = to_node(spec.output, media_map) if spec.output is not None else None
         spec = replace(spec, input=to_node(spec.input, media_map), output=output)
@@ -62,7 +67,7 @@ def work_order(
         roots=roots,
         stage=stage,
         media_map=media_map if placement.media_from is None else (),
-        step=job.task.step if job.task else None,
+        step=step,
     )
 
 
