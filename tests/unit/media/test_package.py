@@ -4,12 +4,13 @@ and MPD written from the measurements."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
 
 from cluster.errors import ConfigError, InputError, SpecError
-from cluster.media.cmaf import Fragment, Init
+from cluster.media.cmaf import NON_SYNC, CmafError, Fragment, Init, read_fragments, read_init
 from cluster.media.encoders import CATALOG
 from cluster.media.ladder import default_cap, resolve
 from cluster.media.manifests import (
@@ -252,3 +253,72 @@ def test_a_watch_rule_packages_each_master_into_a_folder_of_its_own(tmp_path: Pa
     with pytest.raises(ConfigError, match="a package rule needs an output folder"):
         FolderWatcher(WatchRule(tmp_path / "in", None, {"kind": "package"}), tmp_path / "w.db",
                       submit=lambda s: s).spec_for(tmp_path / "in" / "a.mov")  # type: ignore[arg-type,return-value]  # fmt: skip
+
+
+# ---- CMAF boxes --------------------------------------------------------------------------
+
+
+def box(kind: bytes, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def full(kind: bytes, version: int, flags: int, *parts: bytes) -> bytes:
+    return box(kind, bytes([version]) + flags.to_bytes(3, "big"), *parts)
+
+
+def init_segment(handler: bytes, entry: bytes) -> bytes:
+    mdhd = full(b"mdhd", 0, 0, struct.pack(">IIII", 0, 0, 12800, 0), b"\0\0\0\0")
+    hdlr = full(b"hdlr", 0, 0, b"\0\0\0\0", handler, b"\0" * 12, b"\0")
+    stsd = full(b"stsd", 0, 0, struct.pack(">I", 1), entry)
+    trak = box(b"trak", box(b"mdia", mdhd, hdlr, box(b"minf", box(b"stbl", stsd))))
+    trex = full(b"trex", 0, 0, struct.pack(">IIIII", 1, 1, 512, 0, NON_SYNC))
+    return box(b"ftyp", b"iso6\0\0\0\0") + box(b"moov", trak, box(b"mvex", trex))
+
+
+def visual(fourcc: bytes, config: bytes) -> bytes:
+    header = b"\0" * 6 + b"\0\x01" + b"\0" * 16 + struct.pack(">HH", 1920, 1080) + b"\0" * 50
+    return box(fourcc, header, config)
+
+
+@pytest.mark.parametrize(
+    ("entry", "codecs"),
+    [
+        (visual(b"avc1", box(b"avcC", bytes([1, 0x64, 0x00, 0x28, 0xFF]))), "avc1.640028"),
+        # Apple's example: Main profile, compatibility 0x60000000, level 93, constraint B0
+        (visual(b"hvc1", box(b"hvcC", bytes([1, 0x01, 0x60, 0, 0, 0, 0xB0, 0, 0, 0, 0, 0, 93]))),
+         "hvc1.1.6.L93.B0"),
+        (visual(b"av01", box(b"av1C", bytes([0x81, 0x08, 0x0C, 0]))), "av01.0.08M.08"),
+    ],
+)  # fmt: skip
+def test_codecs_strings_come_from_the_configuration_records(entry: bytes, codecs: str) -> None:
+    init = read_init(init_segment(b"vide", entry))
+    assert (init.codecs, init.width, init.height, init.timescale) == (codecs, 1920, 1080, 12800)
+
+
+def test_audio_codecs_and_fragments_are_read_box_by_box() -> None:
+    esds = full(b"esds", 0, 0, bytes([0x03, 0x19, 0, 1, 0, 0x04, 0x11, 0x40, 0x15]) + b"\0" * 11
+                + bytes([0x05, 0x02, 0x11, 0x90]))  # fmt: skip
+    audio = box(b"mp4a", b"\0" * 6 + b"\0\x01" + b"\0" * 8 + struct.pack(">HHI", 2, 16, 0)
+                + struct.pack(">I", 48000 << 16), esds)  # fmt: skip
+    data = init_segment(b"soun", audio)
+    init = read_init(data)
+    assert (init.codecs, init.channels, init.sample_rate) == ("mp4a.40.2", 2, 48000)
+    # one fragment: 3 samples, the first a sync sample (first-sample-flags 0)
+    trun = full(
+        b"trun", 0, 0x1 | 0x4 | 0x200, struct.pack(">IiI", 3, 0, 0), struct.pack(">III", 10, 20, 30)
+    )
+    tfhd = full(b"tfhd", 0, 0x20000, struct.pack(">I", 1))
+    tfdt = full(b"tfdt", 1, 0, struct.pack(">Q", 2**33))
+    moof = box(b"moof", box(b"traf", tfhd, tfdt, trun))
+    offset = len(moof) + 8  # the samples start after the mdat's header
+    trun = full(b"trun", 0, 0x1 | 0x4 | 0x200, struct.pack(">IiI", 3, offset, 0),
+                struct.pack(">III", 10, 20, 30))  # fmt: skip
+    moof = box(b"moof", box(b"traf", tfhd, tfdt, trun))
+    data += moof + box(b"mdat", b"\0" * 60)
+    (fragment,) = read_fragments(data, init)
+    assert (fragment.decode_time, fragment.duration, fragment.samples, fragment.sync) == (
+        2**33, 3 * 512, 3, True)  # fmt: skip
+    assert fragment.first_sample_end - fragment.start == offset + 10
+    with pytest.raises(CmafError, match="has no mdat"):
+        read_fragments(data[: -(60 + 8)], init)
