@@ -259,6 +259,7 @@ def package(
     ] = "h264",
     segment: Annotated[float, typer.Option(help="Segment length in seconds.")] = 6.0,
     formats: Annotated[str, typer.Option("--format", help="hls, dash or hls,dash.")] = "hls,dash",
+    split: SplitOpt = "auto",
     speed: SpeedOpt = Speed.MEDIUM,
     hardware: HardwareOpt = Hardware.AUTO,
     priority: Priority = 0,
@@ -275,6 +276,7 @@ def package(
         hardware=hardware,
         priority=priority,
         overwrite=overwrite,
+        split=split,
         package=PackageOptions.parse(
             {"ladder": ladder or "", "codecs": codec, "segment_s": segment, "formats": formats}
         ),

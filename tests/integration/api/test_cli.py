@@ -104,6 +104,29 @@ def test_encode_succeeds_and_reports_the_output(media: Path, tmp_path: Path) -> 
     assert streams(dst, "video")[0]["codec_name"] == "hevc"
 
 
+def test_a_bad_ladder_is_refused_in_one_line_naming_the_rung(media: Path, tmp_path: Path) -> None:
+    proc = cli("package", str(media / "clip.mp4"), "-o", str(tmp_path / "p"), "--ladder",
+               "240,240:vp9")  # fmt: skip
+    assert proc.returncode == 2
+    assert one_line_error(proc) == (
+        "framefleet: ladder rung 2 (240p vp9): unknown codec 'vp9'; choose h264, hevc, av1"
+    )
+    assert not (tmp_path / "p").exists()
+
+
+def test_package_writes_hls_and_dash_and_reports_each_rendition(
+    media: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "show"
+    proc = cli("package", str(media / "clip.mp4"), "-o", str(out), "--ladder", "240,144",
+               "--segment", "2", "--data-dir", str(tmp_path / "data"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"✓ {out}: master.m3u8, manifest.mpd;" in proc.stdout
+    assert "v240h264: 320x240 avc1.64" in proc.stdout and "v144h264: 192x144" in proc.stdout
+    assert (out / "master.m3u8").is_file() and (out / "manifest.mpd").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 def test_a_failed_job_exits_1_with_its_reason(tmp_path: Path) -> None:
     (tmp_path / "notes.mp4").write_text("hello " * 50)
     proc = cli(
