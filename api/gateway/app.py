@@ -25,7 +25,7 @@ from api.gateway.auth import require_token
 from api.gateway.events import EventHub
 from api.gateway.metrics import metrics_router, registry_for
 from api.gateway.routers import cluster as cluster_routes
-from api.gateway.routers import health, jobs, ui, ws
+from api.gateway.routers import health, jobs, packages, ui, ws
 from api.gateway.schemas import JobView
 from api.settings import Settings
 from cluster import (
@@ -126,6 +126,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(health.router)
     secured = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=secured)
+    app.include_router(packages.router, dependencies=secured)  # a package's files, for players
     app.include_router(cluster_routes.router, dependencies=secured)
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(ws.router)  # authenticates itself (browsers cannot send headers)
