@@ -3,7 +3,9 @@
 The page is static HTML, CSS and one script, served from the package (no CDN, nothing
 inline, so the Content-Security-Policy allows only this origin). It reads the same
 ``/v1`` routes and ``/v1/ws`` events as any client, authenticated by the session cookie
-:mod:`api.gateway.auth` describes.
+:mod:`api.gateway.auth` describes. A finished package plays in the page with hls.js and
+dash.js, vendored and pinned in ``ui/vendor/`` (its README says how to refresh them), and
+loaded only when a package is shown.
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ from api.gateway.auth import (
 )
 
 router = APIRouter(tags=["ui"], include_in_schema=False)
+JS = "text/javascript; charset=utf-8"
 ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
-    "icon.svg": "image/svg+xml",
+    "app.js": ("app.js", JS),
+    "app.css": ("app.css", "text/css; charset=utf-8"),
+    "icon.svg": ("icon.svg", "image/svg+xml"),
+    # The players, pinned (ui/vendor/README.md); hls.js's transmuxing worker is a file of
+    # its own, so the worker is a script from this origin, not a blob.
+    "hls.min.js": ("vendor/hls.min.js", JS),
+    "hls.worker.js": ("vendor/hls.worker.js", JS),
+    "dash.mediaplayer.min.js": ("vendor/dash.mediaplayer.min.js", JS),
 }
 PAGE_HEADERS = {
+    # media-src is the one addition the players need. blob: Media Source Extensions play
+    # from a blob: URL of a MediaSource that the player fills with segments it fetched
+    # itself (connect-src 'self'). data: hls.js gives each subtitle <track> the empty
+    # source `data:,WEBVTT` (for Chrome's captions menu) and adds the cues itself. Workers
+    # fall back to script-src ('self': hls.js is given the URL of its worker file), so
+    # no worker-src and no blob: script.
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "connect-src 'self'; media-src blob: data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -44,8 +59,8 @@ PAGE_HEADERS = {
 WRONG_TOKEN = HTTPException(status_code=401, detail="that token is not valid for this gateway")
 
 
-def _asset(name: str) -> bytes:
-    return files("api.gateway").joinpath("ui", name).read_bytes()
+def _asset(path: str) -> bytes:
+    return files("api.gateway").joinpath("ui", *path.split("/")).read_bytes()
 
 
 @router.get("/")
@@ -61,10 +76,15 @@ async def page() -> Response:
 
 @router.get("/ui/assets/{name}")
 async def asset(name: str) -> Response:
-    kind = ASSETS.get(name)
-    if kind is None:
+    found = ASSETS.get(name)
+    if found is None:
         raise HTTPException(status_code=404, detail=f"no asset {name!r}")
-    return Response(_asset(name), media_type=kind, headers=PAGE_HEADERS)
+    path, kind = found
+    try:
+        content = _asset(path)
+    except FileNotFoundError:  # an install without ui/vendor/ (its package data)
+        raise HTTPException(status_code=404, detail=f"{name} is not installed here") from None
+    return Response(content, media_type=kind, headers=PAGE_HEADERS)
 
 
 def _from_page(request: Request) -> None:

@@ -97,6 +97,7 @@ function signedOut() {
     socket = null;
   }
   clearInterval(nodesTimer);
+  stopPreview();
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("signin").hidden = false;
@@ -405,6 +406,7 @@ function renderDetail() {
   for (const note of job.notes || []) rows.push(["Note", note]);
   $("detail-fields").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
   $("detail-result").textContent = job.result ? JSON.stringify(job.result, null, 2) : "–";
+  syncPreview(job);
 }
 
 function codecStates(gpu) {
@@ -433,6 +435,226 @@ function renderNodes() {
   $("node-cards").replaceChildren(...cards);
 }
 
+// ---- a finished package, played -----------------------------------------------------
+// The players are the gateway's own pinned copies (ui/vendor/), loaded when a package is
+// first shown. They fetch the package from /v1/jobs/{id}/package/… with the session
+// cookie (same origin), so no token is ever in a URL.
+
+const ASSETS = "/ui/assets/";
+const PLAYERS = { hls: "hls.min.js", dash: "dash.mediaplayer.min.js" };
+const HLS_WORKER = `${ASSETS}hls.worker.js`; // a script of this origin, not a blob: (CSP)
+const FORMAT_NAMES = { hls: "HLS", dash: "DASH" };
+const scripts = new Map(); // src -> the promise of its loading
+const preview = { jobId: null, format: null, player: null, wanted: "", playing: null, seq: 0 };
+
+function loadScript(name) {
+  const src = ASSETS + name;
+  if (!scripts.has(src)) {
+    scripts.set(src, new Promise((resolve, reject) => {
+      const failed = () => {
+        scripts.delete(src); // another try may load it
+        reject(new Error(`the player ${name} could not be loaded`));
+      };
+      document.head.append(el("script", { src, onload: resolve, onerror: failed }));
+    }));
+  }
+  return scripts.get(src);
+}
+
+/** A succeeded package job's playlists and video renditions, or null. */
+function packageOf(job) {
+  const result = job && job.kind === "package" && job.status === "succeeded" && job.result;
+  if (!result || !result.playlists) return null;
+  const formats = Object.keys(FORMAT_NAMES).filter((f) => result.playlists[f]);
+  const videos = (result.renditions || []).filter((r) => r.kind === "video");
+  return formats.length ? { playlists: result.playlists, formats, videos } : null;
+}
+
+function packageUrl(id, name) {
+  return `/v1/jobs/${encodeURIComponent(id)}/package/${name.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+function renditionLabel(r) {
+  const kbps = r.peak_bps ? ` · ${Math.round(r.peak_bps / 1000)} kb/s` : "";
+  return `${r.height}p ${r.codec || ""} (${r.width}×${r.height}${kbps})`;
+}
+
+function syncPreview(job) {
+  const pkg = packageOf(job);
+  if (!pkg) {
+    stopPreview();
+    return;
+  }
+  $("preview").hidden = false;
+  if (preview.jobId === job.id) return;
+  stopPreview();
+  preview.jobId = job.id;
+  preview.wanted = "";
+  for (const radio of document.querySelectorAll("input[name='preview-format']")) {
+    radio.disabled = !pkg.formats.includes(radio.value);
+    radio.checked = radio.value === pkg.formats[0];
+  }
+  const options = pkg.videos.map((r) => el("option", { value: r.key, text: renditionLabel(r) }));
+  $("preview-rendition").replaceChildren(el("option", { value: "", text: "auto (adaptive)" }), ...options);
+  play(pkg.formats[0]);
+}
+
+function watchVideo(video) {
+  video.addEventListener("resize", () => preview.playing && showNow());
+}
+
+/** The player stopped, and a new <video> in its element's place: a player leaves text
+ * tracks on its element (dash.js's cannot be removed) that the next one would show too. */
+function stopPlayer() {
+  preview.seq++;
+  if (preview.player) preview.player.destroy();
+  preview.player = null;
+  preview.playing = null;
+  const old = $("preview-video");
+  old.removeAttribute("src");
+  old.load(); // lets go of the MediaSource and what it buffered
+  const video = old.cloneNode(false);
+  video.muted = old.muted;
+  video.volume = old.volume;
+  watchVideo(video);
+  old.replaceWith(video);
+}
+
+function stopPreview() {
+  if (preview.jobId === null) return;
+  stopPlayer();
+  preview.jobId = null;
+  preview.format = null;
+  $("preview").hidden = true;
+  $("preview-now").textContent = "";
+  $("preview-error").textContent = "";
+}
+
+function playerFailed(message) {
+  $("preview-error").textContent = message;
+  console.error(`framefleet preview: ${message}`);
+}
+
+async function play(format) {
+  const was = $("preview-video");
+  const resume = preview.player ? { at: was.currentTime, playing: !was.paused } : { at: 0, playing: false };
+  stopPlayer();
+  const video = $("preview-video");
+  const seq = preview.seq;
+  const id = preview.jobId;
+  const pkg = packageOf(jobs.get(id));
+  preview.format = format;
+  $("preview-error").textContent = "";
+  showNow(`loading ${FORMAT_NAMES[format]}…`);
+  try {
+    await loadScript(PLAYERS[format]);
+  } catch (err) {
+    if (seq === preview.seq) playerFailed(err.message);
+    return;
+  }
+  if (seq !== preview.seq || !pkg) return; // another format or job was chosen meanwhile
+  const url = packageUrl(id, pkg.playlists[format]);
+  try {
+    preview.player = format === "hls" ? startHls(video, url, resume.at) : startDash(video, url, resume.at);
+  } catch (err) {
+    playerFailed(`${FORMAT_NAMES[format]}: ${err.message}`);
+    return;
+  }
+  if (preview.player && resume.playing) video.play().catch(() => null);
+}
+
+function showNow(text) {
+  const now = $("preview-now");
+  now.dataset.format = preview.format || "";
+  now.dataset.rendition = preview.playing || "";
+  if (text !== undefined) {
+    now.textContent = text;
+    return;
+  }
+  const video = $("preview-video");
+  const size = video.videoHeight ? ` at ${video.videoWidth}×${video.videoHeight}` : "";
+  const mode = preview.wanted ? "chosen" : "adaptive";
+  now.textContent = `${FORMAT_NAMES[preview.format]}: showing ${preview.playing || "–"}${size} (${mode})`;
+}
+
+function rendered(key) {
+  preview.playing = key;
+  showNow();
+}
+
+/** The rendition a URL of the package belongs to: its folder (``v360h264/index.m3u8``). */
+function keyOfUrl(url) {
+  const parts = new URL(url, location.href).pathname.split("/");
+  return decodeURIComponent(parts[parts.length - 2] || "");
+}
+
+function startHls(video, url, at) {
+  if (!window.Hls || !Hls.isSupported()) {
+    playerFailed("this browser cannot play HLS through Media Source Extensions");
+    return null;
+  }
+  const hls = new Hls({ workerPath: HLS_WORKER, startPosition: at || -1 });
+  const levelOf = (key) => hls.levels.findIndex((level) => keyOfUrl(level.url) === key);
+  const choose = () => {
+    hls.currentLevel = preview.wanted ? levelOf(preview.wanted) : -1; // -1: adaptive
+    showNow();
+  };
+  hls.on(Hls.Events.MANIFEST_PARSED, choose);
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => rendered(keyOfUrl(hls.levels[data.level].url)));
+  hls.on(Hls.Events.ERROR, (_, data) => {
+    const what = `HLS ${data.type}: ${data.details}${data.reason ? ` (${data.reason})` : ""}${data.error ? `: ${data.error.message}` : ""}`;
+    if (data.fatal) {
+      playerFailed(what);
+      hls.destroy();
+      if (preview.player && preview.player.hls === hls) preview.player = null;
+    } else {
+      console.warn(`framefleet preview: ${what}`); // hls.js recovers from these itself
+    }
+  });
+  hls.loadSource(url);
+  hls.attachMedia(video);
+  return { hls, choose, destroy: () => hls.destroy() };
+}
+
+function startDash(video, url, at) {
+  if (!window.dashjs || !(window.MediaSource || window.ManagedMediaSource)) {
+    playerFailed("this browser cannot play DASH through Media Source Extensions");
+    return null;
+  }
+  const events = dashjs.MediaPlayer.events;
+  const player = dashjs.MediaPlayer().create();
+  const choose = () => {
+    const chosen = Boolean(preview.wanted);
+    player.updateSettings({ streaming: { abr: { autoSwitchBitrate: { video: !chosen } } } });
+    if (chosen) player.setRepresentationForTypeById("video", preview.wanted, true); // replace what is buffered
+    showNow();
+  };
+  player.updateSettings({
+    debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+    streaming: { abr: { autoSwitchBitrate: { video: !preview.wanted } } },
+  });
+  player.on(events.STREAM_INITIALIZED, choose);
+  player.on(events.QUALITY_CHANGE_RENDERED, (e) => {
+    if (e.mediaType === "video" && e.newRepresentation) rendered(e.newRepresentation.id);
+  });
+  player.on(events.ERROR, (e) => {
+    const err = e.error || {};
+    playerFailed(`DASH error ${err.code ?? ""}: ${err.message || "unknown"}`);
+  });
+  player.on(events.PLAYBACK_ERROR, (e) => playerFailed(`DASH playback: ${(e.error && e.error.message) || "media error"}`));
+  player.initialize(video, url, false, at || 0);
+  return { choose, destroy: () => player.reset() };
+}
+
+function chooseFormat(event) {
+  if (event.target.checked && preview.jobId !== null && event.target.value !== preview.format) play(event.target.value);
+}
+
+function chooseRendition() {
+  preview.wanted = $("preview-rendition").value;
+  if (preview.player) preview.player.choose();
+}
+
 // ---- start --------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -441,8 +663,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("submit-form").addEventListener("submit", submitJob);
   $("detail-close").addEventListener("click", () => {
     shownJob = null;
+    stopPreview();
     $("detail").hidden = true;
   });
+  $("preview-format").addEventListener("change", chooseFormat);
+  $("preview-rendition").addEventListener("change", chooseRendition);
+  watchVideo($("preview-video"));
   const session = await api("GET", "/ui/session").catch(() => ({ signed_in: false }));
   if (session.signed_in) await start();
   else signedOut();
