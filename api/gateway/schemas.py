@@ -15,36 +15,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SpecFields(Strict):
-    """What a job does, apart from its input; shared by single and batch submits."""
-
-    kind: JobKind = JobKind.TRANSCODE
-    codec: Codec = Codec.H264
-    quality: int | None = Field(default=None, ge=0, le=51)
-    speed: Speed = Speed.MEDIUM
-    hardware: Hardware = Hardware.AUTO
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    keep_10bit: bool = False
-    overwrite: bool = False
-    thumbnail_at: float | None = Field(default=None, ge=0, le=1e7, allow_inf_nan=False)
-    thumbnail_count: int | None = Field(default=None, ge=1, le=100)
-    thumbnail_width: int | None = Field(default=None, ge=16, le=7680)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
-    callback_url: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=2048,
-        description="POSTed the job's view, signed, when the job ends; its host must be "
-        "listed in FRAMEFLEET_WEBHOOK_HOSTS. On a batch: each job's.",
-    )
-    split: str | float = Field(
-        default="auto",
-        description="A transcode's video in chunks across the farm, joined frame-exact: "
-        "'auto' (when the input is over a minute and encoders are free), 'off', or about "
-        "how many seconds a chunk lasts.",
-    )
-
-
 class RungRequest(Strict):
     """One rung of a package's ladder."""
 
@@ -87,6 +57,39 @@ class PackageRequest(Strict):
     )
 
 
+class SpecFields(Strict):
+    """What a job does, apart from its input; shared by single and batch submits."""
+
+    kind: JobKind = JobKind.TRANSCODE
+    codec: Codec = Codec.H264
+    quality: int | None = Field(default=None, ge=0, le=51)
+    speed: Speed = Speed.MEDIUM
+    hardware: Hardware = Hardware.AUTO
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    keep_10bit: bool = False
+    overwrite: bool = False
+    thumbnail_at: float | None = Field(default=None, ge=0, le=1e7, allow_inf_nan=False)
+    thumbnail_count: int | None = Field(default=None, ge=1, le=100)
+    thumbnail_width: int | None = Field(default=None, ge=16, le=7680)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="POSTed the job's view, signed, when the job ends; its host must be "
+        "listed in FRAMEFLEET_WEBHOOK_HOSTS. On a batch: each job's.",
+    )
+    package: PackageRequest | None = Field(
+        default=None, description="A package job's ladder, segment length and formats."
+    )
+    split: str | float = Field(
+        default="auto",
+        description="A transcode's video in chunks across the farm, joined frame-exact: "
+        "'auto' (when the input is over a minute and encoders are free), 'off', or about "
+        "how many seconds a chunk lasts.",
+    )
+
+
 class JobRequest(SpecFields):
     input: str = Path_
     output: str | None = Field(
@@ -94,9 +97,6 @@ class JobRequest(SpecFields):
         min_length=1,
         max_length=4096,
         description="An output file (transcode) or folder (thumbnail, package).",
-    )
-    package: PackageRequest | None = Field(
-        default=None, description="A package job's ladder, segment length and formats."
     )
 
     def to_spec(self) -> JobSpec:

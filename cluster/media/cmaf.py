@@ -11,11 +11,14 @@ ISO/IEC 14496-12 boxes read here: ``ftyp moov trak tkhd mdia mdhd hdlr minf stbl
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"traf"})
+Buffer = bytes | memoryview | mmap.mmap
+"""What the readers take: the file's bytes, or the file mapped into memory."""
 NON_SYNC = 0x10000
 """``sample_is_non_sync_sample`` in a sample's flags."""
 
@@ -34,7 +37,7 @@ class Box:
     """Where its content starts."""
 
 
-def boxes(data: bytes | memoryview, start: int = 0, end: int | None = None) -> Iterator[Box]:
+def boxes(data: Buffer, start: int = 0, end: int | None = None) -> Iterator[Box]:
     """The boxes laid out between ``start`` and ``end`` (one level)."""
     end = len(data) if end is None else end
     at = start
@@ -54,7 +57,7 @@ def boxes(data: bytes | memoryview, start: int = 0, end: int | None = None) -> I
         at += size
 
 
-def _find(data: bytes | memoryview, box: Box, path: tuple[bytes, ...]) -> Box | None:
+def _find(data: Buffer, box: Box, path: tuple[bytes, ...]) -> Box | None:
     here: Box | None = box
     for kind in path:
         if here is None:
@@ -87,8 +90,16 @@ class Init:
     """Bytes of ``ftyp`` + ``moov`` (the init segment)."""
 
 
-def read_init(data: bytes | memoryview) -> Init:
-    """The first track of a fragmented MP4's ``moov``."""
+def read_init(data: Buffer) -> Init:
+    """The first track of a fragmented MP4's ``moov``; a :class:`CmafError` when the
+    boxes do not hold what they must."""
+    try:
+        return _init(data)
+    except (struct.error, IndexError) as exc:
+        raise CmafError(f"the init segment is cut short or malformed ({exc})") from None
+
+
+def _init(data: Buffer) -> Init:
     top = list(boxes(data))
     moov = next((b for b in top if b.kind == b"moov"), None)
     if moov is None:
@@ -125,7 +136,7 @@ def read_init(data: bytes | memoryview) -> Init:
     return Init(handler, timescale, codecs, size=init_end, **fields)
 
 
-def _video_codecs(data: bytes | memoryview, entry: Box, children: int) -> str:
+def _video_codecs(data: Buffer, entry: Box, children: int) -> str:
     fourcc = entry.kind.decode("ascii", "replace")
     for child in boxes(data, children, entry.end):
         body = child.body
@@ -152,7 +163,7 @@ def _video_codecs(data: bytes | memoryview, entry: Box, children: int) -> str:
     raise CmafError(f"a {fourcc} sample entry without its configuration record")
 
 
-def _audio_codecs(data: bytes | memoryview, entry: Box, children: int) -> str:
+def _audio_codecs(data: Buffer, entry: Box, children: int) -> str:
     fourcc = entry.kind.decode("ascii", "replace")
     for child in boxes(data, children, entry.end):
         if child.kind == b"esds":
@@ -176,8 +187,9 @@ def _esds_type(payload: bytes) -> str:
                 break
         if tag == 0x03:  # ES_Descriptor: ES_ID, flags, then nested descriptors
             flags = payload[at + 2]
-            at += 3 + (2 if flags & 0x80 else 0) + (1 + payload[at + 3] if flags & 0x40 else 0)
-            at += 2 if flags & 0x20 else 0
+            at += 3 + (2 if flags & 0x80 else 0)  # ES_ID and flags, dependsOn_ES_ID
+            at += 1 + payload[at] if flags & 0x40 else 0  # URL_length and the URL
+            at += 2 if flags & 0x20 else 0  # OCR_ES_Id
             continue
         if tag == 0x04:  # DecoderConfigDescriptor: objectTypeIndication first, 13 bytes
             object_type = payload[at]
@@ -218,11 +230,24 @@ class Fragment:
         return self.end - self.start
 
 
-def read_fragments(data: bytes | memoryview, init: Init) -> list[Fragment]:
-    """Every fragment after the init segment, in order; a :class:`CmafError` on a
-    ``moof`` not followed by its ``mdat``."""
+def read_fragments(data: Buffer, init: Init) -> list[Fragment]:
+    """Every fragment after the init segment, in order (an ``mfra`` index after them
+    ends the read); a :class:`CmafError` on a ``moof`` not followed by its ``mdat``, or
+    on a box that does not hold what it must."""
+    try:
+        return _fragments(data, init)
+    except (struct.error, IndexError) as exc:
+        raise CmafError(f"a box is cut short or malformed ({exc})") from None
+
+
+def _fragments(data: Buffer, init: Init) -> list[Fragment]:
     out: list[Fragment] = []
-    top = [b for b in boxes(data) if b.kind in (b"moof", b"mdat")]
+    top = []
+    for box in boxes(data):
+        if box.kind == b"mfra":
+            break
+        if box.kind in (b"moof", b"mdat"):
+            top.append(box)
     for moof, mdat in zip(top[::2], top[1::2], strict=False):
         if moof.kind != b"moof" or mdat.kind != b"mdat":
             raise CmafError(f"a fragment at byte {moof.start} is not a moof then an mdat")
@@ -242,12 +267,12 @@ class _Defaults:
     base: int
 
 
-def _fragment(data: bytes | memoryview, moof: Box, mdat: Box, init: Init) -> Fragment:
+def _fragment(data: Buffer, moof: Box, mdat: Box, init: Init) -> Fragment:
     traf = _find(data, moof, (b"traf",))
     if traf is None:
         raise CmafError(f"a moof at byte {moof.start} has no traf")
     defaults = _Defaults(init.default_duration, init.default_size, init.default_flags, moof.start)
-    decode_time, samples, total, sync, first_end = 0, 0, 0, False, mdat.body
+    decode_time, samples, total, sync, first_end = -1, 0, 0, False, mdat.body
     for box in boxes(data, traf.body, traf.end):
         flags = int.from_bytes(data[box.body + 1 : box.body + 4], "big")
         if box.kind == b"tfhd":
@@ -261,10 +286,12 @@ def _fragment(data: bytes | memoryview, moof: Box, mdat: Box, init: Init) -> Fra
                 sync, first_end = first
             total += duration
             samples += count
+    if decode_time < 0:
+        raise CmafError(f"a fragment at byte {moof.start} has no tfdt (its decode time)")
     return Fragment(moof.start, mdat.end, decode_time, total, samples, sync, first_end)
 
 
-def _tfhd(data: bytes | memoryview, at: int, flags: int, defaults: _Defaults) -> None:
+def _tfhd(data: Buffer, at: int, flags: int, defaults: _Defaults) -> None:
     """The ``tfhd``'s overrides (``at``: after its track id)."""
     if flags & 0x1:
         defaults.base = struct.unpack_from(">Q", data, at)[0]
@@ -278,7 +305,7 @@ def _tfhd(data: bytes | memoryview, at: int, flags: int, defaults: _Defaults) ->
 
 
 def _trun(
-    data: bytes | memoryview, at: int, flags: int, defaults: _Defaults, mdat: Box
+    data: Buffer, at: int, flags: int, defaults: _Defaults, mdat: Box
 ) -> tuple[int, int, tuple[bool, int] | None]:
     """A ``trun``'s sample count, total duration, and its first sample's sync flag and
     data end (``None``: no samples)."""

@@ -17,7 +17,13 @@ from cluster.media.paths import (
     resolve,
 )
 from cluster.model.jobs import JobKind, JobSpec
-from cluster.storage.urls import ObjectURL, confine_object, is_object_url, is_url
+from cluster.storage.urls import (
+    ObjectURL,
+    confine_object,
+    is_object_url,
+    is_url,
+    parse_object_url,
+)
 
 
 def confine(spec: JobSpec, roots: tuple[Path, ...], objects: tuple[ObjectURL, ...] = ()) -> JobSpec:
@@ -31,7 +37,25 @@ def confine(spec: JobSpec, roots: tuple[Path, ...], objects: tuple[ObjectURL, ..
         output = _confined(spec.output, roots, objects, what="output", prefix=folder)
     if output is not None and output == source and is_object_url(output):
         raise OutputError(f"output {output} is the input itself; choose another name")
+    if spec.kind is JobKind.PACKAGE and output is not None:
+        _below_a_root(output, roots, objects)
     return replace(spec, input=source, output=output)
+
+
+def _below_a_root(output: str, roots: tuple[Path, ...], objects: tuple[ObjectURL, ...]) -> None:
+    """A package is a folder of its own below a root, never a root itself (its renditions
+    are made beside it, inside the root)."""
+    if is_url(output):
+        url = parse_object_url(output, what="output", prefix=True)
+        top = not url.key or any(url == root for root in objects)
+    else:
+        top = Path(output) in {r.resolve() for r in roots} or Path(output) == Path(output).parent
+    if top:
+        raise SpecError(
+            f"output {output} is a media root; give the package a folder inside it "
+            f"({output.rstrip('/')}/show)",
+            code=ErrorCode.OUTSIDE_ROOTS,
+        )
 
 
 def _confined(
@@ -73,4 +97,5 @@ def check_destination(spec: JobSpec, where: Callable[[str], str | None] = lambda
     elif spec.kind is JobKind.THUMBNAIL:
         check_output_folder(Path(output))
     elif spec.kind is JobKind.PACKAGE:
-        check_package_folder(Path(output), overwrite=spec.overwrite)
+        source = Path(where(spec.input) or spec.input)
+        check_package_folder(Path(output), input_path=source, overwrite=spec.overwrite)

@@ -75,7 +75,12 @@ class Track:
 
     @property
     def peak_bps(self) -> int:
-        return max((_bps(s.size, self.seconds(s.duration)) for s in self.segments), default=0)
+        """The peak segment bitrate (RFC 8216 4.3.4.2): the highest rate over runs of
+        consecutive segments lasting at least half the target duration (a short last
+        segment counts with those before it)."""
+        longest = max((self.seconds(s.duration) for s in self.segments), default=0.0)
+        runs = [(s.size, self.seconds(s.duration)) for s in self.segments]
+        return peak(runs, math.floor(longest + 0.5) / 2)
 
     @property
     def average_bps(self) -> int:
@@ -83,12 +88,38 @@ class Track:
 
     @property
     def iframe_peak_bps(self) -> int:
-        rates = [_bps(length, self.seconds(d)) for s in self.segments for _, length, d in s.iframes]
-        return max(rates, default=0)
+        """The I-frames' peak rate, over runs of at least half a GOP (as :attr:`peak_bps`)."""
+        runs = [(length, self.seconds(d)) for s in self.segments for _, length, d in s.iframes]
+        longest = max((d for _, d in runs), default=0.0)
+        return peak(runs, longest / 2)
 
 
 def _bps(size: int, seconds: float) -> int:
     return math.ceil(size * 8 / seconds) if seconds > 0 else 0
+
+
+def peak(runs: Sequence[tuple[int, float]], at_least_s: float) -> int:
+    """The highest bitrate of ``runs`` (``(bytes, seconds)`` in order) over windows of
+    consecutive runs lasting at least ``at_least_s``: each run with those after it, or,
+    at the end, with those before it (the whole, when all are shorter)."""
+    best = 0
+    for i in range(len(runs)):
+        window = _window(runs[i:], at_least_s) or _window(runs[i::-1], at_least_s)
+        if window is not None:
+            best = max(best, _bps(*window))
+    if not best and runs:
+        best = _bps(sum(r[0] for r in runs), sum(r[1] for r in runs))
+    return best
+
+
+def _window(runs: Sequence[tuple[int, float]], at_least_s: float) -> tuple[int, float] | None:
+    """The first runs of ``runs`` that last at least ``at_least_s`` together, summed."""
+    size, seconds = 0, 0.0
+    for run_size, run_s in runs:
+        size, seconds = size + run_size, seconds + run_s
+        if seconds >= at_least_s - 1e-9:
+            return size, seconds
+    return None
 
 
 def cut(
@@ -96,11 +127,13 @@ def cut(
     *,
     segment_frames: int | None = None,
     times: Sequence[float] = (),
+    every: float = 0.0,
     timescale: int = 1,
 ) -> list[list[Fragment]]:
     """The fragments grouped into segments: a new one where ``segment_frames`` more frames
     begin (video), or at the first fragment at or past each of ``times`` (seconds; audio,
-    to follow the video's segments)."""
+    to follow the video's segments), and every ``every`` seconds after the last of them
+    (audio that outlasts the video)."""
     groups: list[list[Fragment]] = []
     frames = 0
     boundaries = sorted(times)
@@ -112,12 +145,16 @@ def cut(
         else:
             start = fragment.decode_time / timescale
             new = not groups
+            while every > 0 and boundaries and start >= boundaries[-1] + every - 1e-3:
+                boundaries.append(boundaries[-1] + every)
             while next_time < len(boundaries) and start >= boundaries[next_time] - 1e-3:
                 new, next_time = True, next_time + 1
         if new:
             groups.append([fragment])
         else:
             groups[-1].append(fragment)
+    if every > 0 and len(groups) > 1 and sum(f.duration for f in groups[-1]) < timescale / 2:
+        groups[-2] += groups.pop()  # a sliver of audio past the video joins the segment before
     return groups
 
 
@@ -238,17 +275,18 @@ def hls_master(
 ) -> str:
     rate = float(Fraction(frame_rate))
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    names = unique_names([*[a.rendition for a in audios], *texts])
     for i, audio in enumerate(audios):
         r = audio.rendition
         lines.append(
-            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME={_q(r.name)}'
+            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME={_q(names[r.key])}'
             + (f",LANGUAGE={_q(r.language)}" if r.language else "")
             + f",DEFAULT={'YES' if i == 0 else 'NO'},AUTOSELECT=YES"
             + f',CHANNELS="{audio.init.channels or 2}",URI="{r.key}/{MEDIA_PLAYLIST}"'
         )
     for text in texts:
         lines.append(
-            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{TEXT_GROUP}",NAME={_q(text.name)}'
+            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{TEXT_GROUP}",NAME={_q(names[text.key])}'
             + (f",LANGUAGE={_q(text.language)}" if text.language else "")
             + f',DEFAULT=NO,AUTOSELECT=YES,URI="{text.key}/{MEDIA_PLAYLIST}"'
         )
@@ -277,8 +315,20 @@ def hls_master(
     return "\n".join([*lines, ""])
 
 
+def unique_names(renditions: Sequence[Rendition]) -> dict[str, str]:
+    """Each rendition's menu name, made unique within its kind (``eng``, ``eng 2``):
+    RFC 8216 wants one NAME per rendition of a group."""
+    names: dict[str, str] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for r in renditions:
+        count = seen[(r.kind, r.name)] = seen.get((r.kind, r.name), 0) + 1
+        names[r.key] = r.name if count == 1 else f"{r.name} {count}"
+    return names
+
+
 def _q(text: str) -> str:
-    return '"' + text.replace('"', "'").replace("\n", " ") + '"'
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return '"' + clean.replace('"', "'") + '"'
 
 
 # ---- DASH --------------------------------------------------------------------------------
@@ -359,9 +409,9 @@ def dash_mpd(
         out.append(
             f'<AdaptationSet id="{set_id}" contentType="audio" mimeType="audio/mp4"'
             f'{lang} segmentAlignment="true" startWithSAP="1">'
+            f"<Label>{_xml(r.name)}</Label>"
             '<Role schemeIdUri="urn:mpeg:dash:role:2011" '
             f'value="{"main" if i == 0 else "alternate"}"/>'
-            f"<Label>{_xml(r.name)}</Label>"
             f'<Representation id="{r.key}" codecs="{init.codecs}" '
             f'bandwidth="{audio.peak_bps}" audioSamplingRate="{init.sample_rate}">'
             '<AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:'
@@ -373,8 +423,8 @@ def dash_mpd(
         lang = f" lang={quoteattr(text.language)}" if text.language else ""
         out.append(
             f'<AdaptationSet id="{set_id}" contentType="text" mimeType="text/vtt"{lang}>'
-            '<Role schemeIdUri="urn:mpeg:dash:role:2011" value="subtitle"/>'
             f"<Label>{_xml(text.name)}</Label>"
+            '<Role schemeIdUri="urn:mpeg:dash:role:2011" value="subtitle"/>'
             f'<Representation id="{text.key}" bandwidth="256">'
             f"<BaseURL>{text.key}/{SUBTITLES}</BaseURL></Representation></AdaptationSet>"
         )
@@ -384,7 +434,7 @@ def dash_mpd(
 
 
 def _xml(text: str) -> str:
-    return quoteattr(text)[1:-1]
+    return quoteattr("".join(c if c.isprintable() else " " for c in text))[1:-1]
 
 
 # ---- the check ---------------------------------------------------------------------------
@@ -415,7 +465,7 @@ def check(videos: Sequence[Track], audios: Sequence[Track], expected: Expected) 
     the source's frames and lasts as long; no audio track is short. Each problem names
     the rendition and segment."""
     verdict = Verdict()
-    target = max(1, round(expected.segment_s))
+    target = max(1, math.floor(expected.segment_s + 0.5))
     reference = videos[0] if videos else None
     for track in [*videos, *audios]:
         label = track.rendition.label()
@@ -449,8 +499,9 @@ def _check_video(
 ) -> None:
     label = track.rendition.label()
     frames = sum(s.samples for s in track.segments)
-    if expected.frames is not None and frames != expected.frames:
-        verdict.problems.append(f"{label} holds {frames} frames; the source {expected.frames}")
+    if expected.frames is not None:
+        if frames != expected.frames:
+            verdict.problems.append(f"{label} holds {frames} frames; the source {expected.frames}")
     elif abs(track.duration_s - expected.duration_s) > max(0.25, 2 * expected.frame_s):
         verdict.problems.append(
             f"{label} lasts {track.duration_s:.3f} s; the source {expected.duration_s:.3f} s"

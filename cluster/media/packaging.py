@@ -68,7 +68,7 @@ def rendition_command(
     if rendition.kind == "audio":
         argv = ["ffmpeg", *COMMON, "-loglevel", "warning", "-y", *_input(spec.input)]
         argv += ["-map_metadata", "-1", "-map_chapters", "-1", "-map", f"0:{rendition.stream}"]
-        argv += ["-c:a", "aac", "-b:a", f"{rendition.max_kbps}k", "-ac", "2"]
+        argv += ["-c:a", "aac", "-b:a", f"{rendition.max_kbps}k", "-ac", "2", "-ar", "48000"]
         argv += ["-vn", "-sn", "-dn", "-f", "mp4", f"file:{partial}"]
         return Command(argv, [(partial, final)], duration_s=media.duration_s)
     if encoder is None:

@@ -72,13 +72,24 @@ def check_output_file(path: Path, *, input_path: Path, overwrite: bool) -> None:
     _check_writable_folder(path.parent, create=False)
 
 
-def check_package_folder(path: Path, *, overwrite: bool) -> None:
-    """A package may be published as the folder ``path``: nothing is there yet (or
-    ``overwrite``: a folder, replaced whole), and the folder it goes in exists."""
+PACKAGE_MANIFESTS = ("master.m3u8", "manifest.mpd")
+
+
+def check_package_folder(path: Path, *, input_path: Path, overwrite: bool) -> None:
+    """A package may be published as the folder ``path``: nothing is there yet (or, with
+    ``overwrite``, a package, replaced whole), it does not hold the input, and the folder
+    it goes in exists."""
+    if input_path == path or path in input_path.parents:
+        raise OutputError(f"output {path} holds the input; give the package a folder of its own")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; {OVERWRITE_HINT}")
     if path.exists() and not path.is_dir():
         raise OutputError(f"output {path} is a file; a package needs a folder name")
+    if path.exists() and not any((path / name).is_file() for name in PACKAGE_MANIFESTS):
+        raise OutputError(
+            f"{path} exists and is not a package (no {' or '.join(PACKAGE_MANIFESTS)}); "
+            "overwrite replaces only a package: choose another folder"
+        )
     _check_writable_folder(path.parent, create=False)
 
 

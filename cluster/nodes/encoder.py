@@ -47,7 +47,7 @@ from cluster.nodes.stager import Peer, StageCancelled, Stager
 from cluster.nodes.stitch import ChunkFiles
 from cluster.storage import objects
 from cluster.storage.roots import to_root
-from cluster.storage.stage import beside_urls, pushed_target
+from cluster.storage.stage import beside_urls
 from cluster.storage.urls import parse_object_url
 
 log = logging.getLogger("framefleet.encoder")
@@ -257,8 +257,17 @@ class EncoderWorker:
     ) -> dict[str, Any]:
         """A rendition's file, checked: all its frames (or its chunk's) were encoded."""
         rendition, frames = step.rendition, result.progress.frame if result.progress else None
-        written = _decoded(order, result, f" for {rendition.label()}")
-        chunk = step.segment
+        written = result.progress.out_time_s if result.progress else None
+        media, chunk = order.media, step.segment
+        # Streams may last differently (audio past the video): frames, not the container's
+        # duration, say whether a video rendition is whole; the package checks the audio.
+        known = media.frame_count if not media.frame_count_estimated else None
+        if rendition.kind == "video" and chunk is None and known and (frames or 0) < known:
+            raise InputError(
+                f"{Path(order.spec.input).name}: only {frames or 0} of {known} frames could be "
+                f"decoded for {rendition.label()}; the input is truncated or corrupt",
+                code=ErrorCode.TRUNCATED,
+            )
         if rendition.kind == "video" and chunk is not None and frames != chunk.frames:
             raise EncodeError(f"{rendition.label()}, {chunk.label}: FRAME MISMATCH: encoded "
                               f"{frames} frames, expected {chunk.frames}")  # fmt: skip
@@ -379,9 +388,8 @@ async def _uploaded(
     finals = package.published_files()
     try:
         uploaded = await stager.push(finals)
-    except BaseException:
-        targets = [pushed_target(stager.plan, f) for f in finals]
-        await asyncio.shield(asyncio.to_thread(_delete, stager, [t for t in targets if t]))
+    except BaseException:  # only what this attempt uploaded goes
+        await asyncio.shield(asyncio.to_thread(_delete, stager, list(stager.pushed)))
         raise
     prefix = stager.plan.push[0][0]  # where the package goes (the spec is local now)
     sources = beside_urls(prefix, tuple(order.package.files_list())) if order.package else []
@@ -397,14 +405,14 @@ def _delete(stager: Stager, urls: list[str]) -> None:
             log.warning("could not remove %s: %s", url, exc)
 
 
-def _decoded(order: WorkOrder, result: RunResult, what: str = "") -> float | None:
+def _decoded(order: WorkOrder, result: RunResult) -> float | None:
     """The seconds ffmpeg wrote (its last progress block), or an :class:`InputError` when
     the input could not be decoded to its end."""
     written = result.progress.out_time_s if result.progress else None
     if truncation_gap(order.media.duration_s, written) is not None:
         raise InputError(
             f"{Path(order.spec.input).name}: only {written or 0:.2f} s of "
-            f"{order.media.duration_s:.2f} s could be decoded{what}; the input is truncated "
+            f"{order.media.duration_s:.2f} s could be decoded; the input is truncated "
             "or corrupt",
             code=ErrorCode.TRUNCATED,
         )

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from cluster.errors import EncodeError, ErrorCode, OutputError
-from cluster.media.cmaf import CmafError, boxes, read_fragments, read_init
+from cluster.media.cmaf import CmafError, Init, read_fragments, read_init
 from cluster.media.manifests import (
     IFRAME_PLAYLIST,
     INIT,
@@ -29,6 +29,7 @@ from cluster.media.manifests import (
     MPD,
     SUBTITLES,
     Expected,
+    MeasuredSegment,
     Track,
     bandwidth_problems,
     check,
@@ -50,11 +51,16 @@ from cluster.model.package import PackageStep, Rendition
 from cluster.model.split import Segment
 
 MAX_PROBLEMS_SHOWN = 3
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(slots=True)
 class PackageFiles:
-    """A package being made in its staging folder (see the module docstring)."""
+    """A package being made in its staging folder (see the module docstring).
+
+    Every folder it makes is opened right after it is made (no link followed) and every
+    read and write goes through those descriptors, as ffmpeg's do (``/proc/self/fd/N``):
+    a folder or file swapped for a link while the job runs cannot redirect one."""
 
     folder_fd: int
     staging: str
@@ -65,53 +71,69 @@ class PackageFiles:
     folder_path: str
     step: PackageStep
     expected: Expected
+    staging_fd: int = -1
+    dirs: dict[str, int] = field(default_factory=dict)
+    """Each rendition's folder in the staging folder, open."""
     fds: list[int] = field(default_factory=list)
 
     @classmethod
     def open(
         cls, step: PackageStep, pinned: Pinned, frames: int | None
     ) -> tuple[PackageFiles, Pinned]:
-        """Make the staging folder (a folder per rendition in it) and the chunk lists; the
-        pinned command, reading them."""
+        """Make the staging folder (a folder per rendition in it), open the renditions'
+        files and write the chunk lists; the pinned command, reading and writing them
+        through descriptors."""
         out = pinned.outputs[0]
         frame_s = float(1 / Fraction(step.frame_rate)) if Fraction(step.frame_rate) else 0.04
         expected = Expected(frames, step.duration_s, frame_s, step.segment_s, step.segment_frames)
         shown = os.path.join(out.folder, out.final)
         files = cls(out.folder_fd, out.partial, out.final, shown, out.folder, step, expected)
-        argv = list(pinned.command.argv)
+        here = f"file:/proc/self/fd/{out.folder_fd}/"
+        swap: dict[str, str] = {}
         try:
             os.mkdir(files.staging, 0o755, dir_fd=files.folder_fd)
+            files.staging_fd = files._keep(
+                os.open(files.staging, DIR_FLAGS, dir_fd=files.folder_fd)
+            )
             for rendition in step.renditions:
-                os.mkdir(f"{files.staging}/{rendition.key}", 0o755, dir_fd=files.folder_fd)
+                os.mkdir(rendition.key, 0o755, dir_fd=files.staging_fd)
+                fd = files._keep(os.open(rendition.key, DIR_FLAGS, dir_fd=files.staging_fd))
+                files.dirs[rendition.key] = fd
+                swap[f"{here}{files.staging}/{rendition.key}/"] = f"file:/proc/self/fd/{fd}/"
             for key, names in step.files.items():
                 if len(names) > 1:
-                    listed = files._list(names, step.chunks[key])
-                    argv = [
-                        f"file:/proc/self/fd/{listed}" if a == f"{LIST_PLACEHOLDER}{key}" else a
-                        for a in argv
-                    ]
+                    swap[f"{LIST_PLACEHOLDER}{key}"] = files._list(names, step.chunks[key])
+                else:
+                    fd = files._keep(files._source(names[0], key))
+                    swap[f"{here}{names[0]}"] = f"file:/proc/self/fd/{fd}"
         except BaseException:
             files.close()
             raise
+        argv = [_swapped(a, swap) for a in pinned.command.argv]
         command = replace(pinned.command, argv=argv)
         return files, replace(pinned, command=command, pass_fds=(*pinned.pass_fds, *files.fds))
 
-    def _list(self, names: tuple[str, ...], chunks: tuple[Segment, ...]) -> int:
+    def _keep(self, fd: int) -> int:
+        self.fds.append(fd)
+        return fd
+
+    def _source(self, name: str, key: str) -> int:
+        try:
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
+        except OSError as exc:
+            raise EncodeError(
+                f"rendition {key}: its file cannot be read ({exc.strerror}); retry the job "
+                "to encode it again"
+            ) from exc
+
+    def _list(self, names: tuple[str, ...], chunks: tuple[Segment, ...]) -> str:
         lines = ["ffconcat version 1.0"]
         for name, chunk in zip(names, chunks, strict=True):
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
-            except OSError as exc:
-                raise EncodeError(
-                    f"{chunk.label}: a rendition's chunk file cannot be read ({exc.strerror}); "
-                    "retry the job to encode it again"
-                ) from exc
-            self.fds.append(fd)
+            fd = self._keep(self._source(name, chunk.label))
             lines += [f"file 'file:/proc/self/fd/{fd}'", f"duration {chunk.duration_s:.6f}"]
-        listed = os.memfd_create("framefleet-rendition", 0)
-        self.fds.append(listed)
+        listed = self._keep(os.memfd_create("framefleet-rendition", 0))
         os.write(listed, ("\n".join(lines) + "\n").encode())
-        return listed
+        return f"file:/proc/self/fd/{listed}"
 
     async def build(self) -> dict[str, object]:
         """Cut, measure, describe and check the package (off the event loop: it reads
@@ -121,72 +143,77 @@ class PackageFiles:
 
     def _build(self) -> dict[str, object]:
         step = self.step
-        videos = [self._cut(r.key, r, None) for r in step.video]
+        videos = [self._cut(r, None) for r in step.video]
         times = [videos[0].seconds(s.start) for s in videos[0].segments] if videos else []
-        audios = [self._cut(r.key, r, times) for r in step.audio]
+        audios = [self._cut(r, times) for r in step.audio]
         verdict = check(videos, audios, self.expected)
         if verdict.problems:
             raise self._failed(verdict.problems)
         for text in step.texts:
-            if not exists_in(f"{self.staging}/{text.key}/{SUBTITLES}", self.folder_fd):
+            if not exists_in(SUBTITLES, self.dirs[text.key]):
                 raise EncodeError(f"{text.label()}: ffmpeg wrote no WebVTT file")
         written: dict[str, str] = {}
         if "hls" in step.formats:
             target = target_duration([*videos, *audios])
             for track in [*videos, *audios]:
-                self._write(f"{track.rendition.key}/{MEDIA_PLAYLIST}", hls_media(track, target))
+                key = track.rendition.key
+                self._write(key, MEDIA_PLAYLIST, hls_media(track, target).encode())
                 if track.rendition.kind == "video":
-                    self._write(f"{track.rendition.key}/{IFRAME_PLAYLIST}", hls_iframes(track))
+                    self._write(key, IFRAME_PLAYLIST, hls_iframes(track).encode())
             for text in step.texts:
-                self._write(f"{text.key}/{MEDIA_PLAYLIST}", hls_text(step.duration_s))
+                self._write(text.key, MEDIA_PLAYLIST, hls_text(step.duration_s).encode())
             master = hls_master(videos, audios, step.texts, step.frame_rate)
-            self._write(MASTER, master)
+            self._write(None, MASTER, master.encode())
             self._check_master(master, videos, audios)
             written["hls"] = MASTER
         if "dash" in step.formats:
             duration = max((v.duration_s for v in videos), default=step.duration_s)
-            self._write(
-                MPD, dash_mpd(videos, audios, step.texts, step.frame_rate, duration, step.segment_s)
-            )
+            mpd = dash_mpd(videos, audios, step.texts, step.frame_rate, duration, step.segment_s)
+            self._write(None, MPD, mpd.encode())
             written["dash"] = MPD
         return self._summary(videos, audios, written, verdict.segments)
 
-    def _cut(self, key: str, rendition: Rendition, times: list[float] | None) -> Track:
+    def _cut(self, rendition: Rendition, times: list[float] | None) -> Track:
         """One rendition's fragmented MP4 cut into its init segment and media segments
-        (the MP4 removed once cut), measured."""
-        whole = f"{self.staging}/{key}/{WHOLE}"
-        fd = os.open(whole, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.folder_fd)
+        (the MP4 removed once cut), measured; audio (``times``: the video's segment
+        starts) follows the video's segments, and goes on at the same length past them."""
+        folder = self.dirs[rendition.key]
+        fd = os.open(WHOLE, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        problem: str | None = None
         try:
             size = os.fstat(fd).st_size
             if size == 0:
                 raise EncodeError(f"{rendition.label()}: ffmpeg wrote an empty file")
             with mmap.mmap(fd, size, prot=mmap.PROT_READ) as data:
-                view = memoryview(data)
                 try:
-                    init = read_init(view)
-                    fragments = read_fragments(view[: _media_end(view)], init)
-                    if not fragments:
-                        raise EncodeError(f"{rendition.label()}: no media was written")
-                    groups = (
-                        cut(fragments, segment_frames=self.step.segment_frames)
-                        if times is None
-                        else cut(fragments, times=times, timescale=init.timescale)
-                    )
-                    self._write_bytes(f"{key}/{INIT}", view[: init.size])
-                    segments = []
-                    for number, group in enumerate(groups, 1):
-                        self._write_bytes(
-                            f"{key}/{segment_name(number)}", view[group[0].start : group[-1].end]
-                        )
-                        segments.append(measure(group, number, video=times is None))
-                except CmafError as exc:
-                    raise EncodeError(f"{rendition.label()}: {exc}") from exc
-                finally:
-                    view.release()
+                    init, segments = self._segments(data, rendition, times)
+                except CmafError as exc:  # raised below, once the map is closed
+                    problem = f"{rendition.label()}: {exc}"
         finally:
             os.close(fd)
-        os.unlink(whole, dir_fd=self.folder_fd)
+        if problem is not None:
+            raise EncodeError(problem)
+        os.unlink(WHOLE, dir_fd=folder)
         return Track(rendition, init, tuple(segments))
+
+    def _segments(
+        self, data: mmap.mmap, rendition: Rendition, times: list[float] | None
+    ) -> tuple[Init, list[MeasuredSegment]]:
+        init = read_init(data)
+        fragments = read_fragments(data, init)
+        if not fragments:
+            raise CmafError("no media was written")
+        if times is None:
+            groups = cut(fragments, segment_frames=self.step.segment_frames)
+        else:
+            groups = cut(fragments, times=times, every=self.step.segment_s,
+                         timescale=init.timescale)  # fmt: skip
+        self._write(rendition.key, INIT, data[: init.size])
+        segments = []
+        for number, group in enumerate(groups, 1):
+            self._write(rendition.key, segment_name(number), data[group[0].start : group[-1].end])
+            segments.append(measure(group, number, video=times is None))
+        return init, segments
 
     def _check_master(self, master: str, videos: list[Track], audios: list[Track]) -> None:
         """The multivariant playlist as written, read back: each variant's BANDWIDTH and
@@ -217,12 +244,11 @@ class PackageFiles:
         tail = f" (and {more} more)" if more > 0 else ""
         return EncodeError(f"package check failed: {shown}{tail}", code=ErrorCode.ENCODE_FAILED)
 
-    def _write(self, name: str, text: str) -> None:
-        self._write_bytes(name, text.encode())
-
-    def _write_bytes(self, name: str, data: bytes | memoryview) -> None:
+    def _write(self, key: str | None, name: str, data: bytes) -> None:
+        """A new file in a rendition's folder (``key``) or the staging folder's top."""
+        folder = self.staging_fd if key is None else self.dirs[key]
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        fd = os.open(f"{self.staging}/{name}", flags, 0o644, dir_fd=self.folder_fd)
+        fd = os.open(name, flags, 0o644, dir_fd=folder)
         try:
             view = memoryview(data)
             while view:
@@ -234,7 +260,7 @@ class PackageFiles:
         self, videos: list[Track], audios: list[Track], written: dict[str, str], segments: int
     ) -> dict[str, object]:
         size = 0
-        for _, _, names, fd in os.fwalk(self.staging, dir_fd=self.folder_fd):
+        for _, _, names, fd in os.fwalk(".", dir_fd=self.staging_fd):
             size += sum(os.stat(n, dir_fd=fd, follow_symlinks=False).st_size for n in names)
         renditions: list[dict[str, object]] = []
         for variant in variants(videos, audios):
@@ -287,15 +313,31 @@ class PackageFiles:
         """The staging folder renamed onto the package (one rename: a player never sees
         half a package); an existing package is refused unless ``overwrite``, then moved
         aside and removed once the new one is in place."""
+        here, made = os.stat(self.staging, dir_fd=self.folder_fd, follow_symlinks=False), \
+            os.fstat(self.staging_fd)  # fmt: skip
+        if (here.st_dev, here.st_ino) != (made.st_dev, made.st_ino):
+            raise OutputError(f"{self.final_path}: its staging folder was replaced; not published")
         old = None
         if exists_in(self.final, self.folder_fd):
             if not overwrite:
                 raise OutputError(f"{self.final_path} already exists; {OVERWRITE_HINT}")
+            if not is_package(self.folder_fd, self.final):
+                raise OutputError(
+                    f"{self.final_path} exists and is not a package (no {MASTER} or {MPD}); "
+                    "overwrite replaces only a package: choose another folder"
+                )
             old = f"{self.staging}.old"
             os.rename(self.final, old, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
-        os.rename(self.staging, self.final, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+        try:
+            os.rename(self.staging, self.final, src_dir_fd=self.folder_fd,
+                      dst_dir_fd=self.folder_fd)  # fmt: skip
+        except OSError:
+            if old is not None:  # the package before stays where it was
+                os.rename(old, self.final, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+            raise
         if old is not None:
-            remove_tree(old, self.folder_fd)
+            with contextlib.suppress(OSError):  # published: a leftover is not a failure
+                remove_tree(old, self.folder_fd)
 
     def published_files(self) -> list[str]:
         """Every file of the published package (paths on this node), in the order they
@@ -332,11 +374,22 @@ def remove_tree(name: str, folder_fd: int) -> None:
         shutil.rmtree(name, dir_fd=folder_fd)
 
 
-def _media_end(view: memoryview) -> int:
-    """Where the fragments end (an ``mfra`` index may follow them)."""
-    end = 0
-    for box in boxes(view):
-        if box.kind == b"mfra":
-            break
-        end = box.end
-    return end
+def _swapped(arg: str, swap: dict[str, str]) -> str:
+    """``arg`` with a path ffmpeg would have opened by name replaced by a descriptor."""
+    for before, after in swap.items():
+        if arg == before or (before.endswith("/") and arg.startswith(before)):
+            return after + arg[len(before) :]
+    return arg
+
+
+def is_package(folder_fd: int, name: str) -> bool:
+    """Whether ``name`` in the folder open as ``folder_fd`` is a folder that holds a
+    package's manifests (what ``overwrite`` may replace whole)."""
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=folder_fd)
+    except OSError:
+        return False
+    try:
+        return exists_in(MASTER, fd) or exists_in(MPD, fd)
+    finally:
+        os.close(fd)

@@ -82,6 +82,8 @@ class Stager:
         self._cancelled = False
         self.timings: dict[str, float] = {}
         self.moved: dict[str, int] = {"fetched_bytes": 0, "uploaded_bytes": 0}
+        self.pushed: list[str] = []
+        """Where each upload of this attempt went, as it completed."""
 
     async def fetch(self) -> None:
         """Claim the attempt's scratch folder and download the input into it."""
@@ -116,6 +118,7 @@ class Stager:
             if not is_object_url(target):
                 done[local] = await self._reporting(self._send(local, target))
                 self.moved["uploaded_bytes"] += done[local]["size_bytes"]
+                self.pushed.append(target)
                 continue
             url = parse_object_url(target, what="output")
             there = (
@@ -124,6 +127,7 @@ class Stager:
             if there is not None:
                 raise OutputError(f"{url} already exists; {OVERWRITE_HINT}")
             await self._move("upload", url, Path(local))
+            self.pushed.append(str(url))
             head = await asyncio.to_thread(objects.head, store, url)
             if head is None:
                 raise OutputError(f"{url}: the upload completed but the object is not there")

@@ -56,17 +56,20 @@ def localize(
     *,
     peer: str | None = None,
     beside: tuple[str, ...] = (),
+    needs_input: bool = True,
 ) -> tuple[JobSpec, StagePlan | None]:
     """``spec`` with its ``s3://`` input and output (and, with a ``peer``, its local
     ones too) replaced by paths in ``folder``, and the plan that moves them; ``(spec,
     None)`` when nothing moves. ``beside``: objects (names beside an ``s3://`` output) to
-    fetch next to the local output (a package's renditions)."""
+    fetch next to the local output (a package's renditions); ``needs_input``: whether the
+    command reads its input (a package without subtitles reads only its renditions)."""
     moves_in = is_object_url(spec.input) or peer is not None
     moves_out = spec.output is not None and (is_object_url(spec.output) or peer is not None)
     if not moves_in and not moves_out:
         return spec, None
     fetch: tuple[tuple[str, str], ...] = ()
     push: tuple[tuple[str, str], ...] = ()
+    overwrite = spec.overwrite
     local_input, local_output = spec.input, spec.output
     size = input_bytes or 0
     if moves_in:
@@ -88,6 +91,12 @@ def localize(
                 fetch += tuple((str(url), posixpath.join(folder, "out", url.name))
                                for url in beside_urls(spec.output, beside))  # fmt: skip
                 estimate *= 2  # the renditions, then the package made of them
+                # Its manifests were checked absent at submit: what else is under the
+                # prefix is this job's (an earlier attempt's segments), replaced as it goes.
+                overwrite = True
+                if moves_in and not needs_input and beside:
+                    fetch = fetch[1:]  # the master stays put; a rendition stands in for it
+                    local_input, moves_in = posixpath.join(folder, "out", beside[0]), False
         else:
             target = _target(spec.output, prefix=False)
             local_output = posixpath.join(folder, "out", posixpath.basename(target))
@@ -95,7 +104,7 @@ def localize(
             estimate = max(size, MIN_OUTPUT_ESTIMATE)  # a transcode rarely outgrows its source
     need = (size if moves_in else 0) + estimate
     local = replace(spec, input=local_input, output=local_output)
-    return local, StagePlan(folder, store, fetch, push, need, spec.overwrite, peer)
+    return local, StagePlan(folder, store, fetch, push, need, overwrite, peer)
 
 
 def beside_urls(output: str, names: tuple[str, ...]) -> list[ObjectURL]:

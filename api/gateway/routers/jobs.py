@@ -103,6 +103,8 @@ def _outputs(body: BatchRequest) -> list[str | None]:
     stems = [PurePosixPath(src).stem for src in body.inputs]
     if len(set(stems)) != len(stems):
         raise SpecError("two inputs share a file name; give outputs one per input instead")
+    if kind is JobKind.PACKAGE:  # a package folder per input
+        return [_inside(body.output_dir, stem) for stem in stems]
     return [_inside(body.output_dir, f"{stem}.{body.output_ext}") for stem in stems]
 
 

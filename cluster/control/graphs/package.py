@@ -123,10 +123,13 @@ class PackageKind:
             "wall_s": round(took, 3),
             "packaging_s": round(packaged_s, 3),
         }
-        videos = sum(1 for r in result.get("renditions", ()) if r.get("kind") == "video")
+        kinds = [r.get("kind") for r in result.get("renditions", ())]
+        chunks = sum(1 for t in encodes if t.task and isinstance(t.task.step, RenditionStep)
+                     and t.task.step.segment is not None)  # fmt: skip
+        cut = f" (in {chunks} chunks)" if chunks else ""
         reason = (
-            f"completed in {took:.1f} s: {videos} video renditions and "
-            f"{len(encodes) - videos} audio encoded on {nodes} node{'s' if nodes != 1 else ''}, "
+            f"completed in {took:.1f} s: {kinds.count('video')} video renditions{cut} and "
+            f"{kinds.count('audio')} audio encoded on {nodes} node{'s' if nodes != 1 else ''}, "
             f"{result.get('segments', 0)} segments packaged and checked in {packaged_s:.1f} s"
         )
         planned = parent.package.notes if parent.package else []
@@ -173,15 +176,16 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
     chunks = {r.key: 1 for r in videos}
     why = whole_why(spec.split, spec.input, spec.output or "", media)
     if why is None and frames > 2 * segment_frames:
-        slots, _ = room(job, media, farm)
+        top = max(videos, key=lambda r: r.width * r.height)
+        encode = replace(spec, kind=JobKind.TRANSCODE, codec=top.codec, package=None)
+        slots, _ = room(replace(job, spec=encode), media, farm)  # encoders for its top rung
         work = {r.key: _weight(r, frames) / fps for r in videos}  # seconds of 1080p frames
         if spec.split == AUTO:
             if slots < 2:
                 why = "renditions encoded whole: one encoder or none free (split=auto)"
             target = max(MIN_CHUNK_S, sum(work.values()) / max(1, slots * CHUNKS_PER_ENCODER))
         else:
-            top = max(r.width * r.height for r in videos)
-            target = float(spec.split) * top / REFERENCE_PIXELS  # chunks of the top rung
+            target = float(spec.split) * top.width * top.height / REFERENCE_PIXELS
         if why is None:
             most = max(1, frames // segment_frames)
             chunks = {k: max(1, min(most, round(w / target))) for k, w in work.items()}

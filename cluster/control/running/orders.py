@@ -43,8 +43,9 @@ def work_order(
     step = job.task.step if job.task else None
     beside = tuple(n for names in step.files.values() for n in names) \
         if isinstance(step, PackageStep) else ()  # fmt: skip
+    reads = not isinstance(step, PackageStep) or bool(step.texts)
     spec, stage = localize(job.spec, folder, store, media.size_bytes, peer=placement.media_from,
-                           beside=beside)  # fmt: skip
+                           beside=beside, needs_input=reads)  # fmt: skip
     if media_map and placement.media_from is None:
         output = to_node(spec.output, media_map) if spec.output is not None else None
         spec = replace(spec, input=to_node(spec.input, media_map), output=output)

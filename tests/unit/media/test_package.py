@@ -4,13 +4,16 @@ and MPD written from the measurements."""
 
 from __future__ import annotations
 
+import math
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from cluster.errors import ConfigError, InputError, SpecError
+from cluster.errors import ConfigError, InputError, OutputError, SpecError
 from cluster.media.cmaf import NON_SYNC, CmafError, Fragment, Init, read_fragments, read_init
+from cluster.media.confine import confine
 from cluster.media.encoders import CATALOG
 from cluster.media.ladder import default_cap, resolve
 from cluster.media.manifests import (
@@ -23,9 +26,12 @@ from cluster.media.manifests import (
     hls_master,
     hls_media,
     measure,
+    peak,
     target_duration,
+    unique_names,
 )
 from cluster.media.packaging import gop_args, package_command, rendition_command
+from cluster.media.paths import check_package_folder
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from cluster.model.package import PackageOptions, PackageStep, Rendition, RenditionStep, Rung
@@ -322,3 +328,54 @@ def test_audio_codecs_and_fragments_are_read_box_by_box() -> None:
     assert fragment.first_sample_end - fragment.start == offset + 10
     with pytest.raises(CmafError, match="has no mdat"):
         read_fragments(data[: -(60 + 8)], init)
+
+
+# ---- what a second read found ------------------------------------------------------------
+
+
+def test_a_short_last_segment_does_not_inflate_the_peak() -> None:
+    tail = Fragment(61_000, 71_000, 6 * 50 * 512, 512, 1, True, 63_000)  # one IDR, 10 kB
+    video = track("v360h264", [*fragments(6), tail])
+    assert [round(video.seconds(s.duration), 2) for s in video.segments] == [6.0, 6.0, 0.04]
+    assert video.peak_bps == math.ceil(40_000 * 8 / 6.04)  # the tail with the segment before
+    assert peak([(10_000, 6.0), (10_000, 0.04)], 3.0) == math.ceil(20_000 * 8 / 6.04)
+    assert peak([(100, 1.0)], 3.0) == 800  # shorter than a window: the whole
+
+
+def test_audio_that_outlasts_the_video_goes_on_in_segments_of_the_same_length() -> None:
+    audio = [Fragment(i * 100, i * 100 + 100, i * 96_000, 96_000, 94, True, i * 100 + 10)
+             for i in range(8)]  # 2 s fragments at 48 kHz: 16 s of audio  # fmt: skip
+    groups = cut(audio, times=[0.0, 6.0], every=6.0, timescale=48_000)
+    assert [len(g) for g in groups] == [3, 3, 2]  # 0-6, 6-12 and 12-16 s, none 10 s long
+
+
+def test_the_check_trusts_the_frame_count_over_the_container_duration() -> None:
+    video = track("v360h264", fragments(6))
+    longer = Expected(frames=300, duration_s=12.9, frame_s=0.04, segment_s=6.0,
+                      segment_frames=150)  # the container's duration: its audio's  # fmt: skip
+    assert check([video], [], longer).problems == []
+    half = Expected(frames=None, duration_s=12.0, frame_s=0.04, segment_s=2.5, segment_frames=60)
+    assert check([track("v", fragments(5, frames=60), segment_frames=60)], [], half).problems == []
+
+
+def test_tracks_of_one_language_get_names_of_their_own() -> None:
+    renditions = [Rendition("a1", "audio", "aac", name="eng"), Rendition("a2", "audio", "aac",
+                  name="eng"), Rendition("s1", "text", "wvtt", name="eng")]  # fmt: skip
+    assert unique_names(renditions) == {"a1": "eng", "a2": "eng 2", "s1": "eng"}
+
+
+def test_a_package_folder_is_its_own_and_overwrite_replaces_only_a_package(tmp_path: Path) -> None:
+    master = tmp_path / "show" / "master.mov"
+    master.parent.mkdir()
+    master.write_bytes(b"x")
+    with pytest.raises(OutputError, match="holds the input; give the package a folder"):
+        check_package_folder(tmp_path / "show", input_path=master, overwrite=True)
+    other = tmp_path / "photos"
+    other.mkdir()
+    with pytest.raises(OutputError, match="exists and is not a package"):
+        check_package_folder(other, input_path=master, overwrite=True)
+    (other / "manifest.mpd").write_text("<MPD/>")
+    check_package_folder(other, input_path=master, overwrite=True)
+    root = replace(spec(), input=str(master), output=str(tmp_path))
+    with pytest.raises(SpecError, match="is a media root; give the package a folder inside"):
+        confine(root, (tmp_path,), ())
