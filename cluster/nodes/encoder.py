@@ -244,7 +244,8 @@ class EncoderWorker:
         if order.job_id in self._cancelled:
             return WorkOutcome(order.job_id, order.attempt, "cancelled", progress=result.progress)
         pinned.check_folders()
-        package.publish(overwrite=order.spec.overwrite)
+        # Off the event loop: an old package replaced is removed file by file.
+        await asyncio.to_thread(package.publish, overwrite=order.spec.overwrite)
         package.remove_sources()
         if stager is not None:  # its destination is in object storage: upload it
             payload = await _uploaded(stager, package, order, payload)
