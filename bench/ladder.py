@@ -131,6 +131,13 @@ def run(work: Path, workers: int, seconds: float, size: tuple[int, int]) -> list
             raise SystemExit(f"bench: the package {job.status}: {job.reason}")
         tasks = [fleet.get(f"{job.id}-{t.key}") for t in (job.package.tasks if job.package else [])]
 
+    base = job.created_at
+    for task in sorted(tasks, key=lambda t: t.started_at or 0.0):
+        node = task.placement.node_id[:8] if task.placement else "?"
+        print(f"  task {task.task.key if task.task else task.id}: node {node}, started "
+              f"{(task.started_at or base) - base:6.2f} s after submit, ran "
+              f"{(task.finished_at or 0.0) - (task.started_at or 0.0):6.2f} s")  # fmt: skip
+    print(f"  job ended {(job.finished_at or base) - base:.2f} s after submit")
     result: dict[str, Any] = job.result or {}
     ours = {r["height"]: r for r in result["renditions"] if r["kind"] == "video"}
     print(f"{seconds:g} s at {size[0]}x{size[1]}, {fps:g} fps; {workers} workers of one core")

@@ -22,7 +22,7 @@ from cluster.media.encoders import Encoder
 from cluster.media.manifests import SUBTITLES
 from cluster.model.jobs import JobSpec
 from cluster.model.media import MediaInfo
-from cluster.model.package import PackageStep, RenditionStep
+from cluster.model.package import PackageStep, Rendition, RenditionStep
 
 CMAF_FLAGS = "+frag_keyframe+empty_moov+default_base_moof+cmaf"
 WHOLE = ".whole.mp4"
@@ -73,29 +73,53 @@ def rendition_command(
         return Command(argv, [(partial, final)], duration_s=media.duration_s)
     if encoder is None:
         raise SpecError(f"{rendition.label()} needs a video encoder")
-    if encoder.codec != rendition.codec:
-        raise SpecError(f"{rendition.label()}: {encoder.name} does not encode {rendition.codec}")
     argv, env = _encode_head(encoder, threads, _input(spec.input, seek=seek))
-    argv += ["-map_metadata", "-1", "-map_chapters", "-1", "-map", f"0:{video.index}"]
-    argv += ["-vf", f"scale={rendition.width}:{rendition.height}:flags=bicubic,setsar=1"]
-    argv += ["-fps_mode:v", "passthrough"]
-    argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
-    argv += encoder.rate_control(rendition.quality)
-    argv += ["-maxrate", f"{rendition.max_kbps}k", "-bufsize", f"{rendition.bufsize_kbits}k"]
+    rungs = step.renditions
+    finals = [final] + [os.path.join(os.path.dirname(final), n) for n in step.names[1:]]
+    outputs = [(partial_path(f, job_id), f) for f in finals]
+    if len(rungs) > 1:  # one decode, split into a scaler per rung
+        graph = f"[0:{video.index}]split={len(rungs)}" + "".join(
+            f"[s{i}]" for i in range(len(rungs))
+        )
+        graph += "".join(f";[s{i}]{_scale(r)}[o{i}]" for i, r in enumerate(rungs))
+        argv += ["-filter_complex", graph]
+    frames = segment.frames if segment is not None else None
+    for i, (rung, (out, _)) in enumerate(zip(rungs, outputs, strict=True)):
+        argv += ["-map_metadata", "-1", "-map_chapters", "-1"]
+        if len(rungs) > 1:
+            argv += ["-map", f"[o{i}]"]
+        else:
+            argv += ["-map", f"0:{video.index}", "-vf", _scale(rung)]
+        argv += _rung_args(spec, encoder, rung, step.gop_frames, threads)
+        if encoder.is_nvenc and cuda_device is not None:
+            argv += ["-gpu", "0"]
+            env["CUDA_VISIBLE_DEVICES"] = cuda_device
+        if frames is not None:
+            argv += ["-frames:v", str(frames)]
+        argv += ["-an", "-sn", "-dn", "-f", "mp4", f"file:{out}"]
+    duration = segment.duration_s if segment is not None else media.duration_s
+    return Command(argv, outputs, duration_s=duration, total_frames=frames, env=env)
+
+
+def _scale(rung: Rendition) -> str:
+    return f"scale={rung.width}:{rung.height}:flags=bicubic,setsar=1"
+
+
+def _rung_args(
+    spec: JobSpec, encoder: Encoder, rung: Rendition, gop: int, threads: int | None
+) -> list[str]:
+    """One rung's encoder: constant quality under its cap, a fixed GOP."""
+    if encoder.codec != rung.codec:
+        raise SpecError(f"{rung.label()}: {encoder.name} does not encode {rung.codec}")
+    argv = ["-fps_mode:v", "passthrough", "-c:v", encoder.name]
+    argv += ["-preset", encoder.presets[spec.speed], *encoder.rate_control(rung.quality)]
+    argv += ["-maxrate", f"{rung.max_kbps}k", "-bufsize", f"{rung.bufsize_kbits}k"]
     argv += ["-pix_fmt", "nv12" if encoder.is_nvenc else "yuv420p", *encoder.extra_args]
     argv += encoder.thread_args(threads) if threads else []
-    argv += gop_args(encoder, step.gop_frames)
-    if rendition.codec == "hevc":
+    argv += gop_args(encoder, gop)
+    if rung.codec == "hevc":
         argv += ["-tag:v", "hvc1"]
-    if encoder.is_nvenc and cuda_device is not None:
-        argv += ["-gpu", "0"]
-        env["CUDA_VISIBLE_DEVICES"] = cuda_device
-    frames = segment.frames if segment is not None else None
-    if frames is not None:
-        argv += ["-frames:v", str(frames)]
-    argv += ["-an", "-sn", "-dn", "-f", "mp4", f"file:{partial}"]
-    duration = segment.duration_s if segment is not None else media.duration_s
-    return Command(argv, [(partial, final)], duration_s=duration, total_frames=frames, env=env)
+    return argv
 
 
 def package_command(spec: JobSpec, media: MediaInfo, step: PackageStep, *, job_id: str) -> Command:

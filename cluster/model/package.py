@@ -216,18 +216,30 @@ class Rendition:
 
 @dataclass(frozen=True, slots=True)
 class RenditionStep:
-    """A task's work: one rendition encoded (a video rung, or an audio track to AAC),
-    with keyframes every ``gop_frames`` frames; a chunk of it when ``segment`` is set."""
+    """A task's work: one rendition encoded (a video rung, or an audio track to AAC), or
+    several video rungs from one decode of the source (``also``), with keyframes every
+    ``gop_frames`` frames; a chunk of them when ``segment`` is set."""
 
     rendition: Rendition
     gop_frames: int
     segment: Segment | None = None
+    also: tuple[Rendition, ...] = ()
+    """More rungs encoded from the same decode (a rung group)."""
+    names: tuple[str, ...] = ()
+    """With ``also``: every rung's file name beside the output, in order (the first is the
+    task's output)."""
+
+    @property
+    def renditions(self) -> tuple[Rendition, ...]:
+        return (self.rendition, *self.also)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rendition": self.rendition.to_dict(),
             "gop_frames": self.gop_frames,
             "segment": asdict(self.segment) if self.segment else None,
+            "also": [r.to_dict() for r in self.also],
+            "names": list(self.names),
         }
 
     @classmethod
@@ -237,6 +249,8 @@ class RenditionStep:
             Rendition.from_dict(data["rendition"]),
             int(data["gop_frames"]),
             Segment(**segment) if segment else None,
+            tuple(Rendition.from_dict(r) for r in data.get("also", ())),
+            tuple(data.get("names", ())),
         )
 
 

@@ -203,7 +203,8 @@ class EncoderWorker:
             return await self._packaged(order, result, pinned, current.package, stager)
         payload: dict[str, Any]
         if order.rendition is not None:
-            payload = self._rendered(order, order.rendition, result, pinned.size())
+            sizes = [pinned.size(i) for i in range(len(pinned.outputs))]
+            payload = self._rendered(order, order.rendition, result, sizes)
         elif spec.kind is JobKind.TRANSCODE:
             payload = self._transcoded(order, result, pinned.size())
         else:
@@ -254,9 +255,10 @@ class EncoderWorker:
 
     @staticmethod
     def _rendered(
-        order: WorkOrder, step: RenditionStep, result: RunResult, size: int
+        order: WorkOrder, step: RenditionStep, result: RunResult, sizes: list[int]
     ) -> dict[str, Any]:
-        """A rendition's file, checked: all its frames (or its chunk's) were encoded."""
+        """A rendition's file (or a rung group's files), checked: all its frames (or its
+        chunk's) were encoded."""
         rendition, frames = step.rendition, result.progress.frame if result.progress else None
         written = result.progress.out_time_s if result.progress else None
         media, chunk = order.media, step.segment
@@ -272,10 +274,13 @@ class EncoderWorker:
         if rendition.kind == "video" and chunk is not None and frames != chunk.frames:
             raise EncodeError(f"{rendition.label()}, {chunk.label}: FRAME MISMATCH: encoded "
                               f"{frames} frames, expected {chunk.frames}")  # fmt: skip
-        _, final = order.command.outputs[0]
-        return {"output": final, "rendition": rendition.key, "encoder": order.encoder,
+        finals = [final for _, final in order.command.outputs]
+        each = zip(step.renditions, finals, sizes, strict=True)
+        return {"output": finals[0], "rendition": rendition.key, "encoder": order.encoder,
                 "codec": rendition.codec, "width": rendition.width, "height": rendition.height,
-                "duration_s": written, "frames": frames, "size_bytes": size}  # fmt: skip
+                "duration_s": written, "frames": frames, "size_bytes": sum(sizes),
+                "renditions": [{"key": r.key, "output": f, "size_bytes": n}
+                               for r, f, n in each]}  # fmt: skip
 
     @staticmethod
     async def _pushed(stager: Stager, payload: dict[str, Any], order: WorkOrder) -> dict[str, Any]:

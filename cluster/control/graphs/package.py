@@ -24,7 +24,7 @@ graph engine runs it like any other kind.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cluster.control.graphs.split import AUTO_CHUNK_S, CHUNKS_PER_ENCODER, room, whole_why
@@ -45,7 +45,7 @@ from cluster.control.rules.graph import (
 from cluster.media.ladder import resolve
 from cluster.media.split import even_frames, segments_at
 from cluster.model.graph import Graph, Phase, TaskRef, task_id
-from cluster.model.jobs import Hardware, Job, JobKind, JobStatus
+from cluster.model.jobs import Hardware, Job, JobKind, JobSpec, JobStatus
 from cluster.model.media import MediaInfo
 from cluster.model.package import (
     PackageOptions,
@@ -58,6 +58,7 @@ from cluster.model.package import (
     rendition_file,
 )
 from cluster.model.split import AUTO, OFF, FrameIndex, Segment
+from cluster.storage.urls import is_object_url
 
 PACKAGE = "package"
 REFERENCE_PIXELS = 1920 * 1080
@@ -77,8 +78,11 @@ class _Plan:
     segment_frames: int
     frames: int
     chunks: dict[str, int]
-    """How many chunks each video rendition is cut into (1: encoded whole)."""
+    """How many chunks each video rendition (or rung group) is cut into (1: whole)."""
     why_chunks: str
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Rung groups (by key: ``gh264``): the rungs of one codec encoded from one decode of
+    each chunk, on cores. Empty: a task per rung."""
 
 
 class PackageKind:
@@ -164,7 +168,8 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
     """The renditions, one GOP and segment length for all, and how many chunks each video
     rendition is cut into: none for a short master, for ``split=off`` or with one encoder
     free; else about two chunks' worth of work per free encoder, no chunk under
-    :data:`MIN_CHUNK_S` of 1080p work (``split=SECONDS``: chunks about that long)."""
+    :data:`MIN_CHUNK_S` of 1080p work (``split=SECONDS``: chunks about that long). On
+    cores, the rungs of one codec become a group whose chunks decode once for all."""
     spec = job.spec
     options = spec.package or PackageOptions()
     renditions, notes = resolve(options, media)
@@ -178,23 +183,48 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
     if why is None and frames > 2 * segment_frames:
         top = max(videos, key=lambda r: r.width * r.height)
         encode = replace(spec, kind=JobKind.TRANSCODE, codec=top.codec, package=None)
-        slots, _ = room(replace(job, spec=encode), media, farm)  # encoders for its top rung
+        slots, hardware = room(replace(job, spec=encode), media, farm)  # its top rung's encoders
         work = {r.key: _weight(r, frames) / fps for r in videos}  # seconds of 1080p frames
         if spec.split == AUTO:
             if slots < 2:
                 why = "renditions encoded whole: one encoder or none free (split=auto)"
             target = max(MIN_CHUNK_S, sum(work.values()) / max(1, slots * CHUNKS_PER_ENCODER))
-        else:
-            target = float(spec.split) * top.width * top.height / REFERENCE_PIXELS
+        else:  # chunks about that long: each unit's work in that many seconds
+            target = 0.0
+        groups: dict[str, tuple[str, ...]] = {}
+        if why is None and hardware is Hardware.CPU and not is_object_url(spec.output or ""):
+            # On cores, a rung group's chunk decodes once for all its rungs (as one ffmpeg
+            # with a split filter would); chunks keep every encoder busy.
+            for codec in dict.fromkeys(r.codec for r in videos):
+                keys = tuple(r.key for r in videos if r.codec == codec)
+                if len(keys) > 1:
+                    groups[f"g{codec}"] = keys
+                    work[f"g{codec}"] = sum(work.pop(k) for k in keys)
         if why is None:
             most = max(1, frames // segment_frames)
-            chunks = {k: max(1, min(most, round(w / target))) for k, w in work.items()}
+            if target > 0:
+                chunks = {k: max(1, min(most, round(w / target))) for k, w in work.items()}
+            else:
+                count = max(1, min(most, round(frames / fps / float(spec.split))))
+                chunks = dict.fromkeys(work, count)
+            groups = {g: keys for g, keys in groups.items() if chunks[g] > 1}
+            for g in [g for g in chunks if g.startswith("g") and g not in groups]:
+                chunks.pop(g)  # a group too short to cut: its rungs run side by side
+                chunks.update(dict.fromkeys(_group_keys(videos, g), 1))
             cut = sum(n for n in chunks.values() if n > 1)
-            why = f"{cut} chunks at segment boundaries ({slots} encoders free)" if cut else \
-                "renditions encoded whole: none is long enough to cut"  # fmt: skip
+            plural = "s" if len(groups) != 1 else ""
+            grouped = f", {len(groups)} rung group{plural} decoded once per chunk" if groups else ""
+            why = f"{cut} chunks at segment boundaries{grouped} ({slots} encoders free)" \
+                if cut else "renditions encoded whole: none is long enough to cut"  # fmt: skip
+            return _Plan(options, tuple(renditions), tuple(notes), gop, segment_frames, frames,
+                         chunks, why, groups)  # fmt: skip
     why = (why or "renditions encoded whole").removeprefix("not split: ")
     return _Plan(options, tuple(renditions), tuple(notes), gop, segment_frames, frames,
                  chunks, why)  # fmt: skip
+
+
+def _group_keys(videos: list[Rendition], group: str) -> list[str]:
+    return [r.key for r in videos if f"g{r.codec}" == group]
 
 
 def _cuts(plan: _Plan, key: str, index: FrameIndex | None) -> tuple[Segment, ...]:
@@ -206,10 +236,10 @@ def _cuts(plan: _Plan, key: str, index: FrameIndex | None) -> tuple[Segment, ...
     frame_s, problem = even_frames(index)
     if problem is not None:
         return ()
-    segments = -(-index.frames // plan.segment_frames)
-    per_chunk = -(-segments // count)
-    cuts = [j * per_chunk * plan.segment_frames for j in range(1, count)]
-    cuts = [c for c in cuts if c < index.frames]
+    segments = -(-index.frames // plan.segment_frames)  # the last may be short
+    count = min(count, segments)
+    starts = sorted({round(j * segments / count) for j in range(1, count)})  # even shares
+    cuts = [n * plan.segment_frames for n in starts if 0 < n * plan.segment_frames < index.frames]
     return tuple(segments_at(index, cuts, frame_s))
 
 
@@ -228,8 +258,17 @@ def _graph(job: Job, media: MediaInfo, plan: _Plan, index: FrameIndex | None) ->
     tasks: list[TaskPlan] = []
     files: dict[str, tuple[str, ...]] = {}
     chunks: dict[str, tuple[Segment, ...]] = {}
+    grouped = {k for keys in plan.groups.values() for k in keys}
+    for group, keys in plan.groups.items():
+        cut = _cuts(plan, group, index)
+        if len(cut) < 2:  # its frames cannot be cut on: a task per rung after all
+            grouped -= set(keys)
+            continue
+        members = [r for r in renditions if r.key in keys]
+        tasks += _group_tasks(job, name, folder, base, plan.gop, group, members, cut, files)
+        chunks.update(dict.fromkeys(keys, cut))
     for rendition in renditions:
-        if rendition.kind == "text":
+        if rendition.kind == "text" or rendition.key in grouped:
             continue
         spec = replace(base, codec=_codec(rendition))
         if rendition.kind == "audio":
@@ -283,6 +322,35 @@ def _graph(job: Job, media: MediaInfo, plan: _Plan, index: FrameIndex | None) ->
     view = PackageView(why, list(renditions), segment_s=step.segment_s, chunks=most,
                        notes=list(plan.notes))  # fmt: skip
     return Expansion(graph, tuple(tasks), view)
+
+
+def _group_tasks(
+    job: Job,
+    name: str,
+    folder: str,
+    base: JobSpec,
+    gop: int,
+    group: str,
+    rungs: list[Rendition],
+    cut: tuple[Segment, ...],
+    files: dict[str, tuple[str, ...]],
+) -> list[TaskPlan]:
+    """A rung group's tasks: one per chunk, each encoding every rung of the group from one
+    decode of its frames, into a file per rung (``.<package>.<job>-<group>c001.<rung>.mp4``)."""
+    tasks = []
+    spec = replace(base, codec=rungs[0].codec, hardware=Hardware.CPU)
+    for segment in cut:
+        key = f"{group}c{segment.index + 1:03d}"
+        names = tuple(rendition_file(name, f"{task_id(job.id, key)}.{r.key}") for r in rungs)
+        for rung, path in zip(rungs, names, strict=True):
+            files[rung.key] = (*files.get(rung.key, ()), path)
+        heights = ", ".join(r.name for r in rungs)
+        label = f"{rungs[0].codec} rungs {heights}, {segment.label}"
+        weight = sum(_weight(r, segment.frames) for r in rungs)
+        ref = TaskRef(key, weight=weight, label=label, doing=f"encoding {label}")
+        step = RenditionStep(rungs[0], gop, segment, tuple(rungs[1:]), names)
+        tasks.append(TaskPlan(ref, replace(spec, output=posixpath.join(folder, names[0])), step))
+    return tasks
 
 
 def _codec(rendition: Rendition) -> str:

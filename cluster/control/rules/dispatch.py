@@ -36,7 +36,8 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
         rendition = step.rendition
         if rendition.kind != "video":  # an audio track: one core, no encoder
             return Demand(JobKind.VALIDATE, Hardware.CPU, job.spec.codec, width, height)
-        width, height = rendition.width, rendition.height
+        top = max(step.renditions, key=lambda r: r.width * r.height)  # a group: its top rung
+        width, height = top.width, top.height
     transcode = job.spec.kind is JobKind.TRANSCODE
     thumbnail = job.spec.kind is JobKind.THUMBNAIL
     return Demand(

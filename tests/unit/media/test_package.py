@@ -379,3 +379,23 @@ def test_a_package_folder_is_its_own_and_overwrite_replaces_only_a_package(tmp_p
     root = replace(spec(), input=str(master), output=str(tmp_path))
     with pytest.raises(SpecError, match="is a media root; give the package a folder inside"):
         confine(root, (tmp_path,), ())
+
+
+def test_a_rung_group_decodes_once_and_writes_a_file_per_rung() -> None:
+    x264 = next(e for e in CATALOG if e.name == "libx264")
+    rungs = (Rendition("v720h264", "video", "h264", 1280, 720, 3000),
+             Rendition("v360h264", "video", "h264", 640, 360, 730))  # fmt: skip
+    names = (".show.j-gh264c002.v720h264.mp4", ".show.j-gh264c002.v360h264.mp4")
+    task = JobSpec(kind=JobKind.TRANSCODE, input="/m/master.mkv", output=f"/m/out/{names[0]}")
+    chunk = Segment(1, 150, 150, 6.0, 6.0, False)
+    step = RenditionStep(rungs[0], 50, chunk, rungs[1:], names)
+    command = rendition_command(task, source(), x264, step, job_id="j-gh264c002.1", threads=1)
+    argv = command.argv
+    assert argv.count("-i") == 1 and argv[argv.index("-ss") + 1] == "5.980"
+    assert argv[argv.index("-filter_complex") + 1] == (
+        "[0:0]split=2[s0][s1];[s0]scale=1280:720:flags=bicubic,setsar=1[o0];"
+        "[s1]scale=640:360:flags=bicubic,setsar=1[o1]")  # fmt: skip
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-maxrate"] == ["3000k", "730k"]
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-frames:v"] == ["150", "150"]
+    assert [final for _, final in command.outputs] == [f"/m/out/{n}" for n in names]
+    assert RenditionStep.from_dict(step.to_dict()) == step
