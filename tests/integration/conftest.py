@@ -76,6 +76,35 @@ def private_cluster(
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def one_core_workers(
+    prefix: str, root: Path, name: str, workers: int = 3, max_attempts: int = 3
+) -> Iterator[tuple[Fleet, Any]]:
+    """A :func:`private_cluster` with ``workers`` workers of one core each, and a fleet
+    whose media root is ``root`` (its data in ``root/.data``); yields (fleet, cluster)."""
+    with private_cluster(prefix) as (cluster, _):
+        for _ in range(workers):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        data = root / ".data"
+        fleet = Fleet.connect(
+            RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name=name),
+            CoordinatorConfig(
+                data_dir=data,
+                media_roots=(root,),
+                max_attempts=max_attempts,
+                retry_backoff_s=0.2,
+                encoder_idle_s=5.0,
+                node_refresh_s=1.0,
+            ),
+        )
+        try:
+            yield fleet, cluster
+        finally:
+            fleet.shutdown_coordinator()
+            fleet.close()
+
+
 def start_fleet(data_dir: Path, name: str, **config: object) -> Fleet:
     settings = {"max_attempts": 2, "retry_backoff_s": 0.2, "encoder_idle_s": 5.0} | config
     return Fleet.connect(

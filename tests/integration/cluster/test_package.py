@@ -23,17 +23,15 @@ import m3u8
 import pytest
 
 from cluster import (
-    CoordinatorConfig,
     Fleet,
     JobKind,
     JobSpec,
     OutputError,
-    RuntimeConfig,
     SpecError,
     Speed,
 )
 from tests.helpers import ffmpeg_processes, ffprobe, make_clip, streams, wait_until
-from tests.integration.conftest import private_cluster
+from tests.integration.conftest import one_core_workers
 
 pytestmark = pytest.mark.multinode
 NAME = "package"
@@ -52,31 +50,11 @@ class Farm:
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     root = tmp_path_factory.mktemp("package")
-    with private_cluster("ffp-") as (cluster, _):
-        for _ in range(3):
-            cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        data = root / ".data"
-        fleet = Fleet.connect(
-            RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name=NAME),
-            CoordinatorConfig(
-                data_dir=data,
-                media_roots=(root,),
-                max_attempts=2,
-                retry_backoff_s=0.2,
-                encoder_idle_s=5.0,
-                node_refresh_s=1.0,
-            ),
-        )
-        master = make_clip(
-            root / "master.mkv", seconds=12, size="640x360", subtitles=True, language="eng"
-        )
+    with one_core_workers("ffp-", root, NAME, max_attempts=2) as (fleet, cluster):
+        master = make_clip(root / "master.mkv", seconds=12, size="640x360", subtitles=True,
+                           language="eng")  # fmt: skip
         wait_until(lambda: fleet.ping()["ready"], timeout=60)
-        try:
-            yield Farm(fleet, cluster, root, master)
-        finally:
-            fleet.shutdown_coordinator()
-            fleet.close()
+        yield Farm(fleet, cluster, root, master)
 
 
 def package(src: Path, out: Path, **options: Any) -> JobSpec:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import ray
 
-from cluster import CoordinatorConfig, Fleet, Job, RuntimeConfig
+from cluster import Fleet, Job
 from tests.helpers import (
     count_frames,
     ffmpeg_processes,
@@ -27,7 +27,7 @@ from tests.helpers import (
     transcode,
     wait_until,
 )
-from tests.integration.conftest import private_cluster
+from tests.integration.conftest import one_core_workers
 
 pytestmark = pytest.mark.multinode
 NAME = "split"
@@ -47,30 +47,11 @@ class Farm:
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     root = tmp_path_factory.mktemp("split")
-    with private_cluster("ffs-") as (cluster, _):
-        for _ in range(3):
-            cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        data = root / ".data"
-        fleet = Fleet.connect(
-            RuntimeConfig(data_dir=data, address=cluster.address, coordinator_name=NAME),
-            CoordinatorConfig(
-                data_dir=data,
-                media_roots=(root,),
-                max_attempts=3,
-                retry_backoff_s=0.2,
-                encoder_idle_s=5.0,
-                node_refresh_s=1.0,
-            ),
-        )
+    with one_core_workers("ffs-", root, NAME) as (fleet, cluster):
         clip = make_clip(root / "clip.mkv", seconds=12, subtitles=True)
         long = make_clip(root / "long.mp4", seconds=60, size="640x360")
         wait_until(lambda: fleet.ping()["ready"], timeout=60)
-        try:
-            yield Farm(fleet, cluster, root, clip, long)
-        finally:
-            fleet.shutdown_coordinator()
-            fleet.close()
+        yield Farm(fleet, cluster, root, clip, long)
 
 
 def chunk_files(folder: Path) -> list[str]:
