@@ -167,6 +167,12 @@ class JobView(BaseModel):
         "why; its chunks (frames, status, where each runs, attempts, reused after a "
         "restart).",
     )
+    package: dict[str, Any] | None = Field(
+        default=None,
+        description="A package: how it was planned (why: its renditions, segment length, "
+        "chunks), its renditions, notes on what the ladder left out, and each task's status, "
+        "node, encoder and percent done.",
+    )
     webhook: dict[str, Any] | None = Field(
         default=None,
         description="The delivery of the job's ending to its callback_url: state (pending, "

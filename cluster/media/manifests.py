@@ -154,7 +154,8 @@ def cut(
         else:
             groups[-1].append(fragment)
     if every > 0 and len(groups) > 1 and sum(f.duration for f in groups[-1]) < timescale / 2:
-        groups[-2] += groups.pop()  # a sliver of audio past the video joins the segment before
+        sliver = groups.pop()  # a sliver of audio past the video joins the segment before
+        groups[-1] += sliver
     return groups
 
 

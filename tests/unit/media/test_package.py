@@ -399,3 +399,9 @@ def test_a_rung_group_decodes_once_and_writes_a_file_per_rung() -> None:
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-frames:v"] == ["150", "150"]
     assert [final for _, final in command.outputs] == [f"/m/out/{n}" for n in names]
     assert RenditionStep.from_dict(step.to_dict()) == step
+
+
+def test_a_sliver_of_audio_past_the_video_joins_the_last_segment() -> None:
+    audio = [Fragment(0, 100, 0, 96_000, 94, True, 10),
+             Fragment(100, 200, 96_000, 960, 1, True, 110)]  # 2 s, then 20 ms  # fmt: skip
+    assert [len(g) for g in cut(audio, times=[0.0], every=2.0, timescale=48_000)] == [2]
