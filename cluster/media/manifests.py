@@ -153,9 +153,12 @@ def cut(
             groups.append([fragment])
         else:
             groups[-1].append(fragment)
-    if every > 0 and len(groups) > 1 and sum(f.duration for f in groups[-1]) < timescale / 2:
-        sliver = groups.pop()  # a sliver of audio past the video joins the segment before
-        groups[-1] += sliver
+    if every > 0 and len(groups) > max(1, len(times)):  # audio past the video's segments
+        sliver, before = groups[-1], groups[-2]
+        merged = sum(f.duration for f in (*before, *sliver)) / timescale
+        if sum(f.duration for f in sliver) < timescale / 2 and merged <= every + DURATION_SLACK_S:
+            groups.pop()  # a sliver joins the segment before, when that stays in bounds
+            before += sliver
     return groups
 
 

@@ -84,13 +84,16 @@ def rendition_command(
         graph += "".join(f";[s{i}]{_scale(r)}[o{i}]" for i, r in enumerate(rungs))
         argv += ["-filter_complex", graph]
     frames = segment.frames if segment is not None else None
+    pixels = sum(r.width * r.height for r in rungs)
     for i, (rung, (out, _)) in enumerate(zip(rungs, outputs, strict=True)):
+        # The cores it was placed on, shared by the rungs by their pixels.
+        share = max(1, round(threads * rung.width * rung.height / pixels)) if threads else None
         argv += ["-map_metadata", "-1", "-map_chapters", "-1"]
         if len(rungs) > 1:
             argv += ["-map", f"[o{i}]"]
         else:
             argv += ["-map", f"0:{video.index}", "-vf", _scale(rung)]
-        argv += _rung_args(spec, encoder, rung, step.gop_frames, threads)
+        argv += _rung_args(spec, encoder, rung, step.gop_frames, share)
         if encoder.is_nvenc and cuda_device is not None:
             argv += ["-gpu", "0"]
             env["CUDA_VISIBLE_DEVICES"] = cuda_device

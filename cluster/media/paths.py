@@ -85,7 +85,9 @@ def check_package_folder(path: Path, *, input_path: Path, overwrite: bool) -> No
         raise OutputError(f"{path} already exists; {OVERWRITE_HINT}")
     if path.exists() and not path.is_dir():
         raise OutputError(f"output {path} is a file; a package needs a folder name")
-    if path.exists() and not any((path / name).is_file() for name in PACKAGE_MANIFESTS):
+    if path.exists() and not any(
+        (path / n).is_file() and not (path / n).is_symlink() for n in PACKAGE_MANIFESTS
+    ):
         raise OutputError(
             f"{path} exists and is not a package (no {' or '.join(PACKAGE_MANIFESTS)}); "
             "overwrite replaces only a package: choose another folder"

@@ -34,8 +34,11 @@ from cluster.errors import (
     FramefleetError,
     InputError,
     JobFailure,
+    OutputError,
     ToolMissing,
 )
+from cluster.media.manifests import MASTER, MPD
+from cluster.media.paths import OVERWRITE_HINT
 from cluster.media.pinned import Pinned
 from cluster.media.runner import FfmpegRun, RunResult, failure_for
 from cluster.media.work import WorkOrder, WorkOutcome
@@ -53,6 +56,8 @@ from cluster.storage.urls import parse_object_url
 log = logging.getLogger("framefleet.encoder")
 ProgressSink = Callable[[str, int, ProgressSnapshot], None]
 MAX_VALIDATION_ERRORS = 50
+MAX_LISTED = 1_000_000
+"""Objects listed under a package's prefix before it is uploaded (what was there)."""
 
 
 def truncation_gap(expected_s: float | None, got_s: float | None) -> float | None:
@@ -392,10 +397,17 @@ async def _uploaded(
     or is cancelled removes what it had uploaded; the renditions' objects go once the
     package is up."""
     finals = package.published_files()
+    target = parse_object_url(stager.plan.push[0][0], what="output", prefix=True)
+    there = {str(u) for u in await asyncio.to_thread(
+        objects.list_objects, stager.plan.store, target, ("",), MAX_LISTED)}  # fmt: skip
+    for manifest in (MASTER, MPD):  # another job may have published here since submit
+        if not order.spec.overwrite and str(target.child(manifest)) in there:
+            raise OutputError(f"{target.child(manifest)} already exists; {OVERWRITE_HINT}")
     try:
         uploaded = await stager.push(finals)
-    except BaseException:  # only what this attempt uploaded goes
-        await asyncio.shield(asyncio.to_thread(_delete, stager, list(stager.pushed)))
+    except BaseException:  # only what this attempt added goes; nothing that was there
+        added = [u for u in stager.pushed if u not in there]
+        await asyncio.shield(asyncio.to_thread(_delete, stager, added))
         raise
     prefix = stager.plan.push[0][0]  # where the package goes (the spec is local now)
     sources = beside_urls(prefix, tuple(order.package.files_list())) if order.package else []

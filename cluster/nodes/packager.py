@@ -15,7 +15,9 @@ import itertools
 import mmap
 import os
 import re
+import secrets
 import shutil
+import stat
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -321,13 +323,7 @@ class PackageFiles:
         if exists_in(self.final, self.folder_fd):
             if not overwrite:
                 raise OutputError(f"{self.final_path} already exists; {OVERWRITE_HINT}")
-            if not is_package(self.folder_fd, self.final):
-                raise OutputError(
-                    f"{self.final_path} exists and is not a package (no {MASTER} or {MPD}); "
-                    "overwrite replaces only a package: choose another folder"
-                )
-            old = f"{self.staging}.old"
-            os.rename(self.final, old, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+            old = self._aside()
         try:
             os.rename(self.staging, self.final, src_dir_fd=self.folder_fd,
                       dst_dir_fd=self.folder_fd)  # fmt: skip
@@ -338,6 +334,32 @@ class PackageFiles:
         if old is not None:
             with contextlib.suppress(OSError):  # published: a leftover is not a failure
                 remove_tree(old, self.folder_fd)
+
+    def _aside(self) -> str:
+        """The package being replaced, moved aside (a name no job's clean-up touches: it
+        is never lost); an :class:`OutputError` unless it is a package, the very folder
+        that was checked."""
+        not_one = OutputError(
+            f"{self.final_path} exists and is not a package (no {MASTER} or {MPD}); "
+            "overwrite replaces only a package: choose another folder"
+        )
+        try:
+            fd = os.open(self.final, DIR_FLAGS, dir_fd=self.folder_fd)
+        except OSError:
+            raise not_one from None
+        try:
+            if not holds_manifest(fd):
+                raise not_one
+            seen = os.fstat(fd)
+        finally:
+            os.close(fd)
+        old = f".{self.final}.replaced-{secrets.token_hex(4)}"
+        os.rename(self.final, old, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+        moved = os.stat(old, dir_fd=self.folder_fd, follow_symlinks=False)
+        if (moved.st_dev, moved.st_ino) != (seen.st_dev, seen.st_ino):
+            os.rename(old, self.final, src_dir_fd=self.folder_fd, dst_dir_fd=self.folder_fd)
+            raise OutputError(f"{self.final_path} changed while it was replaced; not published")
+        return old
 
     def published_files(self) -> list[str]:
         """Every file of the published package (paths on this node), in the order they
@@ -382,14 +404,14 @@ def _swapped(arg: str, swap: dict[str, str]) -> str:
     return arg
 
 
-def is_package(folder_fd: int, name: str) -> bool:
-    """Whether ``name`` in the folder open as ``folder_fd`` is a folder that holds a
-    package's manifests (what ``overwrite`` may replace whole)."""
+def holds_manifest(folder_fd: int) -> bool:
+    """Whether the folder open as ``folder_fd`` holds a package's manifest (a plain file):
+    what ``overwrite`` may replace whole."""
+    return any(_regular(n, folder_fd) for n in (MASTER, MPD))
+
+
+def _regular(name: str, folder_fd: int) -> bool:
     try:
-        fd = os.open(name, DIR_FLAGS, dir_fd=folder_fd)
+        return stat.S_ISREG(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
-    try:
-        return exists_in(MASTER, fd) or exists_in(MPD, fd)
-    finally:
-        os.close(fd)

@@ -91,17 +91,22 @@ def localize(
                 fetch += tuple((str(url), posixpath.join(folder, "out", url.name))
                                for url in beside_urls(spec.output, beside))  # fmt: skip
                 estimate *= 2  # the renditions, then the package made of them
-                # Its manifests were checked absent at submit: what else is under the
-                # prefix is this job's (an earlier attempt's segments), replaced as it goes.
+                # Its manifests were checked absent at submit, and are again before it
+                # uploads: what else is under the prefix is an earlier attempt's.
                 overwrite = True
-                if moves_in and not needs_input and beside:
-                    fetch = fetch[1:]  # the master stays put; a rendition stands in for it
-                    local_input, moves_in = posixpath.join(folder, "out", beside[0]), False
         else:
             target = _target(spec.output, prefix=False)
             local_output = posixpath.join(folder, "out", posixpath.basename(target))
             push = ((target, local_output),)
             estimate = max(size, MIN_OUTPUT_ESTIMATE)  # a transcode rarely outgrows its source
+    if spec.kind is JobKind.PACKAGE and not needs_input and beside and is_object_url(spec.input):
+        # The master stays put: the package reads only its renditions (one stands in as
+        # the input the node opens).
+        fetch, moves_in = tuple(f for f in fetch if f[1] != local_input), False
+        beside_local = posixpath.dirname(local_output or "")
+        local_input = posixpath.join(beside_local, beside[0])
+        if not fetch and not push:
+            return replace(spec, input=local_input), None
     need = (size if moves_in else 0) + estimate
     local = replace(spec, input=local_input, output=local_output)
     return local, StagePlan(folder, store, fetch, push, need, overwrite, peer)

@@ -27,7 +27,13 @@ import posixpath
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cluster.control.graphs.split import AUTO_CHUNK_S, CHUNKS_PER_ENCODER, room, whole_why
+from cluster.control.graphs.split import (
+    AUTO_CHUNK_S,
+    CHUNKS_PER_ENCODER,
+    MAX_CHUNKS,
+    room,
+    whole_why,
+)
 from cluster.control.rules.graph import (
     Expansion,
     Facts,
@@ -183,7 +189,9 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
     if why is None and frames > 2 * segment_frames:
         top = max(videos, key=lambda r: r.width * r.height)
         encode = replace(spec, kind=JobKind.TRANSCODE, codec=top.codec, package=None)
-        slots, hardware = room(replace(job, spec=encode), media, farm)  # its top rung's encoders
+        scaled = replace(media, video=replace(media.require_video(), width=top.width,
+                                              height=top.height))  # fmt: skip
+        slots, hardware = room(replace(job, spec=encode), scaled, farm)  # its top rung's
         work = {r.key: _weight(r, frames) / fps for r in videos}  # seconds of 1080p frames
         if spec.split == AUTO:
             if slots < 2:
@@ -201,14 +209,15 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
                     groups[f"g{codec}"] = keys
                     work[f"g{codec}"] = sum(work.pop(k) for k in keys)
         if why is None:
-            most = max(1, frames // segment_frames)
+            most = max(1, min(MAX_CHUNKS, frames // segment_frames))
             if target > 0:
                 chunks = {k: max(1, min(most, round(w / target))) for k, w in work.items()}
             else:
                 count = max(1, min(most, round(frames / fps / float(spec.split))))
                 chunks = dict.fromkeys(work, count)
+            formed = set(groups)
             groups = {g: keys for g, keys in groups.items() if chunks[g] > 1}
-            for g in [g for g in chunks if g.startswith("g") and g not in groups]:
+            for g in [g for g in chunks if g in formed and g not in groups]:
                 chunks.pop(g)  # a group too short to cut: its rungs run side by side
                 chunks.update(dict.fromkeys(_group_keys(videos, g), 1))
             cut = sum(n for n in chunks.values() if n > 1)
@@ -236,9 +245,9 @@ def _cuts(plan: _Plan, key: str, index: FrameIndex | None) -> tuple[Segment, ...
     frame_s, problem = even_frames(index)
     if problem is not None:
         return ()
-    segments = -(-index.frames // plan.segment_frames)  # the last may be short
-    count = min(count, segments)
-    starts = sorted({round(j * segments / count) for j in range(1, count)})  # even shares
+    exact = index.frames / plan.segment_frames  # a short last segment is a part of one
+    count = min(count, max(1, int(exact)))
+    starts = sorted({round(j * exact / count) for j in range(1, count)})  # even shares
     cuts = [n * plan.segment_frames for n in starts if 0 < n * plan.segment_frames < index.frames]
     return tuple(segments_at(index, cuts, frame_s))
 

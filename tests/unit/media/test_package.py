@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.control.graphs.package import _cuts, _Plan
 from cluster.errors import ConfigError, InputError, OutputError, SpecError
 from cluster.media.cmaf import NON_SYNC, CmafError, Fragment, Init, read_fragments, read_init
 from cluster.media.confine import confine
@@ -35,7 +36,7 @@ from cluster.media.paths import check_package_folder
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
 from cluster.model.package import PackageOptions, PackageStep, Rendition, RenditionStep, Rung
-from cluster.model.split import Segment
+from cluster.model.split import FrameIndex, Segment
 from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 
@@ -405,3 +406,23 @@ def test_a_sliver_of_audio_past_the_video_joins_the_last_segment() -> None:
     audio = [Fragment(0, 100, 0, 96_000, 94, True, 10),
              Fragment(100, 200, 96_000, 960, 1, True, 110)]  # 2 s, then 20 ms  # fmt: skip
     assert [len(g) for g in cut(audio, times=[0.0], every=2.0, timescale=48_000)] == [2]
+
+
+def test_a_sliver_stays_apart_when_joining_it_would_make_a_segment_too_long() -> None:
+    step = 96_256  # 94 AAC frames at 48 kHz: 2.0053 s
+    audio = [Fragment(i * 100, i * 100 + 100, i * step, step, 94, True, i * 100 + 10)
+             for i in range(6)]  # fmt: skip
+    audio.append(Fragment(600, 700, 6 * step, 24_960, 24, True, 610))  # 0.52 s more
+    groups = cut(audio, times=[0.0, 6.0], every=6.0, timescale=48_000)
+    lasts = [sum(f.duration for f in g) / 48_000 for g in groups]
+    assert all(d <= 6.5 for d in lasts), lasts
+
+
+def test_chunks_take_even_shares_and_a_short_last_segment_is_part_of_one() -> None:
+    plan = _Plan(PackageOptions(), (), (), 25, 150, 1501, {"gh264": 10}, "")
+    times = tuple(i * 0.04 for i in range(1501))
+    index = FrameIndex(0.0, times, frozenset(range(0, 1501, 250)))
+    cuts = _cuts(plan, "gh264", index)
+    assert [c.frames for c in cuts] == [150] * 9 + [151]
+    four = _cuts(replace(plan, chunks={"gh264": 4}), "gh264", index)
+    assert [c.frames for c in four] == [450, 300, 450, 301]  # 3, 2, 3 and 2 segments
