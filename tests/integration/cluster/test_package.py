@@ -9,13 +9,18 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
+import shutil
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +257,69 @@ def test_a_master_becomes_a_package_that_follows_every_rule(farm: Farm) -> None:
     assert result["playlists"] == {"hls": "master.m3u8", "dash": "manifest.mpd"}
     assert result["segments"] == 3 * 3 + 3
     assert hidden(out) == [], "rendition files and the staging folder are removed"
+
+
+VENDOR = Path(__file__).resolve().parents[3] / "api" / "gateway" / "ui" / "vendor"
+PLAYER = Path(__file__).resolve().parent
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1 (a thread), for the browser."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_farm_made_package_plays_and_switches_in_chromium(farm: Farm, tmp_path: Path) -> None:
+    """The package the farm made (renditions on several workers) played by the pinned
+    hls.js and dash.js in Debian's chromium: it plays, a forced switch between renditions
+    shows in the picture, and no player error is raised."""
+    from playwright.sync_api import sync_playwright
+
+    show = farm.root / "out-ladder" / "show"
+    assert (show / "master.m3u8").is_file(), "the first test of this module made it"
+    site = tmp_path / "site"
+    shutil.copytree(show, site / "show")
+    for name in ("hls.min.js", "hls.worker.js", "dash.mediaplayer.min.js"):
+        shutil.copy(VENDOR / name, site / name)
+    for name in ("player.html", "player.js"):
+        shutil.copy(PLAYER / name, site / name)
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make setup` installs it"
+    with served(site) as url, sync_playwright() as p:
+        autoplay = ["--autoplay-policy=no-user-gesture-required"]
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=autoplay)
+        try:
+            for how in ("hls", "dash"):
+                page = browser.new_page()
+                failures: list[str] = []
+                page.on("pageerror", lambda exc: failures.append(str(exc)))  # noqa: B023
+                page.goto(f"{url}/player.html?{how}")
+                page.wait_for_function("document.getElementById('video').currentTime > 1.5",
+                                       timeout=30_000)  # fmt: skip
+                assert sorted(page.evaluate("window.levels()")) == [180, 270, 360], how
+                for height in (180, 360):
+                    page.evaluate(f"window.force({height})")
+                    page.wait_for_function(
+                        f"document.getElementById('video').videoHeight === {height}",
+                        timeout=30_000,
+                    )
+                assert page.evaluate("window.errors") == [], how
+                assert failures == [], how
+                page.close()
+        finally:
+            browser.close()
 
 
 def test_long_rungs_are_cut_at_segment_boundaries_and_joined_frame_exact(farm: Farm) -> None:
