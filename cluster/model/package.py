@@ -13,7 +13,6 @@ segments, writes the playlists and the MPD, checks the whole and publishes it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -381,7 +380,3 @@ class PackageView:
             chunks=int(data.get("chunks", 1)),
             notes=list(data.get("notes", ())),
         )
-
-
-def segment_count(frames: int, segment_frames: int) -> int:
-    return max(1, math.ceil(frames / segment_frames))
