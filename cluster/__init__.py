@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from cluster.model.package import PackageOptions
     from cluster.model.progress import ProgressSnapshot
     from cluster.model.public import job_view
+    from cluster.model.quality import METRICS, Metric, Model, ScoreOptions
     from cluster.model.split import Split
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
@@ -157,6 +158,10 @@ _WHERE: dict[str, str] = {
     "job_view": "cluster.model.public",
     "Split": "cluster.model.split",
     "PackageOptions": "cluster.model.package",
+    "METRICS": "cluster.model.quality",
+    "Metric": "cluster.model.quality",
+    "Model": "cluster.model.quality",
+    "ScoreOptions": "cluster.model.quality",
     "ProgressSnapshot": "cluster.model.progress",
     "INVENTORY_ENV": "cluster.nodes.gpus",
     "LocalNode": "cluster.nodes.register",
@@ -194,6 +199,7 @@ __all__ = [
     "FFMPEG_ENV",
     "INVENTORY_ENV",
     "MEDIA_MAP_ENV",
+    "METRICS",
     "NO_MEDIA_ENV",
     "SCRATCH_BYTES_ENV",
     "SCRATCH_ENV",
@@ -237,7 +243,9 @@ __all__ = [
     "Kind",
     "LocalNode",
     "MediaInfo",
+    "Metric",
     "MetricsSnapshot",
+    "Model",
     "NodeRecord",
     "OutputError",
     "PackageOptions",
@@ -245,6 +253,7 @@ __all__ = [
     "ProgressSnapshot",
     "RemoteError",
     "RuntimeConfig",
+    "ScoreOptions",
     "SpecError",
     "Speed",
     "Split",

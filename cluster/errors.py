@@ -83,6 +83,7 @@ class ErrorCode(StrEnum):
     BAD_INVENTORY = "bad_inventory"
     BAD_COST_MODEL = "bad_cost_model"
     STORAGE_DENIED = "storage_denied"
+    METRIC_MISSING = "metric_missing"
     # State and identity.
     NOT_FOUND = "not_found"
     INVALID_TRANSITION = "invalid_transition"
@@ -106,6 +107,7 @@ class ErrorCode(StrEnum):
     SCRATCH_FULL = "scratch_full"
     STALLED = "stalled"
     TIMED_OUT = "timed_out"
+    BELOW_QUALITY = "below_quality"
     POISON = "poison"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
@@ -144,6 +146,7 @@ _KIND: dict[ErrorCode, Kind] = {
             ErrorCode.SCRATCH_FULL,
             ErrorCode.STALLED,
             ErrorCode.TIMED_OUT,
+            ErrorCode.BELOW_QUALITY,
             ErrorCode.POISON,
             ErrorCode.CANCELLED,
             ErrorCode.INTERNAL,
@@ -195,6 +198,12 @@ class OutputError(JobFailure):
 
 class SpecError(JobFailure):
     code = ErrorCode.INVALID_SPEC
+
+
+class BelowQuality(JobFailure):
+    """An output scored below the ``min_vmaf`` asked for."""
+
+    code = ErrorCode.BELOW_QUALITY
 
 
 class CapacityError(JobFailure):

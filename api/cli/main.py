@@ -43,6 +43,7 @@ from cluster import (
     JobSpec,
     JobStatus,
     PackageOptions,
+    ScoreOptions,
     Speed,
     WatchRule,
     available,
@@ -124,6 +125,10 @@ def _report(job: Job) -> None:
     placed = job.placement
     if "renditions" in result:
         _report_package(result, job)
+    elif "reference" in result:
+        _report_scores(result.get("metrics") or {})
+        out.print(f"[green]✓[/green] {job.spec.input} against {result['reference']}: "
+                  f"{job.reason}")  # fmt: skip
     elif "output" in result:
         out.print(
             f"[green]✓[/green] {result['output']}: {result['codec']} "
@@ -143,8 +148,24 @@ def _report(job: Job) -> None:
             for line in result["errors"]:
                 out.print(f"  {line}")
             raise _Exit(ExitCode.JOB_FAILED)
+    if "quality" in result:  # a transcode that was scored
+        _report_scores(result["quality"].get("metrics") or {})
     for note in job.notes:
         err.print(f"note: {note}")
+
+
+def _report_scores(metrics: dict[str, Any]) -> None:
+    for name, m in metrics.items():
+        if m.get("mean") is None:
+            continue
+        d = 5 if name == "ssim" else 2
+        out.print(f"  {name:<6} mean {m['mean']:.{d}f}  harmonic {m['harmonic_mean']:.{d}f}"
+                  f"  min {m['min']:.{d}f}  p1 {m['p1']:.{d}f}  p5 {m['p5']:.{d}f}"
+                  f"  ({m['frames']} frames)")  # fmt: skip
+        worst = ", ".join(f"{w['frame']} at {w['time_s']:.2f} s ({w['value']:.{d}f})"
+                          for w in m.get("worst", [])[:3])  # fmt: skip
+        if worst:
+            out.print(f"         worst frames: {worst}")
 
 
 def _report_package(result: dict[str, Any], job: Job) -> None:
@@ -193,10 +214,19 @@ def encode(
     keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     split: SplitOpt = "auto",
+    measure_quality: Annotated[
+        bool, typer.Option(help="Score the output against INPUT (VMAF) before it is written.")
+    ] = False,
+    min_vmaf: Annotated[
+        float | None,
+        typer.Option(help="Fail, writing nothing, when the output's VMAF is lower (0-100)."),
+    ] = None,
     address: Address = None,
     data_dir: DataDir = None,
 ) -> None:
     """Transcode INPUT to OUTPUT through the cluster, with a live progress bar."""
+    score = ScoreOptions.parse({"min_vmaf": min_vmaf}) \
+        if measure_quality or min_vmaf is not None else None  # fmt: skip
     spec = JobSpec(
         kind=JobKind.TRANSCODE,
         input=str(input.absolute()),
@@ -209,6 +239,40 @@ def encode(
         keep_10bit=keep_10bit,
         overwrite=overwrite,
         split=split,
+        score=score,
+    )
+    _submit_and_report(data_dir, address, spec, input.name)
+
+
+@app.command()
+def quality(
+    input: Annotated[Path, typer.Argument(help="The distorted video (an encode) to score.")],
+    reference: Annotated[
+        Path, typer.Option("--reference", "-r", help="The reference it was made from.")
+    ],
+    metrics: Annotated[
+        str, typer.Option(help="vmaf, psnr, ssim, xpsnr, comma-separated.")
+    ] = "vmaf",
+    model: Annotated[
+        str, typer.Option(help="VMAF model: auto, 1080p, 4k or neg (no enhancement gain).")
+    ] = "auto",
+    subsample: Annotated[int, typer.Option(help="VMAF on every Nth frame.")] = 1,
+    min_vmaf: Annotated[
+        float | None, typer.Option(help="Exit 1 when the mean VMAF is lower (0-100).")
+    ] = None,
+    priority: Priority = 0,
+    address: Address = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Score INPUT against a reference (VMAF, PSNR, SSIM, XPSNR), long files in parallel."""
+    spec = JobSpec(
+        kind=JobKind.QUALITY,
+        input=str(input.absolute()),
+        reference=str(reference.absolute()),
+        priority=priority,
+        score=ScoreOptions.parse(
+            {"metrics": metrics, "model": model, "subsample": subsample, "min_vmaf": min_vmaf}
+        ),
     )
     _submit_and_report(data_dir, address, spec, input.name)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster import Codec, Hardware, Job, JobKind, JobSpec, Speed, job_view
+from cluster import Codec, Hardware, Job, JobKind, JobSpec, Metric, Model, Speed, job_view
 
 Path_ = Field(min_length=1, max_length=4096)
 
@@ -57,6 +57,31 @@ class PackageRequest(Strict):
     )
 
 
+class ScoreRequest(Strict):
+    """How a quality job scores its input, or a transcode its output."""
+
+    metrics: list[Metric] = Field(
+        default_factory=lambda: [Metric.VMAF],
+        min_length=1,
+        max_length=4,
+        description="vmaf, psnr (luma, dB), ssim (luma) and xpsnr (luma, dB).",
+    )
+    model: Model = Field(
+        default=Model.AUTO,
+        description="VMAF model: auto (4k above 1440 lines, else 1080p), 1080p, 4k or neg "
+        "(no enhancement gain).",
+    )
+    subsample: int = Field(default=1, ge=1, le=1000, description="VMAF on every Nth frame.")
+    min_vmaf: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        description="The job fails, with its score, when the mean VMAF is lower (a "
+        "transcode's output is then not written).",
+    )
+
+
 class SpecFields(Strict):
     """What a job does, apart from its input; shared by single and batch submits."""
 
@@ -81,6 +106,17 @@ class SpecFields(Strict):
     )
     package: PackageRequest | None = Field(
         default=None, description="A package job's ladder, segment length and formats."
+    )
+    reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="A quality job's reference: the input is scored against it.",
+    )
+    score: ScoreRequest | None = Field(
+        default=None,
+        description="A quality job's metrics and model; on a transcode, its output is "
+        "scored against its input before it is written.",
     )
     split: str | float = Field(
         default="auto",

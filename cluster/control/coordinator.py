@@ -115,7 +115,8 @@ class Coordinator:
         self.healer = Healer(config, self.table.metrics, now=now)
         self.healer.load(self.table.store)
         self.graphs = GraphRunner(self.table, self.reach, stop=self.encodes.stop,
-                                  wake=self._wake_up, kinds=kinds, now=now)  # fmt: skip
+                                  wake=self._wake_up, kinds=kinds, now=now,
+                                  probe=self.prober.probed)  # fmt: skip
         self.farm = FarmAPI(table=self.table, view=self.view, healer=self.healer,
                             encodes=self.encodes, states=self._states,
                             refresh=self._refresh_nodes, wake=self._wake_up)  # fmt: skip
@@ -290,7 +291,7 @@ class Coordinator:
                 return [job.snapshot() for job in first]
         await self.view.await_reports()  # admission judges encoders by what nodes report
         await check_all(confined, self.view.encoders(), self.config, batch=batch,
-                        where=self.reach.on_head)  # fmt: skip
+                        where=self.reach.on_head, metrics=self.view.metrics())  # fmt: skip
         jobs = self.table.add(confined, key, batch=batch)
         self._wake_up()
         return [job.snapshot() for job in jobs]

@@ -21,6 +21,7 @@ from cluster.errors import InputError, JobFailure, WorkerLost
 from cluster.media.encoders import CATALOG, FfmpegBuild
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import AudioStream, MediaInfo, VideoStream
+from cluster.model.quality import METRICS
 from cluster.model.split import FrameIndex
 from cluster.nodes.agent import HEAD_RESOURCE, NodeInfo
 from cluster.nodes.gpus import GpuReading
@@ -52,6 +53,7 @@ def fake_node(
     reported: bool = True,
     media: tuple[Sight, ...] = (),
     head: bool = False,
+    metrics: tuple[str, ...] = METRICS,
 ) -> NodeInfo:
     """A node as an agent would report it (every catalog encoder by default)."""
     names = encoders if encoders is not None else frozenset(e.name for e in CATALOG)
@@ -66,6 +68,9 @@ def fake_node(
         gpu_source="none",
         gpus=gpus,
         ffmpeg=FfmpegBuild("ffmpeg", "fake", names) if reported else None,
+        quality=FfmpegBuild("ffmpeg-static", "fake", frozenset(), frozenset(metrics))
+        if reported and metrics
+        else None,
         reported=reported,
     )
 

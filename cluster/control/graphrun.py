@@ -45,6 +45,7 @@ from cluster.control.rules.graph import (
     Need,
     Plan,
     Read,
+    Refuse,
     TaskPlan,
     Tasks,
     next_steps,
@@ -63,6 +64,8 @@ CLEAR_WAIT_S = 30.0
 """How long an ended job waits for a node to remove its tasks' files."""
 Stop = Callable[[str], Awaitable[None]]
 """Stops a task's encode, as a user's cancel (its ffmpeg killed)."""
+Probe = Callable[[str], Awaitable[MediaInfo]]
+"""The probe of a file a plan reads besides the input (a quality job's reference)."""
 
 
 @dataclass(slots=True)
@@ -82,8 +85,10 @@ class GraphRunner:
         wake: Callable[[], None],
         kinds: tuple[GraphKind, ...] = KINDS,
         now: Callable[[], float] = time.time,
+        probe: Probe | None = None,
     ) -> None:
         self._table = table
+        self._probe = probe
         self._reach = reach
         self._stop = stop
         self._wake = wake
@@ -143,6 +148,11 @@ class GraphRunner:
             self._table.set_graph(job, kept, save=False)  # saved with the decision
             self._decided(job, plan.view)
             return True, []
+        if isinstance(plan, Refuse):
+            self._table.set_graph(job, replace(base, why=plan.reason))
+            log.info("job %s: %s", job.id, plan.reason)
+            return False, [Move(job, JobStatus.FAILED, plan.reason, plan.code,
+                                since=JobStatus.QUEUED)]  # fmt: skip
         if isinstance(plan, Read):
             self._table.set_graph(job, base)
             task = asyncio.create_task(self._read(job, plan.need))
@@ -160,6 +170,8 @@ class GraphRunner:
         try:
             if need is Need.FRAMES:
                 return await self._reach.index(job.spec.input, media)
+            if need is Need.REFERENCE and job.spec.reference and self._probe is not None:
+                return await self._probe(job.spec.reference)
             raise ValueError(f"no way to read {need}")
         except FramefleetError as exc:
             return exc
@@ -249,6 +261,10 @@ class GraphRunner:
                 self._table.set_graph(parent, graph)
             done = self._kinds[graph.kind].finish(parent, tasks, self._now())
             last = progress(graph, tasks, self._now())
+            if done.failed is not None:
+                return [Move(parent, JobStatus.FAILED, done.reason, done.failed,
+                             result=done.result, notes=done.notes, progress=last,
+                             since=JobStatus.RUNNING)]  # fmt: skip
             return [Move(parent, JobStatus.SUCCEEDED, done.reason, result=done.result,
                          notes=done.notes, progress=last, since=JobStatus.RUNNING)]  # fmt: skip
         if step.phase is not None:

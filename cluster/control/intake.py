@@ -18,6 +18,7 @@ from cluster.media.paths import OVERWRITE_HINT
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.scheduling.admission import (
     check_callback,
+    check_metrics,
     check_spec,
     numbered,
     refuse_shared_outputs,
@@ -55,11 +56,14 @@ async def check_all(
     *,
     batch: bool,
     where: Callable[[str], str | None] = lambda path: path,
+    metrics: frozenset[str] | None = None,
 ) -> None:
     """Everything knowable before the inputs are probed; the first refusal is raised.
-    ``where``: where this machine sees a local path (``None``: it does not)."""
+    ``where``: where this machine sees a local path (``None``: it does not); ``metrics``:
+    what some node's quality ffmpeg computes (``None``: not known yet)."""
     for i, spec in enumerate(confined):
         numbered(i, confined, batch, check_spec, spec, encoders)
+        numbered(i, confined, batch, check_metrics, spec, metrics)
         numbered(i, confined, batch, check_destination, spec, where)
     if batch:
         refuse_shared_outputs(confined)

@@ -39,7 +39,10 @@ def confine(spec: JobSpec, roots: tuple[Path, ...], objects: tuple[ObjectURL, ..
         raise OutputError(f"output {output} is the input itself; choose another name")
     if spec.kind is JobKind.PACKAGE and output is not None:
         _below_a_root(output, roots, objects)
-    return replace(spec, input=source, output=output)
+    reference = None
+    if spec.reference is not None:
+        reference = _confined(spec.reference, roots, objects, what="reference")
+    return replace(spec, input=source, output=output, reference=reference)
 
 
 def _below_a_root(output: str, roots: tuple[Path, ...], objects: tuple[ObjectURL, ...]) -> None:

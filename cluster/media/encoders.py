@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cluster.errors import SpecError, ToolMissing
 from cluster.model.jobs import CODECS, Hardware, Speed
+from cluster.model.quality import FILTERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +188,8 @@ class FfmpegBuild:
     path: str
     version: str
     encoders: frozenset[str]
+    metrics: frozenset[str] = frozenset()
+    """Quality metrics its filters compute (:data:`cluster.model.quality.FILTERS`)."""
 
     def catalog(self) -> tuple[Encoder, ...]:
         """The catalog's encoders this build has (NVENC ones still need a GPU to prove)."""
@@ -197,6 +200,7 @@ class FfmpegBuild:
             "path": self.path,
             "version": self.version,
             "encoders": [e.name for e in self.catalog()],
+            "metrics": sorted(self.metrics),
         }
 
     @classmethod
@@ -204,7 +208,11 @@ class FfmpegBuild:
         names = data.get("encoders") or []
         if not isinstance(names, list):
             names = []
-        return cls(str(data["path"]), str(data["version"]), frozenset(str(n) for n in names))
+        metrics = data.get("metrics") or []
+        if not isinstance(metrics, list):
+            metrics = []
+        return cls(str(data["path"]), str(data["version"]), frozenset(str(n) for n in names),
+                   frozenset(str(m) for m in metrics))  # fmt: skip
 
 
 def _run_tool(path: str, *args: str) -> str:
@@ -238,7 +246,13 @@ def ffmpeg_build(path: str = "ffmpeg") -> FfmpegBuild:
         parts = line.split()
         if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
             names.add(parts[1])
-    return FfmpegBuild(os.path.realpath(resolved), version, frozenset(names))
+    filters = set()
+    for line in _run_tool(resolved, "-filters").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and "->" in parts[2]:
+            filters.add(parts[1])
+    metrics = frozenset(m.value for m, name in FILTERS.items() if name in filters)
+    return FfmpegBuild(os.path.realpath(resolved), version, frozenset(names), metrics)
 
 
 def ffmpeg_encoders() -> frozenset[str]:

@@ -40,6 +40,9 @@ class Pinned:
     outputs: list[PinnedOutput]
     roots: tuple[Path, ...]
     _fds: list[int] = field(default_factory=list)
+    _files: dict[str, int] = field(default_factory=dict)
+    """Each input (the input, a reference) by its absolute path: its descriptor."""
+    _folders: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -49,11 +52,19 @@ class Pinned:
         input_path: str,
         roots: tuple[Path, ...],
         create_folders: bool = False,
+        reference: str | None = None,
     ) -> Pinned:
+        """``command`` with its input (and ``reference``, a second input) and output
+        folders opened and checked, its arguments naming the descriptors."""
         fds: list[int] = []
+        files: dict[str, int] = {}
         try:
             source = open_input(input_path, roots)
             fds.append(source)
+            files[os.path.abspath(input_path)] = source
+            if reference is not None:
+                fds.append(open_input(reference, roots))
+                files[os.path.abspath(reference)] = fds[-1]
             folders: dict[str, int] = {}
             outputs = []
             for partial, final in command.outputs:
@@ -70,8 +81,14 @@ class Pinned:
             for fd in fds:
                 os.close(fd)
             raise
-        argv = [_pin_arg(arg, input_path, source, folders) for arg in command.argv]
-        return cls(replace(command, argv=argv), tuple(fds), outputs, roots, fds)
+        argv = [_pin_arg(arg, files, folders) for arg in command.argv]
+        return cls(replace(command, argv=argv), tuple(fds), outputs, roots, fds, files, folders)
+
+    def pin(self, command: Command) -> Command:
+        """Another command on the same files (a score of what the first wrote), its
+        arguments naming the same descriptors."""
+        argv = [_pin_arg(a, self._files, self._folders) for a in command.argv]
+        return replace(command, argv=argv)
 
     def size(self, index: int = 0) -> int:
         out = self.outputs[index]
@@ -123,9 +140,9 @@ def exists_in(name: str, folder_fd: int) -> bool:
     return True
 
 
-def _pin_arg(arg: str, input_path: str, source: int, folders: dict[str, int]) -> str:
-    if arg == f"file:{os.path.abspath(input_path)}":
-        return f"file:/proc/self/fd/{source}"
+def _pin_arg(arg: str, files: dict[str, int], folders: dict[str, int]) -> str:
+    if arg.startswith("file:") and (fd := files.get(arg[5:])) is not None:
+        return f"file:/proc/self/fd/{fd}"
     for folder, fd in folders.items():
         if arg.startswith(f"file:{folder}/"):
             return f"file:/proc/self/fd/{fd}/{arg[len(folder) + 6 :]}"

@@ -21,11 +21,13 @@ from cluster.media.argv import (
 )
 from cluster.media.encoders import CONTAINERS, Encoder, container_for
 from cluster.media.packaging import package_command, rendition_command
+from cluster.media.quality import score_command, scored_output
 from cluster.model.graph import Step
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.package import PackageStep, RenditionStep
 from cluster.model.progress import ProgressSnapshot
+from cluster.model.quality import ScoreStep
 from cluster.model.split import Segment, Stitch
 from cluster.storage.stage import StagePlan
 
@@ -54,6 +56,29 @@ class WorkOrder:
     """A rendition of a package (its output is the rendition's hidden file)."""
     package: PackageStep | None = None
     """The last step of a package: the renditions cut, described, checked, published."""
+    score: ScoreStep | None = None
+    """What is scored: a quality job's pass (its command), or a transcode's output
+    against its input (``scoring``, run once the encode passed, before the commit)."""
+    scoring: Command | None = None
+    logs: str | None = None
+    """The folder the scores' per-frame logs are written to (made, then removed, by the
+    node)."""
+
+
+def _scoring(
+    spec: JobSpec,
+    media: MediaInfo,
+    command: Command,
+    logs: str | None,
+    threads: int | None,
+    ffmpeg: str,
+) -> tuple[ScoreStep, Command]:
+    """A transcode's output scored against its input once encoded (its partial file)."""
+    if logs is None or not command.outputs:
+        raise SpecError("a scored transcode needs a log folder")
+    step, scoring = scored_output(spec, media, command.outputs[0][0], logs=logs,
+                                  threads=threads or 1)  # fmt: skip
+    return step, replace(scoring, argv=[ffmpeg, *scoring.argv[1:]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +126,8 @@ def plan_work(
     stage: StagePlan | None = None,
     media_map: tuple[tuple[str, str], ...] = (),
     step: Step | None = None,
+    quality_ffmpeg: str | None = None,
+    logs: str | None = None,
 ) -> WorkOrder:
     """The :class:`WorkOrder` for a transcode, validate or thumbnail job, run by the
     ``ffmpeg`` of the node it was placed on.
@@ -115,7 +142,15 @@ def plan_work(
     tag = f"{job_id}.{attempt}"
     rendition = step if isinstance(step, RenditionStep) else None
     package = step if isinstance(step, PackageStep) else None
-    if package is not None:
+    score = step if isinstance(step, ScoreStep) else None
+    scoring: Command | None = None
+    if score is not None or (spec.kind is JobKind.QUALITY):
+        if score is None or spec.reference is None or logs is None:
+            raise SpecError("a quality job's pass needs its step, a reference and a log folder")
+        score = replace(score, reference=replace(score.reference, path=spec.reference))
+        command = score_command(score, spec.input, media, logs=logs, threads=threads or 1)
+        ffmpeg = quality_ffmpeg or ffmpeg
+    elif package is not None:
         command = package_command(spec, media, package, job_id=tag)
     elif rendition is not None:
         command = rendition_command(spec, media, encoder, rendition, job_id=tag,
@@ -151,9 +186,12 @@ def plan_work(
     else:
         raise ValueError(f"{spec.kind} jobs need no encoder")
     command = replace(command, argv=[ffmpeg, *command.argv[1:]])
+    if spec.kind is JobKind.TRANSCODE and spec.score is not None and segment is None:
+        score, scoring = _scoring(spec, media, command, logs, threads, quality_ffmpeg or ffmpeg)
     if stage is not None:
         roots = (*roots, stage.folder)
     return WorkOrder(
         job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage,
-        media_map, segment, stitch, rendition, package,
+        media_map, segment, stitch, rendition, package, score, scoring,
+        logs if score is not None else None,
     )  # fmt: skip

@@ -32,12 +32,14 @@ from typing import Any
 
 from cluster.errors import InvalidTransition
 from cluster.model.package import PackageStep, RenditionStep
+from cluster.model.quality import ScoreStep
 from cluster.model.split import Segment, Stitch
 
-Step = Segment | Stitch | RenditionStep | PackageStep
+Step = Segment | Stitch | RenditionStep | PackageStep | ScoreStep
 """What a task's work order does beyond its spec: encode some frames of the input, join
-what other tasks made, encode one rendition of a package, or package the renditions.
-(The coordinator hands it on; the media room builds it.)"""
+what other tasks made, encode one rendition of a package, package the renditions, or
+score some frames against a reference. (The coordinator hands it on; the media room
+builds it.)"""
 
 
 class Phase(StrEnum):
@@ -179,6 +181,8 @@ class TaskOf:
             step = {"rendition": self.step.to_dict()}
         elif isinstance(self.step, PackageStep):
             step = {"package": self.step.to_dict()}
+        elif isinstance(self.step, ScoreStep):
+            step = {"score": self.step.to_dict()}
         return {"parent": self.parent, "key": self.key, "step": step,
                 "finishing": self.finishing, "doing": self.doing}  # fmt: skip
 
@@ -194,6 +198,8 @@ class TaskOf:
             step = RenditionStep.from_dict(raw["rendition"])
         elif "package" in raw:
             step = PackageStep.from_dict(raw["package"])
+        elif "score" in raw:
+            step = ScoreStep.from_dict(raw["score"])
         finishing, doing = bool(data.get("finishing", False)), str(data.get("doing", ""))
         return cls(data["parent"], data["key"], step, finishing, doing)
 

@@ -24,6 +24,8 @@ class ProgressSnapshot:
     done: bool = False
     moved_bytes: int | None = None
     """Bytes this attempt has fetched from and uploaded to object storage so far."""
+    scored_frames: int | None = None
+    """Frames its output has been scored on so far (a transcode that is scored)."""
     at: float | None = field(default=None, compare=False)
     """Wall-clock time the block was read from ffmpeg (for progress-latency figures)."""
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from cluster.errors import SpecError
 from cluster.model.package import PackageOptions
+from cluster.model.quality import ScoreOptions
 from cluster.model.split import AUTO, parse_split
 
 
@@ -21,6 +22,8 @@ class JobKind(StrEnum):
     THUMBNAIL = "thumbnail"
     PACKAGE = "package"
     """A streaming package: an ABR ladder as HLS and DASH (:mod:`cluster.model.package`)."""
+    QUALITY = "quality"
+    """Scores of the input against a reference (:mod:`cluster.model.quality`)."""
 
 
 class Hardware(StrEnum):
@@ -105,6 +108,11 @@ class JobSpec:
     seconds a chunk lasts (see :mod:`cluster.model.split`)."""
     package: PackageOptions | None = None
     """A package job's ladder, segment length and formats (default for a package job)."""
+    reference: str | None = None
+    """A quality job's reference: the input (the distorted) is scored against it."""
+    score: ScoreOptions | None = None
+    """A quality job's metrics and model; on a transcode, the output is scored against
+    its input before it is committed (``min_vmaf``: it fails below)."""
 
     def __post_init__(self) -> None:
         try:
@@ -145,6 +153,22 @@ class JobSpec:
             _check_callback_text(self.callback_url)
         object.__setattr__(self, "split", parse_split(self.split))
         self._check_package()
+        self._check_score()
+
+    def _check_score(self) -> None:
+        if self.kind is JobKind.QUALITY:
+            if self.reference is None:
+                raise SpecError("a quality job needs a reference to score the input against")
+            _check_path_text("reference", self.reference)
+            if self.output is not None:
+                raise SpecError("a quality job writes no file; drop the output")
+        elif self.reference is not None:
+            raise SpecError(f"a reference is for quality jobs, not {self.kind}")
+        if self.kind in (JobKind.QUALITY, JobKind.TRANSCODE):
+            if self.score is not None or self.kind is JobKind.QUALITY:
+                object.__setattr__(self, "score", ScoreOptions.parse(self.score or {}))
+        elif self.score is not None:
+            raise SpecError(f"score options are for quality and transcode jobs, not {self.kind}")
 
     def _check_package(self) -> None:
         if self.kind is JobKind.PACKAGE:
@@ -158,7 +182,8 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         package = self.package.to_dict() if self.package else None
-        return data | {"labels": dict(self.labels), "package": package}
+        score = self.score.to_dict() if self.score else None
+        return data | {"labels": dict(self.labels), "package": package, "score": score}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

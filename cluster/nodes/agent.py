@@ -26,6 +26,7 @@ from typing import Any
 
 from cluster.errors import ToolMissing
 from cluster.media.encoders import FfmpegBuild, ffmpeg_build
+from cluster.media.quality import quality_build
 from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
 from cluster.model.media import MediaInfo
@@ -63,6 +64,8 @@ class NodeInfo:
     agent_error: str | None = None
     ffmpeg: FfmpegBuild | None = None
     """The node's own ffmpeg; ``None`` when it has none (or its agent has not reported)."""
+    quality: FfmpegBuild | None = None
+    """The ffmpeg it scores with (:func:`~cluster.media.quality.quality_build`)."""
     ffmpeg_error: str | None = None
     reported: bool = False
     """Its agent has answered at least once."""
@@ -93,6 +96,11 @@ class NodeInfo:
         """Encoder names the node's ffmpeg has (empty: it runs no job)."""
         return self.ffmpeg.encoders if self.ffmpeg is not None else frozenset()
 
+    @property
+    def metrics(self) -> frozenset[str]:
+        """Quality metrics the node computes (empty: it scores nothing)."""
+        return self.quality.metrics if self.quality is not None else frozenset()
+
 
 class NodeAgent:
     def __init__(
@@ -107,6 +115,7 @@ class NodeAgent:
         self.media = media or MediaServer()
         self._ffmpeg_path = ffmpeg or "ffmpeg"
         self._ffmpeg: FfmpegBuild | None = None
+        self._quality: FfmpegBuild | None = None
         self._ffmpeg_error: str | None = None
         self._detecting = False
         self._source: GpuSource | None = None
@@ -123,6 +132,10 @@ class NodeAgent:
         except ToolMissing as exc:  # the node can still report; it just runs no job
             log.error("no usable ffmpeg on this node: %s", exc)
             self._ffmpeg_error = str(exc)
+        self._quality = quality_build(self._ffmpeg)
+        if self._quality is not None:
+            log.info("quality metrics %s with %s", ", ".join(sorted(self._quality.metrics)),
+                     self._quality.path)  # fmt: skip
         listed = self._ffmpeg.encoders if self._ffmpeg else frozenset()
         path = self._ffmpeg.path if self._ffmpeg else self._ffmpeg_path
         try:
@@ -186,6 +199,7 @@ class NodeAgent:
             "gpu_source": self._source.kind if self._source else "none",
             "error": self._error,
             "ffmpeg": self._ffmpeg.to_dict() if self._ffmpeg else None,
+            "quality": self._quality.to_dict() if self._quality else None,
             "ffmpeg_error": self._ffmpeg_error,
             "detecting": self._detecting,
             "scratch": await asyncio.to_thread(self._scratch.usage),
@@ -259,6 +273,7 @@ def node_info(
         },
         agent_error=snapshot.get("error") or error,
         ffmpeg=FfmpegBuild.from_dict(snapshot["ffmpeg"]) if snapshot.get("ffmpeg") else None,
+        quality=FfmpegBuild.from_dict(snapshot["quality"]) if snapshot.get("quality") else None,
         ffmpeg_error=snapshot.get("ffmpeg_error"),
         reported=True,
         detecting=bool(snapshot.get("detecting")),

@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import logging
 import shlex
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.errors import (
+    BelowQuality,
     EncodeError,
     EncoderUnavailable,
     ErrorCode,
@@ -40,22 +42,27 @@ from cluster.errors import (
 from cluster.media.manifests import MASTER, MPD
 from cluster.media.paths import OVERWRITE_HINT
 from cluster.media.pinned import Pinned
+from cluster.media.quality import read_logs
 from cluster.media.runner import FfmpegRun, RunResult, failure_for
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.jobs import JobKind
 from cluster.model.package import RenditionStep
 from cluster.model.progress import ProgressSnapshot, ProgressThrottle
+from cluster.model.quality import MODEL_VERSIONS, Metric, Model, merged, pooled
 from cluster.nodes.packager import PackageFiles
 from cluster.nodes.stager import Peer, StageCancelled, Stager
 from cluster.nodes.stitch import ChunkFiles
 from cluster.storage import objects
 from cluster.storage.roots import to_root
+from cluster.storage.scratch import Claim, Scratch
 from cluster.storage.stage import beside_urls
 from cluster.storage.urls import parse_object_url
 
 log = logging.getLogger("framefleet.encoder")
 ProgressSink = Callable[[str, int, ProgressSnapshot], None]
 MAX_VALIDATION_ERRORS = 50
+LOG_BYTES_PER_FRAME = 2048
+"""Scratch a score's per-frame logs take (libvmaf's JSON is the largest)."""
 MAX_LISTED = 1_000_000
 """Objects listed under a package's prefix before it is uploaded (what was there)."""
 
@@ -95,6 +102,8 @@ class Current:
     """A stitch's chunk files, open."""
     package: PackageFiles | None = None
     """A package being made in its staging folder."""
+    logs: Claim | None = None
+    """The scores' log folder's scratch claim (when no stager claimed the folder)."""
 
     def release(self, *, succeeded: bool) -> None:
         """Close what the order held; its partial files are removed unless it succeeded,
@@ -109,6 +118,10 @@ class Current:
             self.package.close()
         if self.stager is not None:
             self.stager.remove()
+        if self.logs is not None:
+            self.logs.remove()
+        elif self.order.logs is not None:  # in the stager's folder: removed with it
+            shutil.rmtree(self.order.logs, ignore_errors=True)
 
 
 class EncoderWorker:
@@ -154,12 +167,15 @@ class EncoderWorker:
                 await current.stager.fetch()
             if order.job_id in self._cancelled:
                 raise StageCancelled
+            if order.logs is not None:
+                current.logs = await asyncio.to_thread(self._log_folder, order, current.stager)
             # Opened and checked here, right before ffmpeg starts (see cluster.media.pinned).
             pinned = current.pinned = Pinned.open(
                 order.command,
                 input_path=order.spec.input,
                 roots=tuple(Path(r) for r in order.roots),
                 create_folders=order.spec.kind is JobKind.THUMBNAIL,
+                reference=order.spec.reference,
             )
             if order.stitch is not None:
                 current.chunks, pinned = ChunkFiles.open(order.stitch, pinned)
@@ -204,6 +220,12 @@ class EncoderWorker:
             return self._validated(order, result)
         if result.returncode != 0:
             raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
+        if spec.kind is JobKind.QUALITY and order.score is not None and order.logs is not None:
+            tallies = await asyncio.to_thread(read_logs, order.score, order.logs)
+            scores = {"tallies": [t.to_dict() for t in tallies], "scored": order.score.label,
+                      "frames": max(t.count for t in tallies)}  # fmt: skip
+            return WorkOutcome(order.job_id, order.attempt, "succeeded", result=scores,
+                               progress=result.progress)  # fmt: skip
         if current.package is not None:
             return await self._packaged(order, result, pinned, current.package, stager)
         payload: dict[str, Any]
@@ -217,6 +239,11 @@ class EncoderWorker:
         if chunks is not None:  # nothing reaches the output before the join checks out
             payload["stitched"] = await chunks.check(pinned.outputs[0].partial,
                                                      bool(order.media.audio))  # fmt: skip
+            if order.job_id in self._cancelled:
+                return WorkOutcome(order.job_id, order.attempt, "cancelled",
+                                   progress=result.progress)  # fmt: skip
+        if order.scoring is not None:  # scored before anything reaches the destination
+            payload["quality"] = await self._scored(order, pinned, current, result)
             if order.job_id in self._cancelled:
                 return WorkOutcome(order.job_id, order.attempt, "cancelled",
                                    progress=result.progress)  # fmt: skip
@@ -257,6 +284,58 @@ class EncoderWorker:
             payload = await _uploaded(stager, package, order, payload)
         return WorkOutcome(order.job_id, order.attempt, "succeeded", result=payload,
                            progress=result.progress, notes=list(order.command.notes))  # fmt: skip
+
+    def _log_folder(self, order: WorkOrder, stager: Stager | None) -> Claim | None:
+        """The scores' log folder, made in the attempt's scratch folder (claimed here
+        unless its stager claimed it)."""
+        logs = Path(order.logs or "")
+        claim = None
+        if stager is None:
+            frames = order.media.frame_count or 0
+            scratch = Scratch(logs.parent.parent, self._scratch_budget)
+            claim = scratch.claim(logs.parent.name, LOG_BYTES_PER_FRAME * frames + 2**20)
+        logs.mkdir(parents=True, exist_ok=True)
+        return claim
+
+    async def _scored(
+        self, order: WorkOrder, pinned: Pinned, current: Current, encoded: RunResult
+    ) -> dict[str, Any]:
+        """The encoded partial file scored against the input (the quality ffmpeg, the same
+        pinned files); a :class:`BelowQuality` when its VMAF is under ``min_vmaf``."""
+        step, scoring = order.score, order.scoring
+        if step is None or scoring is None or order.logs is None:
+            raise ValueError("a scored transcode needs its step, command and log folder")
+        done = encoded.progress
+
+        def report(snapshot: ProgressSnapshot) -> None:  # the encode's, and frames scored
+            if self._sink is not None and done is not None:
+                self._sink(order.job_id, order.attempt,
+                           replace(done, at=snapshot.at, scored_frames=snapshot.frame))  # fmt: skip
+
+        run = current.run = FfmpegRun(pinned.pin(scoring), on_progress=report,
+                                      throttle=ProgressThrottle(),
+                                      pass_fds=pinned.pass_fds)  # fmt: skip
+        log.info("job %s attempt %d: scoring: %s", order.job_id, order.attempt,
+                 shlex.join(scoring.argv))  # fmt: skip
+        result = await run.run()
+        if order.job_id in self._cancelled:
+            return {}
+        if result.returncode != 0:
+            tail = "; ".join(result.stderr_tail[-3:]) or f"ffmpeg exited {result.returncode}"
+            raise EncodeError(f"the output could not be scored: {tail}")
+        tallies = merged(await asyncio.to_thread(read_logs, step, order.logs))
+        figures = {str(m): pooled(t, step.reference.frame_s) for m, t in tallies.items()}
+        quality = {"metrics": figures, "model": MODEL_VERSIONS[Model(step.model)]
+                   if Metric.VMAF in tallies else None,
+                   "scored_s": round(result.ran_s, 3)}  # fmt: skip
+        floor, vmaf = step.options.min_vmaf, figures.get(Metric.VMAF.value, {})
+        if floor is not None and vmaf.get("mean") is not None and vmaf["mean"] < floor:
+            raise BelowQuality(
+                f"output VMAF {vmaf['mean']:.2f} is below min_vmaf {floor:g} (p1 "
+                f"{vmaf['p1']:.2f}, min {vmaf['min']:.2f}); nothing was written: lower the "
+                "quality number (a lower CRF) or the floor"
+            )
+        return quality
 
     @staticmethod
     def _rendered(

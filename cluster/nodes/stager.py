@@ -95,6 +95,7 @@ class Stager:
         (folder / "out").mkdir(exist_ok=True)
         started = time.monotonic()
         for source, local in self.plan.fetch:
+            Path(local).parent.mkdir(parents=True, exist_ok=True)  # in/, out/ or ref/
             if is_object_url(source):
                 url = parse_object_url(source, what="input")
                 await self._move("download", url, Path(local))

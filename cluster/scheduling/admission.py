@@ -46,6 +46,22 @@ def _check_package(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
             check_encoder(codec, spec.hardware, encoders)
 
 
+def check_metrics(spec: JobSpec, metrics: frozenset[str] | None) -> None:
+    """Some node computes every metric ``spec`` is scored with (``metrics``: what the
+    nodes' quality ffmpegs compute; ``None``: not known yet, judged at placement)."""
+    if spec.score is None or metrics is None:
+        return
+    missing = [m for m in spec.score.metrics if m not in metrics]
+    if missing:
+        has = ", ".join(sorted(metrics)) or "none"
+        raise SpecError(
+            f"no node in the cluster computes {', '.join(missing)} (they compute: {has}); "
+            "drop the metric, or start a node with framefleet's pinned static ffmpeg "
+            "(imageio-ffmpeg) or an ffmpeg built with libvmaf",
+            code=ErrorCode.METRIC_MISSING,
+        )
+
+
 def check_encoder(codec: str, hardware: Hardware, encoders: tuple[Encoder, ...]) -> None:
     """Some ffmpeg in the cluster (``encoders``: the union of the nodes' builds) can encode
     ``codec`` on ``hardware`` (``auto``: either), or a :class:`SpecError` naming it."""

@@ -66,6 +66,10 @@ CPU_CORES: Table = {
 NVENC_CPU_CORES = 1.0
 LIGHT_JOB_CORES = 1.0
 """validate (decode only) and thumbnail jobs."""
+SCORE_CORES: list[tuple[int, float]] = [(P720, 1), (P1080, 2), (ANY, 4)]
+"""A quality score (two decodes, a scale and libvmaf's threads) by the reference's size."""
+SCORE_SPEED = 1.0
+"""How many times real time a score runs at least at 1080p on the cores it is given."""
 MEMORY_MB: Table = {
     "h264": [(P720, 384), (P1080, 768), (P1440, 1024), (P2160, 2048), (ANY, 4096)],
     "hevc": [(P720, 512), (P1080, 1024), (P1440, 1536), (P2160, 3072), (ANY, 6144)],
@@ -124,6 +128,10 @@ class CostModel:
 
     def cores(self, codec: str, width: int, height: int) -> float:
         return _lookup(self.cpu_cores, codec, width * height)
+
+    def score_cores(self, width: int, height: int) -> float:
+        """Cores a quality score is given (a reference ``width`` x ``height``)."""
+        return _lookup({"score": SCORE_CORES}, "score", width * height)
 
     def speed(
         self, *, transcode: bool, codec: str, gpu: bool, preset: str, width: int, height: int
@@ -237,11 +245,18 @@ def expected_speed(spec: JobSpec, hardware: Hardware, media: MediaInfo, costs: C
     """How many times real time ``spec`` should at least run on ``hardware`` (the cost
     model's speeds: the watchdog's limits, and whether moving media is worth it)."""
     video = media.video
-    return costs.speed(
+    width, height = (video.width, video.height) if video else (0, 0)
+    scoring = SCORE_SPEED * min(1.0, P1080 / (width * height)) if width and height else SCORE_SPEED
+    if spec.kind is JobKind.QUALITY:
+        return scoring
+    speed = costs.speed(
         transcode=spec.kind is JobKind.TRANSCODE,
         codec=spec.codec,
         gpu=hardware is Hardware.GPU,
         preset=str(spec.speed),
-        width=video.width if video else 0,
-        height=video.height if video else 0,
+        width=width,
+        height=height,
     )
+    if spec.kind is JobKind.TRANSCODE and spec.score is not None:  # then scored: both times
+        speed = 1.0 / (1.0 / speed + 1.0 / scoring)
+    return speed

@@ -91,6 +91,8 @@ class NodeState:
     memory_mb: float | None = None
     """Memory Ray offers on the node; ``None``: not checked (simulations)."""
     memory_used_mb: float = 0.0
+    metrics: frozenset[str] | None = None
+    """Quality metrics its quality ffmpeg computes; ``None``: not checked (simulations)."""
 
     @property
     def cpus_free(self) -> float:
@@ -108,6 +110,8 @@ class Demand:
     """The software encoder a CPU placement needs in the node's ffmpeg (transcodes)."""
     images: int = 0
     """Thumbnail jobs: how many images (their memory grows with it, up to 8)."""
+    metrics: frozenset[str] = frozenset()
+    """Quality metrics the node must compute (a quality job, a transcode that is scored)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +161,13 @@ def session_resource(uuid: str) -> str:
 class _Node:
     __slots__ = (
         "address", "cpus", "cpus_free", "encoders", "gpu_ready", "max_jobs", "memory",
-        "memory_free", "node_id", "running",
+        "memory_free", "metrics", "node_id", "running",
     )  # fmt: skip
 
     def __init__(self, n: NodeState) -> None:
         self.node_id, self.address, self.cpus = n.node_id, n.address, n.cpus
         self.cpus_free, self.running, self.max_jobs = n.cpus - n.cpus_used, n.running, n.max_jobs
-        self.encoders = n.encoders
+        self.encoders, self.metrics = n.encoders, n.metrics
         self.memory = n.memory_mb
         self.memory_free = None if n.memory_mb is None else n.memory_mb - n.memory_used_mb
         self.gpu_ready = False
@@ -176,8 +180,11 @@ class _Node:
     def open(self) -> bool:
         return self.max_jobs is None or self.running < self.max_jobs
 
-    def runs(self, encoder: str | None) -> bool:
-        """Whether this node's ffmpeg can run a job that needs ``encoder`` (or just ffmpeg)."""
+    def runs(self, encoder: str | None, metrics: frozenset[str] = frozenset()) -> bool:
+        """Whether this node's ffmpeg can run a job that needs ``encoder`` (or just ffmpeg),
+        and its quality ffmpeg compute ``metrics``."""
+        if metrics and self.metrics is not None and not metrics <= self.metrics:
+            return False
         if self.encoders is None:
             return True
         return bool(self.encoders) and (encoder is None or encoder in self.encoders)
@@ -232,7 +239,7 @@ class Planner:
         # one cannot fit either until room is given back, so it is answered at once.
         self._gpu_miss: dict[str, int] = {}
         self._shapes: dict[tuple[JobKind, str, int, int, int], tuple[int, int]] = {}
-        self._cpu_miss: dict[tuple[str | None, int], float] = {}
+        self._cpu_miss: dict[tuple[str | None, int, frozenset[str]], float] = {}
         self._runnable: dict[str | None, bool] = {}
         """Per encoder: whether any node with cores has it (for :meth:`never`)."""
         self._gpu_at = {g.state.uuid: i for i, g in enumerate(self._gpus)}
@@ -339,7 +346,8 @@ class Planner:
             return True
         if demand.hardware is Hardware.GPU and demand.kind is JobKind.TRANSCODE:
             return False
-        return any(self._nodes[ni].cpus > 0 and self._nodes[ni].runs(demand.encoder)
+        return any(self._nodes[ni].cpus > 0 and self._nodes[ni].runs(demand.encoder,
+                                                                    demand.metrics)
                    for ni in outside)  # fmt: skip
 
     def _place(self, demand: Demand) -> Placement | None:
@@ -372,6 +380,9 @@ class Planner:
             if not node.holds(ram):
                 short_of_ram = True
                 continue
+            if demand.metrics and not node.runs(None, demand.metrics):
+                short_of_ram = True  # passed over for its metrics: not a miss of memory
+                continue  # scored after the encode: its quality ffmpeg must compute them
             if self._gpu_node_ready(node):  # always, as indexed; kept as a guard
                 cpus = min(self.costs.nvenc_cpu_cores, node.cpus)
                 return self._commit_gpu(gi, g, node, cpus, need, ram)
@@ -433,17 +444,20 @@ class Planner:
             return None
         if demand.kind is JobKind.TRANSCODE:
             want = self.costs.cores(demand.codec, demand.width, demand.height)
+        elif demand.kind is JobKind.QUALITY:
+            want = self.costs.score_cores(demand.width, demand.height)
         else:
             want = self.costs.light_job_cores
         want = min(want, self._largest_cpus)
         ram = self._memory(demand, gpu=False)
-        miss_key = (demand.encoder, ram)
+        miss_key = (demand.encoder, ram, demand.metrics)
         if want >= self._cpu_miss.get(miss_key, float("inf")):
             return None
         # Nodes whose ffmpeg lacks the encoder, or whose memory is taken, are passed over.
         nodes = self._nodes
         order = self._cpu.irange((want - EPS, -1), reverse=self.policy is Policy.SPREAD)
-        ni = next((i for _, i in order if nodes[i].runs(demand.encoder) and nodes[i].holds(ram)),
+        ni = next((i for _, i in order
+                   if nodes[i].runs(demand.encoder, demand.metrics) and nodes[i].holds(ram)),
                   None)  # fmt: skip
         if ni is None:
             self._cpu_miss[miss_key] = want
@@ -520,6 +534,13 @@ class Planner:
                 return (
                     f"needs about {ram} MiB of memory; the largest node offers {roomiest:.0f} MiB"
                 )
+        if demand.metrics and not self._any_node_scores(demand.metrics):
+            missing = ", ".join(sorted(demand.metrics))
+            return (
+                f"no node in the cluster has an ffmpeg that computes {missing}; start a node "
+                "with framefleet's pinned static ffmpeg (pip install imageio-ffmpeg) or an "
+                "ffmpeg built with libvmaf"
+            )
         if not self._any_node_runs(demand.encoder):
             nvenc = demand.kind is JobKind.TRANSCODE and demand.hardware is Hardware.AUTO
             if nvenc and any(demand.codec in g.usable for g in self._gpus):
@@ -538,6 +559,9 @@ class Planner:
                 n.cpus > 0 and n.runs(encoder) for n in self._nodes
             )
         return known
+
+    def _any_node_scores(self, metrics: frozenset[str]) -> bool:
+        return any(n.cpus > 0 and n.runs(None, metrics) for n in self._nodes)
 
     def _why_no_codec(self, codec: str) -> str:
         for g in self._gpus:
@@ -582,6 +606,8 @@ def autoscaler_bundle(demand: Demand, costs: CostModel | None = None) -> dict[st
     """The Ray resource shape to ask the autoscaler for, for a job that cannot start: cores,
     plus a share of a GPU for NVENC work (a GPU takes about 8 encodes)."""
     costs = costs or CostModel()
+    if demand.kind is JobKind.QUALITY:
+        return {"CPU": costs.score_cores(demand.width, demand.height)}
     if demand.kind is not JobKind.TRANSCODE:
         return {"CPU": costs.light_job_cores}
     if demand.hardware is Hardware.GPU:

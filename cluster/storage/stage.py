@@ -65,7 +65,9 @@ def localize(
     command reads its input (a package without subtitles reads only its renditions)."""
     moves_in = is_object_url(spec.input) or peer is not None
     moves_out = spec.output is not None and (is_object_url(spec.output) or peer is not None)
-    if not moves_in and not moves_out:
+    reference = spec.reference
+    moves_ref = reference is not None and (is_object_url(reference) or peer is not None)
+    if not moves_in and not moves_out and not moves_ref:
         return spec, None
     fetch: tuple[tuple[str, str], ...] = ()
     push: tuple[tuple[str, str], ...] = ()
@@ -76,6 +78,11 @@ def localize(
         source = _source(spec.input)
         local_input = posixpath.join(folder, "in", posixpath.basename(source))
         fetch = ((source, local_input),)
+    if moves_ref and reference is not None:  # a quality job's second input
+        source = _source(reference)
+        reference = posixpath.join(folder, "ref", posixpath.basename(source))
+        fetch += ((source, reference),)
+        size *= 2  # about as large as the input
     estimate = 0
     if moves_out and spec.output is not None:
         if spec.kind is JobKind.THUMBNAIL:
@@ -107,8 +114,8 @@ def localize(
         local_input = posixpath.join(beside_local, beside[0])
         if not fetch and not push:
             return replace(spec, input=local_input), None
-    need = (size if moves_in else 0) + estimate
-    local = replace(spec, input=local_input, output=local_output)
+    need = (size if moves_in or moves_ref else 0) + estimate
+    local = replace(spec, input=local_input, output=local_output, reference=reference)
     return local, StagePlan(folder, store, fetch, push, need, overwrite, peer)
 
 

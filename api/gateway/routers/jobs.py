@@ -85,7 +85,7 @@ async def submit_batch(
 
 def _outputs(body: BatchRequest) -> list[str | None]:
     kind = body.spec.kind
-    if kind in (JobKind.PROBE, JobKind.VALIDATE):
+    if kind in (JobKind.PROBE, JobKind.VALIDATE, JobKind.QUALITY):
         if body.outputs or body.output_dir:
             raise SpecError(f"{kind} jobs write no output; drop outputs and output_dir")
         return [None] * len(body.inputs)

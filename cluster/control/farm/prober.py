@@ -24,6 +24,7 @@ from cluster.errors import FramefleetError, InputError, JobFailure
 from cluster.media import ladder
 from cluster.media.argv import thumbnail_times
 from cluster.media.probe import probe_async, probe_object_async
+from cluster.media.quality import comparable
 from cluster.model.jobs import Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.storage import objects
@@ -73,7 +74,7 @@ class Prober:
         done, self._done = self._done, []
         return done
 
-    async def _probed(self, path: str) -> MediaInfo:
+    async def probed(self, path: str) -> MediaInfo:
         """``path``'s probe: remembered if the file has not changed, else ffprobe's."""
         if is_object_url(path):
             return await self._probed_object(path)
@@ -127,13 +128,16 @@ class Prober:
 
     async def _checked(self, job: Job) -> MediaInfo:
         """The job's input, probed, checked for what its kind needs."""
-        media = await self._probed(job.spec.input)
+        media = await self.probed(job.spec.input)
         if job.spec.kind is not JobKind.PROBE:
             media.require_video()
         if job.spec.kind is JobKind.THUMBNAIL:
             thumbnail_times(job.spec, media)
         if job.spec.kind is JobKind.PACKAGE and job.spec.package is not None:
             ladder.resolve(job.spec.package, media)  # a source it cannot package fails here
+        if job.spec.kind is JobKind.QUALITY and job.spec.reference is not None:
+            reference = await self.probed(job.spec.reference)  # its plan reads it again
+            comparable(media, reference)
         return media
 
 

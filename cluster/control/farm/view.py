@@ -86,6 +86,7 @@ def node_states(
                 max_jobs=caps.get(info.node_id, default_cap),
                 gpus=gpu_states(info, gpu_used, failures),
                 encoders=info.encoders,
+                metrics=info.metrics,
                 memory_mb=memory / 2**20 if memory else None,
                 memory_used_mb=memory_used,
             )
@@ -155,6 +156,8 @@ class NodeRecord:
     ``budget_bytes`` (see :meth:`~cluster.storage.scratch.Scratch.usage`)."""
     media: tuple[Sight, ...] = ()
     """Whether it sees each local media root, at which path, and if not, why."""
+    quality: FfmpegBuild | None = None
+    """The ffmpeg it scores with, and the metrics it computes."""
 
     def can_run(self, encoder: Encoder) -> bool:
         """Its own ffmpeg has ``encoder``, and for NVENC one of its GPUs proved the codec."""
@@ -180,6 +183,8 @@ class NodeRecord:
             "agent_error": self.agent_error,
             "ready": self.ready,
             "ffmpeg": self.ffmpeg.to_dict() if self.ffmpeg else None,
+            "quality": self.quality.to_dict() if self.quality else None,
+            "metrics": sorted(self.quality.metrics) if self.quality else [],
             "ffmpeg_error": self.ffmpeg_error,
             "gpus": [g.to_dict() for g in self.gpus],
             "running_jobs": list(self.running_jobs),
@@ -247,6 +252,7 @@ def node_view(
                 draining_since=health.get("draining_since"),
                 scratch=info.scratch,
                 media=info.media,
+                quality=info.quality,
             )
         )
     return view
@@ -369,6 +375,12 @@ class ClusterView:
         return node_states(
             nodes, used, gpu_used, self._caps, self._default_cap, self.nvenc_failures
         )
+
+    def metrics(self) -> frozenset[str] | None:
+        """Quality metrics some node that can take work computes (``None``: no node has
+        reported yet; judged when one does)."""
+        reporting = [n for n in self.nodes if n.reported and n.cpus > 0]
+        return frozenset().union(*(n.metrics for n in reporting)) if reporting else None
 
     def encoders(self) -> tuple[Encoder, ...]:
         """Encoders some node that can take work has in its own ffmpeg."""

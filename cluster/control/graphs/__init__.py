@@ -10,7 +10,8 @@ A new kind is a module here and a line in :data:`KINDS` (the first kind whose
 from __future__ import annotations
 
 from cluster.control.graphs.package import PackageKind
+from cluster.control.graphs.quality import QualityKind
 from cluster.control.graphs.split import SplitKind
 from cluster.control.rules.graph import GraphKind
 
-KINDS: tuple[GraphKind, ...] = (SplitKind(), PackageKind())
+KINDS: tuple[GraphKind, ...] = (SplitKind(), PackageKind(), QualityKind())

@@ -239,7 +239,7 @@ class JobTable:
         job = m.job
         if m.progress is not None:
             job.progress = m.progress
-        if m.status is JobStatus.SUCCEEDED:
+        if m.status is JobStatus.SUCCEEDED or m.result is not None:  # a failed one may show it
             job.result, job.notes = m.result, list(m.notes)
         transition(job, m.status, reason=m.reason, error_code=m.code, now=self._now())
         if m.status.terminal and job.graph is not None and job.graph.phase is not Phase.DONE:

@@ -16,6 +16,8 @@ from cluster.media.encoders import cpu_encoder
 from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.model.package import RenditionStep
+from cluster.model.quality import ScoreStep
+from cluster.model.split import Segment
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
 from cluster.storage.scratch import human
@@ -27,11 +29,20 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
     """What ``job`` asks of a node, from its spec and its probed input. A finishing task
     of a job graph (a join, a package) copies: one core, no encoder, like a decode."""
     video = media.video
+    step = job.task.step if job.task is not None else None
+    score = job.spec.score
+    # What scores: a quality job's passes; a transcode's whole encode or its stitch.
+    metrics = frozenset(score.metrics) if score and not isinstance(step, Segment) else frozenset()
     if job.task is not None and job.task.finishing:
         return Demand(JobKind.VALIDATE, Hardware.CPU, job.spec.codec,
-                      video.width if video else 0, video.height if video else 0)  # fmt: skip
-    step = job.task.step if job.task is not None else None
+                      video.width if video else 0, video.height if video else 0,
+                      metrics=metrics)  # fmt: skip
     width, height = (video.width, video.height) if video else (0, 0)
+    if job.spec.kind is JobKind.QUALITY:
+        if isinstance(step, ScoreStep):
+            width, height = step.reference.width, step.reference.height
+        return Demand(JobKind.QUALITY, Hardware.CPU, job.spec.codec, width, height,
+                      metrics=metrics)  # fmt: skip
     if isinstance(step, RenditionStep):  # a package's rendition: its own size
         rendition = step.rendition
         if rendition.kind != "video":  # an audio track: one core, no encoder
@@ -48,6 +59,7 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
         height,
         encoder=cpu_encoder(job.spec.codec).name if transcode else None,
         images=len(thumbnail_times(job.spec, media)) if thumbnail else 0,
+        metrics=metrics,
     )
 
 

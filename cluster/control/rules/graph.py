@@ -46,9 +46,11 @@ class Need(StrEnum):
 
     FRAMES = "frames"
     """Every frame's time in the input (:class:`~cluster.media.split.FrameIndex`)."""
+    REFERENCE = "reference"
+    """The probe of the job's reference (:class:`~cluster.model.media.MediaInfo`)."""
 
 
-Facts = FrameIndex | FramefleetError
+Facts = FrameIndex | MediaInfo | FramefleetError
 """What a :class:`Read` got: the fact, or why it could not be read."""
 
 
@@ -110,7 +112,15 @@ class Expansion:
     view: View | None
 
 
-Plan = Keep | Read | Expansion
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """The job cannot run as asked: it fails with this reason and code."""
+
+    reason: str
+    code: ErrorCode = ErrorCode.INVALID_SPEC
+
+
+Plan = Keep | Read | Expansion | Refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,9 @@ class Finished:
     reason: str
     result: dict[str, Any] | None
     notes: tuple[str, ...] = ()
+    failed: ErrorCode | None = None
+    """Every task succeeded, yet the job failed (a score below the floor asked for):
+    with this code, the reason and the result."""
 
 
 Tasks = Mapping[str, Job]
@@ -136,7 +149,9 @@ class GraphKind(Protocol):
         """``None``: not a job of this kind."""
         ...
 
-    def expand(self, job: Job, media: MediaInfo, note: Any, facts: Facts) -> Keep | Expansion: ...
+    def expand(
+        self, job: Job, media: MediaInfo, note: Any, facts: Facts
+    ) -> Keep | Expansion | Refuse: ...
 
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished: ...
 

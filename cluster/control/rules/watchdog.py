@@ -78,6 +78,7 @@ class _Watched:
     frame: int = -1
     out_time_s: float = -1.0
     moved_bytes: int = -1
+    scored: int = -1
 
 
 class Watchdog:
@@ -95,9 +96,10 @@ class Watchdog:
         frame = snapshot.frame if snapshot.frame is not None else -1
         out_time = snapshot.out_time_s if snapshot.out_time_s is not None else -1.0
         moved = snapshot.moved_bytes if snapshot.moved_bytes is not None else -1
-        if frame > w.frame or out_time > w.out_time_s or moved > w.moved_bytes:
+        scored = snapshot.scored_frames if snapshot.scored_frames is not None else -1
+        if frame > w.frame or out_time > w.out_time_s or moved > w.moved_bytes or scored > w.scored:
             w.frame, w.out_time_s = max(frame, w.frame), max(out_time, w.out_time_s)
-            w.moved_bytes = max(moved, w.moved_bytes)
+            w.moved_bytes, w.scored = max(moved, w.moved_bytes), max(scored, w.scored)
             w.last_advance = now
 
     def forget(self, job_id: str) -> None:

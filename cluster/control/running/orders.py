@@ -31,6 +31,7 @@ def work_order(
     scratch: str,
     store: ObjectStore,
     media_map: Pairs = (),
+    quality_ffmpeg: str | None = None,
 ) -> WorkOrder:
     """The ffmpeg work for the job's next attempt where it was placed (the planner chose a
     node whose own ffmpeg, ``ffmpeg``, has the encoder). A job with ``s3://`` media, or
@@ -48,7 +49,9 @@ def work_order(
                            beside=beside, needs_input=reads)  # fmt: skip
     if media_map and placement.media_from is None:
         output = to_node(spec.output, media_map) if spec.output is not None else None
-        spec = replace(spec, input=to_node(spec.input, media_map), output=output)
+        reference = to_node(spec.reference, media_map) if spec.reference is not None else None
+        spec = replace(spec, input=to_node(spec.input, media_map), output=output,
+                       reference=reference)  # fmt: skip
         roots = tuple(to_node(r, media_map) for r in roots)
     transcode = spec.kind is JobKind.TRANSCODE
     hardware = placement.hardware
@@ -69,6 +72,8 @@ def work_order(
         stage=stage,
         media_map=media_map if placement.media_from is None else (),
         step=step,
+        quality_ffmpeg=quality_ffmpeg,
+        logs=posixpath.join(folder, "scores"),
     )
 
 
@@ -83,10 +88,11 @@ def order_for(
     placement, its reason saying where a node that mounts the roots elsewhere finds
     the media."""
     ffmpeg = node.ffmpeg.path if node and node.ffmpeg else "ffmpeg"
+    quality = node.quality.path if node and node.quality else None
     mapped = () if placement.media_from else reach.mapped(node, job.spec)
     scratch = node.scratch_path if node else DEFAULT_SCRATCH
     order = work_order(job, placement, media, ffmpeg, reach.roots, scratch=scratch,
-                       store=reach.store, media_map=mapped)  # fmt: skip
+                       store=reach.store, media_map=mapped, quality_ffmpeg=quality)  # fmt: skip
     if mapped:
         moved = ", ".join(f"{root} at {path}" for root, path in mapped)
         placement = replace(placement, reason=f"{placement.reason}; media through this "
