@@ -108,6 +108,7 @@ class ErrorCode(StrEnum):
     STALLED = "stalled"
     TIMED_OUT = "timed_out"
     BELOW_QUALITY = "below_quality"
+    TARGET_UNMET = "target_unmet"
     POISON = "poison"
     CANCELLED = "cancelled"
     INTERNAL = "internal"
@@ -147,6 +148,7 @@ _KIND: dict[ErrorCode, Kind] = {
             ErrorCode.STALLED,
             ErrorCode.TIMED_OUT,
             ErrorCode.BELOW_QUALITY,
+            ErrorCode.TARGET_UNMET,
             ErrorCode.POISON,
             ErrorCode.CANCELLED,
             ErrorCode.INTERNAL,

@@ -134,7 +134,8 @@ def _report(job: Job) -> None:
             f"[green]✓[/green] {result['output']}: {result['codec']} "
             f"{result['width']}x{result['height']}, {result['duration_s'] or 0:.2f} s, "
             f"{result['size_bytes'] / 1e6:.1f} MB "
-            f"({placed.encoder if placed else '?'} on {placed.address if placed else '?'}; "
+            f"({placed.encoder if placed else result.get('encoder', '?')}"
+            f"{' on ' + placed.address if placed else ''}; "
             f"{job.reason})"
         )
     elif "images" in result:
@@ -148,6 +149,14 @@ def _report(job: Job) -> None:
             for line in result["errors"]:
                 out.print(f"  {line}")
             raise _Exit(ExitCode.JOB_FAILED)
+    if "search" in result:  # encoded to a target
+        search = result["search"]
+        for p in search.get("probes", []):
+            chosen = "  ← chosen" if p["crf"] == search.get("crf") else ""
+            out.print(f"  round {p['round']}: CRF {p['crf']:>2}  score {p['score']:.2f}  "
+                      f"predicted {p['predicted_bytes'] / 1e6:.1f} MB "
+                      f"({p['predicted_percent']:.0f} %){chosen}")  # fmt: skip
+        out.print(f"  {search.get('why')}")
     if "quality" in result:  # a transcode that was scored
         _report_scores(result["quality"].get("metrics") or {})
     for note in job.notes:
@@ -221,6 +230,17 @@ def encode(
         float | None,
         typer.Option(help="Fail, writing nothing, when the output's VMAF is lower (0-100)."),
     ] = None,
+    target_vmaf: Annotated[
+        float | None,
+        typer.Option(help="As small as this VMAF allows: the CRF is searched on samples first."),
+    ] = None,
+    target_xpsnr: Annotated[
+        float | None, typer.Option(help="As small as this XPSNR (dB) allows.")
+    ] = None,
+    max_encoded_percent: Annotated[
+        float | None,
+        typer.Option(help="With a target: give up when the output would exceed this % of INPUT."),
+    ] = None,
     address: Address = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -240,6 +260,9 @@ def encode(
         overwrite=overwrite,
         split=split,
         score=score,
+        target_vmaf=target_vmaf,
+        target_xpsnr=target_xpsnr,
+        max_encoded_percent=max_encoded_percent,
     )
     _submit_and_report(data_dir, address, spec, input.name)
 

@@ -118,6 +118,25 @@ class SpecFields(Strict):
         description="A quality job's metrics and model; on a transcode, its output is "
         "scored against its input before it is written.",
     )
+    target_vmaf: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="A transcode as small as this VMAF allows: the farm searches the CRF "
+        "on samples first (instead of quality).",
+    )
+    target_xpsnr: float | None = Field(
+        default=None, gt=0, le=100, allow_inf_nan=False, description="The same, in XPSNR dB."
+    )
+    max_encoded_percent: float | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        allow_inf_nan=False,
+        description="With a target: end the job when the output would be larger than this "
+        "share of the input (default 80).",
+    )
     split: str | float = Field(
         default="auto",
         description="A transcode's video in chunks across the farm, joined frame-exact: "

@@ -48,6 +48,7 @@ from cluster.control.rules.graph import (
     Refuse,
     TaskPlan,
     Tasks,
+    check_graph,
     next_steps,
     progress,
     resumed,
@@ -188,6 +189,22 @@ class GraphRunner:
         self._table.add_tasks(job, graph, expansion.view, tasks)
         return [Move(job, JobStatus.RUNNING, graph.why, since=JobStatus.QUEUED)]
 
+    def _grow(self, parent: Job, graph: Graph, more: Expansion) -> list[Move]:
+        """More tasks for a running job (a kind's :meth:`~GraphKind.grow`), created with
+        its grown graph in one transaction; the dispatcher places them."""
+        keys = {r.key for r in graph.tasks}
+        if any(t.ref.key in keys for t in more.tasks):
+            raise ValueError("a grown graph must add new tasks only")
+        grown = replace(graph, why=more.graph.why or graph.why,
+                        tasks=graph.tasks + tuple(t.ref for t in more.tasks))  # fmt: skip
+        check_graph(grown)  # still a DAG
+        now, media = self._now(), self._media(parent)
+        made = [_task(parent, plan, media, now) for plan in more.tasks]
+        log.info("job %s: %s", parent.id, grown.why)
+        self._table.add_tasks(parent, grown, more.view, made)
+        self._wake()
+        return []
+
     def _adopt(self, job: Job, expansion: Expansion) -> list[Move]:
         """A job an older framefleet ran as sub-jobs without a graph: its graph, with the
         records it already has (finished ones reused), the rest created; it resumes."""
@@ -256,6 +273,13 @@ class GraphRunner:
             status, why, code = step.end
             return [Move(parent, status, why, code, since=JobStatus.RUNNING)]
         if step.finish:
+            grown = self._kinds[graph.kind].grow(parent, tasks)
+            if isinstance(grown, Refuse):
+                return [Move(parent, JobStatus.FAILED, grown.reason, grown.code,
+                             progress=progress(graph, tasks, self._now()),
+                             since=JobStatus.RUNNING)]  # fmt: skip
+            if grown is not None:
+                return self._grow(parent, graph, grown)
             if graph.phase is Phase.RUNNING:
                 graph = advance(graph, Phase.FINISHING)
                 self._table.set_graph(parent, graph)
@@ -359,6 +383,6 @@ def _task(parent: Job, plan: TaskPlan, media: MediaInfo, now: float) -> Job:
         created_at=now,
         updated_at=now,
         max_attempts=parent.max_attempts,
-        input_media=media,
+        input_media=plan.media or media,
         task=TaskOf(parent.id, ref.key, plan.step, ref.finishing, ref.doing),
     )

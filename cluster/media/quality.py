@@ -100,14 +100,14 @@ def score_command(
     ref, metrics = step.reference, step.options.metric_set
     frame_s = ref.frame_s
     first = max(0, step.start - step.lead)
-    seek = (first - 0.5) * frame_s if first > 0 else None
     span: list[str] = []
     if not step.whole and not step.open_end:
         count = step.start - first + step.frames + step.tail
         span = ["-t", f"{count * frame_s:.6f}"]
 
-    def source(path: str) -> list[str]:
-        at = ["-ss", f"{seek:.6f}"] if seek is not None else []
+    def source(path: str, frame: int) -> list[str]:
+        """``path`` read from its frame ``frame`` (half a frame before it)."""
+        at = ["-ss", f"{(frame - 0.5) * frame_s:.6f}"] if frame > 0 else []
         return [*at, *span, *INPUT_OPTIONS, "-i", f"file:{os.path.abspath(path)}"]
 
     video = distorted.require_video()
@@ -140,7 +140,7 @@ def score_command(
     maps = [a for i in range(n) for a in ("-map", f"[o{i}]")]
     argv = [
         "ffmpeg", *COMMON, "-threads", str(max(1, threads)),
-        *source(distorted_path), *source(ref.path),
+        *source(distorted_path, first - step.offset), *source(ref.path, first),
         "-filter_complex", ";".join(graph), *maps, "-f", "null", "-",
     ]  # fmt: skip
     frames = step.frames or ref.frames or None
@@ -257,8 +257,19 @@ def scored_output(
     reference = Reference(spec.input, width, height, (rate[0], rate[1]), video.bit_depth, frames)
     options = spec.score or ScoreOptions()
     step = ScoreStep(reference, options, str(model_for(Model(options.model), height)))
+    made = output_media(spec, media, partial)
+    return step, score_command(step, partial, made, logs=logs, threads=threads)
+
+
+def output_media(spec: JobSpec, media: MediaInfo, path: str) -> MediaInfo:
+    """What a transcode of ``media`` holds (at ``path``), as scoring needs it: its frames
+    upright, cropped to even sizes, at the input's rate, 8-bit unless 10-bit was kept."""
+    video = media.require_video()
+    width, height = video.width, video.height
+    if video.rotation in (90, 270):
+        width, height = height, width
+    rate = video.frame_rate if video.frame_rate and all(video.frame_rate) else (25, 1)
     deep = 10 if spec.keep_10bit and video.bit_depth > 8 else 8
     output = replace(video, width=width - width % 2, height=height - height % 2, rotation=0,
                      frame_rate=rate, bit_depth=deep)  # fmt: skip
-    made = replace(media, path=partial, video=output)
-    return step, score_command(step, partial, made, logs=logs, threads=threads)
+    return replace(media, path=path, video=output)

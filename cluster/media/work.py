@@ -6,6 +6,7 @@ input's probe and the placement, and ships the result to the chosen actor.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,13 +22,14 @@ from cluster.media.argv import (
 )
 from cluster.media.encoders import CONTAINERS, Encoder, container_for
 from cluster.media.packaging import package_command, rendition_command
-from cluster.media.quality import score_command, scored_output
+from cluster.media.quality import output_media, score_command, scored_output
 from cluster.model.graph import Step
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.package import PackageStep, RenditionStep
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.quality import ScoreStep
+from cluster.model.search import ProbeStep
 from cluster.model.split import Segment, Stitch
 from cluster.storage.stage import StagePlan
 
@@ -63,6 +65,44 @@ class WorkOrder:
     logs: str | None = None
     """The folder the scores' per-frame logs are written to (made, then removed, by the
     node)."""
+    probe: ProbeStep | None = None
+    """A search's probe: a sample encoded (``command``, into the log folder) then scored
+    (``scoring``); nothing is written outside scratch."""
+
+
+def _score_pass(
+    spec: JobSpec, media: MediaInfo, step: Step | None, logs: str | None, threads: int | None
+) -> tuple[ScoreStep, Command]:
+    """A quality job's pass over its step's frames."""
+    if not isinstance(step, ScoreStep) or spec.reference is None or logs is None:
+        raise SpecError("a quality job's pass needs its step, a reference and a log folder")
+    score = replace(step, reference=replace(step.reference, path=spec.reference))
+    return score, score_command(score, spec.input, media, logs=logs, threads=threads or 1)
+
+
+def _probe_commands(
+    spec: JobSpec,
+    media: MediaInfo,
+    encoder: Encoder | None,
+    probe: ProbeStep,
+    tag: str,
+    logs: str | None,
+    cuda_device: str | None,
+    threads: int | None,
+) -> tuple[Command, ScoreStep, Command]:
+    """A probe's sample encode (into the log folder) and its score against the input."""
+    if encoder is None or logs is None or spec.reference is None:
+        raise SpecError("a probe needs an encoder, a log folder and its input")
+    sample = posixpath.join(logs, f"sample-{probe.crf:02d}.{CHUNK_CONTAINER}")
+    encode = replace(spec, kind=JobKind.TRANSCODE, output=sample, quality=probe.crf,
+                     reference=None, score=None)  # fmt: skip
+    command = chunk_command(encode, media, encoder, CONTAINERS[CHUNK_CONTAINER], probe.sample,
+                            job_id=tag, cuda_device=cuda_device, threads=threads)  # fmt: skip
+    partial = command.outputs[0][0]
+    step = replace(probe.score, reference=replace(probe.score.reference, path=spec.reference))
+    scoring = score_command(step, partial, output_media(encode, media, partial), logs=logs,
+                            threads=threads or 1)  # fmt: skip
+    return command, step, scoring
 
 
 def _scoring(
@@ -142,13 +182,17 @@ def plan_work(
     tag = f"{job_id}.{attempt}"
     rendition = step if isinstance(step, RenditionStep) else None
     package = step if isinstance(step, PackageStep) else None
-    score = step if isinstance(step, ScoreStep) else None
+    score: ScoreStep | None = None
+    probe = step if isinstance(step, ProbeStep) else None
     scoring: Command | None = None
-    if score is not None or (spec.kind is JobKind.QUALITY):
-        if score is None or spec.reference is None or logs is None:
-            raise SpecError("a quality job's pass needs its step, a reference and a log folder")
-        score = replace(score, reference=replace(score.reference, path=spec.reference))
-        command = score_command(score, spec.input, media, logs=logs, threads=threads or 1)
+    if probe is not None:
+        command, score, scoring = _probe_commands(spec, media, encoder, probe, tag, logs,
+                                                  cuda_device, threads)  # fmt: skip
+        scoring = replace(scoring, argv=[quality_ffmpeg or ffmpeg, *scoring.argv[1:]])
+        if roots:  # the sample is written in scratch (no roots: anywhere is allowed)
+            roots = (*roots, posixpath.dirname(logs or ""))
+    elif spec.kind is JobKind.QUALITY:
+        score, command = _score_pass(spec, media, step, logs, threads)
         ffmpeg = quality_ffmpeg or ffmpeg
     elif package is not None:
         command = package_command(spec, media, package, job_id=tag)
@@ -193,5 +237,5 @@ def plan_work(
     return WorkOrder(
         job_id, attempt, spec, media, command, encoder.name if encoder else None, roots, stage,
         media_map, segment, stitch, rendition, package, score, scoring,
-        logs if score is not None else None,
+        logs if score is not None else None, probe,
     )  # fmt: skip

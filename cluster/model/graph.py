@@ -33,12 +33,14 @@ from typing import Any
 from cluster.errors import InvalidTransition
 from cluster.model.package import PackageStep, RenditionStep
 from cluster.model.quality import ScoreStep
+from cluster.model.search import ProbeStep
 from cluster.model.split import Segment, Stitch
 
-Step = Segment | Stitch | RenditionStep | PackageStep | ScoreStep
+Step = Segment | Stitch | RenditionStep | PackageStep | ScoreStep | ProbeStep
 """What a task's work order does beyond its spec: encode some frames of the input, join
 what other tasks made, encode one rendition of a package, package the renditions, or
-score some frames against a reference. (The coordinator hands it on; the media room
+score some frames against a reference, or probe a CRF (a sample encoded and scored).
+(The coordinator hands it on; the media room
 builds it.)"""
 
 
@@ -183,6 +185,8 @@ class TaskOf:
             step = {"package": self.step.to_dict()}
         elif isinstance(self.step, ScoreStep):
             step = {"score": self.step.to_dict()}
+        elif isinstance(self.step, ProbeStep):
+            step = {"probe": self.step.to_dict()}
         return {"parent": self.parent, "key": self.key, "step": step,
                 "finishing": self.finishing, "doing": self.doing}  # fmt: skip
 
@@ -200,6 +204,8 @@ class TaskOf:
             step = PackageStep.from_dict(raw["package"])
         elif "score" in raw:
             step = ScoreStep.from_dict(raw["score"])
+        elif "probe" in raw:
+            step = ProbeStep.from_dict(raw["probe"])
         finishing, doing = bool(data.get("finishing", False)), str(data.get("doing", ""))
         return cls(data["parent"], data["key"], step, finishing, doing)
 

@@ -196,6 +196,8 @@ class ScoreStep:
     index: int = 0
     open_end: bool = False
     """The last range: read to the end of the file (a frame count may be an estimate)."""
+    offset: int = 0
+    """The reference frame the distorted's first frame is (a sample encode's first)."""
 
     @property
     def whole(self) -> bool:
@@ -214,7 +216,7 @@ class ScoreStep:
         return {"reference": self.reference.to_dict(), "options": self.options.to_dict(),
                 "model": self.model, "start": self.start, "frames": self.frames,
                 "lead": self.lead, "tail": self.tail, "index": self.index,
-                "open_end": self.open_end}  # fmt: skip
+                "open_end": self.open_end, "offset": self.offset}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreStep:
@@ -222,7 +224,8 @@ class ScoreStep:
                    ScoreOptions.parse(data["options"]), str(data["model"]),
                    int(data.get("start", 0)), int(data.get("frames", 0)),
                    int(data.get("lead", 0)), int(data.get("tail", 0)),
-                   int(data.get("index", 0)), bool(data.get("open_end", False)))  # fmt: skip
+                   int(data.get("index", 0)), bool(data.get("open_end", False)),
+                   int(data.get("offset", 0)))  # fmt: skip
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from cluster.errors import SpecError
 from cluster.model.package import PackageOptions
 from cluster.model.quality import ScoreOptions
+from cluster.model.search import Target
 from cluster.model.split import AUTO, parse_split
 
 
@@ -113,6 +114,14 @@ class JobSpec:
     score: ScoreOptions | None = None
     """A quality job's metrics and model; on a transcode, the output is scored against
     its input before it is committed (``min_vmaf``: it fails below)."""
+    target_vmaf: float | None = None
+    """A transcode as small as this VMAF allows: a CRF search across the farm first
+    (:mod:`cluster.model.search`); instead of ``quality``."""
+    target_xpsnr: float | None = None
+    """The same, for an XPSNR in dB."""
+    max_encoded_percent: float | None = None
+    """A target that would leave the output larger than this share of the input (default
+    80 %) ends the job instead."""
 
     def __post_init__(self) -> None:
         try:
@@ -154,6 +163,24 @@ class JobSpec:
         object.__setattr__(self, "split", parse_split(self.split))
         self._check_package()
         self._check_score()
+        self._check_target()
+
+    @property
+    def target(self) -> Target | None:
+        """The quality a search must reach (``None``: none asked)."""
+        return Target.of(self.target_vmaf, self.target_xpsnr, self.max_encoded_percent)
+
+    def _check_target(self) -> None:
+        target = self.target  # checks the values
+        if target is None:
+            return
+        if self.kind is not JobKind.TRANSCODE:
+            raise SpecError(f"a quality target is for transcodes, not {self.kind}")
+        if self.quality is not None:
+            raise SpecError(
+                f"give quality (a fixed CRF) or {target.metric.value} target, not both: the "
+                "search chooses the CRF"
+            )
 
     def _check_score(self) -> None:
         if self.kind is JobKind.QUALITY:

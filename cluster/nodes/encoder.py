@@ -220,12 +220,8 @@ class EncoderWorker:
             return self._validated(order, result)
         if result.returncode != 0:
             raise failure_for(result, input_name=Path(spec.input).name, encoder=order.encoder)
-        if spec.kind is JobKind.QUALITY and order.score is not None and order.logs is not None:
-            tallies = await asyncio.to_thread(read_logs, order.score, order.logs)
-            scores = {"tallies": [t.to_dict() for t in tallies], "scored": order.score.label,
-                      "frames": max(t.count for t in tallies)}  # fmt: skip
-            return WorkOutcome(order.job_id, order.attempt, "succeeded", result=scores,
-                               progress=result.progress)  # fmt: skip
+        if spec.kind is JobKind.QUALITY:
+            return await self._quality(order, result, pinned, current)
         if current.package is not None:
             return await self._packaged(order, result, pinned, current.package, stager)
         payload: dict[str, Any]
@@ -285,6 +281,26 @@ class EncoderWorker:
         return WorkOutcome(order.job_id, order.attempt, "succeeded", result=payload,
                            progress=result.progress, notes=list(order.command.notes))  # fmt: skip
 
+    async def _quality(
+        self, order: WorkOrder, result: RunResult, pinned: Pinned, current: Current
+    ) -> WorkOutcome:
+        """A quality job's pass: its tallies; or a search's probe: the sample it encoded
+        in scratch (never committed), scored, with the sample's size."""
+        payload: dict[str, Any]
+        if order.probe is not None:
+            probed = await self._scored(order, pinned, current, result)
+            payload = {**probed, "crf": order.probe.crf, "size_bytes": pinned.size(),
+                       "frames": result.progress.frame if result.progress else None,
+                       "encoder": order.encoder}  # fmt: skip
+        elif order.score is not None and order.logs is not None:
+            tallies = await asyncio.to_thread(read_logs, order.score, order.logs)
+            payload = {"tallies": [t.to_dict() for t in tallies], "scored": order.score.label,
+                       "frames": max(t.count for t in tallies)}  # fmt: skip
+        else:
+            raise ValueError("a quality order needs its step and log folder")
+        return WorkOutcome(order.job_id, order.attempt, "succeeded", result=payload,
+                           progress=result.progress)  # fmt: skip
+
     def _log_folder(self, order: WorkOrder, stager: Stager | None) -> Claim | None:
         """The scores' log folder, made in the attempt's scratch folder (claimed here
         unless its stager claimed it)."""
@@ -292,8 +308,13 @@ class EncoderWorker:
         claim = None
         if stager is None:
             frames = order.media.frame_count or 0
+            if order.score is not None and order.score.frames:
+                frames = order.score.frames  # a range, or a probe's sample
+            need = LOG_BYTES_PER_FRAME * frames + 2**20
+            if order.probe is not None:  # and its sample's encode
+                need += int((order.media.size_bytes or 0) * frames / max(1, frames_of(order)))
             scratch = Scratch(logs.parent.parent, self._scratch_budget)
-            claim = scratch.claim(logs.parent.name, LOG_BYTES_PER_FRAME * frames + 2**20)
+            claim = scratch.claim(logs.parent.name, need)
         logs.mkdir(parents=True, exist_ok=True)
         return claim
 
@@ -325,9 +346,13 @@ class EncoderWorker:
             raise EncodeError(f"the output could not be scored: {tail}")
         tallies = merged(await asyncio.to_thread(read_logs, step, order.logs))
         figures = {str(m): pooled(t, step.reference.frame_s) for m, t in tallies.items()}
-        quality = {"metrics": figures, "model": MODEL_VERSIONS[Model(step.model)]
-                   if Metric.VMAF in tallies else None,
-                   "scored_s": round(result.ran_s, 3)}  # fmt: skip
+        quality: dict[str, Any] = {
+            "metrics": figures,
+            "model": MODEL_VERSIONS[Model(step.model)] if Metric.VMAF in tallies else None,
+            "scored_s": round(result.ran_s, 3),
+        }
+        if order.probe is not None:  # its samples are pooled on the head
+            quality["tallies"] = [t.to_dict() for t in tallies.values()]
         floor, vmaf = step.options.min_vmaf, figures.get(Metric.VMAF.value, {})
         if floor is not None and vmaf.get("mean") is not None and vmaf["mean"] < floor:
             raise BelowQuality(
@@ -500,6 +525,13 @@ def _delete(stager: Stager, urls: list[str]) -> None:
             objects.delete(stager.plan.store, parse_object_url(url, what="output"))
         except FramefleetError as exc:
             log.warning("could not remove %s: %s", url, exc)
+
+
+def frames_of(order: WorkOrder) -> int:
+    """The input's frames (estimated from its length if unknown)."""
+    media = order.media
+    fps = media.video.fps if media.video and media.video.fps else 25.0
+    return media.frame_count or round((media.duration_s or 0.0) * fps)
 
 
 def _decoded(order: WorkOrder, result: RunResult) -> float | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from cluster.control.graphs.package import PackageKind
 from cluster.control.graphs.quality import QualityKind
+from cluster.control.graphs.search import SearchKind
 from cluster.control.graphs.split import SplitKind
 from cluster.control.rules.graph import GraphKind
 
-KINDS: tuple[GraphKind, ...] = (SplitKind(), PackageKind(), QualityKind())
+KINDS: tuple[GraphKind, ...] = (SearchKind(), SplitKind(), PackageKind(), QualityKind())

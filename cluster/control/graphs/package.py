@@ -115,6 +115,9 @@ class PackageKind:
             return checked(_graph(job, media, whole, None))
         return checked(_graph(job, media, note, facts))
 
+    def grow(self, parent: Job, tasks: Tasks) -> None:
+        return None
+
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         graph, package = parent.graph, tasks[PACKAGE]
         started = graph.started_at if graph and graph.started_at else parent.created_at

@@ -90,6 +90,9 @@ class QualityKind:
         slots = note if isinstance(note, int) else 1
         return checked(_graph(job, reference, options, slots))
 
+    def grow(self, parent: Job, tasks: Tasks) -> None:
+        return None
+
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         graph = parent.graph
         steps = [t.task.step for t in tasks.values() if t.task is not None]

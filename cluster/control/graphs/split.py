@@ -110,6 +110,9 @@ class SplitKind:
             return Keep(split)
         return checked(_graph(job, media, split))
 
+    def grow(self, parent: Job, tasks: Tasks) -> None:
+        return None
+
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         graph, stitch = parent.graph, tasks[STITCH]
         started = graph.started_at if graph and graph.started_at else parent.created_at

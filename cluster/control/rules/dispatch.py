@@ -17,6 +17,7 @@ from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.model.package import RenditionStep
 from cluster.model.quality import ScoreStep
+from cluster.model.search import ProbeStep
 from cluster.model.split import Segment
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
@@ -38,6 +39,9 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
                       video.width if video else 0, video.height if video else 0,
                       metrics=metrics)  # fmt: skip
     width, height = (video.width, video.height) if video else (0, 0)
+    if isinstance(step, ProbeStep):  # a search's sample: encoded as the final encode is
+        return Demand(JobKind.TRANSCODE, job.spec.hardware, job.spec.codec, width, height,
+                      encoder=cpu_encoder(job.spec.codec).name, metrics=metrics)  # fmt: skip
     if job.spec.kind is JobKind.QUALITY:
         if isinstance(step, ScoreStep):
             width, height = step.reference.width, step.reference.height

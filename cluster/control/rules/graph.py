@@ -100,6 +100,8 @@ class TaskPlan:
     ref: TaskRef
     spec: JobSpec
     step: Step | None = None
+    media: MediaInfo | None = None
+    """What its input holds, when not its job's input (a score of the job's output)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,12 @@ class GraphKind(Protocol):
         self, job: Job, media: MediaInfo, note: Any, facts: Facts
     ) -> Keep | Expansion | Refuse: ...
 
+    def grow(self, parent: Job, tasks: Tasks) -> Expansion | Refuse | None:
+        """Every task succeeded: more tasks that follow from what they found (the next
+        round of a search; its ``graph`` holds only the new tasks' places and the new
+        reason), the job's end (:class:`Refuse`), or ``None``: :meth:`finish` it."""
+        ...
+
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished: ...
 
     def view(self, parent: Job, tasks: Tasks) -> View | None: ...
@@ -170,13 +178,23 @@ def checked(expansion: Expansion) -> Expansion:
     keys = [t.ref.key for t in expansion.tasks]
     if sorted(keys) != sorted(r.key for r in expansion.graph.tasks) or len(set(keys)) != len(keys):
         raise ValueError("an expansion must plan each task of its graph once")
+    check_graph(expansion.graph)
+    return expansion
+
+
+def check_graph(graph: Graph) -> Graph:
+    """``graph``, once its tasks' keys are unique and it is a DAG of its own tasks; else a
+    ValueError (a kind's bug)."""
+    keys = [r.key for r in graph.tasks]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a job graph's tasks must have unique keys")
     try:
-        TopologicalSorter({r.key: r.needs for r in expansion.graph.tasks}).prepare()
+        TopologicalSorter({r.key: r.needs for r in graph.tasks}).prepare()
     except CycleError as exc:
         raise ValueError(f"a job graph must not have a cycle: {exc.args[1]}") from exc
-    if any(n not in keys for r in expansion.graph.tasks for n in r.needs):
+    if any(n not in keys for r in graph.tasks for n in r.needs):
         raise ValueError("a task needs a task that is not in its graph")
-    return expansion
+    return graph
 
 
 # ---- what a task's move means for its parent -------------------------------------------

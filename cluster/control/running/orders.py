@@ -13,6 +13,7 @@ from cluster.media.work import WorkOrder, plan_work
 from cluster.model.jobs import Hardware, Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.model.package import PackageStep
+from cluster.model.search import ProbeStep
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.planner import Placement
 from cluster.storage.objects import ObjectStore
@@ -58,7 +59,8 @@ def work_order(
     finishing = job.task is not None and job.task.finishing
     if finishing and spec.hardware is not Hardware.AUTO:
         hardware = spec.hardware  # it encodes no video: named for its job's encoder
-    encoder = choose_encoder(spec.codec, hardware, CATALOG) if transcode else None
+    probe = isinstance(step, ProbeStep)  # a search's sample, encoded then scored
+    encoder = choose_encoder(spec.codec, hardware, CATALOG) if transcode or probe else None
     return plan_work(
         job.id,
         attempt,

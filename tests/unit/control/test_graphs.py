@@ -351,6 +351,9 @@ class Pair:
     def expand(self, job: Job, media: MediaInfo, note: Any, facts: Any) -> Keep | Expansion:
         raise AssertionError("a pair reads nothing first")
 
+    def grow(self, parent: Job, tasks: Tasks) -> None:
+        return None
+
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         return Finished(f"both halves valid; {len(tasks)} tasks", {"halves": 2})
 
