@@ -184,7 +184,7 @@ class GraphRunner:
         graph = replace(advance(base, Phase.RUNNING), why=expansion.graph.why,
                         tasks=expansion.graph.tasks, unit=expansion.graph.unit,
                         frame_s=expansion.graph.frame_s, started_at=now)  # fmt: skip
-        tasks = [_task(job, plan, media, now) for plan in expansion.tasks]
+        tasks = [self._recalled(_task(job, plan, media, now), plan) for plan in expansion.tasks]
         log.info("job %s: %s", job.id, graph.why)
         self._table.add_tasks(job, graph, expansion.view, tasks)
         return [Move(job, JobStatus.RUNNING, graph.why, since=JobStatus.QUEUED)]
@@ -199,11 +199,24 @@ class GraphRunner:
                         tasks=graph.tasks + tuple(t.ref for t in more.tasks))  # fmt: skip
         check_graph(grown)  # still a DAG
         now, media = self._now(), self._media(parent)
-        made = [_task(parent, plan, media, now) for plan in more.tasks]
+        made = [self._recalled(_task(parent, plan, media, now), plan) for plan in more.tasks]
         log.info("job %s: %s", parent.id, grown.why)
         self._table.add_tasks(parent, grown, more.view, made)
         self._wake()
+        if all(t.status is JobStatus.SUCCEEDED for t in made):  # all known: on at once
+            return self._next(parent, self._table.tasks_of(parent))
         return []
+
+    def _recalled(self, task: Job, plan: TaskPlan) -> Job:
+        """``task``, succeeded with what a task with its memo key found before, if any."""
+        found = self._table.store.recall(plan.ref.memo) if plan.ref.memo else None
+        if found is None:
+            return task
+        log.info("job %s: %s reused (%s)", task.id, plan.ref.doing or plan.ref.key, plan.ref.memo)
+        task.status, task.result = JobStatus.SUCCEEDED, {**found, "reused": True}
+        task.started_at = task.finished_at = task.updated_at
+        task.reason = "reused: the same work succeeded before"
+        return task
 
     def _adopt(self, job: Job, expansion: Expansion) -> list[Move]:
         """A job an older framefleet ran as sub-jobs without a graph: its graph, with the
@@ -250,6 +263,10 @@ class GraphRunner:
         parent = self._parent(task)
         if parent is None:
             return []
+        memo = next((r.memo for r in parent.graph.tasks if task.task and r.key == task.task.key),
+                    "") if parent.graph else ""  # fmt: skip
+        if memo and task.status is JobStatus.SUCCEEDED and task.result is not None:
+            self._table.store.remember(memo, task.result, self._now())
         of, placed, limits = task.task, task.placement, task.limits
         if of and of.finishing and task.status is JobStatus.RUNNING and placed and limits:
             # The task that makes the job's output: the job shows where it runs.

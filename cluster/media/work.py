@@ -70,6 +70,12 @@ class WorkOrder:
     (``scoring``); nothing is written outside scratch."""
 
 
+def _with_scratch(roots: tuple[str, ...], logs: str | None) -> tuple[str, ...]:
+    """``roots`` and the attempt's scratch folder, where a probe writes its sample (no
+    roots: anywhere is allowed already)."""
+    return (*roots, posixpath.dirname(logs or "")) if roots else roots
+
+
 def _score_pass(
     spec: JobSpec, media: MediaInfo, step: Step | None, logs: str | None, threads: int | None
 ) -> tuple[ScoreStep, Command]:
@@ -189,8 +195,7 @@ def plan_work(
         command, score, scoring = _probe_commands(spec, media, encoder, probe, tag, logs,
                                                   cuda_device, threads)  # fmt: skip
         scoring = replace(scoring, argv=[quality_ffmpeg or ffmpeg, *scoring.argv[1:]])
-        if roots:  # the sample is written in scratch (no roots: anywhere is allowed)
-            roots = (*roots, posixpath.dirname(logs or ""))
+        roots = _with_scratch(roots, logs)
     elif spec.kind is JobKind.QUALITY:
         score, command = _score_pass(spec, media, step, logs, threads)
         ffmpeg = quality_ffmpeg or ffmpeg

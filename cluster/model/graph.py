@@ -83,9 +83,13 @@ class TaskRef:
     one that fails ends the job with its own reason."""
     doing: str = ""
     """What it does, in words (``stitching 4 chunks``): its placement's reason says so."""
+    memo: str = ""
+    """A key for what it finds: a task with the same key that succeeded before (a retry,
+    another job on the same input) gives its result instead of running again."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "memo": self.memo,
             "key": self.key,
             "needs": list(self.needs),
             "weight": self.weight,

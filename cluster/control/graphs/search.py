@@ -26,6 +26,8 @@ like any other kind; the graph grows a round at a time (:meth:`SearchKind.grow`)
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -92,7 +94,7 @@ class SearchKind:
         crfs = spread(lo, hi, WIDTH)
         why = f"searching the CRF for {target.words} on {hardware}: round 1, CRFs " \
               f"{', '.join(map(str, crfs))} on {len(samples(reference))} sample(s)"  # fmt: skip
-        tasks = _probes(spec, reference, target, hardware, crfs, 1)
+        tasks = _probes(spec, media, reference, target, hardware, crfs, 1)
         graph = Graph(kind=self.name, phase=Phase.RUNNING, why=why,
                       tasks=tuple(t.ref for t in tasks), unit="probe",
                       frame_s=reference.frame_s)  # fmt: skip
@@ -115,7 +117,7 @@ class SearchKind:
             return Refuse(decision.why, ErrorCode.TARGET_UNMET)
         if decision.crfs:
             reference = _reference(spec, media)
-            plans = _probes(spec, reference, target, hardware, decision.crfs,
+            plans = _probes(spec, media, reference, target, hardware, decision.crfs,
                             _round(tasks) + 1)  # fmt: skip
             graph = Graph(kind=self.name, phase=Phase.RUNNING, why=decision.why,
                           tasks=tuple(t.ref for t in plans))  # fmt: skip
@@ -311,6 +313,7 @@ def _reference(spec: JobSpec, media: MediaInfo) -> Reference:
 
 def _probes(
     spec: JobSpec,
+    media: MediaInfo,
     reference: Reference,
     target: Target,
     hardware: Hardware,
@@ -336,9 +339,21 @@ def _probes(
             label = f"probe CRF {crf}, sample {sample.index + 1}"
             ref = TaskRef(f"p{round_}c{crf:02d}s{sample.index + 1:02d}",
                           weight=float(sample.frames), label=label,
-                          doing=f"probing CRF {crf} on sample {sample.index + 1}")  # fmt: skip
+                          doing=f"probing CRF {crf} on sample {sample.index + 1}",
+                          memo=probe_memo(probe_spec, media, step))  # fmt: skip
             plans.append(TaskPlan(ref, probe_spec, step))
     return plans
+
+
+def probe_memo(spec: JobSpec, media: MediaInfo, step: ProbeStep) -> str:
+    """What identifies a probe's result: the input (its path, size, length and frames),
+    the encoder's settings, the CRF, the sample and the metric."""
+    sample, score = step.sample, step.score
+    facts = [spec.input, media.size_bytes, media.duration_s, media.frame_count, spec.codec,
+             str(spec.hardware), str(spec.speed), spec.keep_10bit, step.crf, sample.start_frame,
+             sample.frames, list(score.options.metrics), score.model]  # fmt: skip
+    digest = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:32]
+    return f"probe:{digest}"
 
 
 def _final_score(parent: Job, encode: Job, target: Target) -> Expansion:

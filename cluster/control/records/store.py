@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cluster.control.rules.health import Saved
 from cluster.model.jobs import Job
@@ -15,6 +16,9 @@ from cluster.model.jobs import Job
 SCHEMA_VERSION = 1
 TASK_KIND = "task"
 """The ``kind`` column of a job graph's tasks: kept, restored, never listed."""
+MEMO_ROWS = 20_000
+"""Task results kept by memo key (a search's probes: a retry or another rendition of the
+same input reuses them)."""
 HIDDEN_KINDS = (TASK_KIND, "chunk")
 """Never listed: tasks, and the chunks an older framefleet stored."""
 _SCHEMA = """
@@ -40,6 +44,11 @@ CREATE TABLE IF NOT EXISTS health (
     until REAL,
     reason TEXT NOT NULL,
     strikes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memo (
+    key TEXT PRIMARY KEY,
+    result TEXT NOT NULL,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
@@ -114,6 +123,21 @@ class JobStore:
                     "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
                     (webhook.id, webhook.job_id, webhook.url, webhook.body, 0, webhook.next_at),
                 )
+
+    def recall(self, key: str) -> dict[str, Any] | None:
+        """What a task with this memo key found before (``None``: nothing kept)."""
+        row = self._db.execute("SELECT result FROM memo WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def remember(self, key: str, result: dict[str, Any], at: float) -> None:
+        """Keep what a task found under its memo key (the oldest go past
+        :data:`MEMO_ROWS`)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?, ?)",
+                             (key, json.dumps(result), at))  # fmt: skip
+            self._db.execute("DELETE FROM memo WHERE key NOT IN (SELECT key FROM memo "
+                             "ORDER BY at DESC LIMIT ?)", (MEMO_ROWS,))  # fmt: skip
 
     def load(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
