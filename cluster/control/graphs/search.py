@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
@@ -247,7 +248,7 @@ def samples(reference: Reference) -> tuple[Segment, ...]:
     """Where the search samples the input (see the module docstring)."""
     frames, frame_s = reference.frames, reference.frame_s
     duration = frames * frame_s
-    count = max(1, int(duration // SAMPLE_EVERY_S))
+    count = max(1, math.ceil(duration / SAMPLE_EVERY_S))
     if not frames or count * SAMPLE_S >= WHOLE_FROM * duration:
         return (Segment(0, 0, frames, 0.0, duration, True),)
     length = round(SAMPLE_S / frame_s)
