@@ -125,6 +125,8 @@ def _report(job: Job) -> None:
     placed = job.placement
     if "renditions" in result:
         _report_package(result, job)
+        if "ladder" in result:
+            _report_ladder(result["ladder"])
     elif "reference" in result:
         _report_scores(result.get("metrics") or {})
         out.print(f"[green]✓[/green] {job.spec.input} against {result['reference']}: "
@@ -175,6 +177,13 @@ def _report_scores(metrics: dict[str, Any]) -> None:
                           for w in m.get("worst", [])[:3])  # fmt: skip
         if worst:
             out.print(f"         worst frames: {worst}")
+
+
+def _report_ladder(ladder: dict[str, Any]) -> None:
+    for rung in ladder.get("rungs", []):
+        mark = "[green]kept[/green]" if rung["kept"] else "[dim]dropped[/dim]"
+        out.print(f"  {rung['name']:<12} CRF {rung['crf']:>2}  score {rung['score']:.2f}  "
+                  f"~{rung['predicted_kbps']} kb/s  {mark}: {rung['why']}")  # fmt: skip
 
 
 def _report_package(result: dict[str, Any], job: Job) -> None:
@@ -351,6 +360,16 @@ def package(
     hardware: HardwareOpt = Hardware.AUTO,
     priority: Priority = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
+    target_vmaf: Annotated[
+        float | None,
+        typer.Option(help="A per-title ladder: each rung's CRF searched for this VMAF."),
+    ] = None,
+    min_gain: Annotated[
+        float, typer.Option(help="Per-title: drop a rung adding less VMAF than this.")
+    ] = 1.0,
+    min_step: Annotated[
+        float, typer.Option(help="Per-title: drop a rung under this times the one below's rate.")
+    ] = 1.2,
     address: Address = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -365,8 +384,16 @@ def package(
         overwrite=overwrite,
         split=split,
         package=PackageOptions.parse(
-            {"ladder": ladder or "", "codecs": codec, "segment_s": segment, "formats": formats}
+            {
+                "ladder": ladder or "",
+                "codecs": codec,
+                "segment_s": segment,
+                "formats": formats,
+                "min_gain": min_gain,
+                "min_step": min_step,
+            }
         ),
+        target_vmaf=target_vmaf,
     )
     _submit_and_report(data_dir, address, spec, input.name)
 

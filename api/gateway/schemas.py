@@ -49,6 +49,21 @@ class PackageRequest(Strict):
         description="The codecs of a derived ladder.",
     )
     segment_s: float = Field(default=6.0, ge=2.0, le=20.0, allow_inf_nan=False)
+    min_gain: float = Field(
+        default=1.0,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description="With target_vmaf (a per-title ladder): drop a rung that adds less VMAF "
+        "than this over the rung below, at the display size.",
+    )
+    min_step: float = Field(
+        default=1.2,
+        ge=1,
+        le=4,
+        allow_inf_nan=False,
+        description="... or whose bitrate is less than this many times the rung below's.",
+    )
     formats: list[str] = Field(
         default_factory=lambda: ["hls", "dash"],
         min_length=1,

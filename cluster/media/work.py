@@ -102,12 +102,21 @@ def _probe_commands(
     sample = posixpath.join(logs, f"sample-{probe.crf:02d}.{CHUNK_CONTAINER}")
     encode = replace(spec, kind=JobKind.TRANSCODE, output=sample, quality=probe.crf,
                      reference=None, score=None)  # fmt: skip
-    command = chunk_command(encode, media, encoder, CONTAINERS[CHUNK_CONTAINER], probe.sample,
-                            job_id=tag, cuda_device=cuda_device, threads=threads)  # fmt: skip
+    rung = replace(probe.rendition, quality=probe.crf) if probe.rendition else None
+    if rung is not None:  # a package's rung: scaled, under its cap, its GOP fixed
+        command = rendition_command(encode, media, encoder, RenditionStep(rung, probe.gop,
+                                    probe.sample), job_id=tag, cuda_device=cuda_device,
+                                    threads=threads)  # fmt: skip
+    else:
+        command = chunk_command(encode, media, encoder, CONTAINERS[CHUNK_CONTAINER],
+                                probe.sample, job_id=tag, cuda_device=cuda_device,
+                                threads=threads)  # fmt: skip
     partial = command.outputs[0][0]
+    made = output_media(encode, media, partial)
+    if rung is not None and made.video is not None:  # scored at the display size
+        made = replace(made, video=replace(made.video, width=rung.width, height=rung.height))
     step = replace(probe.score, reference=replace(probe.score.reference, path=spec.reference))
-    scoring = score_command(step, partial, output_media(encode, media, partial), logs=logs,
-                            threads=threads or 1)  # fmt: skip
+    scoring = score_command(step, partial, made, logs=logs, threads=threads or 1)
     return command, step, scoring
 
 

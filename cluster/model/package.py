@@ -27,6 +27,8 @@ GOP_S = 2.0
 MAX_RUNGS = 12
 MIN_HEIGHT, MAX_HEIGHT = 144, 4320
 MIN_KBPS, MAX_KBPS = 50, 200_000
+DEFAULT_MIN_GAIN = 1.0
+DEFAULT_MIN_STEP = 1.2
 AUDIO_KBPS = 128
 """Every audio track becomes AAC-LC stereo at this rate."""
 
@@ -99,6 +101,11 @@ class PackageOptions:
     """The codecs of a derived ladder (each rung in each)."""
     segment_s: float = DEFAULT_SEGMENT_S
     formats: tuple[str, ...] = FORMATS
+    min_gain: float = DEFAULT_MIN_GAIN
+    """A per-title ladder (a package with a target) drops a rung that adds less than this
+    (VMAF at the display size) over the rung below."""
+    min_step: float = DEFAULT_MIN_STEP
+    """... or whose bitrate is less than this many times the rung below's."""
 
     def checked(self, codecs: tuple[str, ...]) -> PackageOptions:
         if not self.formats or any(f not in FORMATS for f in self.formats):
@@ -123,11 +130,17 @@ class PackageOptions:
                     f"{seen[(rung.height, rung.codec)]}; give each height once per codec"
                 )
             seen[(rung.height, rung.codec)] = number
+        if not 0 <= self.min_gain <= 50:  # NaN fails too
+            raise SpecError("min_gain must be from 0 to 50 VMAF points")
+        if not 1 <= self.min_step <= 4:
+            raise SpecError("min_step must be from 1 (no step) to 4 times the rung below")
         return PackageOptions(
             self.ladder,
             tuple(dict.fromkeys(self.codecs)),
             self.segment_s,
             tuple(dict.fromkeys(self.formats)),
+            self.min_gain,
+            self.min_step,
         )
 
     @property
@@ -141,6 +154,8 @@ class PackageOptions:
             "codecs": list(self.codecs),
             "segment_s": self.segment_s,
             "formats": list(self.formats),
+            "min_gain": self.min_gain,
+            "min_step": self.min_step,
         }
 
     @classmethod
@@ -149,7 +164,8 @@ class PackageOptions:
             return data
         if not isinstance(data, dict):
             raise SpecError("package must be an object: {ladder, codecs, segment_s, formats}")
-        unknown = sorted(set(data) - {"ladder", "codecs", "segment_s", "formats"})
+        known = {"ladder", "codecs", "segment_s", "formats", "min_gain", "min_step"}
+        unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"package: unknown field(s) {', '.join(unknown)}")
         ladder = data.get("ladder") or ()
@@ -159,11 +175,18 @@ class PackageOptions:
             segment_s = float(data.get("segment_s", DEFAULT_SEGMENT_S))
         except (TypeError, ValueError) as exc:
             raise SpecError(f"segment length {data.get('segment_s')!r} is not a number") from exc
+        try:
+            min_gain = float(data.get("min_gain", DEFAULT_MIN_GAIN))
+            min_step = float(data.get("min_step", DEFAULT_MIN_STEP))
+        except (TypeError, ValueError) as exc:
+            raise SpecError("min_gain and min_step must be numbers") from exc
         return cls(
             ladder=tuple(Rung.parse(r, i) for i, r in enumerate(ladder, 1)),
             codecs=_names(data.get("codecs", ("h264",))),
             segment_s=segment_s,
             formats=_names(data.get("formats", FORMATS)),
+            min_gain=min_gain,
+            min_step=min_step,
         )
 
 

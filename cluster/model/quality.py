@@ -118,24 +118,12 @@ class ScoreOptions:
         unknown = sorted(set(data) - {"metrics", "model", "subsample", "min_vmaf"})
         if unknown:
             raise SpecError(f"score: unknown field(s) {', '.join(unknown)}")
-        raw = data.get("metrics") or [Metric.VMAF.value]
-        if isinstance(raw, str):
-            raw = [m for m in raw.split(",") if m.strip()]
-        metrics: list[str] = []
-        for m in raw:
-            name = str(m).strip().lower()
-            if name not in METRICS:
-                raise SpecError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
-            if name not in metrics:
-                metrics.append(name)
+        metrics = _metric_names(data.get("metrics") or [Metric.VMAF.value])
         model = str(data.get("model") or Model.AUTO.value).lower()
         if model not in {m.value for m in Model}:
             choices = ", ".join(m.value for m in Model)
             raise SpecError(f"unknown VMAF model {model!r}; choose from {choices}")
-        try:
-            subsample = int(data.get("subsample") or 1)
-        except (TypeError, ValueError) as exc:
-            raise SpecError("subsample must be a whole number of frames") from exc
+        subsample = _whole(data.get("subsample"))
         if not 1 <= subsample <= MAX_SUBSAMPLE:
             raise SpecError(f"subsample must be from 1 (every frame) to {MAX_SUBSAMPLE}")
         floor = data.get("min_vmaf")
@@ -149,6 +137,37 @@ class ScoreOptions:
             if Metric.VMAF.value not in metrics:
                 metrics.insert(0, Metric.VMAF.value)
         return cls(tuple(metrics), model, subsample, floor)
+
+
+def _metric_names(raw: Any) -> list[str]:
+    if isinstance(raw, str):
+        raw = [m for m in raw.split(",") if m.strip()]
+    if not isinstance(raw, list | tuple):
+        raise SpecError(f"metrics must be a list of names from {', '.join(METRICS)}")
+    metrics: list[str] = []
+    for m in raw:
+        name = str(m).strip().lower()
+        if name not in METRICS:
+            raise SpecError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        if name not in metrics:
+            metrics.append(name)
+    return metrics
+
+
+def _whole(given: Any) -> int:
+    """A subsample: a whole number (``None``: 1), else a :class:`SpecError`."""
+    if given is None:
+        return 1
+    wrong = SpecError("subsample must be a whole number of frames")
+    if isinstance(given, bool) or not isinstance(given, int | float | str):
+        raise wrong
+    try:
+        exact = float(str(given).strip())
+    except ValueError as exc:
+        raise wrong from exc
+    if not math.isfinite(exact) or exact != int(exact):  # NaN, infinite, or a fraction
+        raise wrong
+    return int(exact)
 
 
 @dataclass(frozen=True, slots=True)

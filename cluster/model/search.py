@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.errors import SpecError
+from cluster.model.package import Rendition
 from cluster.model.quality import Metric, ScoreStep
 from cluster.model.split import Segment
 
@@ -79,6 +80,10 @@ class ProbeStep:
     crf: int
     score: ScoreStep
     round: int = 1
+    rendition: Rendition | None = None
+    """A package's rung (scaled, capped, its GOP fixed), searched for a per-title
+    ladder; ``None``: the transcode's own encode."""
+    gop: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         s = self.sample
@@ -86,12 +91,16 @@ class ProbeStep:
                   "start_s": s.start_s, "duration_s": s.duration_s,
                   "keyframe": s.keyframe}  # fmt: skip
         return {"sample": sample, "crf": self.crf, "score": self.score.to_dict(),
-                "round": self.round}  # fmt: skip
+                "round": self.round, "gop": self.gop,
+                "rendition": self.rendition.to_dict() if self.rendition else None}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeStep:
+        rung = data.get("rendition")
         return cls(Segment(**data["sample"]), int(data["crf"]),
-                   ScoreStep.from_dict(data["score"]), int(data.get("round", 1)))  # fmt: skip
+                   ScoreStep.from_dict(data["score"]), int(data.get("round", 1)),
+                   Rendition.from_dict(rung) if rung else None,
+                   int(data.get("gop", 0)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

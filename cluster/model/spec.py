@@ -174,8 +174,11 @@ class JobSpec:
         target = self.target  # checks the values
         if target is None:
             return
-        if self.kind is not JobKind.TRANSCODE:
-            raise SpecError(f"a quality target is for transcodes, not {self.kind}")
+        if self.kind not in (JobKind.TRANSCODE, JobKind.PACKAGE):
+            raise SpecError(f"a quality target is for transcodes and packages, not {self.kind}")
+        if self.package is not None and any(r.quality is not None for r in self.package.ladder):
+            raise SpecError("a per-title ladder searches each rung's quality; drop the rungs' "
+                            f"quality or the {target.metric.value} target")  # fmt: skip
         if self.quality is not None:
             raise SpecError(
                 f"give quality (a fixed CRF) or {target.metric.value} target, not both: the "

@@ -508,6 +508,14 @@ class Planner:
         """Why no node of this cluster could run ``demand`` even when idle, else ``None``."""
         if demand.hardware is Hardware.GPU and demand.kind is JobKind.TRANSCODE:
             able = [g for g in self._gpus if demand.codec in g.usable]
+            scores = [g for g in able if self._nodes[g.node].runs(None, demand.metrics)]
+            if demand.metrics and able and not scores:  # scored after the encode, there
+                missing = ", ".join(sorted(demand.metrics))
+                return (
+                    f"no node with a GPU that encodes {demand.codec} has an ffmpeg that "
+                    f"computes {missing}; use --hardware auto or cpu, or give that node "
+                    "framefleet's pinned static ffmpeg (imageio-ffmpeg)"
+                )
             if not able:
                 why = self._why_no_codec(demand.codec)
                 return (

@@ -27,6 +27,8 @@ import posixpath
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cluster.control.graphs import pertitle
+from cluster.control.graphs.search import hardware_of, round_of
 from cluster.control.graphs.split import (
     AUTO_CHUNK_S,
     CHUNKS_PER_ENCODER,
@@ -63,6 +65,7 @@ from cluster.model.package import (
     gop_frames,
     rendition_file,
 )
+from cluster.model.search import ProbeStep, Target
 from cluster.model.split import AUTO, OFF, FrameIndex, Segment
 from cluster.storage.urls import is_object_url
 
@@ -100,6 +103,8 @@ class PackageKind:
         spec = job.spec
         if spec.kind is not JobKind.PACKAGE or job.task is not None:
             return None
+        if spec.target is not None:  # a per-title ladder: each rung's CRF searched first
+            return checked(_title_search(job, media, farm, spec.target))
         planned = _planned(job, media, farm)
         if any(n > 1 for n in planned.chunks.values()):
             return Read(Need.FRAMES, planned)
@@ -115,14 +120,47 @@ class PackageKind:
             return checked(_graph(job, media, whole, None))
         return checked(_graph(job, media, note, facts))
 
-    def grow(self, parent: Job, tasks: Tasks) -> None:
-        return None
+    def grow(self, parent: Job, tasks: Tasks) -> Expansion | None:
+        target, media = parent.spec.target, parent.input_media
+        if target is None or media is None or PACKAGE in tasks:
+            return None  # packaged: finish
+        plan = _whole_plan(parent, media)
+        videos = [r for r in plan.renditions if r.kind == "video"]
+        rounds = round_of(tasks)
+        found = pertitle.decisions(target, videos, tasks, media, rounds, plan.options.min_step)
+        pending = {r: d.crfs for r, d in found.items() if d.crfs}
+        waiting = [r for r, d in found.items() if not d.crfs and d.chosen is None
+                   and not d.failed]  # fmt: skip
+        if waiting and not pending:
+            raise ValueError("a per-title search left rungs waiting with nothing to probe")
+        hardware = hardware_of(tasks)
+        if pending:
+            more = pertitle.probes(parent.spec, media, pending, target, hardware, plan.gop,
+                                   rounds + 1)  # fmt: skip
+            words = "; ".join(found[r].why for r in pending)
+            graph = Graph(kind=self.name, phase=Phase.RUNNING,
+                          why=f"per-title ladder, round {rounds + 1}: {words}",
+                          tasks=tuple(t.ref for t in more))  # fmt: skip
+            return Expansion(graph, tuple(more), parent.package)
+        choices = pertitle.choose(plan.options, found, media.duration_s or 0.0)
+        crfs = {c.rendition.key: c.crf for c in choices if c.kept}
+        renditions = tuple(replace(r, quality=crfs[r.key]) for r in plan.renditions
+                           if r.kind != "video" or r.key in crfs)  # fmt: skip
+        dropped = [f"{c.rendition.name} {c.rendition.codec} dropped: {c.why}" for c in choices
+                   if not c.kept]  # fmt: skip
+        chosen = ", ".join(f"{c.rendition.name} {c.rendition.codec} at CRF {c.crf}"
+                           for c in choices if c.kept)  # fmt: skip
+        kept = replace(plan, renditions=renditions, notes=(*plan.notes, *dropped),
+                       why_chunks=f"per-title ladder for {target.words}: {chosen}")  # fmt: skip
+        built = _graph(replace(parent, spec=replace(parent.spec, hardware=hardware)), media,
+                       kept, None)  # fmt: skip
+        return Expansion(replace(built.graph, why=built.graph.why), built.tasks, built.view)
 
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         graph, package = parent.graph, tasks[PACKAGE]
         started = graph.started_at if graph and graph.started_at else parent.created_at
         took = now - started
-        encodes = [t for key, t in tasks.items() if key != PACKAGE]
+        encodes = [t for key, t in tasks.items() if key != PACKAGE and not _probe(t)]
         nodes = len({t.placement.node_id for t in encodes if t.placement})
         result = dict(package.result) if package.result is not None else {}
         timings = dict(result.get("timings") or {})
@@ -145,6 +183,17 @@ class PackageKind:
             f"{kinds.count('audio')} audio encoded on {nodes} node{'s' if nodes != 1 else ''}, "
             f"{result.get('segments', 0)} segments packaged and checked in {packaged_s:.1f} s"
         )
+        target, media = parent.spec.target, parent.input_media
+        if target is not None and media is not None:  # a per-title ladder: how it was chosen
+            plan = _whole_plan(parent, media)
+            videos = [r for r in plan.renditions if r.kind == "video"]
+            found = pertitle.decisions(target, videos, tasks, media, round_of(tasks),
+                                       plan.options.min_step)  # fmt: skip
+            choices = pertitle.choose(plan.options, found, media.duration_s or 0.0)
+            result["ladder"] = {"target": target.to_dict(),
+                                "rungs": [c.to_dict() for c in choices]}  # fmt: skip
+            reason += f"; a per-title ladder for {target.words} of " \
+                      f"{sum(c.kept for c in choices)} rungs"  # fmt: skip
         planned = parent.package.notes if parent.package else []
         return Finished(reason, result, (*planned, *package.notes))
 
@@ -233,6 +282,50 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
     why = (why or "renditions encoded whole").removeprefix("not split: ")
     return _Plan(options, tuple(renditions), tuple(notes), gop, segment_frames, frames,
                  chunks, why)  # fmt: skip
+
+
+def _probe(task: Job) -> bool:
+    """A per-title ladder's probe (not a rendition)."""
+    return task.task is not None and isinstance(task.task.step, ProbeStep)
+
+
+def _whole_plan(job: Job, media: MediaInfo) -> _Plan:
+    """The renditions and their cadence, each encoded whole (a per-title ladder's)."""
+    options = job.spec.package or PackageOptions()
+    renditions, notes = resolve(options, media)
+    fps = media.require_video().fps or 25.0
+    gop = gop_frames(fps, options.gop_s)
+    segment_frames = gop * max(1, round(options.segment_s / options.gop_s))
+    frames = media.frame_count or round((media.duration_s or 0.0) * fps)
+    chunks = {r.key: 1 for r in renditions if r.kind == "video"}
+    return _Plan(options, tuple(renditions), tuple(notes), gop, segment_frames, frames,
+                 chunks, "renditions encoded whole")  # fmt: skip
+
+
+def _title_search(job: Job, media: MediaInfo, farm: Farm, target: Target) -> Expansion:
+    """A per-title ladder's first round: every rung's CRFs probed on the hardware its top
+    rung would be placed on now."""
+    plan = _whole_plan(job, media)
+    videos = [r for r in plan.renditions if r.kind == "video"]
+    top = max(videos, key=lambda r: r.width * r.height)
+    encode = replace(job.spec, kind=JobKind.TRANSCODE, codec=top.codec, package=None,
+                     target_vmaf=None, target_xpsnr=None, max_encoded_percent=None)  # fmt: skip
+    scaled = replace(media, video=replace(media.require_video(), width=top.width,
+                                          height=top.height))  # fmt: skip
+    _, hardware = room(replace(job, spec=encode), scaled, farm)
+    if job.spec.hardware is not Hardware.AUTO:
+        hardware = job.spec.hardware
+    tasks = pertitle.probes(job.spec, media, pertitle.first_round(videos), target, hardware,
+                            plan.gop, 1)  # fmt: skip
+    rungs = ", ".join(f"{r.name} {r.codec}" for r in videos)
+    why = (f"per-title ladder: searching each rung's CRF ({rungs}) for {target.words} at the "
+           f"display size on {hardware}, round 1")  # fmt: skip
+    graph = Graph(kind=PackageKind.name, phase=Phase.RUNNING, why=why,
+                  tasks=tuple(t.ref for t in tasks), unit="probe",
+                  frame_s=1.0 / (media.require_video().fps or 25.0))  # fmt: skip
+    view = PackageView(why, list(plan.renditions), segment_s=plan.segment_frames / (
+        media.require_video().fps or 25.0), notes=list(plan.notes))  # fmt: skip
+    return Expansion(graph, tuple(tasks), view)
 
 
 def _group_keys(videos: list[Rendition], group: str) -> list[str]:

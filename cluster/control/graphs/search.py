@@ -90,7 +90,7 @@ class SearchKind:
         _, hardware = room(job, media, farm)
         if spec.hardware is not Hardware.AUTO:
             hardware = spec.hardware
-        reference = _reference(spec, media)
+        reference = reference_of(spec, media)
         lo, hi = CRF_RANGES[spec.codec]
         crfs = spread(lo, hi, WIDTH)
         why = f"searching the CRF for {target.words} on {hardware}: round 1, CRFs " \
@@ -112,14 +112,14 @@ class SearchKind:
             if any(k.startswith("q") for k in tasks):
                 return None  # encoded and scored: finish
             return _final_score(parent, tasks[ENCODE], target)
-        decision = decide(target, probes_of(tasks, media), spec.codec, _round(tasks))
-        hardware = _hardware(tasks)
+        decision = decide(target, probes_of(tasks, media), spec.codec, round_of(tasks))
+        hardware = hardware_of(tasks)
         if decision.failed:
             return Refuse(decision.why, ErrorCode.TARGET_UNMET)
         if decision.crfs:
-            reference = _reference(spec, media)
+            reference = reference_of(spec, media)
             plans = _probes(spec, media, reference, target, hardware, decision.crfs,
-                            _round(tasks) + 1)  # fmt: skip
+                            round_of(tasks) + 1)  # fmt: skip
             graph = Graph(kind=self.name, phase=Phase.RUNNING, why=decision.why,
                           tasks=tuple(t.ref for t in plans))  # fmt: skip
             return Expansion(graph, tuple(plans), None)
@@ -141,7 +141,7 @@ class SearchKind:
         if target is None or media is None or encode.task is None:
             raise ValueError("a search finished without its target, probe or encode")
         probes = probes_of(tasks, media)
-        decision = decide(target, probes, parent.spec.codec, _round(tasks))
+        decision = decide(target, probes, parent.spec.codec, round_of(tasks))
         chosen = encode.spec.quality
         predicted = next((p for p in probes if p.crf == chosen), None)
         tallies = merged(Tally.from_dict(d) for k, t in tasks.items() if k.startswith("q")
@@ -157,7 +157,7 @@ class SearchKind:
             "probes": [p.to_dict() for p in sorted(probes, key=lambda p: (p.round, p.crf))],
             "predicted": round(predicted.score, 3) if predicted else None,
             "measured": measured,
-            "rounds": _round(tasks),
+            "rounds": round_of(tasks),
             "nodes": len({t.placement.node_id for t in tasks.values() if t.placement}),
         }
         result["quality"] = {"metrics": metrics}
@@ -166,7 +166,7 @@ class SearchKind:
             if size and media.size_bytes else ""  # fmt: skip
         guess = f", predicted {predicted.score:.2f}" if predicted else ""
         reason = (f"{summary({target.metric.value: metrics.get(target.metric.value, {})})} "
-                  f"for target {target.value:g}{guess}: CRF {chosen} found in {_round(tasks)} "
+                  f"for target {target.value:g}{guess}: CRF {chosen} found in {round_of(tasks)} "
                   f"round(s) of {len(probes)} CRF(s){share}")  # fmt: skip
         return Finished(reason, result, tuple(encode.notes))
 
@@ -260,13 +260,16 @@ def samples(reference: Reference) -> tuple[Segment, ...]:
     return tuple(found)
 
 
-def probes_of(tasks: Tasks, media: MediaInfo) -> list[Probe]:
-    """What every probe task found, by CRF: the samples' tallies merged, and the output
-    size their encodes predict."""
+def probes_of(tasks: Tasks, media: MediaInfo, rung: str | None = None) -> list[Probe]:
+    """What every probe task (of the package rung ``rung``; ``None``: of the transcode)
+    found, by CRF: the samples' tallies merged, and the output size their encodes
+    predict."""
     by_crf: dict[int, list[Job]] = defaultdict(list)
     for task in tasks.values():
         step = task.task.step if task.task else None
-        if isinstance(step, ProbeStep) and task.status is JobStatus.SUCCEEDED:
+        if not isinstance(step, ProbeStep) or task.status is not JobStatus.SUCCEEDED:
+            continue
+        if (step.rendition.key if step.rendition else None) == rung:
             by_crf[step.crf].append(task)
     total_s = media.duration_s or 0.0
     found = []
@@ -287,13 +290,13 @@ def probes_of(tasks: Tasks, media: MediaInfo) -> list[Probe]:
     return found
 
 
-def _round(tasks: Tasks) -> int:
+def round_of(tasks: Tasks) -> int:
     rounds = [t.task.step.round for t in tasks.values()
               if t.task is not None and isinstance(t.task.step, ProbeStep)]  # fmt: skip
     return max(rounds, default=0)
 
 
-def _hardware(tasks: Tasks) -> Hardware:
+def hardware_of(tasks: Tasks) -> Hardware:
     """The hardware the probes ran on (the final encode runs there too)."""
     for task in tasks.values():
         if task.task is not None and isinstance(task.task.step, ProbeStep):
@@ -301,7 +304,7 @@ def _hardware(tasks: Tasks) -> Hardware:
     return Hardware.CPU
 
 
-def _reference(spec: JobSpec, media: MediaInfo) -> Reference:
+def reference_of(spec: JobSpec, media: MediaInfo) -> Reference:
     """The input as the reference of its samples' scores."""
     video = media.require_video()
     width, height = video.width, video.height
@@ -363,7 +366,7 @@ def _final_score(parent: Job, encode: Job, target: Target) -> Expansion:
     output = (encode.result or {}).get("output") or parent.spec.output
     if media is None or output is None:
         raise ValueError("the final score needs the input's probe and the output")
-    reference = _reference(parent.spec, media)
+    reference = reference_of(parent.spec, media)
     options = ScoreOptions((target.metric.value,), Model.AUTO.value)
     model = str(model_for(Model.AUTO, reference.height))
     spec = JobSpec(kind=JobKind.QUALITY, input=parent.spec.output or output,

@@ -40,6 +40,8 @@ def demand_for(job: Job, media: MediaInfo) -> Demand:
                       metrics=metrics)  # fmt: skip
     width, height = (video.width, video.height) if video else (0, 0)
     if isinstance(step, ProbeStep):  # a search's sample: encoded as the final encode is
+        if step.rendition is not None:  # a package's rung: its own size
+            width, height = step.rendition.width, step.rendition.height
         return Demand(JobKind.TRANSCODE, job.spec.hardware, job.spec.codec, width, height,
                       encoder=cpu_encoder(job.spec.codec).name, metrics=metrics)  # fmt: skip
     if job.spec.kind is JobKind.QUALITY:

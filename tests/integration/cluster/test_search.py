@@ -67,7 +67,7 @@ def test_a_target_vmaf_encode_lands_near_the_target_with_probes_on_several_worke
     assert job.status is JobStatus.SUCCEEDED, job.reason
     result = job.result or {}
     search = result["search"]
-    assert search["target"]["value"] == 95.0 and search["crf"] == job.result["search"]["crf"]
+    assert search["target"]["value"] == 95.0 and 10 <= search["crf"] <= 46
     assert len(search["probes"]) >= 3 and search["nodes"] >= 2, search
     passing = [p for p in search["probes"] if p["score"] >= 95.0]
     assert search["crf"] == max(p["crf"] for p in passing)  # the smallest file that passes

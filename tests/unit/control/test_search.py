@@ -120,7 +120,7 @@ def test_a_target_is_one_field_and_excludes_a_fixed_quality() -> None:
     with pytest.raises(SpecError, match="target_vmaf or target_xpsnr, not both"):
         JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4", target_vmaf=95,
                 target_xpsnr=40)  # fmt: skip
-    with pytest.raises(SpecError, match="for transcodes, not thumbnail"):
+    with pytest.raises(SpecError, match="for transcodes and packages, not thumbnail"):
         JobSpec(kind=JobKind.THUMBNAIL, input="/m/a.mp4", output="/m/t", target_vmaf=95)
     with pytest.raises(SpecError, match="max_encoded_percent must be"):
         JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4", target_vmaf=95,
