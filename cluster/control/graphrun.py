@@ -290,29 +290,38 @@ class GraphRunner:
             status, why, code = step.end
             return [Move(parent, status, why, code, since=JobStatus.RUNNING)]
         if step.finish:
-            grown = self._kinds[graph.kind].grow(parent, tasks)
-            if isinstance(grown, Refuse):
-                return [Move(parent, JobStatus.FAILED, grown.reason, grown.code,
-                             progress=progress(graph, tasks, self._now()),
-                             since=JobStatus.RUNNING)]  # fmt: skip
-            if grown is not None:
-                return self._grow(parent, graph, grown)
-            if graph.phase is Phase.RUNNING:
-                graph = advance(graph, Phase.FINISHING)
-                self._table.set_graph(parent, graph)
-            done = self._kinds[graph.kind].finish(parent, tasks, self._now())
-            last = progress(graph, tasks, self._now())
-            if done.failed is not None:
-                return [Move(parent, JobStatus.FAILED, done.reason, done.failed,
-                             result=done.result, notes=done.notes, progress=last,
-                             since=JobStatus.RUNNING)]  # fmt: skip
-            return [Move(parent, JobStatus.SUCCEEDED, done.reason, result=done.result,
-                         notes=done.notes, progress=last, since=JobStatus.RUNNING)]  # fmt: skip
+            try:
+                return self._finish(parent, graph, tasks)
+            except Exception as exc:  # a kind's bug must end its job, never leave it running
+                log.exception("job %s: its %s graph could not go on", parent.id, graph.kind)
+                return [Move(parent, JobStatus.FAILED, f"internal error: its {graph.kind} graph "
+                             f"could not go on ({exc}); see the coordinator's log",
+                             ErrorCode.INTERNAL, since=JobStatus.RUNNING)]  # fmt: skip
         if step.phase is not None:
             self._table.set_graph(parent, advance(graph, step.phase))
         self._table.set_progress(parent, progress(graph, tasks, self._now()))
         return [Move(tasks[k], JobStatus.QUEUED, "what it needs is done", since=JobStatus.WAITING)
                 for k in step.release]  # fmt: skip
+
+    def _finish(self, parent: Job, graph: Graph, tasks: Tasks) -> list[Move]:
+        """Every task succeeded: the kind grows the graph, ends the job, or finishes it."""
+        grown = self._kinds[graph.kind].grow(parent, tasks)
+        if isinstance(grown, Refuse):
+            return [Move(parent, JobStatus.FAILED, grown.reason, grown.code,
+                         progress=progress(graph, tasks, self._now()),
+                         since=JobStatus.RUNNING)]  # fmt: skip
+        if grown is not None:
+            return self._grow(parent, graph, grown)
+        if graph.phase is Phase.RUNNING:
+            graph = advance(graph, Phase.FINISHING)
+            self._table.set_graph(parent, graph)
+        done = self._kinds[graph.kind].finish(parent, tasks, self._now())
+        last = progress(graph, tasks, self._now())
+        if done.failed is not None:
+            return [Move(parent, JobStatus.FAILED, done.reason, done.failed, result=done.result,
+                         notes=done.notes, progress=last, since=JobStatus.RUNNING)]  # fmt: skip
+        return [Move(parent, JobStatus.SUCCEEDED, done.reason, result=done.result,
+                     notes=done.notes, progress=last, since=JobStatus.RUNNING)]  # fmt: skip
 
     def progressed(self, task: Job) -> None:
         """A task reported progress: its job's is recomputed from its tasks'."""

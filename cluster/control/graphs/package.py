@@ -127,7 +127,7 @@ class PackageKind:
         plan = _whole_plan(parent, media)
         videos = [r for r in plan.renditions if r.kind == "video"]
         rounds = round_of(tasks)
-        found = pertitle.decisions(target, videos, tasks, media, rounds, plan.options.min_step)
+        found = pertitle.decisions(target, videos, tasks, media, plan.options.min_step)
         pending = {r: d.crfs for r, d in found.items() if d.crfs}
         waiting = [r for r, d in found.items() if not d.crfs and d.chosen is None
                    and not d.failed]  # fmt: skip
@@ -144,16 +144,17 @@ class PackageKind:
             return Expansion(graph, tuple(more), parent.package)
         choices = pertitle.choose(plan.options, found, media.duration_s or 0.0)
         crfs = {c.rendition.key: c.crf for c in choices if c.kept}
-        renditions = tuple(replace(r, quality=crfs[r.key]) for r in plan.renditions
-                           if r.kind != "video" or r.key in crfs)  # fmt: skip
+        kept = [r for r in plan.renditions if r.kind != "video" or r.key in crfs]
+        renditions = tuple(r if r.kind != "video" else replace(r, quality=crfs[r.key])
+                           for r in kept)  # fmt: skip
         dropped = [f"{c.rendition.name} {c.rendition.codec} dropped: {c.why}" for c in choices
                    if not c.kept]  # fmt: skip
         chosen = ", ".join(f"{c.rendition.name} {c.rendition.codec} at CRF {c.crf}"
                            for c in choices if c.kept)  # fmt: skip
-        kept = replace(plan, renditions=renditions, notes=(*plan.notes, *dropped),
-                       why_chunks=f"per-title ladder for {target.words}: {chosen}")  # fmt: skip
+        ladder = replace(plan, renditions=renditions, notes=(*plan.notes, *dropped),
+                         why_chunks=f"per-title ladder for {target.words}: {chosen}")  # fmt: skip
         built = _graph(replace(parent, spec=replace(parent.spec, hardware=hardware)), media,
-                       kept, None)  # fmt: skip
+                       ladder, None)  # fmt: skip
         return Expansion(replace(built.graph, why=built.graph.why), built.tasks, built.view)
 
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
@@ -187,8 +188,7 @@ class PackageKind:
         if target is not None and media is not None:  # a per-title ladder: how it was chosen
             plan = _whole_plan(parent, media)
             videos = [r for r in plan.renditions if r.kind == "video"]
-            found = pertitle.decisions(target, videos, tasks, media, round_of(tasks),
-                                       plan.options.min_step)  # fmt: skip
+            found = pertitle.decisions(target, videos, tasks, media, plan.options.min_step)
             choices = pertitle.choose(plan.options, found, media.duration_s or 0.0)
             result["ladder"] = {"target": target.to_dict(),
                                 "rungs": [c.to_dict() for c in choices]}  # fmt: skip

@@ -128,14 +128,10 @@ def first_round(rungs: list[Rendition]) -> dict[Rendition, tuple[int, ...]]:
 
 
 def decisions(
-    target: Target,
-    rungs: list[Rendition],
-    tasks: Tasks,
-    media: MediaInfo,
-    rounds: int,
-    min_step: float,
+    target: Target, rungs: list[Rendition], tasks: Tasks, media: MediaInfo, min_step: float
 ) -> dict[Rendition, Decision]:
-    """Each rung's search after ``rounds`` rounds, per codec from the top rung down: the
+    """Each rung's search after the rounds it ran (so a decision, once made, stays made
+    while other rungs search on), per codec from the top rung down: the
     top for the target (or, out of its reach, for the knee of what it reached: within
     :data:`KNEE` of its best); each rung below for the best quality whose bitrate is
     ``min_step`` times below the rung above's (sizes do not end a search: the caps bound
@@ -148,6 +144,7 @@ def decisions(
         for i, rung in enumerate(sorted((r for r in rungs if r.codec == codec),
                                         key=lambda r: -r.height)):  # fmt: skip
             probed = probes_of(tasks, media, rung.key)
+            rounds = len({p.round for p in probed})  # the rounds it was probed in
             if i == 0:
                 decision = _top(loose, rung, probed, rounds)
             elif above is None:

@@ -104,3 +104,47 @@ def test_a_target_no_crf_can_reach_ends_the_job_with_the_reason_and_no_output(
     assert reason.startswith("XPSNR 99 dB cannot be met:") and "at CRF 10" in reason, reason
     assert "\n" not in reason
     assert not out.exists() and leftovers(farm.root) == []
+
+
+def rung_bytes(package: Path, key: str) -> int:
+    return sum(p.stat().st_size for p in (package / key).iterdir() if p.suffix in (".mp4", ".m4s"))
+
+
+def joined(package: Path, key: str, into: Path) -> Path:
+    """A rung's init segment and media segments, joined as a player reads them."""
+    parts = [package / key / "init.mp4", *sorted((package / key).glob("seg_*.m4s"))]
+    into.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return into
+
+
+def test_a_per_title_ladder_of_an_easy_clip_is_smaller_than_the_fixed_one_at_the_target(
+    farm: Farm,
+) -> None:
+    ladder = {"ladder": [{"height": 360}, {"height": 270}, {"height": 180}]}
+    fixed_out, titled_out = farm.root / "fixed", farm.root / "titled"
+    fixed = JobSpec(kind=JobKind.PACKAGE, input=str(farm.master), output=str(fixed_out),
+                    speed=Speed.FAST, package=ladder)  # type: ignore[arg-type]  # fmt: skip
+    titled = JobSpec(kind=JobKind.PACKAGE, input=str(farm.master), output=str(titled_out),
+                     speed=Speed.FAST, package=ladder, target_vmaf=93)  # type: ignore[arg-type]  # fmt: skip
+    jobs = [farm.fleet.submit(fixed).id, farm.fleet.submit(titled).id]
+    done_fixed, done_titled = (farm.fleet.wait(j, timeout=900) for j in jobs)
+    assert done_fixed.status is JobStatus.SUCCEEDED, done_fixed.reason
+    assert done_titled.status is JobStatus.SUCCEEDED, done_titled.reason
+
+    explained = (done_titled.result or {})["ladder"]
+    rungs = {r["rung"]: r for r in explained["rungs"]}
+    assert set(rungs) == {"v360h264", "v270h264", "v180h264"}
+    assert all(r["why"] and 10 <= r["crf"] <= 46 for r in rungs.values())
+    kept = [k for k, r in rungs.items() if r["kept"]]
+    assert "v360h264" in kept
+    master = (titled_out / "master.m3u8").read_text()
+    for key, rung in rungs.items():  # the playlist lists exactly the rungs kept
+        assert (f"{key}/index.m3u8" in master) is rung["kept"]
+    rates = [rungs[k]["predicted_kbps"] for k in ("v180h264", "v270h264", "v360h264") if k in kept]
+    assert rates == sorted(rates)  # each kept rung dearer than the one below
+
+    # The top rung: smaller than the fixed ladder's, and as good as asked (measured here).
+    assert rung_bytes(titled_out, "v360h264") < rung_bytes(fixed_out, "v360h264")
+    top = joined(titled_out, "v360h264", farm.root / "top.mp4")
+    assert vmaf_of(top, farm.master) >= 93.0 - 1.0
+    assert "per-title ladder for VMAF 93" in (done_titled.reason or "")

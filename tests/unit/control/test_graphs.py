@@ -379,6 +379,73 @@ def test_a_kind_written_as_data_runs_on_the_same_engine(tmp_path: Path) -> None:
     on_farm(tmp_path, test, nodes=TWO, kinds=(Pair(), *KINDS))
 
 
+class Rounds:
+    """Grows a round at a time: task ``r1``, then ``r2`` (what ``r1`` found decides
+    it), then finishes; each task remembered under a memo key (the input and round)."""
+
+    name = "rounds"
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.broken = broken
+
+    def plan(self, job: Job, media: MediaInfo, farm: Farm) -> Plan | None:
+        if job.spec.kind is not JobKind.VALIDATE or job.task is not None:
+            return None
+        ref = TaskRef("r1", weight=1.0, memo=f"rounds:{job.spec.input}:1")
+        graph = Graph(self.name, Phase.PLANNING, why="round 1", tasks=(ref,))
+        return checked(Expansion(graph, (TaskPlan(ref, job.spec),), None))
+
+    def expand(self, job: Job, media: MediaInfo, note: Any, facts: Any) -> Keep | Expansion:
+        raise AssertionError("rounds read nothing first")
+
+    def grow(self, parent: Job, tasks: Tasks) -> Expansion | None:
+        if self.broken:
+            raise KeyError("a1")
+        if "r2" in tasks:
+            return None
+        ref = TaskRef("r2", weight=1.0, memo=f"rounds:{parent.spec.input}:2")
+        return Expansion(Graph(self.name, Phase.RUNNING, why="round 2", tasks=(ref,)),
+                         (TaskPlan(ref, parent.spec),), None)  # fmt: skip
+
+    def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
+        reused = sorted(k for k, t in tasks.items() if (t.result or {}).get("reused"))
+        return Finished(f"{len(tasks)} rounds", {"reused": reused})
+
+    def view(self, parent: Job, tasks: Tasks) -> Split | None:
+        return parent.split
+
+    def adopt(self, job: Job) -> Expansion | None:
+        return None
+
+
+def test_a_graph_grows_a_round_at_a_time_and_reuses_what_a_memo_key_kept(tmp_path: Path) -> None:
+    async def test(farm: Coordinated) -> None:
+        spec = JobSpec(kind=JobKind.VALIDATE, input=str(tmp_path / "in.mp4"))
+        first = await farm.until((await farm.coordinator.submit(spec)).id, TERMINAL)
+        assert (first.status, first.reason) == ("succeeded", "2 rounds")
+        assert first.graph is not None and [r.key for r in first.graph.tasks] == ["r1", "r2"]
+        assert sorted(key(o) for o in farm.backend.orders) == ["r1", "r2"]
+        assert first.result == {"reused": []}
+        # The same work again: both rounds are remembered, nothing runs.
+        again = await farm.until((await farm.coordinator.submit(spec)).id, TERMINAL)
+        assert (again.status, again.result) == ("succeeded", {"reused": ["r1", "r2"]})
+        assert len(farm.backend.orders) == 2
+
+    on_farm(tmp_path, test, nodes=TWO, kinds=(Rounds(), *KINDS))
+
+
+def test_a_kind_that_breaks_while_growing_fails_its_job_instead_of_leaving_it_running(
+    tmp_path: Path,
+) -> None:
+    async def test(farm: Coordinated) -> None:
+        spec = JobSpec(kind=JobKind.VALIDATE, input=str(tmp_path / "in.mp4"))
+        done = await farm.until((await farm.coordinator.submit(spec)).id, TERMINAL)
+        assert done.status == "failed" and done.error_code is ErrorCode.INTERNAL
+        assert (done.reason or "").startswith("internal error: its rounds graph could not go on")
+
+    on_farm(tmp_path, test, nodes=TWO, kinds=(Rounds(broken=True), *KINDS))
+
+
 def test_a_graph_with_a_cycle_or_a_missing_task_is_refused() -> None:
     spec = JobSpec(kind=JobKind.VALIDATE, input="/m/a.mp4")
     cycle = (TaskRef("a", needs=("b",)), TaskRef("b", needs=("a",)))
