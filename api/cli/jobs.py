@@ -333,26 +333,28 @@ def _register_follow(app: typer.Typer, fail: Any) -> None:
         data_dir: DataDir = None,
         as_json: AsJson = False,
     ) -> None:
-        """The cluster's nodes: cores, GPUs with NVENC codecs, ffmpeg, running jobs."""
+        """The cluster's nodes: cores, GPUs with NVENC codecs, ffmpeg, the quality metrics
+        they compute, running jobs."""
         found = GatewayClient(api, token, data_dir).call("GET", "/v1/nodes")
         if as_json:
             out.print_json(json.dumps(found))
             return
-        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "running",
-                      "media roots")  # fmt: skip
+        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "metrics",
+                      "running", "media roots")  # fmt: skip
         unseen: list[str] = []
         for n in found:
             gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
             nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
                             if v["state"] in ("verified", "declared")})  # fmt: skip
             ffmpeg = (n.get("ffmpeg") or {}).get("version") or "none"
+            metrics = ",".join(n.get("metrics", [])) or "-"
             state = n.get("state", "ready")
             for g in n["gpus"]:
                 if (g.get("quarantine") or {}).get("state") in ("quarantined", "trial"):
                     state += f"; GPU {g['index']} {g['quarantine']['state']}"
             table.add_row(n["node_id"][:12], n["address"], state,
                           f"{n['cpus_used']:g}/{n['cpus']:g}",
-                          gpus, ",".join(nvenc) or "-", ffmpeg,
+                          gpus, ",".join(nvenc) or "-", ffmpeg, metrics,
                           str(len(n["running_jobs"])), _sights(n.get("media", [])))  # fmt: skip
             unseen += [f"{n['address']} does not see {m['root']}: {m['why']}"
                        for m in n.get("media", []) if not m["seen"]]  # fmt: skip

@@ -403,10 +403,29 @@ function renderDetail() {
     ["Finished", job.finished_at ? new Date(job.finished_at * 1000).toLocaleString() : "–"],
   ];
   if (job.error) rows.push(["Error", `${job.error.code}: ${job.error.message}`]);
+  rows.push(...qualityRows(job.result));
   for (const note of job.notes || []) rows.push(["Note", note]);
   $("detail-fields").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
   $("detail-result").textContent = job.result ? JSON.stringify(job.result, null, 2) : "–";
   syncPreview(job);
+}
+
+// Scores (a quality job's, a scored or targeted transcode's), a search and a per-title ladder.
+function qualityRows(result) {
+  if (!result) return [];
+  const rows = [];
+  const metrics = result.metrics || (result.quality && result.quality.metrics) || {};
+  for (const [name, m] of Object.entries(metrics)) {
+    if (m && m.mean !== undefined) rows.push([name.toUpperCase(), `mean ${m.mean} · p1 ${m.p1} · min ${m.min} (${m.frames} frames)`]);
+  }
+  if (result.search) {
+    const s = result.search;
+    rows.push(["Search", `CRF ${s.crf} for ${s.target.metric.toUpperCase()} ${s.target.value}: predicted ${s.predicted}, measured ${s.measured ?? "–"} · ${s.probes.length} CRFs in ${s.rounds} round(s)`]);
+  }
+  for (const rung of (result.ladder && result.ladder.rungs) || []) {
+    rows.push([`Rung ${rung.name}`, `${rung.kept ? "kept" : "dropped"}: CRF ${rung.crf}, score ${rung.score}, ~${rung.predicted_kbps} kb/s — ${rung.why}`]);
+  }
+  return rows;
 }
 
 function codecStates(gpu) {
@@ -430,6 +449,7 @@ function renderNodes() {
       el("p", { className: `state ${n.ready ? "ok" : "warn"}`, text: `${state}${n.agent_error ? `: ${n.agent_error}` : ""}` }),
       el("p", { text: `${n.address} · cores ${n.cpus_used} of ${n.cpus} in use · ${n.running_jobs.length} running` }),
       el("p", { className: "muted", text: n.ffmpeg ? `ffmpeg ${n.ffmpeg.version}` : `no ffmpeg: ${n.ffmpeg_error || "unknown"}` }),
+      el("p", { className: "muted", "data-metrics": "", text: (n.metrics || []).length ? `scores ${n.metrics.join(", ")}${n.quality && n.ffmpeg && n.quality.path !== n.ffmpeg.path ? ` (with ffmpeg ${n.quality.version})` : ""}` : "scores nothing (no quality ffmpeg)" }),
       gpus.length ? el("ul", { className: "gpus" }, ...gpus) : el("p", { className: "muted", text: "no GPUs" }));
   });
   $("node-cards").replaceChildren(...cards);
