@@ -36,6 +36,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "transfer": ([], ["--quick"]),
     "split": ([], ["--quick"]),
     "ladder": ([], ["--quick"]),
+    "quality": ([], ["--quick"]),
 }
 
 

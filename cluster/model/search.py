@@ -84,6 +84,9 @@ class ProbeStep:
     """A package's rung (scaled, capped, its GOP fixed), searched for a per-title
     ladder; ``None``: the transcode's own encode."""
     gop: int = 0
+    width: int = 4
+    """CRFs its search probes at once (every round: chosen by the farm's size when the
+    search began)."""
 
     def to_dict(self) -> dict[str, Any]:
         s = self.sample
@@ -91,7 +94,7 @@ class ProbeStep:
                   "start_s": s.start_s, "duration_s": s.duration_s,
                   "keyframe": s.keyframe}  # fmt: skip
         return {"sample": sample, "crf": self.crf, "score": self.score.to_dict(),
-                "round": self.round, "gop": self.gop,
+                "round": self.round, "gop": self.gop, "width": self.width,
                 "rendition": self.rendition.to_dict() if self.rendition else None}  # fmt: skip
 
     @classmethod
@@ -100,7 +103,7 @@ class ProbeStep:
         return cls(Segment(**data["sample"]), int(data["crf"]),
                    ScoreStep.from_dict(data["score"]), int(data.get("round", 1)),
                    Rendition.from_dict(rung) if rung else None,
-                   int(data.get("gop", 0)))  # fmt: skip
+                   int(data.get("gop", 0)), int(data.get("width", 4)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

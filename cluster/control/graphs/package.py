@@ -28,7 +28,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cluster.control.graphs import pertitle
-from cluster.control.graphs.search import hardware_of, round_of
+from cluster.control.graphs.search import (
+    hardware_of,
+    reference_of,
+    round_of,
+    samples,
+    width_for,
+    width_of,
+)
 from cluster.control.graphs.split import (
     AUTO_CHUNK_S,
     CHUNKS_PER_ENCODER,
@@ -127,7 +134,8 @@ class PackageKind:
         plan = _whole_plan(parent, media)
         videos = [r for r in plan.renditions if r.kind == "video"]
         rounds = round_of(tasks)
-        found = pertitle.decisions(target, videos, tasks, media, plan.options.min_step)
+        found = pertitle.decisions(target, videos, tasks, media, plan.options.min_step,
+                                   width_of(tasks))  # fmt: skip
         pending = {r: d.crfs for r, d in found.items() if d.crfs}
         waiting = [r for r, d in found.items() if not d.crfs and d.chosen is None
                    and not d.failed]  # fmt: skip
@@ -136,7 +144,7 @@ class PackageKind:
         hardware = hardware_of(tasks)
         if pending:
             more = pertitle.probes(parent.spec, media, pending, target, hardware, plan.gop,
-                                   rounds + 1)  # fmt: skip
+                                   rounds + 1, width_of(tasks))  # fmt: skip
             words = "; ".join(found[r].why for r in pending)
             graph = Graph(kind=self.name, phase=Phase.RUNNING,
                           why=f"per-title ladder, round {rounds + 1}: {words}",
@@ -188,7 +196,8 @@ class PackageKind:
         if target is not None and media is not None:  # a per-title ladder: how it was chosen
             plan = _whole_plan(parent, media)
             videos = [r for r in plan.renditions if r.kind == "video"]
-            found = pertitle.decisions(target, videos, tasks, media, plan.options.min_step)
+            found = pertitle.decisions(target, videos, tasks, media, plan.options.min_step,
+                                   width_of(tasks))  # fmt: skip
             choices = pertitle.choose(plan.options, found, media.duration_s or 0.0)
             result["ladder"] = {"target": target.to_dict(),
                                 "rungs": [c.to_dict() for c in choices]}  # fmt: skip
@@ -312,11 +321,13 @@ def _title_search(job: Job, media: MediaInfo, farm: Farm, target: Target) -> Exp
                      target_vmaf=None, target_xpsnr=None, max_encoded_percent=None)  # fmt: skip
     scaled = replace(media, video=replace(media.require_video(), width=top.width,
                                           height=top.height))  # fmt: skip
-    _, hardware = room(replace(job, spec=encode), scaled, farm)
+    slots, hardware = room(replace(job, spec=encode), scaled, farm)
     if job.spec.hardware is not Hardware.AUTO:
         hardware = job.spec.hardware
-    tasks = pertitle.probes(job.spec, media, pertitle.first_round(videos), target, hardware,
-                            plan.gop, 1)  # fmt: skip
+    cuts = len(samples(reference_of(job.spec, media)))
+    width = width_for(slots // max(1, len(videos)), cuts)  # every rung's probes at once
+    tasks = pertitle.probes(job.spec, media, pertitle.first_round(videos, width), target,
+                            hardware, plan.gop, 1, width)  # fmt: skip
     rungs = ", ".join(f"{r.name} {r.codec}" for r in videos)
     why = (f"per-title ladder: searching each rung's CRF ({rungs}) for {target.words} at the "
            f"display size on {hardware}, round 1")  # fmt: skip

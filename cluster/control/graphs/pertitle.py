@@ -29,6 +29,7 @@ from typing import Any
 
 from cluster.control.graphs.search import (
     MAX_ROUNDS,
+    around,
     decide,
     probe_memo,
     probes_of,
@@ -47,7 +48,6 @@ from cluster.model.split import Segment
 
 KNEE = 1.0
 """A rung that cannot reach the target takes the largest CRF this close to its best."""
-WIDTH = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,7 @@ def probes(
     hardware: Hardware,
     gop: int,
     round_: int,
+    width: int,
 ) -> list[TaskPlan]:
     """A task per rung, CRF and sample: the rung's encode of the sample, scored at the
     display size."""
@@ -92,7 +93,7 @@ def probes(
         for crf in crfs:
             for sample in cuts:
                 plans.append(_probe(probe_spec, media, rung, crf, sample, options, model, gop,
-                                    round_, whole=len(cuts) == 1))  # fmt: skip
+                                    round_, width, whole=len(cuts) == 1))  # fmt: skip
     return plans
 
 
@@ -106,6 +107,7 @@ def _probe(
     model: str,
     gop: int,
     round_: int,
+    width: int,
     *,
     whole: bool,
 ) -> TaskPlan:
@@ -113,7 +115,7 @@ def _probe(
     score = ScoreStep(reference, options, model, start=sample.start_frame, frames=sample.frames,
                       index=sample.index, open_end=whole and sample.start_frame == 0,
                       offset=sample.start_frame)  # fmt: skip
-    step = ProbeStep(sample, crf, score, round_, rung, gop)
+    step = ProbeStep(sample, crf, score, round_, rung, gop, width)
     label = f"probe {rung.name} {rung.codec} at CRF {crf}, sample {sample.index + 1}"
     memo = f"{probe_memo(spec, media, step)}:{rung.key}:{rung.max_kbps}:{gop}"
     ref = TaskRef(f"p{round_}{rung.key}c{crf:02d}s{sample.index + 1:02d}",
@@ -123,12 +125,17 @@ def _probe(
     return TaskPlan(ref, spec, step)
 
 
-def first_round(rungs: list[Rendition]) -> dict[Rendition, tuple[int, ...]]:
-    return {r: spread(*CRF_RANGES[r.codec], WIDTH) for r in rungs}
+def first_round(rungs: list[Rendition], width: int) -> dict[Rendition, tuple[int, ...]]:
+    return {r: spread(*CRF_RANGES[r.codec], width) for r in rungs}
 
 
 def decisions(
-    target: Target, rungs: list[Rendition], tasks: Tasks, media: MediaInfo, min_step: float
+    target: Target,
+    rungs: list[Rendition],
+    tasks: Tasks,
+    media: MediaInfo,
+    min_step: float,
+    width: int,
 ) -> dict[Rendition, Decision]:
     """Each rung's search after the rounds it ran (so a decision, once made, stays made
     while other rungs search on), per codec from the top rung down: the
@@ -146,30 +153,36 @@ def decisions(
             probed = probes_of(tasks, media, rung.key)
             rounds = len({p.round for p in probed})  # the rounds it was probed in
             if i == 0:
-                decision = _top(loose, rung, probed, rounds)
+                decision = _top(loose, rung, probed, rounds, width)
             elif above is None:
                 decision = Decision(f"{rung.name} {rung.codec} waits for the rung above")
             else:
                 budget = _kbps(above, seconds) / min_step
-                decision = within(budget, rung, probed, rounds, seconds)
+                decision = within(budget, rung, probed, rounds, seconds, width)
             found[rung] = decision
             above = _picked(decision)
     return found
 
 
-def _top(target: Target, rung: Rendition, probed: list[Probe], rounds: int) -> Decision:
-    decision = decide(target, probed, rung.codec, rounds)
+def _top(target: Target, rung: Rendition, probed: list[Probe], rounds: int, width: int) -> Decision:
+    decision = decide(target, probed, rung.codec, rounds, width)
     if not decision.failed or not probed:
         return decision
     best = max(p.score for p in probed)  # out of its reach: the knee of what it reached
-    knee = decide(replace(target, value=round(best - KNEE, 3)), probed, rung.codec, rounds)
+    knee = decide(replace(target, value=round(best - KNEE, 3)), probed, rung.codec, rounds,
+                  width)  # fmt: skip
     reach = (f"{rung.name} {rung.codec} cannot reach {target.words} at the display size "
              f"(at best {best:.2f}); ")  # fmt: skip
     return replace(knee, why=reach + knee.why, failed=False)
 
 
 def within(
-    budget: float, rung: Rendition, probed: list[Probe], rounds: int, seconds: float
+    budget: float,
+    rung: Rendition,
+    probed: list[Probe],
+    rounds: int,
+    seconds: float,
+    width: int,
 ) -> Decision:
     """The smallest CRF (the best quality) whose bitrate is at most ``budget`` kb/s, as
     :func:`~cluster.control.graphs.search.decide` brackets a score: CRFs to try next, the
@@ -184,7 +197,7 @@ def within(
             return Decision(f"even CRF {top.crf} needs {_kbps(top, seconds):.0f} kb/s, more than "
                             f"its {budget:.0f} kb/s below the rung above", failed=True,
                             probes=tuple(probed))  # fmt: skip
-        crfs = spread(top.crf + 1, hi, WIDTH)
+        crfs = spread(top.crf + 1, hi, width)
         return Decision(f"{name}: every CRF tried costs over {budget:.0f} kb/s; trying "
                         f"{', '.join(map(str, crfs))}", crfs, probes=tuple(probed))  # fmt: skip
     best = fits[0]
@@ -194,7 +207,7 @@ def within(
     if not below:
         if best.crf <= lo or rounds >= MAX_ROUNDS:
             return Decision(why, chosen=best.crf, probes=tuple(probed))
-        crfs = spread(lo, best.crf - 1, WIDTH)
+        crfs = spread(lo, best.crf - 1, width)
         return Decision(f"{name}: every CRF tried fits {budget:.0f} kb/s; trying "
                         f"{', '.join(map(str, crfs))}", crfs, probes=tuple(probed))  # fmt: skip
     fail = below[-1]
@@ -204,8 +217,7 @@ def within(
     a, b = math.log(_kbps(fail, seconds)), math.log(max(_kbps(best, seconds), 1e-9))
     guess = fail.crf + (a - math.log(budget)) / (a - b) * (best.crf - fail.crf) if a > b \
         else (fail.crf + best.crf) / 2  # fmt: skip
-    center = min(max(round(guess), fail.crf + 1), best.crf - 1)
-    crfs = tuple(sorted({c for c in (center - 1, center, center + 1) if fail.crf < c < best.crf}))
+    crfs = around(guess, fail.crf, best.crf, width)
     return Decision(f"{name}: {budget:.0f} kb/s lies between CRF {fail.crf} and {best.crf}; "
                     f"trying {', '.join(map(str, crfs))}", crfs, probes=tuple(probed))  # fmt: skip
 

@@ -6,7 +6,8 @@ like any other kind; the graph grows a round at a time (:meth:`SearchKind.grow`)
 - **Samples** (:func:`samples`, as ab-av1 takes them): 20 s each, one per 12 minutes of
   input (at least one), spread evenly; the whole input as one sample when the samples
   would cover 85 % of it.
-- **Rounds** (:func:`decide`). Each round probes :data:`WIDTH` CRFs at once, every
+- **Rounds** (:func:`decide`). Each round probes :data:`WIDTH` CRFs at once (up to
+  :data:`MAX_WIDTH` on a farm with more encoders free when the search begins), every
   sample of each a task (placed like any encode, on the hardware the final encode will
   use: a search on x264 does not choose a CRF for NVENC). A probe encodes its sample and
   scores it against the same frames of the input on the node that encoded it. The
@@ -68,8 +69,9 @@ SAMPLE_S = 20.0
 SAMPLE_EVERY_S = 720.0
 WHOLE_FROM = 0.85
 """Samples that would cover this share of the input: the whole input is one sample."""
-WIDTH = 3
-"""CRFs probed at once in a round."""
+WIDTH = 4
+"""CRFs probed at once in a round (at least)."""
+MAX_WIDTH = 8
 MAX_ROUNDS = 5
 TOLERANCE = 0.1
 """A probe this close above the target (doubling each round) is taken."""
@@ -87,15 +89,16 @@ class SearchKind:
         spec, target = job.spec, job.spec.target
         if spec.kind is not JobKind.TRANSCODE or job.task is not None or target is None:
             return None
-        _, hardware = room(job, media, farm)
+        slots, hardware = room(job, media, farm)
         if spec.hardware is not Hardware.AUTO:
             hardware = spec.hardware
         reference = reference_of(spec, media)
+        width = width_for(slots, len(samples(reference)))
         lo, hi = CRF_RANGES[spec.codec]
-        crfs = spread(lo, hi, WIDTH)
+        crfs = spread(lo, hi, width)
         why = f"searching the CRF for {target.words} on {hardware}: round 1, CRFs " \
               f"{', '.join(map(str, crfs))} on {len(samples(reference))} sample(s)"  # fmt: skip
-        tasks = _probes(spec, media, reference, target, hardware, crfs, 1)
+        tasks = _probes(spec, media, reference, target, hardware, crfs, 1, width)
         graph = Graph(kind=self.name, phase=Phase.RUNNING, why=why,
                       tasks=tuple(t.ref for t in tasks), unit="probe",
                       frame_s=reference.frame_s)  # fmt: skip
@@ -112,14 +115,15 @@ class SearchKind:
             if any(k.startswith("q") for k in tasks):
                 return None  # encoded and scored: finish
             return _final_score(parent, tasks[ENCODE], target)
-        decision = decide(target, probes_of(tasks, media), spec.codec, round_of(tasks))
+        width = width_of(tasks)
+        decision = decide(target, probes_of(tasks, media), spec.codec, round_of(tasks), width)
         hardware = hardware_of(tasks)
         if decision.failed:
             return Refuse(decision.why, ErrorCode.TARGET_UNMET)
         if decision.crfs:
             reference = reference_of(spec, media)
             plans = _probes(spec, media, reference, target, hardware, decision.crfs,
-                            round_of(tasks) + 1)  # fmt: skip
+                            round_of(tasks) + 1, width)  # fmt: skip
             graph = Graph(kind=self.name, phase=Phase.RUNNING, why=decision.why,
                           tasks=tuple(t.ref for t in plans))  # fmt: skip
             return Expansion(graph, tuple(plans), None)
@@ -141,7 +145,7 @@ class SearchKind:
         if target is None or media is None or encode.task is None:
             raise ValueError("a search finished without its target, probe or encode")
         probes = probes_of(tasks, media)
-        decision = decide(target, probes, parent.spec.codec, round_of(tasks))
+        decision = decide(target, probes, parent.spec.codec, round_of(tasks), width_of(tasks))
         chosen = encode.spec.quality
         predicted = next((p for p in probes if p.crf == chosen), None)
         tallies = merged(Tally.from_dict(d) for k, t in tasks.items() if k.startswith("q")
@@ -187,7 +191,21 @@ def spread(lo: int, hi: int, width: int) -> tuple[int, ...]:
     return tuple(sorted(picks))
 
 
-def decide(target: Target, probes: list[Probe], codec: str, rounds: int) -> Decision:
+def width_for(slots: int, samples: int) -> int:
+    """CRFs a round probes at once: :data:`WIDTH`, more when the farm has room for more
+    probes (every sample of each) at once, at most :data:`MAX_WIDTH`."""
+    return max(WIDTH, min(MAX_WIDTH, slots // max(1, samples)))
+
+
+def around(guess: float, low: int, high: int, width: int) -> tuple[int, ...]:
+    """Up to ``width`` CRFs strictly between ``low`` and ``high``, nearest ``guess`` first."""
+    inside = range(low + 1, high)
+    return tuple(sorted(sorted(inside, key=lambda c: (abs(c - guess), c))[:width]))
+
+
+def decide(
+    target: Target, probes: list[Probe], codec: str, rounds: int, width: int = WIDTH
+) -> Decision:
     """After ``rounds`` rounds: the next CRFs to try, the CRF chosen, or why the target
     cannot be met (see the module docstring)."""
     lo, hi = CRF_RANGES[codec]
@@ -207,7 +225,7 @@ def decide(target: Target, probes: list[Probe], codec: str, rounds: int) -> Deci
             return Decision(f"{words} cannot be met: {lowest.score:.2f} at CRF {lowest.crf}, "
                             f"the best this search tries (CRF {lo} to {hi}); lower the "
                             "target", failed=True, probes=tuple(probes))  # fmt: skip
-        crfs = spread(lo, lowest.crf - 1, WIDTH)
+        crfs = spread(lo, lowest.crf - 1, width)
         return Decision(f"round {rounds + 1}: every CRF tried is below {words}; trying "
                         f"CRF {', '.join(map(str, crfs))}", crfs, probes=tuple(probes))  # fmt: skip
     above = [p for p in failing if p.crf > best.crf]
@@ -215,7 +233,7 @@ def decide(target: Target, probes: list[Probe], codec: str, rounds: int) -> Deci
         if best.crf >= hi or rounds >= MAX_ROUNDS:
             return _chosen(target, best, f"{best.score:.2f} at CRF {best.crf}, the largest "
                                          "this search tries, still passes", probes)  # fmt: skip
-        crfs = spread(best.crf + 1, hi, WIDTH)
+        crfs = spread(best.crf + 1, hi, width)
         return Decision(f"round {rounds + 1}: every CRF tried passes {words}; trying "
                         f"CRF {', '.join(map(str, crfs))}", crfs, probes=tuple(probes))  # fmt: skip
     fail = above[0]
@@ -224,8 +242,7 @@ def decide(target: Target, probes: list[Probe], codec: str, rounds: int) -> Deci
                                      f"{fail.crf} does not ({fail.score:.2f})", probes)  # fmt: skip
     slope = (best.score - fail.score) / (fail.crf - best.crf)
     guess = best.crf + (best.score - goal) / slope if slope > 0 else (best.crf + fail.crf) / 2
-    center = min(max(round(guess), best.crf + 1), fail.crf - 1)
-    crfs = tuple(sorted({c for c in (center - 1, center, center + 1) if best.crf < c < fail.crf}))
+    crfs = around(guess, best.crf, fail.crf, width)
     return Decision(f"round {rounds + 1}: {words} lies between CRF {best.crf} "
                     f"({best.score:.2f}) and {fail.crf} ({fail.score:.2f}); trying CRF "
                     f"{', '.join(map(str, crfs))}", crfs, probes=tuple(probes))  # fmt: skip
@@ -290,6 +307,14 @@ def probes_of(tasks: Tasks, media: MediaInfo, rung: str | None = None) -> list[P
     return found
 
 
+def width_of(tasks: Tasks) -> int:
+    """How many CRFs the search's rounds probe at once (its first probes say)."""
+    for task in tasks.values():
+        if task.task is not None and isinstance(task.task.step, ProbeStep):
+            return task.task.step.width
+    return WIDTH
+
+
 def round_of(tasks: Tasks) -> int:
     rounds = [t.task.step.round for t in tasks.values()
               if t.task is not None and isinstance(t.task.step, ProbeStep)]  # fmt: skip
@@ -323,6 +348,7 @@ def _probes(
     hardware: Hardware,
     crfs: tuple[int, ...],
     round_: int,
+    width: int,
 ) -> list[TaskPlan]:
     """One task per CRF and sample: a quality job's spec (the input against itself) whose
     step encodes the sample first."""
@@ -339,7 +365,7 @@ def _probes(
             score = ScoreStep(reference, options, model, start=sample.start_frame,
                               frames=sample.frames, index=sample.index, open_end=whole,
                               offset=sample.start_frame)  # fmt: skip
-            step = ProbeStep(sample, crf, score, round_)
+            step = ProbeStep(sample, crf, score, round_, width=width)
             label = f"probe CRF {crf}, sample {sample.index + 1}"
             ref = TaskRef(f"p{round_}c{crf:02d}s{sample.index + 1:02d}",
                           weight=float(sample.frames), label=label,
