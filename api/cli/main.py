@@ -368,7 +368,7 @@ def package(
         float, typer.Option(help="Per-title: drop a rung adding less VMAF than this.")
     ] = 1.0,
     min_step: Annotated[
-        float, typer.Option(help="Per-title: drop a rung under this times the one below's rate.")
+        float, typer.Option(help="Per-title: each rung's bitrate this many times the one below's.")
     ] = 1.2,
     address: Address = None,
     data_dir: DataDir = None,

@@ -62,7 +62,8 @@ class PackageRequest(Strict):
         ge=1,
         le=4,
         allow_inf_nan=False,
-        description="... or whose bitrate is less than this many times the rung below's.",
+        description="With target_vmaf: each rung below the top is searched for the best "
+        "quality at a bitrate this many times below the rung above's.",
     )
     formats: list[str] = Field(
         default_factory=lambda: ["hls", "dash"],

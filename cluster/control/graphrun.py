@@ -265,8 +265,9 @@ class GraphRunner:
             return []
         memo = next((r.memo for r in parent.graph.tasks if task.task and r.key == task.task.key),
                     "") if parent.graph else ""  # fmt: skip
-        if memo and task.status is JobStatus.SUCCEEDED and task.result is not None:
-            self._table.store.remember(memo, task.result, self._now())
+        kept = memo and task.status is JobStatus.SUCCEEDED and task.result is not None
+        if kept and parent.status is JobStatus.RUNNING:  # not one stopped as its job ended
+            self._table.store.remember(memo, task.result or {}, self._now())
         of, placed, limits = task.task, task.placement, task.limits
         if of and of.finishing and task.status is JobStatus.RUNNING and placed and limits:
             # The task that makes the job's output: the job shows where it runs.

@@ -161,6 +161,7 @@ def probe(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaIn
     _check_readable(p)
     fd = open_input(str(p), roots)
     try:
+        version = _version(fd)
         done = subprocess.run(
             probe_argv(f"/proc/self/fd/{fd}"),
             capture_output=True,
@@ -176,7 +177,7 @@ def probe(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaIn
         raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
     finally:
         os.close(fd)
-    return _result(p, done.returncode, done.stdout, done.stderr)
+    return replace(_result(p, done.returncode, done.stdout, done.stderr), version=version)
 
 
 async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaInfo:
@@ -188,9 +189,16 @@ async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()
     fd = open_input(str(p), roots)
     try:
         code, stdout, stderr = await run_ffprobe(probe_argv(f"/proc/self/fd/{fd}"), p.name, (fd,))
+        version = _version(fd)
     finally:
         os.close(fd)
-    return _result(p, code, stdout, stderr)
+    return replace(_result(p, code, stdout, stderr), version=version)
+
+
+def _version(fd: int) -> str:
+    """The open file's identity: its inode and modification time."""
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
 
 
 async def run_ffprobe(
@@ -241,4 +249,4 @@ async def probe_object_async(
         .replace(link.split("?")[0], str(url))
     )
     info = _result(Path(url.name), code, stdout, said.encode())
-    return replace(info, path=str(url), size_bytes=head.size)
+    return replace(info, path=str(url), size_bytes=head.size, version=f"etag:{head.etag}")

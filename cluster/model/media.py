@@ -61,6 +61,9 @@ class MediaInfo:
     frame_count_estimated: bool = False
     audio: tuple[AudioStream, ...] = field(default_factory=tuple)
     subtitles: tuple[SubtitleStream, ...] = field(default_factory=tuple)
+    version: str | None = None
+    """What changes when the file does (its inode and modification time, or its ETag in
+    object storage): results kept for it are not reused for another file at its path."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -105,7 +105,8 @@ class PackageOptions:
     """A per-title ladder (a package with a target) drops a rung that adds less than this
     (VMAF at the display size) over the rung below."""
     min_step: float = DEFAULT_MIN_STEP
-    """... or whose bitrate is less than this many times the rung below's."""
+    """Each rung below the top is searched for the best quality at a bitrate this many
+    times below the rung above's."""
 
     def checked(self, codecs: tuple[str, ...]) -> PackageOptions:
         if not self.formats or any(f not in FORMATS for f in self.formats):

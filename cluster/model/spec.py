@@ -184,6 +184,11 @@ class JobSpec:
                 f"give quality (a fixed CRF) or {target.metric.value} target, not both: the "
                 "search chooses the CRF"
             )
+        if self.score is not None:
+            raise SpecError(
+                "a target already scores the output (its result's quality); drop score and "
+                "min_vmaf, or the target"
+            )
 
     def _check_score(self) -> None:
         if self.kind is JobKind.QUALITY:

@@ -289,10 +289,16 @@ class EncoderWorker:
         payload: dict[str, Any]
         if order.probe is not None:
             probed = await self._scored(order, pinned, current, result)
+            if order.job_id in self._cancelled or "tallies" not in probed:  # stopped
+                return WorkOutcome(order.job_id, order.attempt, "cancelled",
+                                   progress=result.progress)  # fmt: skip
             payload = {**probed, "crf": order.probe.crf, "size_bytes": pinned.size(),
                        "frames": result.progress.frame if result.progress else None,
                        "encoder": order.encoder}  # fmt: skip
         elif order.score is not None and order.logs is not None:
+            if order.job_id in self._cancelled:
+                return WorkOutcome(order.job_id, order.attempt, "cancelled",
+                                   progress=result.progress)  # fmt: skip
             tallies = await asyncio.to_thread(read_logs, order.score, order.logs)
             payload = {"tallies": [t.to_dict() for t in tallies], "scored": order.score.label,
                        "frames": max(t.count for t in tallies)}  # fmt: skip

@@ -49,9 +49,14 @@ def _check_package(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
 def check_metrics(spec: JobSpec, metrics: frozenset[str] | None) -> None:
     """Some node computes every metric ``spec`` is scored with (``metrics``: what the
     nodes' quality ffmpegs compute; ``None``: not known yet, judged at placement)."""
-    if spec.score is None or metrics is None:
+    target = spec.target
+    asked = [
+        *(spec.score.metrics if spec.score else ()),
+        *([target.metric.value] if target else []),
+    ]
+    if not asked or metrics is None:
         return
-    missing = [m for m in spec.score.metrics if m not in metrics]
+    missing = [m for m in dict.fromkeys(asked) if m not in metrics]
     if missing:
         has = ", ".join(sorted(metrics)) or "none"
         raise SpecError(

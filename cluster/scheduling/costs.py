@@ -247,16 +247,17 @@ def expected_speed(spec: JobSpec, hardware: Hardware, media: MediaInfo, costs: C
     video = media.video
     width, height = (video.width, video.height) if video else (0, 0)
     scoring = SCORE_SPEED * min(1.0, P1080 / (width * height)) if width and height else SCORE_SPEED
-    if spec.kind is JobKind.QUALITY:
+    if spec.kind is JobKind.QUALITY and spec.quality is None:
         return scoring
+    probe = spec.kind is JobKind.QUALITY  # a search's probe: a sample encoded, then scored
     speed = costs.speed(
-        transcode=spec.kind is JobKind.TRANSCODE,
+        transcode=spec.kind is JobKind.TRANSCODE or probe,
         codec=spec.codec,
         gpu=hardware is Hardware.GPU,
         preset=str(spec.speed),
         width=width,
         height=height,
     )
-    if spec.kind is JobKind.TRANSCODE and spec.score is not None:  # then scored: both times
+    if probe or (spec.kind is JobKind.TRANSCODE and spec.score is not None):  # and scored
         speed = 1.0 / (1.0 / speed + 1.0 / scoring)
     return speed

@@ -549,6 +549,12 @@ class Planner:
                 "with framefleet's pinned static ffmpeg (pip install imageio-ffmpeg) or an "
                 "ffmpeg built with libvmaf"
             )
+        both = demand.metrics and demand.encoder
+        if both and not any(n.cpus > 0 and n.runs(demand.encoder, demand.metrics)
+                            for n in self._nodes):  # fmt: skip
+            missing = ", ".join(sorted(demand.metrics))
+            return (f"no node in the cluster has an ffmpeg with {demand.encoder} and computes "
+                    f"{missing}; start a node that does both")  # fmt: skip
         if not self._any_node_runs(demand.encoder):
             nvenc = demand.kind is JobKind.TRANSCODE and demand.hardware is Hardware.AUTO
             if nvenc and any(demand.codec in g.usable for g in self._gpus):

@@ -78,7 +78,9 @@ def localize(
         source = _source(spec.input)
         local_input = posixpath.join(folder, "in", posixpath.basename(source))
         fetch = ((source, local_input),)
-    if moves_ref and reference is not None:  # a quality job's second input
+    if moves_ref and reference == spec.input:  # a probe: the input against itself
+        reference = local_input
+    elif moves_ref and reference is not None:  # a quality job's second input
         source = _source(reference)
         reference = posixpath.join(folder, "ref", posixpath.basename(source))
         fetch += ((source, reference),)

@@ -32,6 +32,7 @@ from cluster.control.graphs.search import (
     around,
     decide,
     probe_memo,
+    probe_spec_of,
     probes_of,
     reference_of,
     samples,
@@ -39,7 +40,7 @@ from cluster.control.graphs.search import (
 )
 from cluster.control.rules.graph import TaskPlan, Tasks
 from cluster.model.graph import TaskRef
-from cluster.model.jobs import Hardware, JobKind, JobSpec
+from cluster.model.jobs import Hardware, JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.package import PackageOptions, Rendition
 from cluster.model.quality import Model, ScoreOptions, ScoreStep, model_for
@@ -87,10 +88,8 @@ def probes(
     cuts = samples(reference)
     plans = []
     for rung, crfs in rungs.items():
-        probe_spec = JobSpec(kind=JobKind.QUALITY, input=spec.input, reference=spec.input,
-                             codec=rung.codec, speed=spec.speed, hardware=hardware,
-                             priority=spec.priority, score=options)  # fmt: skip
         for crf in crfs:
+            probe_spec = probe_spec_of(spec, rung.codec, hardware, crf, options)
             for sample in cuts:
                 plans.append(_probe(probe_spec, media, rung, crf, sample, options, model, gop,
                                     round_, width, whole=len(cuts) == 1))  # fmt: skip
@@ -160,7 +159,7 @@ def decisions(
                 budget = _kbps(above, seconds) / min_step
                 decision = within(budget, rung, probed, rounds, seconds, width)
             found[rung] = decision
-            above = _picked(decision)
+            above = _picked(decision) or above  # a rung dropped: the next one's budget stays
     return found
 
 
@@ -189,6 +188,11 @@ def within(
     one chosen, or ``failed`` when even the largest CRF costs more."""
     lo, hi = CRF_RANGES[rung.codec]
     name = f"{rung.name} {rung.codec}"
+    if not probed:  # none scored yet (or its round's probes found nothing)
+        crfs = spread(lo, hi, width)
+        if rounds >= MAX_ROUNDS:
+            return Decision(f"{name}: no probe was scored", failed=True)
+        return Decision(f"{name}: trying CRF {', '.join(map(str, crfs))}", crfs)
     fits = sorted((p for p in probed if _kbps(p, seconds) <= budget), key=lambda p: p.crf)
     over = sorted((p for p in probed if _kbps(p, seconds) > budget), key=lambda p: p.crf)
     if not fits:

@@ -6,8 +6,10 @@ engine runs it like any other kind.
   and checked against the distorted (the same length within 5 %, a known frame rate);
   a pair that does not fit fails with the reason. The VMAF model ``auto`` resolves by the
   reference's height.
-- **Tasks.** A reference shorter than :data:`PARALLEL_FROM_S`, or a farm with room for
-  one scorer only, is scored in one pass. Otherwise its frames are cut into even ranges
+- **Tasks.** A reference shorter than :data:`PARALLEL_FROM_S`, a farm with room for one
+  scorer only, or a distorted at another frame rate (brought to the reference's from
+  its first frame) is scored in one pass; a distorted a little shorter than its
+  reference is cut by its own frames. Otherwise its frames are cut into even ranges
   (about two per free scorer, none shorter than :data:`MIN_RANGE_S`, boundaries on the
   subsample's grid), each read with :data:`LEAD_FRAMES` frames before and after it, so
   the motion features of its first and last frames are those of a single pass. Each
@@ -88,7 +90,7 @@ class QualityKind:
             return Refuse(str(exc), exc.code)
         options = job.spec.score or ScoreOptions()
         slots = note if isinstance(note, int) else 1
-        return checked(_graph(job, reference, options, slots))
+        return checked(_graph(job, media, reference, options, slots))
 
     def grow(self, parent: Job, tasks: Tasks) -> None:
         return None
@@ -190,8 +192,16 @@ def ranges(
     return tuple(steps)
 
 
-def _graph(job: Job, reference: Reference, options: ScoreOptions, slots: int) -> Expansion:
+def _graph(
+    job: Job, media: MediaInfo, reference: Reference, options: ScoreOptions, slots: int
+) -> Expansion:
     model = str(model_for(Model(options.model), reference.height))
+    video = media.require_video()
+    if video.frame_rate is not None and tuple(video.frame_rate) != reference.frame_rate:
+        slots = 1  # brought to the reference's rate from its first frame: one pass
+    made = media.frame_count or round((media.duration_s or 0.0) / reference.frame_s)
+    if made and reference.frames:  # a distorted a little shorter: its frames are scored
+        reference = replace(reference, frames=min(reference.frames, made))
     steps = ranges(reference, options, model, slots)
     base = replace(job.spec, callback_url=None, labels={})
     tasks = []

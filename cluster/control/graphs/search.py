@@ -210,6 +210,12 @@ def decide(
     cannot be met (see the module docstring)."""
     lo, hi = CRF_RANGES[codec]
     goal, words = target.value, target.words
+    if not probes:  # none scored (a round whose probes found nothing): start again
+        if rounds >= MAX_ROUNDS:
+            return Decision(f"{words}: no probe of this search was scored", failed=True)
+        crfs = spread(lo, hi, width)
+        return Decision(f"round {rounds + 1}: nothing scored yet; trying CRF "
+                        f"{', '.join(map(str, crfs))}", crfs)  # fmt: skip
     passing = sorted((p for p in probes if p.score >= goal), key=lambda p: p.crf)
     failing = sorted((p for p in probes if p.score < goal), key=lambda p: p.crf)
     tolerance = TOLERANCE * 2 ** (rounds - 1)
@@ -354,12 +360,10 @@ def _probes(
     step encodes the sample first."""
     options = ScoreOptions((target.metric.value,), Model.AUTO.value)
     model = str(model_for(Model.AUTO, reference.height))
-    probe_spec = JobSpec(kind=JobKind.QUALITY, input=spec.input, reference=spec.input,
-                         codec=spec.codec, speed=spec.speed, hardware=hardware,
-                         priority=spec.priority, score=options)  # fmt: skip
     plans = []
     cuts = samples(reference)
     for crf in crfs:
+        probe_spec = probe_spec_of(spec, spec.codec, hardware, crf, options)
         for sample in cuts:
             whole = len(cuts) == 1 and sample.start_frame == 0
             score = ScoreStep(reference, options, model, start=sample.start_frame,
@@ -375,13 +379,29 @@ def _probes(
     return plans
 
 
+MEMO_VERSION = 1
+"""Part of every probe's memo key: raised when what a probe measures changes."""
+
+
+def probe_spec_of(
+    spec: JobSpec, codec: str, hardware: Hardware, crf: int, options: ScoreOptions
+) -> JobSpec:
+    """A probe's spec: a quality job of the input against itself, with the encode's
+    settings (codec, speed, 10-bit, hardware) and its CRF (``quality``: the watchdog
+    expects an encode and a score)."""
+    return JobSpec(kind=JobKind.QUALITY, input=spec.input, reference=spec.input, codec=codec,
+                   speed=spec.speed, hardware=hardware, priority=spec.priority, quality=crf,
+                   keep_10bit=spec.keep_10bit and codec != "h264", score=options)  # fmt: skip
+
+
 def probe_memo(spec: JobSpec, media: MediaInfo, step: ProbeStep) -> str:
-    """What identifies a probe's result: the input (its path, size, length and frames),
-    the encoder's settings, the CRF, the sample and the metric."""
+    """What identifies a probe's result: the input (its path, identity, size, length and
+    frames), the encoder's settings, the CRF, the sample and the metric."""
     sample, score = step.sample, step.score
-    facts = [spec.input, media.size_bytes, media.duration_s, media.frame_count, spec.codec,
-             str(spec.hardware), str(spec.speed), spec.keep_10bit, step.crf, sample.start_frame,
-             sample.frames, list(score.options.metrics), score.model]  # fmt: skip
+    facts = [MEMO_VERSION, spec.input, media.version, media.size_bytes, media.duration_s,
+             media.frame_count, spec.codec, str(spec.hardware), str(spec.speed),
+             spec.keep_10bit, step.crf, sample.start_frame, sample.frames,
+             list(score.options.metrics), score.model]  # fmt: skip
     digest = hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:32]
     return f"probe:{digest}"
 

@@ -7,11 +7,20 @@ import itertools
 
 import pytest
 
-from cluster import JobKind, JobSpec
+from cluster import ErrorCode, Job, JobKind, JobSpec
+from cluster.control.graphs import pertitle
 from cluster.control.graphs.search import MAX_ROUNDS, decide, samples, spread
 from cluster.errors import SpecError
-from cluster.model.quality import Metric, Reference
-from cluster.model.search import CRF_RANGES, Probe, Target
+from cluster.model.graph import TaskOf
+from cluster.model.jobs import JobStatus
+from cluster.model.media import MediaInfo
+from cluster.model.package import PackageOptions, Rendition
+from cluster.model.quality import Metric, Reference, ScoreOptions, ScoreStep, Tally
+from cluster.model.search import CRF_RANGES, Probe, ProbeStep, Target
+from cluster.model.split import Segment
+from cluster.scheduling.admission import check_metrics
+from cluster.storage.objects import ObjectStore
+from cluster.storage.stage import localize
 
 VMAF95 = Target(Metric.VMAF, 95.0)
 
@@ -125,3 +134,67 @@ def test_a_target_is_one_field_and_excludes_a_fixed_quality() -> None:
     with pytest.raises(SpecError, match="max_encoded_percent must be"):
         JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4", target_vmaf=95,
                 max_encoded_percent=0.5)  # fmt: skip
+
+
+def test_a_round_whose_probes_found_nothing_starts_again_rather_than_crash() -> None:
+    decision = decide(VMAF95, [], "h264", 1)
+    assert decision.crfs and not decision.failed
+    assert decide(VMAF95, [], "h264", MAX_ROUNDS).failed
+
+
+# ---- per-title: each rung's search, from real task records ---------------------------
+
+
+def _probe_task(rung: Rendition, crf: int, score: float, size: int, ref: Reference) -> Job:
+    options = ScoreOptions(("vmaf",))
+    sample = Segment(0, 0, ref.frames, 0.0, ref.frames * ref.frame_s, True)
+    step = ProbeStep(sample, crf, ScoreStep(ref, options, "1080p", frames=ref.frames), 1, rung)
+    tally = Tally(Metric.VMAF)
+    for frame in range(ref.frames):
+        tally.add(frame, score)
+    spec = JobSpec(kind=JobKind.QUALITY, input=ref.path, reference=ref.path, score=options)
+    key = f"p1{rung.key}c{crf:02d}s01"
+    return Job(id=f"j-{key}", spec=spec, status=JobStatus.SUCCEEDED,
+               result={"tallies": [tally.to_dict()], "size_bytes": size},
+               task=TaskOf("j", key, step))  # fmt: skip
+
+
+def test_a_rung_too_dear_for_its_budget_is_dropped_and_the_rung_below_still_chosen() -> None:
+    ref = Reference("/m/a.mp4", 1920, 1080, (25, 1), 8, 250)  # 10 s
+    media = MediaInfo("/m/a.mp4", "mp4", 10.0, 10_000_000, None, None, frame_count=250)
+    top = Rendition("v1080h264", "video", "h264", 1920, 1080, 6000, name="1080p")
+    mid = Rendition("v720h264", "video", "h264", 1280, 720, 3000, name="720p")
+    low = Rendition("v360h264", "video", "h264", 640, 360, 730, name="360p")
+    kb = 1000 // 8 * 10  # bytes for 10 s at 1 kb/s
+    tasks = {t.task.key: t for t in [
+        _probe_task(top, 32, 95.05, 200 * kb, ref), _probe_task(top, 33, 94.0, 190 * kb, ref),
+        # 720p costs 168 kb/s even at CRF 46: more than 200 / 1.2 = 167 kb/s.
+        _probe_task(mid, 45, 90.0, 170 * kb, ref), _probe_task(mid, 46, 89.0, 168 * kb, ref),
+        _probe_task(low, 27, 84.0, 175 * kb, ref), _probe_task(low, 28, 83.0, 150 * kb, ref),
+    ]}  # fmt: skip
+    found = pertitle.decisions(VMAF95, [top, mid, low], tasks, media, 1.2, 4)
+    assert found[top].chosen == 32
+    assert found[mid].failed and "more than its 167 kb/s" in found[mid].why
+    assert found[low].chosen == 28  # its budget is the top rung's: 167 kb/s
+    ladder = pertitle.choose(PackageOptions(), found, 10.0)
+    kept = {c.rendition.key: c.kept for c in ladder}
+    assert kept == {"v360h264": True, "v720h264": False, "v1080h264": True}
+
+
+def test_a_target_excludes_score_and_is_checked_against_the_metrics_the_nodes_compute() -> None:
+    with pytest.raises(SpecError, match="a target already scores the output"):
+        JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4", target_vmaf=95,
+                score={"min_vmaf": 90})  # type: ignore[arg-type]  # fmt: skip
+    spec = JobSpec(kind=JobKind.TRANSCODE, input="/m/a.mp4", output="/m/b.mp4", target_xpsnr=40)
+    with pytest.raises(SpecError, match="no node in the cluster computes xpsnr") as refused:
+        check_metrics(spec, frozenset({"psnr", "ssim"}))
+    assert refused.value.code is ErrorCode.METRIC_MISSING
+    check_metrics(spec, frozenset({"xpsnr"}))
+
+
+def test_a_probe_of_an_object_fetches_its_input_once() -> None:
+    spec = JobSpec(kind=JobKind.QUALITY, input="s3://media/a.mp4", reference="s3://media/a.mp4",
+                   quality=30)  # fmt: skip
+    local, plan = localize(spec, "/scratch/j.1", ObjectStore(), 1000)
+    assert plan is not None and len(plan.fetch) == 1
+    assert local.reference == local.input == "/scratch/j.1/in/a.mp4"
