@@ -16,7 +16,8 @@ clip, the CRF search's parallel efficiency, and the scorer's throughput.
    and XPSNR) on a 720p pair, in frames per second per core, with and without
    ``subsample``.
 
-    .venv/bin/python bench/quality.py [--workers 2] [--seconds 20] [--quick]
+    .venv/bin/python bench/quality.py [--workers 2] [--seconds 12] [--width 960 --height 540]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -201,9 +202,9 @@ def throughput(work: Path, seconds: float, size: tuple[int, int]) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=max(2, min(8, os.cpu_count() or 2)))
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--width", type=int, default=960)
+    parser.add_argument("--height", type=int, default=540)
     add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
