@@ -66,8 +66,10 @@ CPU_CORES: Table = {
 NVENC_CPU_CORES = 1.0
 LIGHT_JOB_CORES = 1.0
 """validate (decode only) and thumbnail jobs."""
-SCORE_CORES: list[tuple[int, float]] = [(P720, 1), (P1080, 2), (ANY, 4)]
-"""A quality score (two decodes, a scale and libvmaf's threads) by the reference's size."""
+SCORE_CORES: list[tuple[int, float]] = [(P1080, 1), (ANY, 2)]
+"""A quality score by the reference's size: two decodes, a scale and libvmaf run nearly
+frame by frame (a second core gave 5 % at 720p here), so a long file is scored in
+ranges, a core each, rather than with more threads."""
 SCORE_SPEED = 1.0
 """How many times real time a score runs at least at 1080p on the cores it is given."""
 MEMORY_MB: Table = {
