@@ -339,27 +339,31 @@ def _register_follow(app: typer.Typer, fail: Any) -> None:
         if as_json:
             out.print_json(json.dumps(found))
             return
-        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "metrics",
-                      "running", "media roots")  # fmt: skip
+        table = Table("node", "address", "state", "cores", "GPUs", "NVENC", "ffmpeg", "running",
+                      "media roots")  # fmt: skip
         unseen: list[str] = []
+        scoring: list[str] = []
         for n in found:
             gpus = ", ".join(f"{g['index']}: {g['name']}" for g in n["gpus"]) or "-"
             nvenc = sorted({c for g in n["gpus"] for c, v in g["nvenc"].items()
                             if v["state"] in ("verified", "declared")})  # fmt: skip
             ffmpeg = (n.get("ffmpeg") or {}).get("version") or "none"
-            metrics = ",".join(n.get("metrics", [])) or "-"
+            scores = ", ".join(n.get("metrics", [])) or "nothing"
+            scorer = (n.get("quality") or {}).get("version")
+            by = f" (ffmpeg {scorer})" if scorer and scorer != ffmpeg else ""
+            scoring.append(f"{n['address']} scores {scores}{by}")
             state = n.get("state", "ready")
             for g in n["gpus"]:
                 if (g.get("quarantine") or {}).get("state") in ("quarantined", "trial"):
                     state += f"; GPU {g['index']} {g['quarantine']['state']}"
             table.add_row(n["node_id"][:12], n["address"], state,
                           f"{n['cpus_used']:g}/{n['cpus']:g}",
-                          gpus, ",".join(nvenc) or "-", ffmpeg, metrics,
+                          gpus, ",".join(nvenc) or "-", ffmpeg,
                           str(len(n["running_jobs"])), _sights(n.get("media", [])))  # fmt: skip
             unseen += [f"{n['address']} does not see {m['root']}: {m['why']}"
                        for m in n.get("media", []) if not m["seen"]]  # fmt: skip
         out.print(table)
-        for line in unseen:
+        for line in [*scoring, *unseen]:
             out.print(line, highlight=False)
 
 

@@ -202,6 +202,9 @@ class ProgressView(BaseModel):
     moved_bytes: int | None = Field(
         default=None, description="Bytes fetched from and uploaded to object storage so far."
     )
+    scored_frames: int | None = Field(
+        default=None, description="Frames of the output scored so far (a scored transcode)."
+    )
     at: float | None = Field(default=None, description="When ffmpeg reported it (Unix time).")
 
 

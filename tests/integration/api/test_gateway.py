@@ -560,6 +560,7 @@ def test_drain_undrain_and_release_from_the_cli_through_the_gateway(gateway: Gat
             capture_output=True, text=True, timeout=60, env=env_without_ray(), check=False,
         )  # fmt: skip
         assert "drained" in listed.stdout
+        assert f"{node['address']} scores psnr, ssim, vmaf, xpsnr" in listed.stdout
         undrained = node_cli("undrain", node["node_id"][:8])
         assert undrained.stdout.strip() == f"{node['node_id'][:12]} ({node['address']}): ready"
         assert follow(gateway, waiting["id"])[-1]["status"] == "succeeded"

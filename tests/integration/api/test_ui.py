@@ -230,6 +230,8 @@ def test_sign_in_watch_a_job_advance_to_done_and_see_the_declared_gpu(
     expect(card).to_have_count(1)
     expect(card.locator(".gpu strong")).to_have_text("GPU 0: NVIDIA L4")
     expect(card.locator(".codec", has_text="h264")).to_have_text("h264: declared")
+    # The node scores with framefleet's pinned static ffmpeg (its own has no libvmaf).
+    expect(card.locator("[data-metrics]")).to_contain_text("scores psnr, ssim, vmaf, xpsnr")
     expect(page.locator("#stat-nodes")).to_have_text("1")
 
     job = farm.submit("long.mp4", "watched.mp4", speed="slow")
