@@ -105,10 +105,14 @@ def score_command(
         count = step.start - first + step.frames + step.tail
         span = ["-t", f"{count * frame_s:.6f}"]
 
+    cores = str(max(1, threads))
+
     def source(path: str, frame: int) -> list[str]:
-        """``path`` read from its frame ``frame`` (half a frame before it)."""
+        """``path`` read from its frame ``frame`` (half a frame before it), its decoder on
+        the cores given (an input option: each input has its own)."""
         at = ["-ss", f"{(frame - 0.5) * frame_s:.6f}"] if frame > 0 else []
-        return [*at, *span, *INPUT_OPTIONS, "-i", f"file:{os.path.abspath(path)}"]
+        return [*at, *span, "-threads", cores, *INPUT_OPTIONS, "-i",
+                f"file:{os.path.abspath(path)}"]  # fmt: skip
 
     video = distorted.require_video()
     fmt = pixel_format(step, distorted)
@@ -139,7 +143,7 @@ def score_command(
         graph.append(f"[d{i}][r{i}]{scorer}[o{i}]")
     maps = [a for i in range(n) for a in ("-map", f"[o{i}]")]
     argv = [
-        "ffmpeg", *COMMON, "-threads", str(max(1, threads)),
+        "ffmpeg", *COMMON, "-filter_complex_threads", cores,
         *source(distorted_path, first - step.offset), *source(ref.path, first),
         "-filter_complex", ";".join(graph), *maps, "-f", "null", "-",
     ]  # fmt: skip

@@ -315,7 +315,7 @@ def chains(argv: list[str]) -> tuple[str, str, list[str]]:
 
 def inputs(argv: list[str]) -> list[list[str]]:
     """Each input's options, up to and including its ``-i`` value."""
-    out, start = [], argv.index("-threads") + 2
+    out, start = [], argv.index("-filter_complex_threads") + 2
     for i, arg in enumerate(argv):
         if arg == "-i":
             out.append(argv[start : i + 2])
@@ -396,7 +396,9 @@ def test_every_metric_from_one_decode_with_subsample_and_threads() -> None:
     assert "n_subsample=5" in scorers[0] and "n_threads=3" in scorers[0]
     assert "stats_file=/scratch/job.1/logs/psnr.log" in scorers[1]
     assert argv.count("-map") == 4 and argv.count("-i") == 2
-    assert argv[argv.index("-threads") + 1] == "3"
+    assert argv[argv.index("-filter_complex_threads") + 1] == "3"
+    for each in inputs(argv):  # each input's decoder on the cores given, not on every core
+        assert each[each.index("-threads") + 1] == "3"
 
 
 def test_a_range_is_read_from_half_a_frame_before_its_lead_for_its_frames_and_tail() -> None:
