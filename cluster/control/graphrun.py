@@ -201,7 +201,8 @@ class GraphRunner:
         now, media = self._now(), self._media(parent)
         made = [self._recalled(_task(parent, plan, media, now), plan) for plan in more.tasks]
         log.info("job %s: %s", parent.id, grown.why)
-        self._table.add_tasks(parent, grown, more.view, made)
+        shown = more.view if more.view is not None else (parent.package or parent.split)
+        self._table.add_tasks(parent, grown, shown, made)  # no view given: the job's stays
         self._wake()
         if all(t.status is JobStatus.SUCCEEDED for t in made):  # all known: on at once
             return self._next(parent, self._table.tasks_of(parent))

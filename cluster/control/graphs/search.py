@@ -31,17 +31,27 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cluster.control.graphs.quality import ranges, summary
-from cluster.control.graphs.split import room
+from cluster.control.graphs.split import (
+    STITCH,
+    SplitKind,
+    chunk_target,
+    chunked_graph,
+    planned,
+    room,
+    whole_why,
+)
 from cluster.control.rules.graph import (
     Expansion,
     Facts,
     Farm,
     Finished,
+    Need,
     Plan,
+    Read,
     Refuse,
     TaskPlan,
     Tasks,
@@ -63,7 +73,7 @@ from cluster.model.quality import (
     pooled,
 )
 from cluster.model.search import CRF_RANGES, Decision, Probe, ProbeStep, Target
-from cluster.model.split import OFF, Segment
+from cluster.model.split import AUTO, OFF, FrameIndex, Segment, Split
 
 SAMPLE_S = 20.0
 SAMPLE_EVERY_S = 720.0
@@ -92,29 +102,34 @@ class SearchKind:
         slots, hardware = room(job, media, farm)
         if spec.hardware is not Hardware.AUTO:
             hardware = spec.hardware
-        reference = reference_of(spec, media)
-        width = width_for(slots, len(samples(reference)))
-        lo, hi = CRF_RANGES[spec.codec]
-        crfs = spread(lo, hi, width)
-        why = f"searching the CRF for {target.words} on {hardware}: round 1, CRFs " \
-              f"{', '.join(map(str, crfs))} on {len(samples(reference))} sample(s)"  # fmt: skip
-        tasks = _probes(spec, media, reference, target, hardware, crfs, 1, width)
-        graph = Graph(kind=self.name, phase=Phase.RUNNING, why=why,
-                      tasks=tuple(t.ref for t in tasks), unit="probe",
-                      frame_s=reference.frame_s)  # fmt: skip
-        return checked(Expansion(graph, tuple(tasks), None))
+        width = width_for(slots, len(samples(reference_of(spec, media))))
+        whole = whole_why(spec.split, spec.input, spec.output or "", media)
+        if whole is None and spec.split == AUTO and slots < 2:
+            whole = "not split: one encoder or none free (split=auto)"
+        if whole is not None:
+            return checked(_first_round(job, media, hardware, width, Split.whole(whole)))
+        # Long enough to encode in chunks once the CRF is found: its frames read first.
+        cut = chunk_target(spec.split, media, slots, hardware)
+        return Read(Need.FRAMES, _Start(hardware, width, cut))
 
-    def expand(self, job: Job, media: MediaInfo, note: Any, facts: Facts) -> Refuse:
-        raise TypeError("a search reads nothing before its first round")
+    def expand(self, job: Job, media: MediaInfo, note: Any, facts: Facts) -> Expansion:
+        if not isinstance(note, _Start):
+            raise TypeError(f"a search reads its frames for its start, not {note!r}")
+        if isinstance(facts, FrameIndex):
+            split = planned(facts, note.cut)
+        else:
+            split = Split.whole(f"not split: its frames could not be read ({facts})")
+        return checked(_first_round(job, media, note.hardware, note.width, split))
 
     def grow(self, parent: Job, tasks: Tasks) -> Expansion | Refuse | None:
         spec, target, media = parent.spec, parent.spec.target, parent.input_media
         if target is None or media is None:
             raise ValueError("a search needs its target and its input's probe")
-        if ENCODE in tasks:
+        encoded = _encoded(tasks)
+        if encoded is not None:
             if any(k.startswith("q") for k in tasks):
                 return None  # encoded and scored: finish
-            return _final_score(parent, tasks[ENCODE], target)
+            return _final_score(parent, encoded, target)
         width = width_of(tasks)
         decision = decide(target, probes_of(tasks, media), spec.codec, round_of(tasks), width)
         hardware = hardware_of(tasks)
@@ -133,6 +148,13 @@ class SearchKind:
         final = replace(spec, quality=chosen, hardware=hardware, target_vmaf=None,
                         target_xpsnr=None, max_encoded_percent=None, split=OFF, score=None,
                         callback_url=None, labels={})  # fmt: skip
+        split = parent.split
+        if split is not None and split.chunked:  # in chunks across the farm, then joined
+            chunks = chunked_graph(replace(parent, spec=final), media, split)
+            why = f"{decision.why}; encoding in {len(split.segments)} chunks"
+            graph = Graph(kind=self.name, phase=Phase.RUNNING, why=why,
+                          tasks=chunks.graph.tasks)  # fmt: skip
+            return Expansion(graph, chunks.tasks, split)
         frames = media.frame_count or 0
         ref = TaskRef(ENCODE, weight=float(frames or 1), frames=frames,
                       doing=f"encoding at CRF {chosen}")  # fmt: skip
@@ -141,8 +163,8 @@ class SearchKind:
 
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished:
         target, media = parent.spec.target, parent.input_media
-        encode = tasks[ENCODE]
-        if target is None or media is None or encode.task is None:
+        encode = _encoded(tasks)
+        if target is None or media is None or encode is None or encode.task is None:
             raise ValueError("a search finished without its target, probe or encode")
         probes = probes_of(tasks, media)
         decision = decide(target, probes, parent.spec.codec, round_of(tasks), width_of(tasks))
@@ -165,6 +187,8 @@ class SearchKind:
             "nodes": len({t.placement.node_id for t in tasks.values() if t.placement}),
         }
         result["quality"] = {"metrics": metrics}
+        if STITCH in tasks:
+            result["split"] = {"chunks": sum(1 for k in tasks if k.startswith("c"))}
         size = result.get("size_bytes")
         share = f", {100 * size / media.size_bytes:.0f} % of the input's size" \
             if size and media.size_bytes else ""  # fmt: skip
@@ -174,11 +198,45 @@ class SearchKind:
                   f"round(s) of {len(probes)} CRF(s){share}")  # fmt: skip
         return Finished(reason, result, tuple(encode.notes))
 
-    def view(self, parent: Job, tasks: Tasks) -> None:
-        return None
+    def view(self, parent: Job, tasks: Tasks) -> Split | None:
+        """Its split (how the final encode is cut), with each chunk's state."""
+        return SplitKind().view(parent, tasks)
 
     def adopt(self, job: Job) -> Expansion | None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """What a search was starting while the input's frames were read."""
+
+    hardware: Hardware
+    width: int
+    cut: Any
+    """How long the final encode's chunks should be (split's target)."""
+
+
+def _first_round(
+    job: Job, media: MediaInfo, hardware: Hardware, width: int, split: Split
+) -> Expansion:
+    spec, target = job.spec, job.spec.target
+    if target is None:
+        raise ValueError("a search needs its target")
+    reference = reference_of(spec, media)
+    lo, hi = CRF_RANGES[spec.codec]
+    crfs = spread(lo, hi, width)
+    why = f"searching the CRF for {target.words} on {hardware}: round 1, CRFs " \
+          f"{', '.join(map(str, crfs))} on {len(samples(reference))} sample(s)"  # fmt: skip
+    tasks = _probes(spec, media, reference, target, hardware, crfs, 1, width)
+    graph = Graph(kind=SearchKind.name, phase=Phase.RUNNING, why=why,
+                  tasks=tuple(t.ref for t in tasks), unit="probe",
+                  frame_s=reference.frame_s)  # fmt: skip
+    return Expansion(graph, tuple(tasks), split)
+
+
+def _encoded(tasks: Tasks) -> Job | None:
+    """The task that wrote the output (the whole encode, or the stitch of its chunks)."""
+    return tasks.get(ENCODE) or tasks.get(STITCH)
 
 
 def spread(lo: int, hi: int, width: int) -> tuple[int, ...]:

@@ -91,14 +91,7 @@ class SplitKind:
             why = f"not split: {free} free now where the media are seen (split=auto)"
         if why is not None:
             return Keep(Split.whole(why))
-        duration = media.duration_s or 0.0
-        if spec.split == AUTO:
-            target = max(AUTO_CHUNK_S, duration / (slots * CHUNKS_PER_ENCODER))
-            floor, asked = AUTO_CHUNK_S / 2, f"{slots} encoders free (split=auto)"
-        else:
-            target = float(spec.split)
-            floor, asked = min(target / 2, AUTO_CHUNK_S / 2), f"split={spec.split} s asked"
-        return Read(Need.FRAMES, _Target(target, floor, hardware, asked))
+        return Read(Need.FRAMES, chunk_target(spec.split, media, slots, hardware))
 
     def expand(self, job: Job, media: MediaInfo, note: Any, facts: Facts) -> Keep | Expansion:
         if not isinstance(facts, FrameIndex):
@@ -172,6 +165,22 @@ def whole_why(split: str, source: str, output: str, media: MediaInfo) -> str | N
     if split == AUTO and duration < AUTO_MIN_S:
         return f"not split: {duration:.1f} s is shorter than {AUTO_MIN_S:.0f} s (split=auto)"
     return None
+
+
+def chunk_target(split: str, media: MediaInfo, slots: int, hardware: Hardware) -> _Target:
+    """How long the chunks of a transcode that is split should be (``slots``: encoders
+    free now, for ``split=auto``)."""
+    if split == AUTO:
+        target = max(AUTO_CHUNK_S, (media.duration_s or 0.0) / (slots * CHUNKS_PER_ENCODER))
+        return _Target(target, AUTO_CHUNK_S / 2, hardware, f"{slots} encoders free (split=auto)")
+    target = float(split)
+    return _Target(target, min(target / 2, AUTO_CHUNK_S / 2), hardware, f"split={split} s asked")
+
+
+def chunked_graph(job: Job, media: MediaInfo, split: Split) -> Expansion:
+    """The chunk tasks and the stitch of ``job`` cut as ``split`` says (for a kind that
+    encodes in chunks after other work: a search's final encode)."""
+    return _graph(job, media, split)
 
 
 def room(job: Job, media: MediaInfo, farm: Farm) -> tuple[int, Hardware]:

@@ -158,7 +158,8 @@ class GraphKind(Protocol):
     def grow(self, parent: Job, tasks: Tasks) -> Expansion | Refuse | None:
         """Every task succeeded: more tasks that follow from what they found (the next
         round of a search; its ``graph`` holds only the new tasks' places and the new
-        reason), the job's end (:class:`Refuse`), or ``None``: :meth:`finish` it."""
+        reason; its ``view`` ``None``: the job's view stays), the job's end
+        (:class:`Refuse`), or ``None``: :meth:`finish` it."""
         ...
 
     def finish(self, parent: Job, tasks: Tasks, now: float) -> Finished: ...

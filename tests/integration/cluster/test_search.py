@@ -148,3 +148,16 @@ def test_a_per_title_ladder_of_an_easy_clip_is_smaller_than_the_fixed_one_at_the
     top = joined(titled_out, "v360h264", farm.root / "top.mp4")
     assert vmaf_of(top, farm.master) >= 93.0 - 1.0
     assert "per-title ladder for VMAF 93" in (done_titled.reason or "")
+
+
+def test_the_encode_a_search_chose_is_split_across_the_farm_when_asked(farm: Farm) -> None:
+    out = farm.root / "chunked.mp4"
+    spec = JobSpec(kind=JobKind.TRANSCODE, input=str(farm.master), output=str(out),
+                   speed=Speed.FAST, target_vmaf=95, split="4")  # fmt: skip
+    job = farm.fleet.wait(farm.fleet.submit(spec).id, timeout=600)
+    assert job.status is JobStatus.SUCCEEDED, job.reason
+    result = job.result or {}
+    assert result["split"]["chunks"] >= 2
+    assert job.split is not None and job.split.chunked and len(job.split.segments) >= 2
+    assert abs(vmaf_of(out, farm.master) - 95.0) <= 1.0
+    assert float(ffprobe(out)["format"]["duration"]) > 11 and leftovers(farm.root) == []
