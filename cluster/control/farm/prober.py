@@ -24,7 +24,6 @@ from cluster.errors import FramefleetError, InputError, JobFailure
 from cluster.media import ladder
 from cluster.media.argv import thumbnail_times
 from cluster.media.probe import probe_async, probe_object_async
-from cluster.media.quality import comparable
 from cluster.model.jobs import Job, JobKind
 from cluster.model.media import MediaInfo
 from cluster.storage import objects
@@ -75,7 +74,8 @@ class Prober:
         return done
 
     async def probed(self, path: str) -> MediaInfo:
-        """``path``'s probe: remembered if the file has not changed, else ffprobe's."""
+        """``path``'s probe: remembered if the file has not changed, else ffprobe's (also
+        what a job graph reads besides the input: a quality job's reference)."""
         if is_object_url(path):
             return await self._probed_object(path)
         before = _identity(path)
@@ -135,9 +135,6 @@ class Prober:
             thumbnail_times(job.spec, media)
         if job.spec.kind is JobKind.PACKAGE and job.spec.package is not None:
             ladder.resolve(job.spec.package, media)  # a source it cannot package fails here
-        if job.spec.kind is JobKind.QUALITY and job.spec.reference is not None:
-            reference = await self.probed(job.spec.reference)  # its plan reads it again
-            comparable(media, reference)
         return media
 
 

@@ -221,7 +221,7 @@ def test_a_pair_of_different_lengths_is_refused_naming_both(fleet: Fleet, tmp_pa
     assert job.error_code == "bad_input"
     missing = run(fleet, quality(four, tmp_path / "nowhere.mp4"))
     assert missing.status == "failed" and missing.reason is not None
-    assert missing.reason == f"{tmp_path / 'nowhere.mp4'}: no such file; check the path"
+    assert missing.reason == f"reference: {tmp_path / 'nowhere.mp4'}: no such file; check the path"
 
 
 # ---- a scored transcode ----------------------------------------------------------------
