@@ -23,11 +23,12 @@ Time comes from ``now`` (a clock passed in), so tests never sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -60,7 +61,15 @@ from cluster.control.rules.policy import (
 from cluster.control.running.encodes import Encodes
 from cluster.control.running.orders import order_for
 from cluster.control.running.pool import EncoderPool
-from cluster.errors import CapacityError, ErrorCode, FramefleetError, JobFailure, SpecError
+from cluster.errors import (
+    CapacityError,
+    ErrorCode,
+    FramefleetError,
+    InvalidTransition,
+    JobFailure,
+    QueueFull,
+    SpecError,
+)
 from cluster.media.encoders import Encoder
 from cluster.media.probe import probe_async
 from cluster.media.split import index_file
@@ -125,8 +134,11 @@ class Coordinator:
         self._stopping = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._stops: set[asyncio.Task[None]] = set()
+        self._stops: set[asyncio.Task[bool]] = set()
         """Encodes the watchdog is stopping."""
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Per job: the lock its cancels and retries take turns on, and how many hold or
+        wait for it."""
         self._started_at = now()
         requeued = self.table.recover()
         for job in requeued:
@@ -184,16 +196,19 @@ class Coordinator:
         """The config this coordinator runs with (a client joining checks it)."""
         return self.config
 
-    async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
-        """Queue a job. A repeated ``idempotency_key`` returns the job it first made."""
-        (job,) = await self._queue([spec], idempotency_key, batch=False)
+    async def submit(
+        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+    ) -> Job:
+        """Queue a job. A repeated ``idempotency_key`` returns the job it first made;
+        ``owner``: who submits it (bounded by ``max_queued_jobs``)."""
+        (job,) = await self._queue([spec], idempotency_key, batch=False, owner=owner)
         return job
 
     async def submit_many(
-        self, specs: list[JobSpec], idempotency_key: str | None = None
+        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
     ) -> list[Job]:
         """Queue all of ``specs`` or none (the first refusal says which one and why)."""
-        return await self._queue(specs, idempotency_key, batch=True)
+        return await self._queue(specs, idempotency_key, batch=True, owner=owner)
 
     async def get(self, job_id: str) -> Job:
         return self.table.get(job_id).snapshot()
@@ -216,27 +231,62 @@ class Coordinator:
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job; idempotent. It returns once its ffmpeg (or its tasks') is killed
-        and what they wrote removed."""
-        job = self.table.get(job_id)
-        why, code = "cancelled by user", ErrorCode.CANCELLED
-        if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
-            self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
-        elif job.status is JobStatus.RUNNING:
-            if job_id in self.encodes.running:
-                await self.encodes.stop(job_id)  # its outcome ends it, cancelled
-            if job.status is JobStatus.RUNNING:  # its tasks run, or its encoder was lost
+        and what they wrote removed: ``cancelled``. A job whose killed encoder Ray has not
+        yet confirmed dead (a hung node) is returned still ``running``; it becomes
+        ``cancelled`` when that is confirmed. Cancels and retries of one job take turns."""
+        async with self._turn(job_id):
+            job = self.table.get(job_id)
+            why, code = "cancelled by user", ErrorCode.CANCELLED
+            if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
                 self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
-        await self.graphs.settled(job)
-        return job.snapshot()
+            elif job.status is JobStatus.RUNNING:
+                if self.encodes.alive(job_id):
+                    await self.encodes.stop(job_id)  # its outcome ends it, cancelled
+                if job.status is JobStatus.RUNNING and not self.encodes.alive(job_id):
+                    # its tasks run (the graph stops them), or its encoder was lost
+                    self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
+            await self.graphs.settled(job)
+            return job.snapshot()
 
     async def retry(self, job_id: str) -> Job:
-        job = self.table.get(job_id)
-        if job.task is not None:
-            raise SpecError(f"job {job_id} is a task of job {job.task.parent}; retry that job")
-        await self.graphs.settled(job)  # its last run's tasks are stopped and their files gone
-        self._apply([Move(job, JobStatus.QUEUED, "retry requested by user", since=job.status)])
-        self._wake_up()
-        return job.snapshot()
+        """Queue a failed or cancelled job again. A job that has not ended cannot be
+        retried (cancel it first); one whose last encoder is still being stopped waits
+        for it, so no two attempts of a job ever run at once."""
+        async with self._turn(job_id):
+            job = self.table.get(job_id)
+            if job.task is not None:
+                raise SpecError(f"job {job_id} is a task of job {job.task.parent}; "
+                                "retry that job")  # fmt: skip
+            if not job.status.terminal:
+                raise InvalidTransition(
+                    f"job {job_id} is {job.status}; only a failed or cancelled job can be "
+                    "retried (cancel it first, or wait for it to end)"
+                )
+            await self.graphs.settled(job)  # its last run's tasks are stopped, files gone
+            if self.encodes.alive(job_id) and not await self.encodes.stop(job_id):
+                raise InvalidTransition(
+                    f"job {job_id}'s last encoder has not confirmed its end yet (its node "
+                    "may be unreachable); retry once it has"
+                )
+            self._apply([Move(job, JobStatus.QUEUED, "retry requested by user",
+                              since=job.status)])  # fmt: skip
+            self._wake_up()
+            return job.snapshot()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, job_id: str) -> AsyncIterator[None]:
+        """One cancel or retry of ``job_id`` at a time (the others wait their turn)."""
+        lock, waiting = self._turns.get(job_id, (asyncio.Lock(), 0))
+        self._turns[job_id] = (lock, waiting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, waiting = self._turns[job_id]
+            if waiting > 1:
+                self._turns[job_id] = (lock, waiting - 1)
+            else:
+                del self._turns[job_id]
 
     async def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
@@ -282,19 +332,35 @@ class Coordinator:
 
     # ---- admission -------------------------------------------------------------------
 
-    async def _queue(self, specs: list[JobSpec], key: str | None, *, batch: bool) -> list[Job]:
+    async def _queue(
+        self, specs: list[JobSpec], key: str | None, *, batch: bool, owner: str | None
+    ) -> list[Job]:
         """Admit ``specs`` (all or none; see :mod:`~cluster.control.intake`)."""
         confined = confine_all(specs, self.config, batch=batch)
         if key is not None:  # the same request returns its first job(s), outputs now written
             first = self.table.known(key, confined, batch=batch)
             if first is not None:
                 return [job.snapshot() for job in first]
+        self._check_room(len(specs), owner)
         await self.view.await_reports()  # admission judges encoders by what nodes report
         await check_all(confined, self.view.encoders(), self.config, batch=batch,
                         where=self.reach.on_head, metrics=self.view.metrics())  # fmt: skip
-        jobs = self.table.add(confined, key, batch=batch)
+        self._check_room(len(specs), owner)  # again: others were admitted meanwhile
+        jobs = self.table.add(confined, key, batch=batch, owner=owner)
         self._wake_up()
         return [job.snapshot() for job in jobs]
+
+    def _check_room(self, adding: int, owner: str | None) -> None:
+        """A :class:`QueueFull` if ``owner`` would have more than ``max_queued_jobs``."""
+        cap = self.config.max_queued_jobs
+        queued = self.table.queued_of(owner)
+        if cap and queued + adding > cap:
+            room = max(cap - queued, 0)
+            raise QueueFull(
+                f"{queued} of your jobs are queued and at most {cap} may be (room for "
+                f"{room} more); submit again once some have started, or ask for a higher "
+                "FRAMEFLEET_MAX_QUEUED_JOBS"
+            )
 
     # ---- state changes ---------------------------------------------------------------
 
@@ -435,6 +501,9 @@ class Coordinator:
         media = job.input_media
         if media is None or job.status is not JobStatus.QUEUED:
             return
+        if self.encodes.alive(job.id):  # its last attempt's encoder has not ended yet
+            log.warning("job %s: not started while its last encoder is still stopping", job.id)
+            return
         if job.task is not None and job.task.doing:
             placement = replace(placement, reason=f"{job.task.doing}: {placement.reason}")
         queued = JobStatus.QUEUED
@@ -459,6 +528,7 @@ class Coordinator:
     def _complete(self, job: Job, outcome: WorkOutcome) -> None:
         """An encode ended: gather the facts, :func:`~cluster.control.rules.policy.decide`,
         then apply the decision (the failure recorded, strikes, counters, the move)."""
+        self._wake_up()  # what waited for this encoder's end may start now
         current = self.table.jobs.get(job.id)
         if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
             return  # stale: an earlier attempt, or a job no longer running

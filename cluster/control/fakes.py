@@ -35,6 +35,9 @@ class Behaviour(StrEnum):
     """Run until cancelled (then end ``cancelled``), like a long encode."""
     FREEZE = "freeze"
     """Answer nothing, not even cancel, until killed (a stopped process, a hung node)."""
+    UNREACHABLE = "unreachable"
+    """Answer nothing, and even a kill is not confirmed until the backend says the node
+    is gone (:meth:`FakeBackend.node_gone`: Ray gives up on a node it cannot reach)."""
 
 
 Step = Behaviour | JobFailure
@@ -138,6 +141,9 @@ class FakeEncoder:
     placement: Placement
     orders: list[WorkOrder] = field(default_factory=list)
     killed: bool = False
+    live: int = 0
+    """Encodes of this handle not yet ended (an unreachable one counts until its node
+    is declared gone)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _killed: asyncio.Event = field(default_factory=asyncio.Event)
     _frozen: bool = False
@@ -152,7 +158,14 @@ class FakeEncoder:
             return WorkOutcome.failure(order, step)
         if step is Behaviour.SUCCEED:
             return WorkOutcome(order.job_id, order.attempt, "succeeded", result={"fake": True})
-        self._frozen = step is Behaviour.FREEZE
+        self._frozen = step in (Behaviour.FREEZE, Behaviour.UNREACHABLE)
+        if step is Behaviour.UNREACHABLE:
+            self.live += 1
+            try:
+                await self.backend.gone.wait()
+            finally:
+                self.live -= 1
+            raise WorkerLost(f"the node of {self.placement.address} was lost")
         waits = [asyncio.ensure_future(self._killed.wait())]
         if not self._frozen:
             waits.append(asyncio.ensure_future(self._stop.wait()))
@@ -166,7 +179,7 @@ class FakeEncoder:
 
     async def cancel(self, job_id: str) -> bool:
         if self._frozen:
-            await self._killed.wait()  # a frozen process answers nothing
+            await (self.backend.gone if self.live else self._killed).wait()  # no answer
             raise WorkerLost("killed")
         self._stop.set()
         return True
@@ -200,6 +213,12 @@ class FakeBackend:
         self.probed_on: list[tuple[str, str]] = []
         self.indexed: list[str] = []
         self.partials_removed: list[tuple[str, str, str]] = []
+        self.gone = asyncio.Event()
+        """Set: Ray has given up on the nodes of unreachable encoders."""
+
+    def node_gone(self) -> None:
+        """Ray gives up on every unreachable encoder: their calls end, lost."""
+        self.gone.set()
 
     def clip(self, path: str) -> FakeClip:
         if not Path(path).exists():

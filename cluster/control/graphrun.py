@@ -63,7 +63,7 @@ log = logging.getLogger("framefleet.coordinator")
 
 CLEAR_WAIT_S = 30.0
 """How long an ended job waits for a node to remove its tasks' files."""
-Stop = Callable[[str], Awaitable[None]]
+Stop = Callable[[str], Awaitable[object]]
 """Stops a task's encode, as a user's cancel (its ffmpeg killed)."""
 Probe = Callable[[str], Awaitable[MediaInfo]]
 """The probe of a file a plan reads besides the input (a quality job's reference)."""
@@ -363,7 +363,7 @@ class GraphRunner:
         return [Move(t, JobStatus.CANCELLED, why, ErrorCode.CANCELLED, since=t.status)
                 for t in cancel]  # fmt: skip
 
-    async def _wind_down(self, parent: Job, stops: list[Awaitable[None]]) -> None:
+    async def _wind_down(self, parent: Job, stops: list[Awaitable[object]]) -> None:
         await asyncio.gather(*stops, return_exceptions=True)
         remote = self._reach.clear_partials(parent, tasks=True)
         if remote is not None:  # a node that sees the folder removes them: wait for it

@@ -150,6 +150,9 @@ class FfmpegRun:
             # Exec'ed by nice (no shell): same pid, same process group, lower priority.
             argv = [NICE, "-n", str(ENCODE_NICENESS), *argv]
         parent = os.getpid()
+        if self._killed:  # stopped before it started: it never runs
+            self.result = RunResult(-signal.SIGKILL, [], None, True, time.time(), 0.0)
+            return self.result
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=null, stdout=pipe, stderr=pipe, env=env,
@@ -157,6 +160,9 @@ class FfmpegRun:
             )  # fmt: skip
         except FileNotFoundError as exc:
             raise ToolMissing.for_tool("ffmpeg") from exc
+        if self._killed:  # stopped while it was being started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
         started_at, began = time.time(), time.monotonic()
         try:
             await asyncio.gather(self._read_progress(), self._read_stderr())
@@ -187,9 +193,13 @@ class FfmpegRun:
                 self._stderr.append(line)
 
     async def kill(self, grace_s: float = 2.0) -> None:
-        """End ffmpeg's process group: SIGTERM, then SIGKILL after ``grace_s``."""
+        """End ffmpeg's process group: SIGTERM, then SIGKILL after ``grace_s``. Asked
+        before ffmpeg has started, it never starts (or is killed as it does)."""
         proc = self._proc
-        if proc is None or proc.returncode is not None:
+        if proc is None:
+            self._killed = True
+            return
+        if proc.returncode is not None:
             return
         self._killed = True
         with contextlib.suppress(ProcessLookupError):
@@ -203,7 +213,9 @@ class FfmpegRun:
 
     def kill_now(self) -> None:
         """SIGKILL the process group at once (for exit paths that cannot await)."""
-        if self._proc is not None and self._proc.returncode is None:
+        if self._proc is None:
+            self._killed = True
+        elif self._proc.returncode is None:
             self._killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)

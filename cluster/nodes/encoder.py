@@ -165,10 +165,7 @@ class EncoderWorker:
         try:
             if current.stager is not None:
                 await current.stager.fetch()
-            if order.job_id in self._cancelled:
-                raise StageCancelled
-            if order.logs is not None:
-                current.logs = await asyncio.to_thread(self._log_folder, order, current.stager)
+            await self._prepared(order, current)  # no await from here to ffmpeg's start
             # Opened and checked here, right before ffmpeg starts (see cluster.media.pinned).
             pinned = current.pinned = Pinned.open(
                 order.command,
@@ -208,6 +205,16 @@ class EncoderWorker:
         if current.stager is not None:
             timings.update(current.stager.timings)
         return replace(outcome, elapsed_s=round(done_at - received_at, 3), timings=timings)
+
+    async def _prepared(self, order: WorkOrder, current: Current) -> None:
+        """The attempt's log folder made; :class:`StageCancelled` if it was cancelled
+        meanwhile (or while its media were fetched), so its ffmpeg never starts."""
+        if order.job_id in self._cancelled:
+            raise StageCancelled
+        if order.logs is not None:
+            current.logs = await asyncio.to_thread(self._log_folder, order, current.stager)
+            if order.job_id in self._cancelled:
+                raise StageCancelled
 
     async def _execute(
         self, order: WorkOrder, run: FfmpegRun, pinned: Pinned, current: Current

@@ -1,5 +1,9 @@
 """The encodes running now: each on a pooled encoder, awaited, and stopped on request
-within a bound (an encoder that does not answer is killed, and its ffmpeg with it)."""
+within a bound (an encoder that does not answer is killed, and its ffmpeg with it).
+
+A job has at most one encode here at any moment: a new attempt is not started while the
+previous one's encoder has not confirmed its end (its call returned, or Ray reported the
+actor dead), and an encode leaves :attr:`Encodes.running` only then."""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from cluster.scheduling.planner import Placement
 
 log = logging.getLogger("framefleet.coordinator.running")
 CANCEL_WAIT_S = 15.0
+KILL_WAIT_S = 10.0
+"""How long a killed encoder has for Ray to confirm it dead (its ffmpeg dies with it)."""
 
 
 @dataclass(slots=True)
@@ -48,6 +54,8 @@ class Encodes:
         self, job: Job, placement: Placement, order: WorkOrder, totals: dict[str, float]
     ) -> None:
         """Run ``order`` on a warm encoder of the placement's shape (or a new one)."""
+        if job.id in self.running:  # the caller checks: an attempt never overlaps another
+            raise RuntimeError(f"job {job.id} still has an encode running")
         lease = self.pool.acquire(placement, node_totals=totals)
         task = asyncio.create_task(self._run(job, lease, order))
         self.running[job.id] = Running(job, lease, task)
@@ -68,17 +76,26 @@ class Encodes:
         why = self.stopped.pop(job.id, None)
         if why is not None and outcome.status != "succeeded":
             outcome = WorkOutcome.failure(order, why, outcome.progress)
-        self.running.pop(job.id, None)
+        run = self.running.get(job.id)
+        if run is not None and run.lease is lease:
+            del self.running[job.id]
         self.pool.release(lease, healthy=healthy)
         self._on_outcome(job, outcome)
 
-    async def stop(self, job_id: str, why: JobFailure | None = None) -> None:
+    def alive(self, job_id: str) -> bool:
+        """Whether an encode of ``job_id`` has not yet confirmed its end."""
+        return job_id in self.running
+
+    async def stop(self, job_id: str, why: JobFailure | None = None) -> bool:
         """Ask the job's encoder to stop, bounded: an encoder that is frozen (stopped, or
         its node hung) answers nothing; it is then killed, and its ffmpeg dies with it.
-        Without ``why`` the user cancelled it; with it, the attempt failed for ``why``."""
+        Without ``why`` the user cancelled it; with it, the attempt failed for ``why``.
+        Whether the encode has ended (its outcome handled) when this returns: ``False``
+        only when even a killed encoder was not confirmed dead in time (a hung node),
+        and its outcome then comes when Ray gives up on it."""
         run = self.running.get(job_id)
         if run is None:
-            return
+            return True
         if why is None:
             self.cancelling.add(job_id)
         else:
@@ -92,6 +109,9 @@ class Encodes:
             log.warning("encoder of job %s did not stop within %g s; killed", job_id,
                         CANCEL_WAIT_S)  # fmt: skip
             self.pool.release(run.lease, healthy=False)
+            with contextlib.suppress(TimeoutError):  # Ray says when the actor is dead
+                await asyncio.wait_for(asyncio.shield(run.task), KILL_WAIT_S)
+        return run.task.done()
 
     async def shutdown(self) -> None:
         """Stop every encode (ffmpeg killed, partial files removed), then the pool."""
