@@ -47,6 +47,9 @@ class CoordinatorConfig:
     from SQLite (it stays there, readable), so memory does not grow with every job."""
     idempotency_ttl_s: float = 24 * 3600.0
     """How long an idempotency key returns the job(s) it first made."""
+    max_queued_jobs: int = 10_000
+    """Jobs one submitter (a token; every local client together) may have queued at once;
+    more are refused (``queue_full``: HTTP 429) until some start. 0: no bound."""
     stall_s: float | None = None
     """Kill an encode whose progress stands still this long (``None``: derived per job
     from its expected speed, never below a minute; see :mod:`cluster.control.rules.watchdog`)."""

@@ -25,6 +25,7 @@ small tables keyed by it.
      ├── NodeNotFound             no node or GPU by that name
      ├── InvalidTransition        a job state change the state machine forbids
      ├── IdempotencyConflict      an idempotency key reused for a different request
+     ├── QueueFull                a submitter has as many jobs queued as it may: wait
      ├── ConfigError              a setting or configuration file cannot be used
      │    ├── InventoryError      a static GPU inventory file
      │    └── CostModelError      a cost model file
@@ -51,6 +52,8 @@ class Kind(StrEnum):
     UNAUTHORIZED = "unauthorized"
     UNAVAILABLE = "unavailable"
     """The cluster (or a part of it) cannot be reached now: try again."""
+    BUSY = "busy"
+    """A bound was reached (queued jobs, open streams): the same request may succeed later."""
     SETUP = "setup"
     """This machine lacks something it needs (a tool)."""
     FAILED = "failed"
@@ -88,6 +91,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     INVALID_TRANSITION = "invalid_transition"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    QUEUE_FULL = "queue_full"
+    TOO_BUSY = "too_busy"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -129,6 +134,8 @@ _KIND: dict[ErrorCode, Kind] = {
     ErrorCode.NOT_FOUND: Kind.NOT_FOUND,
     ErrorCode.INVALID_TRANSITION: Kind.CONFLICT,
     ErrorCode.IDEMPOTENCY_CONFLICT: Kind.CONFLICT,
+    ErrorCode.QUEUE_FULL: Kind.BUSY,
+    ErrorCode.TOO_BUSY: Kind.BUSY,
     ErrorCode.UNAUTHORIZED: Kind.UNAUTHORIZED,
     ErrorCode.FORBIDDEN: Kind.UNAUTHORIZED,
     ErrorCode.CLUSTER_UNAVAILABLE: Kind.UNAVAILABLE,
@@ -269,6 +276,13 @@ class IdempotencyConflict(FramefleetError):
     """An idempotency key used again for a different request."""
 
     code = ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+class QueueFull(FramefleetError):
+    """A submitter has as many jobs queued as it may (``max_queued_jobs``): it may submit
+    again once some have started."""
+
+    code = ErrorCode.QUEUE_FULL
 
 
 class ConfigError(FramefleetError):

@@ -5,7 +5,7 @@
 | 0 | done |
 | 1 | the job failed (its reason is printed), or an internal error |
 | 2 | refused: a bad option, input, path, or configuration file (GPU inventory, cost model, watch folder, Ray token), or a missing tool |
-| 3 | the cluster (Ray, the coordinator, or the gateway) cannot be reached |
+| 3 | the cluster (Ray, the coordinator, or the gateway) cannot be reached, or is full for now (too many jobs queued): try again later |
 | 130 | interrupted (Ctrl-C) |
 """  # noqa: E501
 
@@ -31,6 +31,7 @@ EXIT_CODE: dict[Kind, ExitCode] = {
     Kind.UNAUTHORIZED: ExitCode.REFUSED,
     Kind.SETUP: ExitCode.REFUSED,
     Kind.UNAVAILABLE: ExitCode.UNREACHABLE,
+    Kind.BUSY: ExitCode.UNREACHABLE,
     Kind.FAILED: ExitCode.JOB_FAILED,
 }
 """The one table from the engine's error kinds (see :mod:`cluster.errors`) to exit codes."""

@@ -246,6 +246,9 @@ class Job:
     notes: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
     """A client's key for this submission: the same key returns this job again."""
+    owner: str | None = None
+    """Who submitted it, as the gateway names callers (a digest of the token): bounds
+    such as ``max_queued_jobs`` count per owner. ``None``: a local client."""
     limits: dict[str, float] | None = None
     """The current attempt's watchdog limits (``stall_s``, ``max_runtime_s``)."""
     failures: tuple[Failure, ...] = ()

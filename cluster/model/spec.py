@@ -154,10 +154,7 @@ class JobSpec:
             raise SpecError("give either a thumbnail time or a thumbnail count, not both")
         if self.thumbnail_width is not None and not 16 <= self.thumbnail_width <= 7680:
             raise SpecError("thumbnail width must be between 16 and 7680 pixels")
-        if len(self.labels) > 50 or any(
-            len(str(k)) > 100 or len(str(v)) > 1000 for k, v in self.labels.items()
-        ):
-            raise SpecError("labels: at most 50, keys up to 100 and values up to 1000 characters")
+        _check_labels(self.labels)
         if self.callback_url is not None:
             _check_callback_text(self.callback_url)
         object.__setattr__(self, "split", parse_split(self.split))
@@ -227,3 +224,28 @@ class JobSpec:
         if unknown:
             raise SpecError(f"unknown job field(s): {', '.join(unknown)}")
         return cls(**data)
+
+
+MAX_LABELS = 32
+MAX_LABEL_KEY = 64
+MAX_LABEL_VALUE = 256
+MAX_LABELS_CHARS = 4096
+"""Labels tag a job for the people and tools that follow it (a show, a shot, an
+order): a few short strings, at most these, so a queue of them stays small."""
+
+
+def _check_labels(labels: dict[str, str]) -> None:
+    if not isinstance(labels, dict):
+        raise SpecError("labels must be an object of text keys and values")
+    total = sum(len(str(k)) + len(str(v)) for k, v in labels.items())
+    if (
+        len(labels) > MAX_LABELS
+        or total > MAX_LABELS_CHARS
+        or any(len(str(k)) > MAX_LABEL_KEY or len(str(v)) > MAX_LABEL_VALUE
+               for k, v in labels.items())
+    ):  # fmt: skip
+        raise SpecError(
+            f"labels: at most {MAX_LABELS}, keys up to {MAX_LABEL_KEY} and values up to "
+            f"{MAX_LABEL_VALUE} characters, {MAX_LABELS_CHARS} in all (these have "
+            f"{len(labels)}, {total} characters); keep long text outside the job"
+        )

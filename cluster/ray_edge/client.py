@@ -111,11 +111,15 @@ class Fleet:
     def get_config(self) -> CoordinatorConfig:
         return self._read(CALL_TIMEOUT_S, HeadAPI.get_config)
 
-    def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
-        return self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key)
+    def submit(
+        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+    ) -> Job:
+        return self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key, owner)
 
-    def submit_many(self, specs: list[JobSpec], idempotency_key: str | None = None) -> list[Job]:
-        return self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key)
+    def submit_many(
+        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
+    ) -> list[Job]:
+        return self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key, owner)
 
     def get(self, job_id: str) -> Job:
         return self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id)
@@ -261,13 +265,17 @@ class AsyncFleet:
     async def get_config(self) -> CoordinatorConfig:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.get_config)
 
-    async def submit(self, spec: JobSpec, idempotency_key: str | None = None) -> Job:
-        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key)
+    async def submit(
+        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+    ) -> Job:
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key, owner)
 
     async def submit_many(
-        self, specs: list[JobSpec], idempotency_key: str | None = None
+        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
     ) -> list[Job]:
-        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key)
+        return await self._change(
+            CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key, owner
+        )
 
     async def get(self, job_id: str) -> Job:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id)

@@ -4,6 +4,7 @@ written are the filesystem's (:mod:`cluster.media.confine`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -14,11 +15,19 @@ from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.model.jobs import Hardware, JobKind, JobSpec
 
 T = TypeVar("T")
+MAX_SPEC_BYTES = 16 * 1024
+"""A job's spec as JSON, at most: a full ladder, paths and labels fit many times over."""
 
 
 def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
-    """Reject what cannot work whatever the files hold: container, codec, and (unless
-    ``encoders`` is ``None``) an encoder that some node's ffmpeg has."""
+    """Reject what cannot work whatever the files hold: a spec too big to keep, container,
+    codec, and (unless ``encoders`` is ``None``) an encoder that some node's ffmpeg has."""
+    size = len(json.dumps(spec.to_dict(), separators=(",", ":")))
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"the job's spec is {size} bytes of JSON; at most {MAX_SPEC_BYTES} are kept "
+            "(shorten its labels, ladder or paths)"
+        )
     if spec.kind is JobKind.THUMBNAIL:
         check_thumbnail_request(spec.thumbnail_count, spec.thumbnail_width)
     if spec.kind is JobKind.PACKAGE:

@@ -14,6 +14,7 @@ running stay with it) and are read back from SQLite after. Time comes from ``now
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,8 @@ class JobTable:
         self.jobs: dict[str, Job] = {}
         """Active jobs and those finished within the retention window."""
         self.queue: dict[str, Job] = {}
+        self._queued_by: Counter[str | None] = Counter()
+        """Queued jobs (not tasks) per owner."""
         self._keys: dict[str, list[str]] = {}
         """Idempotency key (``batch:`` prefixed for batches) -> its job ids."""
         self._seq = 0
@@ -120,6 +123,7 @@ class JobTable:
                 requeued.append(job)
         self.store.save_many(requeued)
         self.queue = {j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED}
+        self._queued_by = Counter(j.owner for j in self.queue.values() if j.task is None)
         self.forget_finished(self._now())
         return requeued
 
@@ -174,22 +178,33 @@ class JobTable:
 
     # ---- new jobs --------------------------------------------------------------------
 
+    def queued_of(self, owner: str | None) -> int:
+        """How many of ``owner``'s jobs are queued."""
+        return self._queued_by[owner]
+
     def add(
-        self, specs: list[JobSpec], key: str | None = None, *, batch: bool = False
+        self,
+        specs: list[JobSpec],
+        key: str | None = None,
+        *,
+        batch: bool = False,
+        owner: str | None = None,
     ) -> list[Job]:
-        """New queued jobs for ``specs`` (admitted already), saved in one transaction."""
+        """New queued jobs of ``owner`` for ``specs`` (admitted already), saved in one
+        transaction."""
         jobs = []
         now = self._now()
         for spec in specs:
             self.metrics.on_submit(str(spec.kind), spec.codec)
             self._seq += 1
             job = Job(id=Job.new_id(), spec=spec, seq=self._seq, max_attempts=self._max_attempts,
-                      created_at=now, updated_at=now)  # fmt: skip
+                      created_at=now, updated_at=now, owner=owner)  # fmt: skip
             if key is not None:
                 job.idempotency_key = BATCH_KEY + key if batch else key
             self.jobs[job.id] = job
             self.queue[job.id] = job
             jobs.append(job)
+        self._queued_by[owner] += len(jobs)
         if key is not None:
             self._keys[BATCH_KEY + key if batch else key] = [j.id for j in jobs]
         self.store.save_many(jobs)
@@ -217,7 +232,7 @@ class JobTable:
         job, status = m.job, m.status
         if m.stale(self.jobs.get(job.id)):
             return False
-        was_since = job.updated_at
+        was_since, was_queued = job.updated_at, job.id in self.queue
         self._transition(m)
         self.jobs[job.id] = job  # a job read back from SQLite (a retry) is active again
         self._count(job, status, was_since)
@@ -225,6 +240,8 @@ class JobTable:
             self.queue[job.id] = job
         else:
             self.queue.pop(job.id, None)
+        if job.task is None and was_queued != (status is JobStatus.QUEUED):
+            self._queued_by[job.owner] += 1 if not was_queued else -1
         delivery = None
         if status.terminal and job.spec.callback_url:
             delivery = self.webhooks.prepare(job, job.spec.callback_url, job.updated_at)

@@ -1,8 +1,14 @@
 """Job records in SQLite (WAL): every state change is written; progress stays in memory.
-Drained nodes, strikes and quarantines, and the webhook outbox are kept beside them."""
+Drained nodes, strikes and quarantines, and the webhook outbox are kept beside them.
+
+A job's spec is kept in two parts: its own paths (``input``, ``output``) in its record,
+and the rest (kind, codec, labels, ladder...) once per distinct content in ``specs``,
+which records name by digest. A batch's thousand jobs share one spec row, so what they
+cost on disk does not grow with what that spec holds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -13,7 +19,8 @@ from typing import Any
 from cluster.control.rules.health import Saved
 from cluster.model.jobs import Job
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: specs stored once by content (``specs``); records of version 1 still read."""
 TASK_KIND = "task"
 """The ``kind`` column of a job graph's tasks: kept, restored, never listed."""
 MEMO_ROWS = 20_000
@@ -21,6 +28,11 @@ MEMO_ROWS = 20_000
 same input reuses them)."""
 HIDDEN_KINDS = (TASK_KIND, "chunk")
 """Never listed: tasks, and the chunks an older framefleet stored."""
+OWN_FIELDS = ("input", "output")
+"""What of a spec is each job's own (kept in its record); the rest is shared."""
+SPEC_REF = "shared"
+"""The key in a stored record's spec that names its shared part in ``specs``."""
+SPECS_CACHED = 4096
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -34,6 +46,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
+CREATE TABLE IF NOT EXISTS specs (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS drains (
     node_id TEXT PRIMARY KEY,
     since REAL NOT NULL
@@ -90,6 +106,8 @@ class JobStore:
             )
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._specs: dict[str, dict[str, Any]] = {}
+        """Shared spec parts known to be stored (id -> fields), the newest few."""
 
     def save(self, job: Job, *, webhook: Delivery | None = None) -> None:
         """Write ``job``; with ``webhook``, queue its delivery in the same transaction, so
@@ -97,21 +115,19 @@ class JobStore:
         self.save_many((job,), webhook=webhook)
 
     def save_many(self, jobs: Iterable[Job], *, webhook: Delivery | None = None) -> None:
-        rows = [
-            (
-                j.id,
-                j.seq,
-                str(j.status),
-                TASK_KIND if j.task else str(j.spec.kind),
-                j.spec.priority,
-                j.created_at,
-                j.updated_at,
-                json.dumps(j.to_dict()),
-            )
-            for j in jobs
-        ]
+        new: dict[str, tuple[str, dict[str, Any]]] = {}
+        rows = []
+        for j in jobs:
+            data = j.to_dict()
+            data["spec"] = self._split(data["spec"], new)
+            kind = TASK_KIND if j.task else str(j.spec.kind)
+            rows.append((j.id, j.seq, str(j.status), kind, j.spec.priority, j.created_at,
+                         j.updated_at, json.dumps(data)))  # fmt: skip
         with self._db:
             self._db.execute("BEGIN")
+            if new:
+                self._db.executemany("INSERT OR IGNORE INTO specs VALUES (?, ?)",
+                                     [(ref, body) for ref, (body, _) in new.items()])  # fmt: skip
             self._db.executemany(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "status=excluded.status, priority=excluded.priority, "
@@ -123,6 +139,8 @@ class JobStore:
                     "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)",
                     (webhook.id, webhook.job_id, webhook.url, webhook.body, 0, webhook.next_at),
                 )
+        for ref, (_, shared) in new.items():  # stored: later saves name them only
+            self._remember(ref, shared)
 
     def recall(self, key: str) -> dict[str, Any] | None:
         """What a task with this memo key found before (``None``: nothing kept)."""
@@ -139,9 +157,43 @@ class JobStore:
             self._db.execute("DELETE FROM memo WHERE key NOT IN (SELECT key FROM memo "
                              "ORDER BY at DESC LIMIT ?)", (MEMO_ROWS,))  # fmt: skip
 
+    def _split(
+        self, spec: dict[str, Any], new: dict[str, tuple[str, dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """A spec as a record keeps it: its own fields, and the digest of the rest (added
+        to ``new`` unless it is known to be stored)."""
+        shared = {k: v for k, v in spec.items() if k not in OWN_FIELDS}
+        body = json.dumps(shared, sort_keys=True, separators=(",", ":"))
+        ref = hashlib.sha256(body.encode()).hexdigest()[:32]
+        if ref not in self._specs:
+            new[ref] = (body, shared)
+        return {k: spec.get(k) for k in OWN_FIELDS} | {SPEC_REF: ref}
+
+    def _remember(self, ref: str, shared: dict[str, Any]) -> None:
+        if len(self._specs) >= SPECS_CACHED:
+            del self._specs[next(iter(self._specs))]
+        self._specs[ref] = shared
+
+    def _job(self, record: str) -> Job:
+        data = json.loads(record)
+        spec = data["spec"]
+        ref = spec.pop(SPEC_REF, None)
+        if ref is not None:  # a version 1 record holds its whole spec
+            shared = self._specs.get(ref)
+            if shared is None:
+                row = self._db.execute("SELECT body FROM specs WHERE id = ?", (ref,)).fetchone()
+                shared = json.loads(row[0])
+                self._remember(ref, shared)
+            data["spec"] = {**shared, **spec}
+        return Job.from_dict(data)
+
+    def spec_rows(self) -> int:
+        """How many distinct shared specs are stored."""
+        return int(self._db.execute("SELECT COUNT(*) FROM specs").fetchone()[0])
+
     def load(self, job_id: str) -> Job | None:
         row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_dict(json.loads(row[0])) if row else None
+        return self._job(row[0]) if row else None
 
     def query(
         self, *, after_seq: int, status: str | None, kind: str | None, limit: int
@@ -154,11 +206,11 @@ class JobStore:
         if kind:
             sql, args = sql + " AND kind = ?", [*args, kind]
         rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
-        return [Job.from_dict(json.loads(record)) for (record,) in rows]
+        return [self._job(record) for (record,) in rows]
 
     def load_all(self) -> list[Job]:
         rows = self._db.execute("SELECT record FROM jobs ORDER BY seq").fetchall()
-        return [Job.from_dict(json.loads(record)) for (record,) in rows]
+        return [self._job(record) for (record,) in rows]
 
     def drains(self) -> dict[str, float]:
         """Drained nodes (id -> since when): an operator's drain outlives a restart."""
