@@ -23,6 +23,12 @@ from cluster.storage.scratch import SCRATCH_BYTES_ENV, SCRATCH_ENV
 EMBEDDED_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # Ray puts Unix sockets under its temp dir; their paths must stay under ~107 bytes.
 MAX_TEMP_DIR_CHARS = 28
+LOOPBACK = "127.0.0.1"
+"""The embedded node's address: every Ray process of it (GCS, raylet's node and object
+managers, workers, agents, the autoscaler's metrics) then binds there, none on ``*``."""
+# The autoscaler's metrics server takes a fixed port (44217) unless told otherwise; a
+# second embedded Ray on the machine could not have it. Any free port instead.
+AUTOSCALER_METRIC_PORT_ENV = "AUTOSCALER_METRIC_PORT"
 
 
 @dataclass(slots=True)
@@ -65,6 +71,26 @@ def _environ(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = old
 
 
+@contextlib.contextmanager
+def _one_machine() -> Iterator[None]:
+    """Ray's one-machine mode (its default on macOS and Windows) for the block.
+
+    On Linux ``ray.init`` swaps a loopback ``_node_ip_address`` for the machine's outward
+    address (the route to 8.8.8.8) unless Ray clusters are off; and the node's address
+    decides where its processes listen: loopback if it is 127.0.0.1, every interface
+    otherwise. Turned off only while the embedded node starts, so that joining a farm
+    in this process later still finds the real address.
+    """
+    from ray._private import ray_constants
+
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+
+
 def _reset_token_cache() -> None:
     """Ray's token loader caches what it found; make it look again."""
     try:
@@ -98,9 +124,14 @@ def connect(config: RuntimeConfig) -> Runtime:
                 _environ(FFMPEG_ENV, config.ffmpeg),
                 _environ(SCRATCH_ENV, str(Path(scratch).resolve())),
                 _environ(SCRATCH_BYTES_ENV, None if budget is None else str(budget)),
+                _environ(AUTOSCALER_METRIC_PORT_ENV, "0"),
+                _one_machine(),
             ):
+                # A one-machine cluster: nothing of it listens beyond loopback. Farm nodes
+                # (`framefleet node start --node-ip-address`) keep their address.
                 ray.init(
                     address="local",
+                    _node_ip_address=LOOPBACK,
                     _temp_dir=str(temp_dir),
                     namespace=config.namespace,
                     num_cpus=reg.num_cpus,
