@@ -95,6 +95,16 @@ class Settings(BaseSettings):
     cost_model: Path | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
+    max_queued_jobs: int = Field(default=10_000, ge=0)
+    """Jobs one token may have queued at once; more get 429 until some start (0: no bound)."""
+    max_streams_per_token: int = Field(default=32, ge=1)
+    """Event streams (SSE) one token may hold open at once, and as many WebSockets; past
+    it a stream gets 429 and a WebSocket is closed with 1013."""
+    body_timeout_s: float = Field(default=20.0, gt=0)
+    """A request body must arrive within this long of its headers, else 408."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Connections (WebSockets included) and requests in progress that ``serve`` takes at
+    once; a request past it gets 503 (uvicorn's ``limit_concurrency``)."""
     watch_folders: list[WatchFolder] = []
     """JSON: ``[{"folder": "/media/in", "output_dir": "/media/out", "codec": "hevc"}]``."""
     metrics_public: bool = True
@@ -218,6 +228,7 @@ class Settings(BaseSettings):
                 s3_endpoint=self.s3_endpoint,
                 s3_region=self.s3_region,
                 costs=costs,
+                max_queued_jobs=self.max_queued_jobs,
                 stall_s=self.stall_s,
                 max_runtime_factor=self.max_runtime_factor,
                 quarantine_after=self.quarantine_after,

@@ -19,6 +19,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 SHUTDOWN_GRACE_S = 3
 """Seconds a stopping gateway lets open requests finish before it cuts them."""
+KEEP_ALIVE_S = 5
+"""Seconds an idle connection is kept between requests."""
 
 
 def register(app: typer.Typer) -> None:
@@ -95,6 +97,10 @@ def register(app: typer.Typer) -> None:
                 # Event streams never end by themselves: they are cut after this, and their
                 # clients resume with Last-Event-ID from the next gateway.
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                timeout_keep_alive=KEEP_ALIVE_S,
+                # Bounds on what clients hold: connections here; each token's streams and
+                # each request body's time to arrive in the app (api.gateway.limits).
+                limit_concurrency=settings.max_connections,
             )
         finally:
             withdraw(settings.data_dir)

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.gateway import errors
 from api.gateway.auth import require_token
 from api.gateway.events import EventHub
+from api.gateway.limits import BodyDeadline, BodyLimit, StreamCaps
 from api.gateway.metrics import metrics_router, registry_for
 from api.gateway.routers import cluster as cluster_routes
-from api.gateway.routers import health, jobs, packages, ui, ws
+from api.gateway.routers import docs, health, jobs, packages, ui, ws
 from api.gateway.schemas import JobView
+from api.gateway.sessions import FILE_NAME as SIGNED_OUT_FILE
+from api.gateway.sessions import SignedOut
 from api.settings import Settings
 from cluster import (
-    ErrorCode,
     FolderWatcher,
     FramefleetError,
     WatchRule,
@@ -115,14 +115,20 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
         version=VERSION,
         summary="GPU-aware video transcoding on a Ray cluster",
         lifespan=lifespan,
+        # /docs is served from the package, not a CDN (routers/docs.py); no /redoc.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.tokens = tokens
+    app.state.signed_out = SignedOut(settings.data_dir / SIGNED_OUT_FILE)
+    app.state.streams = StreamCaps(settings.max_streams_per_token)
     app.add_exception_handler(FramefleetError, errors.framefleet_error)
     app.add_exception_handler(RequestValidationError, errors.validation_error)
     app.add_exception_handler(StarletteHTTPException, errors.http_error)
     app.add_exception_handler(Exception, errors.unexpected_error)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)  # outermost: it closes
     app.include_router(health.router)
     secured = [Depends(require_token)]
     app.include_router(jobs.router, dependencies=secured)
@@ -131,52 +137,5 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(ws.router)  # authenticates itself (browsers cannot send headers)
     app.include_router(ui.router)  # the status page and its session
+    app.include_router(docs.router)  # the API's docs (Swagger UI, vendored)
     return app
-
-
-class BodyLimit:
-    """Pure ASGI middleware: a request body over ``limit`` bytes gets a 413 before any
-    route reads it (by Content-Length, or while streaming when there is none)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await _too_large(self.limit)(scope, receive, send)
-            return
-        seen = 0
-        refused = False
-
-        async def counted() -> Message:
-            # A streamed (chunked) body over the limit: answer 413 now, and tell the app
-            # the client left, whatever it does with the body it had.
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit and not refused:
-                    refused = True
-                    await _too_large(self.limit)(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded(message: Message) -> None:
-            if not refused:  # after a 413, the app's own answer goes nowhere
-                await send(message)
-
-        try:
-            await self.app(scope, counted, guarded)
-        except Exception:
-            if not refused:
-                raise
-
-
-def _too_large(limit: int) -> JSONResponse:
-    message = f"request body over {limit} bytes; split a large batch"
-    return JSONResponse(errors.body(ErrorCode.TOO_LARGE, message), status_code=413)

@@ -24,6 +24,7 @@ HTTP_STATUS: dict[Kind, int] = {
     Kind.CONFLICT: 409,
     Kind.UNAUTHORIZED: 401,
     Kind.UNAVAILABLE: 503,
+    Kind.BUSY: 429,
     Kind.SETUP: 503,
     Kind.FAILED: 400,
 }
@@ -38,14 +39,17 @@ def body(code: ErrorCode, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
-RETRY_AFTER_S = "5"
+RETRY_AFTER_S: dict[int, str] = {503: "5", 429: "30"}
+"""When to try again: soon for a cluster that is restarting, later for a bound that frees
+as jobs start or streams close."""
 
 
 async def framefleet_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, FramefleetError):
         return await unexpected_error(request, exc)
     status = status_for(exc)
-    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    after = RETRY_AFTER_S.get(status)
+    headers = {"Retry-After": after} if after else None
     return JSONResponse(body(exc.code, str(exc)), status_code=status, headers=headers)
 
 

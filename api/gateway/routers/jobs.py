@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.gateway.auth import scoped_key
+from api.gateway.auth import owner_of, scoped_key
+from api.gateway.limits import SSE
 from api.gateway.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
 from cluster import (
     CallTimeout,
@@ -53,7 +54,9 @@ async def submit(
 ) -> JobView:
     """Queue one job. Paths must resolve inside the media roots."""
     spec = body.to_spec()
-    job = await fleet_of(request).aio.submit(spec, idempotency_key=scoped_key(request, key))
+    job = await fleet_of(request).aio.submit(
+        spec, idempotency_key=scoped_key(request, key), owner=owner_of(request)
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobView.of(job)
 
@@ -79,7 +82,9 @@ async def submit_batch(
     fields = body.spec.model_dump()
     specs = [JobSpec(**fields, input=src, output=out)
              for src, out in zip(body.inputs, _outputs(body), strict=True)]  # fmt: skip
-    jobs = await fleet_of(request).aio.submit_many(specs, idempotency_key=scoped_key(request, key))
+    jobs = await fleet_of(request).aio.submit_many(
+        specs, idempotency_key=scoped_key(request, key), owner=owner_of(request)
+    )
     return BatchView(ids=[j.id for j in jobs], jobs=[JobView.of(j) for j in jobs])
 
 
@@ -191,7 +196,19 @@ async def existing_job(job_id: str, request: Request) -> Job:
     return await fleet_of(request).aio.get(job_id)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def stream_slot(request: Request) -> AsyncIterator[None]:
+    """One of the caller's event streams, held until the stream ends (its client gone
+    included); past ``max_streams_per_token``, 429."""
+    with request.app.state.streams.hold(SSE, owner_of(request) or ""):
+        yield
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    dependencies=[Depends(stream_slot, scope="request")],
+    responses={429: {"description": "The token holds as many event streams as it may."}},
+)
 async def job_events(
     request: Request,
     job: Annotated[Job, Depends(existing_job)],

@@ -14,6 +14,7 @@ from importlib.resources import files
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
 from api.gateway.auth import (
@@ -21,9 +22,10 @@ from api.gateway.auth import (
     SESSION_COOKIE,
     SESSION_S,
     UI_HEADER,
+    cookie_token,
     new_session,
     same_origin,
-    session_ok,
+    session_expiry,
     token_ok,
 )
 
@@ -95,7 +97,7 @@ def _from_page(request: Request) -> None:
 @router.get("/ui/session")
 async def session(request: Request) -> dict[str, bool]:
     """Whether the browser holds a valid session (the page asks for a token if not)."""
-    return {"signed_in": session_ok(request.cookies.get(SESSION_COOKIE), request.app.state.tokens)}
+    return {"signed_in": cookie_token(request) is not None}
 
 
 @router.post("/ui/session", status_code=204)
@@ -117,7 +119,13 @@ async def sign_in(
 
 @router.delete("/ui/session", status_code=204)
 async def sign_out(request: Request) -> Response:
+    """End the browser's session: here (its cookie is refused from now on, wherever it
+    was copied to, across gateway restarts) and in the browser."""
     _from_page(request)
+    value = request.cookies.get(SESSION_COOKIE, "")
+    expires = session_expiry(value) if cookie_token(request) is not None else None
+    if expires is not None:  # only a live session this gateway made is kept
+        await run_in_threadpool(request.app.state.signed_out.add, value, expires)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -3,7 +3,9 @@
 Authenticate with ``Authorization: Bearer <token>`` on the upgrade request, with the
 status page's session cookie (from the gateway's own origin), or, from another browser
 page (which cannot set that header), with a first message ``{"token": "..."}`` within
-5 s; otherwise the socket is closed with code 4401. Then send
+5 s; otherwise the socket is closed with code 4401. A token holds at most
+``max_streams_per_token`` sockets at once: one more is closed with 1013 (try again
+later). Then send
 ``{"subscribe": ["<job id>", ...]}`` (or ``"all"``, the default) at any time, with
 ``"since": <seq>`` (the last event's ``seq`` a reconnecting client saw) to first get
 the events it missed.
@@ -20,8 +22,9 @@ import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.gateway.auth import SESSION_COOKIE, bearer, same_origin, session_ok, token_ok
+from api.gateway.auth import bearer, cookie_token, owner_id, same_origin, token_ok
 from api.gateway.events import Subscription
+from api.gateway.limits import WEBSOCKETS, StreamCaps
 
 router = APIRouter(tags=["events"])
 AUTH_WAIT_S = 5.0
@@ -39,9 +42,10 @@ async def events_socket(ws: WebSocket) -> None:
     global _waiting
     tokens = ws.app.state.tokens
     given = bearer(ws.headers.get("authorization"))
-    if given is None and same_origin(ws) and session_ok(ws.cookies.get(SESSION_COOKIE), tokens):
+    session = cookie_token(ws) if given is None and same_origin(ws) else None
+    if session is not None:
         await ws.accept()  # the status page: its session cookie, from its own origin
-        await _serve(ws)
+        await _held(ws, owner_id(session))
         return
     if given is None and _waiting >= MAX_WAITING_FOR_AUTH:
         await ws.close(code=TOO_MANY, reason="too many unauthenticated sockets; retry")
@@ -61,7 +65,18 @@ async def events_socket(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=UNAUTHORIZED, reason="a valid token is required")
         return
-    await _serve(ws)
+    await _held(ws, owner_id(given.encode()))
+
+
+async def _held(ws: WebSocket, owner: str) -> None:
+    """Serve an accepted socket as one of its token's, or close it past their cap."""
+    caps: StreamCaps = ws.app.state.streams
+    if caps.open(WEBSOCKETS, owner) >= caps.limit:
+        with contextlib.suppress(Exception):
+            await ws.close(code=TOO_MANY, reason=caps.refusal(WEBSOCKETS))
+        return
+    with caps.hold(WEBSOCKETS, owner):
+        await _serve(ws)
 
 
 async def _serve(ws: WebSocket) -> None:

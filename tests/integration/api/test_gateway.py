@@ -511,6 +511,49 @@ def test_sockets_waiting_for_a_token_are_capped(gateway: Gateway) -> None:
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
 
 
+def test_signing_out_ends_that_session_on_the_gateway_also_after_a_restart(
+    gateway: Gateway, fleet: Any, tmp_path: Path
+) -> None:
+    """A copy of a signed-out cookie (a stolen one) is refused on GET and POST, also by the
+    next gateway on the same data dir; the browser's other sessions go on; removing the
+    token from the configuration still ends every session made with it."""
+    from api.gateway.app import create_app
+    from api.settings import Settings
+
+    def restarted(*tokens: str) -> Any:
+        settings = Settings(api_tokens=list(tokens), data_dir=tmp_path / "gw",
+                            media_roots=[str(gateway.media), str(gateway.out)])  # fmt: skip
+        return create_app(settings, fleet)
+
+    page = {"X-Framefleet-UI": "1"}
+    probe = {"kind": "probe", "input": str(gateway.media / "clip.mp4")}
+
+    def sign_in(url: str) -> dict[str, str]:
+        r = httpx.post(f"{url}/ui/session", json={"token": TOKEN}, headers=page)
+        assert r.status_code == 204
+        return page | {"Cookie": f"framefleet_session={r.cookies['framefleet_session']}"}
+
+    def answers(url: str, session: dict[str, str]) -> tuple[int, int]:
+        read = httpx.get(f"{url}/v1/jobs", headers=session, timeout=30)
+        change = httpx.post(f"{url}/v1/jobs", json=probe, headers=session, timeout=30)
+        return read.status_code, change.status_code
+
+    with serving(restarted(TOKEN, "another-token")) as url:
+        gone, kept = sign_in(url), sign_in(url)  # two browsers, the same token
+        assert gone != kept and answers(url, gone) == (200, 201)
+        assert httpx.delete(f"{url}/ui/session", headers=gone).status_code == 204
+        assert answers(url, gone) == (401, 401)
+        assert httpx.get(f"{url}/ui/session", headers=gone).json() == {"signed_in": False}
+        assert answers(url, kept) == (200, 201)
+    with serving(restarted(TOKEN, "another-token")) as url:  # the same data dir
+        assert answers(url, gone) == (401, 401)
+        assert answers(url, kept) == (200, 201)
+        again = sign_in(url)
+        assert answers(url, again) == (200, 201)
+    with serving(restarted("another-token")) as url:  # the token taken out: signed out
+        assert answers(url, kept) == (401, 401) and answers(url, again) == (401, 401)
+
+
 def test_drain_undrain_and_release_from_the_cli_through_the_gateway(gateway: Gateway) -> None:
     """An operator drains the only node: its running job goes on, a new job waits; the
     node shows draining, then drained (API, CLI, metrics); undrain lets the job run."""

@@ -82,8 +82,9 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def test_the_vendored_players_are_the_pinned_files() -> None:
-    """Each file under ui/vendor/ is the one its README pins (name and sha256)."""
+def test_the_vendored_files_are_the_pinned_files() -> None:
+    """Each file under ui/vendor/ (the players, Swagger UI) is the one its README pins
+    (name and sha256), and every one it pins is there."""
     readme = (VENDOR / "README.md").read_text()
     pinned = {name: digest for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+)$", readme,
                                                           flags=re.MULTILINE)}  # fmt: skip
