@@ -170,8 +170,9 @@ CANCEL_REPLY_S = 10.0
 )
 async def cancel_job(job_id: str, request: Request, response: Response) -> JobView:
     """Cancel (idempotent): a running ffmpeg is killed and nothing partial is left. 200 with
-    the cancelled job; 202 when its encoder has not stopped within 10 s (the coordinator
-    goes on, and kills the encoder if it does not stop: follow the job's events)."""
+    the cancelled job, once its ffmpeg is gone; 202 with the job still running when its
+    encoder has not confirmed its end within 10 s (the coordinator goes on, and kills the
+    encoder if it does not stop: follow the job's events)."""
     cache, fleet = request.app.state.hub.cache, fleet_of(request).aio
     cache.drop(job_id)
     try:
@@ -179,13 +180,16 @@ async def cancel_job(job_id: str, request: Request, response: Response) -> JobVi
     except CallTimeout:
         response.status_code = 202
         job = await fleet.get(job_id)
+    if not job.status.terminal:  # killed, but not yet confirmed gone
+        response.status_code = 202
     cache.drop(job_id)
     return JobView.of(job)
 
 
 @router.post("/{job_id}/retry", response_model=JobView)
 async def retry_job(job_id: str, request: Request) -> JobView:
-    """Queue a failed or cancelled job again (its input is probed again)."""
+    """Queue a failed or cancelled job again (its input is probed again). A job that has
+    not ended is a 409: cancel it first; cancels and retries of one job take turns."""
     job = await fleet_of(request).aio.retry(job_id)
     request.app.state.hub.cache.drop(job_id)
     return JobView.of(job)
