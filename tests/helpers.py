@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +57,128 @@ def make_clip(
     if language:
         args += ["-metadata:s:a", f"language={language}", "-metadata:s:s", f"language={language}"]
     subprocess.run([*args, str(path)], check=True)
+    return path
+
+
+def make_interlaced(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    size: str = "720x576",
+    rate: str = "25",
+    top_first: bool = True,
+    tagged: bool = True,
+    vcodec: str = "mpeg2video",
+    audio: bool = False,
+) -> Path:
+    """Interlaced video: testsrc2 at twice ``rate`` (fields a second) woven into frames,
+    top (or bottom) field first. ``tagged``: coded as fields, so the stream says its field
+    order (mpeg2video or libx264; ffprobe reads it back from mpegts, mp4, mpeg, not from
+    Matroska); else coded as progressive frames that are combed (a mistagged master).
+    The container follows ``path``'s suffix."""
+    order = ("top", "tff") if top_first else ("bottom", "bff")
+    graph = (f"testsrc2=rate={Fraction(rate) * 2}:size={size}:duration={seconds},"
+             f"tinterlace=interleave_{order[0]},fieldorder={order[1]}")  # fmt: skip
+    return _encode(path, graph, _fields_codec(vcodec, tagged, top_first), seconds=seconds,
+                   audio=audio)  # fmt: skip
+
+
+def make_telecined(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    size: str = "720x480",
+    top_first: bool = True,
+    tagged: bool = False,
+    vcodec: str = "mpeg2video",
+    audio: bool = False,
+) -> Path:
+    """Film telecined: testsrc2 at 23.976 fps through 3:2 pulldown to 29.97 fps (2 frames
+    in 5 combed, a field repeated in 2 in 5), top (or bottom) field first. ``tagged``:
+    coded as fields, so the stream says interlaced, as broadcast does; else tagged
+    progressive."""
+    graph = (f"testsrc2=rate=24000/1001:size={size}:duration={seconds},"
+             f"telecine=pattern=23:first_field={'top' if top_first else 'bottom'}")  # fmt: skip
+    return _encode(path, graph, _fields_codec(vcodec, tagged, top_first), seconds=seconds,
+                   audio=audio)  # fmt: skip
+
+
+def _fields_codec(vcodec: str, tagged: bool, top_first: bool) -> list[str]:
+    """Encoder options for woven fields; ``tagged``: coded as fields (interlaced DCT and
+    motion estimation), saying which comes first."""
+    args = ["-c:v", vcodec]
+    if vcodec == "mpeg2video":
+        args += ["-b:v", "4M"]
+        if tagged:
+            args += ["-flags", "+ilme+ildct", "-top", "1" if top_first else "0"]
+    elif vcodec in ("libx264", "libx265"):
+        args += ["-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        if tagged and vcodec == "libx264":
+            args += ["-flags", "+ilme+ildct", "-x264-params", "tff=1" if top_first else "bff=1"]
+    return args
+
+
+HDR10_MASTERING = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
+"""A P3 D65 mastering display (the usual one) in x265's ``master-display`` units (CIE xy
+in 1/50000): red (0.68, 0.32), green (0.265, 0.69), blue (0.15, 0.06), white (0.3127,
+0.329)."""
+
+
+def make_hdr10(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    size: str = "640x360",
+    rate: str = "25",
+    max_luminance: int = 1000,
+    min_luminance: float = 0.0001,
+    max_cll: int = 1000,
+    max_fall: int = 400,
+    audio: bool = False,
+) -> Path:
+    """An HDR10 master: HEVC Main 10 (libx265), BT.2020 primaries and matrix, PQ
+    transfer, with mastering display (:data:`HDR10_MASTERING`, ``max_luminance`` and
+    ``min_luminance`` in cd/m²) and content light level SEI in every keyframe. ffmpeg 5
+    writes them in frames only, not in the container."""
+    luminance = f"L({round(max_luminance * 10000)},{round(min_luminance * 10000)})"
+    params = (f"colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:"
+              f"master-display={HDR10_MASTERING}{luminance}:max-cll={max_cll},{max_fall}:"
+              "hdr10=1:repeat-headers=1")  # fmt: skip
+    return _hevc10(path, "smpte2084", params, seconds=seconds, size=size, rate=rate, audio=audio)
+
+
+def make_hlg(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    size: str = "640x360",
+    rate: str = "25",
+    audio: bool = False,
+) -> Path:
+    """An HLG master: HEVC Main 10 (libx265), BT.2020, ARIB STD-B67 transfer, no static
+    metadata (HLG needs none)."""
+    params = "colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc:repeat-headers=1"
+    return _hevc10(path, "arib-std-b67", params, seconds=seconds, size=size, rate=rate,
+                   audio=audio)  # fmt: skip
+
+
+def _hevc10(
+    path: Path, transfer: str, params: str, *, seconds: float, size: str, rate: str, audio: bool
+) -> Path:
+    graph = f"testsrc2=rate={rate}:size={size}:duration={seconds}"
+    args = ["-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+            "-x265-params", f"log-level=error:{params}", "-color_primaries", "bt2020",
+            "-color_trc", transfer, "-colorspace", "bt2020nc"]  # fmt: skip
+    return _encode(path, graph, args, seconds=seconds, audio=audio)
+
+
+def _encode(path: Path, graph: str, video: list[str], *, seconds: float, audio: bool) -> Path:
+    """``graph`` (a lavfi source and filters) encoded with ``video``'s options, with a
+    sine tone (AAC) if ``audio``."""
+    args = ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", graph]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac"]
+    subprocess.run([*args, *video, str(path)], check=True)
     return path
 
 

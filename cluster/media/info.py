@@ -1,15 +1,35 @@
 """ffprobe's JSON parsed into a :class:`~cluster.model.media.MediaInfo` by
-:func:`parse_probe` (pure; :mod:`cluster.media.probe` runs ffprobe)."""
+:func:`parse_probe`, and a first frame's side data into its video's
+:class:`~cluster.model.media.Colour` by :func:`with_frame_colour` (pure;
+:mod:`cluster.media.probe` runs ffprobe)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
-from cluster.model.media import AudioStream, MediaInfo, SubtitleStream, VideoStream
+from cluster.media.scan import tagged_scan
+from cluster.model.media import (
+    AudioStream,
+    Colour,
+    Mastering,
+    MediaInfo,
+    SubtitleStream,
+    VideoStream,
+)
 
 _DEPTH = re.compile(r"(?:p|le|be)?(\d{2})(?:le|be)$")
+_UNSAID = frozenset({"", "unknown", "unspecified", "reserved"})
+"""Colour values that say nothing (ffprobe leaves most of them out already)."""
+MASTERING_DISPLAY = "Mastering display metadata"
+LIGHT_LEVEL = "Content light level metadata"
+DYNAMIC_METADATA = (("Dolby Vision", "dolby_vision"), ("DOVI", "dolby_vision"),
+                    ("SMPTE2094-40", "hdr10plus"), ("HDR10+", "hdr10plus"))  # fmt: skip
+"""Side data (of the stream: "DOVI configuration record"; of a frame: "Dolby Vision RPU
+Data", "HDR Dynamic Metadata SMPTE2094-40 (HDR10+)") that says a kind of dynamic
+metadata is there, by a part of its ``side_data_type``."""
 
 
 def _int(value: Any) -> int | None:
@@ -59,6 +79,71 @@ def _rotation(stream: dict[str, Any]) -> int:
     return (_int((stream.get("tags") or {}).get("rotate")) or 0) % 360
 
 
+def _ratio(value: Any) -> float | None:
+    """ffprobe's ``"num/den"`` (or plain number) as a float."""
+    try:
+        return float(Fraction(str(value)))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _mastering(side: dict[str, Any]) -> Mastering | None:
+    """SMPTE ST 2086 from ffprobe's "Mastering display metadata" (``None`` unless both
+    its primaries and its luminance are there)."""
+    names = ("red_x", "red_y", "green_x", "green_y", "blue_x", "blue_y", "white_point_x",
+             "white_point_y", "max_luminance", "min_luminance")  # fmt: skip
+    values = [_ratio(side.get(name)) for name in names]
+    if any(v is None for v in values):
+        return None
+    rx, ry, gx, gy, bx, by, wx, wy, top, bottom = (float(v or 0) for v in values)
+    return Mastering(red=(rx, ry), green=(gx, gy), blue=(bx, by), white=(wx, wy),
+                     max_luminance=top, min_luminance=bottom)  # fmt: skip
+
+
+def _said(value: Any) -> str | None:
+    return None if value is None or str(value) in _UNSAID else str(value)
+
+
+def with_side_data(colour: Colour, side_data: list[dict[str, Any]] | None) -> Colour:
+    """``colour`` completed from a stream's or a frame's ``side_data_list``: mastering
+    display and content light level where ``colour`` has none, and the dynamic metadata
+    it carries."""
+    mastering, cll, fall = colour.mastering, colour.max_cll, colour.max_fall
+    dynamic = list(colour.dynamic)
+    for side in side_data or ():
+        kind = str(side.get("side_data_type") or "")
+        if kind == MASTERING_DISPLAY and mastering is None:
+            mastering = _mastering(side)
+        elif kind == LIGHT_LEVEL and cll is None:
+            cll, fall = _int(side.get("max_content")), _int(side.get("max_average"))
+        for part, name in DYNAMIC_METADATA:
+            if part in kind and name not in dynamic:
+                dynamic.append(name)
+    return replace(colour, mastering=mastering, max_cll=cll, max_fall=fall,
+                   dynamic=tuple(dynamic))  # fmt: skip
+
+
+def parse_colour(stream: dict[str, Any]) -> Colour:
+    """A video stream's colour as ffprobe's ``-show_streams`` gives it (what it does not
+    say stays ``None``)."""
+    said = Colour(
+        primaries=_said(stream.get("color_primaries")),
+        transfer=_said(stream.get("color_transfer")),
+        matrix=_said(stream.get("color_space")),
+        range=_said(stream.get("color_range")),
+    )
+    return with_side_data(said, stream.get("side_data_list"))
+
+
+def with_frame_colour(video: VideoStream, data: dict[str, Any]) -> VideoStream:
+    """``video`` with what its first frame's side data adds to its colour (ffprobe's
+    ``-show_frames -show_entries frame=side_data_list`` JSON)."""
+    colour = video.colour or Colour()
+    for frame in data.get("frames") or ():
+        colour = with_side_data(colour, frame.get("side_data_list"))
+    return replace(video, colour=colour)
+
+
 def parse_probe(path: str, data: dict[str, Any]) -> MediaInfo:
     """Turn ffprobe's ``-show_format -show_streams`` JSON into a :class:`MediaInfo`."""
     fmt = data.get("format") or {}
@@ -83,6 +168,8 @@ def parse_probe(path: str, data: dict[str, Any]) -> MediaInfo:
                 frame_rate=_rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate")),
                 rotation=_rotation(s),
                 profile=s.get("profile"),
+                scan=tagged_scan(s.get("field_order")),
+                colour=parse_colour(s),
             )
         elif kind == "audio":
             audio.append(

@@ -6,26 +6,36 @@ An object in storage is probed where it is (:func:`probe_object_async`): ffprobe
 a short-lived presigned URL with HTTP range requests, a few small reads (the header,
 the index) rather than a download. That input alone may use the network protocols, and
 its demuxers are the same whitelist.
+
+Two short reads may follow ffprobe's (:mod:`cluster.media.looks`), through the same
+open file (or link) and whitelist, each bounded in time: ``idet`` on the first frames of
+a video whose tag may hide interlacing or telecine, and the first frame's side data of an
+HDR video. An ordinary progressive SDR file gets neither. Their failure fails nothing:
+the probe stands, its scan as tagged, and a warning says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from cluster.errors import EncodeError, ErrorCode, InputError, ToolMissing
 from cluster.media.info import parse_probe
+from cluster.media.looks import IDET, Look, looks, read_look
 from cluster.media.paths import open_input
-from cluster.model.media import MediaInfo
+from cluster.model.media import MediaInfo, VideoStream
 from cluster.storage import objects
 from cluster.storage.objects import ObjectHead, ObjectStore
 from cluster.storage.urls import ObjectURL
 
+log = logging.getLogger("framefleet.probe")
 PROBE_TIMEOUT_S = 60.0
 INPUT_FORMATS = (
     "mov", "mp4", "matroska", "webm", "avi", "mpegts", "mxf", "flv", "ogg", "mpeg", "asf",
@@ -162,22 +172,24 @@ def probe(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaIn
     fd = open_input(str(p), roots)
     try:
         version = _version(fd)
-        done = subprocess.run(
-            probe_argv(f"/proc/self/fd/{fd}"),
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-            pass_fds=(fd,),
-        )
-    except FileNotFoundError as exc:
-        raise ToolMissing.for_tool("ffprobe") from exc
-    except OSError as exc:
-        raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+        try:
+            done = subprocess.run(
+                probe_argv(f"/proc/self/fd/{fd}"),
+                capture_output=True,
+                timeout=PROBE_TIMEOUT_S,
+                check=False,
+                pass_fds=(fd,),
+            )
+        except FileNotFoundError as exc:
+            raise ToolMissing.for_tool("ffprobe") from exc
+        except OSError as exc:
+            raise InputError(f"{p.name[:80]}: ffprobe could not start ({exc})") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise InputError(f"{p.name}: ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from exc
+        info = replace(_result(p, done.returncode, done.stdout, done.stderr), version=version)
+        return _looked_again(info, _file_source(fd), (fd,), p.name)
     finally:
         os.close(fd)
-    return replace(_result(p, done.returncode, done.stdout, done.stderr), version=version)
 
 
 async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()) -> MediaInfo:
@@ -189,10 +201,10 @@ async def probe_async(path: str | os.PathLike[str], roots: tuple[Path, ...] = ()
     fd = open_input(str(p), roots)
     try:
         code, stdout, stderr = await run_ffprobe(probe_argv(f"/proc/self/fd/{fd}"), p.name, (fd,))
-        version = _version(fd)
+        info = replace(_result(p, code, stdout, stderr), version=_version(fd))
+        return await _looked_again_async(info, _file_source(fd), (fd,), p.name)
     finally:
         os.close(fd)
-    return replace(_result(p, code, stdout, stderr), version=version)
 
 
 def _version(fd: int) -> str:
@@ -204,8 +216,9 @@ def _version(fd: int) -> str:
 async def run_ffprobe(
     argv: list[str], name: str, pass_fds: tuple[int, ...] = (), timeout_s: float = PROBE_TIMEOUT_S
 ) -> tuple[int, bytes, bytes]:
-    """Run ffprobe without blocking the loop: (exit status, stdout, stderr); errors name
-    ``name``."""
+    """Run ffprobe (or another tool: ``argv[0]``) without blocking the loop: (exit status,
+    stdout, stderr); errors name ``name``."""
+    tool = os.path.basename(argv[0])
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -215,9 +228,9 @@ async def run_ffprobe(
             pass_fds=pass_fds,
         )
     except FileNotFoundError as exc:
-        raise ToolMissing.for_tool("ffprobe") from exc
+        raise ToolMissing.for_tool(tool) from exc
     except OSError as exc:
-        raise InputError(f"{name[:80]}: ffprobe could not start ({exc})") from exc
+        raise InputError(f"{name[:80]}: {tool} could not start ({exc})") from exc
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
     except (TimeoutError, asyncio.CancelledError) as exc:
@@ -225,7 +238,7 @@ async def run_ffprobe(
         await proc.wait()
         if isinstance(exc, asyncio.CancelledError):
             raise
-        raise InputError(f"{name}: ffprobe took over {timeout_s:.0f} s") from exc
+        raise InputError(f"{name}: {tool} took over {timeout_s:g} s") from exc
     return (proc.returncode if proc.returncode is not None else 0), stdout, stderr
 
 
@@ -243,10 +256,81 @@ async def probe_object_async(
         raise InputError(f"{url.name}: the file is empty (0 bytes)", code=ErrorCode.NOT_MEDIA)
     link = await asyncio.to_thread(objects.presigned_get, store, url)
     code, stdout, stderr = await run_ffprobe(probe_argv(url.name, link=link), str(url))
-    said = (
-        stderr.decode(errors="replace")
-        .replace(link, str(url))
-        .replace(link.split("?")[0], str(url))
-    )
+    said = _hidden(stderr.decode(errors="replace"), link, url)
     info = _result(Path(url.name), code, stdout, said.encode())
-    return replace(info, path=str(url), size_bytes=head.size, version=f"etag:{head.etag}")
+    info = replace(info, path=str(url), size_bytes=head.size, version=f"etag:{head.etag}")
+    return await _looked_again_async(
+        info,
+        [*URL_INPUT_OPTIONS, "-i", link],
+        (),
+        str(url),
+        hide=lambda text: _hidden(text, link, url),
+    )
+
+
+def _hidden(text: str, link: str, url: ObjectURL) -> str:
+    """``text`` with the presigned ``link`` (it carries a signature) shown as ``url``."""
+    return text.replace(link, str(url)).replace(link.split("?")[0], str(url))
+
+
+def _file_source(fd: int) -> list[str]:
+    """An extra read's input: the probed open file, with every input's whitelist."""
+    return [*INPUT_OPTIONS, "-i", f"file:/proc/self/fd/{fd}"]
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def _warn(look: Look, video: VideoStream, name: str, why: str) -> None:
+    """Say that ``look`` failed and why (``why`` already rid of any link; cut here)."""
+    kept = f"; its scan stays as tagged ({video.scan})" if look.what == IDET else ""
+    log.warning("%s: the %s read failed (%s)%s", name, look.what, why[:300], kept)
+
+
+def _looked_again(
+    info: MediaInfo, source: list[str], pass_fds: tuple[int, ...], name: str
+) -> MediaInfo:
+    """``info`` with what its :func:`~cluster.media.looks.looks` read (blocking)."""
+    if info.video is None:
+        return info
+    video = info.video
+    for look in looks(video, source):
+        try:
+            run = subprocess.run(look.argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                 timeout=look.timeout_s, check=False,
+                                 pass_fds=pass_fds)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            _warn(look, video, name, f"{look.argv[0]} took over {look.timeout_s:g} s")
+            continue
+        except OSError as exc:
+            _warn(look, video, name, f"{look.argv[0]} could not start ({exc})")
+            continue
+        video, why = read_look(look, video, run.returncode, run.stdout, run.stderr)
+        if why:
+            _warn(look, video, name, why)
+    return replace(info, video=video)
+
+
+async def _looked_again_async(
+    info: MediaInfo,
+    source: list[str],
+    pass_fds: tuple[int, ...],
+    name: str,
+    hide: Callable[[str], str] = _unchanged,
+) -> MediaInfo:
+    """``info`` with what its :func:`~cluster.media.looks.looks` read, without blocking
+    the loop; ``hide``: what a message must not show (a presigned link) hidden."""
+    if info.video is None:
+        return info
+    video = info.video
+    for look in looks(video, source):
+        try:
+            code, stdout, stderr = await run_ffprobe(look.argv, name, pass_fds, look.timeout_s)
+        except (InputError, ToolMissing) as exc:  # it could not start, or took too long
+            _warn(look, video, name, hide(str(exc).removeprefix(f"{name[:80]}: ")))
+            continue
+        video, why = read_look(look, video, code, stdout, stderr)
+        if why:
+            _warn(look, video, name, hide(why))
+    return replace(info, video=video)

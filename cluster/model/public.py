@@ -33,6 +33,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "webhook": job.webhook.to_dict() if job.webhook else None,
         "split": job.split.to_dict() if job.split else None,
         "package": job.package.to_dict() if job.package else None,
+        "input_media": job.input_media.to_dict() if job.input_media else None,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "started_at": job.started_at,

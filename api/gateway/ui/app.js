@@ -394,6 +394,7 @@ function renderDetail() {
   $("detail-title").textContent = `Job ${job.id}`;
   const rows = [
     ["Input", job.input],
+    ...inputRows(job.input_media),
     ["Output", job.output || ""],
     ["Status", job.status + (job.reason ? ` — ${job.reason}` : "")],
     ["Attempts", job.attempts],
@@ -408,6 +409,40 @@ function renderDetail() {
   $("detail-fields").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
   $("detail-result").textContent = job.result ? JSON.stringify(job.result, null, 2) : "–";
   syncPreview(job);
+}
+
+// The input's video as probed: its scan and how it was known, and its colour (the CLI's
+// `framefleet probe` lines). Shown as text, like every row.
+const HDR_TRANSFERS = { smpte2084: "PQ", "arib-std-b67": "HLG" };
+
+function inputRows(media) {
+  const video = media && media.video;
+  if (!video) return [];
+  const rows = [];
+  if (video.scan) rows.push(["Scan", scanText(video.scan)]);
+  if (video.colour) rows.push(["Colour", colourText(video.colour)]);
+  return rows;
+}
+
+function scanText(scan) {
+  const combed = scan.type === "interlaced" || scan.type === "telecined";
+  const said = [scan.tagged ? `tagged ${scan.tagged}` : "not tagged"];
+  const c = scan.idet;
+  if (c) {
+    const repeated = c.repeated_top + c.repeated_bottom;
+    said.push(`idet TFF ${c.tff}, BFF ${c.bff}, progressive ${c.progressive}, undetermined ${c.undetermined}${repeated ? `, repeated fields ${repeated}` : ""}`);
+  }
+  return `${scan.type}${combed ? `, ${scan.top_first ? "top" : "bottom"} field first` : ""} (${said.join("; ")})`;
+}
+
+function colourText(colour) {
+  const hdr = HDR_TRANSFERS[colour.transfer];
+  if (!hdr) return `SDR${colour.primaries ? ` (${colour.primaries})` : ""}`;
+  const extra = [];
+  if (colour.mastering) extra.push(`mastered at ${colour.mastering.max_luminance} cd/m²`);
+  if (colour.max_cll) extra.push(`MaxCLL ${colour.max_cll}, MaxFALL ${colour.max_fall || 0}`);
+  for (const d of colour.dynamic || []) extra.push(d.replace("_", " "));
+  return `HDR ${hdr} (${colour.primaries || "?"})${extra.length ? `: ${extra.join(", ")}` : ""}`;
 }
 
 // Scores (a quality job's, a scored or targeted transcode's), a search and a per-title ladder.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from cluster import ErrorCode, InvalidTransition, JobKind, JobSpec, JobStatus, SpecError
+from cluster import ErrorCode, InvalidTransition, JobKind, JobSpec, JobStatus, SpecError, job_view
 from cluster.model.jobs import TRANSITIONS, Job, transition
-from cluster.model.media import MediaInfo
+from cluster.model.media import Colour, MediaInfo, Scan, ScanType, VideoStream
 
 
 def new_job() -> Job:
@@ -55,6 +57,19 @@ def test_user_retry_starts_afresh() -> None:
     transition(job, JobStatus.QUEUED, reason="retry")
     assert job.attempts == 0 and job.error_code is None and job.finished_at is None
     assert job.input_media is None  # probed again: the file may have been fixed
+
+
+def test_the_view_shows_the_probed_input_with_its_scan_and_colour() -> None:
+    job = new_job()
+    assert job_view(job)["input_media"] is None  # not probed yet
+    video = VideoStream(0, "mpeg2video", 720, 576, "yuv420p", 8, (25, 1),
+                        scan=Scan(ScanType.INTERLACED, tagged="tt"),
+                        colour=Colour("bt709", "bt709", "bt709", "tv"))  # fmt: skip
+    job.input_media = MediaInfo("/media/a.ts", "mpegts", 2.0, 1000, None, video)
+    shown = json.loads(json.dumps(job_view(job)))["input_media"]["video"]
+    assert shown["scan"] == {"type": "interlaced", "top_first": True, "tagged": "tt",
+                             "idet": None}  # fmt: skip
+    assert shown["colour"]["primaries"] == "bt709" and shown["colour"]["dynamic"] == []
 
 
 def test_record_round_trips_through_a_dict() -> None:
