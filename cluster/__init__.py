@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from cluster.model.progress import ProgressSnapshot
     from cluster.model.public import job_view
     from cluster.model.quality import METRICS, Metric, Model, ScoreOptions
+    from cluster.model.spec import Deinterlace, Tonemap
     from cluster.model.split import Split
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
@@ -156,6 +157,8 @@ _WHERE: dict[str, str] = {
     "JobSpec": "cluster.model.jobs",
     "JobStatus": "cluster.model.jobs",
     "Speed": "cluster.model.jobs",
+    "Deinterlace": "cluster.model.spec",
+    "Tonemap": "cluster.model.spec",
     "MediaInfo": "cluster.model.media",
     "job_view": "cluster.model.public",
     "Split": "cluster.model.split",
@@ -213,6 +216,7 @@ __all__ = [
     "CoordinatorConfig",
     "CostModel",
     "CostModelError",
+    "Deinterlace",
     "EncodeError",
     "EncodeRate",
     "Encoder",
@@ -260,6 +264,7 @@ __all__ = [
     "SpecError",
     "Speed",
     "Split",
+    "Tonemap",
     "ToolMissing",
     "TransferError",
     "WatchRule",

@@ -27,15 +27,19 @@ from api.cli.options import (
     Address,
     Codec,
     DataDir,
+    DeinterlaceOpt,
     HardwareOpt,
     Priority,
     Quality,
+    SdrOpt,
     SpeedOpt,
     SplitOpt,
+    TonemapOpt,
 )
 from api.cli.serve import register as register_serve
 from api.settings import Settings
 from cluster import (
+    Deinterlace,
     FolderWatcher,
     FramefleetError,
     Hardware,
@@ -45,6 +49,7 @@ from cluster import (
     PackageOptions,
     ScoreOptions,
     Speed,
+    Tonemap,
     WatchRule,
     available,
     check_rule,
@@ -54,7 +59,7 @@ from cluster import (
 )
 
 if TYPE_CHECKING:
-    from cluster import Fleet, Job
+    from cluster import Fleet, Job, MediaInfo
 
 app = typer.Typer(
     name="framefleet",
@@ -232,6 +237,9 @@ def encode(
     keep_10bit: Annotated[bool, typer.Option(help="Keep 10-bit video (hevc/av1).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     split: SplitOpt = "auto",
+    deinterlace: DeinterlaceOpt = Deinterlace.AUTO,
+    sdr: SdrOpt = False,
+    tonemap: TonemapOpt = Tonemap.HABLE,
     measure_quality: Annotated[
         bool, typer.Option(help="Score the output against INPUT (VMAF) before it is written.")
     ] = False,
@@ -268,6 +276,9 @@ def encode(
         keep_10bit=keep_10bit,
         overwrite=overwrite,
         split=split,
+        deinterlace=deinterlace,
+        sdr=sdr,
+        tonemap=tonemap,
         score=score,
         target_vmaf=target_vmaf,
         target_xpsnr=target_xpsnr,
@@ -360,6 +371,8 @@ def package(
     hardware: HardwareOpt = Hardware.AUTO,
     priority: Priority = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
+    deinterlace: DeinterlaceOpt = Deinterlace.AUTO,
+    tonemap: TonemapOpt = Tonemap.HABLE,
     target_vmaf: Annotated[
         float | None,
         typer.Option(help="A per-title ladder: each rung's CRF searched for this VMAF."),
@@ -383,6 +396,8 @@ def package(
         priority=priority,
         overwrite=overwrite,
         split=split,
+        deinterlace=deinterlace,
+        tonemap=tonemap,
         package=PackageOptions.parse(
             {
                 "ladder": ladder or "",
@@ -417,12 +432,34 @@ def probe_command(
             f"{v.bit_depth}-bit, {fps} fps, {count} frames"
             + (f", rotated {v.rotation}°" if v.rotation else "")
         )
+        for line in _picture_lines(info):
+            out.print(f"    {line}", markup=False)
     for a in info.audio:
         out.print(
             f"  audio #{a.index}: {a.codec} {a.channels} ch {a.sample_rate} Hz {a.language or ''}"
         )
     for s in info.subtitles:
         out.print(f"  subtitle #{s.index}: {s.codec} {s.language or ''}")
+
+
+def _picture_lines(info: MediaInfo) -> list[str]:
+    """The video's scan and how it was known ("scan: interlaced, top field first (tagged
+    tt)"; "...(tagged progressive; idet TFF 86, BFF 0, ...)"), and its colour."""
+    v = info.video
+    if v is None:
+        return []
+    lines = []
+    if (scan := v.scan) is not None:
+        said = [f"tagged {scan.tagged}"] if scan.tagged else ["not tagged"]
+        if (c := scan.idet) is not None:
+            repeated = c.repeated_top + c.repeated_bottom
+            said.append(f"idet TFF {c.tff}, BFF {c.bff}, progressive {c.progressive}, "
+                        f"undetermined {c.undetermined}"
+                        + (f", repeated fields {repeated}" if repeated else ""))  # fmt: skip
+        lines.append(f"scan: {scan} ({'; '.join(said)})")
+    if v.colour is not None:
+        lines.append(f"colour: {v.colour}")
+    return lines
 
 
 @app.command()

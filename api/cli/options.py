@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cluster import Hardware, Speed
+from cluster import Deinterlace, Hardware, Speed, Tonemap
 
 Codec = Annotated[str, typer.Option(help="h264, hevc or av1.")]
 Quality = Annotated[
@@ -16,6 +16,19 @@ Quality = Annotated[
 SpeedOpt = Annotated[Speed, typer.Option("--speed", help="Encoder speed preset.")]
 HardwareOpt = Annotated[Hardware, typer.Option("--hardware", help="auto, gpu (NVENC) or cpu.")]
 Priority = Annotated[int, typer.Option(help="Higher runs first.")]
+DeinterlaceOpt = Annotated[
+    Deinterlace,
+    typer.Option(
+        "--deinterlace",
+        help="auto: interlaced sources deinterlaced at their frame rate (25i to 25p), "
+        "telecined film back to 24 frames/s; frame or field: always, at the frame or the "
+        "field rate (25i to 50p); off: fields kept, flagged interlaced.",
+    ),
+]
+SdrOpt = Annotated[
+    bool, typer.Option("--sdr", help="Tone-map an HDR source to BT.709 SDR even for hevc/av1.")
+]
+TonemapOpt = Annotated[Tonemap, typer.Option("--tonemap", help="How HDR is tone-mapped to SDR.")]
 SplitOpt = Annotated[
     str,
     typer.Option(

@@ -6,7 +6,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster import Codec, Hardware, Job, JobKind, JobSpec, Metric, Model, Speed, job_view
+from cluster import (
+    Codec,
+    Deinterlace,
+    Hardware,
+    Job,
+    JobKind,
+    JobSpec,
+    Metric,
+    Model,
+    Speed,
+    Tonemap,
+    job_view,
+)
 
 Path_ = Field(min_length=1, max_length=4096)
 
@@ -109,10 +121,22 @@ class SpecFields(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     keep_10bit: bool = False
     overwrite: bool = False
+    deinterlace: Deinterlace = Field(
+        default=Deinterlace.AUTO,
+        description="auto: an interlaced source deinterlaced at its frame rate (25i to 25p), "
+        "telecined film back to 24 frames/s; frame or field: always, at the frame or the "
+        "field rate (25i to 50p); off: fields kept, flagged interlaced.",
+    )
+    sdr: bool = Field(
+        default=False,
+        description="Tone-map an HDR source to BT.709 SDR even where the output could stay "
+        "HDR (hevc, av1).",
+    )
+    tonemap: Tonemap = Field(default=Tonemap.HABLE, description="How HDR becomes SDR.")
     thumbnail_at: float | None = Field(default=None, ge=0, le=1e7, allow_inf_nan=False)
     thumbnail_count: int | None = Field(default=None, ge=1, le=100)
     thumbnail_width: int | None = Field(default=None, ge=16, le=7680)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=50)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)  # cluster checks each
     callback_url: str | None = Field(
         default=None,
         min_length=1,
@@ -251,6 +275,13 @@ class JobView(BaseModel):
         default=None,
         description="The delivery of the job's ending to its callback_url: state (pending, "
         "delivered, failed), each attempt (at, HTTP status or error, ms), next_at.",
+    )
+    input_media: dict[str, Any] | None = Field(
+        default=None,
+        description="The input as probed: format, duration, streams; its video's scan "
+        "(progressive, interlaced or telecined: the tag and idet's counts) and colour "
+        "(primaries, transfer, matrix, range, HDR mastering, MaxCLL/MaxFALL, dynamic "
+        "metadata).",
     )
     created_at: float
     updated_at: float

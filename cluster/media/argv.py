@@ -14,14 +14,15 @@ renames them into place only on success.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cluster.errors import ErrorCode, SpecError
-from cluster.media.encoders import Container, Encoder
+from cluster.media.encoders import Container, Encoder, cpu_encoder
+from cluster.media.picture import Picture, plan_picture
 from cluster.media.probe import INPUT_OPTIONS
 from cluster.model.jobs import JobSpec
-from cluster.model.media import MediaInfo
+from cluster.model.media import MediaInfo, VideoStream
 from cluster.model.split import Segment
 
 COMMON = ("-nostdin", "-hide_banner", "-progress", "pipe:1", "-nostats")
@@ -120,8 +121,10 @@ def transcode_command(
     partial = partial_path(final, job_id)
     argv, env = _encode_head(encoder, threads, _input(spec.input))
     argv += ["-map_metadata", "0", "-map_chapters", "0"]
-    argv += _video_args(spec, media, encoder, container, cuda_device, threads, env)
-    return _with_streams(argv, media, container, (partial, final), source=0, env=env)
+    video, picture = _video_args(spec, media, encoder, container, cuda_device, threads, env)
+    command = _with_streams(argv + video, media, container, (partial, final), source=0, env=env)
+    return replace(command, total_frames=picture.frames(command.total_frames),
+                   notes=[*picture.notes, *command.notes])  # fmt: skip
 
 
 def _with_streams(
@@ -161,6 +164,12 @@ def _encode_head(
     return argv, {}
 
 
+def picture_for(spec: JobSpec, video: VideoStream, encoder: Encoder) -> Picture:
+    """What ``spec`` asks done to ``video``'s picture on its way into ``encoder``."""
+    return plan_picture(video, encoder, deinterlace=spec.deinterlace, sdr=spec.sdr,
+                        tonemap=spec.tonemap, keep_10bit=spec.keep_10bit)  # fmt: skip
+
+
 def _video_args(
     spec: JobSpec,
     media: MediaInfo,
@@ -169,24 +178,33 @@ def _video_args(
     cuda_device: str | None,
     threads: int | None,
     env: dict[str, str],
-) -> list[str]:
-    """The first input's video, encoded (the same for a whole file and for a chunk)."""
+) -> tuple[list[str], Picture]:
+    """The first input's video, encoded (the same for a whole file and for a chunk), and
+    what was done to its picture (deinterlaced, tone-mapped, HDR kept)."""
     video = media.require_video()
     if encoder.codec not in container.video_codecs:
         raise SpecError(
             f".{container.ext} cannot hold {encoder.codec} video; "
             f"use {', '.join(sorted(container.video_codecs))} or another extension"
         )
+    picture = picture_for(spec, video, encoder)
     argv = ["-map", f"0:{video.index}"]
+    pix_fmt = picture.pix_fmt or _video_pix_fmt(spec, media, encoder)
+    filters = list(picture.filters)
+    if picture.deinterlaced and not picture.hdr and picture.pix_fmt is None:
+        filters.insert(0, f"format={'yuv420p' if pix_fmt == 'nv12' else pix_fmt}")
     if video.width % 2 or video.height % 2:
-        argv += ["-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+        filters.append("scale=trunc(iw/2)*2:trunc(ih/2)*2")
+    if filters:
+        argv += ["-vf", ",".join(filters)]
     # Frames as the source has them: the mp4 muxer's default (constant rate) repeats a
     # frame where the source's timestamps leave a gap (an mkv source's last frame).
     argv += ["-fps_mode:v", "vfr"]
     argv += ["-c:v", encoder.name, "-preset", encoder.presets[spec.speed]]
     argv += encoder.rate_control(spec.quality)
-    argv += ["-pix_fmt", _video_pix_fmt(spec, media, encoder), *encoder.extra_args]
+    argv += ["-pix_fmt", pix_fmt, *encoder.extra_args]
     argv += encoder.thread_args(threads) if threads else []
+    argv = picture.with_params([*argv, *picture.args, *picture.tags], encoder)
     if tag := container.video_tags.get(encoder.codec):
         argv += ["-tag:v", tag]
     if encoder.is_nvenc and cuda_device is not None:
@@ -194,7 +212,7 @@ def _video_args(
         # so ffmpeg's -gpu 0 and CUDA_VISIBLE_DEVICES name the same device.
         argv += ["-gpu", "0"]
         env["CUDA_VISIBLE_DEVICES"] = cuda_device
-    return argv
+    return argv, picture
 
 
 CHUNK_CONTAINER = "mp4"
@@ -225,14 +243,16 @@ def chunk_command(
     seek = segment.start_s - half if segment.start_frame else None
     argv, env = _encode_head(encoder, threads, _input(spec.input, seek=seek))
     argv += ["-map_metadata", "-1", "-map_chapters", "-1"]
-    argv += _video_args(spec, media, encoder, container, cuda_device, threads, env)
-    argv += ["-frames:v", str(segment.frames), "-an", "-sn", "-dn"]
+    video_args, picture = _video_args(spec, media, encoder, container, cuda_device, threads, env)
+    frames = picture.frames(segment.frames) or segment.frames
+    argv += [*video_args, "-frames:v", str(frames), "-an", "-sn", "-dn"]
     argv += ["-f", container.muxer, f"file:{partial}"]
     return Command(
         argv=argv,
         outputs=[(partial, final)],
         duration_s=segment.duration_s,
-        total_frames=segment.frames,
+        total_frames=frames,
+        notes=list(picture.notes),
         env=env,
     )
 
@@ -260,7 +280,9 @@ def stitch_command(
     argv += ["-map", "0:v:0", "-c:v", "copy", "-map_metadata", "1", "-map_chapters", "1"]
     if tag := container.video_tags.get(codec):
         argv += ["-tag:v", tag]
-    return _with_streams(argv, media, container, (partial, final), source=1)
+    command = _with_streams(argv, media, container, (partial, final), source=1)
+    picture = picture_for(spec, media.require_video(), cpu_encoder(codec))  # what chunks did
+    return replace(command, notes=[*picture.notes, *command.notes])
 
 
 def validate_command(spec: JobSpec, media: MediaInfo) -> Command:

@@ -18,8 +18,9 @@ import posixpath
 
 from cluster.errors import SpecError
 from cluster.media.argv import COMMON, INPUT_OPTS, Command, _encode_head, _input, partial_path
-from cluster.media.encoders import Encoder
+from cluster.media.encoders import Encoder, cpu_encoder
 from cluster.media.manifests import SUBTITLES
+from cluster.media.picture import plan_picture
 from cluster.model.jobs import JobSpec
 from cluster.model.media import MediaInfo
 from cluster.model.package import PackageStep, Rendition, RenditionStep
@@ -77,8 +78,13 @@ def rendition_command(
     rungs = step.renditions
     finals = [final] + [os.path.join(os.path.dirname(final), n) for n in step.names[1:]]
     outputs = [(partial_path(f, job_id), f) for f in finals]
+    # Rungs are 8-bit SDR and progressive: an HDR master is tone-mapped, a combed one
+    # deinterlaced at its frame rate, once, before the scalers.
+    picture = plan_picture(video, encoder, deinterlace=spec.deinterlace, sdr=True,
+                           tonemap=spec.tonemap, keep_rate=True)  # fmt: skip
+    before = "".join(f"{f}," for f in picture.filters)
     if len(rungs) > 1:  # one decode, split into a scaler per rung
-        graph = f"[0:{video.index}]split={len(rungs)}" + "".join(
+        graph = f"[0:{video.index}]{before}split={len(rungs)}" + "".join(
             f"[s{i}]" for i in range(len(rungs))
         )
         graph += "".join(f";[s{i}]{_scale(r)}[o{i}]" for i, r in enumerate(rungs))
@@ -92,8 +98,9 @@ def rendition_command(
         if len(rungs) > 1:
             argv += ["-map", f"[o{i}]"]
         else:
-            argv += ["-map", f"0:{video.index}", "-vf", _scale(rung)]
+            argv += ["-map", f"0:{video.index}", "-vf", before + _scale(rung)]
         argv += _rung_args(spec, encoder, rung, step.gop_frames, share)
+        argv += picture.tags  # BT.709, for a tone-mapped master
         if encoder.is_nvenc and cuda_device is not None:
             argv += ["-gpu", "0"]
             env["CUDA_VISIBLE_DEVICES"] = cuda_device
@@ -101,7 +108,8 @@ def rendition_command(
             argv += ["-frames:v", str(frames)]
         argv += ["-an", "-sn", "-dn", "-f", "mp4", f"file:{out}"]
     duration = segment.duration_s if segment is not None else media.duration_s
-    return Command(argv, outputs, duration_s=duration, total_frames=frames, env=env)
+    return Command(argv, outputs, duration_s=duration, total_frames=frames,
+                   notes=list(picture.notes), env=env)  # fmt: skip
 
 
 def _scale(rung: Rendition) -> str:
@@ -175,7 +183,13 @@ def package_command(spec: JobSpec, media: MediaInfo, step: PackageStep, *, job_i
             "webvtt",
             f"file:{out}",
         ]
-    return Command(argv, [(staging, final)], duration_s=media.duration_s)
+    notes: list[str] = []
+    if step.video and media.video is not None:  # what the rungs' encodes did to the picture
+        picture = plan_picture(media.video, cpu_encoder(step.video[0].codec), sdr=True,
+                               deinterlace=spec.deinterlace, tonemap=spec.tonemap,
+                               keep_rate=True)  # fmt: skip
+        notes = list(picture.notes)
+    return Command(argv, [(staging, final)], duration_s=media.duration_s, notes=notes)
 
 
 def _frame_s(frame_rate: str) -> float:

@@ -84,6 +84,24 @@ def _check_callback_text(url: str) -> None:
         raise SpecError("callback_url must not carry credentials; receivers check the signature")
 
 
+class Deinterlace(StrEnum):
+    AUTO = "auto"
+    """Deinterlace an interlaced source at its frame rate; inverse-telecine telecined film."""
+    OFF = "off"
+    FRAME = "frame"
+    """Deinterlace, one frame per frame (25i → 25p), whatever the probe found."""
+    FIELD = "field"
+    """Deinterlace, one frame per field (25i → 50p): smoother motion, twice the frames."""
+
+
+class Tonemap(StrEnum):
+    HABLE = "hable"
+    """Filmic: keeps highlights' detail, a little darker overall (the default)."""
+    MOBIUS = "mobius"
+    """Keeps in-range colours as they are and rolls off only the brightest."""
+    REINHARD = "reinhard"
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """What a user asks for. Validated on construction; never holds ffmpeg arguments."""
@@ -122,12 +140,20 @@ class JobSpec:
     max_encoded_percent: float | None = None
     """A target that would leave the output larger than this share of the input (default
     80 %) ends the job instead."""
+    deinterlace: Deinterlace = Deinterlace.AUTO
+    """What an interlaced or telecined source gets (see :class:`Deinterlace`)."""
+    sdr: bool = False
+    """An HDR source comes out BT.709 SDR even where the output could stay HDR."""
+    tonemap: Tonemap = Tonemap.HABLE
+    """How HDR is tone-mapped to SDR (see :class:`Tonemap`)."""
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "kind", JobKind(self.kind))
             object.__setattr__(self, "speed", Speed(self.speed))
             object.__setattr__(self, "hardware", Hardware(self.hardware))
+            object.__setattr__(self, "deinterlace", Deinterlace(self.deinterlace))
+            object.__setattr__(self, "tonemap", Tonemap(self.tonemap))
         except ValueError as exc:
             raise SpecError(f"{exc}; see `framefleet encode --help` for the choices") from exc
         _check_path_text("input", self.input)
@@ -186,6 +212,9 @@ class JobSpec:
                 "a target already scores the output (its result's quality); drop score and "
                 "min_vmaf, or the target"
             )
+        if self.deinterlace is Deinterlace.FIELD:
+            raise SpecError("a quality target scores frames one to one with the source; "
+                            "deinterlace field makes twice as many: use auto or frame")  # fmt: skip
 
     def _check_score(self) -> None:
         if self.kind is JobKind.QUALITY:
@@ -208,6 +237,9 @@ class JobSpec:
             object.__setattr__(self, "package", options)
             if self.keep_10bit:
                 raise SpecError("a package's rungs are 8-bit; drop keep_10bit")
+            if self.deinterlace is Deinterlace.FIELD:
+                raise SpecError("a package deinterlaces at the frame rate (its segments are "
+                                "counted in the source's frames): use auto or frame")  # fmt: skip
         elif self.package is not None:
             raise SpecError(f"package options are for package jobs, not {self.kind}")
 

@@ -246,7 +246,7 @@ def _planned(job: Job, media: MediaInfo, farm: Farm) -> _Plan:
     frames = media.frame_count or round((media.duration_s or 0.0) * fps)
     videos = [r for r in renditions if r.kind == "video"]
     chunks = {r.key: 1 for r in videos}
-    why = whole_why(spec.split, spec.input, spec.output or "", media)
+    why = whole_why(spec, media)
     if why is None and frames > 2 * segment_frames:
         top = max(videos, key=lambda r: r.width * r.height)
         encode = replace(spec, kind=JobKind.TRANSCODE, codec=top.codec, package=None)

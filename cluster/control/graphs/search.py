@@ -103,7 +103,7 @@ class SearchKind:
         if spec.hardware is not Hardware.AUTO:
             hardware = spec.hardware
         width = width_for(slots, len(samples(reference_of(spec, media))))
-        whole = whole_why(spec.split, spec.input, spec.output or "", media)
+        whole = whole_why(spec, media)
         if whole is None and spec.split == AUTO and slots < 2:
             whole = "not split: one encoder or none free (split=auto)"
         if whole is not None:

@@ -39,8 +39,9 @@ from cluster.control.rules.graph import (
 )
 from cluster.media.split import frame_duration, plan_segments
 from cluster.model.graph import Graph, Phase, TaskRef
-from cluster.model.jobs import Hardware, Job, JobKind, JobStatus
-from cluster.model.media import MediaInfo
+from cluster.model.jobs import Hardware, Job, JobKind, JobSpec, JobStatus
+from cluster.model.media import MediaInfo, ScanType
+from cluster.model.spec import Deinterlace
 from cluster.model.split import (
     AUTO,
     OFF,
@@ -84,7 +85,7 @@ class SplitKind:
         spec = job.spec
         if spec.kind is not JobKind.TRANSCODE or job.task is not None:
             return None
-        why = whole_why(spec.split, spec.input, spec.output or "", media)
+        why = whole_why(spec, media)
         slots, hardware = (0, spec.hardware) if why else room(job, media, farm)
         if why is None and spec.split == AUTO and slots < 2:
             free = "no encoder" if slots == 0 else "one encoder only"
@@ -151,9 +152,10 @@ class SplitKind:
         return replace(split, chunks=chunks, reused=len(graph.reused), started_at=graph.started_at)
 
 
-def whole_why(split: str, source: str, output: str, media: MediaInfo) -> str | None:
+def whole_why(spec: JobSpec, media: MediaInfo) -> str | None:
     """Why a transcode is encoded whole before its frames are read; ``None``: it may be
     split."""
+    split, source, output = spec.split, spec.input, spec.output or ""
     duration = media.duration_s or 0.0
     if split == OFF:
         return "not split: split=off"
@@ -162,8 +164,21 @@ def whole_why(split: str, source: str, output: str, media: MediaInfo) -> str | N
                "download the whole input)"  # fmt: skip
     if media.video is None or not media.video.fps:
         return "not split: the input has no video at a known frame rate"
+    if spec.kind is JobKind.TRANSCODE and (why := _rate_changes(spec, media)) is not None:
+        return f"not split: {why} changes the frame count; encoded whole"
     if split == AUTO and duration < AUTO_MIN_S:
         return f"not split: {duration:.1f} s is shorter than {AUTO_MIN_S:.0f} s (split=auto)"
+    return None
+
+
+def _rate_changes(spec: JobSpec, media: MediaInfo) -> str | None:
+    """What in the job's picture makes other frames than the source's (chunks are cut and
+    checked in the source's frames)."""
+    scan = media.video.scan if media.video else None
+    if spec.deinterlace is Deinterlace.FIELD:
+        return "deinterlacing at the field rate"
+    if spec.deinterlace is Deinterlace.AUTO and scan and scan.type is ScanType.TELECINED:
+        return "inverse telecine"
     return None
 
 
