@@ -21,10 +21,22 @@ from rich.table import Table
 
 from api.cli.exits import ExitCode
 from api.cli.livebar import live_bar
-from api.cli.options import Codec, DataDir, HardwareOpt, Priority, Quality, SpeedOpt, SplitOpt
+from api.cli.options import (
+    Codec,
+    DataDir,
+    DeinterlaceOpt,
+    HardwareOpt,
+    Priority,
+    Quality,
+    SdrOpt,
+    SpeedOpt,
+    SplitOpt,
+    TonemapOpt,
+)
 from api.settings import TOKEN_FILE_NAME, Settings
 from cluster import (
     ClusterUnavailable,
+    Deinterlace,
     ErrorCode,
     Hardware,
     Job,
@@ -35,6 +47,7 @@ from cluster import (
     RemoteError,
     Speed,
     Split,
+    Tonemap,
     is_object_url,
     is_url,
 )
@@ -230,6 +243,9 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         hardware: HardwareOpt = Hardware.AUTO,
         priority: Priority = 0,
         split: SplitOpt = "auto",
+        deinterlace: DeinterlaceOpt = Deinterlace.AUTO,
+        sdr: SdrOpt = False,
+        tonemap: TonemapOpt = Tonemap.HABLE,
         overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
         wait: Annotated[bool, typer.Option("--wait", help="Follow until done.")] = False,
         callback_url: Annotated[
@@ -245,6 +261,7 @@ def _register_submit(app: typer.Typer, fail: Any) -> None:
         client = GatewayClient(api, token, data_dir)
         spec = {"kind": str(kind), "codec": codec, "quality": quality, "speed": str(speed),
                 "hardware": str(hardware), "priority": priority, "split": split,
+                "deinterlace": str(deinterlace), "sdr": sdr, "tonemap": str(tonemap),
                 "overwrite": overwrite, "callback_url": callback_url}  # fmt: skip
         paths = [_absolute(p) for p in inputs]
         one = paths[0] if len(paths) == 1 else ""
