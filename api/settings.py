@@ -67,7 +67,10 @@ class WatchFolder(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FRAMEFLEET_", extra="ignore")
+    # An empty variable means unset (compose files and systemd env files write them):
+    # FRAMEFLEET_GPU_INVENTORY="" is no inventory, not the current folder.
+    model_config = SettingsConfigDict(env_prefix="FRAMEFLEET_", extra="ignore",
+                                      env_ignore_empty=True)  # fmt: skip
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from cluster.errors import InventoryError
 from cluster.model.jobs import CODECS
+from cluster.nodes.environ import env_setting
 
 log = logging.getLogger("framefleet.gpus")
 
@@ -279,7 +280,7 @@ def _text(value: str | bytes) -> str:
 def gpu_source(inventory: str | os.PathLike[str] | None = None) -> GpuSource:
     """The node's GPU source: a static inventory (argument, else ``FRAMEFLEET_GPU_INVENTORY``),
     else NVML, else none. A missing driver is logged once and means a CPU-only node."""
-    path = inventory or os.environ.get(INVENTORY_ENV)
+    path = inventory or env_setting(INVENTORY_ENV)
     if path:
         return StaticSource(Path(path))
     try:

@@ -7,7 +7,6 @@ node affinity, lifetimes. The coordinator's actor is in :mod:`cluster.ray_edge.b
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from cluster.media.encoders import FFMPEG_ENV
 from cluster.model.progress import ProgressSnapshot
 from cluster.nodes.agent import NodeAgent
 from cluster.nodes.encoder import EncoderWorker
+from cluster.nodes.environ import env_setting
 from cluster.nodes.serving import MediaServer
 from cluster.ray_edge.errors import peer_error
 from cluster.scheduling.planner import Placement
@@ -87,25 +87,23 @@ class NodeAgentActor(NodeAgent):
     settings come from the environment ``ray start`` gave its raylet (``node start``)."""
 
     def __init__(self) -> None:
-        super().__init__(
-            ffmpeg=os.environ.get(FFMPEG_ENV), scratch=node_scratch(), media=node_media()
-        )
+        super().__init__(ffmpeg=env_setting(FFMPEG_ENV), scratch=node_scratch(), media=node_media())
         self.start()
 
 
 def node_media() -> MediaServer:
     """What serves this node's media, with the path map and declaration ``node start``
     set in the raylet's environment (``FRAMEFLEET_MEDIA_MAP``, ``FRAMEFLEET_NO_MEDIA``)."""
-    no_media = os.environ.get(NO_MEDIA_ENV, "").lower() in ("1", "true", "yes")
-    return MediaServer(parse_media_map(os.environ.get(MEDIA_MAP_ENV)), no_media=no_media)
+    no_media = (env_setting(NO_MEDIA_ENV) or "").lower() in ("1", "true", "yes")
+    return MediaServer(parse_media_map(env_setting(MEDIA_MAP_ENV)), no_media=no_media)
 
 
 def node_scratch() -> Scratch:
     """This node's scratch space, as ``node start`` (or the embedded runtime) set it in
     the raylet's environment: ``FRAMEFLEET_SCRATCH`` (default: the temp folder's
     ``framefleet-scratch``) and ``FRAMEFLEET_SCRATCH_BYTES`` (a budget; default none)."""
-    root = os.environ.get(SCRATCH_ENV) or DEFAULT_SCRATCH
-    budget = os.environ.get(SCRATCH_BYTES_ENV)
+    root = env_setting(SCRATCH_ENV) or DEFAULT_SCRATCH
+    budget = env_setting(SCRATCH_BYTES_ENV)
     return Scratch(Path(root), int(budget) if budget else None)
 
 

@@ -15,6 +15,7 @@ import ray
 from cluster.config import RuntimeConfig
 from cluster.errors import ClusterUnavailable
 from cluster.media.encoders import FFMPEG_ENV
+from cluster.nodes.environ import env_setting
 from cluster.nodes.gpus import INVENTORY_ENV
 from cluster.nodes.register import detect_local
 from cluster.ray_edge.token import check_reachable, embedded_token_env
@@ -117,7 +118,7 @@ def connect(config: RuntimeConfig) -> Runtime:
         os.environ.update(embedded_token_env(os.environ, config.data_dir))
         _reset_token_cache()
         try:
-            scratch = config.scratch or os.environ.get(SCRATCH_ENV) or config.data_dir / "scratch"
+            scratch = config.scratch or env_setting(SCRATCH_ENV) or config.data_dir / "scratch"
             budget = config.scratch_bytes
             with (
                 _environ(INVENTORY_ENV, inventory),
