@@ -324,9 +324,20 @@ function nameCell(job) {
   return el("td", { className: "name" }, el("button", { type: "button", className: "link", text: fileName(job.input), title: job.input, onclick: details(job) }));
 }
 
+// Where a job writes: its output file, or its package's folder (a trailing "/"), or its
+// kind for a job that writes nothing (two jobs of one input then still look apart).
+function outputText(job) {
+  if (!job.output) return job.spec.kind === "quality" ? `scored against ${fileName(job.spec.reference)}` : job.spec.kind;
+  return job.spec.kind === "package" || job.spec.kind === "thumbnail" ? `${fileName(job.output)}/` : fileName(job.output);
+}
+
+function outputCell(job) {
+  return el("td", { className: "output", text: outputText(job), title: job.output || "" });
+}
+
 function buildRunning(job) {
   const bar = el("progress", { max: 100, "aria-label": `progress of ${fileName(job.input)}` });
-  return el("tr", {}, nameCell(job), el("td", { className: "progress" }, bar, el("span", { className: "ptext" })), el("td", { className: "where" }), el("td", {}, el("button", { type: "button", className: "cancel", text: "Cancel", onclick: cancel(job) })));
+  return el("tr", {}, nameCell(job), outputCell(job), el("td", { className: "progress" }, bar, el("span", { className: "ptext" })), el("td", { className: "where" }), el("td", {}, el("button", { type: "button", className: "cancel", text: "Cancel", onclick: cancel(job) })));
 }
 
 function updateRunning(row, job) {
@@ -339,7 +350,7 @@ function updateRunning(row, job) {
 }
 
 function buildQueued(job) {
-  return el("tr", {}, nameCell(job), el("td", { className: "prio" }), el("td", { className: "age" }), el("td", { className: "qstatus" }), el("td", {}, el("button", { type: "button", className: "cancel", text: "Cancel", onclick: cancel(job) })));
+  return el("tr", {}, nameCell(job), outputCell(job), el("td", { className: "prio" }), el("td", { className: "age" }), el("td", { className: "qstatus" }), el("td", {}, el("button", { type: "button", className: "cancel", text: "Cancel", onclick: cancel(job) })));
 }
 
 function updateQueued(row, job) {
@@ -350,7 +361,7 @@ function updateQueued(row, job) {
 
 function buildFinished(job) {
   const actions = el("td", { className: "actions" });
-  return el("tr", {}, nameCell(job), el("td", { className: "status" }), el("td", { className: "reason" }), el("td", { className: "ended" }), actions);
+  return el("tr", {}, nameCell(job), outputCell(job), el("td", { className: "status" }), el("td", { className: "reason" }), el("td", { className: "ended" }), actions);
 }
 
 function updateFinished(row, job) {

@@ -358,3 +358,27 @@ def test_after_a_gateway_restart_the_page_reconnects_still_signed_in(
     # While the gateway was down, the browser reported its refused connections; nothing else.
     away = re.compile(r"WebSocket connection .* failed|ERR_CONNECTION_REFUSED")
     assert [e for e in console.unexpected() if not away.search(e)] == []
+
+
+def test_two_jobs_of_one_input_show_their_outputs_in_the_queue(page: Page, farm: Farm) -> None:
+    console = sign_in(page, farm)
+    node = farm.http.get("/v1/nodes").json()[0]["node_id"]
+    assert farm.http.post(f"/v1/nodes/{node}/drain").status_code == 200  # nothing starts
+    jobs: list[dict[str, Any]] = []
+    try:
+        jobs.append(farm.submit("clip.mp4", "twice-a.mp4"))
+        jobs.append(farm.submit("clip.mp4", "twice-b.mkv"))
+        jobs.append(farm.submit("clip.mp4", "twice-pkg", kind="package"))
+        for job, shown in zip(jobs[:2], ("twice-a.mp4", "twice-b.mkv"), strict=True):
+            queued = row(page, "queue", job["id"])
+            expect(queued.locator("button.link")).to_have_text("clip.mp4")
+            expect(queued.locator(".output")).to_have_text(shown)
+        # A package runs as soon as its renditions are planned (they wait, it shows).
+        planned = page.locator(f"tr[data-id='{jobs[2]['id']}'] .output")
+        expect(planned).to_have_text("twice-pkg/")
+        shot(page, "queue-outputs")
+    finally:
+        farm.http.delete(f"/v1/nodes/{node}/drain")
+        for job in jobs:
+            farm.http.delete(f"/v1/jobs/{job['id']}")
+    assert console.unexpected() == []
