@@ -253,6 +253,12 @@ def test_sign_in_watch_a_job_advance_to_done_and_see_the_declared_gpu(
     expect(page.locator("#stat-succeeded")).not_to_have_text("0")
     done.locator("button.link").click()
     expect(page.locator("#detail-fields")).to_contain_text("CPU on")  # the placement reason
+    # The input as probed: its scan (the tag, and idet's counts at 25 fps) and its colour.
+    fields = page.locator("#detail-fields")
+    expect(fields.locator("dt:text-is('Scan') + dd")).to_have_text(
+        re.compile(r"^progressive \(tagged progressive; idet TFF \d+, BFF \d+, progressive \d+")
+    )
+    expect(fields.locator("dt:text-is('Colour') + dd")).to_have_text(re.compile(r"^SDR\b"))
     expect(page.locator("#detail-result")).to_contain_text('"size_bytes"')
     shot(page, "overview")
     page.set_viewport_size({"width": 390, "height": 844})  # a phone
