@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -105,7 +107,13 @@ def register(app: typer.Typer) -> None:
         finally:
             withdraw(settings.data_dir)
             err.print("stopping: winding down running encodes (they are re-queued)…")
-            fleet.close()
+            if not fleet.close():
+                # The local Ray went down with this process's group and was killed
+                # outright; Ray's exit hooks would wait a minute for it. Exit now.
+                err.print("stopped (the local Ray had been stopped too; its jobs are "
+                          "re-queued at the next start)")  # fmt: skip
+                sys.stderr.flush()
+                os._exit(0)
 
 
 def _stop_requested(signum: int, frame: object) -> None:

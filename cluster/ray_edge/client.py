@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -16,7 +16,7 @@ from cluster.control.api import CoordinatorAPI, HeadAPI
 from cluster.control.coordinator import Coordinator
 from cluster.control.farm.view import NodeRecord
 from cluster.control.farmapi import MetricsSnapshot
-from cluster.errors import ClusterUnavailable, FramefleetError
+from cluster.errors import ClusterUnavailable
 from cluster.model.events import EventBatch, JobEvent
 from cluster.model.jobs import Job, JobSpec
 from cluster.ray_edge.backend import RemoteCoordinator, coordinator_options
@@ -28,6 +28,12 @@ COORDINATOR_START_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 30.0
 """Every call waits at most this long (a busy or frozen engine never holds a caller)."""
 RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
+ALIVE_WAIT_S = 3.0
+"""On close: a coordinator that does not answer a ping within this is taken for gone."""
+SHUTDOWN_WAIT_S = 60.0
+"""How long the coordinator has to wind its encodes down."""
+CLOSE_WAIT_S = 20.0
+"""On close: how long an embedded Ray has to stop cleanly before it is killed."""
 RESTART_POLL_S = 0.5
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -200,25 +206,51 @@ class Fleet:
                 job = self.get(job_id)
         return job
 
-    def shutdown_coordinator(self) -> None:
-        """Stop encodes cleanly (running jobs are re-queued) and remove the coordinator."""
-        self._change(60, HeadAPI.shutdown)
+    def shutdown_coordinator(self, timeout: float = SHUTDOWN_WAIT_S, *, wait: bool = True) -> None:
+        """Stop encodes cleanly (running jobs are re-queued) and remove the coordinator;
+        ``wait``: until its name is free for a new one (not when Ray stops next)."""
+        self._change(timeout, HeadAPI.shutdown)
         ray.kill(self._coordinator, no_restart=True)
         # The name is released shortly after; until then a new connect would get the dead actor.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while wait and time.monotonic() < deadline:
             try:
                 ray.get_actor(self._config.coordinator_name, namespace=self._config.namespace)
             except ValueError:
                 return
             time.sleep(0.05)
 
-    def close(self) -> None:
-        """Disconnect; an embedded Ray stops, after its running encodes are wound down."""
-        if self.runtime.embedded:
-            with contextlib.suppress(FramefleetError):
-                self.shutdown_coordinator()
-        self.runtime.close()
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> bool:
+        """Disconnect; an embedded Ray stops, after its running encodes are wound down.
+
+        Whether it closed cleanly. ``False``: the embedded Ray did not stop within
+        ``wait_s`` (it was going down already, its processes signalled with this one, as
+        ``kill -- -PGID`` or a supervisor's stop of the whole group does, and Ray waits a
+        minute for a GCS that is gone), so it was killed outright: its processes and
+        folder are gone, running jobs are re-queued by the next start, and this process
+        should exit without Ray's exit hooks (``os._exit``), which would wait too."""
+        if not self.runtime.embedded:
+            self.runtime.close()
+            return True
+        failed: list[BaseException] = []
+
+        def wind_down() -> None:
+            try:
+                self._change(ALIVE_WAIT_S, HeadAPI.ping)  # a dying Ray answers nothing
+                self.shutdown_coordinator(wait=False)
+                self.runtime.close()
+            except BaseException as exc:
+                failed.append(exc)
+
+        closing = threading.Thread(target=wind_down, name="framefleet-close", daemon=True)
+        closing.start()
+        closing.join(wait_s)
+        if not closing.is_alive() and not failed:
+            return True
+        why = failed[0] if failed else f"no answer within {wait_s:g} s"
+        log.warning("the local Ray is going down (%s); stopping it at once", why)
+        self.runtime.kill()
+        return False
 
 
 class AsyncFleet:

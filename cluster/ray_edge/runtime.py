@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,8 +45,42 @@ class Runtime:
         """Stop an embedded Ray (and everything on it); leave a joined cluster running."""
         if self.owned and ray.is_initialized():
             ray.shutdown()
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self._remove()
+
+    def _remove(self) -> None:
+        """What is left of an embedded Ray killed, then its folder removed (a process still
+        dying would write its logs there again)."""
+        if self.temp_dir is None:
+            return
+        for pid in _pids_under(self.temp_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Stop an embedded Ray at once without talking to it (it is going down already):
+        its processes (GCS, raylet, agents, and the workers with their ffmpeg) killed, its
+        folder removed. Ray's own shutdown would wait a minute for a GCS that is gone."""
+        if not self.embedded:
+            return
+        node = getattr(ray._private.worker, "_global_node", None)
+        if node is not None:
+            with contextlib.suppress(Exception):
+                node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+        self._remove()  # the workers, whose raylet is gone
+
+
+def _pids_under(folder: Path) -> list[int]:
+    """Processes other than this one whose command line names ``folder`` (a Ray session's
+    workers and agents name their session directory)."""
+    mark, me, found = os.fsencode(folder), os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        with contextlib.suppress(OSError):
+            if mark in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+    return found
 
 
 def _private_temp_dir(data_dir: Path) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from tests.helpers import (
     ffmpeg_processes,
     free_port,
     fresh_home_env,
+    leftovers,
     make_clip,
     process_tree,
     streams,
@@ -426,3 +429,76 @@ def test_serve_on_a_fresh_machine_as_make_run_starts_it(tmp_path: Path) -> None:
     assert not (data / "gateway.json").exists()  # a stopped gateway is not looked for
     down = client("nodes")
     assert down.returncode == 3 and "is `framefleet serve` running?" in one_line_error(down)
+
+
+def test_serve_stopped_with_its_whole_process_group_exits_in_seconds_leaving_nothing(
+    tmp_path: Path,
+) -> None:
+    """`kill -- -PGID` (supervisord's stopasgroup, systemd's control-group stop): the
+    gateway, its Ray and a running encode all get SIGTERM at once; the gateway must not
+    wait on a coordinator that cannot answer."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    media = data / "media"
+    media.mkdir(parents=True)
+    make_clip(media / "long.mp4", seconds=30, size="640x360")
+    env = fresh_home_env(tmp_path / "home", FRAMEFLEET_API_TOKENS="group-stop-token-0123",
+                         FRAMEFLEET_DATA_DIR=str(data))  # fmt: skip
+    output = tmp_path / "serve.log"
+    with output.open("w") as sink:
+        server = subprocess.Popen([*FRAMEFLEET, "serve", "--port", str(port)], env=env,
+                                  stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)  # fmt: skip
+    group = server.pid
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{api}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=90, step=0.2)
+        auth = {"Authorization": "Bearer group-stop-token-0123"}
+        body = {"input": str(media / "long.mp4"), "output": str(media / "out.mp4"),
+                "hardware": "cpu", "speed": "slow", "split": "off"}  # fmt: skip
+        job = httpx.post(f"{api}/v1/jobs", json=body, headers=auth).json()
+        wait_until(lambda: httpx.get(f"{api}/v1/jobs/{job['id']}", headers=auth).json()
+                   ["progress"], timeout=60)  # fmt: skip
+        assert [p for p, name in process_tree(group).items() if "ffmpeg" in name]
+        # The embedded Ray's folder (in the data dir, or the temp folder when the data
+        # dir's path is too long for Ray's sockets), as its processes name it.
+        named = " ".join(process_tree(group).values())
+        ray_dirs = {Path(m) for m in re.findall(r"(/[^\s=]*/ray-[^/\s]+)/session_", named)}
+        assert ray_dirs and all(d.is_dir() for d in ray_dirs), named
+        signal_sent = time.monotonic()
+        os.killpg(group, signal.SIGTERM)
+        server.wait(timeout=45)
+        took = time.monotonic() - signal_sent
+    finally:
+        if server.poll() is None:
+            os.killpg(group, signal.SIGKILL)
+            server.wait()
+    log = output.read_text()
+    assert server.returncode == 0, log
+    assert "Traceback" not in log, log
+    wait_until(lambda: group_members(group) == [], timeout=5)
+    left = [d for d in ray_dirs if d.exists()]
+    assert not left, f"the embedded Ray's folder is left: {[p.name for p in left[0].iterdir()]}"
+    assert leftovers(media) == []  # no partial file
+    print(f"serve exited {took:.1f} s after its group's SIGTERM")
+
+
+def group_members(group: int) -> list[int]:
+    """Live processes of process group ``group``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[2]) == group and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
