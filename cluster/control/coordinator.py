@@ -413,11 +413,16 @@ class Coordinator:
         self._apply(self.graphs.reads_done())
         now = self._now()
         ready: list[Job] = []
+        held = False  # queued jobs not ready yet (being probed, backing off) wait too
         for job in list(self.table.queue.values()):
-            if job.status is not JobStatus.QUEUED or job.not_before > now:
+            if job.status is not JobStatus.QUEUED:
+                continue
+            if job.not_before > now:
+                held = True
                 continue
             if job.input_media is None:
                 self.prober.ensure(job)
+                held = True
                 continue
             placeable, moves = self.graphs.consider(job, self._farm(job))
             self._apply(moves)
@@ -425,7 +430,7 @@ class Coordinator:
                 ready.append(job)
         if not ready or not self.view.nodes:
             return  # nothing to place, or no node yet: wait for the cluster
-        self._place(ready, now)
+        self._place(ready, now, held=held)
 
     def _probed(self) -> list[Move]:
         """What the probes found: recorded on their jobs (a probe job is done)."""
@@ -447,8 +452,9 @@ class Coordinator:
                 ]
         return moves
 
-    def _place(self, ready: list[Job], now: float) -> None:
-        """Place ``ready`` in queue order (finishing tasks first: each ends a job)."""
+    def _place(self, ready: list[Job], now: float, *, held: bool = False) -> None:
+        """Place ``ready`` in queue order (finishing tasks first: each ends a job);
+        ``held``: other queued jobs will be ready soon (no core is spare for them)."""
         aging = self.config.aging_s
 
         def order(job: Job) -> tuple[bool, tuple[float, int]]:
@@ -461,7 +467,8 @@ class Coordinator:
         held_back = self.view.has_suspects or self.healer.holds_back()
         whole = self._planner() if held_back else planner
         demands = [(job, demand_for(job, job.input_media)) for job in ready if job.input_media]
-        plan = plan_round(demands, planner, whole, self.config.costs, self._reach)
+        plan = plan_round(demands, planner, whole, self.config.costs, self._reach,
+                          others_waiting=held)  # fmt: skip
         for job, why in plan.never:
             self.counters.count(JobCounter.PLACEMENT_FAILURES)
             failure = CapacityError(why)

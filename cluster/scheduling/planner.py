@@ -15,8 +15,9 @@ GPUs in ~25 microseconds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from sortedcontainers import SortedList
@@ -131,6 +132,22 @@ class Placement:
     """Ray custom resources the encoder actor asks for (GPU memory MiB, one session)."""
     media_from: str | None = None
     """The node whose agent serves the job's media, when this node cannot see them."""
+    spare_cpus: float = 0.0
+    """Free cores given beyond the estimate, nothing waiting having use for them (see
+    :meth:`Planner.give_spare`): counted as the job's on its node, not held in Ray, so the
+    warm encoder of its shape is reused."""
+    threads: int | None = None
+    """ffmpeg's threads (``None``: one per core given)."""
+
+    @property
+    def cores(self) -> float:
+        """The cores the job has on its node: its estimate and any spare ones."""
+        return self.cpus + self.spare_cpus
+
+    @property
+    def thread_count(self) -> int:
+        """How many threads its ffmpeg runs."""
+        return self.threads or max(1, math.ceil(self.cores - 1e-6))
 
     def for_job(self, encoder: str | None) -> JobPlacement:
         """What the job records of this placement (with the encoder it runs)."""
@@ -141,7 +158,7 @@ class Placement:
             hardware=self.hardware,
             encoder=encoder,
             reason=self.reason,
-            cpus=self.cpus,
+            cpus=self.cores,
             gpu=gpu,
             gpu_memory_mb=self.gpu_memory_mb,
             memory_mb=self.memory_mb,
@@ -481,6 +498,35 @@ class Planner:
             node.memory_free -= ram
         self._index_node(ni, node)
 
+    def give_spare(self, placement: Placement, share: int, node_threads: bool) -> Placement:
+        """Work-conserving cores: ``placement``, just made on a node where nothing waiting
+        could use the cores left free, takes ``share`` of them (counted on the node), and
+        with ``node_threads`` its ffmpeg gets threads for the node's every core (as the
+        jobs beside it end, it uses theirs too; new work is still placed by what is
+        counted)."""
+        ni = self._node_at[placement.node_id]
+        node = self._nodes[ni]
+        share = min(share, int(node.cpus_free + 1e-6))
+        if share > 0:
+            self._unindex_node(ni, node)
+            node.cpus_free -= share
+            self._index_node(ni, node)
+        cores = placement.cpus + share
+        threads = max(math.ceil(cores - 1e-6), int(node.cpus)) if node_threads else None
+        said = []
+        if share:
+            said.append(f"{cores:g} cores ({share:g} free beyond the estimate; nothing waiting)")
+        if threads and threads > cores + 1e-6:
+            said.append(f"threads for all {threads} of the node's cores (nothing waiting)")
+        if not said:
+            return placement
+        return replace(placement, spare_cpus=float(share), threads=threads,
+                       reason=f"{placement.reason}; {', '.join(said)}")  # fmt: skip
+
+    def free_cpus(self, node_id: str) -> float:
+        """Cores of the node not counted to any job now."""
+        return self._nodes[self._node_at[node_id]].cpus_free
+
     def release(self, placement: Placement) -> None:
         """Give a placement's room back (the simulation's job completions)."""
         self._gpu_miss.clear()
@@ -488,7 +534,7 @@ class Planner:
         ni = self._node_at[placement.node_id]
         node = self._nodes[ni]
         self._unindex_node(ni, node)
-        node.cpus_free += placement.cpus
+        node.cpus_free += placement.cores
         node.running -= 1
         if node.memory_free is not None:
             node.memory_free += placement.memory_mb

@@ -101,11 +101,15 @@ def plan_round(
     whole: Planner,
     costs: CostModel,
     reach: Callable[[Job], Reach | None] = lambda job: None,
+    *,
+    others_waiting: bool = False,
 ) -> Round:
     """Place ``ready`` in order on ``planner`` (the nodes that may take work now). Whether a
     job could ever run is judged on ``whole`` (every node, suspect ones included). A job
     goes to a node that sees its media when one has room; else, when moving them is worth
-    it, to one that does not (:func:`_place_unseen`)."""
+    it, to one that does not (:func:`_place_unseen`). When nothing is left waiting (and
+    ``others_waiting`` says no queued job is about to be ready), cores left free go to
+    the encodes started (:func:`_work_conserving`)."""
     result = Round()
     for job, demand in ready:
         never = whole.never(demand)
@@ -132,7 +136,32 @@ def plan_round(
             result.start.append((job, placement))
         else:
             result.waiting.append(autoscaler_bundle(demand, costs))
+    if not result.waiting and not others_waiting:
+        result.start = _work_conserving(planner, result.start, ready)
     return result
+
+
+def _work_conserving(
+    planner: Planner, start: list[tuple[Job, Placement]], ready: list[tuple[Job, Demand]]
+) -> list[tuple[Job, Placement]]:
+    """Nothing is left waiting: the CPU encodes started this round share the cores their
+    nodes still have free (counted as theirs), and their threads follow their node's
+    cores (a lone last job of a batch then uses the cores its neighbours free as they
+    end, as a shell loop's ffmpeg would). While work waits, every job keeps its estimate."""
+    demands = {job.id: demand for job, demand in ready}
+    sharing: dict[str, list[int]] = {}
+    for i, (job, placement) in enumerate(start):
+        demand = demands.get(job.id)
+        if demand is not None and demand.kind is JobKind.TRANSCODE and \
+                placement.hardware is Hardware.CPU:  # fmt: skip
+            sharing.setdefault(placement.node_id, []).append(i)
+    conserved = list(start)
+    for node_id, indexes in sharing.items():
+        share = int(planner.free_cpus(node_id) + 1e-6) // len(indexes)
+        for i in indexes:
+            job, placement = conserved[i]
+            conserved[i] = (job, planner.give_spare(placement, share, len(indexes) == 1))
+    return conserved
 
 
 def _place_unseen(

@@ -3,7 +3,6 @@ the chosen node sees its media at."""
 
 from __future__ import annotations
 
-import math
 import posixpath
 from dataclasses import replace
 
@@ -68,7 +67,7 @@ def work_order(
         media,
         encoder,
         cuda_device=placement.gpu_uuid,
-        threads=max(1, math.ceil(placement.cpus - 1e-6)),  # the cores it was placed on
+        threads=placement.thread_count,  # the cores it was placed on (and spare ones)
         ffmpeg=ffmpeg,
         roots=roots,
         stage=stage,

@@ -91,7 +91,7 @@ class EncoderPool:
         """(cores, jobs, memory MiB) that busy actors hold on ``node_id``."""
         busy = [x for x in self._leases if x.node_id == node_id and x.busy]
         return (
-            sum(x.placement.cpus for x in busy),
+            sum(x.placement.cores for x in busy),  # spare cores too (not held in Ray)
             len(busy),
             sum(x.placement.memory_mb for x in busy),
         )

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from cluster import GpuRef, Hardware, JobKind, Policy
+from cluster import GpuRef, Hardware, Job, JobKind, JobSpec, Policy
+from cluster.control.rules.dispatch import plan_round
 from cluster.errors import CostModelError
 from cluster.model.capability import Capability, CodecState
 from cluster.scheduling.costs import CostModel
@@ -401,3 +402,57 @@ class _Scan:
 
     def release(self, p: Placement) -> None:
         self.take(p, -1)
+
+
+def queued(name: str) -> Job:
+    return Job(id=name, spec=JobSpec(kind=JobKind.TRANSCODE, input=f"/m/{name}.mov",
+                                     output=f"/m/{name}.mp4"))  # fmt: skip
+
+
+def test_free_cores_go_to_the_last_job_only_when_nothing_waits() -> None:
+    # A 4-core node, a 640x360 H.264 encode estimated at 1 core.
+    planner = Planner([node("n", 4)])
+    alone = plan_round([(queued("a"), job())], planner, planner, COSTS)
+    [(_, placed)] = alone.start
+    assert (placed.cpus, placed.spare_cpus, placed.cores, placed.thread_count) == (1, 3, 4, 4)
+    assert placed.reason.endswith("; 4 cores (3 free beyond the estimate; nothing waiting)")
+    assert planner.free_cpus("n") == 0  # counted: the next job waits for them
+    assert placed.for_job("libx264").cpus == 4
+
+
+def test_a_job_placed_beside_waiting_work_keeps_its_estimate() -> None:
+    planner = Planner([node("n", 2, used=1, running=1)])  # one core left
+    ready = [(queued("a"), job()), (queued("b"), job())]  # b does not fit: it waits
+    placed = plan_round(ready, planner, Planner([node("n", 2)]), COSTS)
+    [(_, first)] = placed.start
+    assert len(placed.waiting) == 1
+    assert (first.cores, first.thread_count, first.spare_cpus) == (1, 1, 0)
+    assert "beyond the estimate" not in first.reason
+
+
+def test_jobs_started_together_share_free_cores_and_a_lone_one_gets_the_nodes_threads() -> None:
+    planner = Planner([node("n", 5)])
+    both = plan_round([(queued("a"), job()), (queued("b"), job())], planner, planner, COSTS)
+    # 3 free: 1 more each
+    assert [(p.cores, p.thread_count) for _, p in both.start] == [(2, 2), (2, 2)]
+    assert planner.free_cpus("n") == 1
+    # The last of a batch, placed as a neighbour still runs: one core free, none spare;
+    # its threads cover the node, so it takes the neighbour's core when that one ends.
+    tail = Planner([node("n", 2, used=1, running=1)])
+    [(_, last)] = plan_round([(queued("c"), job())], tail, tail, COSTS).start
+    assert (last.cores, last.spare_cpus, last.thread_count) == (1, 0, 2)
+    assert last.reason.endswith("; threads for all 2 of the node's cores (nothing waiting)")
+
+
+def test_no_core_is_spare_while_other_queued_jobs_are_about_to_be_ready() -> None:
+    planner = Planner([node("n", 4)])  # b and c are being probed: a keeps its estimate
+    [(_, placed)] = plan_round([(queued("a"), job())], planner, planner, COSTS,
+                               others_waiting=True).start  # fmt: skip
+    assert (placed.cores, placed.threads) == (1, None) and planner.free_cpus("n") == 3
+
+
+def test_gpu_and_light_jobs_keep_their_estimate() -> None:
+    planner = Planner([node("n", 4)])
+    probe = Demand(JobKind.VALIDATE, Hardware.CPU, "h264", 640, 360)
+    [(_, placed)] = plan_round([(queued("v"), probe)], planner, planner, COSTS).start
+    assert (placed.spare_cpus, placed.threads) == (0, None)
