@@ -242,7 +242,7 @@ def test_idet_and_the_first_frame_read_the_same_open_file_with_the_whitelist() -
     for argv in (idet, frame):
         at = argv.index(SOURCE[0])
         assert argv[at : at + len(SOURCE)] == SOURCE
-    assert idet[idet.index("-map") :] == ["-map", "0:0", "-frames:v", "120", "-vf",
+    assert idet[idet.index("-map") :] == ["-map", "0:0", "-frames:v", "60", "-vf",
                                           "idet=intl_thres=1.2", "-an", "-sn", "-dn", "-f",
                                           "null", "-"]  # fmt: skip
     assert "%+#1" in frame and "frame=side_data_list" in frame
