@@ -81,6 +81,9 @@ from cluster.model.progress import ProgressSnapshot
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
 log = logging.getLogger("framefleet.coordinator")
+IDLE_REFRESH_S = 10.0
+"""How often housekeeping looks while no job is queued or running (a node that joins an
+idle farm is seen within this; a submit wakes it at once)."""
 
 
 def log_capacity_failure(task: asyncio.Task[None]) -> None:
@@ -133,6 +136,9 @@ class Coordinator:
         """The last resource shapes asked of the autoscaler."""
         self._stopping = False
         self._wake = asyncio.Event()
+        """Set: a dispatch round is due."""
+        self._work = asyncio.Event()
+        """Set: something happened; housekeeping at rest looks now."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stops: set[asyncio.Task[bool]] = set()
         """Encodes the watchdog is stopping."""
@@ -389,6 +395,7 @@ class Coordinator:
     def _wake_up(self) -> None:
         if not self._stopping:
             self._wake.set()
+            self._work.set()  # housekeeping back to its busy pace
 
     # ---- dispatch --------------------------------------------------------------------
 
@@ -604,6 +611,11 @@ class Coordinator:
             self.pool.forget_node(node_id)
 
     async def _housekeeping_loop(self) -> None:
+        """What no event tells: nodes that joined or left Ray (and what their agents
+        report), encodes past their watchdog limits, encoders idle past ``idle_s``,
+        finished jobs past their retention, and queued jobs whose backoff ended. Every
+        ``node_refresh_s`` while jobs are queued or running, or a node is not ready yet;
+        at rest every :data:`IDLE_REFRESH_S`, or as soon as a job arrives."""
         while not self._stopping:
             try:
                 await self._refresh_nodes()
@@ -616,5 +628,13 @@ class Coordinator:
                 self.table.forget_finished(self._now())
             except Exception:
                 log.exception("housekeeping failed")
-            self._wake_up()
-            await asyncio.sleep(self.config.node_refresh_s)
+            if self.table.queue or self.encodes.running:
+                self._wake_up()  # a backoff may have ended, a node joined
+                await asyncio.sleep(self.config.node_refresh_s)
+                continue
+            if not self.view.nodes or self.view.waiting_for():  # not ready yet: look soon
+                await asyncio.sleep(self.config.node_refresh_s)
+                continue
+            self._work.clear()  # at rest: until a job arrives, or a while
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), IDLE_REFRESH_S)

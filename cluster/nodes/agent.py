@@ -167,7 +167,8 @@ class NodeAgent:
             log.info("GPU %s NVENC: %s", uuid, {c: str(v.state) for c, v in caps.items()})
 
     async def _sweep_loop(self) -> None:
-        """Remove scratch folders whose encoder died (killed, or the node restarted)."""
+        """Remove scratch folders whose encoder died (killed, or the node restarted) and
+        media uploads left half-way, every :data:`SWEEP_S`: a dead process says nothing."""
         while True:
             try:
                 removed = await asyncio.to_thread(self._scratch.sweep)
@@ -179,6 +180,9 @@ class NodeAgent:
             await asyncio.sleep(SWEEP_S)
 
     async def _refresh_loop(self) -> None:
+        """Read the GPUs (memory, load, encoder sessions) every ``refresh_s``: placement
+        and ``/metrics`` use the readings, and no event says they changed. A node with no
+        GPU source (no driver, no inventory) runs no loop at all."""
         if self._source is None:
             return
         while True:
