@@ -10,12 +10,9 @@ sends the token given to Authorize.
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.resources import files
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, HTTPException, Response
-
-from api.gateway.routers.ui import JS, PAGE_HEADERS
+from api.gateway.routers.ui import JS, PAGE_HEADERS, asset_response, read_asset
 
 router = APIRouter(tags=["docs"], include_in_schema=False)
 DOCS_HEADERS = PAGE_HEADERS | {
@@ -30,25 +27,12 @@ ASSETS = {
 }
 
 
-@cache
-def _asset(path: str) -> bytes:
-    return files("api.gateway").joinpath("ui", *path.split("/")).read_bytes()
-
-
 @router.get("/docs")
 async def page() -> Response:
-    return Response(_asset("docs.html"), media_type="text/html; charset=utf-8",
+    return Response(read_asset("docs.html"), media_type="text/html; charset=utf-8",
                     headers=DOCS_HEADERS)  # fmt: skip
 
 
 @router.get("/docs/assets/{name}")
 async def asset(name: str) -> Response:
-    found = ASSETS.get(name)
-    if found is None:
-        raise HTTPException(status_code=404, detail=f"no asset {name!r}")
-    path, kind = found
-    try:
-        content = _asset(path)
-    except FileNotFoundError:  # an install without ui/vendor/ (its package data)
-        raise HTTPException(status_code=404, detail=f"{name} is not installed here") from None
-    return Response(content, media_type=kind, headers=DOCS_HEADERS)
+    return asset_response(name, ASSETS, DOCS_HEADERS)

@@ -61,7 +61,7 @@ PAGE_HEADERS = {
 WRONG_TOKEN = HTTPException(status_code=401, detail="that token is not valid for this gateway")
 
 
-def _asset(path: str) -> bytes:
+def read_asset(path: str) -> bytes:
     return files("api.gateway").joinpath("ui", *path.split("/")).read_bytes()
 
 
@@ -72,21 +72,29 @@ async def root() -> RedirectResponse:
 
 @router.get("/ui")
 async def page() -> Response:
-    return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
+    return Response(read_asset("index.html"), media_type="text/html; charset=utf-8",
                     headers=PAGE_HEADERS)  # fmt: skip
 
 
 @router.get("/ui/assets/{name}")
 async def asset(name: str) -> Response:
-    found = ASSETS.get(name)
+    return asset_response(name, ASSETS, PAGE_HEADERS)
+
+
+def asset_response(
+    name: str, assets: dict[str, tuple[str, str]], headers: dict[str, str]
+) -> Response:
+    """One of ``assets`` (name -> path under ``ui/``, content type), with ``headers``; a
+    404 for another name, or for a vendored file an install left out."""
+    found = assets.get(name)
     if found is None:
         raise HTTPException(status_code=404, detail=f"no asset {name!r}")
     path, kind = found
     try:
-        content = _asset(path)
+        content = read_asset(path)
     except FileNotFoundError:  # an install without ui/vendor/ (its package data)
         raise HTTPException(status_code=404, detail=f"{name} is not installed here") from None
-    return Response(content, media_type=kind, headers=PAGE_HEADERS)
+    return Response(content, media_type=kind, headers=headers)
 
 
 def _from_page(request: Request) -> None:
