@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.errors import ConfigError, FramefleetError
+from cluster.errors import ConfigError, FramefleetError, Kind
 from cluster.media.encoders import available
 from cluster.model.jobs import Job, JobKind, JobSpec
 from cluster.scheduling.admission import check_spec
@@ -56,6 +56,9 @@ class WatchRule:
 
 
 OUTPUT_KINDS = (JobKind.TRANSCODE, JobKind.THUMBNAIL, JobKind.PACKAGE)
+RETRY_S = 30.0
+"""A file the cluster could not take for now (its queue full, or it away) is tried again
+after this, not remembered as refused."""
 """Kinds whose rule needs an output folder (a package: a folder per master in it)."""
 
 
@@ -168,6 +171,12 @@ class FolderWatcher:
             try:
                 job = self.submit(self.spec_for(path))
             except FramefleetError as exc:
+                if exc.kind in (Kind.BUSY, Kind.UNAVAILABLE):  # the queue is full, or the
+                    # cluster away, for now: the file is tried again in a while
+                    self._pending[path] = _Pending(seen.size, seen.mtime_ns, now + RETRY_S)
+                    self.say(f"{path}: not submitted yet ({exc}); trying again in "
+                             f"{RETRY_S:g} s")  # fmt: skip
+                    continue
                 self._remember(path, seen, None, f"refused: {exc}")
                 self.say(f"{path}: not submitted: {exc}")
                 continue

@@ -269,11 +269,13 @@ class Coordinator:
                     "retried (cancel it first, or wait for it to end)"
                 )
             await self.graphs.settled(job)  # its last run's tasks are stopped, files gone
-            if self.encodes.alive(job_id) and not await self.encodes.stop(job_id):
-                raise InvalidTransition(
-                    f"job {job_id}'s last encoder has not confirmed its end yet (its node "
-                    "may be unreachable); retry once it has"
-                )
+            encodes = [job_id, *(t.id for t in self.table.tasks_of(job).values())]
+            for one in [i for i in encodes if self.encodes.alive(i)]:
+                if not await self.encodes.stop(one):
+                    raise InvalidTransition(
+                        f"job {job_id}'s last encoder has not confirmed its end yet (its "
+                        "node may be unreachable); retry once it has"
+                    )
             self._apply([Move(job, JobStatus.QUEUED, "retry requested by user",
                               since=job.status)])  # fmt: skip
             self._wake_up()
@@ -435,6 +437,8 @@ class Coordinator:
             self._apply(moves)
             if placeable and job.status is JobStatus.QUEUED:
                 ready.append(job)
+            elif job.status is JobStatus.QUEUED or moves:
+                held = True  # its graph reads or plans, or grew tasks: work is coming
         if not ready or not self.view.nodes:
             return  # nothing to place, or no node yet: wait for the cluster
         self._place(ready, now, held=held)
@@ -485,7 +489,7 @@ class Coordinator:
             if self._stopping:
                 return
             self._launch(job, placement)
-        running = [run.lease.placement.cpus for run in self.encodes.running.values()]
+        running = [run.lease.placement.cores for run in self.encodes.running.values()]
         bundles = capacity_request(running, plan.waiting, self._asked)
         if bundles is not None:
             self._asked = bundles
@@ -516,7 +520,7 @@ class Coordinator:
         if media is None or job.status is not JobStatus.QUEUED:
             return
         if self.encodes.alive(job.id):  # its last attempt's encoder has not ended yet
-            log.warning("job %s: not started while its last encoder is still stopping", job.id)
+            log.debug("job %s: not started while its last encoder is still stopping", job.id)
             return
         if job.task is not None and job.task.doing:
             placement = replace(placement, reason=f"{job.task.doing}: {placement.reason}")

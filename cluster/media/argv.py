@@ -191,8 +191,9 @@ def _video_args(
     argv = ["-map", f"0:{video.index}"]
     pix_fmt = picture.pix_fmt or _video_pix_fmt(spec, media, encoder)
     filters = list(picture.filters)
-    if picture.deinterlaced and not picture.hdr and picture.pix_fmt is None:
-        filters.insert(0, f"format={'yuv420p' if pix_fmt == 'nv12' else pix_fmt}")
+    if picture.deinterlaced:  # 4:2:0 before the deinterlacer, at the depth it keeps
+        deep = video.bit_depth > 8 or pix_fmt in ("yuv420p10le", "p010le")
+        filters.insert(0, f"format={'yuv420p10le' if deep else 'yuv420p'}")
     if video.width % 2 or video.height % 2:
         filters.append("scale=trunc(iw/2)*2:trunc(ih/2)*2")
     if filters:

@@ -141,7 +141,11 @@ def _scan(video: VideoStream, mode: Deinterlace, encoder: Encoder) -> _Scan:
         film = f"{rate * 4 / 5:.4g}" if rate else "24"
         note = (f"telecined film ({rate_s} frames/s, 3:2 pulldown) inverse-telecined to "
                 f"{film} frames/s (fieldmatch, decimate)")  # fmt: skip
-        ivtc = (f"fieldmatch=order={parity}:combmatch=full", "decimate", "setfield=prog")
+        # Frames fieldmatch cannot match (an edit, a broken cadence) come out flagged
+        # combed: bwdif deinterlaces those alone; decimate then drops the repeats.
+        ivtc = (f"fieldmatch=order={parity}:combmatch=full",
+                f"bwdif=mode=send_frame:parity={parity}:deint=interlaced", "decimate",
+                "setfield=prog")  # fmt: skip
         return _Scan(ivtc, Fraction(4, 5), (note,))
     if mode is Deinterlace.AUTO and kind is not ScanType.INTERLACED:
         return _Scan()

@@ -15,12 +15,13 @@ from cluster.media.argv import (
     CHUNK_CONTAINER,
     Command,
     chunk_command,
+    picture_for,
     stitch_command,
     thumbnail_command,
     transcode_command,
     validate_command,
 )
-from cluster.media.encoders import CONTAINERS, Encoder, container_for
+from cluster.media.encoders import CONTAINERS, Encoder, container_for, cpu_encoder
 from cluster.media.packaging import package_command, rendition_command
 from cluster.media.quality import output_media, score_command, scored_output
 from cluster.model.graph import Step
@@ -86,6 +87,26 @@ def _score_pass(
     return score, score_command(score, spec.input, media, logs=logs, threads=threads or 1)
 
 
+def check_scorable(spec: JobSpec, media: MediaInfo, encoder: Encoder | None) -> None:
+    """A score compares the output frame by frame with its input: refused (one line, not
+    retried) where the picture changes the frame rate (inverse telecine, a field-rate
+    deinterlace) or the colour (HDR tone-mapped to SDR)."""
+    if encoder is None or media.video is None:
+        return
+    picture = picture_for(spec, media.video, encoder)
+    if picture.rate != 1:
+        raise SpecError(
+            f"cannot score this output against its input: it has {picture.rate} of its "
+            "frames (inverse telecine or a field-rate deinterlace); drop the score or "
+            "target, or use --deinterlace frame"
+        )
+    if media.video.hdr and not picture.hdr:
+        raise SpecError(
+            f"cannot score an SDR tone-map against its HDR {media.video.hdr} input; drop "
+            "the score or target, or encode HEVC/AV1 (kept HDR)"
+        )
+
+
 def _probe_commands(
     spec: JobSpec,
     media: MediaInfo,
@@ -99,6 +120,7 @@ def _probe_commands(
     """A probe's sample encode (into the log folder) and its score against the input."""
     if encoder is None or logs is None or spec.reference is None:
         raise SpecError("a probe needs an encoder, a log folder and its input")
+    check_scorable(spec, media, encoder)
     sample = posixpath.join(logs, f"sample-{probe.crf:02d}.{CHUNK_CONTAINER}")
     encode = replace(spec, kind=JobKind.TRANSCODE, output=sample, quality=probe.crf,
                      reference=None, score=None)  # fmt: skip
@@ -245,6 +267,7 @@ def plan_work(
         raise ValueError(f"{spec.kind} jobs need no encoder")
     command = replace(command, argv=[ffmpeg, *command.argv[1:]])
     if spec.kind is JobKind.TRANSCODE and spec.score is not None and segment is None:
+        check_scorable(spec, media, encoder or cpu_encoder(spec.codec))
         score, scoring = _scoring(spec, media, command, logs, threads, quality_ffmpeg or ffmpeg)
     if stage is not None:
         roots = (*roots, stage.folder)

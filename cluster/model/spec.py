@@ -156,6 +156,7 @@ class JobSpec:
             object.__setattr__(self, "tonemap", Tonemap(self.tonemap))
         except ValueError as exc:
             raise SpecError(f"{exc}; see `framefleet encode --help` for the choices") from exc
+        self._check_picture()
         _check_path_text("input", self.input)
         if self.kind in (JobKind.TRANSCODE, JobKind.THUMBNAIL, JobKind.PACKAGE):
             if self.output is None:
@@ -180,13 +181,26 @@ class JobSpec:
             raise SpecError("give either a thumbnail time or a thumbnail count, not both")
         if self.thumbnail_width is not None and not 16 <= self.thumbnail_width <= 7680:
             raise SpecError("thumbnail width must be between 16 and 7680 pixels")
-        _check_labels(self.labels)
+        if not isinstance(self.labels, dict):
+            raise SpecError("labels must be an object of text keys and values")
         if self.callback_url is not None:
             _check_callback_text(self.callback_url)
         object.__setattr__(self, "split", parse_split(self.split))
         self._check_package()
         self._check_score()
         self._check_target()
+
+    def _check_picture(self) -> None:
+        """Deinterlacing and tone-mapping are for what encodes video: transcodes and
+        packages (whose rungs are progressive)."""
+        options = (("deinterlace", self.deinterlace is not Deinterlace.AUTO),
+                   ("sdr", self.sdr), ("tonemap", self.tonemap is not Tonemap.HABLE))  # fmt: skip
+        asked = [name for name, on in options if on]
+        if asked and self.kind not in (JobKind.TRANSCODE, JobKind.PACKAGE):
+            raise SpecError(f"{', '.join(asked)} is for transcodes and packages, not {self.kind}")
+        if self.kind is JobKind.PACKAGE and self.deinterlace is Deinterlace.OFF:
+            raise SpecError("a package's rungs are progressive (HLS asks it): deinterlace "
+                            "auto or frame")  # fmt: skip
 
     @property
     def target(self) -> Target | None:
@@ -266,9 +280,9 @@ MAX_LABELS_CHARS = 4096
 order): a few short strings, at most these, so a queue of them stays small."""
 
 
-def _check_labels(labels: dict[str, str]) -> None:
-    if not isinstance(labels, dict):
-        raise SpecError("labels must be an object of text keys and values")
+def check_labels(labels: dict[str, str]) -> None:
+    """Labels within their caps, at admission (a job stored under older caps still
+    loads)."""
     total = sum(len(str(k)) + len(str(v)) for k, v in labels.items())
     if (
         len(labels) > MAX_LABELS

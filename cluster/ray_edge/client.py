@@ -28,12 +28,10 @@ COORDINATOR_START_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 30.0
 """Every call waits at most this long (a busy or frozen engine never holds a caller)."""
 RESTART_WAIT_S = 60.0  # how long a read waits for Ray to restart the coordinator
-ALIVE_WAIT_S = 3.0
+ALIVE_WAIT_S = 10.0
 """On close: a coordinator that does not answer a ping within this is taken for gone."""
 SHUTDOWN_WAIT_S = 60.0
 """How long the coordinator has to wind its encodes down."""
-CLOSE_WAIT_S = 20.0
-"""On close: how long an embedded Ray has to stop cleanly before it is killed."""
 RESTART_POLL_S = 0.5
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -220,34 +218,39 @@ class Fleet:
                 return
             time.sleep(0.05)
 
-    def close(self, wait_s: float = CLOSE_WAIT_S) -> bool:
+    def close(self, wait_s: float = SHUTDOWN_WAIT_S + 15) -> bool:
         """Disconnect; an embedded Ray stops, after its running encodes are wound down.
 
-        Whether it closed cleanly. ``False``: the embedded Ray did not stop within
-        ``wait_s`` (it was going down already, its processes signalled with this one, as
-        ``kill -- -PGID`` or a supervisor's stop of the whole group does, and Ray waits a
-        minute for a GCS that is gone), so it was killed outright: its processes and
-        folder are gone, running jobs are re-queued by the next start, and this process
-        should exit without Ray's exit hooks (``os._exit``), which would wait too."""
+        Whether it closed cleanly. ``False``: the embedded Ray's coordinator did not
+        answer within :data:`ALIVE_WAIT_S`, or Ray did not stop within ``wait_s`` (it was
+        going down already, its processes signalled with this one, as ``kill -- -PGID``
+        or a supervisor's stop of the whole group does, and Ray waits a minute for a GCS
+        that is gone), so it was killed outright: its processes and folder are gone, and
+        running jobs are re-queued by the next start. A caller may then leave at once
+        (``os._exit``): nothing of Ray is left to wait for."""
         if not self.runtime.embedded:
             self.runtime.close()
             return True
         failed: list[BaseException] = []
+        answered = threading.Event()
 
         def wind_down() -> None:
             try:
                 self._change(ALIVE_WAIT_S, HeadAPI.ping)  # a dying Ray answers nothing
+                answered.set()
                 self.shutdown_coordinator(wait=False)
                 self.runtime.close()
-            except BaseException as exc:
+            except BaseException as exc:  # reported below, then killed
                 failed.append(exc)
 
         closing = threading.Thread(target=wind_down, name="framefleet-close", daemon=True)
         closing.start()
-        closing.join(wait_s)
+        closing.join(ALIVE_WAIT_S + 1)  # first, whether the coordinator answers at all
+        if answered.is_set():
+            closing.join(wait_s)  # then its encodes wound down, and Ray stopped
         if not closing.is_alive() and not failed:
             return True
-        why = failed[0] if failed else f"no answer within {wait_s:g} s"
+        why = failed[0] if failed else "no answer in time"
         log.warning("the local Ray is going down (%s); stopping it at once", why)
         self.runtime.kill()
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -63,6 +64,8 @@ class Runtime:
         folder removed. Ray's own shutdown would wait a minute for a GCS that is gone."""
         if not self.embedded:
             return
+        # Ray's exit hook would wait for the GCS again when this process exits.
+        atexit.unregister(ray._private.worker.shutdown)
         node = getattr(ray._private.worker, "_global_node", None)
         if node is not None:
             with contextlib.suppress(Exception):
@@ -71,15 +74,29 @@ class Runtime:
 
 
 def _pids_under(folder: Path) -> list[int]:
-    """Processes other than this one whose command line names ``folder`` (a Ray session's
-    workers and agents name their session directory)."""
-    mark, me, found = os.fsencode(folder), os.getpid(), []
+    """This process's descendants, and others of its process group, whose command line
+    names ``folder`` (a Ray session's processes and workers name their session directory
+    inside it), and no other."""
+    parents: dict[int, int] = {}
+    group, grouped = os.getpgrp(), set()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(stat[1])
+                if int(stat[2]) == group:  # started by this process's group (a worker
+                    grouped.add(int(entry))  # whose raylet died has a new parent)
+    mine, todo = grouped - {os.getpid()}, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in mine]
+        mine.update(children)
+        todo += children
+    mark, found = os.fsencode(folder) + b"/", []
+    for pid in sorted(mine):
         with contextlib.suppress(OSError):
-            if mark in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
+            if mark in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
     return found
 
 

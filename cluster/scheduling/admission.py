@@ -13,6 +13,7 @@ from cluster.errors import ErrorCode, JobFailure, SpecError
 from cluster.media.argv import check_thumbnail_request
 from cluster.media.encoders import CATALOG, Encoder, container_for
 from cluster.model.jobs import Hardware, JobKind, JobSpec
+from cluster.model.spec import check_labels
 
 T = TypeVar("T")
 MAX_SPEC_BYTES = 16 * 1024
@@ -22,6 +23,7 @@ MAX_SPEC_BYTES = 16 * 1024
 def check_spec(spec: JobSpec, encoders: tuple[Encoder, ...] | None) -> None:
     """Reject what cannot work whatever the files hold: a spec too big to keep, container,
     codec, and (unless ``encoders`` is ``None``) an encoder that some node's ffmpeg has."""
+    check_labels(spec.labels)
     size = len(json.dumps(spec.to_dict(), separators=(",", ":")))
     if size > MAX_SPEC_BYTES:
         raise SpecError(

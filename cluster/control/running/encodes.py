@@ -80,7 +80,10 @@ class Encodes:
         if run is not None and run.lease is lease:
             del self.running[job.id]
         self.pool.release(lease, healthy=healthy)
-        self._on_outcome(job, outcome)
+        try:
+            self._on_outcome(job, outcome)
+        finally:  # a later attempt (or a retried graph's task of the same id) starts clean
+            self.cancelling.discard(job.id)
 
     def alive(self, job_id: str) -> bool:
         """Whether an encode of ``job_id`` has not yet confirmed its end."""

@@ -16,6 +16,7 @@ from cluster.control.fakes import Behaviour, FakeEncoder
 from cluster.control.running import encodes as encodes_module
 from cluster.errors import FramefleetError, InvalidTransition, SpecError
 from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.scheduling.admission import check_spec
 from tests.helpers import until_true
 from tests.unit.control.test_coordinator import Farm, attempts, on_farm
 
@@ -144,17 +145,23 @@ def test_a_submitter_past_its_queued_cap_is_refused_and_others_are_not(tmp_path:
     on_farm(tmp_path, test, max_queued_jobs=3)
 
 
-def test_labels_and_specs_past_their_caps_are_refused_in_one_line(tmp_path: Path) -> None:
+def test_labels_and_specs_past_their_caps_are_refused_in_one_line() -> None:
     with pytest.raises(SpecError) as refused:
-        transcode(labels={f"k{i}": "v" * 1000 for i in range(50)})
+        check_spec(transcode(labels={f"k{i}": "v" * 1000 for i in range(50)}), None)
     message = str(refused.value)
     assert message.startswith("labels: at most 32, keys up to 64 and values up to 256")
     assert "these have 50" in message and "\n" not in message
     with pytest.raises(SpecError, match="keys up to 64"):
-        transcode(labels={"k" * 65: "v"})
+        check_spec(transcode(labels={"k" * 65: "v"}), None)
     with pytest.raises(SpecError, match="4096 in all"):
-        transcode(labels={f"k{i}": "v" * 130 for i in range(32)})
-    transcode(labels={f"k{i}": "v" * 100 for i in range(32)})  # within every cap
+        check_spec(transcode(labels={f"k{i}": "v" * 130 for i in range(32)}), None)
+    check_spec(transcode(labels={f"k{i}": "v" * 100 for i in range(32)}), None)  # within
+
+
+def test_a_job_stored_under_older_label_caps_still_loads() -> None:
+    old = {"kind": "transcode", "input": "/m/a.mp4", "output": "/m/b.mp4",
+           "labels": {f"k{i}": "v" * 900 for i in range(40)}}  # fmt: skip
+    assert len(JobSpec.from_dict(old).labels) == 40  # refused at admission, read back
 
 
 def transcode(**kw: Any) -> JobSpec:

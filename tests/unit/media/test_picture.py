@@ -12,6 +12,7 @@ from cluster.errors import SpecError
 from cluster.media.argv import chunk_command, transcode_command
 from cluster.media.encoders import CATALOG, CONTAINERS
 from cluster.media.picture import plan_picture
+from cluster.media.work import check_scorable
 from cluster.model.jobs import JobKind, JobSpec
 from cluster.model.media import (
     Colour,
@@ -65,7 +66,9 @@ def test_field_rate_doubles_the_frames_and_frame_forces_a_progressive_source() -
 def test_telecined_film_is_inverse_telecined_to_four_frames_in_five() -> None:
     ntsc = video(ScanType.TELECINED, fps=(30000, 1001))
     p = plan_picture(ntsc, X264)
-    assert p.filters == ("fieldmatch=order=tff:combmatch=full", "decimate", "setfield=prog")
+    assert p.filters == ("fieldmatch=order=tff:combmatch=full",
+                         "bwdif=mode=send_frame:parity=tff:deint=interlaced", "decimate",
+                         "setfield=prog")  # fmt: skip
     assert p.rate == Fraction(4, 5) and p.frames(150) == 120
     assert "inverse-telecined to 23.98 frames/s" in p.notes[0]
     rung = plan_picture(ntsc, X264, keep_rate=True)  # a package's rung keeps the rate
@@ -151,3 +154,29 @@ def test_the_spec_refuses_what_cannot_be_done_in_one_line() -> None:
     with pytest.raises(SpecError, match="deinterlace field makes twice as many"):
         JobSpec(kind=JobKind.TRANSCODE, input="a", output="b.mp4",
                 deinterlace=Deinterlace.FIELD, target_vmaf=93)  # fmt: skip
+
+
+def test_an_interlaced_hdr_master_is_made_420_at_its_depth_before_the_deinterlacer() -> None:
+    v = replace(video(ScanType.INTERLACED, tagged="tt", colour=HDR10), bit_depth=10,
+                pix_fmt="yuv422p10le")  # fmt: skip
+    spec = JobSpec(kind=JobKind.TRANSCODE, input="/m/in.ts", output="/m/out.mkv", codec="hevc")
+    command = transcode_command(spec, media(v), X265, CONTAINERS["mkv"], job_id="j.1")
+    vf = command.argv[command.argv.index("-vf") + 1]
+    assert vf.startswith("format=yuv420p10le,bwdif=mode=send_frame:parity=tff")
+    assert command.argv[command.argv.index("-pix_fmt") + 1] == "yuv420p10le"
+    sdr = transcode_command(replace(spec, codec="h264", output="/m/out.mp4"), media(v), X264,
+                            CONTAINERS["mp4"], job_id="j.2")  # fmt: skip
+    chain = sdr.argv[sdr.argv.index("-vf") + 1].split(",")
+    assert chain[0] == "format=yuv420p10le" and chain[1].startswith("bwdif")
+    assert chain[-1] == "format=yuv420p"  # tone-mapped after the deinterlacer
+
+
+def test_a_score_of_an_output_with_other_frames_or_colours_is_refused() -> None:
+    telecined = media(video(ScanType.TELECINED, fps=(30000, 1001)))
+    spec = JobSpec(kind=JobKind.TRANSCODE, input="/m/in.ts", output="/m/out.mp4")
+    with pytest.raises(SpecError, match="it has 4/5 of its frames"):
+        check_scorable(spec, telecined, X264)
+    with pytest.raises(SpecError, match="SDR tone-map against its HDR PQ input"):
+        check_scorable(spec, media(video(colour=HDR10)), X264)
+    check_scorable(replace(spec, codec="hevc"), media(video(colour=HDR10)), X265)  # kept HDR
+    check_scorable(spec, media(video(ScanType.INTERLACED, tagged="tt")), X264)  # same frames
