@@ -136,7 +136,11 @@ class SpecFields(Strict):
     thumbnail_at: float | None = Field(default=None, ge=0, le=1e7, allow_inf_nan=False)
     thumbnail_count: int | None = Field(default=None, ge=1, le=100)
     thumbnail_width: int | None = Field(default=None, ge=16, le=7680)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)  # cluster checks each
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags for the people and tools that follow the job: at most 32, keys up "
+        "to 64 and values up to 256 characters, 4,096 in all.",
+    )
     callback_url: str | None = Field(
         default=None,
         min_length=1,
