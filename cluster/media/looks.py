@@ -24,7 +24,7 @@ from cluster.model.media import VideoStream
 IDET = "idet"
 FIRST_FRAME = "first frame's side data"
 IDET_TIMEOUT_S = 30.0
-"""The ``idet`` read's bound (300 frames: ~2 s of CPU at 1080 lines, under 1 s in SD)."""
+"""The ``idet`` read's bound (60 frames: well under a second of one core at 1080 lines)."""
 FRAME_TIMEOUT_S = 15.0
 """The first frame's read's bound (one frame decoded)."""
 
