@@ -383,6 +383,10 @@ def package(
     min_step: Annotated[
         float, typer.Option(help="Per-title: each rung's bitrate this many times the one below's.")
     ] = 1.2,
+    hdr: Annotated[
+        bool,
+        typer.Option("--hdr", help="From an HDR master, keep its HEVC/AV1 rungs HDR (10-bit)."),
+    ] = False,
     address: Address = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -406,6 +410,7 @@ def package(
                 "formats": formats,
                 "min_gain": min_gain,
                 "min_step": min_step,
+                "hdr": hdr,
             }
         ),
         target_vmaf=target_vmaf,

@@ -77,6 +77,11 @@ class PackageRequest(Strict):
         description="With target_vmaf: each rung below the top is searched for the best "
         "quality at a bitrate this many times below the rung above's.",
     )
+    hdr: bool = Field(
+        default=False,
+        description="From an HDR master: its HEVC and AV1 rungs stay HDR (10-bit, HDR10 "
+        "metadata, VIDEO-RANGE in the playlist); H.264 rungs are tone-mapped SDR.",
+    )
     formats: list[str] = Field(
         default_factory=lambda: ["hls", "dash"],
         min_length=1,

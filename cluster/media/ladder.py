@@ -57,6 +57,10 @@ def _even(value: float) -> int:
     return max(2, round(value / 2.0) * 2)
 
 
+HDR_CODECS = frozenset({"hevc", "av1"})
+"""Codecs whose rungs can stay HDR (10-bit); H.264 rungs are 8-bit SDR."""
+
+
 def resolve(options: PackageOptions, media: MediaInfo) -> tuple[list[Rendition], list[str]]:
     """The package's renditions (video rungs highest first, then every audio track, then
     every text subtitle track) and notes on what was dropped and why."""
@@ -89,6 +93,9 @@ def resolve(options: PackageOptions, media: MediaInfo) -> tuple[list[Rendition],
             )
         ]
         notes.append(f"one rung at the source's own height ({top}p): no rung asked for fits it")
+    hdr = media.require_video().hdr if options.hdr else None
+    if options.hdr and hdr is None:
+        notes.append("hdr asked, but the source is SDR: every rung is SDR")
     order = list(dict.fromkeys(r.codec for r in kept))
     kept.sort(key=lambda r: (order.index(r.codec), -r.height))
     renditions = []
@@ -104,6 +111,7 @@ def resolve(options: PackageOptions, media: MediaInfo) -> tuple[list[Rendition],
                 max_kbps=rung.max_kbps or default_cap(rung.height, rung.codec),
                 quality=rung.quality,
                 name=f"{rung.height}p",
+                hdr=hdr if rung.codec in HDR_CODECS else None,
             )
         )
     for number, stream in enumerate(media.audio, 1):

@@ -34,6 +34,9 @@ TEXT_GROUP = "subs"
 DURATION_SLACK_S = 0.5
 """A segment may last the target duration plus this (Apple's HLS authoring rule)."""
 BANDWIDTH_TOLERANCE = 0.10
+CICP = "urn:mpeg:mpegB:cicp:"
+HDR_TRANSFER_CICP = {"PQ": 16, "HLG": 18}
+"""ITU-T H.273 transfer characteristics of the HDR rungs (BT.2020 primaries and matrix: 9)."""
 
 
 def segment_name(number: int) -> str:
@@ -303,6 +306,8 @@ def hls_master(
             f"RESOLUTION={init.width}x{init.height}",
             f"FRAME-RATE={rate:.3f}",
         ]
+        if any(v.rendition.hdr for v in videos):  # a player picks what its screen shows
+            attrs.append(f"VIDEO-RANGE={r.hdr or 'SDR'}")
         if audios:
             attrs.append(f'AUDIO="{AUDIO_GROUP}"')
         if texts:
@@ -398,6 +403,13 @@ def dash_mpd(
             f'segmentAlignment="true" startWithSAP="1" frameRate="{frame_rate}" '
             f'maxWidth="{top.init.width}" maxHeight="{top.init.height}">'
         )
+        if top.rendition.hdr:  # a player that cannot show it skips the set (essential)
+            out += [
+                f'<EssentialProperty schemeIdUri="{CICP}TransferCharacteristics" '
+                f'value="{HDR_TRANSFER_CICP[top.rendition.hdr]}"/>',
+                f'<SupplementalProperty schemeIdUri="{CICP}ColourPrimaries" value="9"/>',
+                f'<SupplementalProperty schemeIdUri="{CICP}MatrixCoefficients" value="9"/>',
+            ]
         for video in group:
             init = video.init
             out.append(

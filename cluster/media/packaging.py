@@ -28,6 +28,8 @@ from cluster.model.package import PackageStep, Rendition, RenditionStep
 CMAF_FLAGS = "+frag_keyframe+empty_moov+default_base_moof+cmaf"
 WHOLE = ".whole.mp4"
 """Each rendition's fragmented MP4 in its folder of the staging folder, until cut."""
+SCAN_NOTES = ("deinterlaced", "telecined")
+"""Notes on the scan, the same for every rung (colour notes are said per codec)."""
 LIST_PLACEHOLDER = "file:/dev/null/framefleet-rendition-"
 """A chunked rendition's list of chunk files: the node replaces it (see
 :mod:`cluster.nodes.packager`) with a descriptor it wrote the list to."""
@@ -78,10 +80,15 @@ def rendition_command(
     rungs = step.renditions
     finals = [final] + [os.path.join(os.path.dirname(final), n) for n in step.names[1:]]
     outputs = [(partial_path(f, job_id), f) for f in finals]
-    # Rungs are 8-bit SDR and progressive: an HDR master is tone-mapped, a combed one
-    # deinterlaced at its frame rate, once, before the scalers.
-    picture = plan_picture(video, encoder, deinterlace=spec.deinterlace, sdr=True,
-                           tonemap=spec.tonemap, keep_rate=True)  # fmt: skip
+    # Rungs are progressive (a combed master deinterlaced at its frame rate) and SDR (an
+    # HDR master tone-mapped), but for the HEVC/AV1 rungs of a package asked to keep HDR:
+    # once, before the scalers (a task's rungs share one codec, so one kind of picture).
+    hdr = {r.hdr for r in rungs}
+    if len(hdr) > 1:
+        raise SpecError(f"{rendition.label()}: SDR and HDR rungs cannot share one encode")
+    picture = plan_picture(video, encoder, deinterlace=spec.deinterlace,
+                           sdr=rungs[0].hdr is None, tonemap=spec.tonemap,
+                           keep_rate=True)  # fmt: skip
     before = "".join(f"{f}," for f in picture.filters)
     if len(rungs) > 1:  # one decode, split into a scaler per rung
         graph = f"[0:{video.index}]{before}split={len(rungs)}" + "".join(
@@ -99,8 +106,8 @@ def rendition_command(
             argv += ["-map", f"[o{i}]"]
         else:
             argv += ["-map", f"0:{video.index}", "-vf", before + _scale(rung)]
-        argv += _rung_args(spec, encoder, rung, step.gop_frames, share)
-        argv += picture.tags  # BT.709, for a tone-mapped master
+        rung_args = _rung_args(spec, encoder, rung, step.gop_frames, share, picture.pix_fmt)
+        argv += picture.with_params([*rung_args, *picture.tags], encoder)  # colour tags
         if encoder.is_nvenc and cuda_device is not None:
             argv += ["-gpu", "0"]
             env["CUDA_VISIBLE_DEVICES"] = cuda_device
@@ -117,15 +124,22 @@ def _scale(rung: Rendition) -> str:
 
 
 def _rung_args(
-    spec: JobSpec, encoder: Encoder, rung: Rendition, gop: int, threads: int | None
+    spec: JobSpec,
+    encoder: Encoder,
+    rung: Rendition,
+    gop: int,
+    threads: int | None,
+    pix_fmt: str | None = None,
 ) -> list[str]:
-    """One rung's encoder: constant quality under its cap, a fixed GOP."""
+    """One rung's encoder: constant quality under its cap, a fixed GOP (``pix_fmt``: a
+    10-bit HDR rung's)."""
     if encoder.codec != rung.codec:
         raise SpecError(f"{rung.label()}: {encoder.name} does not encode {rung.codec}")
     argv = ["-fps_mode:v", "passthrough", "-c:v", encoder.name]
     argv += ["-preset", encoder.presets[spec.speed], *encoder.rate_control(rung.quality)]
     argv += ["-maxrate", f"{rung.max_kbps}k", "-bufsize", f"{rung.bufsize_kbits}k"]
-    argv += ["-pix_fmt", "nv12" if encoder.is_nvenc else "yuv420p", *encoder.extra_args]
+    argv += ["-pix_fmt", pix_fmt or ("nv12" if encoder.is_nvenc else "yuv420p"),
+             *encoder.extra_args]  # fmt: skip
     argv += encoder.thread_args(threads) if threads else []
     argv += gop_args(encoder, gop)
     if rung.codec == "hevc":
@@ -183,12 +197,17 @@ def package_command(spec: JobSpec, media: MediaInfo, step: PackageStep, *, job_i
             "webvtt",
             f"file:{out}",
         ]
-    notes: list[str] = []
-    if step.video and media.video is not None:  # what the rungs' encodes did to the picture
-        picture = plan_picture(media.video, cpu_encoder(step.video[0].codec), sdr=True,
+    notes: list[str] = []  # what the rungs' encodes did to the picture, per codec
+    for codec, hdr in dict.fromkeys((r.codec, r.hdr) for r in step.video):
+        if media.video is None:
+            break
+        picture = plan_picture(media.video, cpu_encoder(codec), sdr=hdr is None,
                                deinterlace=spec.deinterlace, tonemap=spec.tonemap,
                                keep_rate=True)  # fmt: skip
-        notes = list(picture.notes)
+        for note in picture.notes:
+            said = note if note.startswith(SCAN_NOTES) else f"{codec} rungs: {note}"
+            if said not in notes:
+                notes.append(said)
     return Command(argv, [(staging, final)], duration_s=media.duration_s, notes=notes)
 
 

@@ -107,6 +107,9 @@ class PackageOptions:
     min_step: float = DEFAULT_MIN_STEP
     """Each rung below the top is searched for the best quality at a bitrate this many
     times below the rung above's."""
+    hdr: bool = False
+    """From an HDR master, its HEVC and AV1 rungs stay HDR (10-bit, its transfer and
+    HDR10 metadata; ``VIDEO-RANGE`` in the playlist); H.264 rungs are tone-mapped SDR."""
 
     def checked(self, codecs: tuple[str, ...]) -> PackageOptions:
         if not self.formats or any(f not in FORMATS for f in self.formats):
@@ -135,6 +138,10 @@ class PackageOptions:
             raise SpecError("min_gain must be from 0 to 50 VMAF points")
         if not 1 <= self.min_step <= 4:
             raise SpecError("min_step must be from 1 (no step) to 4 times the rung below")
+        rung_codecs = {r.codec for r in self.ladder} or set(self.codecs)
+        if self.hdr and not rung_codecs & {"hevc", "av1"}:
+            raise SpecError("hdr keeps HEVC and AV1 rungs HDR: add hevc or av1 to the codecs "
+                            "or the ladder")  # fmt: skip
         return PackageOptions(
             self.ladder,
             tuple(dict.fromkeys(self.codecs)),
@@ -142,6 +149,7 @@ class PackageOptions:
             tuple(dict.fromkeys(self.formats)),
             self.min_gain,
             self.min_step,
+            self.hdr,
         )
 
     @property
@@ -157,6 +165,7 @@ class PackageOptions:
             "formats": list(self.formats),
             "min_gain": self.min_gain,
             "min_step": self.min_step,
+            "hdr": self.hdr,
         }
 
     @classmethod
@@ -165,7 +174,7 @@ class PackageOptions:
             return data
         if not isinstance(data, dict):
             raise SpecError("package must be an object: {ladder, codecs, segment_s, formats}")
-        known = {"ladder", "codecs", "segment_s", "formats", "min_gain", "min_step"}
+        known = {"ladder", "codecs", "segment_s", "formats", "min_gain", "min_step", "hdr"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"package: unknown field(s) {', '.join(unknown)}")
@@ -188,6 +197,7 @@ class PackageOptions:
             formats=_names(data.get("formats", FORMATS)),
             min_gain=min_gain,
             min_step=min_step,
+            hdr=bool(data.get("hdr", False)),
         )
 
 
@@ -218,6 +228,8 @@ class Rendition:
     language: str | None = None
     name: str = ""
     """How a player's menu shows it (``720p``, ``English``)."""
+    hdr: str | None = None
+    """A video rung kept HDR (``"PQ"``, ``"HLG"``); ``None``: SDR."""
 
     @property
     def bufsize_kbits(self) -> int:

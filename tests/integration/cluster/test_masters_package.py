@@ -19,6 +19,7 @@ from tests.integration.cluster.test_masters import (
     PROGRESSIVE_SHARE,
     REFERENCE_TONEMAP,
     decoded_frames,
+    first_frame_side_data,
     idet,
     luma_mean,
     video_of,
@@ -85,7 +86,7 @@ def test_an_hdr10_master_makes_bt709_sdr_rungs(
         print(f"\n[luma hdr10 -> package {height}p] rung {got:.1f}, reference tone-map "
               f"{reference:.1f}, no tone-map {naive:.1f}")  # fmt: skip
         assert abs(got - reference) <= 10 < 20 < abs(got - naive), (got, reference, naive)
-    assert any(n.startswith("HDR PQ tone-mapped to BT.709 SDR (hable, zscale)")
+    assert any("HDR PQ tone-mapped to BT.709 SDR (hable, zscale)" in n
                for n in job.notes), job.notes  # fmt: skip
 
 
@@ -122,3 +123,36 @@ def test_a_package_refuses_field_rate_deinterlacing(
                              output=str(tmp_path / "show"),
                              deinterlace=Deinterlace.FIELD))  # fmt: skip
     assert not (tmp_path / "show").exists()
+
+
+def test_asked_an_hdr10_master_keeps_its_hevc_rungs_hdr_beside_sdr_h264_ones(
+    fleet: Fleet, masters: Masters, tmp_path: Path
+) -> None:
+    show = tmp_path / "show"
+    spec = JobSpec(kind=JobKind.PACKAGE, input=str(masters.hdr10), output=str(show),
+                   speed=Speed.FAST, package={"ladder": "360:hevc,360:h264", "segment_s": 2,
+                                              "hdr": True})  # type: ignore[arg-type]  # fmt: skip
+    job = fleet.wait(fleet.submit(spec).id, timeout=180)
+    assert job.status == "succeeded", (job.reason, job.notes)
+    master = (show / "master.m3u8").read_text()
+    ranges = {line.split("CODECS=")[1][:5]: line.split("VIDEO-RANGE=")[1].split(",")[0]
+              for line in master.splitlines() if line.startswith("#EXT-X-STREAM-INF")}  # fmt: skip
+    assert ranges == {'"hvc1': "PQ", '"avc1': "SDR"}, master
+    mpd = (show / "manifest.mpd").read_text()
+    assert 'schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="16"' in mpd
+    for variant in m3u8.load(str(show / "master.m3u8")).playlists:
+        playlist = m3u8.load(str(show / variant.uri))
+        base = (show / variant.uri).parent
+        joined = tmp_path / f"{base.name}.mp4"
+        parts = [playlist.segment_map[0].uri, *(s.uri for s in playlist.segments)]
+        joined.write_bytes(b"".join((base / p).read_bytes() for p in parts))
+        video = video_of(joined)
+        if video["codec_name"] == "hevc":  # kept HDR, its HDR10 metadata written
+            assert video["pix_fmt"] == "yuv420p10le" and video["color_transfer"] == "smpte2084"
+            side = first_frame_side_data(joined)
+            assert side["Content light level metadata"]["max_content"] == 1000
+            assert "Mastering display metadata" in side
+        else:  # tone-mapped for the screens H.264 is for
+            assert (video["pix_fmt"], video["color_transfer"]) == ("yuv420p", "bt709")
+    assert any(n.startswith("hevc rungs: HDR PQ kept") for n in job.notes), job.notes
+    assert any(n.startswith("h264 rungs: HDR PQ tone-mapped") for n in job.notes), job.notes

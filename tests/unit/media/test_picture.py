@@ -180,3 +180,20 @@ def test_a_score_of_an_output_with_other_frames_or_colours_is_refused() -> None:
         check_scorable(spec, media(video(colour=HDR10)), X264)
     check_scorable(replace(spec, codec="hevc"), media(video(colour=HDR10)), X265)  # kept HDR
     check_scorable(spec, media(video(ScanType.INTERLACED, tagged="tt")), X264)  # same frames
+
+
+def test_a_package_asked_to_keep_hdr_marks_its_hevc_rungs_and_needs_one() -> None:
+    from cluster.media.ladder import resolve
+    from cluster.model.package import PackageOptions
+
+    options = PackageOptions.parse({"ladder": "360:hevc,360:h264", "hdr": True}).checked(
+        ("h264", "hevc", "av1"))  # fmt: skip
+    hdr_master = media(replace(video(colour=HDR10), width=640, height=360))
+    rungs, _ = resolve(options, hdr_master)
+    assert {(r.codec, r.hdr) for r in rungs if r.kind == "video"} == {("hevc", "PQ"),
+                                                                       ("h264", None)}  # fmt: skip
+    sdr_master = media(replace(video(), width=640, height=360))
+    rungs, notes = resolve(options, sdr_master)
+    assert all(r.hdr is None for r in rungs) and "the source is SDR" in " ".join(notes)
+    with pytest.raises(SpecError, match="add hevc or av1"):
+        PackageOptions.parse({"ladder": "360:h264", "hdr": True}).checked(("h264", "hevc"))
