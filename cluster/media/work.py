@@ -120,11 +120,11 @@ def _probe_commands(
     """A probe's sample encode (into the log folder) and its score against the input."""
     if encoder is None or logs is None or spec.reference is None:
         raise SpecError("a probe needs an encoder, a log folder and its input")
-    rung = probe.rendition  # a package's rung: SDR unless it is kept HDR
-    check_scorable(replace(spec, sdr=rung.hdr is None) if rung else spec, media, encoder)
     sample = posixpath.join(logs, f"sample-{probe.crf:02d}.{CHUNK_CONTAINER}")
     encode = replace(spec, kind=JobKind.TRANSCODE, output=sample, quality=probe.crf,
                      reference=None, score=None)  # fmt: skip
+    kept = probe.rendition is None or probe.rendition.hdr is not None  # a rung: SDR or HDR
+    check_scorable(encode if kept else replace(encode, sdr=True), media, encoder)
     rung = replace(probe.rendition, quality=probe.crf) if probe.rendition else None
     if rung is not None:  # a package's rung: scaled, under its cap, its GOP fixed
         command = rendition_command(encode, media, encoder, RenditionStep(rung, probe.gop,
