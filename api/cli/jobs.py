@@ -128,6 +128,11 @@ class GatewayClient:
                 with self.http.stream(
                     "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT
                 ) as r:
+                    if r.status_code == 429:  # the token's streams are all open: the
+                        r.read()  # gateway is there; a slot frees as another stream ends
+                        lost_at = None
+                        time.sleep(RECONNECT_WAIT_S)
+                        continue
                     if 400 <= r.status_code < 500:
                         r.read()
                         self.call("GET", f"/v1/jobs/{job_id}")  # raises the gateway's message
@@ -142,6 +147,8 @@ class GatewayClient:
                     why = f"HTTP {r.status_code}"
             except httpx.TransportError as exc:
                 why = type(exc).__name__
+            except ClusterUnavailable as exc:  # lost while asking why a stream was refused
+                why = str(exc)
             lost_at = lost_at or time.monotonic()
             if time.monotonic() - lost_at > reconnect_s:
                 raise ClusterUnavailable(
