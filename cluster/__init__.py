@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cluster.config import CoordinatorConfig, RuntimeConfig
     from cluster.control.farm.view import GpuRecord, NodeRecord
     from cluster.control.farmapi import EncodeRate, MetricsSnapshot
+    from cluster.control.records.audit import AuditEntry, AuditLog
     from cluster.control.records.metrics import JobMetrics
     from cluster.control.records.webhooks import sign_webhook, verify_webhook
     from cluster.errors import (
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from cluster.model.quality import METRICS, Metric, Model, ScoreOptions
     from cluster.model.spec import Deinterlace, Tonemap
     from cluster.model.split import Split
+    from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenant, Tenants, check_name
     from cluster.nodes.gpus import INVENTORY_ENV
     from cluster.nodes.register import LocalNode, detect_local
     from cluster.ray_edge.client import Fleet
@@ -102,6 +104,13 @@ if TYPE_CHECKING:
     from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 _WHERE: dict[str, str] = {
+    "DEFAULT_TENANT": "cluster.model.tenancy",
+    "Caller": "cluster.model.tenancy",
+    "Tenant": "cluster.model.tenancy",
+    "Tenants": "cluster.model.tenancy",
+    "check_name": "cluster.model.tenancy",
+    "AuditEntry": "cluster.control.records.audit",
+    "AuditLog": "cluster.control.records.audit",
     "CoordinatorConfig": "cluster.config",
     "RuntimeConfig": "cluster.config",
     "EncodeRate": "cluster.control.farmapi",
@@ -201,6 +210,7 @@ __all__ = [
     "CODECS",
     "CONTAINERS",
     "COUNTER_HELP",
+    "DEFAULT_TENANT",
     "FFMPEG_ENV",
     "INVENTORY_ENV",
     "MEDIA_MAP_ENV",
@@ -208,7 +218,10 @@ __all__ = [
     "NO_MEDIA_ENV",
     "SCRATCH_BYTES_ENV",
     "SCRATCH_ENV",
+    "AuditEntry",
+    "AuditLog",
     "CallTimeout",
+    "Caller",
     "CapacityError",
     "ClusterUnavailable",
     "Codec",
@@ -264,12 +277,15 @@ __all__ = [
     "SpecError",
     "Speed",
     "Split",
+    "Tenant",
+    "Tenants",
     "Tonemap",
     "ToolMissing",
     "TransferError",
     "WatchRule",
     "WorkerLost",
     "available",
+    "check_name",
     "check_reachable",
     "check_rule",
     "check_spec",

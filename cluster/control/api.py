@@ -14,9 +14,11 @@ from typing import Any, Protocol
 from cluster.config import CoordinatorConfig
 from cluster.control.farm.view import NodeRecord
 from cluster.control.farmapi import MetricsSnapshot
+from cluster.control.records.audit import AuditEntry
 from cluster.model.events import EventBatch
 from cluster.model.jobs import Job, JobSpec
 from cluster.model.progress import ProgressSnapshot
+from cluster.model.tenancy import Caller, Tenants
 
 
 class CoordinatorAPI(Protocol):
@@ -27,14 +29,17 @@ class CoordinatorAPI(Protocol):
     async def get_config(self) -> CoordinatorConfig: ...
 
     async def submit(
-        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+        self, spec: JobSpec, idempotency_key: str | None = None, caller: Caller | None = None
     ) -> Job: ...
 
     async def submit_many(
-        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
+        self,
+        specs: list[JobSpec],
+        idempotency_key: str | None = None,
+        caller: Caller | None = None,
     ) -> list[Job]: ...
 
-    async def get(self, job_id: str) -> Job: ...
+    async def get(self, job_id: str, caller: Caller | None = None) -> Job: ...
 
     async def list_jobs(
         self,
@@ -43,13 +48,17 @@ class CoordinatorAPI(Protocol):
         kind: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        caller: Caller | None = None,
+        tenant: str | None = None,
     ) -> list[Job]: ...
 
-    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]: ...
+    async def list_inputs(
+        self, prefix: str, limit: int = 1000, caller: Caller | None = None
+    ) -> list[str]: ...
 
-    async def cancel(self, job_id: str) -> Job: ...
+    async def cancel(self, job_id: str, caller: Caller | None = None) -> Job: ...
 
-    async def retry(self, job_id: str) -> Job: ...
+    async def retry(self, job_id: str, caller: Caller | None = None) -> Job: ...
 
     async def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
@@ -63,9 +72,23 @@ class CoordinatorAPI(Protocol):
 
     async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None: ...
 
-    async def drain(self, name: str, on: bool = True) -> NodeRecord: ...
+    async def drain(
+        self, name: str, on: bool = True, caller: Caller | None = None
+    ) -> NodeRecord: ...
 
-    async def release(self, name: str) -> str: ...
+    async def release(self, name: str, caller: Caller | None = None) -> str: ...
+
+    async def get_tenants(self) -> Tenants: ...
+
+    async def set_tenants(self, tenants: Tenants, caller: Caller | None = None) -> bool: ...
+
+    async def audit(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        tenant: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntry]: ...
 
 
 class HeadAPI(CoordinatorAPI, Protocol):

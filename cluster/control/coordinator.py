@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -41,7 +42,9 @@ from cluster.control.farm.view import ClusterView, NodeRecord
 from cluster.control.farmapi import FarmAPI, MetricsSnapshot
 from cluster.control.graphrun import GraphRunner
 from cluster.control.graphs import KINDS
-from cluster.control.intake import check_all, confine_all, list_inputs
+from cluster.control.intake import check_all, confine_all, list_inputs, tenant_confines
+from cluster.control.records.audit import FILE_NAME as AUDIT_FILE
+from cluster.control.records.audit import AuditEntry, AuditLog
 from cluster.control.records.jobtable import JobTable, Move
 from cluster.control.records.metrics import JobMetrics, resident_mb
 from cluster.control.records.store import JobStore
@@ -67,6 +70,7 @@ from cluster.errors import (
     FramefleetError,
     InvalidTransition,
     JobFailure,
+    JobNotFound,
     QueueFull,
     SpecError,
 )
@@ -78,9 +82,15 @@ from cluster.model.counters import JobCounter
 from cluster.model.events import EventBatch
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.progress import ProgressSnapshot
+from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
+from cluster.scheduling.fairshare import FairShare
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 
 log = logging.getLogger("framefleet.coordinator")
+TENANTS_KEY = "tenants"
+LOCAL_ACTOR = "local"
+"""Who the audit trail names for a client that called without a token (the CLI on a
+machine of the cluster)."""
 IDLE_REFRESH_S = 10.0
 """How often housekeeping looks while no job is queued or running (a node that joins an
 idle farm is seen within this; a submit wakes it at once)."""
@@ -117,6 +127,8 @@ class Coordinator:
             webhooks=webhook_settings(config),
             now=now,
         )
+        self.tenants = Tenants.from_list(self.table.store.setting(TENANTS_KEY) or [])
+        self.audit_log = AuditLog(config.data_dir / AUDIT_FILE)
         self.view = ClusterView(backend.nodes, default_cap=config.max_jobs_per_node,
                                 local_encoders=encoders, now=now)  # fmt: skip
         self.reach = MediaReach(config, self.view, backend, probe, index)
@@ -203,21 +215,27 @@ class Coordinator:
         return self.config
 
     async def submit(
-        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+        self, spec: JobSpec, idempotency_key: str | None = None, caller: Caller | None = None
     ) -> Job:
         """Queue a job. A repeated ``idempotency_key`` returns the job it first made;
-        ``owner``: who submits it (bounded by ``max_queued_jobs``)."""
-        (job,) = await self._queue([spec], idempotency_key, batch=False, owner=owner)
+        ``caller``: who submits it (the job is its tenant's; its token is bounded by
+        ``max_queued_jobs``, its tenant by its ``max_queued``). ``None``: a local client,
+        of the default tenant."""
+        (job,) = await self._queue([spec], idempotency_key, batch=False, caller=caller)
         return job
 
     async def submit_many(
-        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
+        self,
+        specs: list[JobSpec],
+        idempotency_key: str | None = None,
+        caller: Caller | None = None,
     ) -> list[Job]:
         """Queue all of ``specs`` or none (the first refusal says which one and why)."""
-        return await self._queue(specs, idempotency_key, batch=True, owner=owner)
+        return await self._queue(specs, idempotency_key, batch=True, caller=caller)
 
-    async def get(self, job_id: str) -> Job:
-        return self.table.get(job_id).snapshot()
+    async def get(self, job_id: str, caller: Caller | None = None) -> Job:
+        """A job; one of another tenant than ``caller``'s is not found."""
+        return self._visible(job_id, caller).snapshot()
 
     async def list_jobs(
         self,
@@ -226,22 +244,39 @@ class Coordinator:
         kind: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        caller: Caller | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
-        """Jobs in submission order after ``after_seq`` (a cursor), filtered."""
-        jobs = self.table.query(status=status, kind=kind, after_seq=after_seq, limit=limit)
+        """Jobs in submission order after ``after_seq`` (a cursor), filtered: ``caller``'s
+        tenant's only, unless it sees every tenant (then ``tenant``'s, if given)."""
+        if caller is not None and not caller.every_tenant:
+            tenant = caller.tenant
+        jobs = self.table.query(status=status, kind=kind, after_seq=after_seq, limit=limit,
+                                tenant=tenant)  # fmt: skip
         return [job.snapshot() for job in jobs]
 
-    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
-        """The video objects under an ``s3://`` prefix (inside the roots), for a batch."""
-        return await list_inputs(prefix, self.config, limit)
+    async def list_inputs(
+        self, prefix: str, limit: int = 1000, caller: Caller | None = None
+    ) -> list[str]:
+        """The video objects under an ``s3://`` prefix (inside the roots of ``caller``'s
+        tenant), for a batch."""
+        return await list_inputs(prefix, self._confines(caller), limit)
 
-    async def cancel(self, job_id: str) -> Job:
+    def _visible(self, job_id: str, caller: Caller | None) -> Job:
+        """The job, if ``caller`` may know it exists (else not found, as a wrong id)."""
+        job = self.table.get(job_id)
+        if caller is not None and not caller.sees(job.tenant):
+            raise JobNotFound(job_id)
+        return job
+
+    async def cancel(self, job_id: str, caller: Caller | None = None) -> Job:
         """Cancel a job; idempotent. It returns once its ffmpeg (or its tasks') is killed
         and what they wrote removed: ``cancelled``. A job whose killed encoder Ray has not
         yet confirmed dead (a hung node) is returned still ``running``; it becomes
         ``cancelled`` when that is confirmed. Cancels and retries of one job take turns."""
         async with self._turn(job_id):
-            job = self.table.get(job_id)
+            job = self._visible(job_id, caller)
+            was = job.status
             why, code = "cancelled by user", ErrorCode.CANCELLED
             if job.status in (JobStatus.QUEUED, JobStatus.WAITING):
                 self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
@@ -252,14 +287,16 @@ class Coordinator:
                     # its tasks run (the graph stops them), or its encoder was lost
                     self._apply([Move(job, JobStatus.CANCELLED, why, code, since=job.status)])
             await self.graphs.settled(job)
+            if not was.terminal:
+                self._audit(caller, "cancel", job, {"was": str(was), "now": str(job.status)})
             return job.snapshot()
 
-    async def retry(self, job_id: str) -> Job:
+    async def retry(self, job_id: str, caller: Caller | None = None) -> Job:
         """Queue a failed or cancelled job again. A job that has not ended cannot be
         retried (cancel it first); one whose last encoder is still being stopped waits
         for it, so no two attempts of a job ever run at once."""
         async with self._turn(job_id):
-            job = self.table.get(job_id)
+            job = self._visible(job_id, caller)
             if job.task is not None:
                 raise SpecError(f"job {job_id} is a task of job {job.task.parent}; "
                                 "retry that job")  # fmt: skip
@@ -276,8 +313,10 @@ class Coordinator:
                         f"job {job_id}'s last encoder has not confirmed its end yet (its "
                         "node may be unreachable); retry once it has"
                     )
+            was = job.status
             self._apply([Move(job, JobStatus.QUEUED, "retry requested by user",
                               since=job.status)])  # fmt: skip
+            self._audit(caller, "retry", job, {"was": str(was)})
             self._wake_up()
             return job.snapshot()
 
@@ -319,14 +358,68 @@ class Coordinator:
         """Change a node's concurrent-job cap while running (``None``: only cores limit)."""
         self.farm.set_node_cap(node_id, max_jobs)
 
-    async def drain(self, name: str, on: bool = True) -> NodeRecord:
+    async def drain(self, name: str, on: bool = True, caller: Caller | None = None) -> NodeRecord:
         """Drain a node (running jobs finish, nothing new is placed there; it stays drained
         across restarts) or, with ``on=False``, put it back in service."""
-        return await self.farm.drain(name, on)
+        node = await self.farm.drain(name, on)
+        self._record(caller, "drain" if on else "undrain", node.address, {"node_id": node.node_id})
+        return node
 
-    async def release(self, name: str) -> str:
+    async def release(self, name: str, caller: Caller | None = None) -> str:
         """Lift the quarantine of a node or GPU (by UUID); returns what was released."""
-        return await self.farm.release(name)
+        released = await self.farm.release(name)
+        self._record(caller, "release", released, {"asked": name})
+        return released
+
+    # ---- tenants and the audit trail -------------------------------------------------
+
+    async def get_tenants(self) -> Tenants:
+        return self.tenants
+
+    async def set_tenants(self, tenants: Tenants, caller: Caller | None = None) -> bool:
+        """Use ``tenants`` (weights, limits, media roots) from now on; kept across
+        restarts. Each tenant's roots must lie inside the farm's. Whether they changed."""
+        for tenant in tenants.known:
+            tenant_confines(self.config, tenant)  # a ConfigError if a root is outside
+        if tenants == self.tenants:
+            return False
+        self.tenants = tenants
+        self.table.store.set_setting(TENANTS_KEY, tenants.to_list())
+        self._record(caller, "set-tenants", "tenants", {"tenants": tenants.to_list()})
+        self._wake_up()  # shares or limits changed: the queue is looked at again
+        return True
+
+    async def audit(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        tenant: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntry]:
+        """The audit trail after ``after`` (a ``seq``), oldest first, filtered."""
+        return await asyncio.to_thread(self.audit_log.read, after=after, limit=limit,
+                                       tenant=tenant, action=action)  # fmt: skip
+
+    def _audit(self, caller: Caller | None, action: str, job: Job, detail: dict[str, Any]) -> None:
+        self._record(caller, action, job.id, detail, tenant=tenant_of(job.tenant))
+
+    def _record(
+        self,
+        caller: Caller | None,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        *,
+        tenant: str | None = None,
+    ) -> None:
+        """One change in the audit trail (a local client without a token is ``local``)."""
+        who = caller.name if caller is not None else LOCAL_ACTOR
+        where = tenant or (caller.tenant if caller is not None else DEFAULT_TENANT)
+        try:
+            self.audit_log.add(who, where, action, target, detail=detail, at=self._now())
+        except sqlite3.Error as exc:  # never lose the change itself over its record
+            log.error("could not record %s of %s by %s in the audit trail: %s",
+                      action, target, who, exc)  # fmt: skip
 
     async def report_progress(self, job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
         """Called by encoder actors; stale attempts and finished jobs are ignored."""
@@ -341,25 +434,40 @@ class Coordinator:
     # ---- admission -------------------------------------------------------------------
 
     async def _queue(
-        self, specs: list[JobSpec], key: str | None, *, batch: bool, owner: str | None
+        self, specs: list[JobSpec], key: str | None, *, batch: bool, caller: Caller | None
     ) -> list[Job]:
-        """Admit ``specs`` (all or none; see :mod:`~cluster.control.intake`)."""
-        confined = confine_all(specs, self.config, batch=batch)
+        """Admit ``specs`` (all or none; see :mod:`~cluster.control.intake`), inside the
+        media roots of ``caller``'s tenant."""
+        owner = caller.owner if caller is not None else None
+        tenant = caller.tenant if caller is not None else None
+        confined = confine_all(specs, self._confines(caller), batch=batch)
         if key is not None:  # the same request returns its first job(s), outputs now written
             first = self.table.known(key, confined, batch=batch)
             if first is not None:
                 return [job.snapshot() for job in first]
-        self._check_room(len(specs), owner)
+        self._check_room(len(specs), owner, tenant)
         await self.view.await_reports()  # admission judges encoders by what nodes report
         await check_all(confined, self.view.encoders(), self.config, batch=batch,
                         where=self.reach.on_head, metrics=self.view.metrics())  # fmt: skip
-        self._check_room(len(specs), owner)  # again: others were admitted meanwhile
-        jobs = self.table.add(confined, key, batch=batch, owner=owner)
+        self._check_room(len(specs), owner, tenant)  # again: others were admitted meanwhile
+        jobs = self.table.add(confined, key, batch=batch, owner=owner, tenant=tenant)
+        if batch:
+            detail: dict[str, Any] = {"jobs": len(jobs), "ids": [j.id for j in jobs]}
+            self._record(caller, "submit", f"batch of {len(jobs)}", detail, tenant=tenant)
+        else:
+            self._audit(caller, "submit", jobs[0], {"kind": str(jobs[0].spec.kind)})
         self._wake_up()
         return [job.snapshot() for job in jobs]
 
-    def _check_room(self, adding: int, owner: str | None) -> None:
-        """A :class:`QueueFull` if ``owner`` would have more than ``max_queued_jobs``."""
+    def _confines(self, caller: Caller | None) -> CoordinatorConfig:
+        """The config whose roots ``caller``'s paths must lie in: its tenant's, if any."""
+        if caller is None:
+            return self.config
+        return tenant_confines(self.config, self.tenants.get(caller.tenant))
+
+    def _check_room(self, adding: int, owner: str | None, tenant: str | None) -> None:
+        """A :class:`QueueFull` if ``owner`` would have more than ``max_queued_jobs``, or
+        ``tenant`` more than its ``max_queued``."""
         cap = self.config.max_queued_jobs
         queued = self.table.queued_of(owner)
         if cap and queued + adding > cap:
@@ -368,6 +476,15 @@ class Coordinator:
                 f"{queued} of your jobs are queued and at most {cap} may be (room for "
                 f"{room} more); submit again once some have started, or ask for a higher "
                 "FRAMEFLEET_MAX_QUEUED_JOBS"
+            )
+        bound = self.tenants.get(tenant).max_queued
+        queued = self.table.queued_in(tenant)
+        if bound is not None and queued + adding > bound:
+            room = max(bound - queued, 0)
+            raise QueueFull(
+                f"tenant {tenant_of(tenant)} has {queued} jobs queued and may have at most "
+                f"{bound} (room for {room} more); submit again once some have started, or "
+                "ask an admin to raise the tenant's max_queued"
             )
 
     # ---- state changes ---------------------------------------------------------------
@@ -479,7 +596,7 @@ class Coordinator:
         whole = self._planner() if held_back else planner
         demands = [(job, demand_for(job, job.input_media)) for job in ready if job.input_media]
         plan = plan_round(demands, planner, whole, self.config.costs, self._reach,
-                          others_waiting=held)  # fmt: skip
+                          others_waiting=held, fair=self._fair_share())  # fmt: skip
         for job, why in plan.never:
             self.counters.count(JobCounter.PLACEMENT_FAILURES)
             failure = CapacityError(why)
@@ -495,6 +612,17 @@ class Coordinator:
             self._asked = bundles
             task = asyncio.create_task(self._backend.request_capacity(bundles))
             task.add_done_callback(log_capacity_failure)
+
+    def _fair_share(self) -> FairShare:
+        """The tenants' usage as the round starts: what their running encodes hold, of
+        the GPUs and cores of the nodes in service."""
+        running = []
+        for job_id, run in self.encodes.running.items():
+            job = self.table.jobs.get(job_id)
+            running.append((job.tenant if job else None, run.lease.placement))
+        states = self._states()
+        gpus = sum(len(n.gpus) for n in states)
+        return FairShare.of(self.tenants, running, gpus, sum(n.cpus for n in states))
 
     def _reach(self, job: Job) -> Reach | None:
         return self.reach.reach(job, job.input_media) if job.input_media else None

@@ -412,5 +412,7 @@ def _task(parent: Job, plan: TaskPlan, media: MediaInfo, now: float) -> Job:
         updated_at=now,
         max_attempts=parent.max_attempts,
         input_media=plan.media or media,
+        owner=parent.owner,
+        tenant=parent.tenant,
         task=TaskOf(parent.id, ref.key, plan.step, ref.finishing, ref.doing),
     )

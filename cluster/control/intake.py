@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 from cluster.config import CoordinatorConfig
-from cluster.errors import OutputError
+from cluster.errors import ConfigError, FramefleetError, OutputError
 from cluster.media.confine import check_destination, confine
 from cluster.media.encoders import Encoder
 from cluster.media.manifests import MASTER, MPD
 from cluster.media.paths import OVERWRITE_HINT
 from cluster.model.jobs import JobKind, JobSpec
+from cluster.model.tenancy import Tenant
 from cluster.scheduling.admission import (
     check_callback,
     check_metrics,
@@ -34,6 +37,31 @@ from cluster.storage.urls import (
 from cluster.watch import VIDEO_EXTENSIONS
 
 HEADS_AT_ONCE = 16
+
+
+def tenant_confines(config: CoordinatorConfig, tenant: Tenant) -> CoordinatorConfig:
+    """``config`` with ``tenant``'s media roots in place of the farm's (each must lie in
+    one of the farm's); the farm's when the tenant has none of its own."""
+    if not tenant.media_roots:
+        return config
+    folders, objects_at = [], []
+    farm_buckets = parse_object_roots(config.object_roots)
+    for raw in tenant.media_roots:
+        if is_object_url(raw):
+            try:
+                confine_object(raw, farm_buckets, what="tenant root", prefix=True)
+            except FramefleetError as exc:
+                raise ConfigError(f"tenant {tenant.name}: {exc}") from None
+            objects_at.append(raw)
+            continue
+        folder = Path(raw).resolve()
+        if config.media_roots and not any(folder.is_relative_to(r) for r in config.media_roots):
+            raise ConfigError(
+                f"tenant {tenant.name}: media root {raw} is outside the farm's media roots "
+                f"({', '.join(map(str, config.media_roots))}); pick a folder inside them"
+            )
+        folders.append(folder)
+    return replace(config, media_roots=tuple(folders), object_roots=tuple(objects_at))
 
 
 def confine_all(specs: list[JobSpec], config: CoordinatorConfig, *, batch: bool) -> list[JobSpec]:

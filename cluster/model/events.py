@@ -38,6 +38,8 @@ class JobEvent:
     error_code: ErrorCode | None
     progress: ProgressSnapshot | None
     time: float
+    tenant: str | None = None
+    """The job's tenant (a stream shows a caller only its own tenant's events)."""
 
     @classmethod
     def of(cls, job: Job, type: EventType, seq: int = 0) -> JobEvent:
@@ -51,6 +53,7 @@ class JobEvent:
             error_code=job.error_code,
             progress=job.progress,
             time=time.time(),
+            tenant=job.tenant,
         )
 
     def to_dict(self) -> dict[str, Any]:

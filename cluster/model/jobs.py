@@ -249,6 +249,9 @@ class Job:
     owner: str | None = None
     """Who submitted it, as the gateway names callers (a digest of the token): bounds
     such as ``max_queued_jobs`` count per owner. ``None``: a local client."""
+    tenant: str | None = None
+    """The tenant it belongs to (its tasks too); ``None``: the default tenant (every job
+    stored before tenants existed, and a local client's)."""
     limits: dict[str, float] | None = None
     """The current attempt's watchdog limits (``stall_s``, ``max_runtime_s``)."""
     failures: tuple[Failure, ...] = ()

@@ -16,9 +16,11 @@ from cluster.control.api import CoordinatorAPI, HeadAPI
 from cluster.control.coordinator import Coordinator
 from cluster.control.farm.view import NodeRecord
 from cluster.control.farmapi import MetricsSnapshot
+from cluster.control.records.audit import AuditEntry
 from cluster.errors import ClusterUnavailable
 from cluster.model.events import EventBatch, JobEvent
 from cluster.model.jobs import Job, JobSpec
+from cluster.model.tenancy import Caller, Tenants
 from cluster.ray_edge.backend import RemoteCoordinator, coordinator_options
 from cluster.ray_edge.errors import call_timeout, coordinator_error
 from cluster.ray_edge.runtime import Runtime, connect
@@ -116,21 +118,26 @@ class Fleet:
         return self._read(CALL_TIMEOUT_S, HeadAPI.get_config)
 
     def submit(
-        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+        self, spec: JobSpec, idempotency_key: str | None = None, caller: Caller | None = None
     ) -> Job:
-        return self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key, owner)
+        return self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key, caller)
 
     def submit_many(
-        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
+        self,
+        specs: list[JobSpec],
+        idempotency_key: str | None = None,
+        caller: Caller | None = None,
     ) -> list[Job]:
-        return self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key, owner)
+        return self._change(CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key, caller)
 
-    def get(self, job_id: str) -> Job:
-        return self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id)
+    def get(self, job_id: str, caller: Caller | None = None) -> Job:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id, caller)
 
-    def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
+    def list_inputs(
+        self, prefix: str, limit: int = 1000, caller: Caller | None = None
+    ) -> list[str]:
         """The video objects under an ``s3://`` prefix inside the media roots."""
-        return self._read(CALL_TIMEOUT_S, HeadAPI.list_inputs, prefix, limit)
+        return self._read(CALL_TIMEOUT_S, HeadAPI.list_inputs, prefix, limit, caller)
 
     def list_jobs(
         self,
@@ -139,17 +146,22 @@ class Fleet:
         kind: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        caller: Caller | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
         return self._read(CALL_TIMEOUT_S, HeadAPI.list_jobs, status=status, kind=kind,
-                          after_seq=after_seq, limit=limit)  # fmt: skip
+                          after_seq=after_seq, limit=limit, caller=caller,
+                          tenant=tenant)  # fmt: skip
 
-    def cancel(self, job_id: str, timeout: float = CALL_TIMEOUT_S) -> Job:
+    def cancel(
+        self, job_id: str, caller: Caller | None = None, timeout: float = CALL_TIMEOUT_S
+    ) -> Job:
         """Cancel; a :class:`CallTimeout` after ``timeout`` means the coordinator is still
         stopping the encoder (it kills it if it does not stop: the job ends cancelled)."""
-        return self._change(timeout, HeadAPI.cancel, job_id)
+        return self._change(timeout, HeadAPI.cancel, job_id, caller)
 
-    def retry(self, job_id: str) -> Job:
-        return self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id)
+    def retry(self, job_id: str, caller: Caller | None = None) -> Job:
+        return self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id, caller)
 
     def nodes(self) -> list[NodeRecord]:
         return self._read(CALL_TIMEOUT_S, HeadAPI.nodes)
@@ -157,13 +169,13 @@ class Fleet:
     def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         self._change(CALL_TIMEOUT_S, HeadAPI.set_node_cap, node_id, max_jobs)
 
-    def drain(self, name: str, on: bool = True) -> NodeRecord:
+    def drain(self, name: str, on: bool = True, caller: Caller | None = None) -> NodeRecord:
         """Drain a node (``on=False``: undrain); it is named by id, address or hostname."""
-        return self._change(CALL_TIMEOUT_S, HeadAPI.drain, name, on)
+        return self._change(CALL_TIMEOUT_S, HeadAPI.drain, name, on, caller)
 
-    def release(self, name: str) -> str:
+    def release(self, name: str, caller: Caller | None = None) -> str:
         """Lift the quarantine of a node or a GPU (UUID); says what was released."""
-        return self._change(CALL_TIMEOUT_S, HeadAPI.release, name)
+        return self._change(CALL_TIMEOUT_S, HeadAPI.release, name, caller)
 
     def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0
@@ -177,6 +189,21 @@ class Fleet:
 
     def event_cursor(self) -> int:
         return self._read(CALL_TIMEOUT_S, HeadAPI.event_cursor)
+
+    def get_tenants(self) -> Tenants:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.get_tenants)
+
+    def set_tenants(self, tenants: Tenants, caller: Caller | None = None) -> bool:
+        return self._change(CALL_TIMEOUT_S, HeadAPI.set_tenants, tenants, caller)
+
+    def audit(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        tenant: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntry]:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.audit, after, limit, tenant, action)
 
     def wait(
         self,
@@ -301,22 +328,27 @@ class AsyncFleet:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.get_config)
 
     async def submit(
-        self, spec: JobSpec, idempotency_key: str | None = None, owner: str | None = None
+        self, spec: JobSpec, idempotency_key: str | None = None, caller: Caller | None = None
     ) -> Job:
-        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key, owner)
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.submit, spec, idempotency_key, caller)
 
     async def submit_many(
-        self, specs: list[JobSpec], idempotency_key: str | None = None, owner: str | None = None
+        self,
+        specs: list[JobSpec],
+        idempotency_key: str | None = None,
+        caller: Caller | None = None,
     ) -> list[Job]:
         return await self._change(
-            CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key, owner
+            CALL_TIMEOUT_S, HeadAPI.submit_many, specs, idempotency_key, caller
         )
 
-    async def get(self, job_id: str) -> Job:
-        return await self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id)
+    async def get(self, job_id: str, caller: Caller | None = None) -> Job:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.get, job_id, caller)
 
-    async def list_inputs(self, prefix: str, limit: int = 1000) -> list[str]:
-        return await self._read(CALL_TIMEOUT_S, HeadAPI.list_inputs, prefix, limit)
+    async def list_inputs(
+        self, prefix: str, limit: int = 1000, caller: Caller | None = None
+    ) -> list[str]:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.list_inputs, prefix, limit, caller)
 
     async def list_jobs(
         self,
@@ -325,15 +357,20 @@ class AsyncFleet:
         kind: str | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        caller: Caller | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.list_jobs, status=status, kind=kind,
-                                after_seq=after_seq, limit=limit)  # fmt: skip
+                                after_seq=after_seq, limit=limit, caller=caller,
+                                tenant=tenant)  # fmt: skip
 
-    async def cancel(self, job_id: str, timeout: float = CALL_TIMEOUT_S) -> Job:
-        return await self._change(timeout, HeadAPI.cancel, job_id)
+    async def cancel(
+        self, job_id: str, caller: Caller | None = None, timeout: float = CALL_TIMEOUT_S
+    ) -> Job:
+        return await self._change(timeout, HeadAPI.cancel, job_id, caller)
 
-    async def retry(self, job_id: str) -> Job:
-        return await self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id)
+    async def retry(self, job_id: str, caller: Caller | None = None) -> Job:
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id, caller)
 
     async def nodes(self) -> list[NodeRecord]:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.nodes)
@@ -344,11 +381,26 @@ class AsyncFleet:
     async def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         await self._change(CALL_TIMEOUT_S, HeadAPI.set_node_cap, node_id, max_jobs)
 
-    async def drain(self, name: str, on: bool = True) -> NodeRecord:
-        return await self._change(CALL_TIMEOUT_S, HeadAPI.drain, name, on)
+    async def drain(self, name: str, on: bool = True, caller: Caller | None = None) -> NodeRecord:
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.drain, name, on, caller)
 
-    async def release(self, name: str) -> str:
-        return await self._change(CALL_TIMEOUT_S, HeadAPI.release, name)
+    async def release(self, name: str, caller: Caller | None = None) -> str:
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.release, name, caller)
+
+    async def get_tenants(self) -> Tenants:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.get_tenants)
+
+    async def set_tenants(self, tenants: Tenants, caller: Caller | None = None) -> bool:
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.set_tenants, tenants, caller)
+
+    async def audit(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        tenant: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntry]:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.audit, after, limit, tenant, action)
 
     async def events(
         self, after: int = 0, job_ids: list[str] | None = None, timeout: float = 30.0

@@ -40,6 +40,7 @@ from cluster.model.jobs import (
 )
 from cluster.model.media import MediaInfo
 from cluster.model.progress import ProgressSnapshot
+from cluster.model.tenancy import tenant_of
 
 BATCH_KEY = "batch:"
 """Prefix of a batch's idempotency key as stored on each of its jobs."""
@@ -98,6 +99,8 @@ class JobTable:
         self.queue: dict[str, Job] = {}
         self._queued_by: Counter[str | None] = Counter()
         """Queued jobs (not tasks) per owner."""
+        self._queued_in: Counter[str] = Counter()
+        """Queued jobs (not tasks) per tenant."""
         self._keys: dict[str, list[str]] = {}
         """Idempotency key (``batch:`` prefixed for batches) -> its job ids."""
         self._seq = 0
@@ -124,6 +127,7 @@ class JobTable:
         self.store.save_many(requeued)
         self.queue = {j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED}
         self._queued_by = Counter(j.owner for j in self.queue.values() if j.task is None)
+        self._queued_in = Counter(tenant_of(j.tenant) for j in self.queue.values() if not j.task)
         self.forget_finished(self._now())
         return requeued
 
@@ -151,10 +155,17 @@ class JobTable:
         return found
 
     def query(
-        self, *, status: str | None, kind: str | None, after_seq: int, limit: int
+        self,
+        *,
+        status: str | None,
+        kind: str | None,
+        after_seq: int,
+        limit: int,
+        tenant: str | None = None,
     ) -> list[Job]:
         """From SQLite, with the live copy (progress) of each job still in memory."""
-        stored = self.store.query(after_seq=after_seq, status=status, kind=kind, limit=limit)
+        stored = self.store.query(after_seq=after_seq, status=status, kind=kind, limit=limit,
+                                  tenant=tenant)  # fmt: skip
         return [self.jobs.get(job.id, job) for job in stored]
 
     def known(self, key: str | None, specs: list[JobSpec], *, batch: bool) -> list[Job] | None:
@@ -182,6 +193,10 @@ class JobTable:
         """How many of ``owner``'s jobs are queued."""
         return self._queued_by[owner]
 
+    def queued_in(self, tenant: str | None) -> int:
+        """How many of ``tenant``'s jobs are queued."""
+        return self._queued_in[tenant_of(tenant)]
+
     def add(
         self,
         specs: list[JobSpec],
@@ -189,22 +204,24 @@ class JobTable:
         *,
         batch: bool = False,
         owner: str | None = None,
+        tenant: str | None = None,
     ) -> list[Job]:
-        """New queued jobs of ``owner`` for ``specs`` (admitted already), saved in one
-        transaction."""
+        """New queued jobs of ``owner`` (of ``tenant``) for ``specs`` (admitted already),
+        saved in one transaction."""
         jobs = []
         now = self._now()
         for spec in specs:
             self.metrics.on_submit(str(spec.kind), spec.codec)
             self._seq += 1
             job = Job(id=Job.new_id(), spec=spec, seq=self._seq, max_attempts=self._max_attempts,
-                      created_at=now, updated_at=now, owner=owner)  # fmt: skip
+                      created_at=now, updated_at=now, owner=owner, tenant=tenant)  # fmt: skip
             if key is not None:
                 job.idempotency_key = BATCH_KEY + key if batch else key
             self.jobs[job.id] = job
             self.queue[job.id] = job
             jobs.append(job)
         self._queued_by[owner] += len(jobs)
+        self._queued_in[tenant_of(tenant)] += len(jobs)
         if key is not None:
             self._keys[BATCH_KEY + key if batch else key] = [j.id for j in jobs]
         self.store.save_many(jobs)
@@ -242,6 +259,7 @@ class JobTable:
             self.queue.pop(job.id, None)
         if job.task is None and was_queued != (status is JobStatus.QUEUED):
             self._queued_by[job.owner] += 1 if not was_queued else -1
+            self._queued_in[tenant_of(job.tenant)] += 1 if not was_queued else -1
         delivery = None
         if status.terminal and job.spec.callback_url:
             delivery = self.webhooks.prepare(job, job.spec.callback_url, job.updated_at)

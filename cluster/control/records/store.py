@@ -18,9 +18,12 @@ from typing import Any
 
 from cluster.control.rules.health import Saved
 from cluster.model.jobs import Job
+from cluster.model.tenancy import DEFAULT_TENANT, tenant_of
 
-SCHEMA_VERSION = 2
-"""2: specs stored once by content (``specs``); records of version 1 still read."""
+SCHEMA_VERSION = 3
+"""2: specs stored once by content (``specs``); records of version 1 still read.
+3: each job's tenant in its own column (jobs listed per tenant); older records belong to
+the default tenant."""
 TASK_KIND = "task"
 """The ``kind`` column of a job graph's tasks: kept, restored, never listed."""
 MEMO_ROWS = 20_000
@@ -42,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     priority INTEGER NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
@@ -65,6 +69,10 @@ CREATE TABLE IF NOT EXISTS memo (
     key TEXT PRIMARY KEY,
     result TEXT NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
@@ -105,6 +113,12 @@ class JobStore:
                 f"{path} was written by a newer framefleet (schema {version}); upgrade framefleet"
             )
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tenant" not in columns:  # schema 2: every job so far is the default tenant's
+            self._db.execute(
+                f"ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'"
+            )
+        self._db.execute("CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq)")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._specs: dict[str, dict[str, Any]] = {}
         """Shared spec parts known to be stored (id -> fields), the newest few."""
@@ -122,14 +136,15 @@ class JobStore:
             data["spec"] = self._split(data["spec"], new)
             kind = TASK_KIND if j.task else str(j.spec.kind)
             rows.append((j.id, j.seq, str(j.status), kind, j.spec.priority, j.created_at,
-                         j.updated_at, json.dumps(data)))  # fmt: skip
+                         j.updated_at, json.dumps(data), tenant_of(j.tenant)))  # fmt: skip
         with self._db:
             self._db.execute("BEGIN")
             if new:
                 self._db.executemany("INSERT OR IGNORE INTO specs VALUES (?, ?)",
                                      [(ref, body) for ref, (body, _) in new.items()])  # fmt: skip
             self._db.executemany(
-                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "INSERT INTO jobs (id, seq, status, kind, priority, created_at, updated_at, "
+                "record, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
                 "status=excluded.status, priority=excluded.priority, "
                 "updated_at=excluded.updated_at, record=excluded.record",
                 rows,
@@ -196,11 +211,20 @@ class JobStore:
         return self._job(row[0]) if row else None
 
     def query(
-        self, *, after_seq: int, status: str | None, kind: str | None, limit: int
+        self,
+        *,
+        after_seq: int,
+        status: str | None,
+        kind: str | None,
+        limit: int,
+        tenant: str | None = None,
     ) -> list[Job]:
-        """Jobs in submission order after ``after_seq``, filtered, at most ``limit``."""
+        """Jobs in submission order after ``after_seq``, filtered (``tenant``: that
+        tenant's only), at most ``limit``."""
         sql = "SELECT record FROM jobs WHERE seq > ? AND kind NOT IN (?, ?)"
         args: list[object] = [after_seq, *HIDDEN_KINDS]
+        if tenant is not None:
+            sql, args = sql + " AND tenant = ?", [*args, tenant]
         if status:
             sql, args = sql + " AND status = ?", [*args, status]
         if kind:
@@ -236,6 +260,14 @@ class JobStore:
                 [(t, n, until, why, json.dumps(strikes))
                  for t, (n, until, why, strikes) in saved.items()],
             )  # fmt: skip
+
+    def setting(self, key: str) -> Any:
+        """A value kept with :meth:`set_setting` (``None``: never set)."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
 
     def outbox(self) -> list[Delivery]:
         """Every delivery not yet made or given up, oldest first."""

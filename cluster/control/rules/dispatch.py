@@ -20,6 +20,7 @@ from cluster.model.quality import ScoreStep
 from cluster.model.search import ProbeStep
 from cluster.model.split import Segment
 from cluster.scheduling.costs import CostModel
+from cluster.scheduling.fairshare import FairShare
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
 from cluster.storage.scratch import human
 
@@ -103,15 +104,19 @@ def plan_round(
     reach: Callable[[Job], Reach | None] = lambda job: None,
     *,
     others_waiting: bool = False,
+    fair: FairShare | None = None,
 ) -> Round:
     """Place ``ready`` in order on ``planner`` (the nodes that may take work now). Whether a
     job could ever run is judged on ``whole`` (every node, suspect ones included). A job
     goes to a node that sees its media when one has room; else, when moving them is worth
     it, to one that does not (:func:`_place_unseen`). When nothing is left waiting (and
     ``others_waiting`` says no queued job is about to be ready), cores left free go to
-    the encodes started (:func:`_work_conserving`)."""
+    the encodes started (:func:`_work_conserving`). With ``fair``, tenants take turns
+    by their share (:mod:`~cluster.scheduling.fairshare`) and a job that would cross its
+    tenant's limits waits."""
     result = Round()
-    for job, demand in ready:
+    tenants = {j.tenant for j, _ in ready}
+    for job, demand in fair.order(ready) if fair is not None else ready:
         never = whole.never(demand)
         if never is not None:
             result.never.append((job, never))
@@ -128,6 +133,14 @@ def plan_round(
             placement = planner.place(demand, avoid)
         else:
             placement = _place_unseen(planner, demand, avoid, sight)
+        if placement is not None and fair is not None:
+            if fair.over_limit(job.tenant, placement) is not None:
+                planner.release(placement)  # it waits for its tenant's own work to end
+                continue
+            fair.placed(job.tenant, placement)
+            if len(tenants) > 1:
+                why = f"{placement.reason}; {fair.reason(job.tenant, tenants)}"
+                placement = replace(placement, reason=why)
         if placement is not None and avoid:
             where = sorted({f.address for f in job.failures if f.node_id in avoid})
             why = f"{placement.reason}; not on {', '.join(where)}, where it failed"

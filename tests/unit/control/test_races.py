@@ -16,6 +16,7 @@ from cluster.control.fakes import Behaviour, FakeEncoder
 from cluster.control.running import encodes as encodes_module
 from cluster.errors import FramefleetError, InvalidTransition, SpecError
 from cluster.media.work import WorkOrder, WorkOutcome
+from cluster.model.tenancy import Caller
 from cluster.scheduling.admission import check_spec
 from tests.helpers import until_true
 from tests.unit.control.test_coordinator import Farm, attempts, on_farm
@@ -47,6 +48,10 @@ class Watched:
             return encoder
 
         pool._create = create
+
+
+TEAM_A = Caller("a", "team-a", owner="team-a")
+TEAM_B = Caller("b", "team-b", owner="team-b")
 
 
 def test_a_running_job_cannot_be_retried_and_keeps_its_one_encode(tmp_path: Path) -> None:
@@ -125,21 +130,24 @@ def test_a_submitter_past_its_queued_cap_is_refused_and_others_are_not(tmp_path:
         await until_true(lambda: c.view.nodes)
         await c.drain("node-1")  # nothing starts: every job stays queued
         specs = [farm.spec(f"o{i}.mp4") for i in range(3)]
-        await c.submit_many(specs, owner="team-a")
+        await c.submit_many(specs, caller=TEAM_A)
         with pytest.raises(QueueFull) as refused:
-            await c.submit(farm.spec("o3.mp4"), owner="team-a")
+            await c.submit(farm.spec("o3.mp4"), caller=TEAM_A)
         assert refused.value.code == "queue_full"
         message = str(refused.value)
         assert "3 of your jobs are queued and at most 3 may be" in message
         assert "\n" not in message and "FRAMEFLEET_MAX_QUEUED_JOBS" in message
-        await c.submit_many([farm.spec("o4.mp4"), farm.spec("o5.mp4")], owner="team-b")
+        await c.submit_many([farm.spec("o4.mp4"), farm.spec("o5.mp4")], caller=TEAM_B)
         with pytest.raises(QueueFull, match="room for 1 more"):  # a batch is all or none
-            await c.submit_many([farm.spec("o6.mp4"), farm.spec("o7.mp4")], owner="team-b")
+            await c.submit_many(
+                [farm.spec("o6.mp4"), farm.spec("o7.mp4")],
+                caller=TEAM_B,
+            )
         listed = await c.list_jobs()
         assert len(listed) == 5
         first = listed[0]
         await c.cancel(first.id)  # one leaves the queue: room for one more
-        await c.submit(farm.spec("o8.mp4"), owner="team-a")
+        await c.submit(farm.spec("o8.mp4"), caller=TEAM_A)
         assert c.table.queued_of("team-a") == 3
 
     on_farm(tmp_path, test, max_queued_jobs=3)
