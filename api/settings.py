@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import cluster
+from api.access import Keyring
 from cluster import ConfigError, CoordinatorConfig, CostModel, RuntimeConfig
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def default_data_dir() -> Path:
 
 DEFAULT_DATA_DIR = default_data_dir()
 TOKEN_FILE_NAME = "api-token"  # noqa: S105 (a file name)
+TOKENS_FILE_NAME = "tokens.toml"
 
 
 def _split(value: object, pattern: str = r"[,]") -> object:
@@ -81,6 +83,9 @@ class Settings(BaseSettings):
     """Bearer tokens accepted on /v1 (comma-separated)."""
     token_file: Path | None = None
     """A file with one token per line (added to ``api_tokens``)."""
+    tokens_file: Path | None = None
+    """The tokens file (TOML): hashed tokens with a name, a tenant and a role, and the
+    tenants' weights, limits and media roots (see :mod:`api.access`)."""
     media_roots: Annotated[list[str], NoDecode] = []
     """Inputs and outputs must resolve inside these folders or ``s3://bucket/prefix``
     roots (comma- or colon-separated)."""
@@ -169,6 +174,14 @@ class Settings(BaseSettings):
         """The ``s3://`` roots, normalized."""
         urls = tuple(raw for raw in self.media_roots if cluster.is_url(raw))
         return tuple(str(url) for url in cluster.parse_object_roots(urls))
+
+    def keyring(self) -> Keyring:
+        """Every token the gateway accepts: the tokens file's (``tokens_file``, else
+        ``<data dir>/tokens.toml`` if it exists) and the plain ones."""
+        path = self.tokens_file
+        if path is None and (self.data_dir / TOKENS_FILE_NAME).is_file():
+            path = self.data_dir / TOKENS_FILE_NAME
+        return Keyring(self.tokens(), path)
 
     def tokens(self) -> list[str]:
         """Every accepted token: ``api_tokens`` plus the lines of ``token_file``."""

@@ -37,6 +37,7 @@ from api.cli.options import (
     TonemapOpt,
 )
 from api.cli.serve import register as register_serve
+from api.cli.tokens import register as register_tokens
 from api.settings import Settings
 from cluster import (
     Deinterlace,
@@ -70,6 +71,7 @@ app = typer.Typer(
 )
 app.add_typer(node_app, name="node")
 register_operate(node_app)
+register_tokens(app)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

@@ -6,6 +6,7 @@ Ray unless ``ray_address`` is set) and subscribes once to its event log.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -18,13 +19,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.access import Keyring
 from api.gateway import errors
-from api.gateway.auth import require_token
+from api.gateway.auth import require_token, session_key
 from api.gateway.events import EventHub
 from api.gateway.limits import BodyDeadline, BodyLimit, StreamCaps
 from api.gateway.metrics import metrics_router, registry_for
 from api.gateway.routers import cluster as cluster_routes
-from api.gateway.routers import docs, health, jobs, packages, ui, ws
+from api.gateway.routers import docs, farm, health, jobs, packages, ui, ws
 from api.gateway.schemas import JobView
 from api.gateway.sessions import FILE_NAME as SIGNED_OUT_FILE
 from api.gateway.sessions import SignedOut
@@ -74,6 +76,27 @@ def start_watchers(
     return threads
 
 
+TENANTS_EVERY_S = 2.0
+
+
+async def keep_tenants(keyring: Keyring, fleet: Fleet) -> None:
+    """Give the coordinator the tokens file's tenants, and again whenever the file
+    changes or the coordinator (restarted, or told otherwise by another gateway) holds
+    others. Without a tokens file the coordinator's tenants are left as they are."""
+    if keyring.path is None:
+        return
+    while True:
+        try:
+            await asyncio.to_thread(keyring.refresh)
+            if await fleet.aio.get_tenants() != keyring.tenants:
+                await fleet.aio.set_tenants(keyring.tenants)
+                log.info("tenants from %s: %s", keyring.path,
+                         ", ".join(t.name for t in keyring.tenants.known) or "none")  # fmt: skip
+        except Exception as exc:  # a bad edit of the file, a coordinator restarting
+            log.warning("tenants not updated: %s", exc)
+        await asyncio.sleep(TENANTS_EVERY_S)
+
+
 def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     """The app. ``fleet`` is connected on start-up unless given (and then not closed; the
     caller connected it with :meth:`Settings.connect`, which checks its media roots).
@@ -81,8 +104,8 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     ``framefleet serve`` connects first, from the main thread, and passes it in: Ray ties
     the processes of an embedded cluster to the thread that started them, and a
     start-up hook runs in a pool thread that is retired when idle."""
-    tokens = tuple(t.encode() for t in settings.tokens())
-    if not tokens:
+    keyring = settings.keyring()
+    if not keyring:
         log.warning("no API tokens configured: every /v1 request will get 401")
 
     @contextlib.asynccontextmanager
@@ -98,11 +121,13 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
             lambda job: JobView.of(job).model_dump_json().encode(),
         )
         hub.start()
+        tenants = asyncio.create_task(keep_tenants(keyring, connected))
         stop = threading.Event()
         watchers = start_watchers(settings, connected, stop)
         try:
             yield
         finally:
+            tenants.cancel()
             stop.set()
             for thread in watchers:
                 await run_in_threadpool(thread.join, 10)
@@ -120,7 +145,8 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.tokens = tokens
+    app.state.keyring = keyring
+    app.state.session_key = session_key(settings.data_dir)
     app.state.signed_out = SignedOut(settings.data_dir / SIGNED_OUT_FILE)
     app.state.streams = StreamCaps(settings.max_streams_per_token)
     app.add_exception_handler(FramefleetError, errors.framefleet_error)
@@ -134,6 +160,7 @@ def create_app(settings: Settings, fleet: Fleet | None = None) -> FastAPI:
     app.include_router(jobs.router, dependencies=secured)
     app.include_router(packages.router, dependencies=secured)  # a package's files, for players
     app.include_router(cluster_routes.router, dependencies=secured)
+    app.include_router(farm.router, dependencies=secured)  # tenants, tokens, the audit trail
     app.include_router(metrics_router(settings.metrics_public))
     app.include_router(ws.router)  # authenticates itself (browsers cannot send headers)
     app.include_router(ui.router)  # the status page and its session

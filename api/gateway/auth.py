@@ -1,36 +1,45 @@
-"""Who may call the gateway: a bearer token, or the status page's session cookie.
+"""Who may call the gateway, and what they may do: a bearer token, or the status page's
+session cookie; then the role the route needs.
 
-Tokens are compared in constant time. A 401 is the same whatever the path, so it never
-reveals whether a job exists. Each request is tagged with its caller, ``owner``: a digest
-of the token it came with (directly or through the page's session), never the token; the
-engine's per-submitter bounds and the gateway's per-token stream caps count by it.
+Tokens come from a :class:`~api.access.Keyring` (the tokens file's hashed tokens, and the
+plain ones of ``FRAMEFLEET_API_TOKENS``). A 401 is the same whatever the path, so it never
+reveals whether a job exists; a job of another tenant is a 404, as a wrong id is (the
+engine decides that); an action beyond the caller's role is a 403 naming the role it
+needs. Each request carries its holder (:func:`identity_of`) and, for the engine, its
+:class:`~cluster.model.tenancy.Caller` (:func:`caller_of`).
 
 The page (``/ui``) asks for a token once and trades it for a session cookie: HttpOnly
 (out of reach of the page's scripts), ``SameSite=Strict``, and self-contained: its value
-is an expiry, a random nonce and an HMAC of both keyed by the token, so the token itself
-is never in it, a gateway restart keeps the session, and removing the token from the
-configuration ends every session made with it. Signing out (``DELETE /ui/session``) ends
-that one session on the server too: it is kept as signed out until it would have expired
-(:mod:`api.gateway.sessions`, in the data dir, so across restarts), and a copy of the
-cookie is refused. A request that changes something with the cookie must also carry
-``X-Framefleet-UI: 1`` and, when the browser says where it comes from, come from this
-origin: a cross-site form cannot set the header, and a cross-site script would need CORS,
-which the gateway never grants.
+is an expiry, a random nonce and the key of its token (the token's id, never the token),
+with an HMAC of them under the gateway's session key (``<data dir>/session-key``, 0600).
+A gateway restart keeps the session; revoking the token ends every session made with
+it. Signing out (``DELETE /ui/session``) ends that one session on the server too: it is
+kept as signed out until it would have expired (:mod:`api.gateway.sessions`, in the
+data dir, so across restarts), and a copy of the cookie is refused. A request that
+changes something with the cookie must also carry ``X-Framefleet-UI: 1`` and, when the
+browser says where it comes from, come from this origin: a cross-site form cannot set
+the header, and a cross-site script would need CORS, which the gateway never grants.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from api.access import Identity, Keyring, Role, private_folder
 from api.gateway.sessions import SignedOut
+from cluster import Caller
 
 UNAUTHORIZED = HTTPException(
     status_code=401,
@@ -44,17 +53,12 @@ CROSS_SITE = HTTPException(
 )
 SESSION_COOKIE = "framefleet_session"
 SESSION_S = 12 * 3600
+SESSION_KEY_FILE = "session-key"
 UI_HEADER = "x-framefleet-ui"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def token_ok(given: str, tokens: tuple[bytes, ...]) -> bool:
-    """Whether ``given`` is one of ``tokens``; every token is compared, equal time."""
-    raw = given.encode()
-    found = False
-    for token in tokens:
-        found |= hmac.compare_digest(raw, token)
-    return found and bool(tokens)
+REFRESH_S = 1.0
+"""How often a request may look whether the tokens file changed (a revoke takes effect
+within this)."""
 
 
 def bearer(header: str | None) -> str | None:
@@ -64,22 +68,32 @@ def bearer(header: str | None) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def owner_id(token: bytes) -> str:
-    """Who holds ``token``, as the gateway and the engine name them: a digest of it."""
-    return hashlib.sha256(token).hexdigest()[:16]
+def session_key(data_dir: Path) -> bytes:
+    """The gateway's key for session cookies: ``<data dir>/session-key``, made once (32
+    random bytes, mode 0600, in a folder framefleet keeps 0700)."""
+    path = data_dir / SESSION_KEY_FILE
+    private_folder(data_dir)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as out:
+        key = secrets.token_bytes(32)
+        out.write(key)
+    return key
 
 
-def _mac(token: bytes, expires: int, nonce: str) -> str:
-    message = f"framefleet-ui:{expires}:{nonce}".encode()
-    return hmac.new(token, message, hashlib.sha256).hexdigest()
+def _mac(key: bytes, expires: int, nonce: str, token_key: str) -> str:
+    message = f"framefleet-ui:{expires}:{nonce}:{token_key}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def new_session(token: str, now: float | None = None) -> str:
-    """A session cookie's value for a valid ``token``: its own, even for two sign-ins in
-    the same second (signing one out leaves the other)."""
+def new_session(key: bytes, token_key: str, now: float | None = None) -> str:
+    """A session cookie's value for the token whose key is ``token_key``: its own, even
+    for two sign-ins in the same second (signing one out leaves the other)."""
     expires = int((time.time() if now is None else now) + SESSION_S)
     nonce = secrets.token_hex(8)
-    return f"{expires}.{nonce}.{_mac(token.encode(), expires, nonce)}"
+    return f"{expires}.{nonce}.{token_key}.{_mac(key, expires, nonce, token_key)}"
 
 
 def session_expiry(value: str) -> int | None:
@@ -88,43 +102,43 @@ def session_expiry(value: str) -> int | None:
     return int(stamp) if stamp.isdigit() else None
 
 
-def session_token(
+def session_holder(
     value: str | None,
-    tokens: tuple[bytes, ...],
+    key: bytes,
+    keyring: Keyring,
     signed_out: SignedOut | None = None,
     now: float | None = None,
-) -> bytes | None:
-    """The one of ``tokens`` a session cookie was made with, if it has not expired and was
-    not signed out; every token is compared, equal time."""
-    if not value or not tokens or value.count(".") != 2:
+) -> Identity | None:
+    """Who holds a session cookie: the holder of its token, if the cookie is this
+    gateway's, has not expired, was not signed out, and its token is still accepted."""
+    if not value or value.count(".") != 3:
         return None
-    stamp, nonce, mac = value.split(".")
+    stamp, nonce, token_key, mac = value.split(".")
     if not stamp.isdigit() or int(stamp) < (time.time() if now is None else now):
         return None
-    found = None
-    for token in tokens:
-        if hmac.compare_digest(mac.encode(), _mac(token, int(stamp), nonce).encode()):
-            found = token
-    if found is None or (signed_out is not None and value in signed_out):
+    if not hmac.compare_digest(mac.encode(), _mac(key, int(stamp), nonce, token_key).encode()):
         return None
-    return found
+    if signed_out is not None and value in signed_out:
+        return None
+    return keyring.by_key(token_key)
 
 
-def session_ok(
-    value: str | None,
-    tokens: tuple[bytes, ...],
-    signed_out: SignedOut | None = None,
-    now: float | None = None,
-) -> bool:
-    """Whether a session cookie was made with one of ``tokens``, has not expired and was
-    not signed out."""
-    return session_token(value, tokens, signed_out, now) is not None
-
-
-def cookie_token(conn: HTTPConnection) -> bytes | None:
-    """The token behind the connection's session cookie, if it holds a valid one."""
+def keyring_of(conn: HTTPConnection) -> Keyring:
+    """The gateway's keyring, the tokens file looked at again at most every second."""
     state = conn.app.state
-    return session_token(conn.cookies.get(SESSION_COOKIE), state.tokens, state.signed_out)
+    keyring: Keyring = state.keyring
+    now = time.monotonic()
+    if now - getattr(state, "keyring_looked", 0.0) >= REFRESH_S:
+        state.keyring_looked = now
+        keyring.refresh()
+    return keyring
+
+
+def cookie_holder(conn: HTTPConnection) -> Identity | None:
+    """Who holds the connection's session cookie, if it is a valid one."""
+    state = conn.app.state
+    value = conn.cookies.get(SESSION_COOKIE)
+    return session_holder(value, state.session_key, keyring_of(conn), state.signed_out)
 
 
 def same_origin(conn: HTTPConnection) -> bool:
@@ -138,20 +152,18 @@ def same_origin(conn: HTTPConnection) -> bool:
 
 
 def scoped_key(request: Request, key: str | None) -> str | None:
-    """An ``Idempotency-Key`` as the engine stores it: per token (or page session), so two
-    clients' keys never meet (the token itself is never stored, only a digest of it)."""
+    """An ``Idempotency-Key`` as the engine stores it: per tenant, so two tenants' keys
+    never meet (one tenant's clients share theirs)."""
     if key is None:
         return None
-    token = bearer(request.headers.get("authorization"))
-    if token is None:
-        token = request.cookies.get(SESSION_COOKIE, "").partition(".")[2]
-    return f"{hashlib.sha256(token.encode()).hexdigest()[:16]}:{key}"
+    return f"{identity_of(request).tenant}:{key}"
 
 
 BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="token",
-    description="An API token (FRAMEFLEET_API_TOKENS), sent as Authorization: Bearer <token>.",
+    description="An API token (the tokens file's, or FRAMEFLEET_API_TOKENS), sent as "
+    "Authorization: Bearer <token>.",
 )
 """Declares the bearer token in the OpenAPI schema (``require_token`` checks it)."""
 
@@ -161,26 +173,63 @@ async def require_token(
     _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
 ) -> None:
     """FastAPI dependency for /v1 routes: a bearer token, or the page's session (with its
-    cross-site checks for anything but reads). Records who called (:func:`owner_of`)."""
-    tokens: tuple[bytes, ...] = request.app.state.tokens
+    cross-site checks for anything but reads). Records who called (:func:`identity_of`)."""
     given = bearer(request.headers.get("authorization"))
     if given is not None:
-        if not token_ok(given, tokens):
+        keyring = keyring_of(request)
+        if keyring.needs_hashing(given):  # once per token: scrypt, off the event loop
+            holder = await run_in_threadpool(keyring.identify, given)
+        else:
+            holder = keyring.identify(given)
+        if holder is None:
             raise UNAUTHORIZED
-        request.state.owner = owner_id(given.encode())
+        request.state.identity = holder
         return
-    token = cookie_token(request)
-    if token is None:
+    holder = cookie_holder(request)
+    if holder is None:
         raise UNAUTHORIZED
     if request.method not in SAFE_METHODS and (
         request.headers.get(UI_HEADER) != "1" or not same_origin(request)
     ):
         raise CROSS_SITE
-    request.state.owner = owner_id(token)
+    request.state.identity = holder
 
 
-def owner_of(request: HTTPConnection) -> str | None:
-    """Who made this request (a digest of its token), once :func:`require_token` let it
-    through; ``None`` before."""
-    owner: str | None = getattr(request.state, "owner", None)
-    return owner
+def needs(role: Role) -> Callable[[Request], None]:
+    """A dependency: the caller's role is ``role`` or above, else a 403 naming it."""
+
+    def check(request: Request) -> None:
+        holder = identity_of(request)
+        if not holder.may(role):
+            raise HTTPException(
+                status_code=403,
+                detail=f"this needs the {role} role; the token {holder.name} is a "
+                f"{holder.role} (ask an admin for a token with that role)",
+            )
+
+    check.__name__ = f"needs_{role}"
+    return check
+
+
+VIEWER = Depends(needs(Role.VIEWER))
+SUBMITTER = Depends(needs(Role.SUBMITTER))
+OPERATOR = Depends(needs(Role.OPERATOR))
+ADMIN = Depends(needs(Role.ADMIN))
+
+
+def identity_of(request: HTTPConnection) -> Identity:
+    """Who made this request, once :func:`require_token` let it through."""
+    holder: Identity | None = getattr(request.state, "identity", None)
+    if holder is None:  # a route without require_token: a bug, never an open door
+        raise UNAUTHORIZED
+    return holder
+
+
+def caller_of(request: HTTPConnection) -> Caller:
+    """The engine's view of who made this request."""
+    return identity_of(request).caller
+
+
+def owner_of(request: HTTPConnection) -> str:
+    """The key of the token this request came with (per-token bounds count by it)."""
+    return identity_of(request).key

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from cluster import EventBatch, EventType, Job, JobEvent
+from cluster import DEFAULT_TENANT, Caller, EventBatch, EventType, Job, JobEvent, JobNotFound
 
 log = logging.getLogger("framefleet.api.events")
 QUEUE_MAX = 1000
@@ -27,15 +27,20 @@ POLL_S = 25.0
 @dataclass(eq=False)
 class Subscription:
     job_ids: frozenset[str] | None
+    tenant: str | None = None
+    """Only this tenant's jobs' events (``None``: every tenant's)."""
     queue: asyncio.Queue[JobEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     floor: int = 0
     """Events up to this ``seq`` were replayed to the client already: not again."""
 
+    def wants(self, event: JobEvent) -> bool:
+        """Whether ``event`` is of a job this subscription follows (and may see)."""
+        if self.tenant is not None and (event.tenant or DEFAULT_TENANT) != self.tenant:
+            return False
+        return self.job_ids is None or event.job_id in self.job_ids
+
     def offer(self, event: JobEvent | None) -> None:
-        if event is not None and (
-            (self.job_ids is not None and event.job_id not in self.job_ids)
-            or event.seq <= self.floor
-        ):
+        if event is not None and (not self.wants(event) or event.seq <= self.floor):
             return
         try:
             self.queue.put_nowait(event)
@@ -51,7 +56,7 @@ class Subscription:
         while not self.queue.empty():
             queued.append(self.queue.get_nowait())
         self.floor = max(self.floor, batch.last_seq)
-        missed: list[JobEvent | None] = list(batch.events)
+        missed: list[JobEvent | None] = [e for e in batch.events if self.wants(e)]
         if batch.gap or len(missed) >= QUEUE_MAX:
             missed = [None]
         later = [e for e in queued if e is None or e.seq > batch.last_seq]
@@ -79,26 +84,36 @@ class JobCache:
         """Job id -> the version of its last applied event (the newest ``size`` jobs)."""
         self._cleared = 0
 
-    def get(self, job_id: str) -> bytes | None:
-        """The job's response body, rendered once per change."""
+    def get(self, job_id: str, caller: Caller | None = None) -> bytes | None:
+        """The job's response body, rendered once per change; a job ``caller`` may not
+        see is not found."""
         entry = self._jobs.get(job_id)
         if entry is None:
             return None
         self._jobs.move_to_end(job_id)
         job, rendered = entry
+        if caller is not None and not caller.sees(job.tenant):
+            raise JobNotFound(job_id)
         if rendered is None:
             rendered = self._render(job)
             self._jobs[job_id] = (job, rendered)
         return rendered
 
-    async def read(self, job_id: str, fetch: Callable[[str], Awaitable[Job]]) -> bytes:
+    async def read(
+        self,
+        job_id: str,
+        fetch: Callable[[str], Awaitable[Job]],
+        caller: Caller | None = None,
+    ) -> bytes:
         """The job's body: from the cache, or fetched (and kept unless it changed while
-        being fetched)."""
-        body = self.get(job_id)
+        being fetched). A job of another tenant than ``caller``'s is not found."""
+        body = self.get(job_id, caller)
         if body is not None:
             return body
         since = self._version
         job = await fetch(job_id)
+        if caller is not None and not caller.sees(job.tenant):
+            raise JobNotFound(job_id)
         rendered = self._render(job)
         if self._changed.get(job_id, 0) <= since and self._cleared <= since:
             self._store(job_id, (job, rendered))
@@ -194,8 +209,11 @@ class EventHub:
                     sub.offer(event)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, job_ids: frozenset[str] | None) -> AsyncIterator[Subscription]:
-        sub = Subscription(job_ids)
+    async def subscribe(
+        self, job_ids: frozenset[str] | None, tenant: str | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Events of ``job_ids`` (``None``: all), of ``tenant``'s jobs only if given."""
+        sub = Subscription(job_ids, tenant)
         self._subs.add(sub)
         try:
             yield sub

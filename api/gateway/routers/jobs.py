@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.gateway.auth import owner_of, scoped_key
+from api.gateway.auth import SUBMITTER, VIEWER, caller_of, owner_of, scoped_key
 from api.gateway.limits import SSE
 from api.gateway.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
 from cluster import (
@@ -48,20 +48,20 @@ def fleet_of(request: Request) -> Fleet:
     return fleet
 
 
-@router.post("", status_code=201, response_model=JobView)
+@router.post("", status_code=201, response_model=JobView, dependencies=[SUBMITTER])
 async def submit(
     body: JobRequest, request: Request, response: Response, key: IdempotencyKey = None
 ) -> JobView:
     """Queue one job. Paths must resolve inside the media roots."""
     spec = body.to_spec()
     job = await fleet_of(request).aio.submit(
-        spec, idempotency_key=scoped_key(request, key), owner=owner_of(request)
+        spec, idempotency_key=scoped_key(request, key), caller=caller_of(request)
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobView.of(job)
 
 
-@router.post("/batch", status_code=201, response_model=BatchView)
+@router.post("/batch", status_code=201, response_model=BatchView, dependencies=[SUBMITTER])
 async def submit_batch(
     body: BatchRequest, request: Request, key: IdempotencyKey = None
 ) -> BatchView:
@@ -70,7 +70,9 @@ async def submit_batch(
     if body.input_prefix is not None:
         if body.inputs:
             raise SpecError("give inputs or input_prefix, not both")
-        listed = await fleet_of(request).aio.list_inputs(body.input_prefix, limit + 1)
+        listed = await fleet_of(request).aio.list_inputs(
+            body.input_prefix, limit + 1, caller_of(request)
+        )
         if not listed:
             raise SpecError(f"no video objects under {body.input_prefix}",
                             code=ErrorCode.INPUT_MISSING)  # fmt: skip
@@ -83,7 +85,7 @@ async def submit_batch(
     specs = [JobSpec(**fields, input=src, output=out)
              for src, out in zip(body.inputs, _outputs(body), strict=True)]  # fmt: skip
     jobs = await fleet_of(request).aio.submit_many(
-        specs, idempotency_key=scoped_key(request, key), owner=owner_of(request)
+        specs, idempotency_key=scoped_key(request, key), caller=caller_of(request)
     )
     return BatchView(ids=[j.id for j in jobs], jobs=[JobView.of(j) for j in jobs])
 
@@ -131,20 +133,31 @@ class ListedStatus(StrEnum):
     CANCELLED = JobStatus.CANCELLED.value
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, dependencies=[VIEWER])
 async def list_jobs(
     request: Request,
     status: Annotated[ListedStatus | None, Query()] = None,
     kind: Annotated[JobKind | None, Query()] = None,
+    tenant: Annotated[
+        str | None,
+        Query(
+            max_length=63,
+            description="One tenant's jobs (operators and admins; "
+            "others see their own tenant's only)",
+        ),
+    ] = None,
     cursor: Annotated[int, Query(ge=0, description="next_cursor of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JobPage:
-    """Jobs in submission order, filtered, a page at a time."""
+    """Jobs in submission order, filtered, a page at a time: the caller's tenant's (every
+    tenant's for an operator or admin)."""
     jobs = await fleet_of(request).aio.list_jobs(
         status=str(status) if status else None,
         kind=str(kind) if kind else None,
         after_seq=cursor,
         limit=limit + 1,  # one more: is there a next page at all?
+        caller=caller_of(request),
+        tenant=tenant,
     )
     more = len(jobs) > limit
     jobs = jobs[:limit]
@@ -152,10 +165,12 @@ async def list_jobs(
     return JobPage(jobs=[JobView.of(j) for j in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/{job_id}", response_model=JobView, dependencies=[VIEWER])
 async def get_job(job_id: str, request: Request) -> Response:
-    """One job; served from the gateway's event-fed cache when it holds the job."""
-    body = await request.app.state.hub.cache.read(job_id, fleet_of(request).aio.get)
+    """One job; served from the gateway's event-fed cache when it holds the job. A job
+    of another tenant is a 404, as a wrong id is."""
+    cache = request.app.state.hub.cache
+    body = await cache.read(job_id, fleet_of(request).aio.get, caller_of(request))
     return Response(body, media_type="application/json")
 
 
@@ -166,6 +181,7 @@ CANCEL_REPLY_S = 10.0
 @router.delete(
     "/{job_id}",
     response_model=JobView,
+    dependencies=[SUBMITTER],
     responses={202: {"model": JobView, "description": "Cancel requested; still stopping."}},
 )
 async def cancel_job(job_id: str, request: Request, response: Response) -> JobView:
@@ -173,44 +189,45 @@ async def cancel_job(job_id: str, request: Request, response: Response) -> JobVi
     the cancelled job, once its ffmpeg is gone; 202 with the job still running when its
     encoder has not confirmed its end within 10 s (the coordinator goes on, and kills the
     encoder if it does not stop: follow the job's events)."""
-    cache, fleet = request.app.state.hub.cache, fleet_of(request).aio
+    cache, fleet, caller = request.app.state.hub.cache, fleet_of(request).aio, caller_of(request)
     cache.drop(job_id)
     try:
-        job = await fleet.cancel(job_id, timeout=CANCEL_REPLY_S)
+        job = await fleet.cancel(job_id, timeout=CANCEL_REPLY_S, caller=caller)
     except CallTimeout:
         response.status_code = 202
-        job = await fleet.get(job_id)
+        job = await fleet.get(job_id, caller)
     if not job.status.terminal:  # killed, but not yet confirmed gone
         response.status_code = 202
     cache.drop(job_id)
     return JobView.of(job)
 
 
-@router.post("/{job_id}/retry", response_model=JobView)
+@router.post("/{job_id}/retry", response_model=JobView, dependencies=[SUBMITTER])
 async def retry_job(job_id: str, request: Request) -> JobView:
     """Queue a failed or cancelled job again (its input is probed again). A job that has
     not ended is a 409: cancel it first; cancels and retries of one job take turns."""
-    job = await fleet_of(request).aio.retry(job_id)
+    job = await fleet_of(request).aio.retry(job_id, caller_of(request))
     request.app.state.hub.cache.drop(job_id)
     return JobView.of(job)
 
 
 async def existing_job(job_id: str, request: Request) -> Job:
-    """The job, read before a stream starts, so a wrong id is a plain 404."""
-    return await fleet_of(request).aio.get(job_id)
+    """The job, read before a stream starts, so a wrong id (or another tenant's job) is
+    a plain 404."""
+    return await fleet_of(request).aio.get(job_id, caller_of(request))
 
 
 async def stream_slot(request: Request) -> AsyncIterator[None]:
     """One of the caller's event streams, held until the stream ends (its client gone
     included); past ``max_streams_per_token``, 429."""
-    with request.app.state.streams.hold(SSE, owner_of(request) or ""):
+    with request.app.state.streams.hold(SSE, owner_of(request)):
         yield
 
 
 @router.get(
     "/{job_id}/events",
     response_class=EventSourceResponse,
-    dependencies=[Depends(stream_slot, scope="request")],
+    dependencies=[VIEWER, Depends(stream_slot, scope="request")],
     responses={429: {"description": "The token holds as many event streams as it may."}},
 )
 async def job_events(

@@ -29,6 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
+from api.gateway.auth import VIEWER, caller_of
 from cluster import ErrorCode, FramefleetError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -139,6 +140,7 @@ class OpenedFile(FileResponse):
 
 @router.get(
     "/{job_id}/package/{path:path}",
+    dependencies=[VIEWER],
     response_class=FileResponse,
     responses={
         200: {"content": {t: {} for t in sorted(set(CONTENT_TYPES.values()))}},
@@ -151,7 +153,8 @@ async def package_file(job_id: str, path: str, request: Request) -> OpenedFile:
     MPD resolve here too. A path outside the package, through a link, or of another kind
     of file, and a job that is not a finished package, are 404."""
     app = request.app
-    job = json.loads(await app.state.hub.cache.read(job_id, app.state.fleet.aio.get))
+    body = await app.state.hub.cache.read(job_id, app.state.fleet.aio.get, caller_of(request))
+    job = json.loads(body)
     folder = package_folder(job)
     roots: tuple[Path, ...] = app.state.settings.roots(serving=True)
     try:

@@ -22,11 +22,11 @@ from api.gateway.auth import (
     SESSION_COOKIE,
     SESSION_S,
     UI_HEADER,
-    cookie_token,
+    cookie_holder,
+    keyring_of,
     new_session,
     same_origin,
     session_expiry,
-    token_ok,
 )
 
 router = APIRouter(tags=["ui"], include_in_schema=False)
@@ -105,7 +105,7 @@ def _from_page(request: Request) -> None:
 @router.get("/ui/session")
 async def session(request: Request) -> dict[str, bool]:
     """Whether the browser holds a valid session (the page asks for a token if not)."""
-    return {"signed_in": cookie_token(request) is not None}
+    return {"signed_in": cookie_holder(request) is not None}
 
 
 @router.post("/ui/session", status_code=204)
@@ -114,12 +114,13 @@ async def sign_in(
 ) -> Response:
     """Trade an API token for a session cookie (the token is not kept in the browser)."""
     _from_page(request)
-    tokens = request.app.state.tokens
-    if not token_ok(token, tokens):
+    holder = await run_in_threadpool(keyring_of(request).identify, token)  # scrypt: a thread
+    if holder is None:
         raise WRONG_TOKEN
+    value = new_session(request.app.state.session_key, holder.key)
     response = Response(status_code=204)
     response.set_cookie(
-        SESSION_COOKIE, new_session(token), max_age=SESSION_S, path="/", httponly=True,
+        SESSION_COOKIE, value, max_age=SESSION_S, path="/", httponly=True,
         samesite="strict", secure=request.url.scheme == "https",
     )  # fmt: skip
     return response
@@ -131,7 +132,7 @@ async def sign_out(request: Request) -> Response:
     was copied to, across gateway restarts) and in the browser."""
     _from_page(request)
     value = request.cookies.get(SESSION_COOKIE, "")
-    expires = session_expiry(value) if cookie_token(request) is not None else None
+    expires = session_expiry(value) if cookie_holder(request) is not None else None
     if expires is not None:  # only a live session this gateway made is kept
         await run_in_threadpool(request.app.state.signed_out.add, value, expires)
     response = Response(status_code=204)

@@ -22,7 +22,8 @@ import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.gateway.auth import bearer, cookie_token, owner_id, same_origin, token_ok
+from api.access import Identity
+from api.gateway.auth import bearer, cookie_holder, keyring_of, same_origin
 from api.gateway.events import Subscription
 from api.gateway.limits import WEBSOCKETS, StreamCaps
 
@@ -40,12 +41,11 @@ _waiting = 0
 @router.websocket("/v1/ws")
 async def events_socket(ws: WebSocket) -> None:
     global _waiting
-    tokens = ws.app.state.tokens
     given = bearer(ws.headers.get("authorization"))
-    session = cookie_token(ws) if given is None and same_origin(ws) else None
+    session = cookie_holder(ws) if given is None and same_origin(ws) else None
     if session is not None:
         await ws.accept()  # the status page: its session cookie, from its own origin
-        await _held(ws, owner_id(session))
+        await _held(ws, session)
         return
     if given is None and _waiting >= MAX_WAITING_FOR_AUTH:
         await ws.close(code=TOO_MANY, reason="too many unauthenticated sockets; retry")
@@ -61,29 +61,33 @@ async def events_socket(ws: WebSocket) -> None:
             return
         finally:
             _waiting -= 1
-    if not isinstance(given, str) or not token_ok(given, tokens):
+    holder = keyring_of(ws).identify(given) if isinstance(given, str) else None
+    if holder is None:
         with contextlib.suppress(Exception):
             await ws.close(code=UNAUTHORIZED, reason="a valid token is required")
         return
-    await _held(ws, owner_id(given.encode()))
+    await _held(ws, holder)
 
 
-async def _held(ws: WebSocket, owner: str) -> None:
+async def _held(ws: WebSocket, holder: Identity) -> None:
     """Serve an accepted socket as one of its token's, or close it past their cap."""
     caps: StreamCaps = ws.app.state.streams
-    if caps.open(WEBSOCKETS, owner) >= caps.limit:
+    if caps.open(WEBSOCKETS, holder.key) >= caps.limit:
         with contextlib.suppress(Exception):
             await ws.close(code=TOO_MANY, reason=caps.refusal(WEBSOCKETS))
         return
-    with caps.hold(WEBSOCKETS, owner):
-        await _serve(ws)
+    with caps.hold(WEBSOCKETS, holder.key):
+        await _serve(ws, holder)
 
 
-async def _serve(ws: WebSocket) -> None:
-    """Events to an authenticated socket until it leaves."""
+async def _serve(ws: WebSocket, holder: Identity) -> None:
+    """Events to an authenticated socket until it leaves: its tenant's jobs' only,
+    unless its role sees every tenant."""
     await ws.send_json({"type": "ready"})
     hub = ws.app.state.hub
-    async with hub.subscribe(None) as sub:  # the hub filters by sub.job_ids
+    caller = holder.caller
+    tenant = None if caller.every_tenant else caller.tenant
+    async with hub.subscribe(None, tenant) as sub:  # the hub filters by job and tenant
         listener = asyncio.create_task(_listen(ws, sub))
         try:
             while not listener.done():

@@ -127,11 +127,13 @@ def test_idempotency_key_returns_the_same_job(gateway: Gateway) -> None:
     changed = gateway.http.post("/v1/jobs", json={**spec, "priority": 5}, headers=headers)
     assert changed.status_code == 409
     assert changed.json()["error"]["code"] == "idempotency_conflict"
-    # Keys belong to the token that used them: another client's "order-42" is its own.
-    theirs = gateway.http.post(
+    # Keys belong to the tenant: another token of the same tenant (both plain tokens are
+    # the default tenant's admins) gets the same job; another tenant's key is its own
+    # (tests/integration/api/test_tenants.py).
+    same_tenant = gateway.http.post(
         "/v1/jobs", json=spec, headers={**headers, "Authorization": "Bearer another-token"}
     ).json()
-    assert theirs["id"] != first["id"]
+    assert same_tenant["id"] == first["id"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,130 @@
+"""``framefleet token add|list|revoke`` (the tokens file, on the gateway's machine) and
+``framefleet audit`` (the audit trail, through a gateway).
+
+The tokens file is ``--file``, else ``FRAMEFLEET_TOKENS_FILE``, else
+``<data dir>/tokens.toml`` (which ``serve`` reads when FRAMEFLEET_TOKENS_FILE is unset).
+``token add`` prints the new token once: the file keeps a salted hash of it only. Each
+change is written to the audit trail in the data dir (``audit.sqlite3``, beside the
+coordinator's records), naming the local user who made it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from api.access import Role, add_token, read_tokens_file, revoke_token
+from api.cli.jobs import DEFAULT_API, Api, AsJson, GatewayClient, Token, err, out
+from api.cli.options import DataDir
+from api.settings import TOKENS_FILE_NAME, Settings
+from cluster import AuditLog
+
+token_app = typer.Typer(help="Tokens with a tenant and a role, in the tokens file.",
+                        no_args_is_help=True)  # fmt: skip
+TokensFile = Annotated[
+    Path | None,
+    typer.Option("--file", help="The tokens file [FRAMEFLEET_TOKENS_FILE, else "
+                 "<data dir>/tokens.toml]."),
+]  # fmt: skip
+AUDIT_FILE = "audit.sqlite3"
+
+
+def _where(file: Path | None, data_dir: Path | None) -> tuple[Path, Path]:
+    """The tokens file and the data dir (for the audit trail)."""
+    settings = Settings.load(data_dir=data_dir)
+    path = file or settings.tokens_file or settings.data_dir / TOKENS_FILE_NAME
+    return path, settings.data_dir
+
+
+def _audit(data_dir: Path, action: str, name: str, tenant: str, detail: dict[str, Any]) -> None:
+    log = AuditLog(data_dir / AUDIT_FILE)
+    try:
+        log.add(f"cli:{getpass.getuser()}", tenant, action, name, detail=detail)
+    finally:
+        log.close()
+
+
+@token_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="The token's name (who holds it).")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Its tenant.")] = "default",
+    role: Annotated[
+        str, typer.Option("--role", help="viewer, submitter, operator or admin.")
+    ] = "submitter",
+    file: TokensFile = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Make a token for NAME and print it (once: only its hash is kept)."""
+    path, data = _where(file, data_dir)
+    try:
+        parsed = Role.parse(role)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from None
+    token = add_token(path, name, tenant, parsed)
+    _audit(data, "token-add", name, tenant, {"role": str(parsed), "file": str(path)})
+    err.print(f"token {name} ({parsed} of {tenant}) added to {path}; it is shown once:")
+    out.print(token)
+
+
+@token_app.command("list")
+def list_tokens(file: TokensFile = None, data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """The tokens in the file: name, tenant, role (never a token or its hash)."""
+    path, _ = _where(file, data_dir)
+    content = read_tokens_file(path)
+    rows = [{"name": e.identity.name, "tenant": e.identity.tenant, "role": str(e.identity.role),
+             "created_at": e.created_at} for e in content.tokens]  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("name", "tenant", "role", "created")
+    for row in rows:
+        table.add_row(row["name"], row["tenant"], row["role"], row["created_at"])
+    out.print(table)
+
+
+@token_app.command("revoke")
+def revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    file: TokensFile = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Remove NAME's token: a running gateway refuses it within a second."""
+    path, data = _where(file, data_dir)
+    entry = revoke_token(path, name)
+    _audit(data, "token-revoke", name, entry.identity.tenant, {"file": str(path)})
+    out.print(f"token {name} revoked")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
+
+    @app.command()
+    def audit(
+        after: Annotated[int, typer.Option("--after", help="Entries after this seq.")] = 0,
+        limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+        tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+        action: Annotated[str | None, typer.Option("--action")] = None,
+        api: Api = DEFAULT_API,
+        token: Token = None,
+        data_dir: DataDir = None,
+        as_json: AsJson = False,
+    ) -> None:
+        """The audit trail: who did what, and when (operators and admins)."""
+        client = GatewayClient(api, token, data_dir)
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        params |= {k: v for k, v in (("tenant", tenant), ("action", action)) if v}
+        page = client.call("GET", "/v1/audit", params=params)
+        if as_json:
+            out.print_json(json.dumps(page))
+            return
+        table = Table("seq", "when", "who", "tenant", "action", "target")
+        for e in page["entries"]:
+            when = datetime.fromtimestamp(e["at"]).strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(str(e["seq"]), when, e["actor"], e["tenant"], e["action"], e["target"])
+        out.print(table)
