@@ -44,7 +44,15 @@ from typing import Any
 
 import tomli_w
 
-from cluster import DEFAULT_TENANT, Caller, ConfigError, Tenant, Tenants, check_name
+from cluster import (
+    DEFAULT_TENANT,
+    Caller,
+    ConfigError,
+    Tenant,
+    Tenants,
+    check_name,
+    private_dir,
+)
 
 log = logging.getLogger("framefleet.api.access")
 PREFIX = "ff_"
@@ -239,19 +247,12 @@ def write_tokens_file(path: Path, content: TokensFile) -> None:
                           "id": e.id, "hash": e.hash, "created_at": e.created_at}
         for e in content.tokens
     }  # fmt: skip
-    private_folder(path.parent)
+    private_dir(path.parent, tighten=False)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(HEADER + tomli_w.dumps(data))
     os.replace(tmp, path)
-
-
-def private_folder(folder: Path) -> None:
-    """Make ``folder`` (and its missing parents) if needed; one framefleet makes is 0700."""
-    if not folder.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
 
 
 def add_token(path: Path, name: str, tenant: str, role: Role) -> str:

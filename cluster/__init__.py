@@ -98,12 +98,15 @@ if TYPE_CHECKING:
     from cluster.scheduling.admission import check_spec
     from cluster.scheduling.costs import CostModel
     from cluster.scheduling.planner import Policy
+    from cluster.storage.private import private_dir, write_secret
     from cluster.storage.roots import MEDIA_MAP_ENV, NO_MEDIA_ENV, mark_root, parse_media_map
     from cluster.storage.scratch import SCRATCH_BYTES_ENV, SCRATCH_ENV
     from cluster.storage.urls import is_object_url, is_url, parse_object_roots
     from cluster.watch import FolderWatcher, WatchRule, check_rule
 
 _WHERE: dict[str, str] = {
+    "private_dir": "cluster.storage.private",
+    "write_secret": "cluster.storage.private",
     "DEFAULT_TENANT": "cluster.model.tenancy",
     "Caller": "cluster.model.tenancy",
     "Tenant": "cluster.model.tenancy",
@@ -302,9 +305,11 @@ __all__ = [
     "missing_token_message",
     "parse_media_map",
     "parse_object_roots",
+    "private_dir",
     "probe",
     "sign_webhook",
     "verify_webhook",
+    "write_secret",
 ]
 
 

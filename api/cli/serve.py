@@ -15,6 +15,7 @@ from rich.console import Console
 from api.cli.discovery import announce, withdraw
 from api.cli.options import Address
 from api.settings import TOKEN_FILE_NAME
+from cluster import write_secret
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -69,9 +70,7 @@ def register(app: typer.Typer) -> None:
         if not settings.tokens():
             token_file = settings.data_dir / TOKEN_FILE_NAME
             if not token_file.exists():
-                settings.data_dir.mkdir(parents=True, exist_ok=True)
-                token_file.touch(mode=0o600)
-                token_file.write_text(secrets.token_urlsafe(32) + "\n")
+                write_secret(token_file, (secrets.token_urlsafe(32) + "\n").encode())
             settings = settings.model_copy(update={"token_file": token_file})
             err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
         roots = [*map(str, settings.roots(serving=True)), *settings.object_roots()]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -37,9 +36,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from api.access import Identity, Keyring, Role, private_folder
+from api.access import Identity, Keyring, Role
 from api.gateway.sessions import SignedOut
-from cluster import Caller
+from cluster import Caller, private_dir, write_secret
 
 UNAUTHORIZED = HTTPException(
     status_code=401,
@@ -72,14 +71,12 @@ def session_key(data_dir: Path) -> bytes:
     """The gateway's key for session cookies: ``<data dir>/session-key``, made once (32
     random bytes, mode 0600, in a folder framefleet keeps 0700)."""
     path = data_dir / SESSION_KEY_FILE
-    private_folder(data_dir)
+    key = secrets.token_bytes(32)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_secret(path, key)
     except FileExistsError:
+        private_dir(data_dir)
         return path.read_bytes()
-    with os.fdopen(fd, "wb") as out:
-        key = secrets.token_bytes(32)
-        out.write(key)
     return key
 
 

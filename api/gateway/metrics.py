@@ -9,6 +9,7 @@ can join the two), ``gpu`` (index), ``model`` and ``node``. Fields a GPU cannot 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -34,6 +35,8 @@ from cluster import (
 
 MIB = 1024 * 1024
 P = "framefleet_"
+OUTCOMES = ("succeeded", "failed", "cancelled")
+log = logging.getLogger("framefleet.api.metrics")
 
 
 class ClusterCollector(Collector):
@@ -44,13 +47,64 @@ class ClusterCollector(Collector):
         return []  # collected at scrape time only
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot()
+        up = GaugeMetricFamily(
+            P + "coordinator_up", "1 when this scrape reached the coordinator, else 0."
+        )
+        try:
+            snap = self._snapshot()
+        except Exception as exc:  # the coordinator is away: say so, and nothing else
+            log.warning("metrics: the coordinator did not answer: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
         yield from _job_metrics(snap.jobs)
         yield from _queue_metrics(snap)
+        yield from _tenant_metrics(snap)
         nodes = snap.nodes
         names = _node_names(nodes)
         yield from _node_metrics(nodes, names)
         yield from _gpu_metrics(nodes, names)
+
+
+def _tenant_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
+    """Per tenant: queue, running encodes, oldest wait, share and usage, resources held."""
+    gauges = (
+        ("tenant_queued_jobs", "Jobs of the tenant waiting.", "queued"),
+        ("tenant_running_jobs", "Encodes of the tenant's jobs running.", "running"),
+        ("tenant_oldest_queued_seconds",
+         "How long the tenant's oldest queued job has waited (0: none queued).",
+         "oldest_queued_s"),
+        ("tenant_weight_share",
+         "The tenant's fair share: its weight over the sum of the tenants' weights (0-1).",
+         "weight_share"),
+        ("tenant_usage_share",
+         "The dominant share (GPUs or cores) of the farm the tenant's encodes hold (0-1).",
+         "usage_share"),
+    )  # fmt: skip
+    for name, doc, attr in gauges:
+        family = GaugeMetricFamily(P + name, doc, labels=["tenant"])
+        for t in snap.tenants:
+            family.add_metric([t.name], float(getattr(t, attr)))
+        yield family
+    for name, doc, attr in (
+        ("tenant_gpu_seconds", "GPU-seconds the tenant's encodes held.", "gpu_seconds"),
+        ("tenant_core_seconds", "Core-seconds the tenant's encodes held.", "core_seconds"),
+    ):
+        counter = CounterMetricFamily(P + name, doc, labels=["tenant"])
+        for t in snap.tenants:
+            counter.add_metric([t.name], float(getattr(t, attr)))
+        yield counter
+    finished = CounterMetricFamily(
+        P + "tenant_jobs_finished", "The tenant's jobs that ended, by outcome.",
+        labels=["tenant", "outcome"],
+    )  # fmt: skip
+    counts = snap.jobs.tenant_finished
+    for t in snap.tenants:
+        for outcome in OUTCOMES:
+            finished.add_metric([t.name, outcome], counts.get((t.name, outcome), 0))
+    yield finished
 
 
 def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:
@@ -135,6 +189,9 @@ def _node_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Itera
         P + "node_cpus_allocated", "Cores given to running jobs.", labels=["node"]
     )
     running = GaugeMetricFamily(P + "node_running_jobs", "Jobs running on a node.", labels=["node"])
+    agent = GaugeMetricFamily(
+        P + "node_agent_up", "1 while the node's agent reports, else 0.", labels=["node"]
+    )
     state = GaugeMetricFamily(
         P + "node_state",
         "1 for the state a node is in (ready, draining, drained, quarantined, trial).",
@@ -145,9 +202,10 @@ def _node_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Itera
         cpus.add_metric(label, n.cpus)
         used.add_metric(label, n.cpus_used)
         running.add_metric(label, len(n.running_jobs))
+        agent.add_metric(label, 1.0 if n.agent_error is None and n.ready else 0.0)
         for name in NODE_STATES:
             state.add_metric([*label, name], 1.0 if n.state == name else 0.0)
-    yield from (cpus, used, running, state)
+    yield from (cpus, used, running, agent, state)
 
 
 NODE_STATES = ("ready", "draining", "drained", "quarantined", "trial")

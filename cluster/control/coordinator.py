@@ -39,7 +39,7 @@ from cluster.control.farm.healing import Healer
 from cluster.control.farm.prober import ProbeFn, Prober
 from cluster.control.farm.reach import IndexFn, MediaReach
 from cluster.control.farm.view import ClusterView, NodeRecord
-from cluster.control.farmapi import FarmAPI, MetricsSnapshot
+from cluster.control.farmapi import FarmAPI, MetricsSnapshot, TenantGauge
 from cluster.control.graphrun import GraphRunner
 from cluster.control.graphs import KINDS
 from cluster.control.intake import check_all, confine_all, list_inputs, tenant_confines
@@ -143,7 +143,8 @@ class Coordinator:
                                   probe=self.prober.probed)  # fmt: skip
         self.farm = FarmAPI(table=self.table, view=self.view, healer=self.healer,
                             encodes=self.encodes, states=self._states,
-                            refresh=self._refresh_nodes, wake=self._wake_up)  # fmt: skip
+                            refresh=self._refresh_nodes, wake=self._wake_up,
+                            tenants=self._tenant_gauges)  # fmt: skip
         self._asked: list[dict[str, float]] = []
         """The last resource shapes asked of the autoscaler."""
         self._stopping = False
@@ -623,6 +624,43 @@ class Coordinator:
         states = self._states()
         gpus = sum(len(n.gpus) for n in states)
         return FairShare.of(self.tenants, running, gpus, sum(n.cpus for n in states))
+
+    def _tenant_gauges(self) -> tuple[TenantGauge, ...]:
+        """Each tenant's queue, running encodes, oldest wait, share and usage (/metrics):
+        the known tenants and any with work or history."""
+        now, fair = self._now(), self._fair_share()
+        queued: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for job in self.table.queue.values():
+            if job.task is None:
+                name = tenant_of(job.tenant)
+                queued[name] = queued.get(name, 0) + 1
+                oldest[name] = max(oldest.get(name, 0.0), now - job.created_at)
+        held: dict[str, tuple[float, float]] = {}
+        for job_id, run in self.encodes.running.items():
+            found = self.table.jobs.get(job_id)
+            if found is None or found.started_at is None:
+                continue
+            name, ran = tenant_of(found.tenant), max(now - found.started_at, 0.0)
+            gpu_s, core_s = held.get(name, (0.0, 0.0))
+            gpus = 1 if run.lease.placement.gpu_uuid else 0
+            held[name] = (gpu_s + gpus * ran, core_s + run.lease.placement.cores * ran)
+        metrics = self.table.metrics
+        waiting = [*queued, *(n for n, u in fair.usage.items() if u.running)]
+        names = self.tenants.names([*waiting, *metrics.gpu_seconds, DEFAULT_TENANT])
+        return tuple(
+            TenantGauge(
+                name=name,
+                queued=queued.get(name, 0),
+                running=fair.used(name).running,
+                oldest_queued_s=round(oldest.get(name, 0.0), 3),
+                weight_share=round(self.tenants.weight_share(name, waiting), 4),
+                usage_share=round(fair.dominant(name), 4),
+                gpu_seconds=metrics.gpu_seconds.get(name, 0.0) + held.get(name, (0.0, 0.0))[0],
+                core_seconds=metrics.core_seconds.get(name, 0.0) + held.get(name, (0.0, 0.0))[1],
+            )
+            for name in names
+        )
 
     def _reach(self, job: Job) -> Reach | None:
         return self.reach.reach(job, job.input_media) if job.input_media else None

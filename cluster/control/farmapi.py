@@ -32,6 +32,25 @@ class EncodeRate:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantGauge:
+    """One tenant's standing now (a ``tenant`` label on /metrics)."""
+
+    name: str
+    queued: int
+    running: int
+    """Encodes of its jobs running (tasks of a job graph each count)."""
+    oldest_queued_s: float
+    """How long its oldest queued job has waited (0: none queued)."""
+    weight_share: float
+    """Its weight over the sum of the weights of the tenants known or with work."""
+    usage_share: float
+    """The dominant share (GPUs or cores) of the farm its running encodes hold."""
+    gpu_seconds: float
+    """GPU-seconds held, ended attempts and running ones so far."""
+    core_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
     """What /metrics exports, in one answer (see ``Coordinator.metrics_snapshot``)."""
 
@@ -42,6 +61,7 @@ class MetricsSnapshot:
     nodes: tuple[NodeRecord, ...]
     webhooks_pending: int = 0
     """Job endings waiting in the webhook outbox."""
+    tenants: tuple[TenantGauge, ...] = ()
 
 
 def snapshot(
@@ -50,6 +70,7 @@ def snapshot(
     running: Iterable[Job],
     nodes: list[NodeRecord],
     webhooks_pending: int = 0,
+    tenants: tuple[TenantGauge, ...] = (),
 ) -> MetricsSnapshot:
     """The counters as they are now (a copy), with the live gauges."""
     queue: dict[int, int] = {}
@@ -66,7 +87,7 @@ def snapshot(
             )
         )
     return MetricsSnapshot(copy.deepcopy(metrics), queue, tuple(encodes), tuple(nodes),
-                           webhooks_pending)  # fmt: skip
+                           webhooks_pending, tenants)  # fmt: skip
 
 
 class FarmAPI:
@@ -82,6 +103,7 @@ class FarmAPI:
         states: Callable[[], list[NodeState]],
         refresh: Callable[[], Awaitable[None]],
         wake: Callable[[], None],
+        tenants: Callable[[], tuple[TenantGauge, ...]] = tuple,
     ) -> None:
         self._table = table
         self._view = view
@@ -90,6 +112,7 @@ class FarmAPI:
         self._states = states
         self._refresh = refresh
         self._wake = wake
+        self._tenants = tenants
 
     async def _find(self, name: str) -> str:
         """The id of the node called ``name``, reading the cluster again if it is not
@@ -116,7 +139,7 @@ class FarmAPI:
         running encodes' fps and speed, and the node view (GPU readings from the agents)."""
         running = [run.job for run in self._encodes.running.values()]
         return snapshot(self._table.metrics, self._table.queue.values(), running, self.nodes(),
-                        self._table.webhooks.pending)  # fmt: skip
+                        self._table.webhooks.pending, self._tenants())  # fmt: skip
 
     def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         """Change a node's concurrent-job cap while running (``None``: only cores limit)."""

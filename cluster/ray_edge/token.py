@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import ClusterUnavailable, ConfigError
+from cluster.storage.private import private_dir
 
 # Names of variables and files, not secrets.
 TOKEN_ENV = "RAY_AUTH_TOKEN"  # noqa: S105
@@ -62,7 +63,7 @@ def find_token(environ: Mapping[str, str]) -> FoundToken | None:
 def create_token(path: Path) -> FoundToken:
     """A new random token (256 bits, as Ray makes them) in ``path``, mode 0600."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         found = find_token({TOKEN_PATH_ENV: str(path)})

@@ -249,10 +249,10 @@ class JobTable:
         job, status = m.job, m.status
         if m.stale(self.jobs.get(job.id)):
             return False
-        was_since, was_queued = job.updated_at, job.id in self.queue
+        was_since, was_queued, was = job.updated_at, job.id in self.queue, job.status
         self._transition(m)
         self.jobs[job.id] = job  # a job read back from SQLite (a retry) is active again
-        self._count(job, status, was_since)
+        self._count(job, status, was_since, was)
         if status is JobStatus.QUEUED:
             self.queue[job.id] = job
         else:
@@ -358,7 +358,13 @@ class JobTable:
         parent = self.jobs.get(job.task.parent) if job.task else None
         return parent is not None and not parent.status.terminal
 
-    def _count(self, job: Job, status: JobStatus, was_since: float) -> None:
+    def _count(self, job: Job, status: JobStatus, was_since: float, was: JobStatus) -> None:
+        tenant = tenant_of(job.tenant)
+        ended_run = was is JobStatus.RUNNING and status is not JobStatus.RUNNING
+        if ended_run and job.placement is not None and job.started_at is not None:
+            held = job.updated_at - job.started_at  # the attempt's run (tasks' too)
+            gpus = 1 if job.placement.gpu is not None else 0
+            self.metrics.on_held(tenant, gpus, job.placement.cpus, held)
         if job.task is not None:  # counted as its job
             return
         kind, codec = str(job.spec.kind), job.spec.codec
@@ -368,3 +374,4 @@ class JobTable:
             ran = job.finished_at - job.started_at if job.started_at and job.finished_at else None
             encoder = job.placement.encoder if job.placement else None
             self.metrics.on_finish(kind, codec, encoder, str(status), ran, job.result)
+            self.metrics.on_tenant_finish(tenant, str(status))

@@ -65,6 +65,12 @@ class JobMetrics:
     bytes_written: dict[str, int] = field(default_factory=dict)
     queue_wait: dict[str, Histogram] = field(default_factory=dict)
     duration: dict[str, Histogram] = field(default_factory=dict)
+    tenant_finished: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(tenant, outcome) -> jobs that ended so."""
+    gpu_seconds: dict[str, float] = field(default_factory=dict)
+    """Tenant -> GPU-seconds its ended attempts held (tasks included)."""
+    core_seconds: dict[str, float] = field(default_factory=dict)
+    """Tenant -> core-seconds its ended attempts held (tasks included)."""
 
     def __post_init__(self) -> None:
         for kind, codec, encoder in _job_labels():
@@ -85,6 +91,16 @@ class JobMetrics:
 
     def on_submit(self, kind: str, codec: str) -> None:
         self.submitted[(kind, codec)] = self.submitted.get((kind, codec), 0) + 1
+
+    def on_tenant_finish(self, tenant: str, outcome: str) -> None:
+        key = (tenant, outcome)
+        self.tenant_finished[key] = self.tenant_finished.get(key, 0) + 1
+
+    def on_held(self, tenant: str, gpus: int, cores: float, seconds: float) -> None:
+        """An attempt of ``tenant``'s that held ``gpus`` and ``cores`` for ``seconds``."""
+        seconds = max(seconds, 0.0)
+        self.gpu_seconds[tenant] = self.gpu_seconds.get(tenant, 0.0) + gpus * seconds
+        self.core_seconds[tenant] = self.core_seconds.get(tenant, 0.0) + cores * seconds
 
     def on_start(self, kind: str, waited_s: float) -> None:
         self.queue_wait.setdefault(kind, Histogram(WAIT_BUCKETS)).observe(max(waited_s, 0.0))
