@@ -85,6 +85,7 @@ async def keep_tenants(keyring: Keyring, fleet: Fleet) -> None:
     others. Without a tokens file the coordinator's tenants are left as they are."""
     if keyring.path is None:
         return
+    said = ""
     while True:
         try:
             await asyncio.to_thread(keyring.refresh)
@@ -92,8 +93,11 @@ async def keep_tenants(keyring: Keyring, fleet: Fleet) -> None:
                 await fleet.aio.set_tenants(keyring.tenants)
                 log.info("tenants from %s: %s", keyring.path,
                          ", ".join(t.name for t in keyring.tenants.known) or "none")  # fmt: skip
+            said = ""
         except Exception as exc:  # a bad edit of the file, a coordinator restarting
-            log.warning("tenants not updated: %s", exc)
+            if str(exc) != said:  # once per problem, not every round
+                log.warning("tenants not updated: %s", exc)
+                said = str(exc)
         await asyncio.sleep(TENANTS_EVERY_S)
 
 

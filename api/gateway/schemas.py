@@ -250,6 +250,7 @@ class JobView(BaseModel):
     id: str
     kind: JobKind
     status: str
+    tenant: str = Field(default="default", description="The tenant the job belongs to.")
     input: str
     output: str | None
     spec: dict[str, Any]

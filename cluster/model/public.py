@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.model.jobs import Job, JobStatus
+from cluster.model.tenancy import tenant_of
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -16,6 +17,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "id": job.id,
         "kind": str(spec.kind),
         "status": str(job.status),
+        "tenant": tenant_of(job.tenant),
         "input": spec.input,
         "output": spec.output,
         "spec": spec.to_dict(),
