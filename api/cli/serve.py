@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
             gpu_inventory=gpu_inventory,
             ffmpeg=ffmpeg,
         )
-        if not settings.tokens():
+        if not settings.tokens() and settings.keyring().path is None:
             token_file = settings.data_dir / TOKEN_FILE_NAME
             if not token_file.exists():
                 write_secret(token_file, (secrets.token_urlsafe(32) + "\n").encode())

@@ -131,6 +131,24 @@ def keyring_of(conn: HTTPConnection) -> Keyring:
     return keyring
 
 
+REVOKED_CHECK_S = 1.0
+"""How often an open event stream or socket looks whether its token was revoked."""
+
+
+def still_held(conn: HTTPConnection, holder: Identity) -> bool:
+    """Whether ``holder``'s token is still accepted (an open stream ends once it is not)."""
+    return keyring_of(conn).by_key(holder.key) is not None
+
+
+async def identify(conn: HTTPConnection, token: str) -> Identity | None:
+    """Who holds ``token``; a tokens-file token not seen yet is checked (scrypt) in a
+    thread, off the event loop."""
+    keyring = keyring_of(conn)
+    if keyring.needs_hashing(token):
+        return await run_in_threadpool(keyring.identify, token)
+    return keyring.identify(token)
+
+
 def cookie_holder(conn: HTTPConnection) -> Identity | None:
     """Who holds the connection's session cookie, if it is a valid one."""
     state = conn.app.state
@@ -173,11 +191,7 @@ async def require_token(
     cross-site checks for anything but reads). Records who called (:func:`identity_of`)."""
     given = bearer(request.headers.get("authorization"))
     if given is not None:
-        keyring = keyring_of(request)
-        if keyring.needs_hashing(given):  # once per token: scrypt, off the event loop
-            holder = await run_in_threadpool(keyring.identify, given)
-        else:
-            holder = keyring.identify(given)
+        holder = await identify(request, given)
         if holder is None:
             raise UNAUTHORIZED
         request.state.identity = holder

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from api.gateway.auth import SUBMITTER, VIEWER, caller_of, owner_of, scoped_key
+from api.gateway.auth import (
+    REVOKED_CHECK_S,
+    SUBMITTER,
+    VIEWER,
+    caller_of,
+    identity_of,
+    owner_of,
+    scoped_key,
+    still_held,
+)
 from api.gateway.limits import SSE
 from api.gateway.schemas import BatchRequest, BatchView, JobPage, JobRequest, JobView
 from cluster import (
@@ -259,14 +268,22 @@ async def job_events(
             missed = [JobEvent.of(await fleet.get(job_id), EventType.STATUS, cursor)]
         for event in missed:
             yield ServerSentEvent(raw_data=hub.rendered(event), event="job", id=str(event.seq))
-        event = missed[-1]
+        event, holder, quiet = missed[-1], identity_of(request), 0.0
         while not event.status.terminal:
             try:
-                async with asyncio.timeout(SSE_KEEPALIVE_S):  # no task per wait, unlike wait_for
+                async with asyncio.timeout(REVOKED_CHECK_S):  # no task per wait (wait_for's)
                     next_event = await sub.queue.get()
             except TimeoutError:
-                yield ServerSentEvent(comment="keep-alive")
+                if not still_held(request, holder):
+                    return  # its token was revoked: the stream ends
+                quiet += REVOKED_CHECK_S
+                if quiet >= SSE_KEEPALIVE_S:
+                    quiet = 0.0
+                    yield ServerSentEvent(comment="keep-alive")
                 continue
+            if not still_held(request, holder):
+                return
+            quiet = 0.0
             if next_event is None:  # a gap: re-read the job
                 cursor = await fleet.event_cursor()
                 next_event = JobEvent.of(await fleet.get(job_id), EventType.STATUS, cursor)

@@ -23,9 +23,17 @@ import json
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.access import Identity
-from api.gateway.auth import bearer, cookie_holder, keyring_of, same_origin
+from api.gateway.auth import (
+    REVOKED_CHECK_S,
+    bearer,
+    cookie_holder,
+    identify,
+    same_origin,
+    still_held,
+)
 from api.gateway.events import Subscription
 from api.gateway.limits import WEBSOCKETS, StreamCaps
+from cluster import JobEvent
 
 router = APIRouter(tags=["events"])
 AUTH_WAIT_S = 5.0
@@ -61,7 +69,7 @@ async def events_socket(ws: WebSocket) -> None:
             return
         finally:
             _waiting -= 1
-    holder = keyring_of(ws).identify(given) if isinstance(given, str) else None
+    holder = await identify(ws, given) if isinstance(given, str) else None
     if holder is None:
         with contextlib.suppress(Exception):
             await ws.close(code=UNAUTHORIZED, reason="a valid token is required")
@@ -89,21 +97,28 @@ async def _serve(ws: WebSocket, holder: Identity) -> None:
     tenant = None if caller.every_tenant else caller.tenant
     async with hub.subscribe(None, tenant) as sub:  # the hub filters by job and tenant
         listener = asyncio.create_task(_listen(ws, sub))
+        getter: asyncio.Task[JobEvent | None] | None = None
         try:
             while not listener.done():
-                getter = asyncio.create_task(sub.queue.get())
+                getter = getter or asyncio.create_task(sub.queue.get())
                 done, _ = await asyncio.wait(
-                    {getter, listener}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter not in done:
-                    getter.cancel()
+                    {getter, listener}, timeout=REVOKED_CHECK_S,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
+                if not still_held(ws, holder):  # its token was revoked: the socket ends
+                    await ws.close(code=UNAUTHORIZED, reason="the token was revoked")
                     break
-                event = getter.result()
-                await ws.send_json({"type": "gap"} if event is None else event.to_dict())
+                if getter in done:
+                    event, getter = getter.result(), None
+                    await ws.send_json({"type": "gap"} if event is None else event.to_dict())
+                elif listener in done:
+                    break
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
             listener.cancel()
+            if getter is not None:
+                getter.cancel()
 
 
 class _BadFrame(Exception):
