@@ -101,8 +101,75 @@ def revoke(
     out.print(f"token {name} revoked")
 
 
+speeds_app = typer.Typer(help="What the farm learned of its speeds (through the gateway).",
+                         invoke_without_command=True)  # fmt: skip
+IMPORT_BATCH = 2000
+"""Samples per import request (each request stays under the gateway's body limit)."""
+
+
+@speeds_app.callback()
+def speeds(
+    ctx: typer.Context,
+    api: Api = DEFAULT_API,
+    token: Token = None,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Each device's learned speed over the static table, and its runs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = GatewayClient(api, token, data_dir).call("GET", "/v1/speeds")
+    if as_json:
+        out.print_json(json.dumps(found["devices"]))
+        return
+    table = Table("device", "x the table", "runs")
+    for d in found["devices"]:
+        table.add_row(d["device"], f"{d['factor']:.2f}", str(d["runs"]))
+    out.print(table)
+    out.print(f"{len(found['samples'])} runs kept")
+
+
+@speeds_app.command("export")
+def export_speeds(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="A file (JSON lines) [stdout].")
+    ] = None,
+    api: Api = DEFAULT_API,
+    token: Token = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Every kept run (JSON lines), for `framefleet speeds import` on another farm."""
+    found = GatewayClient(api, token, data_dir).call("GET", "/v1/speeds")
+    text = "".join(json.dumps(s, sort_keys=True) + "\n" for s in found["samples"])
+    if output is None:
+        out.file.write(text)
+    else:
+        output.write_text(text)
+        err.print(f"{len(found['samples'])} runs written to {output}")
+
+
+@speeds_app.command("import")
+def import_speeds(
+    source: Annotated[Path, typer.Argument(help="A file `speeds export` wrote.")],
+    api: Api = DEFAULT_API,
+    token: Token = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Teach this farm another's runs (a new farm starts warm)."""
+    try:
+        samples = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"{source}: {exc}", param_hint="SOURCE") from None
+    client, added = GatewayClient(api, token, data_dir), 0
+    for i in range(0, len(samples), IMPORT_BATCH):
+        batch = samples[i : i + IMPORT_BATCH]
+        added += client.call("POST", "/v1/speeds", json={"samples": batch})["imported"]
+    out.print(f"{added} of {len(samples)} runs were new")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
+    app.add_typer(speeds_app, name="speeds")
 
     @app.command()
     def audit(

@@ -144,7 +144,10 @@ class JobCache:
             return
         job = entry[0]
         if event.type is EventType.PROGRESS and event.status is job.status:
-            self._jobs[job_id] = (replace(job, progress=event.progress), None)
+            self._jobs[job_id] = (replace(job, progress=event.progress,
+                                          forecast=event.forecast), None)  # fmt: skip
+        elif event.type is EventType.ETA and event.status is job.status:
+            self._jobs[job_id] = (replace(job, forecast=event.forecast), None)
         else:
             self._jobs.pop(job_id, None)
 

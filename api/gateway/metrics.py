@@ -82,6 +82,11 @@ def _tenant_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
         ("tenant_usage_share",
          "The dominant share (GPUs or cores) of the farm the tenant's encodes hold (0-1).",
          "usage_share"),
+        ("tenant_backlog_seconds",
+         "The predicted run time of the tenant's queued jobs, summed (learned speeds).",
+         "backlog_s"),
+        ("tenant_drain_seconds",
+         "How long until the tenant's last queued job is predicted to finish.", "drain_s"),
     )  # fmt: skip
     for name, doc, attr in gauges:
         family = GaugeMetricFamily(P + name, doc, labels=["tenant"])
@@ -105,6 +110,11 @@ def _tenant_metrics(snap: MetricsSnapshot) -> Iterator[Metric]:
         for outcome in OUTCOMES:
             finished.add_metric([t.name, outcome], counts.get((t.name, outcome), 0))
     yield finished
+    yield GaugeMetricFamily(
+        P + "queue_drain_seconds",
+        "How long until the last queued job is predicted to finish (learned speeds).",
+        value=max((t.drain_s for t in snap.tenants), default=0.0),
+    )
 
 
 def _job_metrics(jobs: JobMetrics) -> Iterator[Metric]:

@@ -251,6 +251,13 @@ class JobView(BaseModel):
     kind: JobKind
     status: str
     tenant: str = Field(default="default", description="The tenant the job belongs to.")
+    forecast: dict[str, Any] | None = Field(
+        default=None,
+        description="When it is predicted to start (queued) and finish, from the farm's "
+        "learned speeds: start_at, finish_at (epoch seconds), node, speed (times real "
+        "time), basis (static, device, work or node: what the speed rests on), "
+        "finish_at_submit (the first prediction, kept).",
+    )
     input: str
     output: str | None
     spec: dict[str, Any]

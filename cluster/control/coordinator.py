@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -63,6 +64,7 @@ from cluster.control.rules.policy import (
 )
 from cluster.control.running.encodes import Encodes
 from cluster.control.running.orders import order_for
+from cluster.control.running.pace import Pace, media_seconds
 from cluster.control.running.pool import EncoderPool
 from cluster.errors import (
     CapacityError,
@@ -79,15 +81,23 @@ from cluster.media.probe import probe_async
 from cluster.media.split import index_file
 from cluster.media.work import WorkOutcome
 from cluster.model.counters import JobCounter
-from cluster.model.events import EventBatch
+from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
+from cluster.nodes.agent import NodeInfo
+from cluster.scheduling.eta import forecast
 from cluster.scheduling.fairshare import FairShare
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
+from cluster.scheduling.speeds import SpeedSample
 
 log = logging.getLogger("framefleet.coordinator")
 TENANTS_KEY = "tenants"
+SPEEDS_FILE = "speeds.sqlite3"
+FORECAST_S = 2.0
+"""How often queued and running jobs' predicted finishes are worked out again."""
+ETA_MOVED_S = 60.0
+"""A prediction that moved this much (or a tenth of the wait) is an ``eta`` event."""
 LOCAL_ACTOR = "local"
 """Who the audit trail names for a client that called without a token (the CLI on a
 machine of the cluster)."""
@@ -128,6 +138,10 @@ class Coordinator:
             now=now,
         )
         self.tenants = Tenants.from_list(self.table.store.setting(TENANTS_KEY) or [])
+        self.pace = Pace(config.data_dir / SPEEDS_FILE, config.costs)
+        self._forecast_at = 0.0
+        self._first_forecasts: list[Job] = []
+        """Jobs given their first prediction this round (saved together)."""
         self.audit_log = AuditLog(config.data_dir / AUDIT_FILE)
         self.view = ClusterView(backend.nodes, default_cap=config.max_jobs_per_node,
                                 local_encoders=encoders, now=now)  # fmt: skip
@@ -390,6 +404,28 @@ class Coordinator:
         self._wake_up()  # shares or limits changed: the queue is looked at again
         return True
 
+    async def speeds(self) -> dict[str, Any]:
+        """What the farm learned: each device's factor over the static table, and every
+        kept sample (``framefleet speeds export``)."""
+        book = self.pace.book
+        samples = await asyncio.to_thread(book.samples)
+        devices = [{"device": key, "factor": round(factor, 3), "runs": runs}
+                   for key, factor, runs in book.model.devices()]  # fmt: skip
+        return {"devices": devices, "samples": [s.to_dict() for s in samples]}
+
+    async def load_speeds(self, samples: list[dict[str, Any]], caller: Caller | None = None) -> int:
+        """Import measured speeds (another farm's export: a new farm starts warm); how
+        many were new. A sample that does not read is a :class:`SpecError`."""
+        try:
+            parsed = [SpeedSample.from_dict(s) for s in samples]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise SpecError(f"a speed sample does not read ({exc}); import what "
+                            "`framefleet speeds export` wrote") from None  # fmt: skip
+        added = await asyncio.to_thread(self.pace.book.load, parsed)
+        self._record(caller, "import-speeds", "speeds", {"given": len(parsed), "new": added})
+        self._forecast(force=True)
+        return added
+
     async def audit(
         self,
         after: int = 0,
@@ -625,15 +661,121 @@ class Coordinator:
         gpus = sum(len(n.gpus) for n in states)
         return FairShare.of(self.tenants, running, gpus, sum(n.cpus for n in states))
 
+    # ---- forecasts ---------------------------------------------------------------------
+
+    def _forecast(self, *, force: bool = False) -> None:
+        """Predicted starts and finishes: running encodes' (the learned speed blended
+        with their live rate) and the queue's, played forward on a copy of the planner
+        (:func:`~cluster.scheduling.eta.forecast`); at most every :data:`FORECAST_S`. A
+        job whose prediction moved (a minute, or a tenth of its wait) says so (``eta``)."""
+        now = self._now()
+        if not force and now - self._forecast_at < FORECAST_S:
+            return
+        self._forecast_at = now
+        self._first_forecasts = []
+        nodes = {n.node_id: n for n in self.view.nodes}
+        running: list[tuple[Placement, float]] = []
+        parents: dict[str, float] = {}
+        for job_id, run in self.encodes.running.items():
+            job = self.table.jobs.get(job_id)
+            if job is None or job.status is not JobStatus.RUNNING:
+                continue
+            placement = run.lease.placement
+            end = self._running_end(job, placement, nodes.get(placement.node_id), now)
+            running.append((placement, end))
+            self._predicted(job, now, now, end, placement.address, placement, nodes)
+            if job.task is not None:
+                parents[job.task.parent] = max(parents.get(job.task.parent, 0.0), end)
+        aging = self.config.aging_s
+        queued = [j for j in self.table.queue.values()
+                  if j.status is JobStatus.QUEUED and j.input_media is not None]  # fmt: skip
+        queued.sort(key=lambda j: (not (j.task is not None and j.task.finishing),
+                                   queue_key(j.spec.priority, j.seq, now - j.updated_at,
+                                             aging)))  # fmt: skip
+        if queued and self.view.nodes:
+            jobs = {j.id: j for j in queued}
+            demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
+            got = forecast(self._planner(placeable=True), running, demands,
+                           lambda key, p: self.pace.seconds(jobs[key], p, nodes.get(p.node_id)),
+                           now)  # fmt: skip
+            for key, f in got.items():
+                job = jobs[key]
+                where = nodes[f.node_id].address if f.node_id in nodes else None
+                self._predicted(job, now, f.start_at, f.finish_at, where, None, nodes)
+                if job.task is not None:
+                    parent = job.task.parent
+                    parents[parent] = max(parents.get(parent, 0.0), f.finish_at)
+        for parent_id, end in parents.items():  # a job of tasks ends with its last task
+            whole = self.table.jobs.get(parent_id)
+            if whole is not None and not whole.status.terminal:
+                self._predicted(whole, now, whole.started_at or now, end, None, None, nodes)
+        if self._first_forecasts:  # the first prediction is kept with each job (one write)
+            self.table.store.save_many(self._first_forecasts)
+
+    def _running_end(
+        self, job: Job, placement: Placement, node: NodeInfo | None, now: float
+    ) -> float:
+        """When a running encode should end: the remaining media at a speed between the
+        learned one and its live one, the live one weighing as much as is done."""
+        total = self.pace.seconds(job, placement, node)
+        media_s = media_seconds(job)
+        p = job.progress
+        done = min(1.0, p.out_time_s / media_s) if p and p.out_time_s and media_s else 0.0
+        elapsed = max(now - (job.started_at or now), 0.0)
+        model_left = total * (1.0 - done) if done else max(total - elapsed, 0.0)
+        if done < 0.02 or elapsed <= 0:
+            return now + model_left
+        live_left = elapsed * (1.0 - done) / done
+        return now + done * live_left + (1.0 - done) * model_left
+
+    def _predicted(
+        self,
+        job: Job,
+        now: float,
+        start: float,
+        finish: float,
+        where: str | None,
+        placement: Placement | None,
+        nodes: dict[str, NodeInfo],
+    ) -> None:
+        """Record ``job``'s forecast; tell its followers when it moved enough to notice."""
+        old = job.forecast or {}
+        first = old.get("finish_at_submit")
+        forecast_now: dict[str, Any] = {
+            "start_at": round(start, 1),
+            "finish_at": round(finish, 1),
+            "node": where,
+            "finish_at_submit": first if first is not None else round(finish, 1),
+        }
+        if placement is not None:
+            est = self.pace.estimate(job, nodes.get(placement.node_id), placement.node_id,
+                                     placement.hardware, placement.gpu_name,
+                                     placement.cores)  # fmt: skip
+            forecast_now |= {"speed": round(est.speed, 3), "basis": est.basis}
+        job.forecast = forecast_now
+        was = old.get("finish_at")
+        moved = abs(finish - was) if was is not None else math.inf
+        if moved >= max(ETA_MOVED_S, 0.1 * max(finish - now, 0.0)):
+            self.table.publish(job, EventType.ETA)
+        if first is None:
+            self._first_forecasts.append(job)
+
     def _tenant_gauges(self) -> tuple[TenantGauge, ...]:
         """Each tenant's queue, running encodes, oldest wait, share and usage (/metrics):
         the known tenants and any with work or history."""
         now, fair = self._now(), self._fair_share()
         queued: dict[str, int] = {}
         oldest: dict[str, float] = {}
+        backlog: dict[str, float] = {}
+        drain: dict[str, float] = {}
         for job in self.table.queue.values():
+            name = tenant_of(job.tenant)
+            if job.forecast:  # tasks too: a job of many tasks is that much work
+                f = job.forecast
+                run_s = max(f["finish_at"] - f["start_at"], 0.0)
+                backlog[name] = backlog.get(name, 0.0) + run_s
+                drain[name] = max(drain.get(name, 0.0), f["finish_at"] - now)
             if job.task is None:
-                name = tenant_of(job.tenant)
                 queued[name] = queued.get(name, 0) + 1
                 oldest[name] = max(oldest.get(name, 0.0), now - job.created_at)
         held: dict[str, tuple[float, float]] = {}
@@ -658,6 +800,8 @@ class Coordinator:
                 usage_share=round(fair.dominant(name), 4),
                 gpu_seconds=metrics.gpu_seconds.get(name, 0.0) + held.get(name, (0.0, 0.0))[0],
                 core_seconds=metrics.core_seconds.get(name, 0.0) + held.get(name, (0.0, 0.0))[1],
+                backlog_s=round(backlog.get(name, 0.0), 1),
+                drain_s=round(max(drain.get(name, 0.0), 0.0), 1),
             )
             for name in names
         )
@@ -747,6 +891,7 @@ class Coordinator:
         move = Move(job, decision.status, decision.reason, decision.code,
                     progress=outcome.progress, since=running)  # fmt: skip
         if decision.action is Action.SUCCEED:
+            self.pace.learn(job, outcome, self.view.node(placed.node_id) if placed else None, now)
             result = timed_result(job, outcome, now)
             move = Move(job, JobStatus.SUCCEEDED, decision.reason, result=result,
                         notes=tuple(outcome.notes), progress=outcome.progress,
@@ -796,6 +941,7 @@ class Coordinator:
                     stop.add_done_callback(self._stops.discard)
                 self.pool.reap()
                 self.table.forget_finished(self._now())
+                self._forecast()
             except Exception:
                 log.exception("housekeeping failed")
             if self.table.queue or self.encodes.running:

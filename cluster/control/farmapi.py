@@ -48,6 +48,10 @@ class TenantGauge:
     gpu_seconds: float
     """GPU-seconds held, ended attempts and running ones so far."""
     core_seconds: float
+    backlog_s: float = 0.0
+    """The predicted run time of its queued jobs, summed (its backlog)."""
+    drain_s: float = 0.0
+    """How long until its last queued job is predicted to finish."""
 
 
 @dataclass(frozen=True, slots=True)

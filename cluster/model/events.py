@@ -23,6 +23,8 @@ class EventType(StrEnum):
     """A running job's encoder reported progress."""
     WEBHOOK = "webhook"
     """A finished job's webhook was tried (``job.webhook`` says how it went)."""
+    ETA = "eta"
+    """A job's predicted start or finish moved (``forecast``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,8 @@ class JobEvent:
     time: float
     tenant: str | None = None
     """The job's tenant (a stream shows a caller only its own tenant's events)."""
+    forecast: dict[str, Any] | None = None
+    """Its predicted start and finish (see :attr:`Job.forecast`)."""
 
     @classmethod
     def of(cls, job: Job, type: EventType, seq: int = 0) -> JobEvent:
@@ -54,6 +58,7 @@ class JobEvent:
             progress=job.progress,
             time=time.time(),
             tenant=job.tenant,
+            forecast=dict(job.forecast) if job.forecast else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,6 +73,7 @@ class JobEvent:
             "error_code": str(self.error_code) if self.error_code else None,
             "progress": self.progress.to_dict() if self.progress else None,
             "time": self.time,
+            "forecast": self.forecast,
         }
 
 

@@ -252,6 +252,11 @@ class Job:
     tenant: str | None = None
     """The tenant it belongs to (its tasks too); ``None``: the default tenant (every job
     stored before tenants existed, and a local client's)."""
+    forecast: dict[str, Any] | None = None
+    """When it is predicted to start (while queued) and finish, from the learned speeds:
+    ``start_at``, ``finish_at``, ``node``, ``speed`` (times real time), ``basis`` (what
+    the speed rests on), ``finish_at_submit`` (its first predicted finish, kept to
+    measure the error)."""
     limits: dict[str, float] | None = None
     """The current attempt's watchdog limits (``stall_s``, ``max_runtime_s``)."""
     failures: tuple[Failure, ...] = ()
@@ -373,6 +378,7 @@ def transition(
             job.split = None  # its tasks' files were removed when it ended
             job.package = None
             job.graph = None
+            job.forecast = None
         job.finished_at = None
         job.progress = None
     elif new.terminal:

@@ -40,4 +40,5 @@ def job_view(job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "forecast": job.forecast,
     }

@@ -75,6 +75,8 @@ class NodeInfo:
     """Its scratch space (:meth:`~cluster.storage.scratch.Scratch.usage`)."""
     media: tuple[Sight, ...] = ()
     """Whether it sees each local media root, and where."""
+    cpu_model: str = ""
+    """Its CPU's model name (what its CPU encodes' learned speeds are kept by)."""
 
     @property
     def is_head(self) -> bool:
@@ -199,6 +201,7 @@ class NodeAgent:
         return {
             "hostname": socket.gethostname(),
             "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
             "load_1m": load,
             "gpu_source": self._source.kind if self._source else "none",
             "error": self._error,
@@ -245,6 +248,25 @@ class NodeAgent:
         await self.media.remove_partials(folder, job_id, tasks)
 
 
+_CPU_MODEL: list[str] = []
+
+
+def cpu_model() -> str:
+    """This machine's CPU model name (``/proc/cpuinfo``; ``unknown`` elsewhere), read once."""
+    if not _CPU_MODEL:
+        name = "unknown"
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                    name = " ".join(value.split())
+                    break
+        except OSError:
+            pass
+        _CPU_MODEL.append(name)
+    return _CPU_MODEL[0]
+
+
 def node_info(
     ray_node: dict[str, Any], snapshot: dict[str, Any] | None, error: str | None = None
 ) -> NodeInfo:
@@ -283,4 +305,5 @@ def node_info(
         detecting=bool(snapshot.get("detecting")),
         scratch=snapshot.get("scratch"),
         media=tuple(Sight.from_dict(m) for m in snapshot.get("media", [])),
+        cpu_model=str(snapshot.get("cpu_model") or ""),
     )

@@ -193,6 +193,12 @@ class Fleet:
     def get_tenants(self) -> Tenants:
         return self._read(CALL_TIMEOUT_S, HeadAPI.get_tenants)
 
+    def speeds(self) -> dict[str, Any]:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.speeds)
+
+    def load_speeds(self, samples: list[dict[str, Any]], caller: Caller | None = None) -> int:
+        return self._change(CALL_TIMEOUT_S, HeadAPI.load_speeds, samples, caller)
+
     def set_tenants(self, tenants: Tenants, caller: Caller | None = None) -> bool:
         return self._change(CALL_TIMEOUT_S, HeadAPI.set_tenants, tenants, caller)
 
@@ -389,6 +395,12 @@ class AsyncFleet:
 
     async def get_tenants(self) -> Tenants:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.get_tenants)
+
+    async def speeds(self) -> dict[str, Any]:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.speeds)
+
+    async def load_speeds(self, samples: list[dict[str, Any]], caller: Caller | None = None) -> int:
+        return await self._change(CALL_TIMEOUT_S, HeadAPI.load_speeds, samples, caller)
 
     async def set_tenants(self, tenants: Tenants, caller: Caller | None = None) -> bool:
         return await self._change(CALL_TIMEOUT_S, HeadAPI.set_tenants, tenants, caller)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 
 from api.access import Keyring
-from api.gateway.auth import ADMIN, OPERATOR, VIEWER, identity_of
+from api.gateway.auth import ADMIN, OPERATOR, VIEWER, caller_of, identity_of
 
 router = APIRouter(prefix="/v1", tags=["farm"])
 
@@ -57,3 +57,21 @@ async def tokens(request: Request) -> dict[str, Any]:
     """The tokens the gateway accepts, by name (never a token or its hash)."""
     keyring: Keyring = request.app.state.keyring
     return {"tokens": keyring.listing()}
+
+
+@router.get("/speeds", dependencies=[OPERATOR])
+async def speeds(request: Request) -> dict[str, Any]:
+    """What the farm learned of its speeds: each device's factor over the static table
+    and runs, and every kept sample (``framefleet speeds export``)."""
+    found: dict[str, Any] = await request.app.state.fleet.aio.speeds()
+    return found
+
+
+@router.post("/speeds", dependencies=[ADMIN])
+async def load_speeds(
+    request: Request,
+    body: Annotated[list[dict[str, Any]], Body(embed=True, alias="samples", max_length=5000)],
+) -> dict[str, int]:
+    """Import samples another farm exported (a new farm starts warm); how many were new."""
+    added = await request.app.state.fleet.aio.load_speeds(body, caller_of(request))
+    return {"imported": added}

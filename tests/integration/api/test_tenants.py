@@ -62,6 +62,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/nodes/{name}/drain"): "operator",
     ("POST", "/v1/nodes/{name}/release"): "operator",
     ("GET", "/v1/audit"): "operator",
+    ("GET", "/v1/speeds"): "operator",  # what the farm learned of its speeds (export)
+    ("POST", "/v1/speeds"): "admin",  # import another farm's
     ("GET", "/v1/tenants"): "admin",
     ("GET", "/v1/tokens"): "admin",
     # -- outside the schema ---------------------------------------------------------------
@@ -466,6 +468,7 @@ def call(farm: Farm, key: tuple[str, str], who: str | None, ids: dict[str, str])
             "inputs": [str(farm.media / "clip.mp4")],
         },
         ("POST", "/ui/session"): {"token": farm.tokens[who] if who else ""},
+        ("POST", "/v1/speeds"): {"samples": []},
     }.get(key)
     if path == "/ui/session":  # a browser of its own (it keeps a cookie)
         with httpx.Client(base_url=farm.url, timeout=30) as browser:

@@ -1,0 +1,98 @@
+"""When will it be done: the queue played forward on a copy of the planner.
+
+:func:`forecast` takes the farm as the planner sees it, what runs (with when each is
+predicted to end) and the queue in the order it will be offered, and replays the
+dispatcher: each job that fits starts, the earliest predicted end frees its room, the
+queue is offered again, and so on. Durations come from the learned speeds (a job's
+media seconds over its predicted speed on the node it lands on), so a job that lands on
+a GPU and one that lands on a 64-core box get their own times.
+
+It is list scheduling with the dispatcher's own placement, so the forecast is as good
+as the speeds: the bench (``bench/eta.py``) measures how good, after a warm-up. The
+first :data:`HORIZON` queued jobs are played; the rest are given the average rate at
+which the played ones finished (a farm's throughput), so a queue of 100,000 jobs is
+answered in milliseconds, more roughly past the horizon.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from cluster.scheduling.planner import Demand, Placement, Planner
+
+K = TypeVar("K", bound=Hashable)
+HORIZON = 2000
+"""Queued jobs played one by one; the rest are extrapolated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """A queued job's predicted start and finish (seconds since the epoch), and where it
+    is predicted to run."""
+
+    start_at: float
+    finish_at: float
+    node_id: str | None = None
+
+
+def forecast(
+    planner: Planner,
+    running: Sequence[tuple[Placement, float]],
+    queue: Sequence[tuple[K, Demand]],
+    seconds: Callable[[K, Placement], float],
+    now: float,
+    *,
+    horizon: int = HORIZON,
+) -> dict[K, Forecast]:
+    """Each of ``queue``'s predicted start and finish. ``planner``: the farm now (it is
+    changed: pass one built for this); ``running``: each running encode's placement and
+    predicted end; ``seconds``: how long a job takes where it was placed. A job that
+    could never be placed on this farm gets no forecast."""
+    ends: list[tuple[float, int, Placement]] = []
+    tie = 0
+    for placement, end_at in running:
+        heapq.heappush(ends, (max(end_at, now), tie, placement))
+        tie += 1
+    waiting = list(queue[:horizon])
+    found: dict[K, Forecast] = {}
+    clock = now
+    while waiting:
+        left = []
+        for i, (key, demand) in enumerate(waiting):
+            if planner.exhausted():
+                left.extend(waiting[i:])
+                break
+            placed = planner.place(demand)
+            if placed is None:
+                left.append((key, demand))
+                continue
+            finish = clock + max(seconds(key, placed), 0.0)
+            found[key] = Forecast(clock, finish, placed.node_id)
+            heapq.heappush(ends, (finish, tie, placed))
+            tie += 1
+        waiting = left
+        if not waiting:
+            break
+        if not ends:  # nothing runs and nothing fits: these never will (here)
+            break
+        clock, _, freed = heapq.heappop(ends)
+        planner.release(freed)
+        while ends and ends[0][0] <= clock:
+            planner.release(heapq.heappop(ends)[2])
+    rest = queue[horizon:]
+    if rest and found:
+        _extrapolate(found, rest, now)
+    return found
+
+
+def _extrapolate(found: dict[K, Forecast], rest: Sequence[tuple[K, Demand]], now: float) -> None:
+    """Past the horizon: the played jobs' finishing rate, kept up."""
+    last = max(f.finish_at for f in found.values())
+    mean = sum(f.finish_at - f.start_at for f in found.values()) / len(found)
+    rate = len(found) / max(last - now, 1e-6)  # jobs finished per second
+    for i, (key, _) in enumerate(rest, start=1):
+        start = last + (i - 1) / rate
+        found[key] = Forecast(start, start + mean)
