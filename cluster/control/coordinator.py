@@ -82,12 +82,13 @@ from cluster.media.split import index_file
 from cluster.media.work import WorkOutcome
 from cluster.model.counters import JobCounter
 from cluster.model.events import EventBatch, EventType
-from cluster.model.jobs import Job, JobKind, JobSpec, JobStatus
+from cluster.model.jobs import Hardware, Job, JobKind, JobSpec, JobStatus
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.eta import forecast
 from cluster.scheduling.fairshare import FairShare
+from cluster.scheduling.finish import FinishTime, kinds_of
 from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 from cluster.scheduling.speeds import SpeedSample
 
@@ -633,7 +634,8 @@ class Coordinator:
         whole = self._planner() if held_back else planner
         demands = [(job, demand_for(job, job.input_media)) for job in ready if job.input_media]
         plan = plan_round(demands, planner, whole, self.config.costs, self._reach,
-                          others_waiting=held, fair=self._fair_share())  # fmt: skip
+                          others_waiting=held, fair=self._fair_share(),
+                          finish=self._finish_time(now))  # fmt: skip
         for job, why in plan.never:
             self.counters.count(JobCounter.PLACEMENT_FAILURES)
             failure = CapacityError(why)
@@ -649,6 +651,37 @@ class Coordinator:
             self._asked = bundles
             task = asyncio.create_task(self._backend.request_capacity(bundles))
             task.add_done_callback(log_capacity_failure)
+
+    def _finish_time(self, now: float) -> FinishTime | None:
+        """The farm's kinds of nodes, for placement by finish time (``None``: one kind,
+        or nothing learned or said about speeds that could tell them apart)."""
+        entries = []
+        for n in self.view.nodes:
+            if n.cpus <= 0 or not n.reported:
+                continue
+            codecs = frozenset(c for caps in n.codecs.values()
+                               for c, cap in caps.items() if cap.state.usable)  # fmt: skip
+            encoders = n.ffmpeg.encoders if n.ffmpeg else frozenset()
+            gpu = n.gpus[0].name if n.gpus else None
+            entries.append((n.node_id, n.hostname or n.address, gpu, codecs, encoders, n.cpus))
+        ends = []
+        for job_id, run in self.encodes.running.items():
+            job = self.table.jobs.get(job_id)
+            if job is not None and job.forecast and job.forecast.get("finish_at"):
+                ends.append((run.lease.node_id, float(job.forecast["finish_at"])))
+        kinds = kinds_of(entries, ends, now)
+        if len(kinds) < 2:
+            return None
+
+        def seconds(job: Job, node_id: str, hardware: Hardware, gpu: str | None,
+                    cores: float) -> float:  # fmt: skip
+            node = self.view.node(node_id)
+            est = self.pace.estimate(job, node, node_id, hardware, gpu, cores)
+            return est.seconds(media_seconds(job))
+
+        costs = self.config.costs
+        return FinishTime(kinds, seconds, now,
+                          lambda d: costs.cores(d.codec, d.width, d.height))  # fmt: skip
 
     def _fair_share(self) -> FairShare:
         """The tenants' usage as the round starts: what their running encodes hold, of

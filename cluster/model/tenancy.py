@@ -106,10 +106,12 @@ class Tenants:
         """The known tenants' names, and any of ``also``'s, sorted."""
         return sorted({t.name for t in self.known} | {n or DEFAULT_TENANT for n in also})
 
-    def weight_share(self, name: str | None, waiting: Iterable[str | None] = ()) -> float:
-        """``name``'s weight over the sum of the weights of the known tenants and of
-        ``waiting`` (tenants with work, known or not)."""
-        names = self.names([*waiting, name])
+    def weight_share(self, name: str | None, busy: Iterable[str | None] = ()) -> float:
+        """``name``'s share of the farm among the tenants with work (``busy``: waiting or
+        running; ``name`` counts as one): its weight over the sum of theirs. A tenant
+        with nothing to do holds no share; with no work given, every known tenant's."""
+        busy = list(busy)
+        names = {n or DEFAULT_TENANT for n in (*busy, name)} if busy else set(self.names([name]))
         total = sum(self.get(n).weight for n in names)
         return self.get(name).weight / total if total else 1.0
 

@@ -118,5 +118,6 @@ class FairShare:
         if self.total_gpus:
             parts.append(f"{u.gpus} of {self.total_gpus} GPUs")
         parts.append(f"{u.cores:g} of {self.total_cores:g} cores")
-        share = self.tenants.weight_share(name, waiting)
+        busy = {*waiting, *(t for t, use in self.usage.items() if use.running)}
+        share = self.tenants.weight_share(name, busy)
         return f"{name}: {', '.join(parts)}, share {share:.0%}".replace("%", " %")

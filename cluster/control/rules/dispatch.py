@@ -21,6 +21,7 @@ from cluster.model.search import ProbeStep
 from cluster.model.split import Segment
 from cluster.scheduling.costs import CostModel
 from cluster.scheduling.fairshare import FairShare
+from cluster.scheduling.finish import FinishTime
 from cluster.scheduling.planner import Demand, Placement, Planner, autoscaler_bundle
 from cluster.storage.scratch import human
 
@@ -105,6 +106,7 @@ def plan_round(
     *,
     others_waiting: bool = False,
     fair: FairShare | None = None,
+    finish: FinishTime | None = None,
 ) -> Round:
     """Place ``ready`` in order on ``planner`` (the nodes that may take work now). Whether a
     job could ever run is judged on ``whole`` (every node, suspect ones included). A job
@@ -113,9 +115,11 @@ def plan_round(
     ``others_waiting`` says no queued job is about to be ready), cores left free go to
     the encodes started (:func:`_work_conserving`). With ``fair``, tenants take turns
     by their share (:mod:`~cluster.scheduling.fairshare`) and a job that would cross its
-    tenant's limits waits."""
+    tenant's limits waits. With ``finish``, a job goes where it is predicted to finish
+    first (:mod:`~cluster.scheduling.finish`), or waits for a faster node."""
     result = Round()
     tenants = {j.tenant for j, _ in ready}
+    limited = False  # a job held by its tenant's limits waits: no core is spare
     for job, demand in fair.order(ready) if fair is not None else ready:
         never = whole.never(demand)
         if never is not None:
@@ -129,6 +133,8 @@ def plan_round(
         sight = reach(job)
         if planner.exhausted():
             placement = None
+        elif sight is None and finish is not None:  # a farm of several kinds of nodes
+            placement = finish.place(planner, job, demand, avoid)
         elif sight is None:
             placement = planner.place(demand, avoid)
         else:
@@ -136,6 +142,7 @@ def plan_round(
         if placement is not None and fair is not None:
             if fair.over_limit(job.tenant, placement) is not None:
                 planner.release(placement)  # it waits for its tenant's own work to end
+                limited = True
                 continue
             fair.placed(job.tenant, placement)
             if len(tenants) > 1:
@@ -149,7 +156,7 @@ def plan_round(
             result.start.append((job, placement))
         else:
             result.waiting.append(autoscaler_bundle(demand, costs))
-    if not result.waiting and not others_waiting:
+    if not result.waiting and not others_waiting and not limited:
         result.start = _work_conserving(planner, result.start, ready)
     return result
 

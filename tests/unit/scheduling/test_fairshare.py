@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from cluster import Hardware, Job, JobKind, JobSpec
 from cluster.control.rules.dispatch import plan_round
 from cluster.model.tenancy import Tenant, Tenants
@@ -82,3 +84,18 @@ def test_jobs_stored_before_tenants_belong_to_the_default_tenant() -> None:
     assert tenants.weight_share(None) == 0.5
     share = FairShare.of(tenants, [(None, Placement("n1", "x", Hardware.CPU, 2.0, ""))], 0, 8)
     assert share.dominant("default") == 0.25 and share.dominant("b") == 0.0
+
+
+def test_a_tenant_held_at_max_cores_gets_no_spare_cores_beyond_it() -> None:
+    tenants = Tenants((Tenant("b", max_cores=2),))
+    share = FairShare.of(tenants, [], 0, 8)
+    plan = plan_round([(job(i, "b"), small()) for i in range(3)], farm(), farm(), COSTS,
+                      fair=share)  # fmt: skip
+    assert len(plan.start) == 2
+    assert sum(p.cores for _, p in plan.start) == 2  # not topped up with the idle cores
+
+
+def test_a_share_is_among_the_tenants_with_work() -> None:
+    tenants = Tenants((Tenant("a"), Tenant("b"), Tenant("c")))
+    assert tenants.weight_share("b", ["a", "b"]) == 0.5  # c has nothing to do
+    assert tenants.weight_share("b") == pytest.approx(1 / 3)  # everyone known

@@ -1,0 +1,57 @@
+"""Placement by finish time on a farm whose nodes differ: the job goes where it finishes
+first, waits for a faster node that frees soon, and does not all wait for the one fast
+node (each waiting job holds it for its own time)."""
+
+from __future__ import annotations
+
+from cluster import Hardware, Job, JobKind, JobSpec
+from cluster.scheduling.costs import CostModel
+from cluster.scheduling.finish import FinishTime, kinds_of
+from cluster.scheduling.planner import Demand, NodeState, Planner
+
+COSTS = CostModel()
+X264 = frozenset({"libx264"})
+SMALL = Demand(JobKind.TRANSCODE, Hardware.CPU, "h264", 640, 360)
+SPEED = {"fast": 10.0, "slow": 40.0}  # seconds a job takes on each
+
+
+def job(i: int) -> Job:
+    return Job(id=f"j{i}", spec=JobSpec(JobKind.TRANSCODE, input=f"/m/{i}", output=f"/o/{i}"),
+               seq=i)  # fmt: skip
+
+
+def seconds(job: Job, node_id: str, hardware: Hardware, gpu: str | None, cores: float) -> float:
+    return SPEED[node_id]
+
+
+def setup(fast_busy_until: float | None) -> tuple[Planner, FinishTime]:
+    nodes = [NodeState("fast", "10.0.0.1", 1, cpus_used=1 if fast_busy_until else 0,
+                       running=1 if fast_busy_until else 0),
+             NodeState("slow", "10.0.0.2", 1)]  # fmt: skip
+    ends = [("fast", fast_busy_until)] if fast_busy_until else []
+    kinds = kinds_of([("fast", "fast", None, frozenset(), X264, 1.0),
+                      ("slow", "slow", None, frozenset(), X264, 2.0)], ends, now=0.0)  # fmt: skip
+    return Planner(nodes, costs=COSTS), FinishTime(kinds, seconds, 0.0, lambda d: 1.0)
+
+
+def test_a_job_goes_where_it_finishes_first_and_says_so() -> None:
+    planner, finish = setup(None)
+    placed = finish.place(planner, job(1), SMALL)
+    assert placed is not None and placed.node_id == "fast"
+    assert "finishes ~" in placed.reason and "on fast" in placed.reason and "vs ~" in placed.reason
+
+
+def test_a_job_waits_for_a_faster_node_that_frees_soon_and_the_queue_spreads() -> None:
+    planner, finish = setup(fast_busy_until=5.0)
+    first = finish.place(planner, job(1), SMALL)  # 5 + 10 = 15 s there vs 40 s here
+    assert first is None and "waits for fast" in finish.waits["j1"]
+    second = finish.place(planner, job(2), SMALL)  # fast held until 15: 25 s < 32 s
+    assert second is None
+    third = finish.place(planner, job(3), SMALL)  # fast held until 25: 35 s > 32 s
+    assert third is not None and third.node_id == "slow"
+
+
+def test_a_farm_of_one_kind_is_left_to_best_fit() -> None:
+    kinds = kinds_of([("a", "a", None, frozenset(), X264, 8.0),
+                      ("b", "b", None, frozenset(), X264, 8.0)], [], now=0.0)  # fmt: skip
+    assert len(kinds) == 1
