@@ -31,6 +31,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "load": ([], ["--quick"]),
     "idle": ([], ["--quick"]),
     "scheduler_sim": (["--nodes", "10000", "--jobs", "1000000"], ["--quick"]),
+    "eta": ([], ["--quick"]),
     "coordinator_memory": ([], ["--quick"]),
     "ui": ([], ["--quick"]),
     "transfer": ([], ["--quick"]),

@@ -88,8 +88,8 @@ from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.eta import forecast
 from cluster.scheduling.fairshare import FairShare
-from cluster.scheduling.finish import FinishTime, kinds_of
-from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
+from cluster.scheduling.finish import FinishTime, NodeKind, Replay, kinds_of
+from cluster.scheduling.planner import Demand, NodeState, Placement, Planner, queue_key
 from cluster.scheduling.speeds import SpeedSample
 
 log = logging.getLogger("framefleet.coordinator")
@@ -652,9 +652,8 @@ class Coordinator:
             task = asyncio.create_task(self._backend.request_capacity(bundles))
             task.add_done_callback(log_capacity_failure)
 
-    def _finish_time(self, now: float) -> FinishTime | None:
-        """The farm's kinds of nodes, for placement by finish time (``None``: one kind,
-        or nothing learned or said about speeds that could tell them apart)."""
+    def _node_kinds(self) -> list[NodeKind]:
+        """Each node that takes work: id, name, GPU model, NVENC codecs, encoders, cores."""
         entries = []
         for n in self.view.nodes:
             if n.cpus <= 0 or not n.reported:
@@ -664,24 +663,30 @@ class Coordinator:
             encoders = n.ffmpeg.encoders if n.ffmpeg else frozenset()
             gpu = n.gpus[0].name if n.gpus else None
             entries.append((n.node_id, n.hostname or n.address, gpu, codecs, encoders, n.cpus))
+        return entries
+
+    def _run_seconds(
+        self, job: Job, node_id: str, hardware: Hardware, gpu: str | None, cores: float
+    ) -> float:
+        """How long ``job`` should run on ``node_id`` (learned speeds)."""
+        est = self.pace.estimate(job, self.view.node(node_id), node_id, hardware, gpu, cores)
+        return est.seconds(media_seconds(job))
+
+    def _cores_for(self, demand: Demand) -> float:
+        return self.config.costs.cores(demand.codec, demand.width, demand.height)
+
+    def _finish_time(self, now: float) -> FinishTime | None:
+        """The farm's kinds of nodes, for placement by finish time (``None``: a farm of
+        one kind: best fit places it)."""
         ends = []
         for job_id, run in self.encodes.running.items():
             job = self.table.jobs.get(job_id)
             if job is not None and job.forecast and job.forecast.get("finish_at"):
                 ends.append((run.lease.node_id, float(job.forecast["finish_at"])))
-        kinds = kinds_of(entries, ends, now)
+        kinds = kinds_of(self._node_kinds(), ends, now)
         if len(kinds) < 2:
             return None
-
-        def seconds(job: Job, node_id: str, hardware: Hardware, gpu: str | None,
-                    cores: float) -> float:  # fmt: skip
-            node = self.view.node(node_id)
-            est = self.pace.estimate(job, node, node_id, hardware, gpu, cores)
-            return est.seconds(media_seconds(job))
-
-        costs = self.config.costs
-        return FinishTime(kinds, seconds, now,
-                          lambda d: costs.cores(d.codec, d.width, d.height))  # fmt: skip
+        return FinishTime(kinds, self._run_seconds, now, self._cores_for)
 
     def _fair_share(self) -> FairShare:
         """The tenants' usage as the round starts: what their running encodes hold, of
@@ -728,9 +733,13 @@ class Coordinator:
         if queued and self.view.nodes:
             jobs = {j.id: j for j in queued}
             demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
+            entries = self._node_kinds()
+            replay = None  # a farm of several kinds: placed by finish time, as dispatched
+            if len(kinds_of(entries, [], now)) > 1:
+                replay = Replay(entries, jobs, self._run_seconds, self._cores_for)
             got = forecast(self._planner(placeable=True), running, demands,
                            lambda key, p: self.pace.seconds(jobs[key], p, nodes.get(p.node_id)),
-                           now)  # fmt: skip
+                           now, place=replay)  # fmt: skip
             for key, f in got.items():
                 job = jobs[key]
                 where = nodes[f.node_id].address if f.node_id in nodes else None

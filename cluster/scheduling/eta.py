@@ -19,11 +19,23 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from cluster.scheduling.planner import Demand, Placement, Planner
 
 K = TypeVar("K", bound=Hashable)
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
+
+
+class Placer(Protocol[K_contra]):
+    """How the dispatcher places a job (placement by finish time), replayed."""
+
+    def moved(self, clock: float, running: list[tuple[str, float]]) -> None:
+        """The replay's clock, and what runs then: each node's encodes' predicted ends."""
+
+    def place(self, planner: Planner, key: K_contra, demand: Demand) -> Placement | None: ...
+
+
 HORIZON = 2000
 """Queued jobs played one by one; the rest are extrapolated."""
 
@@ -46,11 +58,13 @@ def forecast(
     now: float,
     *,
     horizon: int = HORIZON,
+    place: Placer[K] | None = None,
 ) -> dict[K, Forecast]:
     """Each of ``queue``'s predicted start and finish. ``planner``: the farm now (it is
     changed: pass one built for this); ``running``: each running encode's placement and
     predicted end; ``seconds``: how long a job takes where it was placed. A job that
-    could never be placed on this farm gets no forecast."""
+    could never be placed on this farm gets no forecast. ``place``: how the dispatcher
+    places a job (default: best fit), told the clock and what runs as they change."""
     ends: list[tuple[float, int, Placement]] = []
     tie = 0
     for placement, end_at in running:
@@ -60,12 +74,14 @@ def forecast(
     found: dict[K, Forecast] = {}
     clock = now
     while waiting:
+        if place is not None:
+            place.moved(clock, [(p.node_id, end) for end, _, p in ends])
         left = []
         for i, (key, demand) in enumerate(waiting):
             if planner.exhausted():
                 left.extend(waiting[i:])
                 break
-            placed = planner.place(demand)
+            placed = place.place(planner, key, demand) if place else planner.place(demand)
             if placed is None:
                 left.append((key, demand))
                 continue

@@ -16,6 +16,7 @@ A farm of one kind is placed as before (best fit), at no extra cost.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,8 @@ def clock(at: float) -> str:
 
 
 Seconds = Callable[[Job, str, Hardware, str | None, float], float]
+NodeKind = tuple[str, str, str | None, frozenset[str], frozenset[str], float]
+"""A node as kinds are made of: id, name, GPU model, NVENC codecs, encoders, cores."""
 """A job's predicted run time on a node (id), on a GPU (its model) or CPU, given cores."""
 
 
@@ -43,16 +46,27 @@ class Kind:
     """Nodes alike: the same device, the same speed, the same abilities."""
 
     label: str
-    """In words: ``NVIDIA L4 on gpu-2``, ``64 cores on cpu-1``."""
+    """In words: ``gpu-2 (NVIDIA L4)``, ``cpu-1 (64 cores)``."""
     nodes: frozenset[str]
-    free_at: float
-    """When its first running encode is predicted to end (``now``: idle)."""
+    ends: list[float]
+    """The predicted ends of the encodes running on its nodes (a heap): each frees room
+    for one more; a job that waits for this kind takes the earliest and runs from it."""
     gpu_name: str | None = None
     gpu_codecs: frozenset[str] = frozenset()
     """Codecs its GPUs' NVENC proved."""
     encoders: frozenset[str] = frozenset()
     """Its ffmpeg's encoders."""
     cores: float = 0.0
+
+    def free_at(self, now: float) -> float:
+        return max(self.ends[0], now) if self.ends else now
+
+    def hold(self, now: float, run: float) -> None:
+        """The earliest room is held for a job that waits for it, for ``run`` seconds."""
+        if self.ends:
+            heapq.heapreplace(self.ends, self.free_at(now) + run)
+        else:
+            heapq.heappush(self.ends, now + run)
 
     def runs(self, demand: Demand) -> Hardware | None:
         """Whether a node of this kind could run ``demand`` when idle, and on what."""
@@ -77,6 +91,9 @@ class FinishTime:
     """The cores a CPU placement of a demand is given (the cost model's estimate)."""
     waits: dict[str, str] = field(default_factory=dict)
     """Job id -> why it waits this round (a faster kind frees soon)."""
+    may_wait: bool = True
+    """``False``: only kinds with room now count (a forecast's replay, which frees room
+    itself as it goes)."""
 
     def place(
         self, planner: Planner, job: Job, demand: Demand, avoid: Collection[str] = ()
@@ -100,13 +117,13 @@ class FinishTime:
                 if now_best is None or finish < now_best[0]:
                     now_best = (finish, kind)
                 continue
-            hardware = kind.runs(demand)
+            hardware = kind.runs(demand) if self.may_wait else None
             if hardware is None:
                 continue
             gpu = kind.gpu_name if hardware is Hardware.GPU else None
             cores = min(self.cores_for(demand), kind.cores) if gpu is None else 1.0
             run = self.seconds(job, next(iter(kind.nodes)), hardware, gpu, cores)
-            start = max(kind.free_at, self.now)
+            start = kind.free_at(self.now)
             finishes.append((start + run, kind))
             if later_best is None or start + run < later_best[0]:
                 later_best = (start + run, kind, run)
@@ -116,7 +133,7 @@ class FinishTime:
         if later_best is not None:
             wait_finish, busy, run = later_best
             if wait_finish - self.now < WAIT_GAIN * (finish - self.now):
-                busy.free_at = max(busy.free_at, self.now) + run  # held for this job
+                busy.hold(self.now, run)  # the room it waits for is held for it
                 self.waits[job.id] = (
                     f"waits for {busy.label}: finishes ~{clock(wait_finish)} there vs "
                     f"~{clock(finish)} on {kind.label}"
@@ -132,16 +149,37 @@ class FinishTime:
         return replace(placed, reason=f"{placed.reason}; {why}")
 
 
+@dataclass(slots=True)
+class Replay:
+    """Placement by finish time in a forecast's replay: the kinds' room follows the
+    replay's clock (:class:`~cluster.scheduling.eta.Placer`)."""
+
+    nodes: list[NodeKind]
+    jobs: dict[str, Job]
+    seconds: Seconds
+    cores_for: Callable[[Demand], float]
+    finish: FinishTime | None = None
+
+    def moved(self, clock: float, running: list[tuple[str, float]]) -> None:
+        self.finish = FinishTime(kinds_of(self.nodes, running, clock), self.seconds, clock,
+                                 self.cores_for)  # fmt: skip
+
+    def place(self, planner: Planner, key: str, demand: Demand) -> Placement | None:
+        if self.finish is None:
+            return planner.place(demand)
+        return self.finish.place(planner, self.jobs[key], demand)
+
+
 def kinds_of(
-    nodes: Iterable[tuple[str, str, str | None, frozenset[str], frozenset[str], float]],
+    nodes: Iterable[NodeKind],
     ends: Iterable[tuple[str, float]],
     now: float,
 ) -> list[Kind]:
     """Kinds from each node's (id, label, GPU model, GPU codecs, encoders, cores) and the
     predicted ends of what runs on each node."""
-    first_end: dict[str, float] = {}
+    on_node: dict[str, list[float]] = {}
     for node_id, end in ends:
-        first_end[node_id] = min(first_end.get(node_id, end), end)
+        on_node.setdefault(node_id, []).append(end)
     grouped: dict[tuple[str | None, frozenset[str], frozenset[str], float],
                   list[tuple[str, str]]] = {}  # fmt: skip
     for node_id, label, gpu, codecs, encoders, cores in nodes:
@@ -152,8 +190,6 @@ def kinds_of(
         names = sorted(label for _, label in members)
         where = names[0] + (f" (+{len(names) - 1})" if len(names) > 1 else "")
         device = gpu if gpu else f"{cores:g} cores"
-        ends_in = [first_end[n] for n in ids if n in first_end]
-        # A kind with an idle node has room now; else its first predicted end.
-        free = now if len(ends_in) < len(ids) else min(ends_in, default=now)
-        kinds.append(Kind(f"{where} ({device})", ids, free, gpu, codecs, encoders, cores))
+        ends_in = sorted(max(e, now) for n in ids for e in on_node.get(n, ()))
+        kinds.append(Kind(f"{where} ({device})", ids, ends_in, gpu, codecs, encoders, cores))
     return sorted(kinds, key=lambda k: k.label)
