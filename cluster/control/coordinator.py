@@ -141,12 +141,14 @@ class Coordinator:
         self.tenants = Tenants.from_list(self.table.store.setting(TENANTS_KEY) or [])
         self.pace = Pace(config.data_dir / SPEEDS_FILE, config.costs)
         self._forecast_at = 0.0
+        self._kinds_at: tuple[float, list[NodeKind]] = (-math.inf, [])
         self._first_forecasts: list[Job] = []
         """Jobs given their first prediction this round (saved together)."""
         self.audit_log = AuditLog(config.data_dir / AUDIT_FILE)
         self.view = ClusterView(backend.nodes, default_cap=config.max_jobs_per_node,
                                 local_encoders=encoders, now=now)  # fmt: skip
         self.reach = MediaReach(config, self.view, backend, probe, index)
+        self.reach.learned = self._learned_speed
         self.prober = Prober(config.media_roots, config.store, wake=self._wake_up,
                              backoff_s=config.retry_backoff_s, probe=self.reach.probe)  # fmt: skip
         self.pool = EncoderPool(backend.create_encoder, idle_s=config.encoder_idle_s)
@@ -653,7 +655,11 @@ class Coordinator:
             task.add_done_callback(log_capacity_failure)
 
     def _node_kinds(self) -> list[NodeKind]:
-        """Each node that takes work: id, name, GPU model, NVENC codecs, encoders, cores."""
+        """Each node that takes work: id, name, GPU model, NVENC codecs, encoders, cores
+        (worked out again at most every second: dispatch asks per job)."""
+        now = self._now()
+        if now - self._kinds_at[0] < 1.0:
+            return self._kinds_at[1]
         entries = []
         for n in self.view.nodes:
             if n.cpus <= 0 or not n.reported:
@@ -663,6 +669,7 @@ class Coordinator:
             encoders = n.ffmpeg.encoders if n.ffmpeg else frozenset()
             gpu = n.gpus[0].name if n.gpus else None
             entries.append((n.node_id, n.hostname or n.address, gpu, codecs, encoders, n.cpus))
+        self._kinds_at = (now, entries)
         return entries
 
     def _run_seconds(
@@ -671,6 +678,24 @@ class Coordinator:
         """How long ``job`` should run on ``node_id`` (learned speeds)."""
         est = self.pace.estimate(job, self.view.node(node_id), node_id, hardware, gpu, cores)
         return est.seconds(media_seconds(job))
+
+    def _learned_speed(self, job: Job) -> float | None:
+        """The slowest kind of node's learned speed for ``job`` (whether moving its media
+        is worth it: against how long it encodes), ``None`` before any run taught one."""
+        slowest = None
+        if not self.pace.book.model.samples:
+            return None
+        kinds = {(gpu, cores): node_id for node_id, _, gpu, _, _, cores in self._node_kinds()}
+        for (gpu, cores), node_id in kinds.items():  # one node of each kind
+            hardware = (
+                Hardware.GPU if gpu and job.spec.hardware is not Hardware.CPU else Hardware.CPU
+            )
+            est = self.pace.estimate(job, self.view.node(node_id), node_id, hardware,
+                                     gpu if hardware is Hardware.GPU else None,
+                                     min(cores, 2.0))  # fmt: skip
+            if est.basis != "static":
+                slowest = est.speed if slowest is None else min(slowest, est.speed)
+        return slowest
 
     def _cores_for(self, demand: Demand) -> float:
         return self.config.costs.cores(demand.codec, demand.width, demand.height)
@@ -883,7 +908,10 @@ class Coordinator:
             self._apply([Move(job, JobStatus.FAILED, str(exc), exc.code, since=queued)])
             return
         placed = placement.for_job(order.encoder)
-        limits = self.healer.limits(job, placed, media)
+        est = self.pace.estimate(job, node, placement.node_id, placement.hardware,
+                                 placement.gpu_name, placement.cores)  # fmt: skip
+        learned = est.low if est.basis != "static" else None  # its slow end: a ceiling
+        limits = self.healer.limits(job, placed, media, learned)
         self.table.set_placement(job, placed, limits.to_dict())
         if not self._apply([Move(job, JobStatus.RUNNING, placement.reason, since=queued)]):
             return

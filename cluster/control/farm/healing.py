@@ -97,8 +97,11 @@ class Healer:
 
     # ---- a job's run -----------------------------------------------------------------
 
-    def limits(self, job: Job, placement: JobPlacement, media: MediaInfo) -> Limits:
-        """The watchdog's limits for the job where it was placed."""
+    def limits(
+        self, job: Job, placement: JobPlacement, media: MediaInfo, learned: float | None = None
+    ) -> Limits:
+        """The watchdog's limits for the job where it was placed (``learned``: the low
+        end of its learned speed there, when the farm has seen such work)."""
         size = media.size_bytes or 0
         staged = [url for url in (job.spec.input, job.spec.output) if is_object_url(url)]
         return limits_for(
@@ -109,6 +112,7 @@ class Healer:
             stall_s=self.config.stall_s,
             runtime_factor=self.config.max_runtime_factor,
             transfer_bytes=size * len(staged),  # an output about the input's size
+            learned=learned,
         )
 
     def launched(self, job_id: str, placement: JobPlacement, limits: Limits) -> None:

@@ -67,6 +67,8 @@ class MediaReach:
         self._probe = probe
         self._index = index
         self._costs = config.costs
+        self.learned: Callable[[Job], float | None] | None = None
+        """A job's learned speed (the coordinator's), when the farm has seen such work."""
         self._network_bps = config.costs.network_mib_s * MIB
         self.store = config.store
         self._clearing: set[asyncio.Task[None]] = set()
@@ -152,9 +154,9 @@ class MediaReach:
         fetched = size if not is_object_url(spec.input) else 0
         back = spec.output is not None and not is_object_url(spec.output)
         moved = fetched + (size if back and spec.kind is JobKind.TRANSCODE else 0)
-        encode_s = (media.duration_s or 0.0) / expected_speed(
-            spec, spec.hardware, media, self._costs
-        )
+        learned = self.learned(job) if self.learned is not None else None
+        speed = learned or expected_speed(spec, spec.hardware, media, self._costs)
+        encode_s = (media.duration_s or 0.0) / speed
         # A task runs only where its media are seen: each would fetch the whole master,
         # and what tasks make for each other is written beside the output.
         worth = moved / self._network_bps < encode_s and job.task is None

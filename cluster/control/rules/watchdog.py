@@ -57,10 +57,12 @@ def limits_for(
     stall_s: float | None,
     runtime_factor: float,
     transfer_bytes: int = 0,
+    learned: float | None = None,
 ) -> Limits:
     """The job's limits where it was placed (``stall_s``: the configured stall limit;
-    ``None`` derives it; ``transfer_bytes``: what it fetches and uploads)."""
-    speed = expected_speed(spec, hardware, media, costs)
+    ``None`` derives it; ``transfer_bytes``: what it fetches and uploads; ``learned``: the
+    low end of the speed the farm learned for it there, used instead of the table's)."""
+    speed = learned if learned and learned > 0 else expected_speed(spec, hardware, media, costs)
     fps = (media.video.fps if media.video else None) or DEFAULT_FPS
     if stall_s is None:
         interval = LOOKAHEAD_FRAMES / (speed * fps)
