@@ -179,10 +179,24 @@ def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str | None, dict[str, Any]
                 data.append(value)
 
 
+def when(job: dict[str, Any]) -> str:
+    """A queued or running job's predicted start and finish, in words:
+    ``  starts ~14:02, done ~14:05 (on gpu-2)``; nothing for an ended job."""
+    f = job.get("forecast") or {}
+    if job["status"] not in ("queued", "running") or not f.get("finish_at"):
+        return ""
+    clock = "%H:%M"
+    said = f"  done ~{time.strftime(clock, time.localtime(f['finish_at']))}"
+    if job["status"] == "queued" and f.get("start_at"):
+        said = f"  starts ~{time.strftime(clock, time.localtime(f['start_at']))}," + said[1:]
+    return said + (f" (on {f['node']})" if f.get("node") else "")
+
+
 def _print_job(job: dict[str, Any]) -> None:
     p = job.get("progress") or {}
     pct = f" {p['percent']:.0f}%" if p.get("percent") is not None else ""
-    out.print(f"{job['id']}  {job['kind']:<9} {job['status']:<9}{pct}  {job['input']}")
+    out.print(f"{job['id']}  {job['kind']:<9} {job['status']:<9}{pct}  {job['input']}"
+              f"{when(job)}")  # fmt: skip
     if job.get("reason"):
         out.print(f"  {job['reason']}")
 

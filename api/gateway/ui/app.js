@@ -85,7 +85,20 @@ function where(job) {
   const p = job.placement;
   if (!p) return "";
   const gpu = p.gpu ? ` · GPU ${p.gpu.index} (${p.gpu.name})` : "";
-  return `${p.address || p.node_id}${gpu} · ${p.encoder || p.hardware}`;
+  const done = job.forecast && job.forecast.finish_at ? ` · done ~${clock(job.forecast.finish_at)}` : "";
+  return `${p.address || p.node_id}${gpu} · ${p.encoder || p.hardware}${done}`;
+}
+
+function clock(epochSeconds) {
+  return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function predicted(job) {
+  // A queued job's predicted start and finish, from what the farm learned of its speeds.
+  const f = job.forecast;
+  if (!f || !f.finish_at) return "–";
+  const on = f.node ? ` on ${f.node}` : "";
+  return `~${clock(f.start_at)} → ~${clock(f.finish_at)}${on}`;
 }
 
 // ---- signing in ---------------------------------------------------------------------
@@ -180,6 +193,7 @@ function onEvent(event) {
   job.status = event.status;
   job.attempts = event.attempts;
   if (event.progress) job.progress = event.progress;
+  if (event.forecast) job.forecast = event.forecast;
   if (event.reason) job.reason = event.reason;
   job.updated_at = event.time || job.updated_at;
   if (statusChanged) refetch(job.id); // placement, result, error: the whole job
@@ -350,12 +364,13 @@ function updateRunning(row, job) {
 }
 
 function buildQueued(job) {
-  return el("tr", {}, nameCell(job), outputCell(job), el("td", { className: "prio" }), el("td", { className: "age" }), el("td", { className: "qstatus" }), el("td", {}, el("button", { type: "button", className: "cancel", text: "Cancel", onclick: cancel(job) })));
+  return el("tr", {}, nameCell(job), outputCell(job), el("td", { className: "prio" }), el("td", { className: "age" }), el("td", { className: "eta" }), el("td", { className: "qstatus" }), el("td", {}, el("button", { type: "button", className: "cancel", text: "Cancel", onclick: cancel(job) })));
 }
 
 function updateQueued(row, job) {
   row.querySelector(".prio").textContent = job.spec.priority;
   row.querySelector(".age").textContent = ago(job.created_at);
+  row.querySelector(".eta").textContent = predicted(job);
   row.querySelector(".qstatus").textContent = job.reason || "waiting";
 }
 
