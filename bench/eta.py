@@ -26,7 +26,7 @@ import math
 import random
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +37,7 @@ from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import Hardware, Job, JobKind, JobSpec
 from cluster.scheduling.costs import CostModel, expected_speed
 from cluster.scheduling.eta import forecast
-from cluster.scheduling.finish import FinishTime, Replay, kinds_of
+from cluster.scheduling.finish import FinishTime, Replay
 from cluster.scheduling.planner import Demand, GpuState, NodeState, Placement, Planner
 from cluster.scheduling.speeds import Device, SpeedModel, SpeedSample, Work
 
@@ -158,16 +158,14 @@ def run(
                             prior(sim, hw))  # fmt: skip
         return sim.media_s / est.speed
 
+    names = {n.node_id: n.node_id for n in nodes}
     while queue or ends:
         finish = None
         if model is not None:
             running_ends = [(p.node_id, end) for end, _, _, p in ends]
-            entries = [(n.node_id, n.node_id, n.gpus[0].name if n.gpus else None,
-                        frozenset({"h264", "hevc"}) if n.gpus else frozenset(), X264, n.cpus)
-                       for n in nodes]  # fmt: skip
-            kinds = kinds_of(entries, running_ends, clock)
-            finish = FinishTime(kinds, seconds, clock,
-                                lambda d: COSTS.cores(d.codec, d.width, d.height))  # fmt: skip
+            now_states = states_now(nodes, [p for _, _, _, p in ends])
+            finish = FinishTime.of(now_states, names, running_ends, seconds, clock,
+                                   costs=COSTS)  # fmt: skip
         plan = plan_round([(s.job, s.demand) for s in queue], planner, planner, COSTS,
                           finish=finish)  # fmt: skip
         started = {job.id for job, _ in plan.start}
@@ -211,11 +209,10 @@ def predicted(
                             prior(sim, hw))  # fmt: skip
         return sim.media_s / est.speed
 
-    entries = [(n.node_id, n.node_id, n.gpus[0].name if n.gpus else None,
-                frozenset({"h264", "hevc"}) if n.gpus else frozenset(), X264, n.cpus)
-               for n in nodes]  # fmt: skip
-    replay = Replay(entries, {s.job.id: s.job for s in sims}, seconds,
-                    lambda d: COSTS.cores(d.codec, d.width, d.height))  # fmt: skip
+    finish = FinishTime.of(nodes, {n.node_id: n.node_id for n in nodes}, [], seconds, 0.0,
+                           costs=COSTS)  # fmt: skip
+    assert finish is not None
+    replay = Replay(finish, {s.job.id: s.job for s in sims})
 
     def run_s(key: str, p: Placement) -> float:
         return seconds(by_id[key].job, p.node_id, p.hardware, p.gpu_name, p.cores)
@@ -223,6 +220,24 @@ def predicted(
     got = forecast(Planner(nodes, costs=COSTS), [], [(s.job.id, s.demand) for s in sims],
                    run_s, 0.0, place=replay)  # fmt: skip
     return {k: f.finish_at for k, f in got.items()}
+
+
+def states_now(nodes: list[NodeState], running: list[Placement]) -> list[NodeState]:
+    """The farm with what runs on it, as the coordinator builds each round's states."""
+    cores: dict[str, float] = {}
+    count: dict[str, int] = {}
+    gpu_use: dict[str, tuple[int, int]] = {}
+    for p in running:
+        cores[p.node_id] = cores.get(p.node_id, 0.0) + p.cores
+        count[p.node_id] = count.get(p.node_id, 0) + 1
+        if p.gpu_uuid:
+            sessions, mb = gpu_use.get(p.gpu_uuid, (0, 0))
+            gpu_use[p.gpu_uuid] = (sessions + 1, mb + p.gpu_memory_mb)
+    return [replace(n, cpus_used=cores.get(n.node_id, 0.0), running=count.get(n.node_id, 0),
+                    gpus=tuple(replace(g, sessions=gpu_use.get(g.uuid, (0, 0))[0],
+                                       memory_reserved_mb=gpu_use.get(g.uuid, (0, 0))[1])
+                               for g in n.gpus))
+            for n in nodes]  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:

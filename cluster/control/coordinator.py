@@ -88,8 +88,8 @@ from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.eta import forecast
 from cluster.scheduling.fairshare import FairShare
-from cluster.scheduling.finish import FinishTime, NodeKind, Replay, kinds_of
-from cluster.scheduling.planner import Demand, NodeState, Placement, Planner, queue_key
+from cluster.scheduling.finish import FinishTime, Replay
+from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
 from cluster.scheduling.speeds import SpeedSample
 
 log = logging.getLogger("framefleet.coordinator")
@@ -97,6 +97,10 @@ TENANTS_KEY = "tenants"
 SPEEDS_FILE = "speeds.sqlite3"
 FORECAST_S = 2.0
 """How often queued and running jobs' predicted finishes are worked out again."""
+SAVED_AT_ONCE = 1000
+ETA_EVENTS = 200
+"""At most this many ``eta`` events per forecast (the queue's head first): one late job
+moves every prediction behind it, and followers must not be flooded."""
 ETA_MOVED_S = 60.0
 """A prediction that moved this much (or a tenth of the wait) is an ``eta`` event."""
 LOCAL_ACTOR = "local"
@@ -141,7 +145,12 @@ class Coordinator:
         self.tenants = Tenants.from_list(self.table.store.setting(TENANTS_KEY) or [])
         self.pace = Pace(config.data_dir / SPEEDS_FILE, config.costs)
         self._forecast_at = 0.0
-        self._kinds_at: tuple[float, list[NodeKind]] = (-math.inf, [])
+        self._forecast_every = FORECAST_S
+        self._eta_events = ETA_EVENTS
+        self._told: dict[str, float] = {}
+        """Job -> the predicted finish its followers were last told (an ``eta`` event)."""
+        self._kinds_at: tuple[float, list[tuple[tuple[str | None, float], str]]] = (
+            -math.inf, [])  # fmt: skip
         self._first_forecasts: list[Job] = []
         """Jobs given their first prediction this round (saved together)."""
         self.audit_log = AuditLog(config.data_dir / AUDIT_FILE)
@@ -631,13 +640,14 @@ class Coordinator:
                                              aging)  # fmt: skip
 
         ready.sort(key=order)
-        planner = self._planner(placeable=True)
+        states = self._states(placeable=True)
+        planner = Planner(states, self.config.policy, self.config.costs)
         held_back = self.view.has_suspects or self.healer.holds_back()
         whole = self._planner() if held_back else planner
         demands = [(job, demand_for(job, job.input_media)) for job in ready if job.input_media]
         plan = plan_round(demands, planner, whole, self.config.costs, self._reach,
                           others_waiting=held, fair=self._fair_share(),
-                          finish=self._finish_time(now))  # fmt: skip
+                          finish=self._finish_time(states, now))  # fmt: skip
         for job, why in plan.never:
             self.counters.count(JobCounter.PLACEMENT_FAILURES)
             failure = CapacityError(why)
@@ -654,24 +664,6 @@ class Coordinator:
             task = asyncio.create_task(self._backend.request_capacity(bundles))
             task.add_done_callback(log_capacity_failure)
 
-    def _node_kinds(self) -> list[NodeKind]:
-        """Each node that takes work: id, name, GPU model, NVENC codecs, encoders, cores
-        (worked out again at most every second: dispatch asks per job)."""
-        now = self._now()
-        if now - self._kinds_at[0] < 1.0:
-            return self._kinds_at[1]
-        entries = []
-        for n in self.view.nodes:
-            if n.cpus <= 0 or not n.reported:
-                continue
-            codecs = frozenset(c for caps in n.codecs.values()
-                               for c, cap in caps.items() if cap.state.usable)  # fmt: skip
-            encoders = n.ffmpeg.encoders if n.ffmpeg else frozenset()
-            gpu = n.gpus[0].name if n.gpus else None
-            entries.append((n.node_id, n.hostname or n.address, gpu, codecs, encoders, n.cpus))
-        self._kinds_at = (now, entries)
-        return entries
-
     def _run_seconds(
         self, job: Job, node_id: str, hardware: Hardware, gpu: str | None, cores: float
     ) -> float:
@@ -685,8 +677,12 @@ class Coordinator:
         slowest = None
         if not self.pace.book.model.samples:
             return None
-        kinds = {(gpu, cores): node_id for node_id, _, gpu, _, _, cores in self._node_kinds()}
-        for (gpu, cores), node_id in kinds.items():  # one node of each kind
+        now = self._now()
+        if now - self._kinds_at[0] >= 1.0:  # worked out at most every second
+            kinds = {(n.gpus[0].name if n.gpus else None, n.cpus): n.node_id
+                     for n in self.view.nodes if n.cpus > 0}  # fmt: skip
+            self._kinds_at = (now, list(kinds.items()))
+        for (gpu, cores), node_id in self._kinds_at[1]:  # one node of each kind
             hardware = (
                 Hardware.GPU if gpu and job.spec.hardware is not Hardware.CPU else Hardware.CPU
             )
@@ -697,21 +693,20 @@ class Coordinator:
                 slowest = est.speed if slowest is None else min(slowest, est.speed)
         return slowest
 
-    def _cores_for(self, demand: Demand) -> float:
-        return self.config.costs.cores(demand.codec, demand.width, demand.height)
-
-    def _finish_time(self, now: float) -> FinishTime | None:
-        """The farm's kinds of nodes, for placement by finish time (``None``: a farm of
-        one kind: best fit places it)."""
+    def _finish_time(
+        self, states: list[NodeState], now: float, *, may_wait: bool = True
+    ) -> FinishTime | None:
+        """The kinds among ``states`` (the round's placeable nodes), for placement by
+        finish time (``None``: a farm of one kind: best fit places it)."""
         ends = []
         for job_id, run in self.encodes.running.items():
             job = self.table.jobs.get(job_id)
             if job is not None and job.forecast and job.forecast.get("finish_at"):
                 ends.append((run.lease.node_id, float(job.forecast["finish_at"])))
-        kinds = kinds_of(self._node_kinds(), ends, now)
-        if len(kinds) < 2:
-            return None
-        return FinishTime(kinds, self._run_seconds, now, self._cores_for)
+        names = {n.node_id: n.hostname or n.address for n in self.view.nodes}
+        return FinishTime.of(states, names, ends, self._run_seconds, now,
+                             policy=self.config.policy, costs=self.config.costs,
+                             may_wait=may_wait)  # fmt: skip
 
     def _fair_share(self) -> FairShare:
         """The tenants' usage as the round starts: what their running encodes hold, of
@@ -732,10 +727,14 @@ class Coordinator:
         (:func:`~cluster.scheduling.eta.forecast`); at most every :data:`FORECAST_S`. A
         job whose prediction moved (a minute, or a tenth of its wait) says so (``eta``)."""
         now = self._now()
-        if not force and now - self._forecast_at < FORECAST_S:
+        if not force and now - self._forecast_at < self._forecast_every:
             return
         self._forecast_at = now
+        took = time.perf_counter()
         self._first_forecasts = []
+        self._eta_events = ETA_EVENTS
+        live = self.table.queue.keys() | self.encodes.running.keys()
+        self._told = {k: v for k, v in self._told.items() if k in live}
         nodes = {n.node_id: n for n in self.view.nodes}
         running: list[tuple[Placement, float]] = []
         parents: dict[str, float] = {}
@@ -758,11 +757,11 @@ class Coordinator:
         if queued and self.view.nodes:
             jobs = {j.id: j for j in queued}
             demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
-            entries = self._node_kinds()
-            replay = None  # a farm of several kinds: placed by finish time, as dispatched
-            if len(kinds_of(entries, [], now)) > 1:
-                replay = Replay(entries, jobs, self._run_seconds, self._cores_for)
-            got = forecast(self._planner(placeable=True), running, demands,
+            states = self._states(placeable=True)
+            kinds = self._finish_time(states, now)
+            replay = Replay(kinds, jobs) if kinds is not None else None  # as dispatched
+            got = forecast(Planner(states, self.config.policy, self.config.costs), running,
+                           demands,
                            lambda key, p: self.pace.seconds(jobs[key], p, nodes.get(p.node_id)),
                            now, place=replay)  # fmt: skip
             for key, f in got.items():
@@ -776,8 +775,13 @@ class Coordinator:
             whole = self.table.jobs.get(parent_id)
             if whole is not None and not whole.status.terminal:
                 self._predicted(whole, now, whole.started_at or now, end, None, None, nodes)
-        if self._first_forecasts:  # the first prediction is kept with each job (one write)
-            self.table.store.save_many(self._first_forecasts)
+        if self._first_forecasts:  # the first prediction is kept with each job (one write;
+            # more than SAVED_AT_ONCE wait for their next change, kept in memory till then)
+            self.table.store.save_many(self._first_forecasts[:SAVED_AT_ONCE])
+        took = time.perf_counter() - took
+        # A big queue on a farm of many kinds costs more to play forward: then less often,
+        # so forecasts never take more than a tenth of the coordinator's time.
+        self._forecast_every = max(FORECAST_S, 10 * took)
 
     def _running_end(
         self, job: Job, placement: Placement, node: NodeInfo | None, now: float
@@ -820,10 +824,14 @@ class Coordinator:
                                      placement.cores)  # fmt: skip
             forecast_now |= {"speed": round(est.speed, 3), "basis": est.basis}
         job.forecast = forecast_now
-        was = old.get("finish_at")
+        was = self._told.get(job.id, old.get("finish_at"))
         moved = abs(finish - was) if was is not None else math.inf
-        if moved >= max(ETA_MOVED_S, 0.1 * max(finish - now, 0.0)):
+        if moved >= max(ETA_MOVED_S, 0.1 * max(finish - now, 0.0)) and self._eta_events > 0:
+            self._eta_events -= 1  # the next ones say so in the next rounds
+            self._told[job.id] = finish
             self.table.publish(job, EventType.ETA)
+        elif was is None or moved >= ETA_MOVED_S:
+            self._told.setdefault(job.id, was if was is not None else finish)
         if first is None:
             self._first_forecasts.append(job)
 

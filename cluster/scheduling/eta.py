@@ -35,6 +35,9 @@ class Placer(Protocol[K_contra]):
 
     def place(self, planner: Planner, key: K_contra, demand: Demand) -> Placement | None: ...
 
+    def released(self, placement: Placement) -> None:
+        """Room the replay gave back."""
+
 
 HORIZON = 2000
 """Queued jobs played one by one; the rest are extrapolated."""
@@ -95,9 +98,13 @@ def forecast(
         if not ends:  # nothing runs and nothing fits: these never will (here)
             break
         clock, _, freed = heapq.heappop(ends)
-        planner.release(freed)
+        freeing = [freed]
         while ends and ends[0][0] <= clock:
-            planner.release(heapq.heappop(ends)[2])
+            freeing.append(heapq.heappop(ends)[2])
+        for room in freeing:
+            planner.release(room)
+            if place is not None:
+                place.released(room)
     rest = queue[horizon:]
     if rest and found:
         _extrapolate(found, rest, now)

@@ -1,10 +1,13 @@
 """Placement by finish time, on a farm whose nodes differ.
 
 Best fit by free memory or cores is not "finishes first" when an L4 stands next to a T4
-next to a 64-core CPU box. Nodes are grouped into kinds (the same CPU model and cores,
-the same GPUs: :func:`kind_of`); for each job, each kind that has room is asked for its
-best-fit placement, and the job goes where it is predicted to finish first (its
-seconds there from the learned speeds). A kind with no room now counts too, from when
+next to a 64-core CPU box. The nodes that may take work now are grouped into kinds (the
+same GPU model and NVENC codecs, the same encoders and cores), each with a planner of its
+own (:meth:`FinishTime.of`); for each job, each kind that has room gives its best-fit
+placement, and the job goes where it is predicted to finish first (its seconds there
+from the learned speeds); the round's planner takes the same room
+(:meth:`~cluster.scheduling.planner.Planner.take`). A job costs a few decisions per kind,
+whatever the farm's size. A kind with no room now counts too, from when
 its first running encode is predicted to end: if the job would finish sooner by waiting
 for it, it waits (and that kind is held for it for its predicted time, so the next job
 that would wait for the same kind sees it taken: earliest-finish-time list scheduling,
@@ -21,9 +24,9 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 
-from cluster.media.encoders import cpu_encoder
 from cluster.model.jobs import Hardware, Job, JobKind
-from cluster.scheduling.planner import Demand, Placement, Planner
+from cluster.scheduling.costs import CostModel
+from cluster.scheduling.planner import Demand, NodeState, Placement, Planner, Policy
 
 WAIT_GAIN = 0.8
 """A job waits for a busier, faster kind only if it would finish in under this share of
@@ -36,8 +39,6 @@ def clock(at: float) -> str:
 
 
 Seconds = Callable[[Job, str, Hardware, str | None, float], float]
-NodeKind = tuple[str, str, str | None, frozenset[str], frozenset[str], float]
-"""A node as kinds are made of: id, name, GPU model, NVENC codecs, encoders, cores."""
 """A job's predicted run time on a node (id), on a GPU (its model) or CPU, given cores."""
 
 
@@ -46,17 +47,24 @@ class Kind:
     """Nodes alike: the same device, the same speed, the same abilities."""
 
     label: str
-    """In words: ``gpu-2 (NVIDIA L4)``, ``cpu-1 (64 cores)``."""
+    """In words: ``gpu-2 (NVIDIA L4)``, ``cpu-1 (+3) (64 cores)``."""
     nodes: frozenset[str]
     ends: list[float]
     """The predicted ends of the encodes running on its nodes (a heap): each frees room
     for one more; a job that waits for this kind takes the earliest and runs from it."""
+    planner: Planner
+    """Its nodes alone, in step with the round's planner."""
     gpu_name: str | None = None
     gpu_codecs: frozenset[str] = frozenset()
-    """Codecs its GPUs' NVENC proved."""
-    encoders: frozenset[str] = frozenset()
-    """Its ffmpeg's encoders."""
     cores: float = 0.0
+    _able: dict[Demand, bool] = field(default_factory=dict)
+
+    def could_run(self, demand: Demand) -> bool:
+        """Whether its nodes could run ``demand`` when idle (asked once per shape)."""
+        able = self._able.get(demand)
+        if able is None:
+            able = self._able[demand] = self.planner.never(demand) is None
+        return able
 
     def free_at(self, now: float) -> float:
         return max(self.ends[0], now) if self.ends else now
@@ -68,16 +76,16 @@ class Kind:
         else:
             heapq.heappush(self.ends, now + run)
 
-    def runs(self, demand: Demand) -> Hardware | None:
-        """Whether a node of this kind could run ``demand`` when idle, and on what."""
-        transcode = demand.kind is JobKind.TRANSCODE
-        if transcode and demand.hardware is not Hardware.CPU and demand.codec in self.gpu_codecs:
-            return Hardware.GPU
-        if demand.hardware is Hardware.GPU and transcode:
-            return None
-        if transcode and cpu_encoder(demand.codec).name not in self.encoders:
-            return None
-        return Hardware.CPU if self.cores > 0 else None
+    def hardware_for(self, demand: Demand) -> Hardware:
+        """What a node of this kind would run ``demand`` on (NVENC where it can)."""
+        gpu_ok = demand.kind is JobKind.TRANSCODE and demand.hardware is not Hardware.CPU
+        return Hardware.GPU if gpu_ok and demand.codec in self.gpu_codecs else Hardware.CPU
+
+
+def _key(state: NodeState) -> tuple[str | None, frozenset[str], frozenset[str] | None, float]:
+    gpu = state.gpus[0] if state.gpus else None
+    codecs = frozenset(c for g in state.gpus for c in g.codecs if g.can_encode(c))
+    return (gpu.name if gpu else None, codecs, state.encoders, state.cpus)
 
 
 @dataclass(slots=True)
@@ -89,37 +97,84 @@ class FinishTime:
     now: float
     cores_for: Callable[[Demand], float]
     """The cores a CPU placement of a demand is given (the cost model's estimate)."""
+    may_wait: bool = True
+    """``False``: only kinds with room now count (no job waits for a faster kind)."""
     waits: dict[str, str] = field(default_factory=dict)
     """Job id -> why it waits this round (a faster kind frees soon)."""
-    may_wait: bool = True
-    """``False``: only kinds with room now count (a forecast's replay, which frees room
-    itself as it goes)."""
+    _by_node: dict[str, Kind] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        states: list[NodeState],
+        names: dict[str, str],
+        ends: Iterable[tuple[str, float]],
+        seconds: Seconds,
+        now: float,
+        *,
+        policy: Policy = Policy.PACK,
+        costs: CostModel | None = None,
+        may_wait: bool = True,
+    ) -> FinishTime | None:
+        """The kinds among ``states`` (the nodes that may take work now: the round's
+        planner's), each node named by ``names``, with the predicted ends of what runs on
+        each; ``None`` for a farm of one kind (best fit places it as before)."""
+        grouped: dict[tuple[str | None, frozenset[str], frozenset[str] | None, float],
+                      list[NodeState]] = {}  # fmt: skip
+        for state in states:
+            if state.cpus > 0:
+                grouped.setdefault(_key(state), []).append(state)
+        if len(grouped) < 2:
+            return None
+        on_node: dict[str, list[float]] = {}
+        for node_id, end in ends:
+            on_node.setdefault(node_id, []).append(end)
+        costs = costs or CostModel()
+        kinds = []
+        for (gpu, codecs, _, cores), members in grouped.items():
+            ids = frozenset(m.node_id for m in members)
+            shown = sorted(names.get(m.node_id, m.address) for m in members)
+            where = shown[0] + (f" (+{len(shown) - 1})" if len(shown) > 1 else "")
+            device = gpu if gpu else f"{cores:g} cores"
+            heap = sorted(max(e, now) for n in ids for e in on_node.get(n, ()))
+            kinds.append(Kind(f"{where} ({device})", ids, heap, Planner(members, policy, costs),
+                              gpu, codecs, cores))  # fmt: skip
+        kinds.sort(key=lambda k: k.label)
+        finish = cls(kinds, seconds, now, lambda d: costs.cores(d.codec, d.width, d.height),
+                     may_wait)  # fmt: skip
+        finish._by_node = {n: k for k in kinds for n in k.nodes}
+        return finish
+
+    def released(self, placement: Placement) -> None:
+        """Room the round's planner gave back (its kind's planner gives it back too)."""
+        kind = self._by_node.get(placement.node_id)
+        if kind is not None:
+            kind.planner.release(placement)
 
     def place(
         self, planner: Planner, job: Job, demand: Demand, avoid: Collection[str] = ()
     ) -> Placement | None:
         """Where ``job`` finishes first: placed (and committed to ``planner``), or
         ``None`` when it waits (no room anywhere, or a busy kind finishes it sooner)."""
-        everyone = planner.node_ids
         avoided = frozenset(avoid)
         finishes: list[tuple[float, Kind]] = []
         now_best: tuple[float, Kind] | None = None
         later_best: tuple[float, Kind, float] | None = None
         for kind in self.kinds:
-            if not kind.nodes - avoided:
+            if kind.nodes <= avoided:
                 continue
-            trial = planner.place(demand, avoided | (everyone - kind.nodes))
+            trial = kind.planner.place(demand, avoided & kind.nodes)
             if trial is not None:
                 finish = self.now + self.seconds(job, trial.node_id, trial.hardware,
                                                  trial.gpu_name, trial.cores)  # fmt: skip
-                planner.release(trial)
+                kind.planner.release(trial)
                 finishes.append((finish, kind))
                 if now_best is None or finish < now_best[0]:
                     now_best = (finish, kind)
                 continue
-            hardware = kind.runs(demand) if self.may_wait else None
-            if hardware is None:
-                continue
+            if not self.may_wait or not kind.could_run(demand):
+                continue  # a kind that could not run it even idle is never waited for
+            hardware = kind.hardware_for(demand)
             gpu = kind.gpu_name if hardware is Hardware.GPU else None
             cores = min(self.cores_for(demand), kind.cores) if gpu is None else 1.0
             run = self.seconds(job, next(iter(kind.nodes)), hardware, gpu, cores)
@@ -139,9 +194,11 @@ class FinishTime:
                     f"~{clock(finish)} on {kind.label}"
                 )
                 return None
-        placed = planner.place(demand, avoided | (everyone - kind.nodes))
-        if placed is None:  # cannot happen: the trial fitted and was given back
-            return None
+        placed = kind.planner.place(demand, avoided & kind.nodes)
+        if placed is None or not planner.take(placed):
+            if placed is not None:  # the round's planner gave that room out otherwise
+                kind.planner.release(placed)
+            return planner.place(demand, avoided)
         others = sorted((f, k.label) for f, k in finishes if k is not kind)[:2]
         why = f"finishes ~{clock(finish)} on {kind.label}"
         if others:
@@ -151,45 +208,22 @@ class FinishTime:
 
 @dataclass(slots=True)
 class Replay:
-    """Placement by finish time in a forecast's replay: the kinds' room follows the
-    replay's clock (:class:`~cluster.scheduling.eta.Placer`)."""
+    """Placement by finish time in a forecast's replay (a
+    :class:`~cluster.scheduling.eta.Placer`): the kinds' planners follow the replay's."""
 
-    nodes: list[NodeKind]
+    finish: FinishTime
     jobs: dict[str, Job]
-    seconds: Seconds
-    cores_for: Callable[[Demand], float]
-    finish: FinishTime | None = None
 
     def moved(self, clock: float, running: list[tuple[str, float]]) -> None:
-        self.finish = FinishTime(kinds_of(self.nodes, running, clock), self.seconds, clock,
-                                 self.cores_for)  # fmt: skip
+        self.finish.now = clock
+        on_node: dict[str, list[float]] = {}
+        for node_id, end in running:
+            on_node.setdefault(node_id, []).append(end)
+        for kind in self.finish.kinds:
+            kind.ends = sorted(max(e, clock) for n in kind.nodes for e in on_node.get(n, ()))
 
     def place(self, planner: Planner, key: str, demand: Demand) -> Placement | None:
-        if self.finish is None:
-            return planner.place(demand)
         return self.finish.place(planner, self.jobs[key], demand)
 
-
-def kinds_of(
-    nodes: Iterable[NodeKind],
-    ends: Iterable[tuple[str, float]],
-    now: float,
-) -> list[Kind]:
-    """Kinds from each node's (id, label, GPU model, GPU codecs, encoders, cores) and the
-    predicted ends of what runs on each node."""
-    on_node: dict[str, list[float]] = {}
-    for node_id, end in ends:
-        on_node.setdefault(node_id, []).append(end)
-    grouped: dict[tuple[str | None, frozenset[str], frozenset[str], float],
-                  list[tuple[str, str]]] = {}  # fmt: skip
-    for node_id, label, gpu, codecs, encoders, cores in nodes:
-        grouped.setdefault((gpu, codecs, encoders, cores), []).append((node_id, label))
-    kinds = []
-    for (gpu, codecs, encoders, cores), members in grouped.items():
-        ids = frozenset(n for n, _ in members)
-        names = sorted(label for _, label in members)
-        where = names[0] + (f" (+{len(names) - 1})" if len(names) > 1 else "")
-        device = gpu if gpu else f"{cores:g} cores"
-        ends_in = sorted(max(e, now) for n in ids for e in on_node.get(n, ()))
-        kinds.append(Kind(f"{where} ({device})", ids, ends_in, gpu, codecs, encoders, cores))
-    return sorted(kinds, key=lambda k: k.label)
+    def released(self, placement: Placement) -> None:
+        self.finish.released(placement)

@@ -523,6 +523,31 @@ class Planner:
         return replace(placement, spare_cpus=float(share), threads=threads,
                        reason=f"{placement.reason}; {', '.join(said)}")  # fmt: skip
 
+    def take(self, placement: Placement) -> bool:
+        """Commit ``placement``, made by a planner over some of these nodes (a kind's, see
+        :mod:`~cluster.scheduling.finish`), to this one too; ``False`` (nothing taken)
+        when this one no longer has that room."""
+        ni = self._node_at.get(placement.node_id)
+        if ni is None:
+            return False
+        node = self._nodes[ni]
+        if node.cpus_free < placement.cpus - EPS or not node.open():
+            return False
+        if placement.gpu_uuid is not None:
+            gi = self._gpu_at.get(placement.gpu_uuid)
+            if gi is None:
+                return False
+            g = self._gpus[gi]
+            if g.free < placement.gpu_memory_mb or g.sessions_free <= 0:
+                return False
+            self._unindex_gpu(gi, g)
+            g.free -= placement.gpu_memory_mb
+            g.sessions += 1
+            g.sessions_free -= 1
+            self._index_gpu(gi, g)
+        self._take_cpus(ni, node, placement.cpus, placement.memory_mb)
+        return True
+
     def free_cpus(self, node_id: str) -> float:
         """Cores of the node not counted to any job now."""
         return self._nodes[self._node_at[node_id]].cpus_free

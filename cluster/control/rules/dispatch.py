@@ -142,6 +142,8 @@ def plan_round(
         if placement is not None and fair is not None:
             if fair.over_limit(job.tenant, placement) is not None:
                 planner.release(placement)  # it waits for its tenant's own work to end
+                if finish is not None:
+                    finish.released(placement)
                 limited = True
                 continue
             fair.placed(job.tenant, placement)

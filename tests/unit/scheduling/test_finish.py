@@ -1,17 +1,17 @@
 """Placement by finish time on a farm whose nodes differ: the job goes where it finishes
-first, waits for a faster node that frees soon, and does not all wait for the one fast
-node (each waiting job holds it for its own time)."""
+first, waits for a faster node that frees soon, does not all wait for the one fast node
+(each waiting job holds it for its own time), never waits for nodes that could not run
+it, and leaves a farm of one kind to best fit."""
 
 from __future__ import annotations
 
 from cluster import Hardware, Job, JobKind, JobSpec
 from cluster.scheduling.costs import CostModel
-from cluster.scheduling.finish import FinishTime, kinds_of
+from cluster.scheduling.finish import FinishTime
 from cluster.scheduling.planner import Demand, NodeState, Planner
 
 COSTS = CostModel()
-X264 = frozenset({"libx264"})
-SMALL = Demand(JobKind.TRANSCODE, Hardware.CPU, "h264", 640, 360)
+SMALL = Demand(JobKind.TRANSCODE, Hardware.CPU, "h264", 640, 360, encoder="libx264")
 SPEED = {"fast": 10.0, "slow": 40.0}  # seconds a job takes on each
 
 
@@ -24,14 +24,18 @@ def seconds(job: Job, node_id: str, hardware: Hardware, gpu: str | None, cores: 
     return SPEED[node_id]
 
 
-def setup(fast_busy_until: float | None) -> tuple[Planner, FinishTime]:
-    nodes = [NodeState("fast", "10.0.0.1", 1, cpus_used=1 if fast_busy_until else 0,
-                       running=1 if fast_busy_until else 0),
-             NodeState("slow", "10.0.0.2", 1)]  # fmt: skip
-    ends = [("fast", fast_busy_until)] if fast_busy_until else []
-    kinds = kinds_of([("fast", "fast", None, frozenset(), X264, 1.0),
-                      ("slow", "slow", None, frozenset(), X264, 2.0)], ends, now=0.0)  # fmt: skip
-    return Planner(nodes, costs=COSTS), FinishTime(kinds, seconds, 0.0, lambda d: 1.0)
+def setup(
+    fast_busy_until: float | None, fast_encoders: frozenset[str] | None = None
+) -> tuple[Planner, FinishTime]:
+    busy = fast_busy_until is not None
+    states = [NodeState("fast", "10.0.0.1", 1, cpus_used=1 if busy else 0,
+                        running=1 if busy else 0, encoders=fast_encoders),
+              NodeState("slow", "10.0.0.2", 2)]  # fmt: skip
+    ends = [("fast", fast_busy_until)] if fast_busy_until is not None else []
+    names = {"fast": "fast", "slow": "slow"}
+    finish = FinishTime.of(states, names, ends, seconds, 0.0, costs=COSTS)
+    assert finish is not None
+    return Planner(states, costs=COSTS), finish
 
 
 def test_a_job_goes_where_it_finishes_first_and_says_so() -> None:
@@ -39,6 +43,7 @@ def test_a_job_goes_where_it_finishes_first_and_says_so() -> None:
     placed = finish.place(planner, job(1), SMALL)
     assert placed is not None and placed.node_id == "fast"
     assert "finishes ~" in placed.reason and "on fast" in placed.reason and "vs ~" in placed.reason
+    assert planner.free_cpus("fast") == 0  # the round's planner took the same room
 
 
 def test_a_job_waits_for_a_faster_node_that_frees_soon_and_the_queue_spreads() -> None:
@@ -51,7 +56,12 @@ def test_a_job_waits_for_a_faster_node_that_frees_soon_and_the_queue_spreads() -
     assert third is not None and third.node_id == "slow"
 
 
+def test_a_job_never_waits_for_nodes_that_could_not_run_it() -> None:
+    planner, finish = setup(fast_busy_until=5.0, fast_encoders=frozenset({"libx265"}))
+    placed = finish.place(planner, job(1), SMALL)  # fast has no libx264: not waited for
+    assert placed is not None and placed.node_id == "slow"
+
+
 def test_a_farm_of_one_kind_is_left_to_best_fit() -> None:
-    kinds = kinds_of([("a", "a", None, frozenset(), X264, 8.0),
-                      ("b", "b", None, frozenset(), X264, 8.0)], [], now=0.0)  # fmt: skip
-    assert len(kinds) == 1
+    states = [NodeState("a", "10.0.0.1", 8), NodeState("b", "10.0.0.2", 8)]
+    assert FinishTime.of(states, {}, [], seconds, 0.0, costs=COSTS) is None
