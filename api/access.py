@@ -34,8 +34,9 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -290,7 +291,15 @@ class Keyring:
     ``FRAMEFLEET_API_TOKENS`` and the api-token file (admins of the default tenant).
     The tokens file is read again when it changes (:meth:`refresh`)."""
 
-    def __init__(self, plain: Iterable[str] = (), path: Path | None = None) -> None:
+    def __init__(
+        self,
+        plain: Iterable[str] = (),
+        path: Path | None = None,
+        check: Callable[[Tenants], None] | None = None,
+    ) -> None:
+        """``check``: refuses tenants this gateway cannot confine (a :class:`ConfigError`:
+        at start-up the gateway does not start; later the last good file is kept)."""
+        self._check = check
         self._plain = tuple((t.encode(), Identity(f"token-{i + 1}", key=plain_key(t)))
                             for i, t in enumerate(t for t in plain if t))  # fmt: skip
         self.path = path
@@ -298,6 +307,11 @@ class Keyring:
         self.file = TokensFile()
         self._checked: dict[bytes, TokenEntry] = {}
         """SHA-256 of a token that checked out -> its entry (until the file changes)."""
+        self._lock = threading.Lock()
+        self.generation = 0
+        """How many times the tokens file was read (a check made before a change of the
+        file does not count after it)."""
+        self._keys: frozenset[str] = frozenset(i.key for _, i in self._plain)
         self.refresh()
 
     def __bool__(self) -> bool:
@@ -322,14 +336,26 @@ class Keyring:
         first = self._stamp is None
         self._stamp = stamp
         try:
-            self.file = read_tokens_file(self.path)
+            content = read_tokens_file(self.path)
+            if self._check is not None:
+                self._check(content.tenants)
+            with self._lock:
+                self.file = content
+                self.generation += 1
+                self._checked.clear()
+                self._keys = frozenset(i.key for _, i in self._plain) | {
+                    e.id for e in content.tokens
+                }
         except ConfigError as exc:
             if first:  # at start-up: the gateway does not start
                 raise
             log.error("kept the tokens file's last good content: %s", exc)
             return False
-        self._checked.clear()
         return True
+
+    def holds(self, key: str) -> bool:
+        """Whether the token ``key`` names is still accepted (an open stream's check)."""
+        return key in self._keys
 
     def needs_hashing(self, token: str) -> bool:
         """Whether checking ``token`` costs a scrypt (a tokens-file token not yet seen):
@@ -355,10 +381,13 @@ class Keyring:
         entry = self._checked.get(key)
         if entry is not None:
             return entry.holder
-        entry = self.file.by_id(token_id)
-        if entry is None or not entry.matches(token):
+        generation, entry = self.generation, self.file.by_id(token_id)
+        if entry is None or not entry.matches(token):  # scrypt: the file may change meanwhile
             return None
-        self._checked[key] = entry
+        with self._lock:  # remembered only if the file is still the one it was checked in
+            if generation != self.generation or self.file.by_id(token_id) is not entry:
+                return None
+            self._checked[key] = entry
         return entry.holder
 
     def listing(self) -> list[dict[str, str]]:

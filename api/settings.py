@@ -181,7 +181,28 @@ class Settings(BaseSettings):
         path = self.tokens_file
         if path is None and (self.data_dir / TOKENS_FILE_NAME).is_file():
             path = self.data_dir / TOKENS_FILE_NAME
-        return Keyring(self.tokens(), path)
+        return Keyring(self.tokens(), path, self.check_tenants)
+
+    def check_tenants(self, tenants: cluster.Tenants) -> None:
+        """Each tenant's media roots lie inside this gateway's (a :class:`ConfigError`
+        naming the first that does not): a tenant is never less confined than the farm."""
+        folders = self.roots(serving=True)
+        objects = self.object_roots()
+        for tenant in tenants.known:
+            for raw in tenant.media_roots:
+                if cluster.is_url(raw):
+                    norm = raw.rstrip("/") + "/"
+                    if not any(norm.startswith(o.rstrip("/") + "/") for o in objects):
+                        raise ConfigError(
+                            f"tenant {tenant.name}: media root {raw} is outside the farm's "
+                            f"object roots ({', '.join(objects) or 'none'}); pick a prefix "
+                            "inside them"
+                        )
+                    continue
+                try:
+                    cluster.confine_path(raw, folders, f"tenant {tenant.name}'s media root")
+                except cluster.SpecError as exc:
+                    raise ConfigError(str(exc)) from None
 
     def tokens(self) -> list[str]:
         """Every accepted token: ``api_tokens`` plus the lines of ``token_file``."""

@@ -126,7 +126,7 @@ def speeds(
     for d in found["devices"]:
         table.add_row(d["device"], f"{d['factor']:.2f}", str(d["runs"]))
     out.print(table)
-    out.print(f"{len(found['samples'])} runs kept")
+    out.print(f"{found['runs']} runs learned")
 
 
 @speeds_app.command("export")
@@ -139,13 +139,20 @@ def export_speeds(
     data_dir: DataDir = None,
 ) -> None:
     """Every kept run (JSON lines), for `framefleet speeds import` on another farm."""
-    found = GatewayClient(api, token, data_dir).call("GET", "/v1/speeds")
-    text = "".join(json.dumps(s, sort_keys=True) + "\n" for s in found["samples"])
+    client, after, lines = GatewayClient(api, token, data_dir), 0, []
+    while True:  # a page at a time
+        page = client.call("GET", "/v1/speeds", params={"samples": True, "after": after})
+        if not page["samples"]:
+            break
+        after = page["samples"][-1]["seq"]
+        lines += [json.dumps({k: v for k, v in s.items() if k != "seq"}, sort_keys=True)
+                  for s in page["samples"]]  # fmt: skip
+    text = "".join(line + "\n" for line in lines)
     if output is None:
         out.file.write(text)
     else:
         output.write_text(text)
-        err.print(f"{len(found['samples'])} runs written to {output}")
+        err.print(f"{len(lines)} runs written to {output}")
 
 
 @speeds_app.command("import")

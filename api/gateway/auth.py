@@ -136,8 +136,9 @@ REVOKED_CHECK_S = 1.0
 
 
 def still_held(conn: HTTPConnection, holder: Identity) -> bool:
-    """Whether ``holder``'s token is still accepted (an open stream ends once it is not)."""
-    return keyring_of(conn).by_key(holder.key) is not None
+    """Whether ``holder``'s token is still accepted (an open stream ends once it is not):
+    a set lookup, however many tokens and streams."""
+    return keyring_of(conn).holds(holder.key)
 
 
 async def identify(conn: HTTPConnection, token: str) -> Identity | None:

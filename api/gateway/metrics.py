@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from api.gateway.auth import require_token
+from api.gateway.auth import OPERATOR, require_token
 from cluster import (
     CATALOG,
     COUNTER_HELP,
@@ -274,7 +274,9 @@ def _gpu_metrics(nodes: tuple[NodeRecord, ...], names: dict[str, str]) -> Iterat
 
 def metrics_router(public: bool) -> APIRouter:
     """``/metrics``, open (Prometheus scrapes it) unless ``public`` is false."""
-    router = APIRouter(tags=["metrics"], dependencies=[] if public else [Depends(require_token)])
+    # Not public: operators and admins only (it names every tenant and its queue).
+    secured = [Depends(require_token), OPERATOR]
+    router = APIRouter(tags=["metrics"], dependencies=[] if public else secured)
 
     @router.get("/metrics", response_class=Response)
     def metrics(request: Request) -> Response:

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -373,9 +373,27 @@ class Coordinator:
         """The newest event's ``seq``: follow from here to see only what happens next."""
         return self.table.events.last_seq
 
-    async def nodes(self) -> list[NodeRecord]:
-        """Nodes with CPUs, GPUs (readings, NVENC codec states) and running jobs."""
-        return self.farm.nodes()
+    async def nodes(self, caller: Caller | None = None) -> list[NodeRecord]:
+        """Nodes with CPUs, GPUs (readings, NVENC codec states) and running jobs; a caller
+        of one tenant sees its own tenant's jobs only, and of a quarantine its state and
+        until when (not the failures behind it: they name other tenants' jobs)."""
+        nodes = self.farm.nodes()
+        if caller is None or caller.every_tenant:
+            return nodes
+
+        def mine(ids: tuple[str, ...]) -> tuple[str, ...]:
+            jobs = self.table.jobs
+            return tuple(i for i in ids if i in jobs and caller.sees(jobs[i].tenant))
+
+        def told(q: Mapping[str, Any] | None) -> dict[str, Any] | None:
+            return {k: q[k] for k in ("state", "until") if k in q} if q else None
+
+        return [
+            replace(n, running_jobs=mine(n.running_jobs), quarantine=told(n.quarantine),
+                    gpus=tuple(replace(g, running_jobs=mine(g.running_jobs),
+                                       quarantine=told(g.quarantine)) for g in n.gpus))
+            for n in nodes
+        ]  # fmt: skip
 
     async def metrics(self) -> MetricsSnapshot:
         """Everything /metrics exports (see :meth:`FarmAPI.metrics`)."""
@@ -416,14 +434,23 @@ class Coordinator:
         self._wake_up()  # shares or limits changed: the queue is looked at again
         return True
 
-    async def speeds(self) -> dict[str, Any]:
-        """What the farm learned: each device's factor over the static table, and every
-        kept sample (``framefleet speeds export``)."""
+    async def speeds(
+        self, samples: bool = False, after: int = 0, limit: int = 5000
+    ) -> dict[str, Any]:
+        """What the farm learned: each device's factor over the static table and its
+        runs; with ``samples``, a page of the kept runs after ``after`` (a ``seq``;
+        ``framefleet speeds export`` reads them all, a page at a time)."""
         book = self.pace.book
-        samples = await asyncio.to_thread(book.samples)
         devices = [{"device": key, "factor": round(factor, 3), "runs": runs}
                    for key, factor, runs in book.model.devices()]  # fmt: skip
-        return {"devices": devices, "samples": [s.to_dict() for s in samples]}
+        found: dict[str, Any] = {"devices": devices, "runs": book.model.samples}
+        if samples:
+
+            def page() -> list[dict[str, Any]]:
+                return [{"seq": seq, **s.to_dict()} for seq, s in book.page(after, limit)]
+
+            found["samples"] = await asyncio.to_thread(page)
+        return found
 
     async def load_speeds(self, samples: list[dict[str, Any]], caller: Caller | None = None) -> int:
         """Import measured speeds (another farm's export: a new farm starts warm); how

@@ -65,7 +65,12 @@ class Tenant:
 
     def __post_init__(self) -> None:
         check_name(self.name)
-        if not self.weight > 0:
+        if not isinstance(self.media_roots, tuple) or not all(
+            isinstance(r, str) and r for r in self.media_roots
+        ):
+            raise ValueError(f"tenant {self.name}: media_roots must be a list of folders or "
+                             's3:// roots, e.g. ["/srv/media/team-a"]')  # fmt: skip
+        if not isinstance(self.weight, int | float) or not self.weight > 0:
             raise ValueError(f"tenant {self.name}: weight must be above 0 (got {self.weight})")
         for key in ("max_gpus", "max_cores", "max_running", "max_queued"):
             value = getattr(self, key)
@@ -80,7 +85,8 @@ class Tenant:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tenant:
         fields = dict(data)
-        fields["media_roots"] = tuple(fields.get("media_roots") or ())
+        roots = fields.get("media_roots") or ()
+        fields["media_roots"] = tuple(roots) if isinstance(roots, list | tuple) else roots
         return cls(**fields)
 
 

@@ -163,8 +163,8 @@ class Fleet:
     def retry(self, job_id: str, caller: Caller | None = None) -> Job:
         return self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id, caller)
 
-    def nodes(self) -> list[NodeRecord]:
-        return self._read(CALL_TIMEOUT_S, HeadAPI.nodes)
+    def nodes(self, caller: Caller | None = None) -> list[NodeRecord]:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.nodes, caller)
 
     def set_node_cap(self, node_id: str, max_jobs: int | None) -> None:
         self._change(CALL_TIMEOUT_S, HeadAPI.set_node_cap, node_id, max_jobs)
@@ -193,8 +193,8 @@ class Fleet:
     def get_tenants(self) -> Tenants:
         return self._read(CALL_TIMEOUT_S, HeadAPI.get_tenants)
 
-    def speeds(self) -> dict[str, Any]:
-        return self._read(CALL_TIMEOUT_S, HeadAPI.speeds)
+    def speeds(self, samples: bool = False, after: int = 0, limit: int = 5000) -> dict[str, Any]:
+        return self._read(CALL_TIMEOUT_S, HeadAPI.speeds, samples, after, limit)
 
     def load_speeds(self, samples: list[dict[str, Any]], caller: Caller | None = None) -> int:
         return self._change(CALL_TIMEOUT_S, HeadAPI.load_speeds, samples, caller)
@@ -378,8 +378,8 @@ class AsyncFleet:
     async def retry(self, job_id: str, caller: Caller | None = None) -> Job:
         return await self._change(CALL_TIMEOUT_S, HeadAPI.retry, job_id, caller)
 
-    async def nodes(self) -> list[NodeRecord]:
-        return await self._read(CALL_TIMEOUT_S, HeadAPI.nodes)
+    async def nodes(self, caller: Caller | None = None) -> list[NodeRecord]:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.nodes, caller)
 
     async def metrics(self) -> MetricsSnapshot:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.metrics)
@@ -396,8 +396,10 @@ class AsyncFleet:
     async def get_tenants(self) -> Tenants:
         return await self._read(CALL_TIMEOUT_S, HeadAPI.get_tenants)
 
-    async def speeds(self) -> dict[str, Any]:
-        return await self._read(CALL_TIMEOUT_S, HeadAPI.speeds)
+    async def speeds(
+        self, samples: bool = False, after: int = 0, limit: int = 5000
+    ) -> dict[str, Any]:
+        return await self._read(CALL_TIMEOUT_S, HeadAPI.speeds, samples, after, limit)
 
     async def load_speeds(self, samples: list[dict[str, Any]], caller: Caller | None = None) -> int:
         return await self._change(CALL_TIMEOUT_S, HeadAPI.load_speeds, samples, caller)

@@ -96,9 +96,12 @@ class FairShare:
     def _need(self, tenant: str) -> float:
         return self.dominant(tenant) / self.tenants.get(tenant).weight
 
-    def over_limit(self, tenant: str | None, placement: Placement) -> str | None:
-        """Why ``placement`` would take ``tenant`` past one of its limits, else ``None``."""
-        t, u = self.tenants.get(tenant), self.used(tenant)
+    def over_limit(
+        self, tenant: str | None, placement: Placement, *, idle: bool = False
+    ) -> str | None:
+        """Why ``placement`` would take ``tenant`` past one of its limits, else ``None``;
+        ``idle``: even with nothing of the tenant's running (it never fits its limits)."""
+        t, u = self.tenants.get(tenant), Usage() if idle else self.used(tenant)
         if t.max_running is not None and u.running + 1 > t.max_running:
             return f"tenant {t.name} runs {u.running} jobs, its most (max_running)"
         if t.max_gpus is not None and placement.gpu_uuid and u.gpus + 1 > t.max_gpus:

@@ -149,7 +149,12 @@ class SpeedSample:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def usable(self) -> bool:
-        return self.seconds > 0 and self.media_s > 0 and self.prior > 0
+        """A measurement the model may learn from: positive, finite, and within a
+        thousand times the table either way (anything further is a broken clock)."""
+        if not (self.seconds > 0 and self.media_s > 0 and self.prior > 0):
+            return False
+        ratio = self.speed / self.prior
+        return math.isfinite(ratio) and 1e-3 < ratio < 1e3
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -159,7 +164,7 @@ class SpeedSample:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpeedSample:
-        fields = {k: v for k, v in data.items() if k not in ("speed", "fps")}
+        fields = {k: v for k, v in data.items() if k not in ("speed", "fps", "seq")}
         fields["device"] = Device(**fields["device"])
         fields["work"] = Work(**fields["work"])
         return cls(**fields)
@@ -177,9 +182,8 @@ class _Average:
     last_at: float = 0.0
 
     def add(self, x: float, at: float) -> None:
-        if self.runs:
-            clip = CLIP if self.runs < 3 else max(CLIP_SPREADS * math.sqrt(self.var), MIN_CLIP)
-            x = min(max(x, self.mean - clip), self.mean + clip)
+        clip = CLIP if self.runs < 3 else max(CLIP_SPREADS * math.sqrt(self.var), MIN_CLIP)
+        x = min(max(x, self.mean - clip), self.mean + clip)  # the first: within 8x the table
         self.weight = self.weight * self.decay + 1.0
         alpha = 1.0 / self.weight
         delta = x - self.mean

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1", tags=["cluster"])
 async def nodes(request: Request) -> list[dict[str, Any]]:
     """Nodes with CPUs, GPUs (readings, NVENC codecs and their verification state), running
     jobs."""
-    return [node.to_dict() for node in await request.app.state.fleet.aio.nodes()]
+    nodes = await request.app.state.fleet.aio.nodes(caller_of(request))
+    return [node.to_dict() for node in nodes]
 
 
 @router.post("/nodes/{name}/drain", dependencies=[OPERATOR])

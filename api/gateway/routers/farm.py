@@ -60,10 +60,16 @@ async def tokens(request: Request) -> dict[str, Any]:
 
 
 @router.get("/speeds", dependencies=[OPERATOR])
-async def speeds(request: Request) -> dict[str, Any]:
+async def speeds(
+    request: Request,
+    samples: Annotated[bool, Query(description="also a page of the kept runs")] = False,
+    after: Annotated[int, Query(ge=0, description="the last seq of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 5000,
+) -> dict[str, Any]:
     """What the farm learned of its speeds: each device's factor over the static table
-    and runs, and every kept sample (``framefleet speeds export``)."""
-    found: dict[str, Any] = await request.app.state.fleet.aio.speeds()
+    and its runs; with ``samples``, a page of the kept runs (``framefleet speeds
+    export`` reads them all)."""
+    found: dict[str, Any] = await request.app.state.fleet.aio.speeds(samples, after, limit)
     return found
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,17 +40,29 @@ class SpeedBook:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        """One writer at a time (the coordinator's loop and an import's thread)."""
         self.model = SpeedModel()
-        self.model.learn_all(self.samples())
+        self.model.learn_all(sorted(self.samples(), key=lambda s: s.at))
         self._added = 0
 
-    def samples(self) -> list[SpeedSample]:
-        """Every kept sample, oldest first (a sample this framefleet cannot read, from a
-        newer one, is skipped)."""
+    def samples(self, after: int = 0, limit: int | None = None) -> list[SpeedSample]:
+        """Kept samples after ``after`` (a ``seq``), oldest first, at most ``limit`` (a
+        sample this framefleet cannot read, from a newer one, is skipped)."""
+        return [s for _, s in self.page(after, limit)]
+
+    def page(self, after: int = 0, limit: int | None = None) -> list[tuple[int, SpeedSample]]:
+        """(seq, sample) after ``after`` in the order they were kept."""
+        sql = "SELECT seq, body FROM samples WHERE seq > ? ORDER BY seq"
+        args: tuple[int, ...] = (after,)
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", (after, limit)
         found = []
-        for (body,) in self._db.execute("SELECT body FROM samples ORDER BY at, seq"):
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        for seq, body in rows:
             try:
-                found.append(SpeedSample.from_dict(json.loads(body)))
+                found.append((seq, SpeedSample.from_dict(json.loads(body))))
             except (ValueError, TypeError, KeyError):
                 continue
         return found
@@ -59,11 +72,12 @@ class SpeedBook:
         if not sample.usable():
             return
         self.model.learn(sample)
-        self._db.execute("INSERT INTO samples (at, body) VALUES (?, ?)",
-                         (sample.at, json.dumps(sample.to_dict())))  # fmt: skip
-        self._added += 1
-        if self._added % 1000 == 0:
-            self._prune()
+        with self._lock:
+            self._db.execute("INSERT INTO samples (at, body) VALUES (?, ?)",
+                             (sample.at, json.dumps(sample.to_dict())))  # fmt: skip
+            self._added += 1
+            if self._added % 1000 == 0:
+                self._prune()
 
     def load(self, samples: Iterable[SpeedSample]) -> int:
         """Import ``samples`` (another farm's, or an export of this one's): kept, and
@@ -71,13 +85,17 @@ class SpeedBook:
         have = {json.dumps(s.to_dict(), sort_keys=True) for s in self.samples()}
         fresh = [s for s in samples
                  if s.usable() and json.dumps(s.to_dict(), sort_keys=True) not in have]  # fmt: skip
-        with self._db:
+        if not fresh:
+            return 0
+        with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO samples (at, body) VALUES (?, ?)",
                                  [(s.at, json.dumps(s.to_dict())) for s in fresh])  # fmt: skip
-        self._prune()
-        self.model = SpeedModel()
-        self.model.learn_all(self.samples())
+        with self._lock:
+            self._prune()
+        model = SpeedModel()  # learned aside, in time order, then put in place at once
+        model.learn_all(sorted(self.samples(), key=lambda s: s.at))
+        self.model = model
         return len(fresh)
 
     def _prune(self) -> None:

@@ -119,8 +119,10 @@ def plan_round(
     first (:mod:`~cluster.scheduling.finish`), or waits for a faster node."""
     result = Round()
     tenants = {j.tenant for j, _ in ready}
-    limited = False  # a job held by its tenant's limits waits: no core is spare
+    held: set[str | None] = set()  # tenants at a limit: their other jobs wait this round
     for job, demand in fair.order(ready) if fair is not None else ready:
+        if job.tenant in held:
+            continue
         never = whole.never(demand)
         if never is not None:
             result.never.append((job, never))
@@ -141,11 +143,11 @@ def plan_round(
             placement = _place_unseen(planner, demand, avoid, sight)
         if placement is not None and fair is not None:
             if fair.over_limit(job.tenant, placement) is not None:
-                planner.release(placement)  # it waits for its tenant's own work to end
-                if finish is not None:
-                    finish.released(placement)
-                limited = True
-                continue
+                placement = _over_limits(planner, fair, finish, job, demand, placement, avoid,
+                                         result)  # fmt: skip
+                if placement is None:
+                    held.add(job.tenant)
+                    continue
             fair.placed(job.tenant, placement)
             if len(tenants) > 1:
                 why = f"{placement.reason}; {fair.reason(job.tenant, tenants)}"
@@ -158,9 +160,63 @@ def plan_round(
             result.start.append((job, placement))
         else:
             result.waiting.append(autoscaler_bundle(demand, costs))
-    if not result.waiting and not others_waiting and not limited:
+    if not result.waiting and not others_waiting and not held:
         result.start = _work_conserving(planner, result.start, ready)
     return result
+
+
+def _over_limits(
+    planner: Planner, fair: FairShare, finish: FinishTime | None, job: Job, demand: Demand,
+    refused: Placement, avoid: frozenset[str], result: Round,
+) -> Placement | None:  # fmt: skip
+    """``refused`` takes ``job``'s tenant past a limit: given back; the CPU instead for a
+    ``hardware: auto`` job past ``max_gpus``; else it waits (no core is then spare), or
+    fails when it could never run within the limits."""
+    planner.release(refused)
+    if finish is not None:
+        finish.released(refused)
+    placement = _within_limits(planner, fair, job, demand, refused, avoid)
+    if placement is None:
+        never = _never_within(fair, job, demand, planner)
+        if never is not None:
+            result.never.append((job, never))
+    return placement
+
+
+def _within_limits(
+    planner: Planner, fair: FairShare, job: Job, demand: Demand, refused: Placement,
+    avoid: frozenset[str],
+) -> Placement | None:  # fmt: skip
+    """A ``hardware: auto`` job refused a GPU by its tenant's ``max_gpus`` may still run on
+    the CPU within its limits."""
+    if refused.gpu_uuid is None or demand.hardware is not Hardware.AUTO:
+        return None
+    on_cpu = planner.place(replace(demand, hardware=Hardware.CPU), avoid)
+    if on_cpu is not None and fair.over_limit(job.tenant, on_cpu) is not None:
+        planner.release(on_cpu)
+        return None
+    return on_cpu
+
+
+def _never_within(fair: FairShare, job: Job, demand: Demand, planner: Planner) -> str | None:
+    """Why ``job`` could never run within its tenant's limits, even with nothing else of
+    the tenant's running (a job this big, or a limit of 0); ``None`` if it only waits."""
+    trial = planner.place(demand)
+    if trial is None:
+        return None
+    planner.release(trial)
+    why = fair.over_limit(job.tenant, trial, idle=True)
+    if why is None:
+        return None
+    if trial.gpu_uuid is not None and demand.hardware is Hardware.AUTO:
+        cpu = planner.place(replace(demand, hardware=Hardware.CPU))
+        if cpu is None:
+            return None
+        planner.release(cpu)
+        why = fair.over_limit(job.tenant, cpu, idle=True)
+        if why is None:
+            return None
+    return f"{why}: this job can never run within it; ask an admin to raise the limit"
 
 
 def _work_conserving(

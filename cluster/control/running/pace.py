@@ -98,6 +98,8 @@ class Pace:
         ran = outcome.timings.get("ffmpeg_s")
         if placed is None or not ran or outcome.status != "succeeded":
             return
+        if placed.encoder is None and job.spec.kind is not JobKind.QUALITY:
+            return  # thumbnails (seeks), validations, joins (copies): not an encode's pace
         result = outcome.result or {}
         covered = result.get("duration_s")
         media_s = float(covered) if isinstance(covered, int | float) and covered else 0.0

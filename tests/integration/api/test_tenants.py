@@ -46,7 +46,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     # -- the OpenAPI schema's routes ------------------------------------------------------
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,  # FRAMEFLEET_METRICS_PUBLIC=false: any valid token
+    ("GET", "/metrics"): PUBLIC,  # FRAMEFLEET_METRICS_PUBLIC=false: operators and admins
     ("GET", "/v1/whoami"): "viewer",
     ("GET", "/v1/jobs"): "viewer",
     ("GET", "/v1/jobs/{job_id}"): "viewer",

@@ -79,3 +79,20 @@ def test_a_broken_edit_keeps_the_last_good_tokens(tmp_path: Path) -> None:
     path.write_text("this is [ not toml")
     assert not keyring.refresh()
     assert keyring.identify(token) is not None
+
+
+def test_a_tenant_root_outside_the_farms_or_not_a_list_stops_the_gateway(tmp_path: Path) -> None:
+    from api.settings import Settings
+
+    farm = tmp_path / "media"
+    (farm / "team-a").mkdir(parents=True)
+    path = tmp_path / "tokens.toml"
+    settings = Settings(media_roots=[str(farm)], data_dir=tmp_path / "data", tokens_file=path)
+    path.write_text(f'[tenants.team-a]\nmedia_roots = ["{farm / "team-a"}"]\n')
+    assert settings.keyring().tenants.get("team-a").media_roots == (str(farm / "team-a"),)
+    path.write_text('[tenants.team-a]\nmedia_roots = ["/etc"]\n')
+    with pytest.raises(ConfigError, match="tenant team-a's media root"):
+        settings.keyring()
+    path.write_text(f'[tenants.team-a]\nmedia_roots = "{farm}"\n')
+    with pytest.raises(ConfigError, match="media_roots must be a list"):
+        settings.keyring()

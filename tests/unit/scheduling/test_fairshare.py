@@ -99,3 +99,24 @@ def test_a_share_is_among_the_tenants_with_work() -> None:
     tenants = Tenants((Tenant("a"), Tenant("b"), Tenant("c")))
     assert tenants.weight_share("b", ["a", "b"]) == 0.5  # c has nothing to do
     assert tenants.weight_share("b") == pytest.approx(1 / 3)  # everyone known
+
+
+def test_an_auto_job_past_max_gpus_runs_on_the_cpu_and_one_too_big_fails_saying_why() -> None:
+    from cluster.model.capability import Capability, CodecState
+    from cluster.scheduling.planner import GpuState
+
+    ok = Capability(CodecState.VERIFIED)
+    gpu = GpuState("GPU-1", 0, "NVIDIA L4", 23000, codecs={"h264": ok})
+    node = NodeState("n1", "10.0.0.1", 8, gpus=(gpu,))
+    auto = Demand(JobKind.TRANSCODE, Hardware.AUTO, "h264", 640, 360)
+    tenants = Tenants((Tenant("b", max_gpus=0, max_cores=1),))
+    share = FairShare.of(tenants, [], 1, 8)
+    planner = Planner([node], costs=COSTS)
+    plan = plan_round([(job(1, "b"), auto)], planner, planner, COSTS, fair=share)
+    assert [(j.id, p.hardware) for j, p in plan.start] == [("j1", Hardware.CPU)]
+    big = Demand(JobKind.TRANSCODE, Hardware.CPU, "hevc", 3840, 2160)  # more than 1 core
+    share = FairShare.of(tenants, [], 1, 8)
+    planner = Planner([node], costs=COSTS)
+    plan = plan_round([(job(2, "b"), big)], planner, planner, COSTS, fair=share)
+    assert not plan.start and len(plan.never) == 1
+    assert "max_cores" in plan.never[0][1] and "can never run within it" in plan.never[0][1]
