@@ -635,6 +635,7 @@ class Coordinator:
         if not ready or not self.view.nodes:
             return  # nothing to place, or no node yet: wait for the cluster
         self._place(ready, now, held=held)
+        self._forecast()  # soon after a submit's probe (at most every FORECAST_S)
 
     def _probed(self) -> list[Move]:
         """What the probes found: recorded on their jobs (a probe job is done)."""
@@ -684,6 +685,12 @@ class Coordinator:
             if self._stopping:
                 return
             self._launch(job, placement)
+        for job, _ in demands:  # queued for a faster kind of node: said on its forecast
+            waits = plan.waits.get(job.id)
+            if waits is not None and job.status is JobStatus.QUEUED:
+                job.forecast = {**(job.forecast or {}), "waits": waits}
+            elif job.forecast and "waits" in job.forecast:
+                job.forecast = {k: v for k, v in job.forecast.items() if k != "waits"}
         running = [run.lease.placement.cores for run in self.encodes.running.values()]
         bundles = capacity_request(running, plan.waiting, self._asked)
         if bundles is not None:
@@ -772,7 +779,8 @@ class Coordinator:
             placement = run.lease.placement
             end = self._running_end(job, placement, nodes.get(placement.node_id), now)
             running.append((placement, end))
-            self._predicted(job, now, now, end, placement.address, placement, nodes)
+            start = job.started_at or now
+            self._predicted(job, now, start, end, placement.address, placement, nodes)
             if job.task is not None:
                 parents[job.task.parent] = max(parents.get(job.task.parent, 0.0), end)
         aging = self.config.aging_s
@@ -845,6 +853,8 @@ class Coordinator:
             "node": where,
             "finish_at_submit": first if first is not None else round(finish, 1),
         }
+        if old.get("waits") and job.status is JobStatus.QUEUED:
+            forecast_now["waits"] = old["waits"]
         if placement is not None:
             est = self.pace.estimate(job, nodes.get(placement.node_id), placement.node_id,
                                      placement.hardware, placement.gpu_name,

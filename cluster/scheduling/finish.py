@@ -122,7 +122,7 @@ class FinishTime:
         grouped: dict[tuple[str | None, frozenset[str], frozenset[str] | None, float],
                       list[NodeState]] = {}  # fmt: skip
         for state in states:
-            if state.cpus > 0:
+            if state.cpus > 0 and state.max_jobs != 0:  # a node capped at 0 takes nothing
                 grouped.setdefault(_key(state), []).append(state)
         if len(grouped) < 2:
             return None
@@ -135,7 +135,7 @@ class FinishTime:
             ids = frozenset(m.node_id for m in members)
             shown = sorted(names.get(m.node_id, m.address) for m in members)
             where = shown[0] + (f" (+{len(shown) - 1})" if len(shown) > 1 else "")
-            device = gpu if gpu else f"{cores:g} cores"
+            device = gpu if gpu else f"{cores:g} core{'s' if cores != 1 else ''}"
             heap = sorted(max(e, now) for n in ids for e in on_node.get(n, ()))
             kinds.append(Kind(f"{where} ({device})", ids, heap, Planner(members, policy, costs),
                               gpu, codecs, cores))  # fmt: skip
@@ -172,8 +172,8 @@ class FinishTime:
                 if now_best is None or finish < now_best[0]:
                     now_best = (finish, kind)
                 continue
-            if not self.may_wait or not kind.could_run(demand):
-                continue  # a kind that could not run it even idle is never waited for
+            if not self.may_wait or not kind.ends or not kind.could_run(demand):
+                continue  # never waited for: nothing there is known to end, or it never could
             hardware = kind.hardware_for(demand)
             gpu = kind.gpu_name if hardware is Hardware.GPU else None
             cores = min(self.cores_for(demand), kind.cores) if gpu is None else 1.0

@@ -40,7 +40,7 @@ from typing import Any
 
 DECAY = {"device": 0.95, "work": 0.9, "node": 0.8}
 """Per level: each older run weighs this much of the next newer one."""
-PRIOR_WEIGHT = {"device": 1.0, "work": 2.0, "node": 2.0}
+PRIOR_WEIGHT = {"device": 1.0, "work": 2.0, "node": 0.5}
 """Pseudo-samples of the level above, at each level (its shrinkage)."""
 PRIOR_SPREAD = 0.7
 """The static table's uncertainty in log terms (a factor of about 2)."""

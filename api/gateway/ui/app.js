@@ -371,7 +371,7 @@ function updateQueued(row, job) {
   row.querySelector(".prio").textContent = job.spec.priority;
   row.querySelector(".age").textContent = ago(job.created_at);
   row.querySelector(".eta").textContent = predicted(job);
-  row.querySelector(".qstatus").textContent = job.reason || "waiting";
+  row.querySelector(".qstatus").textContent = job.reason || (job.forecast && job.forecast.waits) || "waiting";
 }
 
 function buildFinished(job) {

@@ -95,6 +95,8 @@ class Round:
     """Jobs no node of the cluster could run even idle, and why."""
     waiting: list[dict[str, float]] = field(default_factory=list)
     """Resource shapes of the jobs left waiting (for the autoscaler)."""
+    waits: dict[str, str] = field(default_factory=dict)
+    """Job id -> why it waits for a faster kind of node (placement by finish time)."""
 
 
 def plan_round(
@@ -131,16 +133,7 @@ def plan_round(
         avoid = avoided(job)
         if avoid and not whole.runs_elsewhere(demand, avoid):
             avoid = frozenset()
-        # Once every core is given out, nothing below can start: it waits.
-        sight = reach(job)
-        if planner.exhausted():
-            placement = None
-        elif sight is None and finish is not None:  # a farm of several kinds of nodes
-            placement = finish.place(planner, job, demand, avoid)
-        elif sight is None:
-            placement = planner.place(demand, avoid)
-        else:
-            placement = _place_unseen(planner, demand, avoid, sight)
+        placement = _choose(planner, finish, job, demand, avoid, reach(job))
         if placement is not None and fair is not None:
             if fair.over_limit(job.tenant, placement) is not None:
                 placement = _over_limits(planner, fair, finish, job, demand, placement, avoid,
@@ -160,9 +153,27 @@ def plan_round(
             result.start.append((job, placement))
         else:
             result.waiting.append(autoscaler_bundle(demand, costs))
+    if finish is not None:
+        result.waits = finish.waits
     if not result.waiting and not others_waiting and not held:
         result.start = _work_conserving(planner, result.start, ready)
     return result
+
+
+def _choose(
+    planner: Planner, finish: FinishTime | None, job: Job, demand: Demand,
+    avoid: frozenset[str], sight: Reach | None,
+) -> Placement | None:  # fmt: skip
+    """Where ``job`` starts now: by finish time on a farm of several kinds (where every
+    node sees its media), else by best fit among the nodes that see them (or, when that
+    is worth it, any); ``None``: it waits (every core given out: nothing can start)."""
+    if planner.exhausted():
+        return None
+    if finish is not None and (sight is None or sight.seers >= planner.node_ids):
+        return finish.place(planner, job, demand, avoid)
+    if sight is None:
+        return planner.place(demand, avoid)
+    return _place_unseen(planner, demand, avoid, sight)
 
 
 def _over_limits(

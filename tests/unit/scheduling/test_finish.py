@@ -65,3 +65,14 @@ def test_a_job_never_waits_for_nodes_that_could_not_run_it() -> None:
 def test_a_farm_of_one_kind_is_left_to_best_fit() -> None:
     states = [NodeState("a", "10.0.0.1", 8), NodeState("b", "10.0.0.2", 8)]
     assert FinishTime.of(states, {}, [], seconds, 0.0, costs=COSTS) is None
+
+
+def test_a_node_capped_at_no_jobs_or_busy_with_no_known_end_is_never_waited_for() -> None:
+    states = [NodeState("fast", "10.0.0.1", 1, max_jobs=0), NodeState("slow", "10.0.0.2", 2)]
+    assert FinishTime.of(states, {}, [], seconds, 0.0, costs=COSTS) is None  # one kind left
+    busy = [NodeState("fast", "10.0.0.1", 1, cpus_used=1, running=1),
+            NodeState("slow", "10.0.0.2", 2)]  # fmt: skip
+    finish = FinishTime.of(busy, {}, [], seconds, 0.0, costs=COSTS)  # its end not known yet
+    assert finish is not None
+    placed = finish.place(Planner(busy, costs=COSTS), job(1), SMALL)
+    assert placed is not None and placed.node_id == "slow"
