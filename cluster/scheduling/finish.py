@@ -158,6 +158,7 @@ class FinishTime:
         ``None`` when it waits (no room anywhere, or a busy kind finishes it sooner)."""
         avoided = frozenset(avoid)
         finishes: list[tuple[float, Kind]] = []
+        unknown: list[str] = []  # kinds with no room whose next end is not known yet
         now_best: tuple[float, Kind] | None = None
         later_best: tuple[float, Kind, float] | None = None
         for kind in self.kinds:
@@ -173,6 +174,8 @@ class FinishTime:
                     now_best = (finish, kind)
                 continue
             if not self.may_wait or not kind.ends or not kind.could_run(demand):
+                if kind.could_run(demand):
+                    unknown.append(kind.label)
                 continue  # never waited for: nothing there is known to end, or it never could
             hardware = kind.hardware_for(demand)
             gpu = kind.gpu_name if hardware is Hardware.GPU else None
@@ -199,10 +202,12 @@ class FinishTime:
             if placed is not None:  # the round's planner gave that room out otherwise
                 kind.planner.release(placed)
             return planner.place(demand, avoided)
-        others = sorted((f, k.label) for f, k in finishes if k is not kind)[:2]
+        others = [f"~{clock(f)} on {label}"
+                  for f, label in sorted((f, k.label) for f, k in finishes if k is not kind)]
+        others += [f"{label} busy" for label in unknown]  # fmt: skip
         why = f"finishes ~{clock(finish)} on {kind.label}"
         if others:
-            why += " vs " + " and ".join(f"~{clock(f)} on {label}" for f, label in others)
+            why += " vs " + " and ".join(others[:2])
         return replace(placed, reason=f"{placed.reason}; {why}")
 
 
