@@ -76,3 +76,14 @@ def test_a_node_capped_at_no_jobs_or_busy_with_no_known_end_is_never_waited_for(
     assert finish is not None
     placed = finish.place(Planner(busy, costs=COSTS), job(1), SMALL)
     assert placed is not None and placed.node_id == "slow"
+
+
+def test_jobs_placed_in_the_same_round_count_as_running_for_the_jobs_after_them() -> None:
+    planner, finish = setup(None)  # both idle: fast (1 core, 10 s a job), slow (2 cores, 40 s)
+    first = finish.place(planner, job(1), SMALL)
+    assert first is not None and first.node_id == "fast"
+    assert finish.place(planner, job(2), SMALL) is None  # fast again at 10 + 10 < 32 s
+    third = finish.place(planner, job(3), SMALL)  # fast held until 20: 30 s < 32 s: waits
+    assert third is None
+    fourth = finish.place(planner, job(4), SMALL)  # fast held until 30: 40 s > 32 s
+    assert fourth is not None and fourth.node_id == "slow"
