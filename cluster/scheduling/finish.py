@@ -203,8 +203,10 @@ class FinishTime:
                 kind.planner.release(placed)
             return planner.place(demand, avoided)
         heapq.heappush(kind.ends, finish)  # it frees this room then: jobs after it see so
-        others = [f"~{clock(f)} on {label}"
-                  for f, label in sorted((f, k.label) for f, k in finishes if k is not kind)]
+        others = [
+            f"~{clock(f)} on {label}"
+            for f, label in sorted((f, k.label) for f, k in finishes if k is not kind)
+        ]
         others += [f"{label} busy" for label in unknown]  # fmt: skip
         why = f"finishes ~{clock(finish)} on {kind.label}"
         if others:
