@@ -87,3 +87,14 @@ def test_jobs_placed_in_the_same_round_count_as_running_for_the_jobs_after_them(
     assert third is None
     fourth = finish.place(planner, job(4), SMALL)  # fast held until 30: 40 s > 32 s
     assert fourth is not None and fourth.node_id == "slow"
+
+
+def test_a_job_whose_media_every_node_sees_is_placed_by_finish_time_too() -> None:
+    from cluster.control.rules.dispatch import Reach, plan_round
+
+    planner, finish = setup(None)
+    seen = Reach(seers=frozenset({"fast", "slow"}), source="fast", source_address="10.0.0.1",
+                 input_bytes=0, sends_back=True, worth_moving=False)  # fmt: skip
+    plan = plan_round([(job(1), SMALL)], planner, planner, COSTS, lambda j: seen, finish=finish)
+    assert [p.node_id for _, p in plan.start] == ["fast"]
+    assert "finishes ~" in plan.start[0][1].reason
