@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cluster.control.farmapi import EncodeRate, MetricsSnapshot
     from cluster.control.records.audit import AuditEntry, AuditLog
     from cluster.control.records.metrics import JobMetrics
+    from cluster.control.records.sweep import sweep_partials
     from cluster.control.records.webhooks import sign_webhook, verify_webhook
     from cluster.errors import (
         CallTimeout,
@@ -106,6 +107,7 @@ if TYPE_CHECKING:
 
 _WHERE: dict[str, str] = {
     "private_dir": "cluster.storage.private",
+    "sweep_partials": "cluster.control.records.sweep",
     "write_secret": "cluster.storage.private",
     "DEFAULT_TENANT": "cluster.model.tenancy",
     "Caller": "cluster.model.tenancy",
@@ -308,6 +310,7 @@ __all__ = [
     "private_dir",
     "probe",
     "sign_webhook",
+    "sweep_partials",
     "verify_webhook",
     "write_secret",
 ]

@@ -15,7 +15,7 @@ from rich.console import Console
 from api.cli.discovery import announce, withdraw
 from api.cli.options import Address
 from api.settings import TOKEN_FILE_NAME
-from cluster import write_secret
+from cluster import sweep_partials, write_secret
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -108,7 +108,10 @@ def register(app: typer.Typer) -> None:
             err.print("stopping: winding down running encodes (they are re-queued)…")
             if not fleet.close():
                 # The local Ray went down with this process's group and was killed
-                # outright; Ray's exit hooks would wait a minute for it. Exit now.
+                # outright; Ray's exit hooks would wait a minute for it. What its running
+                # encodes were writing is removed (their workers had no time to), then exit.
+                if settings.ray_address is None:
+                    sweep_partials(settings.data_dir)
                 err.print("stopped (the local Ray had been stopped too; its jobs are "
                           "re-queued at the next start)")  # fmt: skip
                 sys.stderr.flush()

@@ -232,6 +232,11 @@ class JobStore:
         rows = self._db.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
         return [self._job(record) for (record,) in rows]
 
+    def running(self) -> list[Job]:
+        """The jobs (tasks too) recorded as running."""
+        rows = self._db.execute("SELECT record FROM jobs WHERE status = 'running'").fetchall()
+        return [self._job(record) for (record,) in rows]
+
     def load_all(self) -> list[Job]:
         rows = self._db.execute("SELECT record FROM jobs ORDER BY seq").fetchall()
         return [self._job(record) for (record,) in rows]
