@@ -32,7 +32,6 @@ TokensFile = Annotated[
     typer.Option("--file", help="The tokens file [FRAMEFLEET_TOKENS_FILE, else "
                  "<data dir>/tokens.toml]."),
 ]  # fmt: skip
-AUDIT_FILE = "audit.sqlite3"
 
 
 def _where(file: Path | None, data_dir: Path | None) -> tuple[Path, Path]:
@@ -43,7 +42,7 @@ def _where(file: Path | None, data_dir: Path | None) -> tuple[Path, Path]:
 
 
 def _audit(data_dir: Path, action: str, name: str, tenant: str, detail: dict[str, Any]) -> None:
-    log = AuditLog(data_dir / AUDIT_FILE)
+    log = AuditLog.of(data_dir)
     try:
         log.add(f"cli:{getpass.getuser()}", tenant, action, name, detail=detail)
     finally:

@@ -44,7 +44,6 @@ from cluster.control.farmapi import FarmAPI, MetricsSnapshot, TenantGauge
 from cluster.control.graphrun import GraphRunner
 from cluster.control.graphs import KINDS
 from cluster.control.intake import check_all, confine_all, list_inputs, tenant_confines
-from cluster.control.records.audit import FILE_NAME as AUDIT_FILE
 from cluster.control.records.audit import AuditEntry, AuditLog
 from cluster.control.records.jobtable import JobTable, Move
 from cluster.control.records.metrics import JobMetrics, resident_mb
@@ -153,7 +152,7 @@ class Coordinator:
             -math.inf, [])  # fmt: skip
         self._first_forecasts: list[Job] = []
         """Jobs given their first prediction this round (saved together)."""
-        self.audit_log = AuditLog(config.data_dir / AUDIT_FILE)
+        self.audit_log = AuditLog.of(config.data_dir)
         self.view = ClusterView(backend.nodes, default_cap=config.max_jobs_per_node,
                                 local_encoders=encoders, now=now)  # fmt: skip
         self.reach = MediaReach(config, self.view, backend, probe, index)

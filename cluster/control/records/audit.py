@@ -72,6 +72,12 @@ class AuditLog:
         if fresh:
             os.chmod(path, 0o600)
 
+    @classmethod
+    def of(cls, data_dir: Path) -> AuditLog:
+        """The audit trail kept in ``data_dir`` (the coordinator's, and ``framefleet
+        token``'s for the same data dir)."""
+        return cls(data_dir / FILE_NAME)
+
     def add(
         self,
         actor: str,
