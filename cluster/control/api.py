@@ -17,7 +17,7 @@ from cluster.control.farmapi import MetricsSnapshot
 from cluster.control.records.audit import AuditEntry
 from cluster.model.events import EventBatch
 from cluster.model.jobs import Job, JobSpec
-from cluster.model.progress import ProgressSnapshot
+from cluster.model.progress import ProgressReport, ProgressSnapshot
 from cluster.model.tenancy import Caller, Tenants
 
 
@@ -106,5 +106,7 @@ class HeadAPI(CoordinatorAPI, Protocol):
     async def report_progress(
         self, job_id: str, attempt: int, snapshot: ProgressSnapshot
     ) -> None: ...
+
+    async def report_batch(self, reports: list[ProgressReport]) -> None: ...
 
     async def shutdown(self) -> None: ...

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,7 @@ class EventLog:
         self._events: deque[JobEvent] = deque(maxlen=maxlen)
         self._seq = int(now() * 1000) * 1000 if start is None else start
         self._changed = asyncio.Event()
+        self._held = 0
 
     @property
     def last_seq(self) -> int:
@@ -117,9 +118,26 @@ class EventLog:
         """Record ``job`` as it is now; returns the event's ``seq``."""
         self._seq += 1
         self._events.append(JobEvent.of(job, type, self._seq))
+        if not self._held:
+            self._wake()
+        return self._seq
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Publish a batch (a node's progress tick): its subscribers are woken once, at
+        the end, instead of once per event."""
+        self._held += 1
+        seq = self._seq
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held and self._seq != seq:
+                self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
-        return self._seq
 
     def since(
         self, after: int, job_ids: frozenset[str] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +158,12 @@ class ProgressThrottle:
             self._last_time = now
             self._last_percent = snapshot.percent
         return emit
+
+
+class ProgressReport(NamedTuple):
+    """One encode's progress as its node sends it to the head, in a batch with the node's
+    other encodes' (:class:`~cluster.nodes.progress.ProgressBatcher`)."""
+
+    job_id: str
+    attempt: int
+    snapshot: ProgressSnapshot

@@ -30,9 +30,11 @@ from cluster.media.quality import quality_build
 from cluster.model.capability import Capability, CodecState
 from cluster.model.jobs import CODECS
 from cluster.model.media import MediaInfo
+from cluster.model.progress import ProgressSnapshot
 from cluster.model.split import FrameIndex
 from cluster.nodes.capability import detect
 from cluster.nodes.gpus import GpuReading, GpuSource, gpu_source
+from cluster.nodes.progress import ProgressBatcher
 from cluster.nodes.serving import MediaServer
 from cluster.storage.roots import Pairs, Sight
 from cluster.storage.scratch import DEFAULT_SCRATCH, Scratch
@@ -111,8 +113,12 @@ class NodeAgent:
         ffmpeg: str | None = None,
         scratch: Scratch | None = None,
         media: MediaServer | None = None,
+        inventory: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``inventory``: a static GPU inventory (else ``FRAMEFLEET_GPU_INVENTORY``, else
+        NVML)."""
         self.refresh_s = refresh_s
+        self._inventory = inventory
         self._scratch = scratch or Scratch(Path(DEFAULT_SCRATCH))
         self.media = media or MediaServer()
         self._ffmpeg_path = ffmpeg or "ffmpeg"
@@ -125,10 +131,14 @@ class NodeAgent:
         self._readings: list[GpuReading] = []
         self._codecs: dict[str, dict[str, Capability]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.progress = ProgressBatcher()
+        """The node's encodes' progress, sent to the head in one batch per interval (the
+        runtime sets where: :attr:`ProgressBatcher.send`)."""
 
     def start(self) -> None:
         """Begin reading (needs a running event loop)."""
-        self._tasks = [asyncio.create_task(self._sweep_loop())]
+        self._tasks = [asyncio.create_task(self._sweep_loop()),
+                       asyncio.create_task(self.progress.run())]  # fmt: skip
         try:
             self._ffmpeg = ffmpeg_build(self._ffmpeg_path)
         except ToolMissing as exc:  # the node can still report; it just runs no job
@@ -141,7 +151,7 @@ class NodeAgent:
         listed = self._ffmpeg.encoders if self._ffmpeg else frozenset()
         path = self._ffmpeg.path if self._ffmpeg else self._ffmpeg_path
         try:
-            self._source = gpu_source()
+            self._source = gpu_source(self._inventory)
             self._readings = self._source.read()
         except Exception as exc:  # a bad inventory must be reported, not crash the node
             log.error("GPU inventory unusable: %s", exc)
@@ -155,6 +165,16 @@ class NodeAgent:
             self._codecs = {g.uuid: dict.fromkeys(CODECS, PENDING) for g in self._readings}
             self._detecting = True
             self._tasks.append(asyncio.create_task(self._detect(listed, path)))
+
+    async def stop(self) -> None:
+        """Stop reading and sweeping, after sending the progress it holds (an agent in
+        the process it serves ends with it; a Ray actor's ends with its node)."""
+        await self.progress.flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._source is not None:
+            self._source.close()
 
     async def _detect(self, listed: frozenset[str], ffmpeg: str) -> None:
         try:
@@ -217,6 +237,10 @@ class NodeAgent:
                 for uuid, caps in self._codecs.items()
             },
         }
+
+    async def report(self, job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
+        """An encode of this node reported progress: sent with the node's next batch."""
+        self.progress.add(job_id, attempt, snapshot)
 
     # ---- media this node serves to nodes that cannot see them (see MediaServer) ----
 

@@ -21,20 +21,31 @@ from cluster.nodes.environ import env_setting
 from cluster.nodes.serving import MediaServer
 from cluster.ray_edge.errors import peer_error
 from cluster.scheduling.planner import Placement
-from cluster.storage.roots import MEDIA_MAP_ENV, NO_MEDIA_ENV, parse_media_map
+from cluster.storage.roots import MEDIA_MAP_ENV, NO_MEDIA_ENV, Pairs, parse_media_map
 from cluster.storage.scratch import DEFAULT_SCRATCH, SCRATCH_BYTES_ENV, SCRATCH_ENV, Scratch
 
 AGENT_PREFIX = "framefleet-agent-"
 
 
 class EncoderActor(EncoderWorker):
-    """An encoder that reports progress to the coordinator actor (fire and forget)."""
+    """An encoder that reports progress to its node's agent, which sends the node's
+    encodes' progress to the coordinator in one batch per interval (fire and forget);
+    straight to the coordinator when the node has no agent."""
 
     def __init__(self, coordinator: Any) -> None:
-        def sink(job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
-            coordinator.report_progress.remote(job_id, attempt, snapshot)
+        context = ray.get_runtime_context()
+        namespace = context.namespace
+        try:
+            agent: Any = ray.get_actor(AGENT_PREFIX + context.get_node_id(), namespace)
+        except ValueError:
+            agent = None
 
-        namespace = ray.get_runtime_context().namespace
+        def sink(job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
+            if agent is not None:
+                agent.report.remote(job_id, attempt, snapshot)
+            else:
+                coordinator.report_progress.remote(job_id, attempt, snapshot)
+
         super().__init__(
             progress_sink=sink,
             scratch_budget=node_scratch().budget_bytes,
@@ -89,6 +100,14 @@ class NodeAgentActor(NodeAgent):
     def __init__(self) -> None:
         super().__init__(ffmpeg=env_setting(FFMPEG_ENV), scratch=node_scratch(), media=node_media())
         self.start()
+
+    async def snapshot(self, roots: Pairs = (), head: Any = None) -> dict[str, Any]:
+        """See :meth:`NodeAgent.snapshot`; ``head``: the coordinator asking, which the
+        node's progress batches go to (given with every snapshot, so an agent Ray
+        restarted, or a new coordinator, is known within one refresh)."""
+        if head is not None:
+            self.progress.send = head.report_batch.remote
+        return await super().snapshot(roots)
 
 
 def node_media() -> MediaServer:

@@ -109,7 +109,9 @@ class RayBackend:
             if agent is None:
                 agent = RemoteAgent.options(**agent_options(node_id, self._namespace)).remote()
                 self._agents[node_id] = agent
-            snapshot = await asyncio.wait_for(agent.snapshot.remote(self._roots), AGENT_TIMEOUT_S)
+            snapshot = await asyncio.wait_for(
+                agent.snapshot.remote(self._roots, self._coordinator), AGENT_TIMEOUT_S
+            )
         except (ray.exceptions.RayError, TimeoutError, ValueError) as exc:
             self._agents.pop(node_id, None)
             why = f"node agent not answering ({type(exc).__name__})"

@@ -4,6 +4,7 @@ kind of graph written in the test, run by the same engine. No Ray, no ffmpeg."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from dataclasses import asdict
@@ -33,7 +34,7 @@ from cluster.media.work import WorkOrder
 from cluster.model.graph import Graph, Phase, TaskRef
 from cluster.model.jobs import JobStatus
 from cluster.model.media import MediaInfo
-from cluster.model.progress import ProgressSnapshot
+from cluster.model.progress import ProgressReport, ProgressSnapshot
 from cluster.model.split import Segment, Split, chunk_name
 from tests.helpers import until_true
 from tests.unit.control.test_coordinator import TERMINAL, on_farm
@@ -272,6 +273,45 @@ def test_progress_is_the_chunks_frames_weighted(tmp_path: Path) -> None:
         assert now.split is not None and now.split.chunks[0].frames_done == 375
         await c.report_progress(first, 2, ProgressSnapshot(frame=700))  # a stale attempt
         assert (await c.get(job.id)).progress.frame == 375
+        await c.cancel(job.id)
+
+    on_farm(tmp_path, test, nodes=TWO, clips=LONG, script=script(**dict.fromkeys(
+        ("c001", "c002", "c003", "c004"), Behaviour.HANG)))  # fmt: skip
+
+
+def test_a_nodes_batch_of_chunk_progress_is_applied_in_one_step(tmp_path: Path) -> None:
+    async def test(farm: Coordinated) -> None:
+        c = farm.coordinator
+        job = await c.submit(split_spec(farm))
+        running = await until_chunks(farm, job.id, "running", 4)
+        assert running.split is not None
+        chunks = [chunk.job_id for chunk in running.split.chunks]
+        seq = c.table.events.last_seq
+        woken: list[int] = []
+        waiter = asyncio.create_task(c.events(seq, [job.id], timeout=5))
+        waiter.add_done_callback(lambda t: woken.append(len(t.result().events)))
+        await asyncio.sleep(0)
+        recomputed: list[str] = []
+        progressed = c.graphs.progressed
+
+        def counted(task: Job) -> None:
+            recomputed.append(task.id)
+            progressed(task)
+
+        c.graphs.progressed = counted  # type: ignore[method-assign]
+        await c.report_batch(
+            [
+                ProgressReport(chunks[0], 1, ProgressSnapshot(frame=375)),
+                ProgressReport(chunks[1], 1, ProgressSnapshot(frame=300)),
+                ProgressReport(chunks[2], 9, ProgressSnapshot(frame=999)),
+                ProgressReport("no-such-job", 1, ProgressSnapshot(frame=1)),
+            ]
+        )
+        await asyncio.wait_for(waiter, 1)
+        now = await c.get(job.id)
+        assert now.progress is not None and now.progress.frame == 675  # the stale attempt
+        assert len(recomputed) == 1  # and the unknown job are ignored; the job once
+        assert woken == [1]  # its followers see one event for the batch, woken once
         await c.cancel(job.id)
 
     on_farm(tmp_path, test, nodes=TWO, clips=LONG, script=script(**dict.fromkeys(

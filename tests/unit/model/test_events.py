@@ -70,3 +70,27 @@ def test_wait_wakes_on_a_matching_event_and_times_out_with_the_cursor() -> None:
     assert [(e.job_id, e.status) for e in woke.events] == [("a", "succeeded")]
     assert woke.last_seq == 3 and not woke.gap
     assert idle == EventBatch(events=(), last_seq=3, gap=False)
+
+
+def test_a_held_batch_wakes_its_subscribers_once_with_every_event() -> None:
+    async def scenario() -> tuple[list[int], EventBatch]:
+        log = EventLog(start=0)
+        woken: list[int] = []
+
+        async def subscriber() -> EventBatch:
+            batch = await log.wait(0, timeout=5)
+            woken.append(len(batch.events))
+            return batch
+
+        waiter = asyncio.create_task(subscriber())
+        await settle()
+        with log.held():
+            for n in range(100):
+                publish(log, f"job-{n}")
+                await settle()  # a held batch wakes nobody, however long it takes
+                assert not waiter.done()
+        return woken, await asyncio.wait_for(waiter, 1)
+
+    woken, batch = asyncio.run(scenario())
+    assert woken == [100]
+    assert [e.job_id for e in batch.events] == [f"job-{n}" for n in range(100)]
