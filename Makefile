@@ -21,6 +21,9 @@ export RAY_USAGE_STATS_ENABLED = 0
 .PHONY: setup system-deps run demo test test-fast test-chaos test-gpu lint typecheck pytest bench lock lock-tools clean
 
 setup: system-deps $(STAMP) $(TOOLS_STAMP)
+	@# Byte-compiled now (the editable install does not, nor does a shell that sets
+	@# PYTHONDONTWRITEBYTECODE): a one-shot command then imports, not compiles, the engine.
+	@$(BIN)/python -m compileall -q -j 0 cluster api >/dev/null
 
 # ffmpeg, prometheus and chromium from Debian when missing; apt-get needs root, otherwise say what to run.
 system-deps:

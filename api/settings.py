@@ -22,7 +22,7 @@ from api.access import Keyring
 from cluster import ConfigError, CoordinatorConfig, CostModel, RuntimeConfig
 
 if TYPE_CHECKING:
-    from cluster import Fleet
+    from cluster import Fleet, LocalFleet
 
 
 def default_data_dir() -> Path:
@@ -240,44 +240,57 @@ class Settings(BaseSettings):
         default.mkdir(parents=True, exist_ok=True)
         return (default.resolve(),)
 
+    def runtime_config(self) -> RuntimeConfig:
+        """Where the cluster is (``None``: a local one) and what the local node has."""
+        return RuntimeConfig(
+            data_dir=self.data_dir,
+            address=self.ray_address,
+            gpu_inventory=self.gpu_inventory,
+            ffmpeg=self.ffmpeg,
+            scratch=self.scratch,
+            scratch_bytes=self.scratch_bytes,
+        )
+
+    def coordinator_config(self, *, serving: bool) -> CoordinatorConfig:
+        """How the coordinator runs: its roots, costs, limits and healing."""
+        costs = CostModel.from_file(self.cost_model) if self.cost_model else CostModel()
+        roots = self.roots(serving=serving)
+        return CoordinatorConfig(
+            data_dir=self.data_dir,
+            media_roots=roots,
+            # A server marks each root, so nodes can show they see the same share.
+            root_ids=tuple((str(r), cluster.mark_root(r)) for r in roots) if serving else (),
+            object_roots=self.object_roots(),
+            s3_endpoint=self.s3_endpoint,
+            s3_region=self.s3_region,
+            costs=costs,
+            max_queued_jobs=self.max_queued_jobs,
+            stall_s=self.stall_s,
+            max_runtime_factor=self.max_runtime_factor,
+            quarantine_after=self.quarantine_after,
+            quarantine_s=self.quarantine_s,
+            poison_after=self.poison_after,
+            webhook_hosts=tuple(self.webhook_hosts),
+            webhook_secret=self.webhook_secret.get_secret_value() if self.webhook_secret else None,
+            webhook_attempts=self.webhook_attempts,
+            webhook_backoff_s=self.webhook_backoff_s,
+        )
+
+    def connect_here(self) -> LocalFleet:
+        """The coordinator and its encoders in this process, without Ray: a one-shot
+        command on this machine (see :class:`cluster.LocalFleet`)."""
+        return cluster.LocalFleet.connect(
+            self.runtime_config(), self.coordinator_config(serving=False)
+        )
+
     def connect(self, *, serving: bool) -> Fleet:
         """Connect to (or start) the cluster these settings describe.
 
         A server refuses to join a coordinator that confines jobs to other media roots
         than its own: the coordinator is what resolves and checks every path."""
-        costs = CostModel.from_file(self.cost_model) if self.cost_model else CostModel()
         roots = self.roots(serving=serving)
         fleet = cluster.Fleet.connect(
-            RuntimeConfig(
-                data_dir=self.data_dir,
-                address=self.ray_address,
-                gpu_inventory=self.gpu_inventory,
-                ffmpeg=self.ffmpeg,
-                scratch=self.scratch,
-                scratch_bytes=self.scratch_bytes,
-            ),
-            CoordinatorConfig(
-                data_dir=self.data_dir,
-                media_roots=roots,
-                # A server marks each root, so nodes can show they see the same share.
-                root_ids=tuple((str(r), cluster.mark_root(r)) for r in roots) if serving else (),
-                object_roots=self.object_roots(),
-                s3_endpoint=self.s3_endpoint,
-                s3_region=self.s3_region,
-                costs=costs,
-                max_queued_jobs=self.max_queued_jobs,
-                stall_s=self.stall_s,
-                max_runtime_factor=self.max_runtime_factor,
-                quarantine_after=self.quarantine_after,
-                quarantine_s=self.quarantine_s,
-                poison_after=self.poison_after,
-                webhook_hosts=tuple(self.webhook_hosts),
-                webhook_secret=self.webhook_secret.get_secret_value()
-                if self.webhook_secret
-                else None,
-                webhook_attempts=self.webhook_attempts,
-                webhook_backoff_s=self.webhook_backoff_s,
-            ),
+            self.runtime_config(), self.coordinator_config(serving=serving)
         )
         config = fleet.coordinator_config
         running = (*map(str, config.media_roots), *config.object_roots)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cluster.config import CoordinatorConfig, RuntimeConfig
     from cluster.control.farm.view import GpuRecord, NodeRecord
     from cluster.control.farmapi import EncodeRate, MetricsSnapshot
+    from cluster.control.local import LocalFleet
     from cluster.control.records.audit import AuditEntry, AuditLog
     from cluster.control.records.metrics import JobMetrics
     from cluster.control.records.sweep import sweep_partials
@@ -186,6 +187,7 @@ _WHERE: dict[str, str] = {
     "LocalNode": "cluster.nodes.register",
     "detect_local": "cluster.nodes.register",
     "Fleet": "cluster.ray_edge.client",
+    "LocalFleet": "cluster.control.local",
     "FoundToken": "cluster.ray_edge.token",
     "check_reachable": "cluster.ray_edge.token",
     "ensure_token": "cluster.ray_edge.token",
@@ -265,6 +267,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "Kind",
+    "LocalFleet",
     "LocalNode",
     "MediaInfo",
     "Metric",

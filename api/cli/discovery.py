@@ -14,8 +14,6 @@ import json
 import os
 from pathlib import Path
 
-import httpx
-
 GATEWAY_FILE_NAME = "gateway.json"
 HEALTH_TIMEOUT_S = 1.0
 
@@ -54,6 +52,8 @@ def running_gateway(data_dir: Path) -> str | None:
         return None  # a gateway that was killed left its record behind
     except PermissionError:
         pass  # another user's process: alive
+    import httpx  # here: a one-shot command with no gateway running never pays for it
+
     try:
         # Plain HTTP on this machine: no TLS, so no CA bundle to load (~0.1 s).
         reply = httpx.get(f"{url}/healthz", timeout=HEALTH_TIMEOUT_S, verify=False)  # noqa: S501

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -65,7 +64,8 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 RECONNECT_S = 120.0
 """How long ``watch`` keeps trying to reach a gateway that went away."""
 RECONNECT_WAIT_S = 1.0
-STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+STREAM_READ_TIMEOUT_S = 30.0
+"""A stream waits this long to connect (and forever for its next event)."""
 
 
 def _code(sent: str, status: int) -> ErrorCode:
@@ -82,12 +82,17 @@ class GatewayClient:
             token = self.token_file.read_text().strip() or None
         self.has_token = token is not None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        import httpx  # here: only commands that talk to a gateway pay for it (~0.1 s)
+
         self.url = url.rstrip("/")
         # Loading the CA bundle costs ~0.1 s of a one-shot command; plain HTTP needs none.
         tls = not self.url.startswith("http://")
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=60, verify=tls)
+        self._stream_timeout = httpx.Timeout(STREAM_READ_TIMEOUT_S, read=None)
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
         try:
             r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
@@ -119,6 +124,8 @@ class GatewayClient:
         """The job's events until its terminal one. A lost connection (a network cut, a
         gateway restart) is resumed with ``Last-Event-ID``, so no event is missed; after
         ``reconnect_s`` without the gateway it is a :class:`ClusterUnavailable`."""
+        import httpx
+
         last_id: str | None = None
         lost_at: float | None = None
         while True:
@@ -126,7 +133,10 @@ class GatewayClient:
             why = "the stream ended"
             try:
                 with self.http.stream(
-                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+                    "GET",
+                    f"/v1/jobs/{job_id}/events",
+                    headers=headers,
+                    timeout=self._stream_timeout,
                 ) as r:
                     if r.status_code == 429:  # the token's streams are all open: the
                         r.read()  # gateway is there; a slot frees as another stream ends

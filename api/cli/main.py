@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -60,7 +61,7 @@ from cluster import (
 )
 
 if TYPE_CHECKING:
-    from cluster import Fleet, Job, MediaInfo
+    from cluster import Fleet, Job, LocalFleet, MediaInfo
 
 app = typer.Typer(
     name="framefleet",
@@ -95,6 +96,11 @@ def _fleet(data_dir: Path, address: str | None) -> Fleet:
     return Settings.load(data_dir=data_dir, ray_address=address).connect(serving=False)
 
 
+def _wants_cluster(spec: JobSpec) -> bool:
+    """A job that asks for a local cluster: one split in chunks of a given length."""
+    return spec.split not in ("auto", "off")
+
+
 def _run_on_gateway(client: GatewayClient, spec: JobSpec, label: str) -> Job:
     """Submit ``spec`` to a running gateway and follow it; Ctrl-C cancels the job."""
     from api.gateway.schemas import JobRequest
@@ -111,7 +117,7 @@ def _run_on_gateway(client: GatewayClient, spec: JobSpec, label: str) -> Job:
         raise _Exit(ExitCode.INTERRUPTED) from None
 
 
-def _run_job(fleet: Fleet, spec: JobSpec, label: str) -> Job:
+def _run_job(fleet: Fleet | LocalFleet, spec: JobSpec, label: str) -> Job:
     """Submit ``spec`` and follow it with a live progress bar; Ctrl-C cancels the job."""
     job = fleet.submit(spec)
     with live_bar(label, err) as show:
@@ -212,9 +218,24 @@ def _submit_and_report(
 ) -> None:
     data_dir = _data_dir(data_dir)
     url = running_gateway(data_dir) if address is None else None
+    here = address is None and url is None
+    # This machine's ffmpeg is read (three runs of it) while the engine is imported.
+    reading = threading.Thread(target=available, name="framefleet-ffmpeg", daemon=True)
+    if here:
+        reading.start()
+    if here and not _wants_cluster(spec):
+        # No cluster named, no gateway running: the coordinator and the encoder run in
+        # this process, without Ray (what a local Ray would cost is seconds of start-up).
+        fleet: Fleet | LocalFleet = Settings.load(data_dir=data_dir).connect_here()
+        try:
+            check_spec(spec, available())
+            _report(_run_job(fleet, spec, label))
+        finally:
+            fleet.close()
+        return
     # Refuse a bad request before starting a cluster; which encoders a farm has is the
     # coordinator's to judge (each node has its own ffmpeg).
-    check_spec(spec, available() if address is None and url is None else None)
+    check_spec(spec, available() if here else None)
     if url is not None:  # a gateway serves this data dir: no second cluster, no start-up
         err.print(f"[dim]using the gateway running at {url}[/dim]")
         client = GatewayClient(url, os.environ.get("FRAMEFLEET_TOKEN"), data_dir)
@@ -514,7 +535,6 @@ def watch_folder(
 ) -> None:
     """Submit a job for each new video in FOLDER once it is completely written (never twice,
     even across restarts). Ctrl-C stops watching; submitted jobs go on."""
-    import threading
 
     rule = WatchRule(
         folder=folder.absolute(),

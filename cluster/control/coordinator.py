@@ -82,7 +82,7 @@ from cluster.media.work import WorkOutcome
 from cluster.model.counters import JobCounter
 from cluster.model.events import EventBatch, EventType
 from cluster.model.jobs import Hardware, Job, JobKind, JobSpec, JobStatus
-from cluster.model.progress import ProgressSnapshot
+from cluster.model.progress import ProgressReport, ProgressSnapshot
 from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.eta import forecast
@@ -497,14 +497,34 @@ class Coordinator:
                       action, target, who, exc)  # fmt: skip
 
     async def report_progress(self, job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
-        """Called by encoder actors; stale attempts and finished jobs are ignored."""
-        job = self.table.jobs.get(job_id)
-        if job is None or job.status is not JobStatus.RUNNING or attempt != job.attempts:
-            return
-        self.table.set_progress(job, snapshot)
-        self.healer.progressed(job_id, snapshot)
-        if job.task is not None:
-            self.graphs.progressed(job)
+        """One encode's progress (a node without a batching agent); see :meth:`report_batch`."""
+        self.apply_progress([ProgressReport(job_id, attempt, snapshot)])
+
+    async def report_batch(self, reports: list[ProgressReport]) -> None:
+        """A node's encodes' progress since its last batch (its agent sends one batch per
+        interval: the head's calls grow with the nodes, not with the encodes)."""
+        self.apply_progress(reports)
+
+    def apply_progress(self, reports: Iterable[ProgressReport]) -> int:
+        """Record progress in one step: stale attempts and finished jobs are ignored, a
+        job's progress is kept in memory (no SQLite write), subscribers are woken once,
+        and a job graph's progress is recomputed once per batch, not once per task.
+        Returns how many reports were current."""
+        applied = 0
+        parents: dict[str, Job] = {}
+        with self.table.events.held():
+            for job_id, attempt, snapshot in reports:
+                job = self.table.jobs.get(job_id)
+                if job is None or job.status is not JobStatus.RUNNING or attempt != job.attempts:
+                    continue
+                applied += 1
+                self.table.set_progress(job, snapshot)
+                self.healer.progressed(job_id, snapshot)
+                if job.task is not None:
+                    parents.setdefault(job.task.parent, job)
+            for task in parents.values():
+                self.graphs.progressed(task)
+        return applied
 
     # ---- admission -------------------------------------------------------------------
 

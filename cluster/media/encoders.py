@@ -11,6 +11,7 @@ import functools
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -215,39 +216,63 @@ class FfmpegBuild:
                    frozenset(str(m) for m in metrics))  # fmt: skip
 
 
-def _run_tool(path: str, *args: str) -> str:
+def _run_tools(path: str, *queries: str) -> list[str]:
+    """``ffmpeg -hide_banner QUERY`` for each query, all at once (each costs ffmpeg's
+    start-up, some 50 ms for a build linked to many libraries); their outputs in order."""
+    argvs = [[path, "-hide_banner", "-nostdin", query] for query in queries]
     try:
-        done = subprocess.run(
-            [path, "-hide_banner", "-nostdin", *args],
-            capture_output=True,
-            text=True,
-            timeout=TOOL_TIMEOUT_S,
-            check=True,
-        )
+        running = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    text=True) for a in argvs]  # fmt: skip
     except FileNotFoundError as exc:
         raise ToolMissing.for_tool(path) from exc
     except PermissionError as exc:
         raise ToolMissing(f"{path} is not executable; check --ffmpeg") from exc
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        raise ToolMissing(f"{path} does not run as ffmpeg ({exc}); check --ffmpeg") from exc
-    return done.stdout
+    outputs = []
+    try:
+        for argv, proc in zip(argvs, running, strict=True):
+            try:
+                out, _ = proc.communicate(timeout=TOOL_TIMEOUT_S)
+            except subprocess.TimeoutExpired as exc:
+                raise ToolMissing(f"{path} does not run as ffmpeg ({exc}); check --ffmpeg") from exc
+            if proc.returncode != 0:
+                failed = subprocess.CalledProcessError(proc.returncode, argv)
+                raise ToolMissing(f"{path} does not run as ffmpeg ({failed}); check --ffmpeg")
+            outputs.append(out)
+    finally:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outputs
+
+
+_BUILDS = threading.Lock()
+
+
+def ffmpeg_build(path: str = "ffmpeg") -> FfmpegBuild:
+    """What the ffmpeg at ``path`` (a file, or a name on PATH) is (cached per process; a
+    thread asking while another reads it waits for that answer)."""
+    with _BUILDS:
+        return _read_build(path)
 
 
 @functools.cache
-def ffmpeg_build(path: str = "ffmpeg") -> FfmpegBuild:
-    """What the ffmpeg at ``path`` (a file, or a name on PATH) is (cached per process)."""
+def _read_build(path: str) -> FfmpegBuild:
     resolved = shutil.which(path)
     if resolved is None:
         raise ToolMissing.for_tool(path)
-    first = _run_tool(resolved, "-version").partition("\n")[0]
+    version_text, encoders_text, filters_text = _run_tools(
+        resolved, "-version", "-encoders", "-filters"
+    )
+    first = version_text.partition("\n")[0]
     version = first.split()[2] if first.startswith("ffmpeg version ") else "unknown"
     names = set()
-    for line in _run_tool(resolved, "-encoders").splitlines():
+    for line in encoders_text.splitlines():
         parts = line.split()
         if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS":
             names.add(parts[1])
     filters = set()
-    for line in _run_tool(resolved, "-filters").splitlines():
+    for line in filters_text.splitlines():
         parts = line.split()
         if len(parts) >= 3 and "->" in parts[2]:
             filters.add(parts[1])

@@ -139,7 +139,7 @@ class EncoderWorker:
         self._peers = peers
         self._current: Current | None = None
         self._cancelled: set[str] = set()
-        atexit.register(self._kill_on_exit)
+        atexit.register(self.kill_now)
 
     async def run(self, order: WorkOrder) -> WorkOutcome:
         received_at = time.time()
@@ -493,7 +493,9 @@ class EncoderWorker:
             if current.pinned is not None:
                 current.pinned.remove_partials()
 
-    def _kill_on_exit(self) -> None:
+    def kill_now(self) -> None:
+        """Kill the running ffmpeg at once and drop what it was writing (at exit, or when
+        the encoder in the coordinator's own process is killed)."""
         current = self._current
         if current is not None:
             if current.run is not None:
