@@ -30,8 +30,9 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 from cluster.config import CoordinatorConfig
@@ -49,7 +50,13 @@ from cluster.control.records.jobtable import JobTable, Move
 from cluster.control.records.metrics import JobMetrics, resident_mb
 from cluster.control.records.store import JobStore
 from cluster.control.records.webhooks import webhook_settings
-from cluster.control.rules.dispatch import Reach, capacity_request, demand_for, plan_round
+from cluster.control.rules.dispatch import (
+    MAX_AUTOSCALER_BUNDLES,
+    Reach,
+    capacity_request,
+    demand_for,
+    plan_round,
+)
 from cluster.control.rules.graph import Farm, GraphKind
 from cluster.control.rules.policy import (
     Action,
@@ -87,14 +94,27 @@ from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
 from cluster.nodes.agent import NodeInfo
 from cluster.scheduling.eta import forecast
 from cluster.scheduling.fairshare import FairShare
-from cluster.scheduling.finish import FinishTime, Replay
-from cluster.scheduling.planner import NodeState, Placement, Planner, queue_key
+from cluster.scheduling.finish import FinishTime, Replay, kinds_of
+from cluster.scheduling.planner import Demand, NodeState, Placement, Planner, queue_key
+from cluster.scheduling.queue import ReadyQueue
 from cluster.scheduling.speeds import SpeedSample
 
 log = logging.getLogger("framefleet.coordinator")
+DISPATCH_DEPTH = 1000
+"""A round stops looking down the queue after this many jobs that could not start (like
+Slurm's queue depth): with the farm full it stops at the first; past the depth, what
+waits is looked at again as the jobs ahead of it start."""
+SHAPES_S = 1.0
+"""How often a round reads the waiting jobs' shapes for the autoscaler."""
+KEEP_PLANNER_S = 1.0
+"""The kept planner is rebuilt from the cluster as it is at most this often (and on
+every node refresh): between, it is changed by what starts and ends."""
 TENANTS_KEY = "tenants"
 SPEEDS_FILE = "speeds.sqlite3"
 FORECAST_S = 2.0
+FORECAST_DEPTH = 5000
+"""The queued jobs a forecast plays forward, in dispatch order (those further back get
+their forecast as they come nearer): a forecast of 100,000 would stall the head."""
 """How often queued and running jobs' predicted finishes are worked out again."""
 SAVED_AT_ONCE = 1000
 ETA_EVENTS = 200
@@ -168,9 +188,23 @@ class Coordinator:
                                   probe=self.prober.probed)  # fmt: skip
         self.farm = FarmAPI(table=self.table, view=self.view, healer=self.healer,
                             encodes=self.encodes, states=self._states,
-                            refresh=self._refresh_nodes, wake=self._wake_up,
+                            refresh=self._refresh_nodes, wake=self._farm_changed,
                             tenants=self._tenant_gauges)  # fmt: skip
+        self._ready = ReadyQueue(config.aging_s)
+        """Queued jobs ready to place (probed, past their backoff, their graph decided),
+        in dispatch order."""
+        self._unsettled: dict[str, Job] = {}
+        """Queued jobs not (or no longer) known to be ready: looked at each round."""
+        self._kept: Planner | None = None
+        """The nodes that may take work, with what runs on them: kept across rounds."""
+        self._kept_at = -math.inf
+        self._kinds = 0
+        """Kinds of node among the kept planner's (placement by finish time needs two)."""
+        self._committed: dict[str, Placement] = {}
+        """Job -> what its running encode holds in the kept planner."""
         self._asked: list[dict[str, float]] = []
+        self._shapes_at = -math.inf
+        """When the waiting jobs' shapes were last read for the autoscaler."""
         """The last resource shapes asked of the autoscaler."""
         self._stopping = False
         self._wake = asyncio.Event()
@@ -606,6 +640,12 @@ class Coordinator:
             pending.extend(self.graphs.moved(job))
         return made
 
+    def _farm_changed(self) -> None:
+        """A node was drained, capped or released: the next round plans on the nodes as
+        they are now."""
+        self._kept = None
+        self._wake_up()
+
     def _wake_up(self) -> None:
         if not self._stopping:
             self._wake.set()
@@ -628,15 +668,27 @@ class Coordinator:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """One round: what probes and reads found is recorded, queued jobs are offered to
-        the job graphs, and those ready are placed."""
+        """One round: what probes and reads found is recorded, the queued jobs that
+        changed are offered to the job graphs (those ready join the ready queue), and
+        the ready queue's head is placed. A round costs what changed, not the queue."""
         self._apply(self._probed())
         self._apply(self.graphs.reads_done())
         now = self._now()
-        ready: list[Job] = []
-        held = False  # queued jobs not ready yet (being probed, backing off) wait too
-        for job in list(self.table.queue.values()):
+        held = self._settle(now)
+        if not self._ready or not self.view.nodes:
+            return  # nothing to place, or no node yet: wait for the cluster
+        self._place(now, held=held)
+        self._forecast()  # soon after a submit's probe (at most every FORECAST_S)
+
+    def _settle(self, now: float) -> bool:
+        """Look at the queued jobs not known to be ready: each one ready joins the ready
+        queue. Whether others are held (being probed, backing off, their graph reading
+        or planning): work is coming that no core is spare for."""
+        self._queue_changes()
+        held = False
+        for job in list(self._unsettled.values()):
             if job.status is not JobStatus.QUEUED:
+                self._unsettled.pop(job.id, None)
                 continue
             if job.not_before > now:
                 held = True
@@ -648,13 +700,26 @@ class Coordinator:
             placeable, moves = self.graphs.consider(job, self._farm(job))
             self._apply(moves)
             if placeable and job.status is JobStatus.QUEUED:
-                ready.append(job)
+                finishing = job.task is not None and job.task.finishing
+                self._ready.add(job.id, priority=job.spec.priority, seq=job.seq,
+                                since=job.updated_at, now=now, finishing=finishing,
+                                tenant=tenant_of(job.tenant))  # fmt: skip
+                self._unsettled.pop(job.id, None)
             elif job.status is JobStatus.QUEUED or moves:
                 held = True  # its graph reads or plans, or grew tasks: work is coming
-        if not ready or not self.view.nodes:
-            return  # nothing to place, or no node yet: wait for the cluster
-        self._place(ready, now, held=held)
-        self._forecast()  # soon after a submit's probe (at most every FORECAST_S)
+            self._queue_changes()  # what its moves queued or ended
+        return held
+
+    def _queue_changes(self) -> None:
+        """Jobs queued again or no longer queued: out of the ready queue, and looked at
+        again if queued."""
+        for job_id in self.table.queue.changes():
+            self._ready.discard(job_id)
+            job = self.table.queue.get(job_id)
+            if job is not None:
+                self._unsettled[job_id] = job
+            else:
+                self._unsettled.pop(job_id, None)
 
     def _probed(self) -> list[Move]:
         """What the probes found: recorded on their jobs (a probe job is done)."""
@@ -676,46 +741,91 @@ class Coordinator:
                 ]
         return moves
 
-    def _place(self, ready: list[Job], now: float, *, held: bool = False) -> None:
-        """Place ``ready`` in queue order (finishing tasks first: each ends a job);
-        ``held``: other queued jobs will be ready soon (no core is spare for them)."""
-        aging = self.config.aging_s
-
-        def order(job: Job) -> tuple[bool, tuple[float, int]]:
-            finishing = job.task is not None and job.task.finishing
-            return not finishing, queue_key(job.spec.priority, job.seq, now - job.updated_at,
-                                             aging)  # fmt: skip
-
-        ready.sort(key=order)
-        states = self._states(placeable=True)
-        planner = Planner(states, self.config.policy, self.config.costs)
+    def _place(self, now: float, *, held: bool = False) -> None:
+        """Place the ready queue's head in order (finishing tasks first: each ends a job),
+        tenants taking turns by their share; ``held``: other queued jobs will be ready
+        soon (no core is spare for them)."""
+        planner = self._kept_planner(now)
         held_back = self.view.has_suspects or self.healer.holds_back()
         whole = self._planner() if held_back else planner
-        demands = [(job, demand_for(job, job.input_media)) for job in ready if job.input_media]
-        plan = plan_round(demands, planner, whole, self.config.costs, self._reach,
-                          others_waiting=held, fair=self._fair_share(),
-                          finish=self._finish_time(states, now))  # fmt: skip
+        queues = self._ready.tenants(now)
+        fair = self._fair_share() if len(queues) > 1 or self.tenants.known else None
+        demands: dict[str, tuple[Job, Demand]] = {}
+        ordered = self._ordered(now, queues, fair, demands)
+        # What runs is told to the autoscaler first (and capped): so many waiting shapes,
+        # read down the queue at most every SHAPES_S (else the round stops at the first).
+        shapes = now - self._shapes_at >= SHAPES_S
+        bundles = max(MAX_AUTOSCALER_BUNDLES - len(self.encodes.running), 1) if shapes else 1
+        plan = plan_round(ordered, planner, whole, self.config.costs, self._reach,
+                          others_waiting=held, fair=fair, finish=self._finish_time(now),
+                          tenants=set(queues), depth=DISPATCH_DEPTH, bundles=bundles,
+                          interleaved=True)  # fmt: skip
         for job, why in plan.never:
             self.counters.count(JobCounter.PLACEMENT_FAILURES)
             failure = CapacityError(why)
             self._apply([Move(job, JobStatus.FAILED, str(failure), failure.code,
                               since=JobStatus.QUEUED)])  # fmt: skip
-        for job, placement in plan.start:
-            if self._stopping:
-                return
-            self._launch(job, placement)
-        for job, _ in demands:  # queued for a faster kind of node: said on its forecast
+        for i, (job, placement) in enumerate(plan.start):
+            if self._stopping or not self._launch(job, placement):
+                planner.release(placement)  # not started: its room is free again
+                if self._stopping:
+                    for _, rest in plan.start[i + 1 :]:
+                        planner.release(rest)
+                    return
+        for job, _ in demands.values():  # queued for a faster kind of node: on its forecast
             waits = plan.waits.get(job.id)
             if waits is not None and job.status is JobStatus.QUEUED:
                 job.forecast = {**(job.forecast or {}), "waits": waits}
             elif job.forecast and "waits" in job.forecast:
                 job.forecast = {k: v for k, v in job.forecast.items() if k != "waits"}
+        self._queue_changes()
+        if shapes and (plan.waiting or self._asked):
+            self._shapes_at = now
+            self._ask_capacity(plan.waiting)
+
+    def _ordered(
+        self,
+        now: float,
+        queues: dict[str, Iterator[str]],
+        fair: FairShare | None,
+        demands: dict[str, tuple[Job, Demand]],
+    ) -> Iterator[tuple[Job, Demand]]:
+        """The ready jobs with what each asks of a node, in dispatch order (tenants
+        interleaved by ``fair``), read lazily; ``demands`` gets each one read."""
+
+        def ready(ids: Iterable[str]) -> Iterator[tuple[tuple[bool, int], Job, Demand]]:
+            for job_id in ids:
+                job = self.table.jobs[job_id]
+                if job.input_media is None:  # indexed only once probed
+                    continue
+                demands[job_id] = (job, demand_for(job, job.input_media))
+                finishing = job.task is not None and job.task.finishing
+                yield (not finishing, job.seq), *demands[job_id]
+
+        if fair is not None and len(queues) > 1:
+            return fair.interleave({t: ready(ids) for t, ids in queues.items()})
+        return ((job, demand) for _, job, demand in ready(self._ready.ordered(now)))
+
+    def _ask_capacity(self, waiting: list[dict[str, float]]) -> None:
+        """Tell the autoscaler (if any) what runs and what waits, when that changed."""
         running = [run.lease.placement.cores for run in self.encodes.running.values()]
-        bundles = capacity_request(running, plan.waiting, self._asked)
-        if bundles is not None:
-            self._asked = bundles
-            task = asyncio.create_task(self._backend.request_capacity(bundles))
+        asked = capacity_request(running, waiting, self._asked)
+        if asked is not None:
+            self._asked = asked
+            task = asyncio.create_task(self._backend.request_capacity(asked))
             task.add_done_callback(log_capacity_failure)
+
+    def _kept_planner(self, now: float) -> Planner:
+        """The placeable nodes with what runs on them: rebuilt from the cluster as it is
+        (its readings, drains, quarantines, the pool) after a node refresh or at most
+        every :data:`KEEP_PLANNER_S`; between, kept and changed by what starts (placed
+        on it) and what ends (released from it)."""
+        if self._kept is None or now - self._kept_at >= KEEP_PLANNER_S:
+            states = self._states(placeable=True)
+            self._kept = Planner(states, self.config.policy, self.config.costs)
+            self._kept_at = now
+            self._kinds = kinds_of(states)
+        return self._kept
 
     def _run_seconds(
         self, job: Job, node_id: str, hardware: Hardware, gpu: str | None, cores: float
@@ -747,10 +857,15 @@ class Coordinator:
         return slowest
 
     def _finish_time(
-        self, states: list[NodeState], now: float, *, may_wait: bool = True
+        self, now: float, states: list[NodeState] | None = None, *, may_wait: bool = True
     ) -> FinishTime | None:
-        """The kinds among ``states`` (the round's placeable nodes), for placement by
+        """The kinds among ``states`` (default: the placeable nodes), for placement by
         finish time (``None``: a farm of one kind: best fit places it)."""
+        if states is None:
+            self._kept_planner(now)
+            if self._kinds < 2:
+                return None
+            states = self._states(placeable=True)  # what the kinds' planners start from
         ends = []
         for job_id, run in self.encodes.running.items():
             job = self.table.jobs.get(job_id)
@@ -803,7 +918,10 @@ class Coordinator:
             if job.task is not None:
                 parents[job.task.parent] = max(parents.get(job.task.parent, 0.0), end)
         aging = self.config.aging_s
-        queued = [j for j in self.table.queue.values()
+        # The ready queue's head (its first FORECAST_DEPTH, in order) and the jobs not
+        # ready yet (probed, backing off): a long queue's tail is not played forward.
+        head = (self.table.jobs[i] for i in islice(self._ready.ordered(now), FORECAST_DEPTH))
+        queued = [j for j in (*head, *self._unsettled.values())
                   if j.status is JobStatus.QUEUED and j.input_media is not None]  # fmt: skip
         queued.sort(key=lambda j: (not (j.task is not None and j.task.finishing),
                                    queue_key(j.spec.priority, j.seq, now - j.updated_at,
@@ -812,7 +930,7 @@ class Coordinator:
             jobs = {j.id: j for j in queued}
             demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
             states = self._states(placeable=True)
-            kinds = self._finish_time(states, now)
+            kinds = self._finish_time(now, states)
             replay = Replay(kinds, jobs) if kinds is not None else None  # as dispatched
             got = forecast(Planner(states, self.config.policy, self.config.costs), running,
                            demands,
@@ -953,16 +1071,17 @@ class Coordinator:
         states = self._states(placeable=placeable)
         return Planner(states, self.config.policy, self.config.costs)
 
-    def _launch(self, job: Job, placement: Placement) -> None:
+    def _launch(self, job: Job, placement: Placement) -> bool:
         """Start ``job``'s next attempt where it was placed (unless it ended meanwhile: a
-        task whose job another launch of this round failed)."""
+        task whose job another launch of this round failed); whether it started."""
         node = self.view.node(placement.node_id)
         media = job.input_media
+        committed = placement  # what the kept planner holds for it
         if media is None or job.status is not JobStatus.QUEUED:
-            return
+            return False
         if self.encodes.alive(job.id):  # its last attempt's encoder has not ended yet
             log.debug("job %s: not started while its last encoder is still stopping", job.id)
-            return
+            return False
         if job.task is not None and job.task.doing:
             placement = replace(placement, reason=f"{job.task.doing}: {placement.reason}")
         queued = JobStatus.QUEUED
@@ -970,7 +1089,7 @@ class Coordinator:
             order, placement = order_for(self.reach, job, placement, media, node)
         except JobFailure as exc:
             self._apply([Move(job, JobStatus.FAILED, str(exc), exc.code, since=queued)])
-            return
+            return False
         placed = placement.for_job(order.encoder)
         est = self.pace.estimate(job, node, placement.node_id, placement.hardware,
                                  placement.gpu_name, placement.cores)  # fmt: skip
@@ -978,9 +1097,11 @@ class Coordinator:
         limits = self.healer.limits(job, placed, media, learned)
         self.table.set_placement(job, placed, limits.to_dict())
         if not self._apply([Move(job, JobStatus.RUNNING, placement.reason, since=queued)]):
-            return
+            return False
         self.healer.launched(job.id, placed, limits)
+        self._committed[job.id] = committed
         self.encodes.start(job, placement, order, node.resources if node else {})
+        return True
 
     async def _lost(self, node_id: str) -> None:
         """An encoder on ``node_id`` was lost: place nothing there for a while; ask Ray now."""
@@ -991,6 +1112,9 @@ class Coordinator:
         """An encode ended: gather the facts, :func:`~cluster.control.rules.policy.decide`,
         then apply the decision (the failure recorded, strikes, counters, the move)."""
         self._wake_up()  # what waited for this encoder's end may start now
+        committed = self._committed.pop(job.id, None)
+        if committed is not None and self._kept is not None:
+            self._kept.release(committed)  # its encoder is back in the pool: room again
         current = self.table.jobs.get(job.id)
         if job.status is not JobStatus.RUNNING or outcome.attempt != job.attempts:
             return  # stale: an earlier attempt, or a job no longer running
@@ -1016,6 +1140,8 @@ class Coordinator:
         decision = decide(job, outcome, facts)
         if decision.action is Action.IGNORE:
             return
+        if decision.action is not Action.SUCCEED:
+            self._kept = None  # a strike may quarantine its node or GPU: plan anew
         if failure is not None:
             self.table.record_failure(job, failure)
         self.healer.settle(job, fault, decision, failure)
@@ -1058,6 +1184,7 @@ class Coordinator:
     async def _refresh_nodes(self) -> None:
         for node_id in await self.view.refresh():
             self.pool.forget_node(node_id)
+        self._kept = None  # the next round places on the nodes as they are now
 
     async def _housekeeping_loop(self) -> None:
         """What no event tells: nodes that joined or left Ray (and what their agents

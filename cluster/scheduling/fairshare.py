@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cluster.model.jobs import Job
 from cluster.model.tenancy import Tenants, tenant_of
@@ -91,6 +91,27 @@ class FairShare:
             heads[name] += 1
             if heads[name] >= len(queues[name]):
                 del heads[name]
+            yield job, extra
+
+    def interleave(
+        self, queues: dict[str, Iterator[tuple[Any, Job, T]]]
+    ) -> Iterator[tuple[Job, T]]:
+        """As :meth:`order`, from each tenant's own queue (``(order key, job, extra)`` in
+        queue order, read lazily: a round reads only as far as it places); ties between
+        tenants go to the job first by the key."""
+        heads: dict[str, tuple[tuple[Any, Job, T], Iterator[tuple[Any, Job, T]]]] = {}
+        for name, queue in queues.items():
+            first = next(queue, None)
+            if first is not None:
+                heads[tenant_of(name)] = (first, queue)
+        while heads:
+            name = min(heads, key=lambda n: (self._need(n), heads[n][0][0]))
+            (_, job, extra), queue = heads[name]
+            following = next(queue, None)
+            if following is None:
+                del heads[name]
+            else:
+                heads[name] = (following, queue)
             yield job, extra
 
     def _need(self, tenant: str) -> float:

@@ -88,6 +88,12 @@ def _key(state: NodeState) -> tuple[str | None, frozenset[str], frozenset[str] |
     return (gpu.name if gpu else None, codecs, state.encoders, state.cpus)
 
 
+def kinds_of(states: Iterable[NodeState]) -> int:
+    """How many kinds of node (as :meth:`FinishTime.of` groups them) take work among
+    ``states``: with fewer than two, placement by finish time is best fit."""
+    return len({_key(s) for s in states if s.cpus > 0 and s.max_jobs != 0})
+
+
 @dataclass(slots=True)
 class FinishTime:
     """One dispatch round's kinds of nodes and how long a job takes where."""

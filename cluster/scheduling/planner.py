@@ -553,10 +553,13 @@ class Planner:
         return self._nodes[self._node_at[node_id]].cpus_free
 
     def release(self, placement: Placement) -> None:
-        """Give a placement's room back (the simulation's job completions)."""
+        """Give a placement's room back (a job's end; nothing for a node or GPU this
+        snapshot no longer has)."""
         self._gpu_miss.clear()
         self._cpu_miss.clear()
-        ni = self._node_at[placement.node_id]
+        ni = self._node_at.get(placement.node_id)
+        if ni is None:
+            return
         node = self._nodes[ni]
         self._unindex_node(ni, node)
         node.cpus_free += placement.cores
@@ -564,8 +567,8 @@ class Planner:
         if node.memory_free is not None:
             node.memory_free += placement.memory_mb
         self._index_node(ni, node)
-        if placement.gpu_uuid is not None:
-            gi = self._gpu_at[placement.gpu_uuid]
+        gi = self._gpu_at.get(placement.gpu_uuid) if placement.gpu_uuid is not None else None
+        if gi is not None:
             g = self._gpus[gi]
             self._unindex_gpu(gi, g)
             g.free += placement.gpu_memory_mb

@@ -77,6 +77,28 @@ class Move:
         return self.since is not None and self.job.status is not self.since
 
 
+class Queue(dict[str, Job]):
+    """The queued jobs, noting which ones came or went since :meth:`changes` was last
+    read: the dispatcher looks again at those, not at the whole queue."""
+
+    def __init__(self, jobs: dict[str, Job] | None = None) -> None:
+        super().__init__(jobs or {})
+        self._changed: set[str] = set(self)
+
+    def __setitem__(self, job_id: str, job: Job) -> None:
+        super().__setitem__(job_id, job)
+        self._changed.add(job_id)
+
+    def pop(self, job_id: str, *default: Any) -> Any:
+        self._changed.add(job_id)
+        return super().pop(job_id, *default)
+
+    def changes(self) -> set[str]:
+        """The ids queued, re-queued or gone since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+
 class JobTable:
     def __init__(
         self,
@@ -96,7 +118,7 @@ class JobTable:
         self.metrics = metrics or JobMetrics()
         self.jobs: dict[str, Job] = {}
         """Active jobs and those finished within the retention window."""
-        self.queue: dict[str, Job] = {}
+        self.queue = Queue()
         self._queued_by: Counter[str | None] = Counter()
         """Queued jobs (not tasks) per owner."""
         self._queued_in: Counter[str] = Counter()
@@ -125,7 +147,7 @@ class JobTable:
                 self._transition(Move(job, JobStatus.QUEUED, why, charged=False))
                 requeued.append(job)
         self.store.save_many(requeued)
-        self.queue = {j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED}
+        self.queue = Queue({j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED})
         self._queued_by = Counter(j.owner for j in self.queue.values() if j.task is None)
         self._queued_in = Counter(tenant_of(j.tenant) for j in self.queue.values() if not j.task)
         self.forget_finished(self._now())

@@ -7,7 +7,7 @@ two planners, calls :func:`plan_round`, and applies the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from cluster.control.rules.policy import avoided
@@ -100,7 +100,7 @@ class Round:
 
 
 def plan_round(
-    ready: list[tuple[Job, Demand]],
+    ready: Iterable[tuple[Job, Demand]],
     planner: Planner,
     whole: Planner,
     costs: CostModel,
@@ -109,6 +109,10 @@ def plan_round(
     others_waiting: bool = False,
     fair: FairShare | None = None,
     finish: FinishTime | None = None,
+    tenants: set[str | None] | None = None,
+    depth: int | None = None,
+    bundles: int = MAX_AUTOSCALER_BUNDLES,
+    interleaved: bool = False,
 ) -> Round:
     """Place ``ready`` in order on ``planner`` (the nodes that may take work now). Whether a
     job could ever run is judged on ``whole`` (every node, suspect ones included). A job
@@ -116,14 +120,31 @@ def plan_round(
     it, to one that does not (:func:`_place_unseen`). When nothing is left waiting (and
     ``others_waiting`` says no queued job is about to be ready), cores left free go to
     the encodes started (:func:`_work_conserving`). With ``fair``, tenants take turns
-    by their share (:mod:`~cluster.scheduling.fairshare`) and a job that would cross its
-    tenant's limits waits. With ``finish``, a job goes where it is predicted to finish
-    first (:mod:`~cluster.scheduling.finish`), or waits for a faster node."""
+    by their share (:mod:`~cluster.scheduling.fairshare`; ``interleaved``: ``ready``
+    takes them already, and ``tenants`` names those with jobs ready) and a job that would
+    cross its tenant's limits waits. With ``finish``, a job goes where it is predicted
+    to finish first (:mod:`~cluster.scheduling.finish`), or waits for a faster node.
+
+    ``ready`` is read only as far as needed: up to the first job that waits once no
+    core is free anywhere (with up to ``bundles`` waiting shapes for the autoscaler),
+    and past at most ``depth`` jobs that could not start."""
     result = Round()
-    tenants = {j.tenant for j, _ in ready}
+    if tenants is None:
+        ready = list(ready)
+        tenants = {j.tenant for j, _ in ready}
+    if fair is not None and not interleaved:
+        ready = fair.order(list(ready))
     held: set[str | None] = set()  # tenants at a limit: their other jobs wait this round
-    for job, demand in fair.order(ready) if fair is not None else ready:
+    demands: dict[str, Demand] = {}
+    passed = 0  # jobs that could not start
+    for job, demand in ready:
         if job.tenant in held:
+            continue
+        stop = _stop(planner, result, held, passed, depth, bundles)
+        if stop is not None:
+            result.waiting.append(autoscaler_bundle(demand, costs))
+            if stop:
+                break
             continue
         never = whole.never(demand)
         if never is not None:
@@ -135,29 +156,58 @@ def plan_round(
             avoid = frozenset()
         placement = _choose(planner, finish, job, demand, avoid, reach(job))
         if placement is not None and fair is not None:
-            if fair.over_limit(job.tenant, placement) is not None:
-                placement = _over_limits(planner, fair, finish, job, demand, placement, avoid,
-                                         result)  # fmt: skip
-                if placement is None:
-                    held.add(job.tenant)
-                    continue
-            fair.placed(job.tenant, placement)
-            if len(tenants) > 1:
-                why = f"{placement.reason}; {fair.reason(job.tenant, tenants)}"
-                placement = replace(placement, reason=why)
+            placement = _fairly(planner, fair, finish, job, demand, placement, avoid, result,
+                                tenants)  # fmt: skip
+            if placement is None:
+                held.add(job.tenant)
+                passed += 1
+                continue
         if placement is not None and avoid:
             where = sorted({f.address for f in job.failures if f.node_id in avoid})
             why = f"{placement.reason}; not on {', '.join(where)}, where it failed"
             placement = replace(placement, reason=why)
         if placement is not None:
             result.start.append((job, placement))
+            demands[job.id] = demand
         else:
             result.waiting.append(autoscaler_bundle(demand, costs))
+            passed += 1
     if finish is not None:
         result.waits = finish.waits
     if not result.waiting and not others_waiting and not held:
-        result.start = _work_conserving(planner, result.start, ready)
+        result.start = _work_conserving(planner, result.start, demands)
     return result
+
+
+def _stop(
+    planner: Planner, result: Round, held: set[str | None], passed: int, depth: int | None,
+    bundles: int,
+) -> bool | None:  # fmt: skip
+    """Whether the round reads no further (``True``), or only notes the next job's shape
+    for the autoscaler (``False``: no core is free anywhere); ``None``: place it."""
+    if planner.exhausted() and (result.waiting or held):
+        return len(result.waiting) + 1 >= bundles
+    if depth is not None and passed >= depth:
+        return True
+    return None
+
+
+def _fairly(
+    planner: Planner, fair: FairShare, finish: FinishTime | None, job: Job, demand: Demand,
+    placement: Placement, avoid: frozenset[str], result: Round, tenants: set[str | None],
+) -> Placement | None:  # fmt: skip
+    """``placement`` within the job's tenant's limits (else another, or ``None``: the
+    tenant waits), counted to its share and said in its reason."""
+    if fair.over_limit(job.tenant, placement) is not None:
+        within = _over_limits(planner, fair, finish, job, demand, placement, avoid, result)
+        if within is None:
+            return None
+        placement = within
+    fair.placed(job.tenant, placement)
+    if len(tenants) > 1:
+        why = f"{placement.reason}; {fair.reason(job.tenant, tenants)}"
+        placement = replace(placement, reason=why)
+    return placement
 
 
 def _choose(
@@ -231,13 +281,12 @@ def _never_within(fair: FairShare, job: Job, demand: Demand, planner: Planner) -
 
 
 def _work_conserving(
-    planner: Planner, start: list[tuple[Job, Placement]], ready: list[tuple[Job, Demand]]
+    planner: Planner, start: list[tuple[Job, Placement]], demands: dict[str, Demand]
 ) -> list[tuple[Job, Placement]]:
     """Nothing is left waiting: the CPU encodes started this round share the cores their
     nodes still have free (counted as theirs), and their threads follow their node's
     cores (a lone last job of a batch then uses the cores its neighbours free as they
     end, as a shell loop's ffmpeg would). While work waits, every job keeps its estimate."""
-    demands = {job.id: demand for job, demand in ready}
     sharing: dict[str, list[int]] = {}
     for i, (job, placement) in enumerate(start):
         demand = demands.get(job.id)

@@ -47,7 +47,9 @@ class EncoderPool:
     ) -> None:
         self._create = create
         self.idle_s = idle_s
-        self._leases: list[Lease] = []
+        self._leases: dict[str, list[Lease]] = {}
+        """Per node, its actors: a farm of 2,500 nodes has 20,000, and what a node holds
+        is asked per node."""
 
     def acquire(self, placement: Placement, *, node_totals: dict[str, float]) -> Lease:
         """A warm actor of the placement's shape, or a new one once idle ones make room.
@@ -56,13 +58,13 @@ class EncoderPool:
         resources): idle actors on the node are evicted, oldest first, until the new
         actor's resources fit beside what the remaining actors hold.
         """
-        for lease in self._leases:
+        on_node = list(self._leases.get(placement.node_id, ()))
+        for lease in on_node:
             if not lease.busy and lease.same_shape(placement):
                 lease.busy = True
                 lease.placement = placement  # same shape; the new reason and estimate
                 return lease
         want = {"CPU": placement.cpus, **dict(placement.resources)}
-        on_node = [lease for lease in self._leases if lease.node_id == placement.node_id]
         held: dict[str, float] = {}
         for lease in on_node:
             for key, amount in lease.holds().items():
@@ -77,7 +79,7 @@ class EncoderPool:
             for key, amount in lease.holds().items():
                 held[key] -= amount
         lease = Lease(self._create(placement), placement)
-        self._leases.append(lease)
+        self._leases.setdefault(placement.node_id, []).append(lease)
         return lease
 
     def release(self, lease: Lease, *, healthy: bool = True) -> None:
@@ -89,7 +91,7 @@ class EncoderPool:
 
     def used(self, node_id: str) -> tuple[float, int, int]:
         """(cores, jobs, memory MiB) that busy actors hold on ``node_id``."""
-        busy = [x for x in self._leases if x.node_id == node_id and x.busy]
+        busy = [x for x in self._leases.get(node_id, ()) if x.busy]
         return (
             sum(x.placement.cores for x in busy),  # spare cores too (not held in Ray)
             len(busy),
@@ -99,7 +101,7 @@ class EncoderPool:
     def gpu_used(self) -> dict[str, tuple[int, int]]:
         """``{gpu uuid: (MiB accounted, sessions)}`` that busy actors hold."""
         used: dict[str, tuple[int, int]] = {}
-        for x in self._leases:
+        for x in self._all():
             uuid = x.placement.gpu_uuid
             if x.busy and uuid is not None:
                 mb, sessions = used.get(uuid, (0, 0))
@@ -109,22 +111,28 @@ class EncoderPool:
     def reap(self, now: float | None = None) -> int:
         """Kill actors idle for longer than ``idle_s``; returns how many."""
         now = time.monotonic() if now is None else now
-        stale = [x for x in self._leases if not x.busy and now - x.last_used > self.idle_s]
+        stale = [x for x in self._all() if not x.busy and now - x.last_used > self.idle_s]
         for lease in stale:
             self._discard(lease)
         return len(stale)
 
     def forget_node(self, node_id: str) -> None:
-        for lease in [x for x in self._leases if x.node_id == node_id]:
+        for lease in list(self._leases.get(node_id, ())):
             self._discard(lease)
 
     async def close(self) -> None:
-        for lease in list(self._leases):
+        for lease in list(self._all()):
             if lease.busy:
                 await lease.handle.shutdown()
             self._discard(lease)
 
+    def _all(self) -> list[Lease]:
+        return [lease for leases in self._leases.values() for lease in leases]
+
     def _discard(self, lease: Lease) -> None:
-        if lease in self._leases:
-            self._leases.remove(lease)
+        on_node = self._leases.get(lease.node_id, [])
+        if lease in on_node:
+            on_node.remove(lease)
+            if not on_node:
+                del self._leases[lease.node_id]
         lease.handle.kill()

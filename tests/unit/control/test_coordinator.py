@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from cluster.control.fakes import (
     fake_node,
 )
 from cluster.control.graphs import KINDS
+from cluster.control.rules.dispatch import MAX_AUTOSCALER_BUNDLES
 from cluster.control.rules.graph import GraphKind
 from cluster.control.running import encodes as encodes_module
 from cluster.errors import (
@@ -340,3 +342,56 @@ def test_a_custom_cost_model_judges_capacity_while_a_node_is_suspect(tmp_path: P
     nodes = [fake_node("node-a"), fake_node("node-b")]
     script = attempts(WorkerLost("lost"), Behaviour.HANG)
     on_farm(tmp_path, test, costs=huge, nodes=nodes, script=script)
+
+
+def test_a_round_costs_what_changed_not_the_length_of_the_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,200 jobs behind one long encode on a one-slot farm, then run one by one: each is
+    offered to the job graphs once and read for placement a few times in all, not once
+    per round (which would be some 700,000 times each), and they start in queue order."""
+    from cluster.control.rules.dispatch import demand_for
+
+    read = 0
+
+    def counted(job: Job, media: Any) -> Any:
+        nonlocal read
+        read += 1
+        return demand_for(job, media)
+
+    monkeypatch.setattr("cluster.control.coordinator.demand_for", counted)
+    started: list[str] = []
+
+    def script(order: WorkOrder) -> Behaviour:
+        started.append(order.spec.output.rsplit("/", 1)[-1])
+        return Behaviour.HANG if order.spec.output.endswith("long.mp4") else Behaviour.SUCCEED
+
+    async def test(farm: Farm) -> None:
+        c = farm.coordinator
+        considered = 0
+        consider = c.graphs.consider
+
+        def counting(job: Job, where: Any) -> Any:
+            nonlocal considered
+            considered += 1
+            return consider(job, where)
+
+        c.graphs.consider = counting  # type: ignore[method-assign,assignment]
+        long = await c.submit(farm.spec("long.mp4"))
+        await farm.until(long.id, {"running"})
+        jobs = await c.submit_many([farm.spec(f"o{n:04}.mp4") for n in range(1200)])
+        await until_true(lambda: all(c.table.get(j.id).input_media for j in jobs))
+        read = 0
+        for _ in range(20):  # rounds with nothing changed read the queue's head only
+            c.dispatch_now()  # (and, once a second, the autoscaler's share of shapes)
+        assert considered == 1201 and read <= 20 + MAX_AUTOSCALER_BUNDLES, (considered, read)
+        read, began = 0, time.monotonic()
+        await c.cancel(long.id)
+        for job in jobs:
+            await farm.until(job.id, TERMINAL)
+        seconds = math.ceil(time.monotonic() - began) + 1
+        assert considered == 1201  # once each, however many rounds ran
+        assert read <= 2 * 1200 + seconds * MAX_AUTOSCALER_BUNDLES, (read, seconds)
+        assert started == ["long.mp4", *(f"o{n:04}.mp4" for n in range(1200))]
+
+    on_farm(tmp_path, test, script=script, nodes=[fake_node(cpus=1)])
