@@ -75,9 +75,13 @@ class CoordinatorConfig:
     costs: CostModel = field(default_factory=CostModel)
     """GPU memory and cores a job is expected to take (see :mod:`cluster.scheduling.costs`)."""
 
+    jobs_db: Path | None = None
+    """The job store (default ``<data_dir>/jobs.sqlite3``): a one-shot command keeps its
+    own, so it never takes over another's jobs (:mod:`cluster.control.local`)."""
+
     @property
     def db_path(self) -> Path:
-        return self.data_dir / "jobs.sqlite3"
+        return self.jobs_db or self.data_dir / "jobs.sqlite3"
 
     @property
     def store(self) -> ObjectStore:

@@ -96,6 +96,30 @@ def _fleet(data_dir: Path, address: str | None) -> Fleet:
     return Settings.load(data_dir=data_dir, ray_address=address).connect(serving=False)
 
 
+_LOGS: dict[str, bool] = {"debug": False}
+ENGINE_LOG_BYTES = 5 * 2**20
+
+
+def _engine_log(data_dir: Path) -> None:
+    """The engine running in this process logs to ``<data dir>/logs/framefleet.log``, as
+    on a cluster it logs to its workers' files: the terminal shows the command's own
+    lines (``--debug``: the engine's too)."""
+    if _LOGS["debug"]:
+        return
+    from logging.handlers import RotatingFileHandler
+
+    folder = data_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(folder / "framefleet.log", maxBytes=ENGINE_LOG_BYTES,
+                                  backupCount=2)  # fmt: skip
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s "
+                                           "%(message)s"))  # fmt: skip
+    engine = logging.getLogger("framefleet")
+    engine.addHandler(handler)
+    engine.setLevel(logging.INFO)
+    engine.propagate = False
+
+
 def _wants_cluster(spec: JobSpec) -> bool:
     """A job that asks for a local cluster: one split in chunks of a given length."""
     return spec.split not in ("auto", "off")
@@ -226,6 +250,7 @@ def _submit_and_report(
     if here and not _wants_cluster(spec):
         # No cluster named, no gateway running: the coordinator and the encoder run in
         # this process, without Ray (what a local Ray would cost is seconds of start-up).
+        _engine_log(data_dir)
         fleet: Fleet | LocalFleet = Settings.load(data_dir=data_dir).connect_here()
         try:
             check_spec(spec, available())
@@ -588,6 +613,7 @@ def _say(line: str) -> None:
 def main() -> None:
     """Entry point: run the app; turn every error into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
+    _LOGS["debug"] = debug
     sys.argv = [arg for arg in sys.argv if arg != "--debug"]  # accepted anywhere on the line
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     try:

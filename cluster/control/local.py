@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import secrets
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.control.coordinator import Coordinator
 from cluster.control.farm.backend import EncoderHandle
+from cluster.control.records.sweep import sweep_partials
 from cluster.errors import WorkerLost
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.events import JobEvent
@@ -43,12 +48,15 @@ from cluster.nodes.environ import env_setting
 from cluster.nodes.gpus import GpuReading
 from cluster.nodes.register import registration
 from cluster.scheduling.planner import Placement
+from cluster.storage.private import private_dir
 from cluster.storage.scratch import SCRATCH_ENV, Scratch
 
 log = logging.getLogger("framefleet.local")
 T = TypeVar("T")
 
 NODE_ID = "local"
+RUNS = "runs"
+LOCK = "lock"
 PROGRESS_INTERVAL_S = 0.25
 """One node, in this process: its progress goes to the coordinator four times a second."""
 MEMORY_SHARE = 0.7
@@ -155,6 +163,54 @@ class LocalBackend:
         """One machine: no autoscaler to ask."""
 
 
+class RunFolder:
+    """This command's own folder in the data dir (``runs/<pid>-<tag>``), holding its job
+    store, locked (``flock``) while the command lives. A one-shot command owns its jobs:
+    another one running beside it on the same data dir never takes them over, and one
+    that was killed leaves its folder behind for the next to sweep (what its encodes
+    were writing removed; its jobs not run again: the user ended them)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.runs = private_dir(data_dir / RUNS)
+        self.sweep()
+        fresh = self.runs / f".new-{os.getpid()}-{secrets.token_hex(4)}"
+        fresh.mkdir(mode=0o700)
+        self._lock = os.open(fresh / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.path = fresh.with_name(fresh.name.removeprefix(".new-"))
+        fresh.rename(self.path)  # only a locked folder is ever seen by a sweep
+
+    def sweep(self) -> int:
+        """Remove the folders of commands that died (their lock is free); how many."""
+        swept = 0
+        for folder in self.runs.iterdir():
+            if folder.name.startswith("."):
+                young = time.time() - folder.stat().st_mtime < 60
+                if not young:  # killed between making it and locking it
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
+            try:
+                fd = os.open(folder / LOCK, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a command that is running
+            finally:
+                os.close(fd)
+            if swept_jobs := sweep_partials(folder):
+                log.warning("removed what %d job(s) of a killed command were writing",
+                            swept_jobs)  # fmt: skip
+            shutil.rmtree(folder, ignore_errors=True)
+            swept += 1
+        return swept
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.close(self._lock)
+
+
 class LocalFleet:
     """The coordinator running in this process (on its own event loop, in a thread), with
     the calls of :class:`~cluster.ray_edge.client.Fleet` a one-shot command makes."""
@@ -167,10 +223,13 @@ class LocalFleet:
                                         daemon=True)  # fmt: skip
         self._thread.start()
         self._backend = LocalBackend(runtime, coordinator.root_ids)
+        self._run = RunFolder(runtime.data_dir)
+        own = replace(coordinator, jobs_db=self._run.path / "jobs.sqlite3")
         try:
-            self.coordinator = self._call(self._start(coordinator), START_TIMEOUT_S)
+            self.coordinator = self._call(self._start(own), START_TIMEOUT_S)
         except BaseException:
             self._stop_loop()
+            self._run.remove()
             raise
 
     @classmethod
@@ -240,6 +299,8 @@ class LocalFleet:
             log.warning("the in-process coordinator did not stop cleanly: %s", exc)
             clean = False
         self._stop_loop()
+        if clean:
+            self._run.remove()  # else left for the next command to sweep
         return clean
 
     async def _close(self) -> None:
