@@ -6,6 +6,7 @@ table in :mod:`api.cli.exits`; only ``--debug`` shows a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from cluster import (
     available,
     check_rule,
     check_spec,
+    is_url,
     make_sample,
     probe,
 )
@@ -243,20 +245,34 @@ def _submit_and_report(
     data_dir = _data_dir(data_dir)
     url = running_gateway(data_dir) if address is None else None
     here = address is None and url is None
-    # This machine's ffmpeg is read (three runs of it) while the engine is imported.
-    reading = threading.Thread(target=available, name="framefleet-ffmpeg", daemon=True)
+    in_process = here and not _wants_cluster(spec)
+    probed: dict[str, MediaInfo] = {}
+
+    def read() -> None:
+        """This machine's ffmpeg (three runs of it), and the job's local files probed, while
+        the engine is imported: the coordinator uses the probes if the files are unchanged."""
+        available()
+        for path in (spec.input, spec.reference) if in_process else ():
+            if path and not is_url(path):
+                with contextlib.suppress(FramefleetError, OSError):
+                    probed[path] = probe(path)
+
+    reading = threading.Thread(target=read, name="framefleet-read", daemon=True)
     if here:
         reading.start()
-    if here and not _wants_cluster(spec):
+    if in_process:
         # No cluster named, no gateway running: the coordinator and the encoder run in
         # this process, without Ray (what a local Ray would cost is seconds of start-up).
         _engine_log(data_dir)
-        fleet: Fleet | LocalFleet = Settings.load(data_dir=data_dir).connect_here()
+        here_fleet = Settings.load(data_dir=data_dir).connect_here()
         try:
+            reading.join()
+            for path, media in probed.items():
+                here_fleet.seed_probe(path, media)
             check_spec(spec, available())
-            _report(_run_job(fleet, spec, label))
+            _report(_run_job(here_fleet, spec, label))
         finally:
-            fleet.close()
+            here_fleet.close()
         return
     # Refuse a bad request before starting a cluster; which encoders a farm has is the
     # coordinator's to judge (each node has its own ffmpeg).
@@ -266,7 +282,7 @@ def _submit_and_report(
         client = GatewayClient(url, os.environ.get("FRAMEFLEET_TOKEN"), data_dir)
         _report(_run_on_gateway(client, spec, label))
         return
-    fleet = _fleet(data_dir, address)
+    fleet: Fleet | LocalFleet = _fleet(data_dir, address)
     try:
         _report(_run_job(fleet, spec, label))
     finally:

@@ -251,6 +251,15 @@ class LocalFleet:
             future.cancel()
             raise
 
+    def seed_probe(self, path: str, media: MediaInfo) -> bool:
+        """Hand the coordinator a probe of ``path`` made while it started (used by a job
+        on that very file, if it has not changed since); whether it was taken."""
+
+        async def seed() -> bool:
+            return self.coordinator.prober.seed(path, media)
+
+        return self._call(seed())
+
     def ping(self) -> dict[str, Any]:
         return self._call(self.coordinator.ping())
 

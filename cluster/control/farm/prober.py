@@ -101,6 +101,17 @@ class Prober:
             self._remember(known, media)
         return media
 
+    def seed(self, path: str, media: MediaInfo) -> bool:
+        """A probe of ``path`` made before this coordinator started (a one-shot command
+        probes its input while the engine starts), remembered if the file is still the
+        one probed (``media.version``); whether it was."""
+        identity = _identity(path)
+        if identity is None or media.version != ":".join(map(str, (identity[1], identity[2],
+                                                                    identity[4]))):  # fmt: skip
+            return False
+        self._remember(identity, media)
+        return True
+
     def _remember(self, identity: tuple[object, ...], media: MediaInfo) -> None:
         self._known[identity] = media
         if len(self._known) > PROBE_CACHE_SIZE:

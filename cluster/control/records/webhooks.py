@@ -28,14 +28,15 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from cluster.config import CoordinatorConfig
 from cluster.control.records.store import Delivery, JobStore
 from cluster.model.jobs import Job, WebhookAttempt, WebhookState
 from cluster.model.public import job_view
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("framefleet.coordinator.records")
 
@@ -138,25 +139,33 @@ class Webhooks:
         self._wake.set()
 
     async def run(self) -> None:
-        """Send what is due, for ever (cancel to stop; what is left stays in the outbox)."""
-        async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False) as client:
-            try:
-                while True:
-                    now = time.time()
-                    waiting = [d for d in self._pending.values() if d.id not in self._sending]
-                    for delivery in sorted(waiting, key=lambda d: d.next_at):
-                        if delivery.next_at > now or len(self._sending) >= CONCURRENCY:
-                            break
-                        self._send(client, delivery)
-                    later = [d.next_at for d in waiting if d.id not in self._sending]
-                    wait = min([*later, now + 60.0]) - now
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), max(wait, 0.05))
-            finally:
-                for task in self._tasks:
-                    task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Send what is due, for ever (cancel to stop; what is left stays in the outbox).
+        The HTTP client is made for the first delivery (a coordinator that sends none,
+        a one-shot command's, never imports it)."""
+        client: httpx.AsyncClient | None = None
+        try:
+            while True:
+                now = time.time()
+                waiting = [d for d in self._pending.values() if d.id not in self._sending]
+                for delivery in sorted(waiting, key=lambda d: d.next_at):
+                    if delivery.next_at > now or len(self._sending) >= CONCURRENCY:
+                        break
+                    if client is None:
+                        import httpx
+
+                        client = httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
+                    self._send(client, delivery)
+                later = [d.next_at for d in waiting if d.id not in self._sending]
+                wait = min([*later, now + 60.0]) - now
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(wait, 0.05))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if client is not None:
+                await client.aclose()
 
     def _send(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
         self._sending.add(delivery.id)
@@ -187,6 +196,8 @@ class Webhooks:
         started, at = time.monotonic(), time.time()
         code: int | None = None
         error: str | None = None
+        import httpx
+
         try:
             answer = await client.post(delivery.url, content=delivery.body, headers=headers)
             code = answer.status_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from cluster import JobKind, JobSpec
@@ -45,3 +46,33 @@ def test_an_unchanged_input_is_probed_once_and_a_changed_one_again(tmp_path: Pat
     seen = asyncio.run(scenario())
     assert len(seen) == 4 and all(m.path == str(source) for m in seen)
     assert probed == [str(source), str(source)]  # the first job, and after the change
+
+
+def test_a_probe_made_before_the_start_is_used_only_for_the_file_it_read(tmp_path: Path) -> None:
+    """A one-shot command probes its input while the engine starts: the coordinator uses
+    that probe (no second ffprobe) unless the file changed in between."""
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"x" * 100)
+    probed: list[str] = []
+
+    async def probe(path: str, roots: tuple[Path, ...]) -> MediaInfo:
+        probed.append(path)
+        return fake_media(path)
+
+    def version() -> str:
+        st = os.stat(source)
+        return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
+
+    async def scenario() -> tuple[bool, bool]:
+        prober = Prober((), ObjectStore(), wake=lambda: None, backoff_s=0.01, probe=probe)
+        early = replace(fake_media(str(source)), version=version())
+        taken = prober.seed(str(source), early)
+        assert await prober.probed(str(source)) is early
+        source.write_bytes(b"y" * 200)  # replaced after that probe
+        os.utime(source, ns=(1, 1))
+        stale = prober.seed(str(source), early)
+        assert (await prober.probed(str(source))).version != early.version
+        return taken, stale
+
+    assert asyncio.run(scenario()) == (True, False)
+    assert probed == [str(source)]  # only the changed file was probed again
