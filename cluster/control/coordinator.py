@@ -97,7 +97,7 @@ from cluster.scheduling.fairshare import FairShare
 from cluster.scheduling.finish import FinishTime, Replay, kinds_of
 from cluster.scheduling.planner import Demand, NodeState, Placement, Planner, queue_key
 from cluster.scheduling.queue import ReadyQueue
-from cluster.scheduling.speeds import SpeedSample
+from cluster.scheduling.speeds import Estimate, SpeedSample
 
 log = logging.getLogger("framefleet.coordinator")
 DISPATCH_DEPTH = 1000
@@ -112,7 +112,7 @@ every node refresh): between, it is changed by what starts and ends."""
 TENANTS_KEY = "tenants"
 SPEEDS_FILE = "speeds.sqlite3"
 FORECAST_S = 2.0
-FORECAST_DEPTH = 5000
+FORECAST_DEPTH = 2000
 """The queued jobs a forecast plays forward, in dispatch order (those further back get
 their forecast as they come nearer): a forecast of 100,000 would stall the head."""
 """How often queued and running jobs' predicted finishes are worked out again."""
@@ -200,6 +200,8 @@ class Coordinator:
         self._kept_at = -math.inf
         self._kinds = 0
         """Kinds of node among the kept planner's (placement by finish time needs two)."""
+        self._estimates: dict[str, Estimate] = {}
+        """Job -> its running encode's predicted speed, as estimated at its start."""
         self._committed: dict[str, Placement] = {}
         """Job -> what its running encode holds in the kept planner."""
         self._asked: list[dict[str, float]] = []
@@ -634,7 +636,8 @@ class Coordinator:
             job = move.job
             if move.status.terminal:
                 self.encodes.cancelling.discard(job.id)
-                self.reach.clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
+                if move.status is not JobStatus.SUCCEEDED:  # a success renamed its own
+                    self.reach.clear_partials(job)  # e.g. what a lost worker's ffmpeg wrote
             elif move.status is JobStatus.QUEUED:
                 self._wake_up()  # placed in the next round
             pending.extend(self.graphs.moved(job))
@@ -901,8 +904,8 @@ class Coordinator:
         took = time.perf_counter()
         self._first_forecasts = []
         self._eta_events = ETA_EVENTS
-        live = self.table.queue.keys() | self.encodes.running.keys()
-        self._told = {k: v for k, v in self._told.items() if k in live}
+        queue, running_now = self.table.queue, self.encodes.running
+        self._told = {k: v for k, v in self._told.items() if k in queue or k in running_now}
         nodes = {n.node_id: n for n in self.view.nodes}
         running: list[tuple[Placement, float]] = []
         parents: dict[str, float] = {}
@@ -955,12 +958,21 @@ class Coordinator:
         # so forecasts never take more than a tenth of the coordinator's time.
         self._forecast_every = max(FORECAST_S, 10 * took)
 
+    def _running_estimate(self, job: Job, placement: Placement, node: NodeInfo | None) -> Estimate:
+        """A running encode's predicted speed: as estimated when it started (a forecast
+        of 20,000 running encodes then asks the model nothing)."""
+        est = self._estimates.get(job.id)
+        if est is None:
+            est = self.pace.estimate(job, node, placement.node_id, placement.hardware,
+                                     placement.gpu_name, placement.cores)  # fmt: skip
+        return est
+
     def _running_end(
         self, job: Job, placement: Placement, node: NodeInfo | None, now: float
     ) -> float:
         """When a running encode should end: the remaining media at a speed between the
         learned one and its live one, the live one weighing as much as is done."""
-        total = self.pace.seconds(job, placement, node)
+        total = self._running_estimate(job, placement, node).seconds(media_seconds(job))
         media_s = media_seconds(job)
         p = job.progress
         done = min(1.0, p.out_time_s / media_s) if p and p.out_time_s and media_s else 0.0
@@ -993,9 +1005,7 @@ class Coordinator:
         if old.get("waits") and job.status is JobStatus.QUEUED:
             forecast_now["waits"] = old["waits"]
         if placement is not None:
-            est = self.pace.estimate(job, nodes.get(placement.node_id), placement.node_id,
-                                     placement.hardware, placement.gpu_name,
-                                     placement.cores)  # fmt: skip
+            est = self._running_estimate(job, placement, nodes.get(placement.node_id))
             forecast_now |= {"speed": round(est.speed, 3), "basis": est.basis}
         job.forecast = forecast_now
         was = self._told.get(job.id, old.get("finish_at"))
@@ -1100,6 +1110,7 @@ class Coordinator:
             return False
         self.healer.launched(job.id, placed, limits)
         self._committed[job.id] = committed
+        self._estimates[job.id] = est
         self.encodes.start(job, placement, order, node.resources if node else {})
         return True
 
@@ -1113,6 +1124,7 @@ class Coordinator:
         then apply the decision (the failure recorded, strikes, counters, the move)."""
         self._wake_up()  # what waited for this encoder's end may start now
         committed = self._committed.pop(job.id, None)
+        self._estimates.pop(job.id, None)
         if committed is not None and self._kept is not None:
             self._kept.release(committed)  # its encoder is back in the pool: room again
         current = self.table.jobs.get(job.id)

@@ -245,6 +245,11 @@ class Planner:
         self._cpu = SortedList()
         """(free cores, node) of the nodes that can start a job now."""
         self._largest_cpus = max((n.cpus for n in nodes), default=0.0)
+        sizes = [n.memory for n in self._nodes if n.cpus > 0]
+        self._roomiest: float | None = (
+            max(s for s in sizes if s is not None) if sizes and None not in sizes else None
+        )
+        """The most memory a node with cores has (``None``: not known for some node)."""
         margin = self.costs.safety_margin_mb
         self._node_gpus: list[list[int]] = [[] for _ in nodes]
         for ni, n in enumerate(nodes):
@@ -607,11 +612,9 @@ class Planner:
             return None
         if self._largest_cpus <= 0:
             return "no node in the cluster has CPUs; add a node with `framefleet node start`"
-        sizes = [n.memory for n in self._nodes if n.cpus > 0]
-        if sizes and None not in sizes:
+        if (roomiest := self._roomiest) is not None:
             gpu = demand.kind is JobKind.TRANSCODE and demand.hardware is Hardware.GPU
             ram = self._memory(demand, gpu=gpu)
-            roomiest = max(s for s in sizes if s is not None)
             if ram > roomiest:
                 return (
                     f"needs about {ram} MiB of memory; the largest node offers {roomiest:.0f} MiB"

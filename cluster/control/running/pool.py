@@ -50,6 +50,8 @@ class EncoderPool:
         self._leases: dict[str, list[Lease]] = {}
         """Per node, its actors: a farm of 2,500 nodes has 20,000, and what a node holds
         is asked per node."""
+        self._busy: dict[str, tuple[float, int, int]] = {}
+        """Per node, (cores, jobs, memory MiB) its busy actors hold, kept as they change."""
 
     def acquire(self, placement: Placement, *, node_totals: dict[str, float]) -> Lease:
         """A warm actor of the placement's shape, or a new one once idle ones make room.
@@ -63,6 +65,7 @@ class EncoderPool:
             if not lease.busy and lease.same_shape(placement):
                 lease.busy = True
                 lease.placement = placement  # same shape; the new reason and estimate
+                self._count(lease, 1)
                 return lease
         want = {"CPU": placement.cpus, **dict(placement.resources)}
         held: dict[str, float] = {}
@@ -80,23 +83,31 @@ class EncoderPool:
                 held[key] -= amount
         lease = Lease(self._create(placement), placement)
         self._leases.setdefault(placement.node_id, []).append(lease)
+        self._count(lease, 1)
         return lease
 
     def release(self, lease: Lease, *, healthy: bool = True) -> None:
         if not healthy:
             self._discard(lease)
             return
+        if lease.busy:
+            self._count(lease, -1)
         lease.busy = False
         lease.last_used = time.monotonic()
 
     def used(self, node_id: str) -> tuple[float, int, int]:
-        """(cores, jobs, memory MiB) that busy actors hold on ``node_id``."""
-        busy = [x for x in self._leases.get(node_id, ()) if x.busy]
-        return (
-            sum(x.placement.cores for x in busy),  # spare cores too (not held in Ray)
-            len(busy),
-            sum(x.placement.memory_mb for x in busy),
-        )
+        """(cores, jobs, memory MiB) that busy actors hold on ``node_id`` (their spare
+        cores too: not held in Ray)."""
+        return self._busy.get(node_id, (0.0, 0, 0))
+
+    def _count(self, lease: Lease, sign: int) -> None:
+        cores, jobs, memory = self._busy.get(lease.node_id, (0.0, 0, 0))
+        p = lease.placement
+        held = (cores + sign * p.cores, jobs + sign, memory + sign * p.memory_mb)
+        if held[1] <= 0:
+            self._busy.pop(lease.node_id, None)
+        else:
+            self._busy[lease.node_id] = held
 
     def gpu_used(self) -> dict[str, tuple[int, int]]:
         """``{gpu uuid: (MiB accounted, sessions)}`` that busy actors hold."""
@@ -135,4 +146,7 @@ class EncoderPool:
             on_node.remove(lease)
             if not on_node:
                 del self._leases[lease.node_id]
+            if lease.busy:
+                self._count(lease, -1)
+                lease.busy = False
         lease.handle.kill()
