@@ -104,6 +104,9 @@ DISPATCH_DEPTH = 1000
 """A round stops looking down the queue after this many jobs that could not start (like
 Slurm's queue depth): with the farm full it stops at the first; past the depth, what
 waits is looked at again as the jobs ahead of it start."""
+SETTLE_PER_ROUND = 200
+"""Queued jobs offered to the job graphs in one round (~0.5 ms each: a decision saved);
+more wait for the next round, so a big batch never stalls the head for long."""
 SHAPES_S = 1.0
 """How often a round reads the waiting jobs' shapes for the autoscaler."""
 KEEP_PLANNER_S = 1.0
@@ -689,7 +692,12 @@ class Coordinator:
         or planning): work is coming that no core is spare for."""
         self._queue_changes()
         held = False
+        offered = 0
         for job in list(self._unsettled.values()):
+            if offered >= SETTLE_PER_ROUND:  # the rest in the next round: a batch of
+                held = True  # 100,000 jobs must not hold progress and starts for seconds
+                self._wake_up()
+                break
             if job.status is not JobStatus.QUEUED:
                 self._unsettled.pop(job.id, None)
                 continue
@@ -701,6 +709,7 @@ class Coordinator:
                 held = True
                 continue
             placeable, moves = self.graphs.consider(job, self._farm(job))
+            offered += 1
             self._apply(moves)
             if placeable and job.status is JobStatus.QUEUED:
                 finishing = job.task is not None and job.task.finishing

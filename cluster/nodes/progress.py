@@ -84,7 +84,8 @@ class ProgressBatcher:
             await asyncio.wait_for(self.send(batch), self.timeout_s)
         except Exception as exc:  # the head restarting or gone: the next batch is newer
             # (and an encode's outcome carries its last progress anyway)
-            log.warning("could not send %d progress reports to the head: %s", len(batch), exc)
+            log.warning("could not send %d progress reports to the head: %s: %s", len(batch),
+                        type(exc).__name__, exc)  # fmt: skip
             return
         self.sent_batches += 1
         self.sent_reports += len(batch)
