@@ -27,6 +27,7 @@ from bench.report import Row, read, table  # noqa: E402
 BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "throughput": ([], ["--quick"]),
     "latency": ([], ["--quick"]),
+    "head": ([], ["--quick"]),
     "api_load": ([], ["--quick"]),
     "load": ([], ["--quick"]),
     "idle": ([], ["--quick"]),
