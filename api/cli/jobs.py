@@ -120,6 +120,18 @@ class GatewayClient:
             )
         return r.json()
 
+    def read(self, path: str, *, reconnect_s: float = RECONNECT_S) -> Any:
+        """A GET, tried again while the gateway is away (restarting) for up to
+        ``reconnect_s``: what a stream that just ended asks for next."""
+        lost_at = time.monotonic()
+        while True:
+            try:
+                return self.call("GET", path)
+            except ClusterUnavailable:
+                if time.monotonic() - lost_at > reconnect_s:
+                    raise
+                time.sleep(RECONNECT_WAIT_S)
+
     def events(self, job_id: str, *, reconnect_s: float = RECONNECT_S) -> Iterator[dict[str, Any]]:
         """The job's events until its terminal one. A lost connection (a network cut, a
         gateway restart) is resumed with ``Last-Event-ID``, so no event is missed; after
@@ -236,7 +248,7 @@ def watch_job(api: GatewayClient, job_id: str, label: str) -> dict[str, Any]:
     with live_bar(label, err) as show:
         for event in api.events(job_id):
             show(event)
-    job: dict[str, Any] = api.call("GET", f"/v1/jobs/{job_id}")
+    job: dict[str, Any] = api.read(f"/v1/jobs/{job_id}")
     return job
 
 

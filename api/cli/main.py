@@ -251,7 +251,8 @@ def _submit_and_report(
     def read() -> None:
         """This machine's ffmpeg (three runs of it), and the job's local files probed, while
         the engine is imported: the coordinator uses the probes if the files are unchanged."""
-        available()
+        with contextlib.suppress(FramefleetError, OSError):  # said again by the main thread
+            available()
         for path in (spec.input, spec.reference) if in_process else ():
             if path and not is_url(path):
                 with contextlib.suppress(FramefleetError, OSError):

@@ -667,6 +667,7 @@ class Coordinator:
                 self._dispatch()
             except Exception:  # a bug here must not stop all dispatching
                 log.exception("dispatch failed")
+            await asyncio.sleep(0)  # a round that asked for another lets the rest run first
 
     def dispatch_now(self) -> None:
         """One dispatch round now (the loop runs one whenever something changes): once it
@@ -709,7 +710,7 @@ class Coordinator:
                 held = True
                 continue
             placeable, moves = self.graphs.consider(job, self._farm(job))
-            offered += 1
+            offered += placeable or bool(moves)  # what did work (a job reading: nothing)
             self._apply(moves)
             if placeable and job.status is JobStatus.QUEUED:
                 finishing = job.task is not None and job.task.finishing
@@ -805,14 +806,17 @@ class Coordinator:
         """The ready jobs with what each asks of a node, in dispatch order (tenants
         interleaved by ``fair``), read lazily; ``demands`` gets each one read."""
 
-        def ready(ids: Iterable[str]) -> Iterator[tuple[tuple[bool, int], Job, Demand]]:
+        aging = self.config.aging_s
+
+        def ready(ids: Iterable[str]) -> Iterator[tuple[tuple[Any, ...], Job, Demand]]:
             for job_id in ids:
-                job = self.table.jobs[job_id]
-                if job.input_media is None:  # indexed only once probed
+                job = self.table.jobs.get(job_id)
+                if job is None or job.input_media is None:  # indexed only once probed
                     continue
                 demands[job_id] = (job, demand_for(job, job.input_media))
                 finishing = job.task is not None and job.task.finishing
-                yield (not finishing, job.seq), *demands[job_id]
+                key = queue_key(job.spec.priority, job.seq, now - job.updated_at, aging)
+                yield (not finishing, *key), *demands[job_id]
 
         if fair is not None and len(queues) > 1:
             return fair.interleave({t: ready(ids) for t, ids in queues.items()})
@@ -932,7 +936,9 @@ class Coordinator:
         aging = self.config.aging_s
         # The ready queue's head (its first FORECAST_DEPTH, in order) and the jobs not
         # ready yet (probed, backing off): a long queue's tail is not played forward.
-        head = (self.table.jobs[i] for i in islice(self._ready.ordered(now), FORECAST_DEPTH))
+        self._queue_changes()  # a job cancelled since the last round is not ready any more
+        ids = islice(self._ready.ordered(now), FORECAST_DEPTH)
+        head = [job for i in ids if (job := self.table.jobs.get(i)) is not None]
         queued = [j for j in (*head, *self._unsettled.values())
                   if j.status is JobStatus.QUEUED and j.input_media is not None]  # fmt: skip
         queued.sort(key=lambda j: (not (j.task is not None and j.task.finishing),

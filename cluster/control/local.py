@@ -185,9 +185,9 @@ class RunFolder:
         swept = 0
         for folder in self.runs.iterdir():
             if folder.name.startswith("."):
-                young = time.time() - folder.stat().st_mtime < 60
-                if not young:  # killed between making it and locking it
-                    shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):  # renamed by its command meanwhile
+                    if time.time() - folder.stat().st_mtime > 60:  # killed between making
+                        shutil.rmtree(folder, ignore_errors=True)  # it and locking it
                 continue
             try:
                 fd = os.open(folder / LOCK, os.O_RDWR)

@@ -41,10 +41,14 @@ class EncoderActor(EncoderWorker):
             agent = None
 
         def sink(job_id: str, attempt: int, snapshot: ProgressSnapshot) -> None:
+            nonlocal agent
             if agent is not None:
-                agent.report.remote(job_id, attempt, snapshot)
-            else:
-                coordinator.report_progress.remote(job_id, attempt, snapshot)
+                try:
+                    agent.report.remote(job_id, attempt, snapshot)
+                    return
+                except (AttributeError, ray.exceptions.RayError):  # an agent of an older
+                    agent = None  # framefleet (no batches): straight to the coordinator
+            coordinator.report_progress.remote(job_id, attempt, snapshot)
 
         super().__init__(
             progress_sink=sink,

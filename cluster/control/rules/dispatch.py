@@ -138,11 +138,12 @@ def plan_round(
     demands: dict[str, Demand] = {}
     passed = 0  # jobs that could not start
     for job, demand in ready:
-        if job.tenant in held:
-            continue
+        waits = job.tenant in held  # its tenant is at a limit: it waits (and counts as read)
+        passed += waits
         stop = _stop(planner, result, held, passed, depth, bundles)
-        if stop is not None:
-            result.waiting.append(autoscaler_bundle(demand, costs))
+        if waits or stop is not None:
+            if not waits:
+                result.waiting.append(autoscaler_bundle(demand, costs))
             if stop:
                 break
             continue
