@@ -104,6 +104,9 @@ DISPATCH_DEPTH = 1000
 """A round stops looking down the queue after this many jobs that could not start (like
 Slurm's queue depth): with the farm full it stops at the first; past the depth, what
 waits is looked at again as the jobs ahead of it start."""
+SCAN_PER_ROUND = 2000
+"""Queued jobs not yet ready (being probed, backing off) looked at in one round, in
+turn: 100,000 just submitted cost a round a few milliseconds, not the whole batch."""
 SETTLE_PER_ROUND = 200
 """Queued jobs offered to the job graphs in one round (~0.5 ms each: a decision saved);
 more wait for the next round, so a big batch never stalls the head for long."""
@@ -694,11 +697,16 @@ class Coordinator:
         self._queue_changes()
         held = False
         offered = 0
-        for job in list(self._unsettled.values()):
+        looked = list(islice(self._unsettled.values(), SCAN_PER_ROUND))
+        if len(looked) < len(self._unsettled):
+            held = True  # the rest are looked at in the next rounds
+        for job in looked:
             if offered >= SETTLE_PER_ROUND:  # the rest in the next round: a batch of
                 held = True  # 100,000 jobs must not hold progress and starts for seconds
                 self._wake_up()
                 break
+            if job.id in self._unsettled:  # looked at: behind those not looked at yet
+                self._unsettled[job.id] = self._unsettled.pop(job.id)
             if job.status is not JobStatus.QUEUED:
                 self._unsettled.pop(job.id, None)
                 continue
