@@ -50,10 +50,12 @@ import asyncio
 import contextlib
 import cProfile
 import functools
+import gc
 import io
 import logging
 import math
 import multiprocessing
+import os
 import pickle
 import pstats
 import random
@@ -138,6 +140,7 @@ class Meter:
         self.batches: tuple[array[int], array[float]] = (array("i"), array("d"))
         """Each ``apply_progress`` call in the window: its reports, its CPU seconds."""
         self.recording = False
+        self.collector = Collector()
 
     def _enter(self) -> tuple[float, float]:
         self._inner.append(0.0)
@@ -238,6 +241,23 @@ class Warnings(logging.Handler):
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if sum(self.kinds.values()) <= self.SHOWN:
             say(f"coordinator: {text}")
+
+
+class Collector:
+    """The cyclic garbage collector's passes while recording: a full pass over a head
+    holding 100,000 jobs stops its loop like a long round."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.passes: dict[int, list[float]] = {}
+        """Generation -> each pass's wall seconds."""
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        elif self.recording:
+            self.passes.setdefault(info["generation"], []).append(time.perf_counter() - self._began)
 
 
 # ---- the simulated farm: nodes in a process of their own ------------------------------
@@ -639,8 +659,12 @@ class Result:
     dispatch_p99_s: float
     dispatches: int
     rss_mib: float
+    load: float
+    """The machine's 1-minute load average at the window's end (other work on it shows)."""
     stall_p99_s: float
     stall_max_s: float
+    collections: dict[int, list[float]]
+    """The collector's passes in the window: generation -> each one's wall seconds."""
     profile: str = ""
 
     @property
@@ -725,6 +749,7 @@ async def measure(plan: Plan, sock: socket.socket) -> Run:
     coordinator = Coordinator(config, farm, probe=farm.probe, index=farm.index)
     meter = Meter()
     instrument(coordinator, meter)
+    gc.callbacks.append(meter.collector)
     await farm.begin(coordinator.report_batch)
     coordinator.start()
     tasks = [asyncio.create_task(follow(coordinator, farm.stats)),
@@ -768,6 +793,7 @@ async def measure(plan: Plan, sock: socket.socket) -> Run:
         run.shutdown = (running, time.monotonic() - began)
         await farm.close()
         logger.removeHandler(warned)
+        gc.callbacks.remove(meter.collector)
         shutil.rmtree(root, ignore_errors=True)
     run.warnings = dict(warned.kinds)
     return run
@@ -791,10 +817,11 @@ async def window(
     for kept in (stats.lags, stats.dispatch, stats.stalls, *meter.batches):
         del kept[:]
     meter.longest.clear()
+    meter.collector.passes.clear()
     stats.gaps = 0
     profiler = cProfile.Profile() if plan.profile else None
     running: list[int] = []
-    stats.on = meter.recording = True
+    stats.on = meter.recording = meter.collector.recording = True
     cpu0, t0 = time.process_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -805,7 +832,7 @@ async def window(
         profiler.disable()
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    stats.on = meter.recording = False
+    stats.on = meter.recording = meter.collector.recording = False
     after = meter.snapshot()
     farm1, sent1 = await farm.count()
     head = {k: (v[0] - before.get(k, (0.0, 0))[0], v[1] - before.get(k, (0.0, 0))[1])
@@ -814,7 +841,9 @@ async def window(
     text = ""
     if profiler is not None:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(60)
+        found = pstats.Stats(profiler, stream=out)
+        found.sort_stats("cumulative").print_stats(r"cluster/", 45)  # the product's, by total
+        found.sort_stats("tottime").print_stats(25)  # anyone's, by own time
         text = out.getvalue()
     full = full and min(running) >= 0.99 * nodes * SLOTS
     return Result(
@@ -831,8 +860,9 @@ async def window(
         lags=len(stats.lags), gaps=stats.gaps, submit_busy=float("nan"),
         dispatch_p50_s=percentile(stats.dispatch, 0.5),
         dispatch_p99_s=percentile(stats.dispatch, 0.99), dispatches=len(stats.dispatch),
-        rss_mib=rss_mib(), stall_p99_s=percentile(stats.stalls, 0.99),
+        rss_mib=rss_mib(), load=os.getloadavg()[0], stall_p99_s=percentile(stats.stalls, 0.99),
         stall_max_s=max(stats.stalls, default=float("nan")), profile=text,
+        collections={k: list(v) for k, v in meter.collector.passes.items()},
     )  # fmt: skip
 
 
@@ -935,8 +965,13 @@ def show(r: Result) -> None:
         f"{r.dispatch_p99_s * ms:.0f} ms ({r.dispatches:,} starts)"
     )
     print(f"head loop stalls: p99 {r.stall_p99_s * ms:.0f} ms, longest {r.stall_max_s * ms:.0f} ms")
+    passes = ", ".join(
+        f"gen {g}: {len(t)} passes, {sum(t) * ms:,.0f} ms in all, longest {max(t) * ms:,.0f} ms"
+        for g, t in sorted(r.collections.items())
+    )
+    print(f"garbage collector: {passes or 'no pass'}")
     print(f"submit_many into the loaded head: {r.submit_busy:,.0f} jobs/s")
-    print(f"memory: {r.rss_mib:,.0f} MiB resident")
+    print(f"memory: {r.rss_mib:,.0f} MiB resident; load {r.load:.1f} on {os.cpu_count()} cores")
     if r.profile:
         print(r.profile)
     sys.stdout.flush()
