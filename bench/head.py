@@ -1,46 +1,48 @@
 """The real coordinator at farm scale: simulated nodes and encoders, no Ray, no ffmpeg.
 
 The real :class:`~cluster.control.coordinator.Coordinator` runs in this process on a
-simulated :class:`~cluster.control.farm.backend.Backend`. Its nodes (8 cores, 8 encodes
-each: ``max_jobs_per_node=8``, a 360p H.264 job takes one core) live in a thread of their
-own with their own event loop, as nodes are other machines: each node's ticker reports
-each of its running encodes' progress once a second into the node's
-:class:`~cluster.nodes.progress.ProgressBatcher`, which sends one batch a second to
-``coordinator.report_batch`` on the head's loop (``run_coroutine_threadsafe``: a call
-from outside, as a Ray actor call is). A simulated encode lasts a lognormal time around
-:data:`MEAN_RUN_S` (20,000 of them end ~100 a second), in real time. A subscriber
-long-polls ``coordinator.events`` as the gateway's hub does, and ``submit_many`` keeps
-``--queue`` jobs queued, 500 a call (what one HTTP request carries).
+simulated :class:`~cluster.control.farm.backend.Backend` (:class:`SimFarm`): nodes of 8
+cores running 8 encodes each (``max_jobs_per_node=8``; a 360p H.264 job takes one core).
+An encode's handle lives on the head's loop (the coordinator awaits its ``run`` as it
+awaits a Ray call) and lasts a lognormal time around :data:`MEAN_RUN_S`, in real time:
+20,000 running end ~100 a second. The nodes live in a second process, as nodes are other
+machines: each node's ticker puts each of its encodes' progress into the node's
+:class:`~cluster.nodes.progress.ProgressBatcher` once a second, which sends one batch a
+second to ``coordinator.report_batch`` (over a socket, answered, one in flight: as the
+node agent's Ray call). A subscriber long-polls ``coordinator.events`` as the gateway's
+hub does, and ``submit_many`` keeps ``--queue`` jobs queued, at most 500 a call (what one
+HTTP request carries): as many jobs arrive as end.
 
-The farm grows through ``--sizes`` (nodes join, as on a real farm): the queue is loaded
-once, into the smallest farm; at each size the farm fills (encodes started while it
-fills are already part way through: the farm starts in its steady state), the queue is
-topped up and probed, then ``--window`` seconds are measured:
+The farm grows through ``--sizes`` (nodes join): the queue is loaded once, into the
+smallest farm; at each size the farm fills (encodes started while it fills are already
+part way through, so it starts in its steady state), the queue is topped up and probed,
+then ``--window`` seconds are measured:
 
-- progress reports absorbed by the head per second, and batches per second;
+- progress reports the head applied per second, and batches per second;
 - the head's own CPU: thread CPU time of the coordinator's entry points the farm drives
-  (``apply_progress``, the dispatch round ``_dispatch``, an encode's outcome
-  ``_complete``, ``submit_many``, housekeeping, forecasts, the subscriber's ``since``),
-  each less the timed calls inside it; per 1,000 running encodes. Beside it the head
-  thread's whole CPU (its event loop, the encoder handles, the subscriber) and the farm
-  thread's (which shares the GIL with the head: a real head has no such neighbour);
+  (``apply_progress``; the dispatch round ``_dispatch``; an encode's outcome, ``_complete``;
+  ``submit_many``; the probe; housekeeping; forecasts; the subscriber's ``since``), each
+  less the timed calls inside it, per 1,000 running encodes; beside it the CPU of the
+  head's process (its event loop, the encoder handles, the socket) and the farm's;
 - lag from an encoder's report (its ``batcher.add``) to the subscriber seeing it (the
-  batch interval is part of it: 0.5 s on average);
-- ``submit_many`` throughput, loading the queue and into the loaded head;
-- dispatch latency, from a simulated encode's ``run`` returning to the next ``run``
-  on that node (the next job started in the freed slot);
+  batch interval is part of it: half a second on average);
+- ``submit_many`` throughput, loading the queue and into the loaded head (5 requests
+  back to back after each window);
+- dispatch latency, from a simulated encode's ``run`` returning to the next ``run`` on
+  that node (the next job started in the freed slot);
 - resident memory with the queue held;
+- the head loop's stalls, each entry point's longest call and the garbage collector's
+  passes: what holds the loop (and so progress, events and starts) longest;
 - the largest farm one head core serves at 1 Hz, from the measured costs (the model:
   :func:`capacity`).
 
-The head's calls share one event loop, as the coordinator actor's do: a long dispatch
-round or forecast delays progress, events and starts alike; the loop's longest stall is
-printed. Targets: 20,000 running encodes at 1 Hz on one head, lag p99 <= 2 s, freed
-slot -> next start p99 <= 100 ms, submit >= 2,000 jobs/s, memory <= 2 GiB.
+Targets: 20,000 running encodes at 1 Hz on one head, lag p99 <= 2 s, freed slot -> next
+start p99 <= 100 ms, submit >= 2,000 jobs/s, memory <= 2 GiB. Timings need the machine to
+itself: the machine's load is printed with each size.
 
     .venv/bin/python bench/head.py [--sizes 100,1000,2500] [--queue 100000] [--window 25]
     .venv/bin/python bench/head.py --quick          # 100 and 500 nodes, 10,000 queued
-    .venv/bin/python bench/head.py --profile        # cProfile each window (top functions)
+    .venv/bin/python bench/head.py --profile        # and cProfile each window
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ import tempfile
 import time
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -90,8 +92,6 @@ from cluster.scheduling.planner import Placement
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
-Send = Callable[[list[ProgressReport]], Awaitable[None]]
 ReportBatch = Callable[[list[ProgressReport]], Coroutine[Any, Any, None]]
 
 SLOTS = 8
@@ -113,7 +113,6 @@ LAG_TARGET_S = 2.0
 DISPATCH_TARGET_S = 0.100
 SUBMIT_TARGET = 2_000.0
 MEMORY_TARGET_MIB = 2048.0
-SHUTDOWN_WAIT_S = 60.0
 
 
 def say(text: str) -> None:
@@ -140,6 +139,8 @@ class Meter:
         self.batches: tuple[array[int], array[float]] = (array("i"), array("d"))
         """Each ``apply_progress`` call in the window: its reports, its CPU seconds."""
         self.recording = False
+        self.applied = 0
+        """Reports ``apply_progress`` found current (of running attempts) while recording."""
         self.collector = Collector()
 
     def _enter(self) -> tuple[float, float]:
@@ -190,13 +191,16 @@ class Meter:
         @functools.wraps(fn)
         def timed(reports: list[ProgressReport]) -> int:
             start = self._enter()
+            applied = 0
             try:
-                return fn(reports)
+                applied = fn(reports)
+                return applied
             finally:
                 spent = self._leave("apply_progress", start)
                 if self.recording:
                     self.batches[0].append(len(reports))
                     self.batches[1].append(spent)
+                    self.applied += applied
 
         return timed
 
@@ -226,20 +230,21 @@ def instrument(coordinator: Coordinator, meter: Meter) -> None:
 
 
 class Warnings(logging.Handler):
-    """The coordinator's warnings, counted by kind (the first few shown): a watchdog
-    killing encodes says the head fell behind."""
+    """framefleet's warnings, counted by kind (the first few shown): a watchdog killing
+    encodes, or a node giving a batch up, says the head fell behind."""
 
     SHOWN = 5
 
-    def __init__(self) -> None:
+    def __init__(self, *, quiet: bool = False) -> None:
         super().__init__(logging.WARNING)
         self.kinds: dict[str, int] = {}
+        self.quiet = quiet
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         kind = " ".join(w for w in text.split()[:6] if not any(c.isdigit() for c in w))
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
-        if sum(self.kinds.values()) <= self.SHOWN:
+        if not self.quiet and sum(self.kinds.values()) <= self.SHOWN:
             say(f"coordinator: {text}")
 
 
@@ -342,6 +347,10 @@ def farm_process(sock: socket.socket) -> None:
 
 async def serve_farm(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_connection(sock=sock)
+    given_up = Warnings(quiet=True)  # a batch the head did not take in 30 s: given up
+    logger = logging.getLogger("framefleet")
+    logger.addHandler(given_up)
+    logger.propagate = False
     nodes: dict[str, SimNode] = {}
     tasks: list[asyncio.Task[None]] = []
     while True:
@@ -364,7 +373,8 @@ async def serve_farm(sock: socket.socket) -> None:
                           asyncio.create_task(sim.batcher.run())]  # fmt: skip
         elif what == "count":
             sent = [(n.batcher.sent_batches, n.batcher.sent_reports) for n in nodes.values()]
-            post(writer, ("counted", time.process_time(), sum(r for _, r in sent)))
+            counted = (time.process_time(), sum(r for _, r in sent), sum(given_up.kinds.values()))
+            post(writer, ("counted", *counted))
         elif what == "stop":
             break
     for task in tasks:
@@ -413,11 +423,12 @@ class SimEncoder:
                            timings={"ffmpeg_s": ran})  # fmt: skip
 
     async def cancel(self, job_id: str) -> bool:
+        await asyncio.sleep(0)  # a call to the encoder: what was started before it begins
         self.kill()
         return True
 
     async def shutdown(self) -> None:
-        self.kill()
+        await self.cancel("")
 
     def kill(self) -> None:
         if self.done is not None:
@@ -447,7 +458,7 @@ class SimFarm:
         self.freed: dict[str, deque[float]] = {}
         """Per node: when each slot freed and not yet filled was freed (``perf_counter``)."""
         self._writer: asyncio.StreamWriter | None = None
-        self._counted: asyncio.Future[tuple[float, int]] | None = None
+        self._counted: asyncio.Future[tuple[float, int, int]] | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def begin(self, report_batch: ReportBatch) -> None:
@@ -466,15 +477,16 @@ class SimFarm:
                 await report_batch(args[1])
                 self.post(("taken", args[0]))
             elif what == "counted" and self._counted is not None:
-                self._counted.set_result((args[0], args[1]))
+                self._counted.set_result((args[0], args[1], args[2]))
 
-    async def count(self) -> tuple[float, int]:
-        """The farm process's CPU seconds, and the reports its nodes have sent."""
+    async def count(self) -> tuple[float, int, int]:
+        """The farm process's CPU seconds, the reports its nodes have sent, and the
+        batches they gave up on (the head did not take them in 30 s)."""
         self._counted = asyncio.get_running_loop().create_future()
         self.post(("count",))
         return await self._counted
 
-    async def grow(self, nodes: int) -> None:
+    def grow(self, nodes: int) -> None:
         """Nodes join until there are ``nodes`` (the head sees them at its next refresh)."""
         have = len(self.node_list)
         infos = [
@@ -583,8 +595,10 @@ class Submitter:
             for i in range(first, self.made)
         ]  # fmt: skip
 
-    async def add(self, n: int) -> None:
-        while n > 0:
+    async def add(self, n: int, within_s: float = math.inf) -> None:
+        """Submit ``n`` jobs, :data:`BATCH` a call (fewer, past ``within_s`` seconds)."""
+        deadline = time.monotonic() + within_s
+        while n > 0 and time.monotonic() < deadline:
             specs = self.specs(min(n, BATCH))
             n -= len(specs)
             start = time.perf_counter()
@@ -619,6 +633,8 @@ class Plan:
     window_s: float
     warmup_s: float
     """At most this long to load the queue, and to fill each size."""
+    shutdown_s: float = 60.0
+    """At most this long for the coordinator's shutdown at the end."""
     seed: int = 7
     profile: bool = False
 
@@ -634,8 +650,12 @@ class Result:
     queued: int
     window_s: float
     reports_s: float
+    """Reports applied per second (current: of a running attempt; an encode's last one,
+    sent as it ends, usually finds its job ended already)."""
     sent_s: float
     """Reports the nodes' batchers sent per second (each encode's newest per batch)."""
+    given_up: int
+    """Batches the nodes gave up on in the window (the head had not taken them in 30 s)."""
     batches_s: float
     completions_s: float
     head_cpu: dict[str, tuple[float, int]]
@@ -654,7 +674,7 @@ class Result:
     lags: int
     gaps: int
     submit_busy: float
-    """jobs/s through ``submit_many`` into the loaded head (topping the queue up)."""
+    """jobs/s through ``submit_many`` into the loaded head (:data:`BURST` requests)."""
     dispatch_p50_s: float
     dispatch_p99_s: float
     dispatches: int
@@ -679,8 +699,8 @@ class Run:
     """jobs/s through ``submit_many`` while loading the queue into the smallest farm."""
     warnings: dict[str, int] = field(default_factory=dict)
     shutdown: tuple[int, float] = (0, float("nan"))
-    """Encodes running at the end, and how long the coordinator's shutdown took
-    (at most :data:`SHUTDOWN_WAIT_S`)."""
+    """Encodes running at the end, and how long the coordinator's shutdown took (at
+    most :attr:`Plan.shutdown_s`)."""
 
 
 def rss_mib() -> float:
@@ -760,11 +780,11 @@ async def measure(plan: Plan, sock: socket.socket) -> Run:
         for nodes in plan.sizes:
             began = time.monotonic()
             farm.steady = False  # encodes started while it fills are part way through
-            await farm.grow(nodes)
+            farm.grow(nodes)
             slots = nodes * SLOTS
             await until(functools.partial(seen, coordinator, nodes), plan.warmup_s)
             if not run.results:  # the queue, and the first farm's fill (some end early)
-                await submitter.add(plan.queue + slots + slots // 4)
+                await submitter.add(plan.queue + slots + slots // 4, plan.warmup_s)
                 run.submit_load = submitter.rate()
                 say(f"{submitter.jobs:,} jobs submitted in {time.monotonic() - began:.1f} s")
                 tasks.append(asyncio.create_task(submitter.keep(plan.queue)))
@@ -789,7 +809,7 @@ async def measure(plan: Plan, sock: socket.socket) -> Run:
         began = time.monotonic()
         running = len(coordinator.encodes.running)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(coordinator.shutdown(), SHUTDOWN_WAIT_S)
+            await asyncio.wait_for(coordinator.shutdown(), plan.shutdown_s)
         run.shutdown = (running, time.monotonic() - began)
         await farm.close()
         logger.removeHandler(warned)
@@ -810,7 +830,7 @@ async def window(
 ) -> Result:
     """``plan.window_s`` seconds of the farm at ``nodes``, measured."""
     stats = farm.stats
-    farm0, sent0 = await farm.count()
+    farm0, sent0, lost0 = await farm.count()
     # From here to the window's end without giving the loop away: the meter counts it all.
     before, yielded = meter.snapshot(), dict(meter.yielded)
     completions = stats.completions
@@ -818,6 +838,7 @@ async def window(
         del kept[:]
     meter.longest.clear()
     meter.collector.passes.clear()
+    meter.applied = 0
     stats.gaps = 0
     profiler = cProfile.Profile() if plan.profile else None
     running: list[int] = []
@@ -834,7 +855,7 @@ async def window(
     cpu = time.process_time() - cpu0
     stats.on = meter.recording = meter.collector.recording = False
     after = meter.snapshot()
-    farm1, sent1 = await farm.count()
+    farm1, sent1, lost1 = await farm.count()
     head = {k: (v[0] - before.get(k, (0.0, 0))[0], v[1] - before.get(k, (0.0, 0))[1])
             for k, v in after.items()}  # fmt: skip
     per_batch, per_report = per_call(meter.batches)
@@ -849,7 +870,8 @@ async def window(
     return Result(
         nodes=nodes, running=statistics.fmean(running), full=full, fill_s=fill_s,
         queued=len(coordinator.table.queue), window_s=elapsed,
-        reports_s=sum(meter.batches[0]) / elapsed, sent_s=(sent1 - sent0) / elapsed,
+        reports_s=meter.applied / elapsed, sent_s=(sent1 - sent0) / elapsed,
+        given_up=lost1 - lost0,
         batches_s=len(meter.batches[0]) / elapsed,
         completions_s=(stats.completions - completions) / elapsed, head_cpu=head,
         longest=dict(meter.longest),
@@ -873,57 +895,41 @@ PER_JOB = ("submit_many", "probe (per job)", "dispatch round", "complete (outcom
 """The head's entry points whose work is per job (the rest is per second or per report)."""
 
 
+def per_job(r: Result) -> tuple[float, float]:
+    """The head's CPU seconds per job ended and replaced (:data:`PER_JOB`), and its other
+    CPU seconds per second (all but those and ``apply_progress``)."""
+    work = sum(r.head_cpu.get(k, (0.0, 0))[0] for k in PER_JOB)
+    progress = r.head_cpu.get("apply_progress", (0.0, 0))[0]
+    ended = max(r.completions_s * r.window_s, 1.0)
+    return work / ended, (r.head_s - progress - work) / r.window_s
+
+
 def capacity(results: list[Result]) -> tuple[float, str]:
     """The largest farm (encodes) one head core serves at 1 Hz progress.
 
     Per second, ``N`` nodes of 8 encodes cost the head
 
-        N * (b + 8 r)  +  8 N * lam * c(N)  +  f(N)   CPU seconds,
+        N * (b + 8 r)  +  8 N * lam * c  +  f   CPU seconds,
 
-    ``b`` and ``r`` the cost of a progress batch and of each report in it (the line
-    through every ``apply_progress`` call at the largest size), ``lam`` each encode's
-    completion rate (1 / mean run time, as measured), ``c(N)`` the head's cost per job
+    all measured at the largest size run: ``b`` and ``r`` the cost of a progress batch
+    and of each report in it (the line through every ``apply_progress`` call), ``lam``
+    each encode's completion rate (completions / running), ``c`` the head's cost per job
     that ends and is replaced (the window is a steady state: as many jobs are submitted
-    as end; ``submit_many``, the probe, the dispatch rounds that settle and start the
-    next job, the outcome) and ``f(N)`` everything else per second (housekeeping,
-    forecasts, the subscriber). ``c`` and ``f`` may grow with the farm (a round reads
-    its nodes; a forecast plays the running encodes), so each is a line in ``N``
-    through the sizes run (a constant with one size). The largest ``N`` where the sum
-    is one second, in encodes (8 N), is the answer."""
-    results = sorted(results, key=lambda r: r.nodes)
-    big = results[-1]
-    lam = statistics.fmean(r.completions_s / max(r.running, 1.0) for r in results)
+    as end; ``submit_many``, the probe, the dispatch rounds that settle and start jobs,
+    the outcome: per job ended) and ``f`` the rest per second (housekeeping, forecasts,
+    the subscriber). The ``N`` where the sum is one second, in encodes (8 N), is the
+    answer: linear beyond the largest size, so optimistic where a cost grows with the
+    farm (a planner rebuild reads every node; a forecast, every running encode; a full
+    collector pass, every object). Only the entry points' own CPU counts: the head's
+    process spends more (its event loop; here the socket to the farm, as Ray's calls)."""
+    big = max(results, key=lambda r: r.nodes)
+    lam = big.completions_s / max(big.running, 1.0)
     per_node = big.per_batch_s + SLOTS * big.per_report_s
-    ns = [float(r.nodes) for r in results]
-    c_vals, f_vals = [], []
-    for r in results:
-        done = max(r.completions_s * r.window_s, 1.0)
-        work = sum(r.head_cpu.get(k, (0.0, 0))[0] for k in PER_JOB)
-        c_vals.append(work / done)
-        progress = r.head_cpu.get("apply_progress", (0.0, 0))[0]
-        f_vals.append((r.head_s - progress - work) / r.window_s)
-
-    def line(values: list[float]) -> tuple[float, float]:
-        if len(set(ns)) < 2:
-            return statistics.fmean(values), 0.0
-        slope, intercept = statistics.linear_regression(ns, values)
-        if intercept < 0:  # steeper than a line through 0: keep the line, from the origin
-            return 0.0, max(v / n for v, n in zip(values, ns, strict=True))
-        return intercept, max(slope, 0.0)
-
-    c0, c1 = line(c_vals)
-    f0, f1 = line(f_vals)
-    # N (per_node + 8 lam (c0 + c1 N)) + f0 + f1 N = 1:  a N^2 + b N + c = 0
-    a, b, c = SLOTS * lam * c1, per_node + SLOTS * lam * c0 + f1, f0 - 1.0
-    if c >= 0:
-        n = 0.0
-    elif a <= 0:
-        n = -c / b if b > 0 else math.inf
-    else:
-        n = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
-    why = (f"b {big.per_batch_s * 1e6:.1f} us/batch, r {big.per_report_s * 1e6:.2f} us/report, "
-           f"lam {lam * 1e3:.2f}/ks, c(N) {c0 * 1e3:.2f} ms + {c1 * 1e6:.3f} us x N per "
-           f"job, f(N) {f0 * 1e3:.1f} ms/s + {f1 * 1e6:.1f} us/s x N")  # fmt: skip
+    c, f = per_job(big)
+    n = max(1.0 - f, 0.0) / (per_node + SLOTS * lam * c)
+    why = (f"at {big.nodes:,} nodes: b {big.per_batch_s * 1e6:.1f} us/batch, "
+           f"r {big.per_report_s * 1e6:.2f} us/report, lam {lam * 1e3:.2f}/ks per encode, "
+           f"c {c * 1e3:.2f} ms per job, f {f * 1e3:.0f} ms/s")  # fmt: skip
     return n * SLOTS, why
 
 
@@ -937,6 +943,7 @@ def show(r: Result) -> None:
     print(
         f"progress: {r.reports_s:,.0f} reports/s absorbed ({r.sent_s:,.0f}/s sent) in "
         f"{r.batches_s:,.0f} batches/s; {r.completions_s:.1f} completions/s"
+        + (f"; {r.given_up:,} batches given up (not taken in 30 s)" if r.given_up else "")
     )
     share = r.head_s / r.window_s
     print(
@@ -952,9 +959,10 @@ def show(r: Result) -> None:
                 f"{cpu / calls * 1e6:9.1f} us/call, longest {r.longest.get(name, 0) * 1e3:6.1f} ms"
                 + (f" ({gave} gave the loop away)" if gave else "")
             )
+    c, f = per_job(r)
     print(
         f"  apply_progress: {r.per_batch_s * 1e6:.1f} us/batch + {r.per_report_s * 1e6:.2f} "
-        f"us/report"
+        f"us/report; per job ended and replaced: {c * 1e3:.2f} ms; the rest: {f * 1e3:.0f} ms/s"
     )
     print(
         f"lag report -> subscriber: p50 {r.lag_p50_s * ms:.0f} ms, p99 {r.lag_p99_s * ms:.0f} "
@@ -1033,6 +1041,7 @@ def main() -> None:
         queue=args.queue or (10_000 if args.quick else 100_000),
         window_s=args.window or (10.0 if args.quick else 25.0),
         warmup_s=args.warmup or (30.0 if args.quick else 120.0),
+        shutdown_s=20.0 if args.quick else 60.0,
         seed=args.seed,
         profile=args.profile,
     )
@@ -1052,7 +1061,7 @@ def main() -> None:
     for kind, count in sorted(run.warnings.items(), key=lambda kv: -kv[1]):
         print(f"coordinator warned {count:,} times: {kind} ...")
     running, took = run.shutdown
-    ended = "" if took < SHUTDOWN_WAIT_S else " and had not ended when the bench left it"
+    ended = "" if took < plan.shutdown_s else " and had not ended when the bench left it"
     print(f"the coordinator's shutdown with {running:,} encodes running took {took:.1f} s{ended}")
     print(f"(the run took {time.monotonic() - started:.0f} s)")
     emit(rows(run), args.report)
