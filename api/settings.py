@@ -8,7 +8,6 @@ command-line options override them. Lists are comma-separated
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,24 +18,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import cluster
 from api.access import Keyring
+from api.paths import DEFAULT_DATA_DIR, TOKENS_FILE_NAME
 from cluster import ConfigError, CoordinatorConfig, CostModel, RuntimeConfig
 
 if TYPE_CHECKING:
     from cluster import Fleet, LocalFleet
-
-
-def default_data_dir() -> Path:
-    """Where the server and the client keep state unless told otherwise: one place, so the
-    client finds the API token ``serve`` made (``$XDG_DATA_HOME/framefleet``, else
-    ``~/.local/share/framefleet``)."""
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "framefleet"
-
-
-DEFAULT_DATA_DIR = default_data_dir()
-TOKEN_FILE_NAME = "api-token"  # noqa: S105 (a file name)
-TOKENS_FILE_NAME = "tokens.toml"
 
 
 def _split(value: object, pattern: str = r"[,]") -> object:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         TransferError,
         WorkerLost,
     )
+    from cluster.media.builds import read_ahead
     from cluster.media.confine import confine, confine_path
     from cluster.media.encoders import (
         CATALOG,
@@ -158,6 +159,7 @@ _WHERE: dict[str, str] = {
     "FfmpegBuild": "cluster.media.encoders",
     "available": "cluster.media.encoders",
     "probe": "cluster.media.probe",
+    "read_ahead": "cluster.media.builds",
     "make_sample": "cluster.media.samples",
     "EventBatch": "cluster.model.events",
     "EventType": "cluster.model.events",
@@ -312,6 +314,7 @@ __all__ = [
     "parse_object_roots",
     "private_dir",
     "probe",
+    "read_ahead",
     "sign_webhook",
     "sweep_partials",
     "verify_webhook",

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from api import paths
 from api.cli.exits import ExitCode
 from api.cli.livebar import live_bar
 from api.cli.options import (
@@ -32,7 +33,7 @@ from api.cli.options import (
     SplitOpt,
     TonemapOpt,
 )
-from api.settings import TOKEN_FILE_NAME, Settings
+from api.paths import TOKEN_FILE_NAME
 from cluster import (
     ClusterUnavailable,
     Deinterlace,
@@ -77,7 +78,7 @@ def _code(sent: str, status: int) -> ErrorCode:
 
 class GatewayClient:
     def __init__(self, url: str, token: str | None, data_dir: Path | None = None) -> None:
-        self.token_file = (data_dir or Settings.load().data_dir) / TOKEN_FILE_NAME
+        self.token_file = paths.data_dir(data_dir) / TOKEN_FILE_NAME
         if token is None and self.token_file.is_file():
             token = self.token_file.read_text().strip() or None
         self.has_token = token is not None

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from api.cli.discovery import announce, withdraw
 from api.cli.options import Address
-from api.settings import TOKEN_FILE_NAME
+from api.paths import TOKEN_FILE_NAME
 from cluster import sweep_partials, write_secret
 
 err = Console(stderr=True, soft_wrap=True)

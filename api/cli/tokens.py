@@ -22,7 +22,7 @@ from rich.table import Table
 from api.access import Role, add_token, read_tokens_file, revoke_token
 from api.cli.jobs import DEFAULT_API, Api, AsJson, GatewayClient, Token, err, out
 from api.cli.options import DataDir
-from api.settings import TOKENS_FILE_NAME, Settings
+from api.paths import TOKENS_FILE_NAME
 from cluster import AuditLog
 
 token_app = typer.Typer(help="Tokens with a tenant and a role, in the tokens file.",
@@ -36,6 +36,8 @@ TokensFile = Annotated[
 
 def _where(file: Path | None, data_dir: Path | None) -> tuple[Path, Path]:
     """The tokens file and the data dir (for the audit trail)."""
+    from api.settings import Settings
+
     settings = Settings.load(data_dir=data_dir)
     path = file or settings.tokens_file or settings.data_dir / TOKENS_FILE_NAME
     return path, settings.data_dir

@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cluster.errors import SpecError, ToolMissing
+from cluster.media import builds
 from cluster.model.jobs import CODECS, Hardware, Speed
 from cluster.model.quality import FILTERS
 
@@ -179,7 +179,6 @@ def container_for(output: str) -> Container:
 
 FFMPEG_ENV = "FRAMEFLEET_FFMPEG"
 """The ffmpeg a node runs (set for ``ray start`` by ``framefleet node start --ffmpeg``)."""
-TOOL_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,43 +215,17 @@ class FfmpegBuild:
                    frozenset(str(m) for m in metrics))  # fmt: skip
 
 
-def _run_tools(path: str, *queries: str) -> list[str]:
-    """``ffmpeg -hide_banner QUERY`` for each query, all at once (each costs ffmpeg's
-    start-up, some 50 ms for a build linked to many libraries); their outputs in order."""
-    argvs = [[path, "-hide_banner", "-nostdin", query] for query in queries]
-    try:
-        running = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True) for a in argvs]  # fmt: skip
-    except FileNotFoundError as exc:
-        raise ToolMissing.for_tool(path) from exc
-    except PermissionError as exc:
-        raise ToolMissing(f"{path} is not executable; check --ffmpeg") from exc
-    outputs = []
-    try:
-        for argv, proc in zip(argvs, running, strict=True):
-            try:
-                out, _ = proc.communicate(timeout=TOOL_TIMEOUT_S)
-            except subprocess.TimeoutExpired as exc:
-                raise ToolMissing(f"{path} does not run as ffmpeg ({exc}); check --ffmpeg") from exc
-            if proc.returncode != 0:
-                failed = subprocess.CalledProcessError(proc.returncode, argv)
-                raise ToolMissing(f"{path} does not run as ffmpeg ({failed}); check --ffmpeg")
-            outputs.append(out)
-    finally:
-        for proc in running:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return outputs
-
-
 _BUILDS = threading.Lock()
+_READING: dict[str, threading.Lock] = {}
 
 
 def ffmpeg_build(path: str = "ffmpeg") -> FfmpegBuild:
     """What the ffmpeg at ``path`` (a file, or a name on PATH) is (cached per process; a
-    thread asking while another reads it waits for that answer)."""
+    thread asking while another reads the same one waits for that answer; two builds are
+    read at once)."""
     with _BUILDS:
+        reading = _READING.setdefault(path, threading.Lock())
+    with reading:
         return _read_build(path)
 
 
@@ -261,11 +234,9 @@ def _read_build(path: str) -> FfmpegBuild:
     resolved = shutil.which(path)
     if resolved is None:
         raise ToolMissing.for_tool(path)
-    version_text, encoders_text, filters_text = _run_tools(
-        resolved, "-version", "-encoders", "-filters"
-    )
-    first = version_text.partition("\n")[0]
-    version = first.split()[2] if first.startswith("ffmpeg version ") else "unknown"
+    (encoders_text, banner), (filters_text, _) = builds.answers(resolved)
+    first = next((line for line in banner.splitlines() if line.startswith("ffmpeg version ")), "")
+    version = first.split()[2] if first else "unknown"
     names = set()
     for line in encoders_text.splitlines():
         parts = line.split()

@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 
 FRAMEFLEET = [str(Path(sys.executable).with_name("framefleet"))]
-MAIN = "import sys; from api.cli.main import main; sys.argv[0] = 'framefleet'; main()"
+MAIN = "import sys; from api.cli import main; sys.argv[0] = 'framefleet'; main()"
 """The console script's entry point, run by ``python -c`` (``sys.argv[1:]`` are the
 command's arguments), so the interpreter's own options can be given (``-X importtime``)."""
 LIST_MODULES = ("import atexit, json, sys; atexit.register(lambda: open({path!r}, 'w')"

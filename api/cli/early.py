@@ -1,0 +1,61 @@
+"""What a one-shot command starts before the command line is even parsed.
+
+``framefleet encode`` with no cluster and no gateway runs the engine in its own process,
+and the engine first reads what this machine's ffmpeg can do: four short runs of ffmpeg.
+They need nothing from the command line, so they start here, in a thread, while the CLI,
+pydantic and the engine are imported (a third of a second of one core), instead of after.
+
+Only a hint: the command decides later, as ever, where the job runs. A command that will
+not run here (another command, ``--address``, a gateway serving its data dir) reads
+nothing ahead; if this guesses wrong, the cost is those runs of ffmpeg, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from api import paths
+from api.cli.discovery import GATEWAY_FILE_NAME
+
+RUN_HERE = frozenset({"encode", "validate", "thumbnail", "quality", "package"})
+"""The commands that run a job here when no cluster is named and no gateway serves."""
+
+
+def _option(args: list[str], name: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.partition("=")[2]
+    return None
+
+
+def runs_here(args: list[str]) -> bool:
+    """Whether ``args`` (the command line, less the program) look like a job this process
+    will run itself."""
+    words = [a for a in args if not a.startswith("-")]
+    if not words or words[0] != next((a for a in args if a != "--debug"), None):
+        return False  # no command, or options before it: let the parser say
+    if words[0] not in RUN_HERE or "--help" in args:
+        return False
+    if _option(args, "--address") or os.environ.get("FRAMEFLEET_RAY_ADDRESS"):
+        return False
+    data_dir = paths.data_dir(Path(given) if (given := _option(args, "--data-dir")) else None)
+    return not (data_dir / GATEWAY_FILE_NAME).exists()
+
+
+def read_ahead(args: list[str]) -> threading.Thread | None:
+    """Start reading this machine's ffmpeg builds if ``args`` run a job here."""
+    if not runs_here(args):
+        return None
+
+    def read() -> None:
+        from cluster import read_ahead as read_builds  # light: ffmpeg starts at once
+
+        read_builds()
+
+    reading = threading.Thread(target=read, name="framefleet-read-ahead", daemon=True)
+    reading.start()
+    return reading
