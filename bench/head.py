@@ -69,7 +69,7 @@ import tempfile
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -187,6 +187,33 @@ class Meter:
 
         return timed
 
+    def wrap_steps(
+        self, name: str, fn: Callable[P, Generator[None, None, R]]
+    ) -> Callable[P, Generator[None, None, R]]:
+        """A generator run in steps (a forecast in slices): each step timed, one call."""
+
+        @functools.wraps(fn)
+        def timed(*args: P.args, **kwargs: P.kwargs) -> Generator[None, None, R]:
+            steps, cpu, longest = fn(*args, **kwargs), 0.0, 0.0
+            try:
+                while True:
+                    start = time.thread_time(), time.perf_counter()
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        return done.value
+                    finally:
+                        cpu += time.thread_time() - start[0]
+                        longest = max(longest, time.perf_counter() - start[1])
+                    yield
+            finally:
+                self.cpu[name] = self.cpu.get(name, 0.0) + cpu
+                self.calls[name] = self.calls.get(name, 0) + 1
+                if self.recording and longest > self.longest.get(name, 0.0):
+                    self.longest[name] = longest
+
+        return timed
+
     def wrap_progress(self, fn: Callable[[list[ProgressReport]], int]) -> Callable[..., int]:
         @functools.wraps(fn)
         def timed(reports: list[ProgressReport]) -> int:
@@ -219,7 +246,7 @@ def instrument(coordinator: Coordinator, meter: Meter) -> None:
     c = coordinator
     patch(c, "apply_progress", meter.wrap_progress(c.apply_progress))
     patch(c, "_dispatch", meter.wrap("dispatch round", c._dispatch))
-    patch(c, "_forecast", meter.wrap("forecast", c._forecast))
+    patch(c, "_forecasting", meter.wrap_steps("forecast", c._forecasting))
     patch(c.encodes, "_on_outcome", meter.wrap("complete (outcome)", c.encodes._on_outcome))
     patch(c, "_refresh_nodes", meter.wrap_async("housekeeping", c._refresh_nodes))
     patch(c.healer, "overdue", meter.wrap("housekeeping", c.healer.overdue))

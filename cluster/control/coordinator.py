@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import replace
 from itertools import islice
 from typing import Any
@@ -44,6 +44,7 @@ from cluster.control.farm.view import ClusterView, NodeRecord
 from cluster.control.farmapi import FarmAPI, MetricsSnapshot, TenantGauge
 from cluster.control.graphrun import GraphRunner
 from cluster.control.graphs import KINDS
+from cluster.control.heap import Heap
 from cluster.control.intake import check_all, confine_all, list_inputs, tenant_confines
 from cluster.control.records.audit import AuditEntry, AuditLog
 from cluster.control.records.jobtable import JobTable, Move
@@ -92,7 +93,7 @@ from cluster.model.jobs import Hardware, Job, JobKind, JobSpec, JobStatus
 from cluster.model.progress import ProgressReport, ProgressSnapshot
 from cluster.model.tenancy import DEFAULT_TENANT, Caller, Tenants, tenant_of
 from cluster.nodes.agent import NodeInfo
-from cluster.scheduling.eta import forecast
+from cluster.scheduling.eta import Forecast, forecast_steps
 from cluster.scheduling.fairshare import FairShare
 from cluster.scheduling.finish import FinishTime, Replay, kinds_of
 from cluster.scheduling.planner import Demand, NodeState, Placement, Planner, queue_key
@@ -118,6 +119,10 @@ every node refresh): between, it is changed by what starts and ends."""
 TENANTS_KEY = "tenants"
 SPEEDS_FILE = "speeds.sqlite3"
 FORECAST_S = 2.0
+FORECAST_SLICE_S = 0.005
+"""A forecast holds the head's loop at most about this long at a time."""
+SLICE_JOBS = 200
+"""Jobs a forecast looks at between two looks at the clock."""
 FORECAST_DEPTH = 2000
 """The queued jobs a forecast plays forward, in dispatch order (those further back get
 their forecast as they come nearer): a forecast of 100,000 would stall the head."""
@@ -171,6 +176,10 @@ class Coordinator:
         self.pace = Pace(config.data_dir / SPEEDS_FILE, config.costs)
         self._forecast_at = 0.0
         self._forecast_every = FORECAST_S
+        self.heap = Heap()
+        """The garbage collector's long-lived objects, frozen (see cluster.control.heap)."""
+        self._forecasting_task: asyncio.Task[None] | None = None
+        """The forecast running in slices, if one is."""
         self._eta_events = ETA_EVENTS
         self._told: dict[str, float] = {}
         """Job -> the predicted finish its followers were last told (an ``eta`` event)."""
@@ -252,6 +261,8 @@ class Coordinator:
     async def shutdown(self) -> None:
         """Stop encodes (killing ffmpeg, dropping partial files); running jobs are re-queued."""
         self._stopping = True
+        if self._forecasting_task is not None:
+            self._forecasting_task.cancel()
         await self.encodes.shutdown()
         await self.graphs.shutdown()
         for task in self._tasks:
@@ -688,7 +699,7 @@ class Coordinator:
         if not self._ready or not self.view.nodes:
             return  # nothing to place, or no node yet: wait for the cluster
         self._place(now, held=held)
-        self._forecast()  # soon after a submit's probe (at most every FORECAST_S)
+        self._forecast_later()  # soon after a submit's probe (at most every FORECAST_S)
 
     def _settle(self, now: float) -> bool:
         """Look at the queued jobs not known to be ready: each one ready joins the ready
@@ -914,23 +925,90 @@ class Coordinator:
     # ---- forecasts ---------------------------------------------------------------------
 
     def _forecast(self, *, force: bool = False) -> None:
+        """Predicted starts and finishes, now (``force``: even if one ran lately); the
+        loop's own forecasts run in slices instead (:meth:`_forecast_later`)."""
+        if not force and not self._forecast_due():
+            return
+        if self._forecasting_task is not None:
+            self._forecasting_task.cancel()  # this one is newer
+        took = time.perf_counter()
+        for _ in self._forecasting():
+            pass
+        self._forecast_took(time.perf_counter() - took)
+
+    def _forecast_due(self) -> bool:
+        now = self._now()
+        if now - self._forecast_at < self._forecast_every:
+            return False
+        self._forecast_at = now
+        return True
+
+    def _forecast_took(self, took: float) -> None:
+        # A big queue on a farm of many kinds costs more to play forward: then less often,
+        # so forecasts never take more than a tenth of the coordinator's time.
+        self._forecast_every = max(FORECAST_S, 10 * took)
+
+    def _forecast_later(self) -> None:
+        """Start a forecast if one is due (at most every :data:`FORECAST_S`) and none
+        runs. It runs beside the loop's other work, a slice of at most
+        :data:`FORECAST_SLICE_S` at a time: a forecast of 20,000 running encodes takes
+        a few hundred milliseconds, which progress, events and starts no longer wait."""
+        if self._forecasting_task is not None or self._stopping:
+            return
+        if not self._forecast_due():
+            return
+        self._forecasting_task = asyncio.create_task(self._forecast_in_slices())
+
+    async def _forecast_in_slices(self) -> None:
+        steps, took = self._forecasting(), 0.0
+        try:
+            while True:
+                started = time.perf_counter()
+                until = started + FORECAST_SLICE_S
+                for _ in steps:
+                    if time.perf_counter() >= until:
+                        break
+                else:
+                    self._forecast_took(took + time.perf_counter() - started)
+                    return
+                took += time.perf_counter() - started
+                await asyncio.sleep(0)
+        except Exception:  # a bug here must not stop the coordinator
+            log.exception("forecast failed")
+        finally:
+            self._forecasting_task = None
+
+    def _forecasting(self) -> Generator[None, None, None]:
         """Predicted starts and finishes: running encodes' (the learned speed blended
         with their live rate) and the queue's, played forward on a copy of the planner
-        (:func:`~cluster.scheduling.eta.forecast`); at most every :data:`FORECAST_S`. A
-        job whose prediction moved (a minute, or a tenth of its wait) says so (``eta``)."""
+        (:func:`~cluster.scheduling.eta.forecast_steps`). A job whose prediction moved (a
+        minute, or a tenth of its wait) says so (``eta``). It pauses (yields) often; what
+        changed meanwhile is checked again where it is used."""
         now = self._now()
-        if not force and now - self._forecast_at < self._forecast_every:
-            return
-        self._forecast_at = now
-        took = time.perf_counter()
         self._first_forecasts = []
         self._eta_events = ETA_EVENTS
         queue, running_now = self.table.queue, self.encodes.running
         self._told = {k: v for k, v in self._told.items() if k in queue or k in running_now}
         nodes = {n.node_id: n for n in self.view.nodes}
-        running: list[tuple[Placement, float]] = []
         parents: dict[str, float] = {}
-        for job_id, run in self.encodes.running.items():
+        running = yield from self._forecast_running(now, nodes, parents)
+        yield from self._forecast_queue(now, nodes, running, parents)
+        for parent_id, end in parents.items():  # a job of tasks ends with its last task
+            whole = self.table.jobs.get(parent_id)
+            if whole is not None and not whole.status.terminal:
+                self._predicted(whole, now, whole.started_at or now, end, None, None, nodes)
+        if self._first_forecasts:  # the first prediction is kept with each job (one write;
+            # more than SAVED_AT_ONCE wait for their next change, kept in memory till then)
+            self.table.store.save_many(self._first_forecasts[:SAVED_AT_ONCE])
+
+    def _forecast_running(
+        self, now: float, nodes: dict[str, NodeInfo], parents: dict[str, float]
+    ) -> Generator[None, None, list[tuple[Placement, float]]]:
+        """Each running encode's predicted end (and its job's forecast)."""
+        running: list[tuple[Placement, float]] = []
+        for n, (job_id, run) in enumerate(list(self.encodes.running.items()), start=1):
+            if n % SLICE_JOBS == 0:
+                yield
             job = self.table.jobs.get(job_id)
             if job is None or job.status is not JobStatus.RUNNING:
                 continue
@@ -941,9 +1019,18 @@ class Coordinator:
             self._predicted(job, now, start, end, placement.address, placement, nodes)
             if job.task is not None:
                 parents[job.task.parent] = max(parents.get(job.task.parent, 0.0), end)
+        return running
+
+    def _forecast_queue(
+        self,
+        now: float,
+        nodes: dict[str, NodeInfo],
+        running: list[tuple[Placement, float]],
+        parents: dict[str, float],
+    ) -> Generator[None, None, None]:
+        """The ready queue's head (its first FORECAST_DEPTH, in order) and the jobs not
+        ready yet (probed, backing off), played forward: a long queue's tail is not."""
         aging = self.config.aging_s
-        # The ready queue's head (its first FORECAST_DEPTH, in order) and the jobs not
-        # ready yet (probed, backing off): a long queue's tail is not played forward.
         self._queue_changes()  # a job cancelled since the last round is not ready any more
         ids = islice(self._ready.ordered(now), FORECAST_DEPTH)
         head = [job for i in ids if (job := self.table.jobs.get(i)) is not None]
@@ -952,34 +1039,29 @@ class Coordinator:
         queued.sort(key=lambda j: (not (j.task is not None and j.task.finishing),
                                    queue_key(j.spec.priority, j.seq, now - j.updated_at,
                                              aging)))  # fmt: skip
-        if queued and self.view.nodes:
-            jobs = {j.id: j for j in queued}
-            demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
-            states = self._states(placeable=True)
-            kinds = self._finish_time(now, states)
-            replay = Replay(kinds, jobs) if kinds is not None else None  # as dispatched
-            got = forecast(Planner(states, self.config.policy, self.config.costs), running,
-                           demands,
-                           lambda key, p: self.pace.seconds(jobs[key], p, nodes.get(p.node_id)),
-                           now, place=replay)  # fmt: skip
-            for key, f in got.items():
-                job = jobs[key]
-                where = nodes[f.node_id].address if f.node_id in nodes else None
-                self._predicted(job, now, f.start_at, f.finish_at, where, None, nodes)
-                if job.task is not None:
-                    parent = job.task.parent
-                    parents[parent] = max(parents.get(parent, 0.0), f.finish_at)
-        for parent_id, end in parents.items():  # a job of tasks ends with its last task
-            whole = self.table.jobs.get(parent_id)
-            if whole is not None and not whole.status.terminal:
-                self._predicted(whole, now, whole.started_at or now, end, None, None, nodes)
-        if self._first_forecasts:  # the first prediction is kept with each job (one write;
-            # more than SAVED_AT_ONCE wait for their next change, kept in memory till then)
-            self.table.store.save_many(self._first_forecasts[:SAVED_AT_ONCE])
-        took = time.perf_counter() - took
-        # A big queue on a farm of many kinds costs more to play forward: then less often,
-        # so forecasts never take more than a tenth of the coordinator's time.
-        self._forecast_every = max(FORECAST_S, 10 * took)
+        if not queued or not self.view.nodes:
+            return
+        jobs = {j.id: j for j in queued}
+        demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
+        states = self._states(placeable=True)
+        kinds = self._finish_time(now, states)
+        replay = Replay(kinds, jobs) if kinds is not None else None  # as dispatched
+        yield
+        got: dict[str, Forecast] = yield from forecast_steps(
+            Planner(states, self.config.policy, self.config.costs), running, demands,
+            lambda key, p: self.pace.seconds(jobs[key], p, nodes.get(p.node_id)),
+            now, place=replay)  # fmt: skip
+        for n, (key, f) in enumerate(got.items(), start=1):
+            if n % SLICE_JOBS == 0:
+                yield
+            job = jobs[key]
+            if job.status is not JobStatus.QUEUED:
+                continue  # started (or ended) meanwhile: the next forecast has it
+            where = nodes[f.node_id].address if f.node_id in nodes else None
+            self._predicted(job, now, f.start_at, f.finish_at, where, None, nodes)
+            if job.task is not None:
+                parent = job.task.parent
+                parents[parent] = max(parents.get(parent, 0.0), f.finish_at)
 
     def _running_estimate(self, job: Job, placement: Placement, node: NodeInfo | None) -> Estimate:
         """A running encode's predicted speed: as estimated when it started (a forecast
@@ -1237,7 +1319,8 @@ class Coordinator:
                     stop.add_done_callback(self._stops.discard)
                 self.pool.reap()
                 self.table.forget_finished(self._now())
-                self._forecast()
+                self._forecast_later()
+                self.heap.tick()
             except Exception:
                 log.exception("housekeeping failed")
             if self.table.queue or self.encodes.running:

@@ -17,7 +17,7 @@ answered in milliseconds, more roughly past the horizon.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -68,19 +68,52 @@ def forecast(
     predicted end; ``seconds``: how long a job takes where it was placed. A job that
     could never be placed on this farm gets no forecast. ``place``: how the dispatcher
     places a job (default: best fit), told the clock and what runs as they change."""
+    steps = forecast_steps(planner, running, queue, seconds, now, horizon=horizon, place=place)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+STEP = 200
+"""Jobs offered (or encodes queued to end) between two of :func:`forecast_steps`' pauses."""
+
+
+def forecast_steps(
+    planner: Planner,
+    running: Sequence[tuple[Placement, float]],
+    queue: Sequence[tuple[K, Demand]],
+    seconds: Callable[[K, Placement], float],
+    now: float,
+    *,
+    horizon: int = HORIZON,
+    place: Placer[K] | None = None,
+) -> Generator[None, None, dict[K, Forecast]]:
+    """:func:`forecast` in steps: it pauses (yields) every :data:`STEP` jobs offered or
+    encodes queued, so that a caller on an event loop can let other work run between
+    steps; what it returns is the forecast."""
     ends: list[tuple[float, int, Placement]] = []
     tie = 0
     for placement, end_at in running:
         heapq.heappush(ends, (max(end_at, now), tie, placement))
         tie += 1
+        if tie % STEP == 0:
+            yield
     waiting = list(queue[:horizon])
     found: dict[K, Forecast] = {}
     clock = now
+    offered = 0
     while waiting:
         if place is not None:
             place.moved(clock, [(p.node_id, end) for end, _, p in ends])
+            offered += len(ends) // 10
         left = []
         for i, (key, demand) in enumerate(waiting):
+            offered += 1
+            if offered >= STEP:
+                offered = 0
+                yield
             if planner.exhausted():
                 left.extend(waiting[i:])
                 break

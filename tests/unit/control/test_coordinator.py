@@ -396,3 +396,45 @@ def test_a_round_costs_what_changed_not_the_length_of_the_queue(
         assert started == ["long.mp4", *(f"o{n:04}.mp4" for n in range(1200))]
 
     on_farm(tmp_path, test, script=script, nodes=[fake_node(cpus=1)])
+
+
+def test_a_forecast_of_many_running_encodes_lets_the_loop_run_between_its_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """400 encodes running and 50 queued: the loop's forecast runs in slices (here one
+    step of 200 jobs at a time), other work runs between them, and when it is done every
+    running and every queued job has its prediction."""
+    from cluster.control import coordinator as coordinator_module
+
+    monkeypatch.setattr(coordinator_module, "FORECAST_SLICE_S", 0.0)
+
+    async def test(farm: Farm) -> None:
+        c = farm.coordinator
+        jobs = await c.submit_many([farm.spec(f"o{n:03}.mp4") for n in range(450)])
+        await until_true(lambda: len(c.encodes.running) == 400, timeout=30)
+        await until_true(lambda: all(c.table.get(j.id).input_media for j in jobs))
+        for job in jobs:
+            c.table.get(job.id).forecast = None
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(other_work())
+        c._forecast_at = -math.inf
+        c._forecast_later()
+        task = c._forecasting_task
+        assert task is not None
+        await task
+        ticker.cancel()
+        assert turns >= 3, turns  # 400 running, 200 a step: the loop ran between them
+        statuses = {c.table.get(j.id).status for j in jobs}
+        assert statuses == {"running", "queued"}, statuses
+        missing = [j.id for j in jobs if not (c.table.get(j.id).forecast or {}).get("finish_at")]
+        assert missing == []
+
+    on_farm(tmp_path, test, script=lambda order: Behaviour.HANG,
+            nodes=[fake_node(cpus=400.0, memory_mb=2**20)], max_jobs_per_node=400)  # fmt: skip
