@@ -997,9 +997,12 @@ class Coordinator:
             whole = self.table.jobs.get(parent_id)
             if whole is not None and not whole.status.terminal:
                 self._predicted(whole, now, whole.started_at or now, end, None, None, nodes)
-        if self._first_forecasts:  # the first prediction is kept with each job (one write;
-            # more than SAVED_AT_ONCE wait for their next change, kept in memory till then)
-            self.table.store.save_many(self._first_forecasts[:SAVED_AT_ONCE])
+        # The first prediction is kept with each job (written SLICE_JOBS at a time; more
+        # than SAVED_AT_ONCE wait for their next change, kept in memory till then).
+        first = self._first_forecasts[:SAVED_AT_ONCE]
+        for at in range(0, len(first), SLICE_JOBS):
+            yield
+            self.table.store.save_many(first[at : at + SLICE_JOBS])
 
     def _forecast_running(
         self, now: float, nodes: dict[str, NodeInfo], parents: dict[str, float]

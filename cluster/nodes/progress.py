@@ -68,11 +68,19 @@ class ProgressBatcher:
 
     async def run(self) -> None:
         """Send a batch every ``interval_s`` (sooner for an encode's last report), one at
-        a time, until cancelled."""
+        a time, until cancelled. The beat is fixed: a send's round trip does not push the
+        next one later (encodes reporting once a second would otherwise have some of
+        their reports replaced before they went)."""
+        loop = asyncio.get_running_loop()
+        beat = loop.time() + self.interval_s
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), self.interval_s)
+                await asyncio.wait_for(self._due.wait(), max(beat - loop.time(), 0.0))
             self._due.clear()
+            if loop.time() >= beat:  # the beat's batch (not an encode's last report)
+                beat += self.interval_s
+                if beat <= loop.time():  # behind (a slow head): a full interval from now
+                    beat = loop.time() + self.interval_s
             await self.flush()
 
     async def flush(self) -> None:
