@@ -28,6 +28,7 @@ BENCHES = {  # name: (full-run arguments, quick-run arguments)
     "throughput": ([], ["--quick"]),
     "latency": ([], ["--quick"]),
     "head": ([], ["--quick"]),
+    "head_ray": ([], ["--quick"]),
     "api_load": ([], ["--quick"]),
     "load": ([], ["--quick"]),
     "idle": ([], ["--quick"]),
