@@ -843,8 +843,8 @@ class Coordinator:
 
     def _ask_capacity(self, waiting: list[dict[str, float]]) -> None:
         """Tell the autoscaler (if any) what runs and what waits, when that changed."""
-        running = [run.lease.placement.cores for run in self.encodes.running.values()]
-        asked = capacity_request(running, waiting, self._asked)
+        runs = islice(self.encodes.running.values(), MAX_AUTOSCALER_BUNDLES)  # all it keeps
+        asked = capacity_request([r.lease.placement.cores for r in runs], waiting, self._asked)
         if asked is not None:
             self._asked = asked
             task = asyncio.create_task(self._backend.request_capacity(asked))

@@ -26,12 +26,13 @@ task follows the jobs' one table (:data:`cluster.model.jobs.TRANSITIONS`), start
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from cluster.errors import InvalidTransition
 from cluster.model.package import PackageStep, RenditionStep
+from cluster.model.plain import plain
 from cluster.model.quality import ScoreStep
 from cluster.model.search import ProbeStep
 from cluster.model.split import Segment, Stitch
@@ -180,7 +181,7 @@ class TaskOf:
     def to_dict(self) -> dict[str, Any]:
         step: dict[str, Any] | None = None
         if isinstance(self.step, Segment):
-            step = {"segment": asdict(self.step)}
+            step = {"segment": plain(self.step)}
         elif isinstance(self.step, Stitch):
             step = {"stitch": self.step.to_dict()}
         elif isinstance(self.step, RenditionStep):

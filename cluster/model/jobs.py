@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -18,6 +18,7 @@ from cluster.errors import ErrorCode, InvalidTransition
 from cluster.model.graph import Graph, TaskOf
 from cluster.model.media import MediaInfo
 from cluster.model.package import PackageView
+from cluster.model.plain import field_names, plain
 from cluster.model.progress import ProgressSnapshot
 from cluster.model.spec import CODECS as CODECS
 from cluster.model.spec import MAX_THUMBNAILS as MAX_THUMBNAILS
@@ -93,7 +94,7 @@ class Failure:
     reason: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "fault": str(self.fault)}
+        return {**plain(self), "fault": str(self.fault)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Failure:
@@ -190,7 +191,7 @@ class JobPlacement:
             "address": self.address,
             "hardware": str(self.hardware),
             "encoder": self.encoder,
-            "gpu": asdict(self.gpu) if self.gpu else None,
+            "gpu": plain(self.gpu) if self.gpu else None,
             "estimate": {
                 "cpus": self.cpus,
                 "gpu_memory_mb": self.gpu_memory_mb,
@@ -296,7 +297,7 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """The job as JSON-ready data (what the store keeps)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {name: getattr(self, name) for name in field_names(self)}
         data["spec"] = self.spec.to_dict()
         data["status"] = str(self.status)
         data["error_code"] = str(self.error_code) if self.error_code else None

@@ -13,10 +13,11 @@ segments, writes the playlists and the MPD, checks the whole and publishes it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.errors import SpecError
+from cluster.model.plain import as_dict, plain
 from cluster.model.split import Segment
 
 FORMATS: tuple[str, ...] = ("hls", "dash")
@@ -159,7 +160,7 @@ class PackageOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ladder": [asdict(r) for r in self.ladder],
+            "ladder": [plain(r) for r in self.ladder],
             "codecs": list(self.codecs),
             "segment_s": self.segment_s,
             "formats": list(self.formats),
@@ -242,7 +243,7 @@ class Rendition:
         return f"rendition {self.key} ({self.kind} {self.name})"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return as_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rendition:
@@ -272,7 +273,7 @@ class RenditionStep:
         return {
             "rendition": self.rendition.to_dict(),
             "gop_frames": self.gop_frames,
-            "segment": asdict(self.segment) if self.segment else None,
+            "segment": plain(self.segment) if self.segment else None,
             "also": [r.to_dict() for r in self.also],
             "names": list(self.names),
         }
@@ -330,7 +331,7 @@ class PackageStep:
         return {
             "renditions": [r.to_dict() for r in self.renditions],
             "files": {k: list(v) for k, v in self.files.items()},
-            "chunks": {k: [asdict(s) for s in v] for k, v in self.chunks.items()},
+            "chunks": {k: [plain(s) for s in v] for k, v in self.chunks.items()},
             "gop_frames": self.gop_frames,
             "segment_frames": self.segment_frames,
             "segment_s": self.segment_s,
@@ -401,7 +402,7 @@ class PackageView:
             "why": self.why,
             "notes": list(self.notes),
             "renditions": [r.to_dict() for r in self.renditions],
-            "tasks": [asdict(t) for t in self.tasks],
+            "tasks": [plain(t) for t in self.tasks],
             "segment_s": self.segment_s,
             "chunks": self.chunks,
         }

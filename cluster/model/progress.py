@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from cluster.model.plain import as_dict
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class ProgressSnapshot:
     """Wall-clock time the block was read from ffmpeg (for progress-latency figures)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return as_dict(self)
 
 
 def _number(value: str | None) -> float | None:

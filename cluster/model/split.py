@@ -10,11 +10,12 @@ whose step is its frames (:class:`Segment`), and the last task, the stitch
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from cluster.errors import SpecError
+from cluster.model.plain import as_dict, plain
 
 AUTO = "auto"
 OFF = "off"
@@ -135,7 +136,7 @@ class Split:
         return self.mode is SplitMode.CHUNKS
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = as_dict(self)
         data["mode"] = str(self.mode)
         return data
 
@@ -161,7 +162,7 @@ class Stitch:
     def to_dict(self) -> dict[str, Any]:
         return {
             "chunks": list(self.chunks),
-            "segments": [asdict(s) for s in self.segments],
+            "segments": [plain(s) for s in self.segments],
             "frame_s": self.frame_s,
             "audio_end_s": self.audio_end_s,
         }

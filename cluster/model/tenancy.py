@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from cluster.model.plain import as_dict
 
 DEFAULT_TENANT = "default"
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -78,7 +80,7 @@ class Tenant:
                 raise ValueError(f"tenant {self.name}: {key} cannot be negative")
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = as_dict(self)
         data["media_roots"] = list(self.media_roots)
         return data
 

@@ -279,7 +279,8 @@ class ClusterView:
         self._local_encoders = local_encoders
         """What admission assumes before any node has reported (default: this process's
         ffmpeg; an autoscaling cluster may have no worker yet)."""
-        self.nodes: list[NodeInfo] = []
+        self._nodes: list[NodeInfo] = []
+        self._by_id: dict[str, NodeInfo] = {}
         self.refreshed = False
         self._reported = asyncio.Event()
         """Set once every alive node has reported (or the first submit stopped waiting)."""
@@ -289,6 +290,16 @@ class ClusterView:
         """(GPU uuid, codec) -> why a real encode could not open NVENC there."""
         self._caps: dict[str, int | None] = {}
         """Per-node job caps set while running (``None``: only cores limit)."""
+
+    @property
+    def nodes(self) -> list[NodeInfo]:
+        """The nodes as last read."""
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: list[NodeInfo]) -> None:
+        self._nodes = nodes
+        self._by_id = {n.node_id: n for n in nodes}
 
     async def refresh(self) -> list[str]:
         """Read the nodes again; returns the ids of nodes that left."""
@@ -321,7 +332,7 @@ class ClusterView:
         ]
 
     def node(self, node_id: str) -> NodeInfo | None:
-        return next((n for n in self.nodes if n.node_id == node_id), None)
+        return self._by_id.get(node_id)
 
     def find(self, name: str) -> NodeInfo:
         """The node called ``name``: its id (or a unique prefix of 6+ characters), its

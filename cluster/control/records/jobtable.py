@@ -14,7 +14,7 @@ running stay with it) and are read back from SQLite after. Time comes from ``now
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +99,10 @@ class Queue(dict[str, Job]):
         return changed
 
 
+SWEEP_S = 600.0
+"""Every job held is looked at this often to forget the finished ones."""
+
+
 class JobTable:
     def __init__(
         self,
@@ -125,6 +129,10 @@ class JobTable:
         """Queued jobs (not tasks) per tenant."""
         self._keys: dict[str, list[str]] = {}
         """Idempotency key (``batch:`` prefixed for batches) -> its job ids."""
+        self._ended: deque[str] = deque()
+        """Jobs that ended, in the order they did: what :meth:`forget_finished` reads (a
+        job retried since, or already forgotten, is skipped when met)."""
+        self._swept_at = now()
         self._seq = 0
         self._max_attempts = max_attempts
         self._retention_s = retention_s
@@ -139,6 +147,8 @@ class JobTable:
         requeued = []
         for job in self.store.load_all():
             self.jobs[job.id] = job
+            if job.status.terminal:
+                self._ended.append(job.id)
             if job.idempotency_key is not None:
                 self._keys.setdefault(job.idempotency_key, []).append(job.id)
             self._seq = max(self._seq, job.seq)
@@ -279,6 +289,8 @@ class JobTable:
             self.queue[job.id] = job
         else:
             self.queue.pop(job.id, None)
+        if status.terminal:
+            self._ended.append(job.id)
         if job.task is None and was_queued != (status is JobStatus.QUEUED):
             self._queued_by[job.owner] += 1 if not was_queued else -1
             self._queued_in[tenant_of(job.tenant)] += 1 if not was_queued else -1
@@ -365,16 +377,31 @@ class JobTable:
 
     def forget_finished(self, now: float) -> int:
         """Drop finished jobs older than the retention window from memory (not from
-        SQLite), but not the tasks of a job still running; returns how many."""
+        SQLite), but not the tasks of a job still running; returns how many. It reads
+        the jobs in the order they ended, up to the first one still kept: 120,000 jobs
+        held are not all looked at every few seconds (every :data:`SWEEP_S` they are,
+        in case one ended some other way)."""
         cutoff = now - self._retention_s
-        old = [
-            j.id
-            for j in self.jobs.values()
-            if j.status.terminal and j.updated_at < cutoff and not self._parent_active(j)
-        ]
-        for job_id in old:
-            del self.jobs[job_id]
-        return len(old)
+        if now - self._swept_at >= SWEEP_S:
+            self._swept_at = now
+            self._ended = deque(sorted((j.id for j in self.jobs.values() if j.status.terminal),
+                                       key=lambda i: self.jobs[i].updated_at))  # fmt: skip
+        forgotten, kept = 0, []
+        while self._ended:
+            job = self.jobs.get(self._ended[0])
+            if job is None or not job.status.terminal:
+                self._ended.popleft()  # forgotten already, or retried (back when it ends)
+                continue
+            if job.updated_at >= cutoff:
+                break
+            self._ended.popleft()
+            if self._parent_active(job):
+                kept.append(job.id)  # its job's other tasks still run: kept with them
+                continue
+            del self.jobs[job.id]
+            forgotten += 1
+        self._ended.extend(kept)
+        return forgotten
 
     def _parent_active(self, job: Job) -> bool:
         parent = self.jobs.get(job.task.parent) if job.task else None

@@ -438,3 +438,36 @@ def test_a_forecast_of_many_running_encodes_lets_the_loop_run_between_its_slices
 
     on_farm(tmp_path, test, script=lambda order: Behaviour.HANG,
             nodes=[fake_node(cpus=400.0, memory_mb=2**20)], max_jobs_per_node=400)  # fmt: skip
+
+
+def test_finished_jobs_leave_memory_in_the_order_they_ended(tmp_path: Path) -> None:
+    """Jobs are forgotten once past the retention window, oldest first, without looking
+    at those still kept; a job that ended later, or was retried and runs, stays."""
+    from cluster.control.fakes import FakeClock
+
+    clock = FakeClock()
+    truncated = InputError("in.mp4: truncated", code=ErrorCode.TRUNCATED)
+
+    async def test(farm: Farm) -> None:
+        c = farm.coordinator
+        farm.backend.script = lambda order: truncated  # they fail: a failed job may be retried
+        early = [await c.submit(farm.spec(f"e{n}.mp4")) for n in range(3)]
+        for job in early:
+            await farm.until(job.id, TERMINAL)
+        clock.advance(300)
+        farm.backend.script = lambda order: Behaviour.SUCCEED
+        late = await c.submit(farm.spec("late.mp4"))
+        await farm.until(late.id, TERMINAL)
+        clock.advance(301)  # the early ones are past 600 s, the late one is not
+        farm.backend.script = lambda order: Behaviour.HANG
+        await c.retry(early[0].id)
+        await farm.until(early[0].id, {"running"})
+        jobs = c.table.jobs  # housekeeping forgets them (every node refresh)
+        await until_true(lambda: early[1].id not in jobs and early[2].id not in jobs)
+        assert early[0].id in jobs and late.id in jobs
+        assert (await c.get(early[1].id)).status == "failed"  # still in SQLite
+        clock.advance(600)
+        await until_true(lambda: late.id not in jobs)
+        assert early[0].id in jobs  # it runs
+
+    on_farm(tmp_path, test, clock=clock, finished_retention_s=600)
