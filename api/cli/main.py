@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from api import paths
 from api.cli.discovery import running_gateway
+from api.cli.early import AHEAD
 from api.cli.exits import ExitCode, exit_code_for
 from api.cli.jobs import GatewayClient, job_from_view, watch_job
 from api.cli.jobs import register as register_client
@@ -264,7 +266,7 @@ def _submit_and_report(
         for path in (spec.input, spec.reference) if in_process else ():
             if path and not is_url(path):
                 with contextlib.suppress(FramefleetError, OSError):
-                    probed[path] = probe(path)
+                    probed[path] = AHEAD.probed(path) or probe(path)
         building.join()
 
     reading = threading.Thread(target=read, name="framefleet-read", daemon=True)
@@ -274,9 +276,14 @@ def _submit_and_report(
         # No cluster named, no gateway running: the coordinator and the encoder run in
         # this process, without Ray (what a local Ray would cost is seconds of start-up).
         _engine_log(data_dir)
-        from api.settings import Settings  # pydantic: imported while ffmpeg runs
+        gc.disable()  # the engine's imports and start-up: long-lived, frozen after
+        try:
+            from api.settings import Settings  # pydantic: imported while ffmpeg runs
 
-        here_fleet = Settings.load(data_dir=data_dir).connect_here()
+            here_fleet = Settings.load(data_dir=data_dir).connect_here()
+        finally:
+            gc.freeze()
+            gc.enable()
         try:
             reading.join()
             for path, media in probed.items():

@@ -1037,6 +1037,7 @@ class Coordinator:
         self._queue_changes()  # a job cancelled since the last round is not ready any more
         ids = islice(self._ready.ordered(now), FORECAST_DEPTH)
         head = [job for i in ids if (job := self.table.jobs.get(i)) is not None]
+        yield
         queued = [j for j in (*head, *self._unsettled.values())
                   if j.status is JobStatus.QUEUED and j.input_media is not None]  # fmt: skip
         queued.sort(key=lambda j: (not (j.task is not None and j.task.finishing),
@@ -1044,14 +1045,18 @@ class Coordinator:
                                              aging)))  # fmt: skip
         if not queued or not self.view.nodes:
             return
+        yield  # each step of a few thousand jobs or all nodes, then the loop's other work
         jobs = {j.id: j for j in queued}
         demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
+        yield
         states = self._states(placeable=True)
+        yield
         kinds = self._finish_time(now, states)
         replay = Replay(kinds, jobs) if kinds is not None else None  # as dispatched
+        planner = Planner(states, self.config.policy, self.config.costs)
         yield
         got: dict[str, Forecast] = yield from forecast_steps(
-            Planner(states, self.config.policy, self.config.costs), running, demands,
+            planner, running, demands,
             lambda key, p: self.pace.seconds(jobs[key], p, nodes.get(p.node_id)),
             now, place=replay)  # fmt: skip
         for n, (key, f) in enumerate(got.items(), start=1):

@@ -65,3 +65,19 @@ def test_the_data_dir_is_the_one_the_settings_read(
         monkeypatch.setenv("FRAMEFLEET_DATA_DIR", value)
     assert paths.data_dir() == Settings.load().data_dir
     assert paths.data_dir(Path("/given")) == Path("/given")
+
+
+def test_the_input_probed_ahead_is_the_file_named_right_after_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.cli.early import _named_input
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.mp4").write_bytes(b"x")
+    absolute = str((tmp_path / "in.mp4").absolute())
+    assert _named_input(["encode", "in.mp4", "-o", "out.mp4"]) == absolute
+    assert _named_input(["--debug", "encode", "in.mp4"]) == absolute
+    assert _named_input(["encode", "-o", "out.mp4", "in.mp4"]) is None  # options first
+    assert _named_input(["encode", "missing.mp4"]) is None
+    assert _named_input(["encode", "s3://bucket/in.mp4"]) is None
+    assert _named_input(["encode", "."]) is None  # not a regular file
