@@ -133,11 +133,10 @@ def _wants_cluster(spec: JobSpec) -> bool:
 
 
 def _run_on_gateway(client: GatewayClient, spec: JobSpec, label: str) -> Job:
-    """Submit ``spec`` to a running gateway and follow it; Ctrl-C cancels the job."""
-    from api.gateway.schemas import JobRequest
-
-    fields = JobRequest.model_fields
-    body = {k: v for k, v in spec.to_dict().items() if k in fields and v is not None}
+    """Submit ``spec`` to a running gateway and follow it; Ctrl-C cancels the job. The
+    request is the spec itself (a job request has the spec's fields: a test holds them
+    equal), so the client does not import the gateway's schemas (80 ms)."""
+    body = {k: v for k, v in spec.to_dict().items() if v is not None}
     job_id = client.call("POST", "/v1/jobs", json=body)["id"]
     try:
         return job_from_view(watch_job(client, job_id, label))

@@ -18,14 +18,14 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+import cluster  # what a node command runs is read when it runs (not for every command)
 from cluster import (
-    CODECS,
     FFMPEG_ENV,
     INVENTORY_ENV,
     MEDIA_MAP_ENV,
@@ -33,14 +33,10 @@ from cluster import (
     SCRATCH_BYTES_ENV,
     SCRATCH_ENV,
     ConfigError,
-    LocalNode,
-    check_reachable,
-    detect_local,
-    ensure_token,
-    find_token,
-    missing_token_message,
-    parse_media_map,
 )
+
+if TYPE_CHECKING:
+    from cluster import LocalNode
 
 node_app = typer.Typer(help="Join this machine to a farm, or show what it would offer.")
 out = Console(soft_wrap=True)
@@ -112,7 +108,7 @@ def _show(node: LocalNode) -> None:
     err.print(f"GPU source: {node.source}; {len(node.gpus)} GPU(s)")
     if not node.gpus:
         return
-    table = Table("#", "UUID", "model", "memory", "sessions", *CODECS)
+    table = Table("#", "UUID", "model", "memory", "sessions", *cluster.CODECS)
     for g in node.gpus:
         caps = node.codecs.get(g.uuid, {})
         table.add_row(
@@ -121,7 +117,7 @@ def _show(node: LocalNode) -> None:
             g.name,
             f"{g.memory_total_mb} MiB",
             str(g.max_encoder_sessions or "no cap"),
-            *(str(caps[c].state) if c in caps else "-" for c in CODECS),
+            *(str(caps[c].state) if c in caps else "-" for c in cluster.CODECS),
         )
     err.print(table)
     for g in node.gpus:
@@ -138,7 +134,7 @@ def detect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show this machine's ffmpeg, GPUs, proven NVENC codecs, and what it would register."""
-    node = detect_local(gpu_inventory, num_cpus, ffmpeg)
+    node = cluster.detect_local(gpu_inventory, num_cpus, ffmpeg)
     if as_json:
         out.print_json(
             json.dumps(
@@ -196,15 +192,17 @@ def start(
     if media_map and no_media:
         raise typer.BadParameter("give --media-map or --no-media, not both")
     # A bad entry stops here, in one line (the variable, from an env file, too).
-    mapped = parse_media_map(",".join(media_map) if media_map else os.environ.get(MEDIA_MAP_ENV))
+    mapped = cluster.parse_media_map(
+        ",".join(media_map) if media_map else os.environ.get(MEDIA_MAP_ENV)
+    )
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "token")
     if not dry_run and address is not None:  # a worker: the token and the head first
         _join_check(address, env)
-    node = detect_local(gpu_inventory, num_cpus, ffmpeg)
+    node = cluster.detect_local(gpu_inventory, num_cpus, ffmpeg)
     _show(node)
     if not dry_run and head:  # the head's token once what it offers checks out
-        found, made = ensure_token(env)
+        found, made = cluster.ensure_token(env)
         if made:
             err.print(f"made the farm's Ray token in {found.where} (mode 600)")
         err.print(_join_hint(port))
@@ -255,9 +253,9 @@ def _node_env(
 
 def _join_check(address: str, env: dict[str, str]) -> None:
     """A worker must have the farm's token, and the head must answer."""
-    if find_token(env) is None:
-        raise ConfigError(missing_token_message(address))
-    check_reachable(address)
+    if cluster.find_token(env) is None:
+        raise ConfigError(cluster.missing_token_message(address))
+    cluster.check_reachable(address)
 
 
 def _join_hint(port: int) -> str:
@@ -271,7 +269,7 @@ def _join_hint(port: int) -> str:
 @node_app.command()
 def token() -> None:
     """Print the farm's Ray token (for RAY_AUTH_TOKEN or ~/.ray/auth_token on workers)."""
-    found = find_token(os.environ)
+    found = cluster.find_token(os.environ)
     if found is None:
         raise ConfigError(
             "no Ray token on this machine; `framefleet node start --head` makes one, or "

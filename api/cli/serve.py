@@ -12,10 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+import cluster  # its names are read when `serve` runs (not for every command)
 from api.cli.discovery import announce, withdraw
 from api.cli.options import Address
 from api.paths import TOKEN_FILE_NAME
-from cluster import sweep_partials, write_secret
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         if not settings.tokens() and settings.keyring().path is None:
             token_file = settings.data_dir / TOKEN_FILE_NAME
             if not token_file.exists():
-                write_secret(token_file, (secrets.token_urlsafe(32) + "\n").encode())
+                cluster.write_secret(token_file, (secrets.token_urlsafe(32) + "\n").encode())
             settings = settings.model_copy(update={"token_file": token_file})
             err.print(f"no FRAMEFLEET_API_TOKENS set: using the token in {token_file}")
         roots = [*map(str, settings.roots(serving=True)), *settings.object_roots()]
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
                 # outright; Ray's exit hooks would wait a minute for it. What its running
                 # encodes were writing is removed (their workers had no time to), then exit.
                 if settings.ray_address is None:
-                    sweep_partials(settings.data_dir)
+                    cluster.sweep_partials(settings.data_dir)
                 err.print("stopped (the local Ray had been stopped too; its jobs are "
                           "re-queued at the next start)")  # fmt: skip
                 sys.stderr.flush()
