@@ -80,6 +80,7 @@ from bench.report import Row, add_arguments, at_least, at_most, emit
 from cluster.config import CoordinatorConfig
 from cluster.control.coordinator import Coordinator
 from cluster.control.fakes import FakeClip, fake_node
+from cluster.control.heap import Heap
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.events import EventType
 from cluster.model.jobs import Hardware, JobKind, JobSpec
@@ -793,7 +794,7 @@ async def measure(plan: Plan, sock: socket.socket) -> Run:
     farm = SimFarm(sock, plan.seed)
     config = CoordinatorConfig(data_dir=root / "data", media_roots=(root,),
                                max_jobs_per_node=SLOTS, max_queued_jobs=0)  # fmt: skip
-    coordinator = Coordinator(config, farm, probe=farm.probe, index=farm.index)
+    coordinator = Coordinator(config, farm, probe=farm.probe, index=farm.index, heap=Heap())
     meter = Meter()
     instrument(coordinator, meter)
     gc.callbacks.append(meter.collector)

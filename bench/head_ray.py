@@ -93,6 +93,7 @@ from bench.report import Row, add_arguments, at_least, at_most, emit  # noqa: E4
 from cluster.config import CoordinatorConfig, RuntimeConfig  # noqa: E402
 from cluster.control.coordinator import Coordinator  # noqa: E402
 from cluster.control.fakes import FakeClip, fake_node  # noqa: E402
+from cluster.control.heap import Heap  # noqa: E402
 from cluster.media.work import WorkOrder, WorkOutcome  # noqa: E402
 from cluster.model.jobs import Hardware, JobKind, JobSpec  # noqa: E402
 from cluster.model.media import MediaInfo  # noqa: E402
@@ -239,7 +240,8 @@ class SimHead(Coordinator):
         self.held = HeldFarm(ray.get_runtime_context().current_actor, agents, slots)
         config = CoordinatorConfig(data_dir=data / "data", media_roots=(data,),
                                    max_jobs_per_node=slots, max_queued_jobs=0)  # fmt: skip
-        super().__init__(config, self.held, probe=self.held.probe, index=self.held.index)
+        super().__init__(config, self.held, probe=self.held.probe, index=self.held.index,
+                         heap=Heap())  # fmt: skip
         self.warned = Warned()
         logging.getLogger("framefleet").addHandler(self.warned)
         self.calls = {"batched": 0, "direct": 0}

@@ -13,13 +13,14 @@ def main() -> None:
     walk it again and again meanwhile (some 140 passes, 40 ms of a one-shot command);
     it is frozen once imported."""
     gc.disable()
-    from api.cli.early import read_ahead
+    try:
+        from api.cli.early import read_ahead
 
-    read_ahead(sys.argv[1:])
-    from api.cli.main import main as run
-
-    gc.freeze()
-    gc.enable()
+        read_ahead(sys.argv[1:])
+        from api.cli.main import main as run
+    finally:
+        gc.freeze()
+        gc.enable()
     run()
 
 

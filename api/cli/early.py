@@ -101,6 +101,10 @@ def _named_input(args: list[str]) -> str | None:
 
 def read_ahead(args: list[str]) -> None:
     """Start reading this machine's ffmpeg builds (and probing the input) if ``args``
-    run a job here."""
-    if runs_here(args):
-        AHEAD.start(args)
+    run a job here. Only a hint: whatever goes wrong here (a data dir it may not read)
+    is for the command itself to meet and say."""
+    try:
+        if runs_here(args):
+            AHEAD.start(args)
+    except (OSError, ValueError, RuntimeError):
+        return

@@ -69,7 +69,7 @@ from cluster.control.rules.policy import (
     nvenc_why,
     timed_result,
 )
-from cluster.control.running.encodes import Encodes
+from cluster.control.running.encodes import Encodes, Running
 from cluster.control.running.orders import order_for
 from cluster.control.running.pace import Pace, media_seconds
 from cluster.control.running.pool import EncoderPool
@@ -158,9 +158,12 @@ class Coordinator:
         index: IndexFn = index_file,
         kinds: tuple[GraphKind, ...] = KINDS,
         now: Callable[[], float] = time.time,
+        heap: Heap | None = None,
     ) -> None:
         """``probe`` and ``index`` read the media this machine sees; ``kinds``: the kinds
-        of job graphs a job may become; ``now``: the clock."""
+        of job graphs a job may become; ``now``: the clock; ``heap``: the collector of a
+        process that is the head and nothing else (its long-lived objects frozen; see
+        :mod:`cluster.control.heap`), ``None`` in a process shared with other work."""
         self.config = config
         self._backend = backend
         self._now = now
@@ -176,8 +179,7 @@ class Coordinator:
         self.pace = Pace(config.data_dir / SPEEDS_FILE, config.costs)
         self._forecast_at = 0.0
         self._forecast_every = FORECAST_S
-        self.heap = Heap()
-        """The garbage collector's long-lived objects, frozen (see cluster.control.heap)."""
+        self.heap = heap
         self._forecasting_task: asyncio.Task[None] | None = None
         """The forecast running in slices, if one is."""
         self._eta_events = ETA_EVENTS
@@ -930,7 +932,8 @@ class Coordinator:
         if not force and not self._forecast_due():
             return
         if self._forecasting_task is not None:
-            self._forecasting_task.cancel()  # this one is newer
+            self._forecasting_task.cancel()  # this one is newer (one not begun never clears
+            self._forecasting_task = None  # itself: a task cancelled before its first step)
         took = time.perf_counter()
         for _ in self._forecasting():
             pass
@@ -976,7 +979,8 @@ class Coordinator:
         except Exception:  # a bug here must not stop the coordinator
             log.exception("forecast failed")
         finally:
-            self._forecasting_task = None
+            if self._forecasting_task is asyncio.current_task():
+                self._forecasting_task = None
 
     def _forecasting(self) -> Generator[None, None, None]:
         """Predicted starts and finishes: running encodes' (the learned speed blended
@@ -991,8 +995,8 @@ class Coordinator:
         self._told = {k: v for k, v in self._told.items() if k in queue or k in running_now}
         nodes = {n.node_id: n for n in self.view.nodes}
         parents: dict[str, float] = {}
-        running = yield from self._forecast_running(now, nodes, parents)
-        yield from self._forecast_queue(now, nodes, running, parents)
+        ends = yield from self._forecast_running(now, nodes, parents)
+        yield from self._forecast_queue(now, nodes, ends, parents)
         for parent_id, end in parents.items():  # a job of tasks ends with its last task
             whole = self.table.jobs.get(parent_id)
             if whole is not None and not whole.status.terminal:
@@ -1006,29 +1010,50 @@ class Coordinator:
 
     def _forecast_running(
         self, now: float, nodes: dict[str, NodeInfo], parents: dict[str, float]
-    ) -> Generator[None, None, list[tuple[Placement, float]]]:
-        """Each running encode's predicted end (and its job's forecast)."""
-        running: list[tuple[Placement, float]] = []
+    ) -> Generator[None, None, dict[str, tuple[Running, float]]]:
+        """Each running encode's predicted end (and its job's forecast): job -> its
+        encode and that end."""
+        ends: dict[str, tuple[Running, float]] = {}
         for n, (job_id, run) in enumerate(list(self.encodes.running.items()), start=1):
             if n % SLICE_JOBS == 0:
                 yield
             job = self.table.jobs.get(job_id)
             if job is None or job.status is not JobStatus.RUNNING:
                 continue
+            if self.encodes.running.get(job_id) is not run:
+                continue  # it ended (or runs again elsewhere) since the list was taken
             placement = run.lease.placement
             end = self._running_end(job, placement, nodes.get(placement.node_id), now)
-            running.append((placement, end))
+            ends[job_id] = (run, end)
             start = job.started_at or now
             self._predicted(job, now, start, end, placement.address, placement, nodes)
             if job.task is not None:
                 parents[job.task.parent] = max(parents.get(job.task.parent, 0.0), end)
+        return ends
+
+    def _running_now(
+        self, ends: dict[str, tuple[Running, float]], nodes: dict[str, NodeInfo], now: float
+    ) -> list[tuple[Placement, float]]:
+        """What runs now, each with its predicted end (an encode that started since the
+        running encodes were looked at: estimated now): what the farm's states hold."""
+        running = []
+        for job_id, run in self.encodes.running.items():
+            known = ends.get(job_id)
+            if known is not None and known[0] is run:
+                running.append((run.lease.placement, known[1]))
+                continue
+            job = self.table.jobs.get(job_id)
+            if job is not None:
+                placement = run.lease.placement
+                end = self._running_end(job, placement, nodes.get(placement.node_id), now)
+                running.append((placement, end))
         return running
 
     def _forecast_queue(
         self,
         now: float,
         nodes: dict[str, NodeInfo],
-        running: list[tuple[Placement, float]],
+        ends: dict[str, tuple[Running, float]],
         parents: dict[str, float],
     ) -> Generator[None, None, None]:
         """The ready queue's head (its first FORECAST_DEPTH, in order) and the jobs not
@@ -1049,9 +1074,12 @@ class Coordinator:
         jobs = {j.id: j for j in queued}
         demands = [(j.id, demand_for(j, j.input_media)) for j in queued if j.input_media]
         yield
+        # The farm's states and what runs on them, read in one step (an encode that ended
+        # or started between two steps would be released twice, or never).
         states = self._states(placeable=True)
-        yield
+        running = self._running_now(ends, nodes, now)
         kinds = self._finish_time(now, states)
+        yield  # (the states are a copy: the planner is built from them in the next step)
         replay = Replay(kinds, jobs) if kinds is not None else None  # as dispatched
         planner = Planner(states, self.config.policy, self.config.costs)
         yield
@@ -1328,7 +1356,8 @@ class Coordinator:
                 self.pool.reap()
                 self.table.forget_finished(self._now())
                 self._forecast_later()
-                self.heap.tick()
+                if self.heap is not None:
+                    self.heap.tick()
             except Exception:
                 log.exception("housekeeping failed")
             if self.table.queue or self.encodes.running:

@@ -16,6 +16,7 @@ import ray
 from cluster.config import CoordinatorConfig, RuntimeConfig
 from cluster.control.coordinator import Coordinator
 from cluster.control.farm.backend import EncoderHandle
+from cluster.control.heap import Heap
 from cluster.media.work import WorkOrder, WorkOutcome
 from cluster.model.media import MediaInfo
 from cluster.model.split import FrameIndex
@@ -34,7 +35,8 @@ class CoordinatorActor(Coordinator):
 
     def __init__(self, config: CoordinatorConfig) -> None:
         actor = ray.get_runtime_context().current_actor
-        super().__init__(config, RayBackend(actor, config.root_ids))
+        # Its worker process is the head's alone: its long-lived objects are frozen.
+        super().__init__(config, RayBackend(actor, config.root_ids), heap=Heap())
         self.start()
 
 

@@ -160,6 +160,7 @@ class JobTable:
         self.queue = Queue({j.id: j for j in self.jobs.values() if j.status is JobStatus.QUEUED})
         self._queued_by = Counter(j.owner for j in self.queue.values() if j.task is None)
         self._queued_in = Counter(tenant_of(j.tenant) for j in self.queue.values() if not j.task)
+        self._ended = deque(sorted(self._ended, key=lambda i: self.jobs[i].updated_at))
         self.forget_finished(self._now())
         return requeued
 

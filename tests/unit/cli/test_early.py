@@ -81,3 +81,18 @@ def test_the_input_probed_ahead_is_the_file_named_right_after_the_command(
     assert _named_input(["encode", "missing.mp4"]) is None
     assert _named_input(["encode", "s3://bucket/in.mp4"]) is None
     assert _named_input(["encode", "."]) is None  # not a regular file
+
+
+def test_a_hint_that_cannot_be_read_is_no_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data dir the user may not enter: the command meets it and says so in one line;
+    reading ahead does not raise first (a traceback before the CLI's own handling)."""
+    from api.cli import early
+
+    def denied(_: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(data_dir))
+
+    monkeypatch.setattr(Path, "exists", denied)
+    early.read_ahead(["encode", "in.mp4", "-o", "out.mp4"])  # no exception
+    assert early.AHEAD.source is None

@@ -440,11 +440,16 @@ def test_a_forecast_of_many_running_encodes_lets_the_loop_run_between_its_slices
             nodes=[fake_node(cpus=400.0, memory_mb=2**20)], max_jobs_per_node=400)  # fmt: skip
 
 
-def test_finished_jobs_leave_memory_in_the_order_they_ended(tmp_path: Path) -> None:
+def test_finished_jobs_leave_memory_in_the_order_they_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Jobs are forgotten once past the retention window, oldest first, without looking
-    at those still kept; a job that ended later, or was retried and runs, stays."""
+    at those still kept; a job that ended later, or was retried and runs, stays. (The
+    backstop sweep of every job is off: what ended is found in the order it ended.)"""
     from cluster.control.fakes import FakeClock
+    from cluster.control.records import jobtable
 
+    monkeypatch.setattr(jobtable, "SWEEP_S", math.inf)
     clock = FakeClock()
     truncated = InputError("in.mp4: truncated", code=ErrorCode.TRUNCATED)
 
@@ -471,3 +476,31 @@ def test_finished_jobs_leave_memory_in_the_order_they_ended(tmp_path: Path) -> N
         assert early[0].id in jobs  # it runs
 
     on_farm(tmp_path, test, clock=clock, finished_retention_s=600)
+
+
+def test_a_forecast_forced_while_another_waits_to_begin_does_not_stop_later_ones(
+    tmp_path: Path,
+) -> None:
+    """An import of speeds forces a forecast; one the loop had just started (not begun
+    yet) is cancelled, and the loop's forecasts go on afterwards."""
+
+    async def test(farm: Farm) -> None:
+        c = farm.coordinator
+        job = await c.submit(farm.spec())
+        await farm.until(job.id, {"running"})
+        c._forecast_at = -math.inf
+        c._forecast_later()
+        waiting = c._forecasting_task
+        assert waiting is not None
+        c._forecast(force=True)  # before the loop gave it its first turn
+        await asyncio.sleep(0)
+        assert waiting.cancelled()
+        c._forecast_at = -math.inf
+        c._forecast_later()
+        again = c._forecasting_task
+        assert again is not None and again is not waiting
+        await again
+        assert c._forecasting_task is None
+        assert (c.table.get(job.id).forecast or {}).get("finish_at")
+
+    on_farm(tmp_path, test, script=lambda order: Behaviour.HANG)
