@@ -468,7 +468,36 @@ def settle(done: asyncio.Future[str], status: str) -> None:
         done.set_result(status)
 
 
-class SimFarm:
+class ClipMedia:
+    """The Backend protocol's media reads and node chores for a simulated farm: every
+    input is :data:`CLIP`, nothing is written, no autoscaler (``bench/head_ray.py`` too)."""
+
+    async def probe(self, path: str, roots: tuple[Path, ...]) -> MediaInfo:
+        return CLIP.media(path)
+
+    async def index(
+        self, path: str, roots: tuple[Path, ...], video_index: int, audio_index: int | None
+    ) -> FrameIndex:
+        return CLIP.index()
+
+    async def probe_on(self, node_id: str, path: str) -> MediaInfo:
+        return CLIP.media(path)
+
+    async def index_on(
+        self, node_id: str, path: str, video_index: int, audio_index: int | None
+    ) -> FrameIndex:
+        return CLIP.index()
+
+    async def remove_partials_on(
+        self, node_id: str, folder: str, job_id: str, tasks: bool = False
+    ) -> None:
+        return None
+
+    async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
+        return None
+
+
+class SimFarm(ClipMedia):
     """The coordinator's :class:`~cluster.control.farm.backend.Backend`: nodes of
     :data:`SLOTS` cores whose encoders are :class:`SimEncoder` s. The nodes' tickers and
     batchers run in the farm's process (:func:`serve_farm`); their batches arrive on the
@@ -543,30 +572,6 @@ class SimFarm:
 
     def create_encoder(self, placement: Placement) -> SimEncoder:
         return SimEncoder(self, placement.node_id)
-
-    async def probe(self, path: str, roots: tuple[Path, ...]) -> MediaInfo:
-        return CLIP.media(path)
-
-    async def index(
-        self, path: str, roots: tuple[Path, ...], video_index: int, audio_index: int | None
-    ) -> FrameIndex:
-        return CLIP.index()
-
-    async def probe_on(self, node_id: str, path: str) -> MediaInfo:
-        return CLIP.media(path)
-
-    async def index_on(
-        self, node_id: str, path: str, video_index: int, audio_index: int | None
-    ) -> FrameIndex:
-        return CLIP.index()
-
-    async def remove_partials_on(
-        self, node_id: str, folder: str, job_id: str, tasks: bool = False
-    ) -> None:
-        return None
-
-    async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
-        return None
 
 
 # ---- the head's other callers --------------------------------------------------------

@@ -89,16 +89,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.head import CLIP, ClipMedia  # noqa: E402
 from bench.report import Row, add_arguments, at_least, at_most, emit  # noqa: E402
 from cluster.config import CoordinatorConfig, RuntimeConfig  # noqa: E402
 from cluster.control.coordinator import Coordinator  # noqa: E402
-from cluster.control.fakes import FakeClip, fake_node  # noqa: E402
+from cluster.control.fakes import fake_node  # noqa: E402
 from cluster.control.heap import Heap  # noqa: E402
 from cluster.media.work import WorkOrder, WorkOutcome  # noqa: E402
 from cluster.model.jobs import Hardware, JobKind, JobSpec  # noqa: E402
-from cluster.model.media import MediaInfo  # noqa: E402
 from cluster.model.progress import ProgressReport, ProgressSnapshot  # noqa: E402
-from cluster.model.split import FrameIndex  # noqa: E402
 from cluster.nodes.agent import NodeInfo  # noqa: E402
 from cluster.scheduling.planner import Placement  # noqa: E402
 from cluster.storage.scratch import SCRATCH_ENV  # noqa: E402
@@ -112,7 +111,6 @@ NODES_PER_HOST = 4
 """Nodes whose encodes one :class:`EncodeHost` process carries."""
 BATCH = 500
 """Jobs per ``submit_many`` call while filling the farm."""
-CLIP = FakeClip(duration_s=600.0, width=640, height=360, audio=False)
 RUN_S = 400.0
 """A simulated encode's run time: none ends within the bench."""
 CALLS_FACTOR = 1.2
@@ -169,7 +167,7 @@ class HeldEncoder:
             self.done.set_result("cancelled")
 
 
-class HeldFarm:
+class HeldFarm(ClipMedia):
     """The head's backend: one simulated node per agent, of ``slots`` cores; each refresh
     asks every agent for its snapshot with the head's handle, as ``RayBackend`` does."""
 
@@ -187,30 +185,6 @@ class HeldFarm:
 
     def create_encoder(self, placement: Placement) -> HeldEncoder:
         return HeldEncoder(self, placement.node_id)
-
-    async def probe(self, path: str, roots: tuple[Path, ...]) -> MediaInfo:
-        return CLIP.media(path)
-
-    async def index(
-        self, path: str, roots: tuple[Path, ...], video_index: int, audio_index: int | None
-    ) -> FrameIndex:
-        return CLIP.index()
-
-    async def probe_on(self, node_id: str, path: str) -> MediaInfo:
-        return CLIP.media(path)
-
-    async def index_on(
-        self, node_id: str, path: str, video_index: int, audio_index: int | None
-    ) -> FrameIndex:
-        return CLIP.index()
-
-    async def remove_partials_on(
-        self, node_id: str, folder: str, job_id: str, tasks: bool = False
-    ) -> None:
-        return None
-
-    async def request_capacity(self, bundles: list[dict[str, float]]) -> None:
-        return None
 
 
 class Warned(logging.Handler):

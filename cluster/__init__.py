@@ -54,12 +54,11 @@ if TYPE_CHECKING:
         TransferError,
         WorkerLost,
     )
-    from cluster.media.builds import read_ahead
+    from cluster.media.builds import FFMPEG_ENV, read_ahead
     from cluster.media.confine import confine, confine_path
     from cluster.media.encoders import (
         CATALOG,
         CONTAINERS,
-        FFMPEG_ENV,
         Encoder,
         FfmpegBuild,
         available,
@@ -154,7 +153,7 @@ _WHERE: dict[str, str] = {
     "WorkerLost": "cluster.errors",
     "CATALOG": "cluster.media.encoders",
     "CONTAINERS": "cluster.media.encoders",
-    "FFMPEG_ENV": "cluster.media.encoders",
+    "FFMPEG_ENV": "cluster.media.builds",
     "Encoder": "cluster.media.encoders",
     "FfmpegBuild": "cluster.media.encoders",
     "available": "cluster.media.encoders",

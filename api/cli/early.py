@@ -61,9 +61,10 @@ class Ahead:
 
     def start(self, args: list[str]) -> None:
         def read() -> None:
-            from cluster import read_ahead as read_builds  # light: ffmpeg starts at once
+            from cluster import FFMPEG_ENV  # light: ffmpeg starts at once
+            from cluster import read_ahead as read_builds
 
-            read_builds()
+            read_builds(os.environ.get(FFMPEG_ENV) or "ffmpeg")  # as the settings read it
 
         threading.Thread(target=read, name="framefleet-read-ahead", daemon=True).start()
         self.source = _named_input(args)

@@ -8,13 +8,14 @@ here (:func:`~cluster.media.encoders.ffmpeg_build` parses them).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import threading
 
 from cluster.errors import ToolMissing
 
+FFMPEG_ENV = "FRAMEFLEET_FFMPEG"
+"""The ffmpeg a node runs (set for ``ray start`` by ``framefleet node start --ffmpeg``)."""
 TOOL_TIMEOUT_S = 30.0
 QUERIES = ("-encoders", "-filters")
 """What is asked; the first run also prints ffmpeg's banner (its version) on stderr."""
@@ -67,12 +68,12 @@ def answers(resolved: str) -> list[tuple[str, str]]:
         return _ANSWERS[resolved]
 
 
-def read_ahead(ffmpeg: str | None = None) -> None:
-    """Ask this machine's ffmpeg (``ffmpeg``, else ``$FRAMEFLEET_FFMPEG``, else the one on
-    PATH) and the static one pinned for quality metrics, both at once, so that the answers
-    wait when the engine asks. Errors are left for the engine's own asking to report."""
-    paths = {shutil.which(p) for p in (ffmpeg or os.environ.get("FRAMEFLEET_FFMPEG") or
-                                       "ffmpeg", "ffmpeg")}  # fmt: skip
+def read_ahead(ffmpeg: str = "ffmpeg") -> None:
+    """Ask this machine's ffmpeg (``ffmpeg``; the one on PATH too, which the CLI checks
+    encoders against) and the static one pinned for quality metrics, all at once, so that
+    the answers wait when the engine asks. Errors are left for the engine's own asking
+    to report."""
+    paths = {shutil.which(p) for p in (ffmpeg, "ffmpeg")}
     pinned = threading.Thread(target=_read_pinned, name="framefleet-read-pinned", daemon=True)
     pinned.start()
     for path in paths - {None}:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cluster.errors import SpecError, ToolMissing
 from cluster.media import builds
+from cluster.media.builds import FFMPEG_ENV as FFMPEG_ENV
 from cluster.model.jobs import CODECS, Hardware, Speed
 from cluster.model.quality import FILTERS
 
@@ -175,10 +176,6 @@ def container_for(output: str) -> Container:
             f"output {output!r}: unsupported extension {('.' + ext) if ext else '(none)'}; "
             f"use one of {', '.join('.' + e for e in CONTAINERS)}"
         ) from None
-
-
-FFMPEG_ENV = "FRAMEFLEET_FFMPEG"
-"""The ffmpeg a node runs (set for ``ray start`` by ``framefleet node start --ffmpeg``)."""
 
 
 @dataclass(frozen=True, slots=True)
